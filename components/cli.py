@@ -1,0 +1,145 @@
+"""Offline commands: no Pulumi CLI, no cluster, no network.
+
+    python -m components validate --stack NAME
+    python -m components render   --stack NAME --out DIR
+    python -m components preview  --stack NAME
+    python -m components diff     --stack NAME --set KEY=VALUE ...
+    python -m components stacks
+
+Exit status: 0 on success, 2 when the stack has problems (one line each,
+naming the stack file, the key and the fix; never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from components.errors import NodeFactError, StackError
+
+EXIT_STACK_PROBLEM = 2
+
+
+def _stack_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", required=True, metavar="NAME|FILE",
+                        help="a stack name from stacks/ (e.g. tp16-mindie) or a path to a Pulumi.<name>.yaml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m components",
+        description="Plan, render, preview and diff ascend-inference stacks offline "
+                    "(no Pulumi CLI, no NPU and no SSH needed). Real rollouts: `pulumi up`.",
+        epilog="Exit status 2 means the stack file has problems; each is printed as "
+               "'<file>: <key>: <what is wrong> (fix: <how>)'.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a stack: keys, types, layout, memory fit, rank table",
+                       description="Check a stack file and its parallel plan. Prints a one-line summary "
+                                   "(world size, layout, memory fit) or every problem found.")
+    _stack_arg(p)
+    p.add_argument("--require-secrets", action="store_true",
+                   help="also fail when a secret the stack names is not set (use in CI before `pulumi up`)")
+
+    p = sub.add_parser("render", help="write everything the nodes would receive into a directory",
+                       description="Write DIR/plan.json, DIR/rank_table.json (engines that use one) and "
+                                   "DIR/<node>/{env.sh, docker-run.sh, files/..., scripts/...}. "
+                                   "The directory is replaced as a whole, never left half-written.")
+    _stack_arg(p)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (replaced)")
+
+    p = sub.add_parser("preview", help="the Pulumi resource tree, under the SDK's mocks",
+                       description="Run the Pulumi program under pulumi.runtime mocks and print every "
+                                   "resource (type, name, parent, dependencies, inputs; secrets masked), "
+                                   "like `pulumi preview`.")
+    _stack_arg(p)
+    p.add_argument("--json", action="store_true", help="print the recorded graph as JSON")
+    p.add_argument("--no-inputs", action="store_true", help="print only the tree")
+
+    p = sub.add_parser("diff", help="which resources a config change would update or replace, and why",
+                       description="Preview the stack as it is and with KEY=VALUE changes applied "
+                                   "(KEY is a dotted path under ascend-inference:, e.g. "
+                                   "engine.max_num_seqs=128 or nodes[1].device_ips[0]=198.51.100.99), "
+                                   "and print what would change.")
+    _stack_arg(p)
+    p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE", required=True,
+                   help="a config change; VALUE is parsed as YAML (128, true, \"text\", [a, b])")
+
+    sub.add_parser("stacks", help="list the stacks in stacks/")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except StackError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_STACK_PROBLEM
+    except NodeFactError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_STACK_PROBLEM
+    except BrokenPipeError:  # e.g. `... | head`
+        return 0
+
+
+def cmd_validate(args) -> int:
+    from components.stackfile import load_stack
+
+    loaded = load_stack(args.stack, require_secrets=args.require_secrets)
+    plan, spec = loaded.plan, loaded.spec
+    print(f"{loaded.file}: ok")
+    print(f"  {len(spec.nodes)} x {spec.hardware.profile} = world {plan.world_size}; "
+          f"tp {plan.tp} pp {plan.pp} dp {plan.dp} ep {plan.ep}; engine {spec.engine.kind}")
+    if plan.pp > 1:
+        print(f"  pipeline layer split {','.join(map(str, plan.pp_layer_split))}")
+    print(f"  memory: {plan.memory.summary()}")
+    missing = [k for k in spec.secret_keys() if k not in loaded.secrets_present]
+    if missing:
+        print("  secrets not set yet (needed by `pulumi up`): "
+              + ", ".join(f"ascend-inference:{k}" for k in missing))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from components.render import render_stack
+    from components.stackfile import load_stack
+
+    loaded = load_stack(args.stack)
+    written = render_stack(loaded, args.out)
+    print(f"rendered stack {loaded.name} ({loaded.spec.engine.kind}, world {loaded.plan.world_size}) "
+          f"into {args.out}: {len(written)} files")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from components.offline import preview_stack
+
+    print(preview_stack(args.stack, as_json=args.json, show_inputs=not args.no_inputs))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from components.offline import diff_stack
+
+    print(diff_stack(args.stack, args.changes))
+    return 0
+
+
+def cmd_stacks(args) -> int:
+    from components.stackfile import stack_names
+
+    for name in stack_names():
+        print(name)
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "render": cmd_render, "preview": cmd_preview, "diff": cmd_diff,
+            "stacks": cmd_stacks}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""One container spec, two renderings: the `docker run` line a runbook would
+type, and the arguments of `pulumi_docker.Container`. Both come from the same
+`ContainerSpec`, so what `render` shows is what `pulumi up` creates.
+
+Pure: builds plain dicts; the Pulumi layer passes them to pulumi_docker.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Optional
+
+# The Ascend device files every runbook passes with --device.
+ASCEND_CONTROL_DEVICES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
+
+
+def ascend_devices(count: int) -> tuple[str, ...]:
+    return tuple(f"/dev/davinci{i}" for i in range(count)) + ASCEND_CONTROL_DEVICES
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: str
+    container: str
+    read_only: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "Mount":
+        parts = text.split(":")
+        read_only = len(parts) == 3 and parts[2] == "ro"
+        return cls(parts[0], parts[1], read_only)
+
+    def flag(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
+
+    @property
+    def is_named_volume(self) -> bool:
+        return not self.host.startswith("/")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    devices: tuple[str, ...]
+    mounts: tuple[Mount, ...]
+    shm_size: str
+    privileged: bool
+    ipc_host: bool
+    network_host: bool = True
+    restart: str = "no"
+    env: tuple[tuple[str, str], ...] = ()
+    entrypoint: Optional[tuple[str, ...]] = None
+    command: tuple[str, ...] = ()
+    # `-it`: the runbooks keep a shell open so the container stays up.
+    interactive: bool = True
+    # Values in `command` that are secret (e.g. GPUStack's --token): rendered
+    # as a shell variable reference, never in clear.
+    secret_args: dict[str, str] = field(default_factory=dict)
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def shm_size_mb(self) -> int:
+        """pulumi_docker takes shm_size in MB."""
+        match = re.fullmatch(r"([0-9]+)([bkmg]?)", self.shm_size.lower())
+        number, unit = int(match.group(1)), match.group(2)
+        factor = {"b": 1 / 2**20, "k": 1 / 1024, "": 1 / 2**20, "m": 1, "g": 1024}[unit]
+        return max(1, int(number * factor))
+
+    def docker_run_argv(self, *, reveal: Optional[dict[str, str]] = None) -> list[str]:
+        """argv of the equivalent `docker run -d`. Secret args appear as
+        "$VAR" unless `reveal` maps the variable to its value (executor only)."""
+        argv = ["docker", "run", "-d"]
+        if self.interactive:
+            argv += ["-it"]
+        argv += [f"--name={self.name}"]
+        if self.network_host:
+            argv += ["--network=host"]
+        if self.ipc_host:
+            argv += ["--ipc=host"]
+        if self.privileged:
+            argv += ["--privileged=true"]
+        if self.restart != "no":
+            argv += [f"--restart={self.restart}"]
+        argv += [f"--shm-size={self.shm_size}"]
+        for device in self.devices:
+            argv += [f"--device={device}"]
+        for mount in self.mounts:
+            argv += ["-v", mount.flag()]
+        for name, value in self.env:
+            argv += ["-e", f"{name}={value}"]
+        for name, value in self.labels:
+            argv += ["--label", f"{name}={value}"]
+        if self.entrypoint:
+            argv += [f"--entrypoint={self.entrypoint[0]}"]
+        argv.append(self.image)
+        if self.entrypoint and len(self.entrypoint) > 1:
+            argv += list(self.entrypoint[1:])
+        for arg in self.command:
+            if arg in self.secret_args:
+                var = self.secret_args[arg]
+                argv.append(reveal[var] if reveal and var in reveal else f"${var}")
+            else:
+                argv.append(arg)
+        return argv
+
+    def docker_run_line(self) -> str:
+        """Shell line for the rendered files; secret args stay "$VAR"."""
+        out = []
+        for arg in self.docker_run_argv():
+            out.append(f'"{arg}"' if arg.startswith("$") else shlex.quote(arg))
+        return " ".join(out)
+
+    def pulumi_docker_args(self) -> dict:
+        """Keyword arguments for `pulumi_docker.Container` (secret args are
+        substituted by the Pulumi layer with secret Outputs)."""
+        args: dict = {
+            "name": self.name,
+            "image": self.image,
+            "devices": [
+                {"host_path": d, "container_path": d, "permissions": "rwm"} for d in self.devices
+            ],
+            "mounts": [],
+            "volumes": [],
+            "shm_size": self.shm_size_mb(),
+            "privileged": self.privileged,
+            "network_mode": "host" if self.network_host else "bridge",
+            "ipc_mode": "host" if self.ipc_host else None,
+            "restart": self.restart,
+            "envs": [f"{k}={v}" for k, v in self.env],
+            "labels": [{"label": k, "value": v} for k, v in self.labels],
+            "tty": self.interactive,
+            "stdin_open": self.interactive,
+            "command": list(self.command),
+            "entrypoints": list(self.entrypoint) if self.entrypoint else None,
+            "must_run": True,
+            # Containers hold fixed names and host ports: never two at once.
+            "wait": False,
+        }
+        for mount in self.mounts:
+            if mount.is_named_volume:
+                args["volumes"].append(
+                    {"volume_name": mount.host, "container_path": mount.container, "read_only": mount.read_only})
+            else:
+                args["volumes"].append(
+                    {"host_path": mount.host, "container_path": mount.container, "read_only": mount.read_only})
+        del args["mounts"]
+        return {k: v for k, v in args.items() if v is not None}
+
+
+def standard_mounts(specs: list[str]) -> tuple[Mount, ...]:
+    return tuple(Mount.parse(s) for s in specs)
+
+
+def merge_mounts(*groups) -> tuple[Mount, ...]:
+    """Later groups win on the same container path; order of first appearance kept."""
+    by_target: dict[str, Mount] = {}
+    for group in groups:
+        for mount in group:
+            by_target[mount.container.rstrip("/") or "/"] = mount
+    return tuple(by_target.values())

@@ -1,0 +1,141 @@
+"""LMDeploy PyTorchEngine over Ray with an HCCL rank table (runbook 004).
+
+Env (incl. ASCEND_RANK_TABLE_FILE_PATH) is set before `ray start` on every
+node; workers join with `--node-ip-address`; `lmdeploy serve api_server` runs
+on the head with `--eager-mode` (multi-node supports eager mode only).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Literal, Optional
+
+from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+from components.engines.base import EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides
+from components.errors import Problem
+from components.model_base import StrictModel
+
+# Runbook 004's `docker run -v` list.
+STANDARD_MOUNTS = [
+    "/usr/local/Ascend/driver:/usr/local/Ascend/driver",
+    "/usr/local/Ascend/add-ons/:/usr/local/Ascend/add-ons",
+    "/usr/local/sbin/:/usr/local/sbin",
+    "/usr/local/sbin/npu-smi:/usr/local/sbin/npu-smi",
+    "/usr/log/npu/conf/slog/slog.conf:/var/log/npu/conf/slog/slog.conf",
+    "/var/log/npu/slog/:/var/log/npu/slog/",
+    "/var/log/npu/profiling/:/var/log/npu/profiling/",
+    "/var/log/npu/dump/:/var/log/npu/dump/",
+    "/var/log/npu/:/usr/slog",
+    "/lib/modules:/lib/modules",
+]
+
+
+class LmdeploySettings(StrictModel):
+    kind: Literal["lmdeploy"]
+    port: int = 23333
+    ray_port: int = 6379
+    backend: Literal["pytorch"] = "pytorch"
+    device: Literal["ascend"] = "ascend"
+    # Multi-node runs in eager mode only (runbook 004 §0 and §4).
+    eager_mode: bool = True
+    rank_table_path: str = "/data/hm/rank_table.json"
+    device_port: str = "16667"
+    # Share of free NPU memory LMDeploy gives the KV cache (its own default).
+    cache_max_entry_count: float = 0.8
+    env: dict[str, Optional[str]] = {}
+    log_file: str = "lmdeploy.log"
+    ready_timeout_s: int = 3600
+
+
+class Lmdeploy(EnginePlugin):
+    kind = "lmdeploy"
+    settings_model = LmdeploySettings
+    uses_ray = True
+    uses_rank_table = True
+    runbook = "004"
+
+    def check(self, spec, plan, file):
+        if plan is not None:
+            return []
+        problems = []
+        if len(spec.nodes) > 1 and not spec.engine.eager_mode:
+            problems.append(Problem(file, "ascend-inference:engine.eager_mode",
+                                    "multi-node LMDeploy on Ascend supports eager mode only (runbook 004)",
+                                    "set eager_mode: true"))
+        return problems
+
+    def memory_fraction(self, spec):
+        # Weights load first; the KV cache takes its share of what is left, so
+        # weights may use nearly all of it. Keep 10% for activations.
+        return 0.9
+
+    def ray_port(self, spec):
+        return spec.engine.ray_port
+
+    def rank_table_path(self, spec):
+        return spec.engine.rank_table_path
+
+    def env(self, ctx: NodeContext) -> EnvFile:
+        spec, s = ctx.spec, ctx.spec.engine
+        ifname = spec.network.socket_ifname
+        variables = [
+            ("GLOO_SOCKET_IFNAME", ifname),
+            ("TP_SOCKET_IFNAME", ifname),
+            # An IP, not an interface name (runbook 004 §2.1); per node.
+            ("HCCL_IF_IP", ctx.node.address),
+            ("RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES", "1"),
+            # Set before `ray start` so every Ray worker process inherits it.
+            ("ASCEND_RANK_TABLE_FILE_PATH", s.rank_table_path),
+        ]
+        return EnvFile((), tuple(apply_env_overrides(variables, s.env)))
+
+    def container(self, ctx: NodeContext) -> ContainerSpec:
+        spec = ctx.spec
+        c = spec.container
+        table_dir = s_dir(spec.engine.rank_table_path)
+        mounts = merge_mounts(
+            standard_mounts(STANDARD_MOUNTS),
+            [Mount(spec.model.path, spec.model.path), Mount(table_dir, table_dir)],
+            [Mount(ctx.remote_dir, ctx.remote_dir, read_only=True)],
+            standard_mounts(c.mounts),
+        )
+        return ContainerSpec(
+            name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node),
+            mounts=mounts, shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host,
+            restart=c.restart, entrypoint=("/bin/bash",),
+        )
+
+    def serve_argv(self, spec, plan) -> list[str]:
+        s = spec.engine
+        argv = ["lmdeploy", "serve", "api_server", spec.model.path,
+                "--backend", s.backend, "--device", s.device]
+        if s.eager_mode:
+            argv.append("--eager-mode")
+        argv += ["--tp", str(plan.tp)]
+        if s.port != 23333:
+            argv += ["--server-port", str(s.port)]
+        if s.cache_max_entry_count != 0.8:
+            argv += ["--cache-max-entry-count", str(s.cache_max_entry_count)]
+        return argv
+
+    def serve(self, spec, plan, stack) -> ServePlan:
+        return ServePlan(" ".join(shlex.quote(a) for a in self.serve_argv(spec, plan)),
+                         where="head", log_file=spec.engine.log_file)
+
+    def endpoint(self, spec) -> str:
+        return f"http://{spec.nodes[0].address}:{spec.engine.port}"
+
+    def readiness(self, spec) -> HttpCheck:
+        return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
+                         expect='"data"')
+
+    def smoke_request(self, spec) -> HttpCheck:
+        body = json.dumps({"model": spec.model.path, "prompt": "Hakuna Matata", "max_tokens": 64, "temperature": 0})
+        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
+
+
+def s_dir(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+PLUGIN = Lmdeploy()

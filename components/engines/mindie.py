@@ -1,0 +1,198 @@
+"""MindIE service, multi-node over an HCCL rank table (runbook 001).
+
+Each node runs `mindieservice_daemon` in its container with the same
+config.json but for `ipAddress`, and the same env but for MIES_CONTAINER_IP.
+The config edits the runbook makes with `sed` are made here on the JSON
+itself (key paths from the default config.json MindIE ships; see
+shared/reference/ascend-formats.md §3), so a key that moved is an error, not a
+silent no-op.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Literal, Optional
+
+from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+from components.engines.base import EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides
+from components.errors import Problem
+from components.model_base import StrictModel
+
+# Runbook 001's `docker run -v` list (first form), plus the model path.
+STANDARD_MOUNTS = [
+    "/usr/local/Ascend/driver:/usr/local/Ascend/driver",
+    "/usr/local/Ascend/firmware:/usr/local/Ascend/firmware",
+    "/usr/local/sbin/npu-smi:/usr/local/sbin/npu-smi",
+    "/usr/local/sbin:/usr/local/sbin",
+    "/etc/hccn.conf:/etc/hccn.conf",
+]
+
+SET_ENV_SCRIPTS = (
+    "/usr/local/Ascend/ascend-toolkit/set_env.sh",
+    "/usr/local/Ascend/nnal/atb/set_env.sh",
+    "/usr/local/Ascend/atb-models/set_env.sh",
+    "/usr/local/Ascend/mindie/set_env.sh",
+)
+
+
+class MindieSettings(StrictModel):
+    kind: Literal["mindie"]
+    port: int = 1025
+    install_path: str = "/usr/local/Ascend/mindie/latest/mindie-service"
+    https_enabled: bool = False
+    inter_comm_tls_enabled: bool = False
+    inter_node_tls_enabled: bool = False
+    max_seq_len: int = 24576
+    max_input_token_len: int = 16384
+    max_prefill_tokens: int = 16384
+    max_prefill_batch_size: int = 10
+    max_batch_size: int = 200
+    max_iter_times: int = 8192
+    npu_memory_fraction: float = 0.95
+    # Default: /data/hm/hccl_<servers>s_<ranks>p.json, as runbook 001 names it.
+    rank_table_path: Optional[str] = None
+    log_level: str = "ERROR"
+    env: dict[str, Optional[str]] = {}
+    ready_timeout_s: int = 3600
+
+
+class Mindie(EnginePlugin):
+    kind = "mindie"
+    settings_model = MindieSettings
+    uses_rank_table = True
+    runbook = "001"
+
+    def check(self, spec, plan, file):
+        s = spec.engine
+        problems = []
+        if plan is not None:
+            return problems
+        if not spec.profile.mindie_multinode and len(spec.nodes) > 1:
+            problems.append(Problem(
+                file, "ascend-inference:hardware.profile",
+                f"MindIE multi-node service does not run on {spec.hardware.profile} (runbook 001 needs Atlas 800I A2 servers)",
+                "use engine kind vllm-mindspore for 300I Duo servers (runbook 003), or a single node"))
+        tp = spec.parallel.tp
+        world = len(spec.nodes) * spec.profile.devices_per_node
+        if tp != world:
+            problems.append(Problem(
+                file, "ascend-inference:parallel.tp",
+                f"MindIE multi-node runs one TP group over all {world} NPUs (WORLD_SIZE={world}, worldSize "
+                f"{spec.profile.devices_per_node} per node), but tp is {tp}",
+                f"set tp: {world}"))
+        if s.max_input_token_len > s.max_seq_len:
+            problems.append(Problem(file, "ascend-inference:engine.max_input_token_len",
+                                    f"{s.max_input_token_len} exceeds max_seq_len {s.max_seq_len}",
+                                    "keep max_input_token_len <= max_seq_len"))
+        if not 0 < s.npu_memory_fraction <= 1:
+            problems.append(Problem(file, "ascend-inference:engine.npu_memory_fraction",
+                                    f"{s.npu_memory_fraction} is not in (0, 1]", "use 0.95 (runbook 001)"))
+        return problems
+
+    def memory_fraction(self, spec):
+        return spec.engine.npu_memory_fraction
+
+    def rank_table_path(self, spec):
+        if spec.engine.rank_table_path:
+            return spec.engine.rank_table_path
+        servers = len(spec.nodes)
+        return f"/data/hm/hccl_{servers}s_{servers * spec.profile.devices_per_node}p.json"
+
+    def env(self, ctx: NodeContext) -> EnvFile:
+        spec, s = ctx.spec, ctx.spec.engine
+        world = ctx.plan.world_size
+        node_ip = ctx.node.container_ip or ctx.node.address
+        variables = [
+            ("ATB_LLM_HCCL_ENABLE", "1"),
+            ("ATB_LLM_COMM_BACKEND", "hccl"),
+            ("HCCL_CONNECT_TIMEOUT", "7200"),
+            ("WORLD_SIZE", str(world)),
+            ("HCCL_EXEC_TIMEOUT", "0"),
+            # The one per-node variable (runbook 001 §6.1).
+            ("MIES_CONTAINER_IP", node_ip),
+            ("RANKTABLEFILE", self.rank_table_path(spec)),
+            ("HCCL_DETERMINISTIC", "true"),
+            ("NPU_MEMORY_FRACTION", str(s.npu_memory_fraction)),
+            ("PYTORCH_NPU_ALLOC_CONF", "expandable_segments:True"),
+            ("ASDOPS_LOG_LEVEL", s.log_level),
+            ("ASDOPS_LOG_TO_STDOUT", "1"),
+            ("MINDIE_LOG_LEVEL", s.log_level),
+            ("MINDIE_LOG_TO_STDOUT", "1"),
+            # sic: runbook 001 spells it with two underscores.
+            ("ATB__LOG_LEVEL", s.log_level),
+            ("ATB_LOG_TO_STDOUT", "1"),
+        ]
+        return EnvFile(SET_ENV_SCRIPTS, tuple(apply_env_overrides(variables, s.env)))
+
+    def container(self, ctx: NodeContext) -> ContainerSpec:
+        spec = ctx.spec
+        c = spec.container
+        table_dir = self.rank_table_path(spec).rsplit("/", 1)[0]
+        mounts = merge_mounts(
+            standard_mounts(STANDARD_MOUNTS),
+            [Mount(spec.model.path, spec.model.path), Mount(table_dir, table_dir)],
+            [Mount(ctx.remote_dir, ctx.remote_dir, read_only=True)],
+            standard_mounts(c.mounts),
+        )
+        return ContainerSpec(
+            name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node),
+            mounts=mounts, shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host,
+            restart=c.restart, command=("bash",),
+        )
+
+    def config_json(self, ctx: NodeContext) -> dict:
+        """MindIE's default config.json with runbook 001's edits, per node."""
+        spec, s = ctx.spec, ctx.spec.engine
+        config = json.loads(resources.files("components.engines").joinpath("data/mindie_config.default.json").read_text())
+        server, backend = config["ServerConfig"], config["BackendConfig"]
+        deploy = backend["ModelDeployConfig"]
+        model, schedule = deploy["ModelConfig"][0], backend["ScheduleConfig"]
+        server["ipAddress"] = ctx.node.container_ip or ctx.node.address
+        server["port"] = s.port
+        server["httpsEnabled"] = s.https_enabled
+        server["interCommTLSEnabled"] = s.inter_comm_tls_enabled
+        backend["multiNodesInferEnabled"] = len(spec.nodes) > 1
+        backend["interNodeTLSEnabled"] = s.inter_node_tls_enabled
+        backend["npuDeviceIds"] = [list(range(spec.profile.devices_per_node))]
+        model["modelName"] = spec.model.name
+        model["modelWeightPath"] = spec.model.path
+        model["worldSize"] = spec.profile.devices_per_node
+        schedule["maxPrefillBatchSize"] = s.max_prefill_batch_size
+        deploy["maxSeqLen"] = s.max_seq_len
+        deploy["maxInputTokenLen"] = s.max_input_token_len
+        schedule["maxPrefillTokens"] = s.max_prefill_tokens
+        schedule["maxBatchSize"] = s.max_batch_size
+        schedule["maxIterTimes"] = s.max_iter_times
+        return config
+
+    def files(self, ctx: NodeContext) -> dict[str, str]:
+        # Written on the host under the stack's directory (mounted read-only)
+        # and pointed to with MIES_CONFIG_JSON_PATH would be cleaner, but the
+        # runbook edits the file in place; the serve script copies it there.
+        return {f"{ctx.remote_dir}/mindie/config.json": json.dumps(self.config_json(ctx), indent=4) + "\n"}
+
+    def serve(self, spec, plan, stack) -> ServePlan:
+        s = spec.engine
+        return ServePlan(
+            command="./bin/mindieservice_daemon", where="every-node",
+            log_file="mindie.log", workdir=s.install_path)
+
+    def endpoint(self, spec) -> str:
+        master = spec.nodes[0]
+        return f"http://{master.container_ip or master.address}:{spec.engine.port}"
+
+    def readiness(self, spec) -> HttpCheck:
+        return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
+                         expect=spec.model.name)
+
+    def smoke_request(self, spec) -> HttpCheck:
+        # Runbook 001 §6.4, the OpenAI form.
+        body = json.dumps({"model": spec.model.name,
+                           "messages": [{"role": "user", "content": "介绍下杭州西湖"}],
+                           "max_tokens": 512, "stream": False}, ensure_ascii=False)
+        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/chat/completions", body,
+                         (("Accept", "application/json"), ("Content-Type", "application/json")),
+                         timeout_s=600, expect='"choices"')
+
+
+PLUGIN = Mindie()

@@ -1,0 +1,206 @@
+"""vLLM-MindSpore over Ray (runbooks 000: TP16 on 800I A2, 003: TP8/PP2 on 300I Duo).
+
+Every node runs the same container; Ray forms the cluster with the head on the
+master (`ray start --head --port=<ray_port>`, workers `--address=<head>:<port>`)
+after the env is set, and `vllm-mindspore serve` runs on the head only.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Literal, Optional
+
+from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+from components.engines.base import EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides
+from components.errors import Problem
+from components.model_base import StrictModel
+
+# Runbook 000's `docker run -v` list.
+STANDARD_MOUNTS = [
+    "/usr/local/sbin/:/usr/local/sbin/",
+    "/var/log/npu/slog/:/var/log/npu/slog",
+    "/var/log/npu/profiling/:/var/log/npu/profiling",
+    "/var/log/npu/dump/:/var/log/npu/dump",
+    "/var/log/npu/:/usr/slog",
+    "/etc/hccn.conf:/etc/hccn.conf",
+    "/usr/local/bin/npu-smi:/usr/local/bin/npu-smi",
+    "/usr/local/dcmi:/usr/local/dcmi",
+    "/usr/local/Ascend/driver:/usr/local/Ascend/driver",
+    "/etc/ascend_install.info:/etc/ascend_install.info",
+    "/etc/vnpu.cfg:/etc/vnpu.cfg",
+]
+
+# Runbook 003 ("300I Duo 新增"): kernels and memory settings the 310P needs.
+ATLAS_300I_DUO_ENV = [
+    ("MS_SUBMODULE_LOG_v", "{PARSER:2,ANALYZER:2}"),
+    ("DEVICE_NUM_PER_NODE", "{devices}"),
+    ("MS_ENABLE_INTERNAL_BOOST", "off"),
+    ("MS_ENABLE_TRACE_MEMORY", "on"),
+    ("DISABLE_SHAPE_RESAHPE", "on"),  # sic: the variable MindSpore reads is spelt this way
+    ("MS_DEV_RUNTIME_CONF", "only_local_comm:true"),
+    ("MS_ALLOC_CONF", "enable_vmm:true"),
+    ("MS_INTERNAL_ENABLE_CUSTOM_KERNEL_LIST",
+     "AddRmsNorm,RmsNormQuant,InferenceSwiGLU,TransposeBatchMatmulTranspose"),
+]
+
+
+class VllmMindsporeSettings(StrictModel):
+    kind: Literal["vllm-mindspore"]
+    port: int = 8000
+    ray_port: int = 6379
+    max_num_seqs: int = 256
+    max_model_len: int = 32768
+    max_num_batched_tokens: int = 4096
+    block_size: int = 128
+    gpu_memory_utilization: float = 0.9
+    trust_remote_code: bool = True
+    # Runbook 003 passes --no-enable-prefix-caching.
+    enable_prefix_caching: bool = True
+    # Runbook 003 passes --dtype float16.
+    dtype: Optional[str] = None
+    # Runbook 003 passes --distributed-executor-backend=ray; 000 leaves it to vLLM.
+    distributed_executor_backend: Optional[Literal["ray", "mp"]] = None
+    model_backend: str = "MindFormers"
+    mindformers_model_config: str = "/path/to/research/deepseek3/deepseek_r1_671b/predict_deepseek_r1_671b_w8a8.yaml"
+    # Write runbook 003's MindFormers predict yaml to `mindformers_model_config`
+    # on every node (otherwise the one shipped in the image is used).
+    write_mindformers_yaml: bool = False
+    # Extra env vars, or null to drop one the engine would set.
+    env: dict[str, Optional[str]] = {}
+    log_file: str = "vllm.txt"
+    ready_timeout_s: int = 3600
+
+
+class VllmMindspore(EnginePlugin):
+    kind = "vllm-mindspore"
+    settings_model = VllmMindsporeSettings
+    uses_ray = True
+    supports_pp = True
+    runbook = "000/003"
+
+    def check(self, spec, plan, file):
+        s = spec.engine
+        problems = []
+        if plan is None and not 0 < s.gpu_memory_utilization <= 1:
+            problems.append(Problem(file, "ascend-inference:engine.gpu_memory_utilization",
+                                    f"{s.gpu_memory_utilization} is not in (0, 1]", "use e.g. 0.9 (runbook 000)"))
+        if plan is None and s.max_num_batched_tokens < s.block_size:
+            problems.append(Problem(file, "ascend-inference:engine.max_num_batched_tokens",
+                                    f"{s.max_num_batched_tokens} is below block_size {s.block_size}",
+                                    "use 4096 (runbook 000's recommendation)"))
+        return problems
+
+    def memory_fraction(self, spec):
+        return spec.engine.gpu_memory_utilization
+
+    def ray_port(self, spec):
+        return spec.engine.ray_port
+
+    def env(self, ctx: NodeContext) -> EnvFile:
+        spec, s = ctx.spec, ctx.spec.engine
+        devices = ",".join(str(i) for i in range(spec.profile.devices_per_node))
+        ifname = spec.network.socket_ifname
+        variables: list[tuple[str, str]] = []
+        if spec.hardware.profile == "atlas-300i-duo":
+            # Runbook 003's block, in its order.
+            variables += [
+                ("vLLM_MODEL_BACKEND", s.model_backend),
+                ("MS_ENABLE_LCCL", "off"),
+                ("ASCEND_RT_VISIBLE_DEVICES", devices),
+                ("GLOO_SOCKET_IFNAME", ifname),
+                ("TP_SOCKET_IFNAME", ifname),
+            ]
+            variables += [(k, v.replace("{devices}", str(spec.profile.devices_per_node)))
+                          for k, v in ATLAS_300I_DUO_ENV]
+            if ctx.plan.pp > 1:
+                variables.append(("VLLM_PP_LAYER_PARTITION", ",".join(str(n) for n in ctx.plan.pp_layer_split)))
+            variables.append(("MINDFORMERS_MODEL_CONFIG", s.mindformers_model_config))
+            sources: tuple[str, ...] = ()
+        else:
+            # Runbook 000's block, in its order.
+            sources = ("/usr/local/Ascend/ascend-toolkit/set_env.sh",)
+            variables += [
+                ("ASCEND_CUSTOM_PATH", "$ASCEND_HOME_PATH/../"),
+                ("GLOO_SOCKET_IFNAME", ifname),
+                ("HCCL_SOCKET_IFNAME", ifname),
+                ("TP_SOCKET_IFNAME", ifname),
+                ("MS_ENABLE_LCCL", "off"),
+                ("HCCL_OP_EXPANSION_MODE", "AIV"),
+                ("MS_ALLOC_CONF", "enable_vmm:true"),
+                ("ASCEND_RT_VISIBLE_DEVICES", devices),
+                ("RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES", "1"),
+                ("vLLM_MODEL_BACKEND", s.model_backend),
+                ("MINDFORMERS_MODEL_CONFIG", s.mindformers_model_config),
+            ]
+            if ctx.plan.pp > 1:
+                variables.append(("VLLM_PP_LAYER_PARTITION", ",".join(str(n) for n in ctx.plan.pp_layer_split)))
+        return EnvFile(sources, tuple(apply_env_overrides(variables, s.env)))
+
+    def container(self, ctx: NodeContext) -> ContainerSpec:
+        spec = ctx.spec
+        c = spec.container
+        mounts = merge_mounts(
+            standard_mounts(STANDARD_MOUNTS),
+            [Mount(spec.model.path, spec.model.path)],
+            [Mount(ctx.remote_dir, ctx.remote_dir, read_only=True)],
+            standard_mounts(c.mounts),
+        )
+        return ContainerSpec(
+            name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node),
+            mounts=mounts, shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host,
+            restart=c.restart, command=("bash",),
+        )
+
+    def files(self, ctx: NodeContext) -> dict[str, str]:
+        s = ctx.spec.engine
+        if not s.write_mindformers_yaml:
+            return {}
+        from components.render import render_template
+
+        return {s.mindformers_model_config: render_template(
+            "mindformers_predict_deepseek_r1_671b.yaml.j2", spec=ctx.spec, plan=ctx.plan)}
+
+    def serve_argv(self, spec, plan) -> list[str]:
+        s = spec.engine
+        argv = ["vllm-mindspore", "serve", spec.model.path]
+        if s.trust_remote_code:
+            argv.append("--trust-remote-code")
+        if not s.enable_prefix_caching:
+            argv.append("--no-enable-prefix-caching")
+        if s.dtype:
+            argv += ["--dtype", s.dtype]
+        argv.append(f"--tensor-parallel-size={plan.tp}")
+        if plan.pp > 1:
+            argv.append(f"--pipeline-parallel-size={plan.pp}")
+        argv += [
+            f"--max-num-seqs={s.max_num_seqs}",
+            f"--max-model-len={s.max_model_len}",
+            f"--max-num-batched-tokens={s.max_num_batched_tokens}",
+            f"--block-size={s.block_size}",
+            f"--gpu-memory-utilization={s.gpu_memory_utilization}",
+        ]
+        if s.distributed_executor_backend:
+            argv.append(f"--distributed-executor-backend={s.distributed_executor_backend}")
+        if s.port != 8000:
+            argv.append(f"--port={s.port}")
+        return argv
+
+    def serve(self, spec, plan, stack) -> ServePlan:
+        return ServePlan(
+            command=" ".join(shlex.quote(a) for a in self.serve_argv(spec, plan)),
+            where="head", log_file=spec.engine.log_file)
+
+    def endpoint(self, spec) -> str:
+        return f"http://{spec.nodes[0].address}:{spec.engine.port}"
+
+    def readiness(self, spec) -> HttpCheck:
+        return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
+                         expect=spec.model.path)
+
+    def smoke_request(self, spec) -> HttpCheck:
+        # Runbook 000's request; "model" is the served path, as the runbooks say.
+        body = ('{"model": "%s", "prompt": "I am", "max_tokens": 120, "temperature": 0, '
+                '"top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}' % spec.model.path)
+        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
+
+
+PLUGIN = VllmMindspore()

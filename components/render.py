@@ -1,0 +1,243 @@
+"""Everything a node receives, rendered from the spec and plan: env file,
+engine files, container settings, node scripts, and the rank table.
+
+The Pulumi resources run exactly these scripts; `python -m components render`
+writes them to a directory so a person can read what would be sent where.
+Pure: no Pulumi import.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import jinja2
+
+from components.container import ContainerSpec
+from components.engines.base import EnvFile, NodeContext, ServePlan
+from components.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
+from components.stackfile import LoadedStack
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("components", "templates"),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_TEMPLATES.filters["shquote"] = lambda value: shlex.quote(str(value))
+
+# Where each script runs. Host scripts run over SSH as they are; container
+# scripts are piped into `docker exec -i <container> bash -s` (see `wrap`).
+SCRIPT_PLACE = {
+    "preflight": "host", "fix-tls": "host", "peer-ping": "host", "weights": "host",
+    "image": "host", "ray-start": "container", "ray-stop": "container", "ray-verify": "container",
+    "serve-start": "container", "serve-stop": "container", "serve-ready": "container", "smoke": "host",
+}
+
+
+def render_template(name: str, **context) -> str:
+    return _TEMPLATES.get_template(name).render(**context)
+
+
+def wrap(script: str, place: str, container: str) -> str:
+    """The one place that decides host vs container (cf. Ray's command runners)."""
+    if place == "host":
+        return script
+    return (f"docker exec -i {shlex.quote(container)} bash -s <<'ASCEND_INFERENCE_SCRIPT'\n"
+            f"{script}ASCEND_INFERENCE_SCRIPT\n")
+
+
+@dataclass
+class NodeRender:
+    ctx: NodeContext
+    env: EnvFile
+    env_text: str
+    container: ContainerSpec
+    # Engine files: absolute path on the node -> content.
+    files: dict[str, str]
+    # Env variables whose values differ between nodes.
+    per_node_variables: list[str]
+    # Script name -> text (not yet wrapped for its place).
+    scripts: dict[str, str] = field(default_factory=dict)
+
+
+def declared_device_ips(loaded: LoadedStack) -> dict[str, list[str]]:
+    """Device IPs as declared, or placeholders that preflight fills in."""
+    out = {}
+    per_node = loaded.spec.profile.devices_per_node
+    for node in loaded.spec.nodes:
+        out[node.name] = list(node.device_ips) if node.device_ips else [
+            DISCOVERED.format(device=d, node=node.name) for d in range(per_node)]
+    return out
+
+
+def node_context(loaded: LoadedStack, index: int) -> NodeContext:
+    spec = loaded.spec
+    return NodeContext(spec=spec, plan=loaded.plan, index=index, node=spec.nodes[index], stack=loaded.name,
+                       rank_table_path=spec.engine_plugin.rank_table_path(spec))
+
+
+def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> Optional[dict]:
+    spec = loaded.spec
+    engine = spec.engine_plugin
+    if not engine.uses_rank_table:
+        return None
+    servers = [{"server_id": n.address, "device_ips": device_ips[n.name],
+                "container_ip": n.container_ip or n.address} for n in spec.nodes]
+    return rank_table_for(
+        servers, spec.profile.devices_per_node, version=spec.profile.rank_table_version,
+        with_container_ip=engine.kind == "mindie",
+        device_port=getattr(spec.engine, "device_port", None) if engine.kind == "lmdeploy" else None)
+
+
+def check_rank_table(loaded: LoadedStack, table: dict, source: str):
+    return validate_rank_table(
+        table, source=source, devices_per_node=loaded.spec.profile.devices_per_node,
+        version=loaded.spec.profile.rank_table_version, server_count=len(loaded.spec.nodes),
+        require_container_ip=loaded.spec.engine.kind == "mindie")
+
+
+def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, list[str]]] = None) -> NodeRender:
+    spec, plan = loaded.spec, loaded.plan
+    engine = spec.engine_plugin
+    ctx = node_context(loaded, index)
+    device_ips = device_ips or declared_device_ips(loaded)
+    env = engine.env(ctx)
+    per_node = _per_node_variables(loaded, index)
+    env_text = render_template("env.sh.j2", stack=loaded.name, node=ctx.node, engine_kind=engine.kind,
+                               env=env, per_node_vars=per_node)
+    container = engine.container(ctx)
+    files = engine.files(ctx)
+    out = NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
+                     per_node_variables=per_node)
+    common = {"stack": loaded.name, "node": ctx.node, "devices": spec.profile.devices_per_node,
+              "remote_dir": ctx.remote_dir, "model_path": spec.model.path}
+
+    def script(name: str, purpose: str, **extra) -> None:
+        out.scripts[name] = render_template(f"{name}.sh.j2", purpose=purpose, **common, **extra)
+
+    script("preflight", "Preflight facts (read-only)")
+    if spec.network.fix_tls:
+        script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
+    peers = [{"name": n.name, "device_ips": device_ips[n.name]} for j, n in enumerate(spec.nodes) if j != index]
+    script("peer-ping", "Ping the peers' NPU device IPs", peers=peers)
+    script("weights", "Check the model weights", weights_mode="750" if engine.kind == "mindie" else "")
+    script("image", "Make the container image present", image=spec.container.image,
+           image_tar=spec.container.image_tar)
+    if engine.uses_ray:
+        port = engine.ray_port(spec)
+        script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", head=ctx.is_master,
+               ray_port=port, head_address=spec.nodes[0].address,
+               node_ip_flag=engine.kind == "lmdeploy" and not ctx.is_master)
+        script("ray-stop", "Stop Ray on this node")
+        if ctx.is_master:
+            script("ray-verify", "Verify the Ray cluster", world_size=plan.world_size, nodes=len(spec.nodes),
+                   timeout_s=300)
+    serve = engine.serve(spec, plan, loaded.name)
+    if serve.where == "every-node" or (serve.where == "head" and ctx.is_master):
+        pre_start = _pre_start(loaded, ctx, serve)
+        run_dir = f"{ctx.remote_dir}/run"
+        script("serve-start", f"Start {engine.kind}", run_dir=run_dir, log_file=serve.log_file,
+               workdir=serve.workdir, command=serve.command, pre_start=pre_start)
+        script("serve-stop", f"Stop {engine.kind}", run_dir=run_dir)
+        if ctx.is_master:
+            script("serve-ready", f"Wait for {engine.kind} to answer", run_dir=run_dir, log_file=serve.log_file,
+                   ready=engine.readiness(spec))
+    if ctx.is_master:
+        script("smoke", "Smoke request", smoke=engine.smoke_request(spec))
+    return out
+
+
+def _pre_start(loaded: LoadedStack, ctx: NodeContext, serve: ServePlan) -> list[str]:
+    """Engine-specific steps right before the serve command."""
+    spec = loaded.spec
+    if spec.engine.kind == "mindie":
+        conf = f"{spec.engine.install_path}/conf/config.json"
+        return [f"cp {ctx.remote_dir}/mindie/config.json {shlex.quote(conf)}", f"chmod 640 {shlex.quote(conf)}"]
+    return []
+
+
+def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:
+    """Env variables whose values differ between nodes (all others must match)."""
+    engine = loaded.spec.engine_plugin
+    if len(loaded.spec.nodes) < 2:
+        return []
+    mine = engine.env(node_context(loaded, index)).as_dict()
+    other = engine.env(node_context(loaded, 1 if index == 0 else 0)).as_dict()
+    return sorted(k for k in mine if mine.get(k) != other.get(k))
+
+
+def plan_document(loaded: LoadedStack) -> dict:
+    spec, plan = loaded.spec, loaded.plan
+    engine = spec.engine_plugin
+    doc = {
+        "stack": loaded.name,
+        "stack_file": loaded.file,
+        "engine": engine.kind,
+        "hardware": spec.hardware.profile,
+        "model": {"name": spec.model.name, "path": spec.model.path, "quantization": spec.model.quantization},
+        **plan.to_json(),
+        "nodes": [{"name": n.name, "host": n.host, "ip": n.address, "role": "master" if i == 0 else "worker"}
+                  for i, n in enumerate(spec.nodes)],
+        "endpoint": engine.endpoint(spec),
+        "rank_table_path": engine.rank_table_path(spec),
+        "cluster": "ray" if engine.uses_ray else ("rank table" if engine.uses_rank_table else engine.kind),
+    }
+    doc["node_count"] = doc.pop("nodes_count", plan.nodes)
+    return doc
+
+
+def render_stack(loaded: LoadedStack, out_dir: Path) -> list[Path]:
+    """Write plan.json, rank_table.json (when used) and DIR/<node>/...; return
+    the files written. Writes into a temp dir first, so a failure leaves
+    nothing half-written."""
+    import shutil
+    import tempfile
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir.parent))
+    try:
+        written = _write_all(loaded, staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out_dir / p.relative_to(staging) for p in written]
+
+
+def _write_all(loaded: LoadedStack, root: Path) -> list[Path]:
+    written: list[Path] = []
+
+    def put(rel: str, text: str, mode: int = 0o644) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        path.chmod(mode)
+        written.append(path)
+
+    put("plan.json", json.dumps(plan_document(loaded), indent=2) + "\n")
+    ips = declared_device_ips(loaded)
+    table = rank_table(loaded, ips)
+    if table is not None:
+        # 640 as runbook 001 requires on the nodes.
+        put("rank_table.json", rank_table_json(table), 0o640)
+    for index, node in enumerate(loaded.spec.nodes):
+        rendered = render_node(loaded, index, ips)
+        base = node.name
+        put(f"{base}/env.sh", rendered.env_text)
+        put(f"{base}/docker-run.sh", "#!/usr/bin/env bash\n# Equivalent of the container resource.\n"
+            + rendered.container.docker_run_line() + "\n", 0o755)
+        for path, content in rendered.files.items():
+            put(f"{base}/files{path}", content)
+        for name, text in rendered.scripts.items():
+            put(f"{base}/scripts/{name}.sh", text, 0o755)
+        if table is not None:
+            put(f"{base}/files{loaded.spec.engine_plugin.rank_table_path(loaded.spec)}", rank_table_json(table), 0o640)
+    return written

@@ -1,0 +1,272 @@
+"""The stack spec: every key a stack file may hold, its type and its default.
+
+A stack file is `stacks/Pulumi.<stack>.yaml`; its project config keys live in
+the `ascend-inference:` namespace, one key per section below (`nodes`,
+`hardware`, `network`, `model`, `container`, `engine`, `parallel`, `ssh`).
+Defaults are the runbooks' values (the README lists each with its source).
+
+Pure: no Pulumi import. Cross-field rules that need several sections at once
+(duplicates, layout, memory) live in `check_spec` here and in `topology`.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import Field, field_validator
+
+from components.engines import ENGINES
+from components.errors import Problem
+from components.hardware import PROFILES
+from components.model_base import StrictModel
+
+NAMESPACE = "ascend-inference"
+
+# Node names become file names, Pulumi resource names and directory names.
+NODE_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+SIZE = r"^[0-9]+[bkmg]?$"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _ip(value: str) -> str:
+    if not _is_ip(value):
+        raise ValueError(f"'{value}' is not an IP address")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if not value.startswith("/"):
+        raise ValueError(f"'{value}' is not an absolute path")
+    return value
+
+
+class Node(StrictModel):
+    """One Atlas server. The first node is the master: Ray head, rank-table
+    server 0, GPUStack server, MindIE master."""
+
+    name: Annotated[str, Field(pattern=NODE_NAME)]
+    # Address the control host reaches over SSH (IP or DNS name).
+    host: Annotated[str, Field(min_length=1)]
+    # Address on the socket interface: rank-table server_id, Ray node IP,
+    # MIES_CONTAINER_IP, HCCL_IF_IP. Defaults to `host` when that is an IP.
+    ip: Optional[str] = None
+    user: Optional[str] = None
+    port: Optional[Annotated[int, Field(ge=1, le=65535)]] = None
+    # The hostname the node must report; preflight compares it.
+    hostname: Optional[Annotated[str, Field(pattern=HOSTNAME)]] = None
+    # NPU device IPs (hccn_tool -i N -ip -g), one per device in order. When
+    # given, preflight refuses a node whose discovered IPs differ.
+    device_ips: Optional[list[str]] = None
+    # MindIE rank table `container_ip`; defaults to the node ip.
+    container_ip: Optional[str] = None
+
+    _check_ip = field_validator("ip", "container_ip")(lambda v: v if v is None else _ip(v))
+
+    @field_validator("device_ips")
+    @classmethod
+    def _check_device_ips(cls, value):
+        if value is not None:
+            for ip in value:
+                _ip(ip)
+        return value
+
+    @property
+    def address(self) -> Optional[str]:
+        """The node's IP on the cluster network, if known."""
+        if self.ip:
+            return self.ip
+        return self.host if _is_ip(self.host) else None
+
+
+class SshSettings(StrictModel):
+    user: str = "root"
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    # Name of the secret config key holding the private key (set it with
+    # `pulumi config set --secret ascend-inference:<name> < key`).
+    private_key_secret: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = "sshPrivateKey"
+    # Optional jump host, `user@host[:port]`.
+    jump_host: Optional[str] = None
+
+
+class Hardware(StrictModel):
+    profile: Literal["atlas-800i-a2", "atlas-800t-a2", "atlas-300i-duo"]
+
+
+class Network(StrictModel):
+    # GLOO_SOCKET_IFNAME / TP_SOCKET_IFNAME / HCCL_SOCKET_IFNAME (runbook 000).
+    socket_ifname: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")] = "enp189s0f0"
+    # What every NPU's `hccn_tool -tls -g` switch must read; runbook 001
+    # recommends all 0 ("建议全0").
+    hccl_tls: Literal["disabled", "enabled"] = "disabled"
+    # Opt-in: run `hccn_tool -i N -tls -s enable 0` on every device (001).
+    fix_tls: bool = False
+    # Ping every peer's device IPs before anything is started (004 §5.1).
+    ping_peers: bool = True
+
+
+class Model(StrictModel):
+    name: Annotated[str, Field(min_length=1)] = "DeepSeek-R1"
+    # Identical on every node, mounted at the same path in the container.
+    path: str
+    quantization: Literal["bf16", "w8a8", "a8w4"] = "w8a8"
+    # Architecture facts the plan needs (DeepSeek-R1 671B by default).
+    parameters_b: Annotated[float, Field(gt=0)] = 671.0
+    # Routed-expert share of the parameters: 58 MoE layers x 256 experts x
+    # 3 x 7168 x 2048 = ~654B. Experts shard over EP; the rest is replicated
+    # per data-parallel group.
+    expert_parameters_b: Annotated[float, Field(ge=0)] = 654.0
+    layers: Annotated[int, Field(ge=1)] = 61
+    experts: Annotated[int, Field(ge=0)] = 256
+    # Measured size of the weights on disk (`du -s --block-size=1G`), when
+    # known; otherwise estimated from parameters and quantization.
+    weights_gb: Optional[Annotated[float, Field(gt=0)]] = None
+    # Share of usable NPU memory kept free for KV cache and activations.
+    kv_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+    _check_path = field_validator("path")(lambda v: _absolute_path(v))
+
+
+class Container(StrictModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    image: Annotated[str, Field(min_length=1)]
+    # A tar to `docker load -i` on every node instead of pulling (runbook 001).
+    image_tar: Optional[str] = None
+    shm_size: Annotated[str, Field(pattern=SIZE)] = "500g"
+    privileged: bool = True
+    ipc_host: bool = True
+    # Mounts beyond the engine's standard Ascend ones, "host:container[:ro]".
+    mounts: list[Annotated[str, Field(pattern=r"^[^:]+:/[^:]*(:ro|:rw)?$")]] = []
+    restart: Literal["no", "unless-stopped", "always", "on-failure"] = "no"
+
+    _check_tar = field_validator("image_tar")(lambda v: v if v is None else _absolute_path(v))
+
+
+class Parallel(StrictModel):
+    tp: Annotated[int, Field(ge=1)]
+    pp: Annotated[int, Field(ge=1)] = 1
+    dp: Annotated[int, Field(ge=1)] = 1
+    ep: Annotated[int, Field(ge=1)] = 1
+    # MoE tensor parallel (GPUStack/MindIE `--moe-tensor-parallel-size`).
+    # Defaults to tp when ep is 1, else 1.
+    moe_tp: Optional[Annotated[int, Field(ge=1)]] = None
+    # Layers per pipeline stage (VLLM_PP_LAYER_PARTITION); computed if absent.
+    pp_layer_split: Optional[list[Annotated[int, Field(ge=1)]]] = None
+
+
+class Paths(StrictModel):
+    # Where the program keeps env files, scripts, pid and log files per stack.
+    remote_dir: str = "/etc/ascend-inference"
+
+    _check = field_validator("remote_dir")(lambda v: _absolute_path(v))
+
+
+EngineSettings = Annotated[
+    Union[tuple(plugin.settings_model for plugin in ENGINES.values())],
+    Field(discriminator="kind"),
+]
+
+
+class ClusterSpec(StrictModel):
+    nodes: Annotated[list[Node], Field(min_length=1)]
+    hardware: Hardware
+    model: Model
+    container: Container
+    engine: EngineSettings
+    parallel: Parallel
+    network: Network = Network()
+    ssh: SshSettings = SshSettings()
+    paths: Paths = Paths()
+
+    @property
+    def profile(self):
+        return PROFILES[self.hardware.profile]
+
+    @property
+    def engine_plugin(self):
+        return ENGINES[self.engine.kind]
+
+    def secret_keys(self) -> list[str]:
+        """Config keys this stack reads as Pulumi secrets."""
+        return [self.ssh.private_key_secret, *self.engine_plugin.secret_keys(self)]
+
+
+SECTION_KEYS = tuple(ClusterSpec.model_fields)
+
+
+def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
+    """Rules across several nodes or sections that pydantic cannot see alone."""
+    problems: list[Problem] = []
+    key = f"{NAMESPACE}:nodes"
+
+    def seen_twice(values, what, fix):
+        first: dict[str, int] = {}
+        for index, value in values:
+            if value is None:
+                continue
+            if value in first:
+                problems.append(Problem(
+                    file, f"{key}[{index}].{what}",
+                    f"'{value}' is also used by {key}[{first[value]}]", fix))
+            else:
+                first[value] = index
+
+    nodes = list(enumerate(spec.nodes))
+    seen_twice([(i, n.name) for i, n in nodes], "name", "give every node its own name")
+    seen_twice([(i, n.host) for i, n in nodes], "host", "each node is one server: list it once")
+    seen_twice([(i, n.address) for i, n in nodes if n.ip], "ip", "each node needs its own IP")
+    seen_twice([(i, n.hostname) for i, n in nodes], "hostname",
+               "Ray needs distinct hostnames: run `hostname <new-name>` on one node (runbook 000) and update the stack")
+    device_owner: dict[str, str] = {}
+    per_node = spec.profile.devices_per_node
+    for i, node in nodes:
+        if node.address is None:
+            problems.append(Problem(
+                file, f"{key}[{i}].ip",
+                f"host '{node.host}' is not an IP address, so the node's cluster IP is unknown",
+                "add `ip:` with the address on the socket interface"))
+        if node.device_ips is None:
+            continue
+        if len(node.device_ips) != per_node:
+            problems.append(Problem(
+                file, f"{key}[{i}].device_ips",
+                f"lists {len(node.device_ips)} device IPs but {spec.hardware.profile} has {per_node} NPUs per node",
+                f"list one IP per device, in device order (`for i in {{0..{per_node - 1}}}; do hccn_tool -i $i -ip -g; done`)"))
+        for d, ip in enumerate(node.device_ips):
+            where = f"{node.name} device {d}"
+            if ip in device_owner:
+                problems.append(Problem(
+                    file, f"{key}[{i}].device_ips[{d}]",
+                    f"device IP {ip} of {where} is also {device_owner[ip]}",
+                    "every NPU needs its own IP; check `hccn_tool -i N -ip -g` on both nodes"))
+            else:
+                device_owner[ip] = where
+    return problems
+
+
+def suggest(word: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def is_ip(text: str) -> bool:
+    return _is_ip(text)
+
+
+_SECRET_LOOKING = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def looks_like_private_key(text: str) -> bool:
+    return bool(_SECRET_LOOKING.search(text))

@@ -1,0 +1,269 @@
+"""Reading a stack file into a validated spec and plan, or a list of problems.
+
+`--stack` takes a stack name (`stacks/Pulumi.<name>.yaml`) or a path. Every
+problem found is reported at once, each naming the file, the key and the fix;
+nothing here raises anything but `StackError`.
+"""
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from components.engines import ENGINES
+from components.errors import Problem, StackError
+from components.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
+from components.topology import Plan, plan_for
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STACKS_DIR = PROJECT_ROOT / "stacks"
+# Top-level keys Pulumi itself writes into a stack file.
+PULUMI_TOP_LEVEL = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    name: str
+    file: str
+    spec: ClusterSpec
+    plan: Plan
+    # Secret config keys present in the file (encrypted `secure:` values).
+    secrets_present: frozenset[str]
+    raw_config: dict
+
+
+def stack_names() -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml"))
+
+
+def resolve_stack(name_or_path: str) -> tuple[str, Path]:
+    """(stack name, file path) for a stack name or a path to Pulumi.<name>.yaml."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        stem = candidate.name
+        name = stem[len("Pulumi."):].rsplit(".", 1)[0] if stem.startswith("Pulumi.") else candidate.stem
+        if not candidate.is_file():
+            raise StackError([Problem(str(candidate), "(file)", "no such stack file",
+                                      "pass an existing Pulumi.<stack>.yaml")])
+        return name, candidate
+    path = STACKS_DIR / f"Pulumi.{name_or_path}.yaml"
+    if not path.is_file():
+        known = stack_names()
+        hint = suggest(name_or_path, known)
+        raise StackError([Problem(str(path), "(stack)", f"no stack named '{name_or_path}'",
+                                  (hint + " " if hint else "") + f"known stacks: {', '.join(known)}")])
+    return name_or_path, path
+
+
+def read_config(path: Path) -> dict:
+    """The stack file's `config:` mapping (namespace kept), or StackError."""
+    file = str(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
+        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise StackError([Problem(file, where, f"not valid YAML: {reason}",
+                                  "fix the indentation/quoting there (YAML uses spaces, not tabs)")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise StackError([Problem(file, "(file)", f"cannot read: {error}", "check the path and permissions")]) from None
+    if not isinstance(document, dict):
+        raise StackError([Problem(file, "(root)", "a stack file is a YAML mapping with a `config:` key",
+                                  "see stacks/Pulumi.tp16-mindie.yaml for the shape")])
+    problems = []
+    for key in document:
+        if key not in PULUMI_TOP_LEVEL:
+            hint = suggest(str(key), PULUMI_TOP_LEVEL)
+            problems.append(Problem(file, str(key), "unknown top-level key",
+                                    hint or f"only {', '.join(PULUMI_TOP_LEVEL)} belong at the top"))
+    config = document.get("config")
+    if not isinstance(config, dict):
+        problems.append(Problem(file, "config", "missing or not a mapping",
+                                f"put the `{NAMESPACE}:` keys under `config:`"))
+    if problems:
+        raise StackError(problems)
+    return config
+
+
+def _split_config(config: dict, file: str) -> tuple[dict, dict[str, Any], list[Problem]]:
+    """Separate structured sections from secret-valued keys; report strays."""
+    sections: dict[str, Any] = {}
+    others: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for full_key, value in config.items():
+        namespace, _, key = str(full_key).partition(":")
+        if not key or namespace != NAMESPACE:
+            problems.append(Problem(file, str(full_key), f"not in the `{NAMESPACE}:` namespace",
+                                    f"write it as `{NAMESPACE}:{key or full_key}`"))
+            continue
+        if key in SECTION_KEYS:
+            sections[key] = value
+        else:
+            others[key] = value
+    return sections, others, problems
+
+
+def _plain(value: Any) -> Any:
+    """YAML dates and the like are not valid config; JSON round-trip finds them."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def load_stack(name_or_path: str, *, require_secrets: bool = False) -> LoadedStack:
+    name, path = resolve_stack(name_or_path)
+    file = str(path)
+    config = read_config(path)
+    sections, others, problems = _split_config(config, file)
+    spec: Optional[ClusterSpec] = None
+    try:
+        spec = ClusterSpec.model_validate(_plain(sections))
+    except ValidationError as error:
+        problems += problems_from_validation(error, file)
+    if spec is None:
+        raise StackError(problems)
+
+    # Secrets: named by the spec, stored encrypted (`secure:`) by Pulumi.
+    secret_keys = spec.secret_keys()
+    present = set()
+    for key, value in others.items():
+        full = f"{NAMESPACE}:{key}"
+        if key in secret_keys:
+            if isinstance(value, dict) and set(value) == {"secure"} and isinstance(value["secure"], str):
+                present.add(key)
+            else:
+                problems.append(Problem(file, full, "a secret is written in clear in the stack file",
+                                        f"remove it and run `pulumi config set --secret {full}` (for a key file: "
+                                        f"`pulumi config set --secret {full} < ~/.ssh/id_ed25519`)"))
+        else:
+            hint = suggest(key, [*SECTION_KEYS, *secret_keys])
+            problems.append(Problem(file, full, "unknown key",
+                                    hint or f"known keys: {', '.join([*SECTION_KEYS, *secret_keys])}"))
+    problems += _clear_secrets_in_sections(sections, file)
+    if require_secrets:
+        for key in secret_keys:
+            if key not in present:
+                full = f"{NAMESPACE}:{key}"
+                problems.append(Problem(file, full, "secret not set",
+                                        f"run `pulumi config set --secret {full}` (it is stored encrypted in the stack file)"))
+    problems += check_spec(spec, file)
+    if problems:
+        raise StackError(problems)
+    plan = plan_for(spec, file)
+    return LoadedStack(name, file, spec, plan, frozenset(present), config)
+
+
+def _clear_secrets_in_sections(sections: dict, file: str) -> list[Problem]:
+    problems = []
+
+    def walk(value, key):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(value, str) and looks_like_private_key(value):
+            problems.append(Problem(file, key, "a private key is written in clear in the stack file",
+                                    f"remove it and run `pulumi config set --secret {NAMESPACE}:sshPrivateKey < key`"))
+
+    for section, value in sections.items():
+        walk(value, f"{NAMESPACE}:{section}")
+    return problems
+
+
+# --- pydantic errors -> problems ------------------------------------------
+
+def problems_from_validation(error: ValidationError, file: str) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        path, model = _locate(item["loc"])
+        key = f"{NAMESPACE}:{path}" if path else NAMESPACE
+        kind, message = item["type"], item["msg"]
+        given = item.get("input")
+        if kind == "extra_forbidden":
+            last = str(item["loc"][-1])
+            choices = list(model.model_fields) if model else []
+            hint = suggest(last, choices)
+            problems.append(Problem(file, key, "unknown key",
+                                    hint or (f"valid keys here: {', '.join(choices)}" if choices else "remove it")))
+        elif kind == "missing":
+            problems.append(Problem(file, key, "required key is missing", "add it (see README, stack file reference)"))
+        elif kind == "literal_error":
+            expected = item.get("ctx", {}).get("expected", "")
+            problems.append(Problem(file, key, f"'{given}' is not a valid choice", f"use one of {expected}"))
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            problems.append(Problem(file, f"{key}.kind" if not key.endswith(".kind") else key,
+                                    f"engine kind '{given.get('kind') if isinstance(given, dict) else given}' is unknown"
+                                    if kind == "union_tag_invalid" else "engine kind is missing",
+                                    f"use one of {', '.join(ENGINES)}"))
+        elif kind == "too_short" and path == "nodes":
+            problems.append(Problem(file, key, "the stack has no nodes", "list at least one node (the first is the master)"))
+        else:
+            shown = json.dumps(given, ensure_ascii=False) if not isinstance(given, (dict, list)) else type(given).__name__
+            fix = _type_fix(kind)
+            problems.append(Problem(file, key, f"{message.rstrip('.')} (got {shown})", fix))
+    return problems
+
+
+def _type_fix(kind: str) -> str:
+    return {
+        "int_type": "write a whole number without quotes",
+        "float_type": "write a number without quotes",
+        "bool_type": "write true or false without quotes",
+        "string_type": "write a string (quote it if it looks like a number)",
+        "list_type": "write a YAML list",
+        "dict_type": "write a YAML mapping",
+        "model_type": "write a YAML mapping",
+        "model_attributes_type": "write a YAML mapping",
+        "string_pattern_mismatch": "see the README for the allowed form",
+        "greater_than_equal": "use a larger value",
+        "greater_than": "use a larger value",
+        "less_than_equal": "use a smaller value",
+        "less_than": "use a smaller value",
+        "value_error": "see the README for this key",
+    }.get(kind, "see the README's stack file reference")
+
+
+def _locate(loc: tuple) -> tuple[str, Optional[type]]:
+    """Dotted key path for a pydantic location, and the model that owns its
+    last element (for suggestions). Engine union tags in the path are dropped."""
+    parts: list[str] = []
+    model: Optional[type] = ClusterSpec
+    owner: Optional[type] = ClusterSpec
+    for element in loc:
+        if isinstance(element, int):
+            if parts:
+                parts[-1] += f"[{element}]"
+            continue
+        if model is _ENGINE and element in ENGINES:
+            model = ENGINES[element].settings_model
+            continue
+        owner = model if isinstance(model, type) else None
+        parts.append(str(element))
+        field = owner.model_fields.get(element) if owner is not None and hasattr(owner, "model_fields") else None
+        model = _model_of(field.annotation) if field is not None else None
+    return ".".join(parts), owner
+
+
+_ENGINE = object()
+
+
+def _model_of(annotation) -> Optional[object]:
+    """The BaseModel inside Optional[...] / list[...] / Annotated[...], or the
+    engine-union marker."""
+    args = typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    kinds = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(kinds) > 1:
+        return _ENGINE
+    for arg in args:
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
