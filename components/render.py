@@ -39,8 +39,8 @@ SCRIPT_PLACE = {
 }
 
 
-def render_template(name: str, **context) -> str:
-    return _TEMPLATES.get_template(name).render(**context)
+def render_template(template: str, **context) -> str:
+    return _TEMPLATES.get_template(template).render(**context)
 
 
 def wrap(script: str, place: str, container: str) -> str:
@@ -148,7 +148,12 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
             script("serve-ready", f"Wait for {engine.kind} to answer", run_dir=run_dir, log_file=serve.log_file,
                    ready=engine.readiness(spec))
     if ctx.is_master:
-        script("smoke", "Smoke request", smoke=engine.smoke_request(spec))
+        smoke = engine.smoke_request(spec)
+        if spec.engine.kind == "gpustack":
+            out.scripts["smoke"] = render_template("gpustack-smoke.sh.j2", purpose="Smoke request", smoke=smoke,
+                                                   server_url=engine.server_url(spec), **common)
+        else:
+            script("smoke", "Smoke request", smoke=smoke)
     return out
 
 

@@ -115,10 +115,20 @@ def _plain(value: Any) -> Any:
 
 
 def load_stack(name_or_path: str, *, require_secrets: bool = False) -> LoadedStack:
+    """Read and check a stack file (the offline CLI's path)."""
     name, path = resolve_stack(name_or_path)
-    file = str(path)
     config = read_config(path)
-    sections, others, problems = _split_config(config, file)
+    sections, others, problems = _split_config(config, str(path))
+    return spec_from_sections(name, str(path), sections, others, problems=problems,
+                              require_secrets=require_secrets, raw_config=config)
+
+
+def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, problems: list | None = None,
+                       require_secrets: bool = False, raw_config: dict | None = None) -> LoadedStack:
+    """Check config sections (from a stack file, or from `pulumi.Config` under
+    the real engine) into a spec and plan. `others` are the non-section keys:
+    the secrets the spec names (as `{"secure": ...}`) and anything unknown."""
+    problems = list(problems or [])
     spec: Optional[ClusterSpec] = None
     try:
         spec = ClusterSpec.model_validate(_plain(sections))
@@ -154,7 +164,7 @@ def load_stack(name_or_path: str, *, require_secrets: bool = False) -> LoadedSta
     if problems:
         raise StackError(problems)
     plan = plan_for(spec, file)
-    return LoadedStack(name, file, spec, plan, frozenset(present), config)
+    return LoadedStack(name, file, spec, plan, frozenset(present), raw_config or {})
 
 
 def _clear_secrets_in_sections(sections: dict, file: str) -> list[Problem]:

@@ -146,9 +146,8 @@ class Gpustack(EnginePlugin):
 
     def smoke_request(self, spec) -> HttpCheck:
         body = json.dumps({"model": spec.model.name, "prompt": "I am", "max_tokens": 64, "temperature": 0})
-        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body,
-                         (("Content-Type", "application/json"), ("Authorization", "Bearer $GPUSTACK_API_KEY")),
-                         timeout_s=600, expect='"choices"')
+        # Sent with the admin session cookie (gpustack-smoke.sh.j2), not an API key.
+        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
 
 
 PLUGIN = Gpustack()

@@ -1,0 +1,220 @@
+"""Facts read off a node by the preflight script, and the contradictions the
+program refuses before anything is started.
+
+The preflight script prints the tools' own output in `### <section>` blocks;
+parsing happens here, on the control host, in one tested place, against the
+real formats of `npu-smi info` and `hccn_tool` (samples with sources in
+shared/reference/ascend-formats.md). Pure: no Pulumi import.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from components.errors import NodeFactError
+
+_NPU_ROW = re.compile(r"^\|\s*(\d+)\s+(\S+)\s*\|\s*(\w+)\s*\|")
+_CHIP_ROW = re.compile(r"^\|\s*\d+\s*(?:\d+\s*)?\|\s*[0-9A-Fa-f:.]+|NA\s*\|")
+
+
+@dataclass
+class DeviceFacts:
+    index: int
+    ip: Optional[str] = None
+    link: Optional[str] = None          # "UP" / "DOWN"
+    net_health: Optional[str] = None    # "Success" / "Fault" / "Init" ...
+    tls_switch: Optional[int] = None    # 0 / 1
+    lldp_ifname: Optional[str] = None
+    gateway: Optional[str] = None
+    netdetect: Optional[str] = None
+
+
+@dataclass
+class NodeFacts:
+    node: str
+    hostname: str = ""
+    npus: list[dict] = field(default_factory=list)      # [{"npu": 0, "name": "910B2", "health": "OK"}]
+    driver_version: Optional[str] = None
+    firmware_version: Optional[str] = None
+    cann_version: Optional[str] = None
+    devices: list[DeviceFacts] = field(default_factory=list)
+    stale_rootinfo: bool = False
+    model_present: Optional[bool] = None
+
+    @property
+    def healthy_npus(self) -> int:
+        return sum(1 for n in self.npus if n["health"] == "OK")
+
+    def device_ips(self) -> list[Optional[str]]:
+        return [d.ip for d in self.devices]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def split_sections(stdout: str) -> dict[str, str]:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in stdout.splitlines():
+        if line.startswith("### "):
+            current = line[4:].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return {k: "\n".join(v).strip("\n") for k, v in sections.items()}
+
+
+def parse_npu_smi_info(text: str) -> list[dict]:
+    """NPU rows of `npu-smi info` (first row of each NPU block: id, name, health)."""
+    npus = []
+    in_process_table = False
+    for line in text.splitlines():
+        if "Process id" in line:
+            in_process_table = True
+        if in_process_table:
+            continue
+        match = _NPU_ROW.match(line.rstrip())
+        if match and not line.lstrip("| ").startswith("NPU"):
+            npu_id, name, health = match.groups()
+            # The second row of a block starts with the chip id and a Bus-Id;
+            # it has no health word, so the regex's third group is a number.
+            if health.isdigit() or health == "NA":
+                continue
+            npus.append({"npu": int(npu_id), "name": name, "health": health})
+    return npus
+
+
+def parse_key_values(text: str, sep: str = "=") -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        if sep in line:
+            key, _, value = line.partition(sep)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def parse_device(index: int, sections: dict[str, str]) -> DeviceFacts:
+    d = DeviceFacts(index)
+    ip = re.search(r"ipaddr:\s*([0-9a-fA-F.:]+)", sections.get(f"device {index} ip", ""))
+    d.ip = ip.group(1) if ip else None
+    link = re.search(r"link status:\s*(\w+)", sections.get(f"device {index} link", ""))
+    d.link = link.group(1) if link else None
+    health = re.search(r"net health status:\s*(.+)", sections.get(f"device {index} net_health", ""))
+    d.net_health = health.group(1).strip() if health else None
+    tls = re.search(r"tls switch\[(\d)\]", sections.get(f"device {index} tls", ""))
+    d.tls_switch = int(tls.group(1)) if tls else None
+    lldp = re.search(r"Ifname:\s*(\S+)", sections.get(f"device {index} lldp", ""))
+    d.lldp_ifname = lldp.group(1) if lldp else None
+    gateway = re.search(r"default gateway:\s*([0-9a-fA-F.:]+)", sections.get(f"device {index} gateway", ""))
+    d.gateway = gateway.group(1) if gateway else None
+    netdetect = re.search(r"netdetect address:\s*([0-9a-fA-F.:]+)", sections.get(f"device {index} netdetect", ""))
+    d.netdetect = netdetect.group(1) if netdetect else None
+    return d
+
+
+def parse_preflight(node: str, stdout: str, devices: int) -> NodeFacts:
+    sections = split_sections(stdout)
+    facts = NodeFacts(node=node)
+    facts.hostname = sections.get("hostname", "").strip()
+    facts.npus = parse_npu_smi_info(sections.get("npu-smi-info", ""))
+    facts.driver_version = parse_key_values(sections.get("driver-version", "")).get("Version")
+    facts.firmware_version = parse_key_values(sections.get("firmware-version", "")).get("Version")
+    facts.cann_version = parse_key_values(sections.get("cann-version", "")).get("version")
+    facts.devices = [parse_device(i, sections) for i in range(devices)]
+    facts.stale_rootinfo = sections.get("hccl-rootinfo", "").strip() == "present"
+    model = sections.get("model-path", "").strip()
+    facts.model_present = {"present": True, "absent": False}.get(model)
+    return facts
+
+
+def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips: Optional[list[str]],
+               expected_hostname: Optional[str], model_path: str) -> list[NodeFactError]:
+    """What one node's facts contradict in the stack."""
+    node = facts.node
+    errors: list[NodeFactError] = []
+    if not facts.npus:
+        errors.append(NodeFactError(node, "npu-smi info", "no NPU listed",
+                                    "check the driver: `npu-smi info` must list the NPUs"))
+    elif facts.healthy_npus < devices:
+        bad = [f"NPU {n['npu']} {n['health']}" for n in facts.npus if n["health"] != "OK"]
+        missing = devices - len(facts.npus)
+        detail = ", ".join(bad + ([f"{missing} missing"] if missing > 0 else []))
+        errors.append(NodeFactError(node, "npu-smi info",
+                                    f"{facts.healthy_npus} healthy NPUs, the stack needs {devices} ({detail})",
+                                    "replace or reset the NPU (`npu-smi info -t health -i N`), or fix the hardware profile"))
+    if expected_hostname and facts.hostname != expected_hostname:
+        errors.append(NodeFactError(node, "hostname", f"is '{facts.hostname}', the stack expects '{expected_hostname}'",
+                                    f"run `hostname {expected_hostname}` on the node or update nodes[].hostname"))
+    want_tls = 1 if tls_policy == "enabled" else 0
+    for d in facts.devices:
+        if d.link != "UP":
+            errors.append(NodeFactError(node, f"device {d.index} link", f"is {d.link or 'unknown'}",
+                                        f"check the cable/optics (`hccn_tool -i {d.index} -link -g`)"))
+        if d.net_health is not None and d.net_health not in ("Success",):
+            errors.append(NodeFactError(node, f"device {d.index} net_health", f"is {d.net_health}",
+                                        f"check netdetect/gateway (`hccn_tool -i {d.index} -net_health -g`)"))
+        if d.tls_switch is not None and d.tls_switch != want_tls:
+            errors.append(NodeFactError(node, f"device {d.index} tls", f"switch is {d.tls_switch}, the stack's policy is {tls_policy}",
+                                        "set network.fix_tls: true (runs `hccn_tool -i N -tls -s enable 0`) or change network.hccl_tls"))
+        if d.ip is None:
+            errors.append(NodeFactError(node, f"device {d.index} ip", "no IP configured",
+                                        f"configure it in /etc/hccn.conf (`hccn_tool -i {d.index} -ip -s address ... netmask ...`)"))
+    if declared_ips:
+        for d, (declared, found) in enumerate(zip(declared_ips, facts.device_ips())):
+            if found is not None and declared != found:
+                errors.append(NodeFactError(node, f"device {d} ip", f"is {found}, the stack declares {declared}",
+                                            f"fix nodes[].device_ips[{d}] or the NPU's address"))
+    if facts.stale_rootinfo:
+        errors.append(NodeFactError(node, "/etc/hccl_rootinfo.json", "a stale HCCL root info file is present",
+                                    "remove /etc/hccl_rootinfo.json left by an earlier job"))
+    if facts.model_present is False:
+        errors.append(NodeFactError(node, "model path", f"{model_path} does not exist",
+                                    "copy the weights to the same path on every node"))
+    return errors
+
+
+def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:
+    """Contradictions between nodes."""
+    errors: list[NodeFactError] = []
+    by_hostname: dict[str, str] = {}
+    for f in all_facts:
+        if f.hostname in by_hostname:
+            errors.append(NodeFactError(f.node, "hostname", f"'{f.hostname}' is also the hostname of {by_hostname[f.hostname]}",
+                                        "Ray needs distinct hostnames: `hostname <new-name>` on one of them (runbook 000)"))
+        else:
+            by_hostname[f.hostname] = f.node
+    for attr, label in (("driver_version", "driver version"), ("firmware_version", "firmware version"),
+                        ("cann_version", "CANN version")):
+        values = {getattr(f, attr) for f in all_facts if getattr(f, attr)}
+        if len(values) > 1:
+            first = all_facts[0]
+            for f in all_facts[1:]:
+                if getattr(f, attr) and getattr(f, attr) != getattr(first, attr):
+                    errors.append(NodeFactError(f.node, label, f"is {getattr(f, attr)}, {first.node} has {getattr(first, attr)}",
+                                                "install the same version on every node"))
+    tls = {f.node: {d.tls_switch for d in f.devices} for f in all_facts}
+    switches = set().union(*tls.values()) if tls else set()
+    if len(switches) > 1:
+        errors.append(NodeFactError(",".join(sorted(tls)), "tls", f"TLS switches differ across nodes: {tls}",
+                                    "set network.fix_tls: true or align `hccn_tool -tls` on every node"))
+    owner: dict[str, str] = {}
+    for f in all_facts:
+        for d in f.devices:
+            if d.ip and d.ip in owner:
+                errors.append(NodeFactError(f.node, f"device {d.index} ip", f"{d.ip} is also {owner[d.ip]}",
+                                            "every NPU needs its own IP (/etc/hccn.conf)"))
+            elif d.ip:
+                owner[d.ip] = f"{f.node} device {d.index}"
+    return errors
+
+
+def raise_first(errors: list[NodeFactError]) -> None:
+    """One clear message: all problems, one per line, under the first's type."""
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        first = errors[0]
+        combined = NodeFactError(first.node, first.fact, str(first).split(": ", 2)[-1])
+        combined.args = ("\n".join(str(e) for e in errors),)
+        raise combined

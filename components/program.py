@@ -1,0 +1,44 @@
+"""The Pulumi program, importable so that tests and the offline preview run
+exactly what `pulumi up` runs (`__main__.py` only calls `run()`)."""
+from __future__ import annotations
+
+import os
+
+import pulumi
+
+from components.errors import Problem, StackError
+from components.spec import NAMESPACE, SECTION_KEYS
+from components.stackfile import STACKS_DIR, spec_from_sections
+
+
+def stack_file_for(stack: str) -> str:
+    # The Pulumi CLI runs the program with the project directory as cwd;
+    # ASCEND_INFERENCE_STACK_FILE lets the offline tools point elsewhere.
+    return os.environ.get("ASCEND_INFERENCE_STACK_FILE") or str(STACKS_DIR / f"Pulumi.{stack}.yaml")
+
+
+def run() -> None:
+    from components.resources import Deployment, DeploymentArgs
+
+    stack = pulumi.get_stack()
+    file = stack_file_for(stack)
+    config = pulumi.Config(NAMESPACE)
+    # Structured keys come from Pulumi's config (the stack file, or
+    # `pulumi config set --path`), and are checked by the same code as
+    # `python -m components validate`: a bad stack fails here, with the same
+    # messages, before any resource is registered.
+    sections = {key: value for key in SECTION_KEYS if (value := config.get_object(key)) is not None}
+    loaded = spec_from_sections(stack, file, sections, {})
+    key_name = loaded.spec.ssh.private_key_secret
+    private_key = config.get_secret(key_name)
+    if private_key is None:
+        raise StackError([Problem(file, f"{NAMESPACE}:{key_name}", "secret not set",
+                                  f"run `pulumi config set --secret {NAMESPACE}:{key_name} < ~/.ssh/id_ed25519`")])
+    deployment = Deployment(stack, DeploymentArgs(loaded, private_key))
+    pulumi.export("endpoint", deployment.endpoint)
+    pulumi.export("world_size", deployment.world_size)
+    pulumi.export("rank_table_digest", deployment.rank_table_digest)
+    pulumi.export("node_facts", deployment.node_facts)
+    pulumi.export("smoke_reply", deployment.smoke_reply)
+    if deployment.gpustack is not None:
+        pulumi.export("gpustack_admin_password", deployment.gpustack.admin_password)
