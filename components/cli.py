@@ -21,9 +21,13 @@ from components.errors import NodeFactError, StackError
 EXIT_STACK_PROBLEM = 2
 
 
+DEFAULT_STACK = "tp16-mindie"
+
+
 def _stack_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack", required=True, metavar="NAME|FILE",
-                        help="a stack name from stacks/ (e.g. tp16-mindie) or a path to a Pulumi.<name>.yaml")
+    parser.add_argument("--stack", default=DEFAULT_STACK, metavar="NAME|FILE",
+                        help="a stack name from stacks/ or a path to a Pulumi.<name>.yaml "
+                             f"(default: {DEFAULT_STACK})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DIR/<node>/{env.sh, docker-run.sh, files/..., scripts/...}. "
                                    "The directory is replaced as a whole, never left half-written.")
     _stack_arg(p)
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (replaced)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output directory, replaced as a whole (default: out/<stack>)")
 
     p = sub.add_parser("preview", help="the Pulumi resource tree, under the SDK's mocks",
                        description="Run the Pulumi program under pulumi.runtime mocks and print every "
@@ -108,9 +113,10 @@ def cmd_render(args) -> int:
     from components.stackfile import load_stack
 
     loaded = load_stack(args.stack)
-    written = render_stack(loaded, args.out)
+    out = args.out or Path("out") / loaded.name
+    written = render_stack(loaded, out)
     print(f"rendered stack {loaded.name} ({loaded.spec.engine.kind}, world {loaded.plan.world_size}) "
-          f"into {args.out}: {len(written)} files")
+          f"into {out}: {len(written)} files")
     for path in written:
         print(f"  {path}")
     return 0

@@ -44,6 +44,24 @@ class PeerCheck(pulumi.ComponentResource):
                     triggers=[script.apply(digest)], timeout="10m"))
         self.register_outputs({"device_ips": self.device_ips})
 
+    def gate(self, loaded: LoadedStack, master: AscendNode, weights: "ModelWeights") -> pulumi.Resource:
+        """One step that waits for every node's checks and records what was
+        verified on the master (`<remote_dir>/<stack>/cluster-verified.json`).
+        Later steps wait for it alone, so the graph has O(nodes) edges here
+        instead of every container waiting for every node's checks."""
+        path = f"{loaded.spec.paths.remote_dir}/{loaded.name}/cluster-verified.json"
+        content = pulumi.Output.all(self.device_ips, weights.fingerprint).apply(
+            lambda v: json.dumps({"device_ips": v[0], "weights_fingerprint": v[1]}, indent=2, sort_keys=True) + "\n")
+        script = content.apply(lambda text: render_template(
+            "install-file.sh.j2", purpose="Record the verified cluster facts", stack=loaded.name, node=master.node,
+            path=path, content=text, mode="644"))
+        remove = render_template("remove-file.sh.j2", purpose="Remove the verified cluster facts", stack=loaded.name,
+                                 node=master.node, path=path)
+        self.verified = remote_step(
+            "cluster-verified", connection=master.connection, create=script, delete=remove, parent=self,
+            triggers=[content.apply(digest)], depends_on=[*self.pings, *weights.checks])
+        return self.verified
+
 
 class ModelWeights(pulumi.ComponentResource):
     """The weights exist at the same path on every node with the same files

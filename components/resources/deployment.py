@@ -2,7 +2,8 @@
 
     AscendNode[i] (fix-tls?, preflight)           -- independent per node
       -> PeerCheck (cross-node facts, hccn_tool -ping of every peer)
-      -> ModelWeights (same files everywhere, 750 for MindIE)
+         + ModelWeights (same files everywhere, 750 for MindIE)
+      -> cluster-verified (one gate on the master: later steps wait for it alone)
       -> RankTable (mindie, lmdeploy: one table, 640, on every node)
       -> InferenceContainer[i] (env + files on the host, image, container)
       -> RayCluster (vllm-mindspore, lmdeploy) | GPUStack server/workers
@@ -49,7 +50,7 @@ class Deployment(pulumi.ComponentResource):
             for i, n in enumerate(spec.nodes)]
         self.peer_check = PeerCheck("peer-check", loaded, self.nodes, child)
         self.weights = ModelWeights("model-weights", loaded, self.nodes, child)
-        ready_nodes = [*self.peer_check.pings, *self.weights.checks]
+        ready_nodes = [self.peer_check.gate(loaded, self.nodes[0], self.weights)]
         # Values whose change must redo the containers' consumers.
         self.rank_table = None
         started_by: list = [self.weights.fingerprint]
