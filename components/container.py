@@ -120,7 +120,6 @@ class ContainerSpec:
             "devices": [
                 {"host_path": d, "container_path": d, "permissions": "rwm"} for d in self.devices
             ],
-            "mounts": [],
             "volumes": [],
             "shm_size": self.shm_size_mb(),
             "privileged": self.privileged,
@@ -134,7 +133,7 @@ class ContainerSpec:
             "command": list(self.command),
             "entrypoints": list(self.entrypoint) if self.entrypoint else None,
             "must_run": True,
-            # Containers hold fixed names and host ports: never two at once.
+            # The runbooks' containers run a shell and have no healthcheck.
             "wait": False,
         }
         for mount in self.mounts:
@@ -144,7 +143,6 @@ class ContainerSpec:
             else:
                 args["volumes"].append(
                     {"host_path": mount.host, "container_path": mount.container, "read_only": mount.read_only})
-        del args["mounts"]
         return {k: v for k, v in args.items() if v is not None}
 
 

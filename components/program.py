@@ -18,6 +18,18 @@ def stack_file_for(stack: str) -> str:
 
 
 def run() -> None:
+    from components.resources.common import StackRunError
+
+    try:
+        _run()
+    except StackError as error:
+        if isinstance(error, StackRunError):
+            raise
+        # Same lines as `python -m components validate`, without a traceback.
+        raise StackRunError(error.problems) from None
+
+
+def _run() -> None:
     from components.resources import Deployment, DeploymentArgs
 
     stack = pulumi.get_stack()

@@ -166,9 +166,9 @@ class Mindie(EnginePlugin):
         return config
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
-        # Written on the host under the stack's directory (mounted read-only)
-        # and pointed to with MIES_CONFIG_JSON_PATH would be cleaner, but the
-        # runbook edits the file in place; the serve script copies it there.
+        # Written on the host under the stack's directory (mounted read-only
+        # into the container); serve-start copies it over the image's
+        # conf/config.json, where runbook 001 edits it in place.
         return {f"{ctx.remote_dir}/mindie/config.json": json.dumps(self.config_json(ctx), indent=4) + "\n"}
 
     def serve(self, spec, plan, stack) -> ServePlan:

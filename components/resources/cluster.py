@@ -14,7 +14,7 @@ from components.errors import NodeFactError
 from components.facts import check_cluster, raise_first
 from components.ranktable import rank_table_digest, rank_table_json
 from components.render import LoadedStack, check_rank_table, rank_table, render_node, render_template
-from components.resources.common import TOKEN, digest, remote_step
+from components.resources.common import TOKEN, clearly, digest, remote_step
 from components.resources.node import AscendNode, facts_from_json
 
 
@@ -33,7 +33,7 @@ class PeerCheck(pulumi.ComponentResource):
             raise_first(check_cluster([facts_from_json(f) for f in all_facts]))
             return {f["node"]: [d["ip"] for d in f["devices"]] for f in all_facts}
 
-        self.device_ips = pulumi.Output.all(*[n.facts for n in nodes]).apply(cross_checked)
+        self.device_ips = pulumi.Output.all(*[n.facts for n in nodes]).apply(clearly(cross_checked))
         self.pings = []
         if loaded.spec.network.ping_peers and len(nodes) > 1:
             for index, node in enumerate(nodes):
@@ -90,7 +90,7 @@ class ModelWeights(pulumi.ComponentResource):
                                         "copy the same weights to every node (rsync from the master)")
             return first["fingerprint"]
 
-        self.fingerprint = pulumi.Output.all(*[c.stdout for c in self.checks]).apply(same_everywhere)
+        self.fingerprint = pulumi.Output.all(*[c.stdout for c in self.checks]).apply(clearly(same_everywhere))
         self.register_outputs({"fingerprint": self.fingerprint})
 
 
@@ -111,7 +111,7 @@ class RankTable(pulumi.ComponentResource):
                 raise NodeFactError(nodes[0].node.name, "rank table", "; ".join(str(p) for p in problems))
             return rank_table_json(table)
 
-        self.content = device_ips.apply(table_for)
+        self.content = device_ips.apply(clearly(table_for))
         self.digest = self.content.apply(lambda text: rank_table_digest(json.loads(text)))
         self.path = path
         self.copies = []

@@ -8,9 +8,36 @@ from typing import Optional, Sequence
 import pulumi
 from pulumi_command import remote
 
+from components.errors import NodeFactError, StackError
 from components.spec import ClusterSpec, Node
 
 TOKEN = "ascend-inference"
+
+
+class StackRunError(StackError, pulumi.RunError):
+    """A bad stack under `pulumi up`: RunError makes Pulumi print the message
+    without a stack trace; StackError keeps the offline tools' handling."""
+
+
+class NodeFactRunError(NodeFactError, pulumi.RunError):
+    """A node fact that contradicts the stack, raised during a rollout."""
+
+
+def clearly(check):
+    """Wrap an `apply` callback so its NodeFactError ends the run cleanly."""
+
+    def run(value):
+        try:
+            return check(value)
+        except NodeFactRunError:
+            raise
+        except NodeFactError as error:
+            clean = NodeFactRunError(error.node, error.fact, "")
+            clean.args = error.args
+            clean.fix = error.fix
+            raise clean from None
+
+    return run
 
 
 def digest(text: str) -> str:

@@ -1,14 +1,13 @@
 """AscendNode: one server reached over SSH, with its preflight facts."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 
 from components.facts import NodeFacts, check_node, parse_preflight, raise_first
 from components.render import NodeRender
-from components.resources.common import TOKEN, connection_for, digest, remote_step
+from components.resources.common import TOKEN, clearly, connection_for, digest, remote_step
 from components.spec import ClusterSpec
 
 
@@ -55,7 +54,7 @@ class AscendNode(pulumi.ComponentResource):
                 expected_hostname=node.hostname, model_path=spec.model.path))
             return facts.to_json()
 
-        self.facts = self.preflight.stdout.apply(checked)
+        self.facts = self.preflight.stdout.apply(clearly(checked))
         self.hostname = self.facts.apply(lambda f: f["hostname"])
         self.device_ips = self.facts.apply(lambda f: [d["ip"] for d in f["devices"]])
         self.register_outputs({"facts": self.facts, "hostname": self.hostname, "device_ips": self.device_ips})
@@ -67,7 +66,3 @@ def facts_from_json(data: dict) -> NodeFacts:
     raw = dict(data)
     raw["devices"] = [DeviceFacts(**d) for d in raw["devices"]]
     return NodeFacts(**raw)
-
-
-def facts_summary(facts: dict) -> str:
-    return json.dumps({k: facts[k] for k in ("hostname", "driver_version", "firmware_version")})
