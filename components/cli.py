@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE", required=True,
                    help="a config change; VALUE is parsed as YAML (128, true, \"text\", [a, b])")
 
-    sub.add_parser("stacks", help="list the stacks in stacks/")
+    sub.add_parser("stacks", help="list the stacks in stacks/",
+                   description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")
     return parser
 
 

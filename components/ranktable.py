@@ -105,7 +105,8 @@ def validate_rank_table(
 
     seen_servers: dict[str, int] = {}
     seen_ips: dict[str, str] = {}
-    ranks: list[int] = []
+    rank_owner: dict[str, str] = {}
+    position = 0
     for s, server in enumerate(servers):
         where = f"server_list[{s}]"
         if not isinstance(server, dict):
@@ -130,7 +131,6 @@ def validate_rank_table(
         if devices_per_node is not None and len(devices) != devices_per_node:
             bad(f"{where}.device", f"{label} lists {len(devices)} devices but the node has {devices_per_node}",
                 "list every NPU of the server")
-        local_ids = []
         for d, device in enumerate(devices):
             dwhere = f"{where}.device[{d}]"
             if not isinstance(device, dict):
@@ -143,11 +143,9 @@ def validate_rank_table(
                 elif not isinstance(value, str):
                     bad(f"{dwhere}.{field}", f"{label} device {d}: {field} must be a string", f'write "{value}"')
             device_id, device_ip, rank_id = device.get("device_id"), device.get("device_ip"), device.get("rank_id")
-            if isinstance(device_id, str):
-                if not device_id.isdigit():
-                    bad(f"{dwhere}.device_id", f"{label} device {d}: '{device_id}' is not a number")
-                else:
-                    local_ids.append(int(device_id))
+            if isinstance(device_id, str) and device_id != str(d):
+                bad(f"{dwhere}.device_id", f"{label} device {d}: device_id is '{device_id}', expected '{d}'",
+                    "list the devices in local order; device_id is the index on the server")
             if isinstance(device_ip, str):
                 try:
                     ipaddress.ip_address(device_ip)
@@ -161,26 +159,14 @@ def validate_rank_table(
                             "every NPU has its own IP; re-read them with `hccn_tool -i N -ip -g`")
                     else:
                         seen_ips[device_ip] = here
-            if isinstance(rank_id, str) and rank_id.isdigit():
-                ranks.append(int(rank_id))
-            elif isinstance(rank_id, str):
-                bad(f"{dwhere}.rank_id", f"{label} device {device_id}: '{rank_id}' is not a number")
-        if local_ids and sorted(local_ids) != list(range(len(local_ids))):
-            bad(f"{where}.device", f"{label} device_ids are {sorted(local_ids)}, expected 0..{len(local_ids) - 1}",
-                "device_id is the local index on the server")
-    if ranks:
-        expected = list(range(len(ranks)))
-        if sorted(ranks) != expected:
-            repeated = sorted({r for r in ranks if ranks.count(r) > 1})
-            missing = sorted(set(expected) - set(ranks))
-            detail = []
-            if repeated:
-                detail.append(f"repeated {repeated}")
-            if missing:
-                detail.append(f"missing {missing}")
-            bad("server_list", f"rank_id values must be 0..{len(ranks) - 1} once each: {', '.join(detail)}",
-                "renumber rank_id in server order, device order, from 0")
-        elif ranks != expected:
-            bad("server_list", "rank_id values are not in server order then device order",
-                "renumber rank_id in server order, device order, from 0")
+            # Ranks run 0..world-1 in server order, then device order.
+            expected = str(position)
+            position += 1
+            if isinstance(rank_id, str) and rank_id != expected:
+                first_use = rank_owner.get(rank_id)
+                detail = f", already used by {first_use}" if first_use else ""
+                bad(f"{dwhere}.rank_id", f"{label} device {device_id}: rank_id is '{rank_id}', expected '{expected}'{detail}",
+                    "renumber rank_id in server order, device order, from 0")
+            if isinstance(rank_id, str):
+                rank_owner.setdefault(rank_id, f"{label} device {device_id}")
     return problems

@@ -140,7 +140,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
     serve = engine.serve(spec, plan, loaded.name)
     if serve.where == "every-node" or (serve.where == "head" and ctx.is_master):
         pre_start = _pre_start(loaded, ctx, serve)
-        run_dir = f"{ctx.remote_dir}/run"
+        run_dir = ctx.run_dir
         script("serve-start", f"Start {engine.kind}", run_dir=run_dir, log_file=serve.log_file,
                workdir=serve.workdir, command=serve.command, pre_start=pre_start)
         script("serve-stop", f"Stop {engine.kind}", run_dir=run_dir)
@@ -208,6 +208,7 @@ def render_stack(loaded: LoadedStack, out_dir: Path) -> list[Path]:
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir.parent))
     try:
         written = _write_all(loaded, staging)
+        staging.chmod(0o755)  # mkdtemp makes it 0700
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

@@ -135,6 +135,13 @@ def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, pr
     except ValidationError as error:
         problems += problems_from_validation(error, file)
     if spec is None:
+        # Still name the stray keys: a misspelt section is the likely cause
+        # of the "required key is missing" just reported.
+        for key, value in others.items():
+            if not (isinstance(value, dict) and set(value) == {"secure"}):
+                hint = suggest(key, SECTION_KEYS)
+                problems.append(Problem(file, f"{NAMESPACE}:{key}", "unknown key",
+                                        hint or f"known keys: {', '.join(SECTION_KEYS)}"))
         raise StackError(problems)
 
     # Secrets: named by the spec, stored encrypted (`secure:`) by Pulumi.

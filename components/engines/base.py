@@ -104,6 +104,18 @@ class NodeContext:
     def remote_dir(self) -> str:
         return f"{self.spec.paths.remote_dir}/{self.stack}"
 
+    @property
+    def run_dir(self) -> str:
+        """pid and log files of the serving process (written from the container)."""
+        return f"{self.remote_dir}/run"
+
+    def stack_dir_mounts(self):
+        """The stack's directory read-only (env file, engine files) and its
+        run directory read-write, at the same paths as on the host."""
+        from components.container import Mount
+
+        return [Mount(self.remote_dir, self.remote_dir, read_only=True), Mount(self.run_dir, self.run_dir)]
+
 
 @dataclass(frozen=True)
 class ServePlan:

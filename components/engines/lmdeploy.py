@@ -96,7 +96,7 @@ class Lmdeploy(EnginePlugin):
         mounts = merge_mounts(
             standard_mounts(STANDARD_MOUNTS),
             [Mount(spec.model.path, spec.model.path), Mount(table_dir, table_dir)],
-            [Mount(ctx.remote_dir, ctx.remote_dir, read_only=True)],
+            ctx.stack_dir_mounts(),
             standard_mounts(c.mounts),
         )
         return ContainerSpec(

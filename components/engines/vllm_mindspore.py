@@ -141,7 +141,11 @@ class VllmMindspore(EnginePlugin):
         mounts = merge_mounts(
             standard_mounts(STANDARD_MOUNTS),
             [Mount(spec.model.path, spec.model.path)],
-            [Mount(ctx.remote_dir, ctx.remote_dir, read_only=True)],
+            ctx.stack_dir_mounts(),
+            # The predict yaml is read inside the container at the path
+            # MINDFORMERS_MODEL_CONFIG names (runbook 003: /workspace/...).
+            [Mount(self.yaml_on_host(ctx), ctx.spec.engine.mindformers_model_config, read_only=True)]
+            if ctx.spec.engine.write_mindformers_yaml else [],
             standard_mounts(c.mounts),
         )
         return ContainerSpec(
@@ -156,8 +160,11 @@ class VllmMindspore(EnginePlugin):
             return {}
         from components.render import render_template
 
-        return {s.mindformers_model_config: render_template(
+        return {self.yaml_on_host(ctx): render_template(
             "mindformers_predict_deepseek_r1_671b.yaml.j2", spec=ctx.spec, plan=ctx.plan)}
+
+    def yaml_on_host(self, ctx: NodeContext) -> str:
+        return f"{ctx.remote_dir}/mindformers/{ctx.spec.engine.mindformers_model_config.rsplit('/', 1)[-1]}"
 
     def serve_argv(self, spec, plan) -> list[str]:
         s = spec.engine

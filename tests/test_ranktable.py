@@ -1,0 +1,269 @@
+"""HCCL rank tables: properties of `rank_table_for` over 1..64 nodes x 1..16
+devices, and `validate_rank_table` rejecting every kind of broken table with a
+message that says which server (and device) is wrong."""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import random
+
+import pytest
+
+from components.ranktable import rank_table_digest, rank_table_for, rank_table_json, validate_rank_table
+
+NODE_COUNTS = (1, 2, 3, 4, 8, 16, 32, 64)
+DEVICE_COUNTS = (1, 2, 4, 8, 16)
+
+
+def make_servers(nodes: int, devices: int, *, seed: int = 0, container_ips: bool = False) -> list[dict]:
+    """Distinct server IPs (192.0.2.0/24 style, shuffled so that order is not
+    sorted) and distinct device IPs for every device."""
+    rng = random.Random(seed)
+    server_ips = [str(ipaddress.IPv4Address("10.0.0.1") + i) for i in range(nodes)]
+    rng.shuffle(server_ips)  # server order must be kept as given, not sorted
+    base = ipaddress.IPv4Address("172.16.0.1")
+    servers = []
+    for i, ip in enumerate(server_ips):
+        server = {"server_id": ip, "device_ips": [str(base + i * 64 + d) for d in range(devices)]}
+        if container_ips:
+            server["container_ip"] = str(ipaddress.IPv4Address("10.1.0.1") + i)
+        servers.append(server)
+    return servers
+
+
+def all_strings(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and all_strings(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(all_strings(v) for v in value)
+    return isinstance(value, str)
+
+
+def check_properties(nodes: int, devices: int, *, with_container_ip: bool, device_port, seed: int = 0):
+    servers = make_servers(nodes, devices, seed=seed, container_ips=with_container_ip and seed % 2 == 0)
+    table = rank_table_for(servers, devices, version="1.0", with_container_ip=with_container_ip,
+                           device_port=device_port)
+    label = f"{nodes} nodes x {devices} devices"
+    world = nodes * devices
+    assert table["server_count"] == str(nodes), label
+    assert len(table["server_list"]) == nodes, label
+    assert table["status"] == "completed" and table["version"] == "1.0", label
+    # Server order kept (master first), device IPs in device order.
+    assert [s["server_id"] for s in table["server_list"]] == [s["server_id"] for s in servers], label
+    ranks = []
+    for server, given in zip(table["server_list"], servers):
+        assert [d["device_id"] for d in server["device"]] == [str(i) for i in range(devices)], label
+        assert [d["device_ip"] for d in server["device"]] == given["device_ips"], label
+        ranks += [int(d["rank_id"]) for d in server["device"]]
+        if with_container_ip:
+            assert server["container_ip"] == given.get("container_ip", given["server_id"]), label
+        else:
+            assert "container_ip" not in server, label
+        for device in server["device"]:
+            if device_port is None:
+                assert "device_port" not in device, label
+            else:
+                assert device["device_port"] == str(device_port), label
+    # Contiguous, unique, in server then device order.
+    assert ranks == list(range(world)), label
+    assert all_strings(table), f"{label}: every value must be a string"
+    problems = validate_rank_table(table, source="generated.json", devices_per_node=devices, version="1.0",
+                                   server_count=nodes, require_container_ip=with_container_ip)
+    assert problems == [], f"{label}: " + "; ".join(map(str, problems))
+    # Canonical text: same table, same bytes.
+    assert json.loads(rank_table_json(table)) == table
+    assert rank_table_digest(copy.deepcopy(table)) == rank_table_digest(table)
+
+
+@pytest.mark.parametrize("nodes", NODE_COUNTS)
+@pytest.mark.parametrize("devices", DEVICE_COUNTS)
+def test_rank_table_properties_grid(nodes, devices):
+    check_properties(nodes, devices, with_container_ip=True, device_port=None)
+    check_properties(nodes, devices, with_container_ip=False, device_port="16667")
+
+
+def test_rank_table_properties_random_sample():
+    rng = random.Random(20240517)
+    for seed in range(60):
+        nodes, devices = rng.randint(1, 64), rng.randint(1, 16)
+        check_properties(nodes, devices, with_container_ip=rng.random() < 0.5,
+                         device_port=rng.choice([None, "16667", 16666]), seed=seed)
+
+
+def test_rank_table_extremes():
+    check_properties(1, 1, with_container_ip=True, device_port=None)
+    check_properties(64, 16, with_container_ip=False, device_port="16667")
+
+
+# --------------------------------------------------------------------------
+# Validator: broken tables
+# --------------------------------------------------------------------------
+
+MASTER, WORKER = "192.0.2.11", "192.0.2.12"
+
+
+@pytest.fixture
+def table() -> dict:
+    servers = [{"server_id": MASTER, "device_ips": [f"198.51.100.{d + 1}" for d in range(8)]},
+               {"server_id": WORKER, "device_ips": [f"198.51.100.{d + 17}" for d in range(8)]}]
+    return rank_table_for(servers, 8, version="1.0", with_container_ip=True)
+
+
+def problems_of(table, **overrides) -> list[str]:
+    kwargs = dict(source="rank_table.json", devices_per_node=8, version="1.0", server_count=2,
+                  require_container_ip=True)
+    kwargs.update(overrides)
+    return [str(p) for p in validate_rank_table(table, **kwargs)]
+
+
+def names_server(text: str, server_id: str, index: int) -> bool:
+    return server_id in text or f"server_list[{index}]" in text
+
+
+def names_device(text: str, device: int) -> bool:
+    return f"device {device}" in text or f"device[{device}]" in text
+
+
+def assert_problem(problems: list[str], *, server: tuple[str, int] | None = None, device: int | None = None,
+                   words: tuple[str, ...] = ()):
+    assert problems, "the validator accepted a broken table"
+    for text in problems:
+        if server is not None and not names_server(text, *server):
+            continue
+        if device is not None and not names_device(text, device):
+            continue
+        if all(w in text for w in words):
+            return
+    want = []
+    if server:
+        want.append(f"server {server[0]}")
+    if device is not None:
+        want.append(f"device {device}")
+    want += [repr(w) for w in words]
+    pytest.fail(f"no problem names {', '.join(want)}; got:\n" + "\n".join(problems))
+
+
+def test_valid_table_has_no_problem(table):
+    assert problems_of(table) == []
+
+
+def test_duplicate_device_ip(table):
+    table["server_list"][1]["device"][3]["device_ip"] = table["server_list"][0]["device"][2]["device_ip"]
+    problems = problems_of(table)
+    assert_problem(problems, server=(WORKER, 1), device=3, words=("198.51.100.3",))
+    assert_problem(problems, server=(MASTER, 0), device=2)  # says which device already has it
+
+
+def test_duplicate_device_ip_within_a_server(table):
+    devices = table["server_list"][0]["device"]
+    devices[5]["device_ip"] = devices[4]["device_ip"]
+    assert_problem(problems_of(table), server=(MASTER, 0), device=5, words=(devices[4]["device_ip"],))
+
+
+def test_duplicate_server(table):
+    table["server_list"][1]["server_id"] = MASTER
+    assert_problem(problems_of(table), server=(MASTER, 1), words=("twice",))
+
+
+def test_gap_in_rank_ids(table):
+    for device in table["server_list"][1]["device"]:
+        device["rank_id"] = str(int(device["rank_id"]) + 1)  # 0..7, 9..16
+    problems = problems_of(table)
+    assert_problem(problems, words=("8",))
+    # The first device whose rank_id is off is the worker's device 0 (9 where 8 belongs).
+    assert_problem(problems, server=(WORKER, 1), device=0)
+
+
+def test_repeated_rank_id(table):
+    table["server_list"][1]["device"][0]["rank_id"] = "7"
+    problems = problems_of(table)
+    assert_problem(problems, words=("7",))
+    assert_problem(problems, server=(WORKER, 1), device=0)
+
+
+def test_device_count_mismatch(table):
+    table["server_list"][1]["device"].pop()
+    assert_problem(problems_of(table), server=(WORKER, 1), words=("7", "8"))
+
+
+def test_wrong_version_for_the_chip(table):
+    table["version"] = "1.2"
+    assert_problem(problems_of(table), words=("version", "1.2", "1.0"))
+
+
+def test_number_instead_of_string(table):
+    table["server_list"][1]["device"][2]["rank_id"] = 10
+    assert_problem(problems_of(table), server=(WORKER, 1), device=2, words=("string",))
+
+
+def test_number_instead_of_string_device_id(table):
+    table["server_list"][0]["device"][4]["device_id"] = 4
+    assert_problem(problems_of(table), server=(MASTER, 0), device=4, words=("string",))
+
+
+def test_server_count_not_a_string(table):
+    table["server_count"] = 2
+    assert_problem(problems_of(table), words=("server_count", "string"))
+
+
+def test_missing_container_ip_for_mindie(table):
+    del table["server_list"][1]["container_ip"]
+    assert_problem(problems_of(table), server=(WORKER, 1), words=("container_ip",))
+    # Not needed for LMDeploy's format.
+    assert problems_of(table, require_container_ip=False) == []
+
+
+def test_server_count_mismatch(table):
+    table["server_count"] = "3"
+    assert_problem(problems_of(table), words=("server_count", "3", "2"))
+
+
+def test_server_list_shorter_than_the_stack(table):
+    assert_problem(problems_of(table, server_count=3), words=("2", "3"))
+
+
+def test_status_not_completed(table):
+    table["status"] = "initializing"
+    assert_problem(problems_of(table), words=("status", "initializing"))
+
+
+def test_device_id_out_of_order(table):
+    devices = table["server_list"][1]["device"]
+    devices[0]["device_id"], devices[1]["device_id"] = "1", "0"
+    problems = problems_of(table)
+    assert_problem(problems, server=(WORKER, 1), words=("device_id",))
+    assert any(names_server(p, WORKER, 1) and (names_device(p, 0) or names_device(p, 1)) for p in problems), problems
+
+
+def test_device_id_repeated(table):
+    table["server_list"][1]["device"][1]["device_id"] = "0"
+    assert_problem(problems_of(table), server=(WORKER, 1), words=("device_id",))
+
+
+def test_device_ip_not_an_ip(table):
+    table["server_list"][0]["device"][6]["device_ip"] = "198.51.100.x"
+    assert_problem(problems_of(table), server=(MASTER, 0), device=6, words=("198.51.100.x",))
+
+
+def test_missing_top_level_field(table):
+    del table["status"]
+    assert_problem(problems_of(table), words=("status",))
+
+
+def test_not_an_object():
+    assert_problem(problems_of(["not", "a", "table"]), words=("object",))
+
+
+def test_every_problem_names_the_source(table):
+    table["status"] = "x"
+    table["server_list"][1]["device"][3]["device_ip"] = table["server_list"][0]["device"][0]["device_ip"]
+    for text in problems_of(table):
+        assert text.startswith("rank_table.json: ")
+
+
+def test_rendered_rank_tables_validate(rendered):
+    for stack, devices in (("tp16-mindie", 8), ("tp16-lmdeploy", 8)):
+        table = json.loads((rendered[stack] / "rank_table.json").read_text())
+        assert validate_rank_table(table, source=stack, devices_per_node=devices, version="1.0", server_count=2,
+                                   require_container_ip=stack == "tp16-mindie") == []
