@@ -40,7 +40,7 @@ def _run() -> None:
     # `python -m components validate`: a bad stack fails here, with the same
     # messages, before any resource is registered.
     sections = {key: value for key in SECTION_KEYS if (value := config.get_object(key)) is not None}
-    loaded = spec_from_sections(stack, file, sections, {})
+    loaded = spec_from_sections(stack, file, sections, _other_keys())
     key_name = loaded.spec.ssh.private_key_secret
     private_key = config.get_secret(key_name)
     if private_key is None:
@@ -54,3 +54,17 @@ def _run() -> None:
     pulumi.export("smoke_reply", deployment.smoke_reply)
     if deployment.gpustack is not None:
         pulumi.export("gpustack_admin_password", deployment.gpustack.admin_password)
+
+
+def _other_keys() -> dict:
+    """Config keys of our namespace beyond the sections (secrets and strays),
+    so `pulumi up` refuses an unknown key or a secret in clear exactly as
+    `validate` does. The SDK has no public way to list config keys; this
+    reads the same settings `pulumi.Config` reads."""
+    from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
+
+    prefix = f"{NAMESPACE}:"
+    every = {**get_config_env(), **CONFIG.get()}
+    return {key[len(prefix):]: ({"secure": "(set)"} if is_config_secret(key) else value)
+            for key, value in every.items()
+            if key.startswith(prefix) and key[len(prefix):] not in SECTION_KEYS}

@@ -71,7 +71,9 @@ class ServingProcess(pulumi.ComponentResource):
                 f"{node.node.name}-serve", connection=node.connection, parent=self,
                 create=_in_container(loaded, start_script),
                 delete=_in_container(loaded, rendered.scripts["serve-stop"]),
-                triggers=[digest(start_script), containers[i].container_id, *started_by],
+                # The engine's files (MindIE's config.json) are read at start.
+                triggers=[digest(start_script), digest(json.dumps(rendered.files, sort_keys=True)),
+                          containers[i].container_id, *started_by],
                 depends_on=[containers[i].container, *after, *previous], timeout="10m")
             self.starts.append(step)
             # MindIE: the master's daemon first, then the others.
@@ -111,7 +113,7 @@ class GpustackModel(pulumi.ComponentResource):
 
     def __init__(self, name: str, loaded: LoadedStack, master: AscendNode, server: InferenceContainer,
                  opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{TOKEN}:gpustack:GpustackServer", name, None, opts)
+        super().__init__(f"{TOKEN}:gpustack:GpustackModel", name, None, opts)
         engine = loaded.spec.engine_plugin
         common = {"stack": loaded.name, "node": master.node, "container": loaded.spec.container.name,
                   "timeout_s": 300}
@@ -140,6 +142,8 @@ class GpustackModel(pulumi.ComponentResource):
         self.deployment = remote_step(
             "gpustack-model", connection=master.connection, parent=self, create=create, delete=delete,
             stdin=self.admin_password.apply(lambda p: p + "\n"),
-            triggers=[digest(create)], depends_on=[self.token_reader, *[w.container for w in workers]],
+            # Redeploy when the server or any worker container was recreated.
+            triggers=[digest(create), self.token_reader.id, *[w.container_id for w in workers]],
+            depends_on=[self.token_reader, *[w.container for w in workers]],
             timeout=f"{loaded.spec.engine.ready_timeout_s + 120}s")
         return self.deployment

@@ -1,0 +1,290 @@
+"""Graph tier: what a config change does to the resource graph, as a table.
+
+Each row is a change (`KEY=VALUE`, as `python -m components diff --set`)
+on a stack; `offline.changes_for` gives the per-resource changes. Each kind
+of change has one rule, stated in terms of resource roles and of the
+dependency graph after the change (recorded here too), so the expectation
+follows from the stack and the graph rather than from a printout:
+
+* serve flag: only the serving process, its readiness wait and the smoke
+  test (plus MindIE's config.json, which is where MindIE takes the flag from)
+  and all of them are redone;
+* env var: the env files, then containers, Ray, serving, smoke; nothing
+  before (no preflight, weights, peer ping, gate, rank table, image);
+* image: images and containers, and everything after the containers;
+  nothing before;
+* adding a node: the new node's resources are created, the rank table and
+  what follows it change, the existing nodes' preflight and weights do not;
+* a declared device IP: the rank table and its dependents, plus the peer
+  pings that target the IP and the gate that records the verified IPs; not
+  preflight, weights, env, images or containers.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from components import offline
+from components.graph import Change, Graph, ResourceRecord
+from components.stackfile import LoadedStack, load_stack, stack_names
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STACKS = stack_names()
+CONTAINER = "docker:index/container:Container"
+DOCKER_PROVIDER = "pulumi:providers:docker"
+
+RANK_TABLE_ENGINES = {"mindie", "lmdeploy"}
+RAY_ENGINES = {"vllm-mindspore", "lmdeploy"}
+
+# Role of a custom resource, from its name (see tests/test_graph_stacks.py
+# for the inventory that pins these names per stack).
+ROLES = [
+    ("preflight", r".+-preflight"), ("fix-tls", r".+-fix-tls"), ("peer-ping", r".+-peer-ping"),
+    ("gate", r"cluster-verified"), ("weights", r".+-weights"), ("rank-table", r".+-rank-table"),
+    ("env", r".+-env"), ("file", r".+-file-\d+"), ("image", r".+-image"), ("container", r".+-container"),
+    ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("ready", r"serving-ready"),
+    ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
+    ("gpustack-model", r"gpustack-model"),
+]
+# Everything up to and including the cluster checks: no later change may touch these.
+BEFORE_CONTAINERS = {"preflight", "fix-tls", "weights", "peer-ping", "gate", "rank-table"}
+# What a serving process is, per engine family.
+SERVING_ROLES = {"serve", "ready", "gpustack-model", "smoke"}
+
+
+def role(rec: ResourceRecord | Change) -> str:
+    if not rec.type.startswith(("command:", "docker:", "pulumi:providers:")):
+        return "component"
+    if rec.type == DOCKER_PROVIDER:
+        return "provider"
+    for name, pattern in ROLES:
+        if re.fullmatch(pattern, rec.name):
+            return name
+    raise AssertionError(f"no role for {rec.type} {rec.name}")
+
+
+@functools.lru_cache(maxsize=None)
+def loaded(stack: str) -> LoadedStack:
+    return load_stack(stack)
+
+
+def after_graph(stack: str, assignments: list[str]) -> Graph:
+    """The graph with the change applied (for dependency questions)."""
+    ld = loaded(stack)
+    config = ld.raw_config
+    for a in assignments:
+        config = offline.apply_change(config, a, ld.file)
+    return offline.record_stack(offline.loaded_with_config(ld, config), config)
+
+
+def customs(g: Graph) -> list[ResourceRecord]:
+    return [r for r in g.resources if r.custom]
+
+
+def depends_on_any(g: Graph, rec: ResourceRecord, others: list[ResourceRecord]) -> bool:
+    return any(g.depends_on(rec, o) for o in others)
+
+
+@dataclass
+class Impact:
+    stack: str
+    assignments: list[str]
+    changes: list[Change]
+    after: Graph
+
+    @property
+    def kind(self) -> str:
+        return loaded(self.stack).spec.engine.kind
+
+    @property
+    def nodes(self) -> list[str]:
+        return [n.name for n in loaded(self.stack).spec.nodes]
+
+    def named(self, action: str | None = None) -> set[str]:
+        return {c.name for c in self.touched() if action is None or c.action == action}
+
+    def by_role(self, *roles: str) -> list[ResourceRecord]:
+        return [r for r in customs(self.after) if role(r) in roles]
+
+    def touched(self) -> list[Change]:
+        return [c for c in self.changes if role(c) != "component"]
+
+    def replaced(self) -> set[str]:
+        return {c.name for c in self.changes if c.action == "replace"}
+
+
+def describe(changes: list[Change]) -> str:
+    return "\n".join(f"  {c.action} {c.type} {c.name}: {c.reason}" for c in changes)
+
+
+# --- the rules ----------------------------------------------------------------
+
+def serve_flag(imp: Impact) -> None:
+    allowed = set(SERVING_ROLES)
+    if imp.kind == "mindie":
+        allowed.add("file")  # MindIE reads its serve settings from config.json
+    stray = [c for c in imp.touched() if role(c) not in allowed]
+    assert not stray, "a serve flag touched more than the serving process:\n" + describe(stray)
+    must = {r.name for r in imp.by_role(*SERVING_ROLES)}
+    missing = must - imp.replaced()
+    assert not missing, (f"a serve flag must redo the serving process, its readiness wait and the smoke "
+                         f"test; not redone: {sorted(missing)}\nchanges:\n{describe(imp.changes)}")
+
+
+def _redo_from(imp: Impact, first_roles: set[str]) -> None:
+    """Every changed resource is a `first_roles` resource or comes after one;
+    nothing before the containers changes; every resource after a container is redone."""
+    g = imp.after
+    firsts = imp.by_role(*first_roles)
+    assert firsts
+    not_replaced = [f"{c.name}: {c.action}" for c in imp.touched() if c.action != "replace"]
+    assert not not_replaced, f"expected replacements only: {not_replaced}"
+    unrelated = [c.name for c in imp.touched()
+                 if role(c) not in first_roles and not depends_on_any(g, g.by_urn[c.urn], firsts)]
+    assert not unrelated, f"changed but not after any of {sorted(first_roles)}: {unrelated}"
+    early = [c.name for c in imp.touched() if role(c) in BEFORE_CONTAINERS | {"provider"}]
+    assert not early, f"touched although before the change: {early}"
+    containers = imp.by_role("container")
+    must = {r.name for r in firsts} | {r.name for r in containers}
+    must |= {r.name for r in customs(g) if depends_on_any(g, r, containers)}
+    missing = must - imp.replaced()
+    assert not missing, (f"not redone although after a replaced container: {sorted(missing)}\n"
+                         f"changes:\n{describe(imp.changes)}")
+    # The roles the rule names are all there.
+    expected_roles = {"container", "smoke"} | ({"ray"} if imp.kind in RAY_ENGINES else set())
+    expected_roles |= {"gpustack-model"} if imp.kind == "gpustack" else {"serve", "ready"}
+    assert expected_roles <= {role(c) for c in imp.touched()}
+
+
+def env_var(imp: Impact) -> None:
+    assert {r.name for r in imp.by_role("env")} <= imp.replaced()
+    assert not [c for c in imp.touched() if role(c) in {"image", "file"}]
+    _redo_from(imp, {"env"})
+
+
+def image(imp: Impact) -> None:
+    assert {r.name for r in imp.by_role("image")} <= imp.replaced()
+    assert not [c for c in imp.touched() if role(c) in {"env", "file"}]
+    _redo_from(imp, {"image"})
+
+
+def add_node(imp: Impact) -> None:
+    g = imp.after
+    old, new = imp.nodes, NEW_NODE["name"]
+    assert new not in old
+    created = {c.name for c in imp.changes if c.action == "create"}
+    # Everything of the new node, and nothing else, is created.
+    new_resources = {r.name for r in g.resources
+                     if r.name == new or r.name.startswith(f"{new}-")}
+    assert new_resources and created == new_resources, f"created {sorted(created)}, expected {sorted(new_resources)}"
+    assert not [c for c in imp.changes if c.action == "delete"]
+    # The existing nodes' own checks are untouched.
+    for n in old:
+        for own in (f"{n}-preflight", f"{n}-fix-tls", f"{n}-weights"):
+            assert own not in imp.named(), f"{own} changed when a node was added"
+    # The rank table changes, and what follows it; the peer check (new peers) too.
+    copies = imp.by_role("rank-table")
+    assert {f"{n}-rank-table" for n in old} <= imp.replaced()
+    unrelated = [c.name for c in imp.touched() if c.action != "create"
+                 and role(c) not in {"peer-ping", "gate", "rank-table"}
+                 and not depends_on_any(g, g.by_urn[c.urn], copies)]
+    assert not unrelated, f"changed but neither part of the peer check nor after the rank table: {unrelated}"
+    assert {r.name for r in imp.by_role("serve", "ready", "smoke")} - created <= imp.replaced()
+
+
+def device_ip(imp: Impact, node_index: int) -> None:
+    g = imp.after
+    node = imp.nodes[node_index]
+    copies = imp.by_role("rank-table")
+    assert copies and {r.name for r in copies} <= imp.replaced()
+    pings = {c.name for c in imp.touched() if role(c) == "peer-ping"}
+    assert pings == {f"{n}-peer-ping" for n in imp.nodes if n != node}, \
+        f"peer pings changed: {sorted(pings)} (only those that target {node}'s device IPs should)"
+    forbidden = [c.name for c in imp.touched()
+                 if role(c) in {"preflight", "fix-tls", "weights", "env", "file", "image", "container", "provider"}]
+    assert not forbidden, f"changed for a declared device IP: {forbidden}"
+    # The gate records the verified device IPs (cluster-verified.json), so it changes with them.
+    unrelated = [c.name for c in imp.touched() if role(c) not in {"peer-ping", "gate", "rank-table"}
+                 and not depends_on_any(g, g.by_urn[c.urn], copies)]
+    assert not unrelated, f"changed but not after the rank table: {unrelated}"
+    # The engine reads the table at start: it is restarted and re-tested.
+    assert {r.name for r in imp.by_role("ready", "smoke")} <= imp.replaced()
+
+
+# --- the table ---------------------------------------------------------------
+
+# A third Atlas 800T A2 for tp16-lmdeploy, in the stack's address plan
+# (documentation ranges; device IPs not used by node0/node1).
+NEW_NODE = {"name": "node2", "host": "192.0.2.13", "hostname": "atlas-800t-a2-2",
+            "device_ips": [f"198.51.100.{33 + d}" for d in range(8)]}
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    stack: str
+    assignments: tuple[str, ...]
+    rule: Callable[[Impact], None]
+
+    @property
+    def id(self) -> str:
+        return f"{self.what}:{self.stack}"
+
+
+ROWS = [
+    Row("serve flag", "tp16-vllm-mindspore", ("engine.max_num_seqs=128",), serve_flag),
+    Row("serve flag", "tp16-mindie", ("engine.max_batch_size=100",), serve_flag),
+    Row("serve flag", "tp16-lmdeploy", ("engine.cache_max_entry_count=0.5",), serve_flag),
+    *[Row("env var", s, ('engine.env.MS_ENABLE_LCCL="on"',), env_var) for s in STACKS],
+    *[Row("image", s, ("container.image=example/x:2",), image) for s in STACKS],
+    # tp 24 = 3 nodes x 8 NPUs: the layout check accepts it for LMDeploy.
+    Row("add node", "tp16-lmdeploy", (f"nodes[2]={json.dumps(NEW_NODE)}", "parallel.tp=24"), add_node),
+    Row("device ip", "tp16-mindie", ("nodes[1].device_ips[0]=198.51.100.99",),
+        lambda imp: device_ip(imp, 1)),
+    Row("device ip", "tp16-lmdeploy", ("nodes[1].device_ips[0]=198.51.100.99",),
+        lambda imp: device_ip(imp, 1)),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_change_impact(row: Row):
+    changes = offline.changes_for(row.stack, list(row.assignments))
+    assert changes, f"{row.assignments} changed nothing on {row.stack}"
+    imp = Impact(row.stack, list(row.assignments), changes, after_graph(row.stack, list(row.assignments)))
+    row.rule(imp)
+
+
+def test_serve_flag_rows_cover_every_serving_engine():
+    """The serve-flag rows name a real flag of each engine with a serving process."""
+    kinds = {loaded(r.stack).spec.engine.kind for r in ROWS if r.what == "serve flag"}
+    assert kinds == {"vllm-mindspore", "mindie", "lmdeploy"}
+    for r in ROWS:
+        if r.what == "serve flag":
+            key, _, _ = r.assignments[0].partition("=")
+            field = key.split(".", 1)[1]
+            settings = loaded(r.stack).spec.engine
+            assert field in type(settings).model_fields, f"{field} is not a setting of {settings.kind}"
+
+
+def test_diff_cli_reports_what_changes_for_reports():
+    """`python -m components diff --stack tp16-vllm-mindspore --set
+    engine.max_num_seqs=128` (issue 4's "done when") lists exactly the
+    resources of `changes_for`, and they are serving and smoke only."""
+    stack, change = "tp16-vllm-mindspore", "engine.max_num_seqs=128"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run([sys.executable, "-m", "components", "diff", "--stack", stack, "--set", change],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    listed = {m.group(2) for m in re.finditer(r"^(\+-|~|\+|-)\s+\w+\s+\S+\s+(\S+)$", result.stdout, re.M)}
+    expected = {c.name for c in offline.changes_for(stack, [change])}
+    assert listed == expected
+    assert {role(c) for c in offline.changes_for(stack, [change])} <= SERVING_ROLES

@@ -1,0 +1,605 @@
+"""Graph tier: the Pulumi program of every stack, run under the SDK's mocks
+(`components.offline.record_stack`), checked as a resource graph.
+
+Every expectation is derived from the stack file (node names, engine kind,
+`container.image_tar`, `network.fix_tls` / `ping_peers`, the engine files the
+core renders), not copied from a preview printout:
+
+* what exists: one inventory per stack, built here from the stack, compared
+  with what the program registered (types, names, parents);
+* the tree: every custom resource under a component of this program, names
+  `<node>-<role>` / `<component>-<role>`, type tokens `ascend-inference:<module>:<Class>`;
+* the order: the edges a rollout relies on (`Graph.depends_on`, transitive);
+* secrets: the SSH key, GPUStack's token and admin password only as secrets;
+* depth: the longest chain does not grow with the node count;
+* the stack outputs.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from components import offline
+from components.graph import Graph, ResourceRecord, Secret, format_diff, format_tree
+from components.ranktable import rank_table_digest
+from components.render import declared_device_ips, rank_table, render_node
+from components.spec import NAMESPACE
+from components.stackfile import LoadedStack, load_stack, stack_names
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STACKS = stack_names()
+
+CMD = "command:remote:Command"
+DOCKER_PROVIDER = "pulumi:providers:docker"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+CONTAINER = "docker:index/container:Container"
+
+
+def token(module: str, cls: str) -> str:
+    return f"{NAMESPACE}:{module}:{cls}"
+
+
+# The component types of this program (ascend-inference:<module>:<Class>).
+DEPLOYMENT = token("deployment", "Deployment")
+ASCEND_NODE = token("node", "AscendNode")
+PEER_CHECK = token("cluster", "PeerCheck")
+MODEL_WEIGHTS = token("model", "ModelWeights")
+RANK_TABLE = token("ranktable", "RankTable")
+INFERENCE_CONTAINER = token("container", "InferenceContainer")
+RAY_CLUSTER = token("ray", "RayCluster")
+SERVING = token("serving", "ServingProcess")
+SMOKE = token("smoke", "SmokeTest")
+GPUSTACK = token("gpustack", "GpustackModel")
+COMPONENT_TYPES = {DEPLOYMENT, ASCEND_NODE, PEER_CHECK, MODEL_WEIGHTS, RANK_TABLE, INFERENCE_CONTAINER,
+                   RAY_CLUSTER, SERVING, SMOKE, GPUSTACK}
+
+# What each engine needs (issue 4 and runbooks 000-004): an HCCL rank table
+# (MindIE, LMDeploy), a Ray cluster (vLLM-MindSpore, LMDeploy), a daemon on
+# every node (MindIE) or one serve process on the head (the Ray engines), or
+# GPUStack's server/workers and a model deployment through its API.
+RANK_TABLE_ENGINES = {"mindie", "lmdeploy"}
+RAY_ENGINES = {"vllm-mindspore", "lmdeploy"}
+SERVE_ON_EVERY_NODE = {"mindie"}
+GPUSTACK_ENGINES = {"gpustack"}
+
+
+# --- recording (each stack once per module) ----------------------------------
+
+@functools.lru_cache(maxsize=None)
+def loaded(stack: str) -> LoadedStack:
+    return load_stack(stack)
+
+
+@functools.lru_cache(maxsize=None)
+def graph(stack: str) -> Graph:
+    return offline.record_stack(loaded(stack))
+
+
+def node_names(stack: str) -> list[str]:
+    return [n.name for n in loaded(stack).spec.nodes]
+
+
+def kind(stack: str) -> str:
+    return loaded(stack).spec.engine.kind
+
+
+def named(g: Graph, name: str, type_: str | None = None) -> ResourceRecord:
+    found = [r for r in g.resources if r.name == name and (type_ is None or r.type == type_)]
+    assert len(found) == 1, f"expected one resource named {name!r} ({type_ or 'any type'}), found {len(found)}"
+    return found[0]
+
+
+def parent_of(g: Graph, rec: ResourceRecord) -> ResourceRecord | None:
+    return g.by_urn.get(rec.parent_urn) if rec.parent_urn else None
+
+
+def customs(g: Graph) -> list[ResourceRecord]:
+    return [r for r in g.resources if r.custom]
+
+
+# --- 1. inventory ------------------------------------------------------------
+
+def expected_inventory(stack: str) -> collections.Counter:
+    """(type, name, parent name) of every resource the program should
+    register, from the stack alone. Engine files are `<node>-file-*` (their
+    index is an ordering detail), one per file the core renders for the node."""
+    ld = loaded(stack)
+    spec = ld.spec
+    nodes = node_names(stack)
+    master = nodes[0]
+    engine = spec.engine.kind
+    top = ld.name  # the Deployment is named after the stack
+    inv: list[tuple[str, str, str | None]] = [(DEPLOYMENT, top, None)]
+    for n in nodes:
+        inv.append((ASCEND_NODE, n, top))
+        inv.append((CMD, f"{n}-preflight", n))
+        if spec.network.fix_tls:
+            inv.append((CMD, f"{n}-fix-tls", n))
+    inv.append((PEER_CHECK, "peer-check", top))
+    inv.append((CMD, "cluster-verified", "peer-check"))
+    if len(nodes) > 1 and spec.network.ping_peers:
+        inv += [(CMD, f"{n}-peer-ping", "peer-check") for n in nodes]
+    inv.append((MODEL_WEIGHTS, "model-weights", top))
+    inv += [(CMD, f"{n}-weights", "model-weights") for n in nodes]
+    if engine in RANK_TABLE_ENGINES:
+        inv.append((RANK_TABLE, "rank-table", top))
+        inv += [(CMD, f"{n}-rank-table", "rank-table") for n in nodes]
+    for i, n in enumerate(nodes):
+        inv.append((INFERENCE_CONTAINER, n, top))
+        inv.append((DOCKER_PROVIDER, f"{n}-docker", n))
+        inv.append((CMD, f"{n}-env", n))
+        inv += [(CMD, f"{n}-file-*", n)] * len(render_node(ld, i).files)
+        inv.append((CMD if spec.container.image_tar else REMOTE_IMAGE, f"{n}-image", n))
+        inv.append((CONTAINER, f"{n}-container", n))
+    if engine in RAY_ENGINES:
+        inv.append((RAY_CLUSTER, "ray", top))
+        inv.append((CMD, f"{master}-ray-head", "ray"))
+        inv += [(CMD, f"{n}-ray-worker", "ray") for n in nodes[1:]]
+        inv.append((CMD, "ray-verify", "ray"))
+    if engine in GPUSTACK_ENGINES:
+        inv.append((GPUSTACK, "gpustack", top))
+        inv += [(CMD, f"gpustack-{role}", "gpustack") for role in ("token", "admin-password", "model")]
+    else:
+        inv.append((SERVING, "serving", top))
+        serve_nodes = nodes if engine in SERVE_ON_EVERY_NODE else [master]
+        inv += [(CMD, f"{n}-serve", "serving") for n in serve_nodes]
+        inv.append((CMD, "serving-ready", "serving"))
+    inv.append((SMOKE, "smoke-test", top))
+    inv.append((CMD, "smoke-test-request", "smoke-test"))
+    return collections.Counter(inv)
+
+
+def actual_inventory(g: Graph) -> collections.Counter:
+    out = []
+    for r in g.resources:
+        parent = parent_of(g, r)
+        name = re.sub(r"-file-\d+$", "-file-*", r.name)
+        out.append((r.type, name, parent.name if parent else None))
+    return collections.Counter(out)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_inventory_matches_the_stack(stack):
+    """Exactly the resources the stack calls for: nothing missing, nothing extra."""
+    expected, actual = expected_inventory(stack), actual_inventory(graph(stack))
+    missing, extra = expected - actual, actual - expected
+    assert not missing and not extra, f"missing: {sorted(missing)}\nextra: {sorted(extra)}"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_counts_per_type(stack):
+    """The same inventory read as counts, so a failure says "2 nodes, 3 X"."""
+    g, nodes, engine = graph(stack), node_names(stack), kind(stack)
+    n = len(nodes)
+    spec = loaded(stack).spec
+    count = collections.Counter(r.type for r in g.resources)
+    assert count[DEPLOYMENT] == 1
+    assert count[ASCEND_NODE] == n
+    assert count[INFERENCE_CONTAINER] == n
+    assert count[DOCKER_PROVIDER] == n
+    assert count[CONTAINER] == n
+    assert count[REMOTE_IMAGE] == (0 if spec.container.image_tar else n)
+    assert count[RANK_TABLE] == (1 if engine in RANK_TABLE_ENGINES else 0)
+    assert count[RAY_CLUSTER] == (1 if engine in RAY_ENGINES else 0)
+    assert count[SERVING] == (0 if engine in GPUSTACK_ENGINES else 1)
+    assert count[GPUSTACK] == (1 if engine in GPUSTACK_ENGINES else 0)
+    assert count[SMOKE] == 1
+    assert count[PEER_CHECK] == 1 and count[MODEL_WEIGHTS] == 1
+
+    names = [r.name for r in customs(g)]
+    ends = lambda suffix: sum(1 for x in names if x.endswith(suffix))  # noqa: E731
+    assert ends("-preflight") == n
+    assert ends("-peer-ping") == (n if n > 1 else 0)
+    assert ends("-weights") == n
+    assert ends("-rank-table") == (n if engine in RANK_TABLE_ENGINES else 0)
+    assert ends("-ray-head") == (1 if engine in RAY_ENGINES else 0)
+    assert ends("-ray-worker") == (n - 1 if engine in RAY_ENGINES else 0)
+    assert ends("-serve") == {"mindie": n, "gpustack": 0}.get(engine, 1)
+    if spec.container.image_tar:
+        # Runbook 001: `docker load -i <tar>` as a remote command, not a pull.
+        assert all(named(g, f"{x}-image").type == CMD for x in nodes)
+    if engine in RAY_ENGINES:
+        assert named(g, f"{nodes[0]}-ray-head").parent_urn == named(g, "ray", RAY_CLUSTER).urn
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_component_type_tokens(stack):
+    g = graph(stack)
+    for r in g.resources:
+        if r.custom:
+            assert not r.type.startswith(f"{NAMESPACE}:"), f"{r.name}: a custom resource with a component token"
+        else:
+            assert re.fullmatch(rf"{NAMESPACE}:[a-z]+:[A-Z][A-Za-z]+", r.type), f"{r.name}: token {r.type}"
+            assert r.type in COMPONENT_TYPES, f"{r.name}: unexpected component type {r.type}"
+
+
+# --- 2. tree and names --------------------------------------------------------
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_custom_resource_has_a_component_parent(stack):
+    g = graph(stack)
+    assert g.stack_urn
+    for r in customs(g):
+        parent = parent_of(g, r)
+        assert parent is not None, f"{r.name}: parent {r.parent_urn} is not a resource of this program"
+        assert r.parent_urn != g.stack_urn, f"{r.name} hangs directly off the stack"
+        assert not parent.custom and parent.type in COMPONENT_TYPES, f"{r.name}: parent {parent.type} {parent.name}"
+    # Components: the Deployment under the stack, every other component under the Deployment.
+    deployment = named(g, loaded(stack).name, DEPLOYMENT)
+    assert deployment.parent_urn == g.stack_urn
+    for r in g.resources:
+        if not r.custom and r is not deployment:
+            assert r.parent_urn == deployment.urn, f"{r.type} {r.name} is not under the Deployment"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_child_names_are_node_or_component_prefixed(stack):
+    """`<node>-<role>` or `<component>-<role>`. One documented exception:
+    PeerCheck's gate is named after the file it writes on the master,
+    `cluster-verified.json` (one per stack, so its URN cannot collide)."""
+    g, nodes = graph(stack), node_names(stack)
+    for r in customs(g):
+        if r.name == "cluster-verified":
+            assert parent_of(g, r).type == PEER_CHECK
+            continue
+        parent = parent_of(g, r)
+        prefixes = [*nodes, parent.name]
+        assert any(re.fullmatch(re.escape(p) + r"-[a-z0-9]+(-[a-z0-9]+)*", r.name) for p in prefixes), \
+            f"{r.name} (under {parent.name}) is neither <node>-<role> nor <component>-<role>"
+    urns = [r.urn for r in g.resources]
+    assert len(urns) == len(set(urns)), "duplicate URNs"
+
+
+# --- 3. ordering ----------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_nodes_start_independently(stack):
+    """Preflight is per node: it waits for nothing but the node's own TLS fix."""
+    g, nodes = graph(stack), node_names(stack)
+    for n in nodes:
+        pre = named(g, f"{n}-preflight")
+        allowed = {named(g, f"{n}-fix-tls").urn} if loaded(stack).spec.network.fix_tls else set()
+        waits = {u for u in pre.dependencies if u in g.by_urn and g.by_urn[u].custom}
+        assert waits == allowed, f"{n}-preflight waits for {[g.by_urn[u].name for u in waits]}"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rank_table_after_every_preflight(stack):
+    g, nodes = graph(stack), node_names(stack)
+    if kind(stack) not in RANK_TABLE_ENGINES:
+        assert not [r for r in g.resources if r.name.endswith("-rank-table")]
+        return
+    gate = named(g, "cluster-verified")
+    for n in nodes:
+        copy = named(g, f"{n}-rank-table")
+        for m in nodes:
+            assert g.depends_on(copy, named(g, f"{m}-preflight")), f"{n}-rank-table before {m}-preflight"
+        # The table holds discovered device IPs, so it waits for the peer check too.
+        assert g.depends_on(copy, gate)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_containers_after_the_cluster_checks(stack):
+    """Every container waits for every node's weights check and peer pings
+    (through the one `cluster-verified` gate) and for every rank-table copy."""
+    g, nodes = graph(stack), node_names(stack)
+    gate = named(g, "cluster-verified")
+    for m in nodes:
+        assert g.depends_on(gate, named(g, f"{m}-weights"))
+        if len(nodes) > 1:
+            assert g.depends_on(gate, named(g, f"{m}-peer-ping"))
+    for n in nodes:
+        container = named(g, f"{n}-container", CONTAINER)
+        assert gate.urn in container.dependencies, f"{n}-container does not wait for the gate itself"
+        for m in nodes:
+            assert g.depends_on(container, named(g, f"{m}-weights")), f"{n}-container before {m}-weights"
+            assert g.depends_on(container, named(g, f"{m}-preflight"))
+            if len(nodes) > 1:
+                assert g.depends_on(container, named(g, f"{m}-peer-ping")), f"{n}-container before {m}-peer-ping"
+            if kind(stack) in RANK_TABLE_ENGINES:
+                assert g.depends_on(container, named(g, f"{m}-rank-table")), f"{n}-container before {m}-rank-table"
+        # The node's own files and image, through its own provider.
+        assert g.depends_on(container, named(g, f"{n}-env"))
+        assert g.depends_on(container, named(g, f"{n}-image"))
+        assert container.provider_urn == named(g, f"{n}-docker", DOCKER_PROVIDER).urn
+
+
+@pytest.mark.parametrize("stack", [s for s in STACKS if load_stack(s).spec.engine.kind in RAY_ENGINES])
+def test_ray_order(stack):
+    g, nodes = graph(stack), node_names(stack)
+    head = named(g, f"{nodes[0]}-ray-head")
+    verify = named(g, "ray-verify")
+    assert g.depends_on(head, named(g, f"{nodes[0]}-container", CONTAINER))
+    assert g.depends_on(verify, head)
+    for n in nodes[1:]:
+        worker = named(g, f"{n}-ray-worker")
+        assert g.depends_on(worker, head), f"{n}-ray-worker before the head"
+        assert g.depends_on(worker, named(g, f"{n}-container", CONTAINER))
+        assert g.depends_on(verify, worker), f"ray-verify before {n}-ray-worker"
+    for serve in [r for r in g.resources if r.name.endswith("-serve")]:
+        assert g.depends_on(serve, verify), f"{serve.name} before ray-verify"
+
+
+@pytest.mark.parametrize("stack", [s for s in STACKS if load_stack(s).spec.engine.kind == "mindie"])
+def test_mindie_order(stack):
+    """MindIE: every daemon after every rank-table copy; workers after the master's daemon."""
+    g, nodes = graph(stack), node_names(stack)
+    master = named(g, f"{nodes[0]}-serve")
+    for n in nodes:
+        serve = named(g, f"{n}-serve")
+        for m in nodes:
+            assert g.depends_on(serve, named(g, f"{m}-rank-table")), f"{n}-serve before {m}-rank-table"
+        assert g.depends_on(serve, named(g, f"{n}-container", CONTAINER))
+        if n != nodes[0]:
+            assert g.depends_on(serve, master), f"{n}-serve before the master's daemon"
+    assert not g.depends_on(master, named(g, f"{nodes[-1]}-serve"))
+
+
+@pytest.mark.parametrize("stack", [s for s in STACKS if load_stack(s).spec.engine.kind not in GPUSTACK_ENGINES])
+def test_ready_after_every_serve(stack):
+    g = graph(stack)
+    ready = named(g, "serving-ready")
+    serves = [r for r in g.resources if r.name.endswith("-serve")]
+    assert serves
+    for s in serves:
+        assert g.depends_on(ready, s)
+
+
+@pytest.mark.parametrize("stack", [s for s in STACKS if load_stack(s).spec.engine.kind in GPUSTACK_ENGINES])
+def test_gpustack_order(stack):
+    """Runbook 002: server container, then its token and password, then the
+    workers (they register with the token), then the model deployment."""
+    g, nodes = graph(stack), node_names(stack)
+    server = named(g, f"{nodes[0]}-container", CONTAINER)
+    token_reader, password_reader = named(g, "gpustack-token"), named(g, "gpustack-admin-password")
+    model = named(g, "gpustack-model")
+    assert g.depends_on(token_reader, server) and g.depends_on(password_reader, server)
+    for n in nodes[1:]:
+        worker = named(g, f"{n}-container", CONTAINER)
+        assert g.depends_on(worker, token_reader), f"{n}-container before the token is read"
+        assert g.depends_on(model, worker), f"gpustack-model before {n}-container"
+    assert g.depends_on(model, token_reader) and g.depends_on(model, password_reader)
+    assert g.depends_on(named(g, "smoke-test-request"), model)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_smoke_test_is_last(stack):
+    """The smoke request waits, transitively, for every other custom resource.
+
+    Exceptions: none. The program has no resource that exists only for its
+    delete hook (`ray stop`, the serve stop, GPUStack's undeploy and the file
+    removals are the deletes of the same resources that do the work at
+    create), and the docker Providers are reached through their containers'
+    provider edge. Nothing waits for the smoke request."""
+    g = graph(stack)
+    smoke = named(g, "smoke-test-request")
+    not_before = [r.name for r in customs(g) if r is not smoke and not g.depends_on(smoke, r)]
+    assert not_before == []
+    after = [r.name for r in customs(g) if r is not smoke and g.depends_on(r, smoke)]
+    assert after == []
+
+
+# --- 4. secrets --------------------------------------------------------------
+
+TEST_KEY_MARK = "TEST-ONLY-ed25519-5f0c3a9e71d24b86"
+TEST_KEY = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{TEST_KEY_MARK}\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def clear_strings(value, path="") -> list[tuple[str, str]]:
+    """Every string leaf not under a Secret, with its path."""
+    if isinstance(value, Secret):
+        return []
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in clear_strings(v, f"{path}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [x for i, v in enumerate(value) for x in clear_strings(v, f"{path}[{i}]")]
+    return [(path, value)] if isinstance(value, str) else []
+
+
+def secret_values(value) -> list:
+    if isinstance(value, Secret):
+        return [value.value]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in secret_values(v)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in secret_values(v)]
+    return []
+
+
+def leaks(g: Graph, needle: str) -> list[str]:
+    found = []
+    for r in g.resources:
+        for part in ("inputs", "options", "outputs"):
+            for path, text in clear_strings(getattr(r, part)):
+                if needle in text:
+                    found.append(f"{r.name}.{part}{path}")
+    for path, text in clear_strings(g.outputs):
+        if needle in text:
+            found.append(f"stack outputs{path}")
+    return found
+
+
+@pytest.fixture
+def distinct_key(monkeypatch):
+    """The stack's SSH key secret set to a recognisable test key (still a
+    Secret, as `pulumi config set --secret` would give the program)."""
+    original = offline.config_for
+
+    def config_for(ld, config):
+        values = original(ld, config)
+        full = f"{NAMESPACE}:{ld.spec.ssh.private_key_secret}"
+        assert isinstance(values[full], Secret)
+        values[full] = Secret(TEST_KEY)
+        return values
+
+    monkeypatch.setattr(offline, "config_for", config_for)
+    return TEST_KEY
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_ssh_key_only_as_a_secret(stack, distinct_key):
+    ld = loaded(stack)
+    g = offline.record_stack(ld)
+    commands = g.of_type(CMD)
+    assert commands
+    for cmd in commands:
+        conn = cmd.inputs.get("connection")
+        assert isinstance(conn, Secret), f"{cmd.name}: connection is not a secret"
+        # The key did reach every command, inside the secret.
+        assert conn.value["privateKey"] == distinct_key, f"{cmd.name}: connection without the stack's key"
+        assert "connection" in cmd.options["additional_secret_outputs"]
+    assert leaks(g, TEST_KEY_MARK) == []
+    assert TEST_KEY_MARK not in g.to_json()
+    assert TEST_KEY_MARK not in format_tree(g)
+    assert "[secret]" in format_tree(g)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_placeholder_key_never_printed(stack):
+    ld = loaded(stack)
+    full = f"{NAMESPACE}:{ld.spec.ssh.private_key_secret}"
+    placeholder = offline.config_for(ld, ld.raw_config)[full]
+    assert isinstance(placeholder, Secret) and placeholder.value
+    g = graph(stack)
+    assert leaks(g, placeholder.value) == []
+    assert placeholder.value not in g.to_json()
+    assert placeholder.value not in format_tree(g)
+
+
+def test_ssh_key_through_a_jump_host_stays_secret(distinct_key):
+    """The jump host (`proxy`) gets the same key; it must stay inside the secret."""
+    ld = loaded("tp16-vllm-mindspore")
+    config = offline.apply_change(ld.raw_config, "ssh.jump_host=ops@203.0.113.5:2222", ld.file)
+    g = offline.record_stack(offline.loaded_with_config(ld, config), config)
+    pre = named(g, f"{node_names('tp16-vllm-mindspore')[0]}-preflight")
+    proxy = pre.inputs["connection"].value["proxy"]
+    assert proxy["host"] == "203.0.113.5" and proxy["port"] == 2222 and proxy["privateKey"] == distinct_key
+    assert leaks(g, TEST_KEY_MARK) == []
+    assert TEST_KEY_MARK not in g.to_json() + format_tree(g)
+
+
+def test_ssh_key_not_in_a_diff_printout(distinct_key):
+    """A change of a node's address changes the (secret) connection; the diff
+    says so without printing the key."""
+    stack = "tp16-vllm-mindspore"
+    node1 = node_names(stack)[1]
+    changes = offline.changes_for(stack, ["nodes[1].host=192.0.2.99"])
+    touched = {c.name for c in changes}
+    assert f"{node1}-preflight" in touched
+    text = format_diff(changes)
+    assert "[secret]" in text
+    assert TEST_KEY_MARK not in text
+    assert TEST_KEY_MARK not in json.dumps([c.to_dict() for c in changes])
+
+
+GPUSTACK_STACKS = [s for s in STACKS if load_stack(s).spec.engine.kind in GPUSTACK_ENGINES]
+# What offline.mock_outputs answers for the two reads (stdout of the commands).
+MOCK_TOKEN = "mock-registration-token"
+MOCK_PASSWORD = "mock-admin-password"
+
+
+@pytest.mark.parametrize("stack", GPUSTACK_STACKS)
+def test_gpustack_secrets(stack):
+    g, nodes = graph(stack), node_names(stack)
+    for reader in ("gpustack-token", "gpustack-admin-password"):
+        assert "stdout" in named(g, reader).options["additional_secret_outputs"], f"{reader}: stdout not secret"
+    # Workers get the token as a secret element of their command, never in clear.
+    for n in nodes[1:]:
+        command = named(g, f"{n}-container", CONTAINER).inputs["command"]
+        assert MOCK_TOKEN in [str(v).strip() for v in secret_values(command)], f"{n}-container: token not passed as secret"
+        assert not [t for _, t in clear_strings(command) if MOCK_TOKEN in t]
+    # The model deployment and the smoke request get the admin password on stdin, as a secret.
+    for name in ("gpustack-model", "smoke-test-request"):
+        stdin = named(g, name).inputs.get("stdin")
+        assert isinstance(stdin, Secret) and stdin.value.strip() == MOCK_PASSWORD, f"{name}: stdin"
+    assert isinstance(g.outputs.get("gpustack_admin_password"), Secret)
+    for needle in (MOCK_TOKEN, MOCK_PASSWORD):
+        assert leaks(g, needle) == []
+        assert needle not in g.to_json()
+        assert needle not in format_tree(g)
+
+
+@pytest.mark.parametrize("stack", GPUSTACK_STACKS)
+def test_gpustack_secrets_not_in_a_diff(stack):
+    """A new image recreates the server and the workers; their (secret) token
+    must not show in the diff."""
+    changes = offline.changes_for(stack, ["container.image=example/x:2"])
+    workers = {f"{n}-container" for n in node_names(stack)[1:]}
+    assert workers <= {c.name for c in changes}
+    text = format_diff(changes) + json.dumps([c.to_dict() for c in changes])
+    assert MOCK_TOKEN not in text and MOCK_PASSWORD not in text
+
+
+@pytest.mark.parametrize("stack", GPUSTACK_STACKS)
+def test_gpustack_preview_cli_masks_secrets(stack):
+    """`python -m components preview --stack dp4-ep32-gpustack` (issue 4's
+    "done when"): the whole tree, secrets masked."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run([sys.executable, "-m", "components", "preview", "--stack", stack],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for n in node_names(stack):
+        assert f"{n}-container" in out
+    assert "gpustack-model" in out and "[secret]" in out
+    ld = loaded(stack)
+    placeholder = offline.config_for(ld, ld.raw_config)[f"{NAMESPACE}:{ld.spec.ssh.private_key_secret}"].value
+    for needle in (MOCK_TOKEN, MOCK_PASSWORD, placeholder):
+        assert needle not in out
+
+
+# --- 6. depth -----------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-mindie"])
+def test_longest_chain_does_not_grow_with_nodes(stack):
+    ld = loaded(stack)
+    chains = {}
+    for size in (2, 8, 32):
+        config = offline.scaled_config(ld, size)
+        g = offline.record_stack(offline.loaded_with_config(ld, config), config)
+        assert len(g.of_type(ASCEND_NODE)) == size
+        chains[size] = g.longest_chain()
+    assert len(set(chains.values())) == 1, f"longest chain by node count: {chains}"
+    assert chains[2] == graph(stack).longest_chain()
+
+
+# --- 8. stack outputs --------------------------------------------------------
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_outputs(stack):
+    g, ld = graph(stack), loaded(stack)
+    spec = ld.spec
+    for key in ("endpoint", "world_size", "rank_table_digest", "node_facts", "smoke_reply"):
+        assert key in g.outputs, f"stack output {key} not exported"
+    # The endpoint is the master's.
+    master = spec.nodes[0]
+    assert urlparse(g.outputs["endpoint"]).hostname == (master.address or master.host)
+    # World size: every NPU of every node, and tp x pp x dp of the stack.
+    p = spec.parallel
+    assert g.outputs["world_size"] == len(spec.nodes) * spec.profile.devices_per_node == p.tp * p.pp * p.dp
+    # Node facts as the (mocked) preflight read them: the declared hostnames and device IPs.
+    facts = g.outputs["node_facts"]
+    assert sorted(facts) == sorted(node_names(stack))
+    for n in spec.nodes:
+        assert facts[n.name]["hostname"] == n.hostname
+        assert facts[n.name]["device_ips"] == n.device_ips
+        for ip in facts[n.name]["device_ips"]:
+            ipaddress.ip_address(ip)
+    # The rank table's digest: the core's table for the declared IPs, or "" without one.
+    if spec.engine.kind in RANK_TABLE_ENGINES:
+        assert g.outputs["rank_table_digest"] == rank_table_digest(rank_table(ld, declared_device_ips(ld)))
+        component = named(g, "rank-table", RANK_TABLE)
+        assert component.outputs["digest"] == g.outputs["rank_table_digest"]
+    else:
+        assert g.outputs["rank_table_digest"] == ""
+    assert isinstance(g.outputs["smoke_reply"], (str, Secret))
