@@ -146,6 +146,35 @@ class ContainerSpec:
         return {k: v for k, v in args.items() if v is not None}
 
 
+def spec_from_pulumi_inputs(inputs: dict) -> ContainerSpec:
+    """The inverse of `ContainerSpec.pulumi_docker_args`, from the inputs as
+    the Pulumi engine receives them (camelCase). Used by the emulator's
+    executor to run a recorded `docker.Container` as `docker run`, so both
+    directions of the mapping live here, side by side."""
+    mounts = []
+    for v in inputs.get("volumes") or []:
+        host = v.get("hostPath") or v.get("volumeName")
+        mounts.append(Mount(host, v["containerPath"], bool(v.get("readOnly"))))
+    shm_mb = inputs.get("shmSize")
+    entrypoints = inputs.get("entrypoints") or None
+    return ContainerSpec(
+        name=inputs["name"],
+        image=inputs["image"],
+        devices=tuple(d["hostPath"] for d in inputs.get("devices") or []),
+        mounts=tuple(mounts),
+        shm_size=(f"{int(shm_mb) // 1024}g" if int(shm_mb) % 1024 == 0 else f"{int(shm_mb)}m") if shm_mb else "64m",
+        privileged=bool(inputs.get("privileged")),
+        ipc_host=inputs.get("ipcMode") == "host",
+        network_host=inputs.get("networkMode") == "host",
+        restart=inputs.get("restart") or "no",
+        env=tuple(tuple(e.split("=", 1)) for e in inputs.get("envs") or []),
+        entrypoint=tuple(entrypoints) if entrypoints else None,
+        command=tuple(inputs.get("command") or ()),
+        interactive=bool(inputs.get("tty")),
+        labels=tuple((l["label"], l["value"]) for l in inputs.get("labels") or []),
+    )
+
+
 def standard_mounts(specs: list[str]) -> tuple[Mount, ...]:
     return tuple(Mount.parse(s) for s in specs)
 

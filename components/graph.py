@@ -701,6 +701,7 @@ def record_graph(
     call_for: Callable[[MockCallArgs], dict] | None = None,
     secret_keys: Iterable[str] = (),
     timeout: float = 300.0,
+    rpc_workers: int = 1,
 ) -> Graph:
     """Run ``program()`` under the SDK's mocks in preview mode and record its graph.
 
@@ -735,7 +736,8 @@ def record_graph(
         try:
             ctx = contextvars.copy_context()
             return ctx.run(
-                _record, program, config, project, stack, outputs_for, call_for, secret_keys, timeout
+                _record, program, config, project, stack, outputs_for, call_for, secret_keys, timeout,
+                rpc_workers,
             )
         finally:
             _restore_settings_defaults(saved_defaults)
@@ -743,7 +745,8 @@ def record_graph(
                 gc.enable()
 
 
-def _record(program, config, project, stack, outputs_for, call_for, secret_keys, timeout) -> Graph:
+def _record(program, config, project, stack, outputs_for, call_for, secret_keys, timeout,
+            rpc_workers=1) -> Graph:
     values: dict[str, str] = {}
     secrets: set[str] = {_full_key(project, k) for k in secret_keys}
     for key, value in config.items():
@@ -778,7 +781,9 @@ def _record(program, config, project, stack, outputs_for, call_for, secret_keys,
     # GIL-bound Python anyway; more workers would not be faster.
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(_quiet_exception_handler)
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulumi-mock-rpc")
+    # An executor that performs real work in `outputs_for` (emulator/) asks for
+    # more workers so that independent resources proceed in parallel.
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=rpc_workers, thread_name_prefix="pulumi-mock-rpc")
     loop.set_default_executor(executor)
 
     class _Timeout(Exception):

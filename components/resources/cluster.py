@@ -157,9 +157,14 @@ class InferenceContainer(pulumi.ComponentResource):
         for n, (path, content) in enumerate(sorted(files.items())):
             script = render_template("install-file.sh.j2", purpose=f"Install {path}", stack=loaded.name,
                                      node=node.node, path=path, content=content, mode="644")
+            is_env = path == f"{remote_dir}/env.sh"
+            # The env file goes last on destroy (everything else needs it), so
+            # its undo also removes the run directory and the emptied stack dir.
             remove = render_template("remove-file.sh.j2", purpose=f"Remove {path}", stack=loaded.name,
-                                     node=node.node, path=path)
-            role = "env" if path.endswith("/env.sh") else f"file-{n}"
+                                     node=node.node, path=path,
+                                     remove_dirs=[rendered.ctx.run_dir] if is_env else [],
+                                     prune_dirs=[path.rsplit("/", 1)[0], remote_dir, spec.paths.remote_dir])
+            role = "env" if is_env else f"file-{n}"
             self.files.append(remote_step(
                 f"{name}-{role}", connection=node.connection, create=script, delete=remove, parent=self,
                 triggers=[digest(content)], depends_on=[node.preflight]))

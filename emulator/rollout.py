@@ -1,0 +1,86 @@
+"""A stack pointed at an emulated cluster, rolled out by the executor.
+
+    from emulator import Cluster
+    from emulator.rollout import StackRollout
+    rollout = StackRollout(cluster, "tp16-vllm-mindspore", state_file)
+    report = rollout.up()                         # preflight ... smoke test, for real
+    report = rollout.up(["engine.max_num_seqs=128"])
+    rollout.destroy()
+
+The stack keeps every setting of its runbook; only what names the machines
+changes: node hosts, hostnames and device IPs come from the cluster, the model
+path is the cluster's fixture, the SSH key is the cluster's (as a secret).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable, Optional
+
+from components.graph import Secret
+from components.offline import apply_change
+from components.spec import NAMESPACE
+from components.stackfile import LoadedStack, _split_config, load_stack, spec_from_sections
+from emulator.executor import Executor, Report
+
+MODEL_FIXTURE = "/data/models/deepseek-r1"
+
+
+def emulated_config(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIXTURE) -> dict:
+    config = copy.deepcopy(loaded.raw_config)
+    nodes = []
+    for node in cluster.nodes:
+        nodes.append({"name": node.name, "host": node.address, "hostname": node.hostname,
+                      "device_ips": list(node.device_ips)})
+    config[f"{NAMESPACE}:nodes"] = nodes
+    model = dict(config[f"{NAMESPACE}:model"])
+    model["path"] = model_path
+    config[f"{NAMESPACE}:model"] = model
+    return config
+
+
+class StackRollout:
+    def __init__(self, cluster, stack: str, state_file: Path, *, log: Callable[[str], None] = print,
+                 model_path: str = MODEL_FIXTURE):
+        self.cluster = cluster
+        self.base = load_stack(stack)
+        self.config = emulated_config(self.base, cluster, model_path=model_path)
+        self.log = log
+        from emulator import image as imagelib
+
+        self.executor = Executor(
+            Path(state_file),
+            extra_mounts=_base_mount_flags(imagelib.base_docker_args()),
+            # The sandbox refuses --privileged (emulator/README.md says why).
+            privileged_caps=imagelib.privileged_substitute()["docker_run_args"],
+            ssh_options=[o for o in cluster.ssh_opts() if o != "-i" and not o.endswith("id_ed25519")],
+            log=log)
+        self.executor.default_key = str(cluster.ssh_key_path)
+
+    def loaded(self, changes: Optional[list[str]] = None) -> tuple[LoadedStack, dict]:
+        config = self.config
+        for change in changes or []:
+            config = apply_change(config, change, self.base.file)
+        sections, others, problems = _split_config(config, self.base.file)
+        loaded = spec_from_sections(self.base.name, self.base.file, sections, others, problems=problems,
+                                    raw_config=config)
+        return loaded, config
+
+    def up(self, changes: Optional[list[str]] = None) -> Report:
+        from components.offline import config_for
+        from components.program import run
+        import os
+
+        loaded, config = self.loaded(changes)
+        values = config_for(loaded, config)
+        values[f"{NAMESPACE}:{loaded.spec.ssh.private_key_secret}"] = Secret(self.cluster.ssh_key_path.read_text())
+        os.environ["ASCEND_INFERENCE_STACK_FILE"] = loaded.file
+        return self.executor.up(run, values, stack=loaded.name)
+
+    def destroy(self) -> Report:
+        return self.executor.destroy()
+
+
+def _base_mount_flags(args: list[str]) -> list[str]:
+    """`host:container[:ro]` strings of the emulator's base mounts."""
+    return [args[i + 1] for i, a in enumerate(args) if a == "-v"]
