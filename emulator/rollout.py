@@ -72,6 +72,7 @@ class StackRollout:
         import os
 
         loaded, config = self.loaded(changes)
+        self._provide_image_tar(loaded)
         values = config_for(loaded, config)
         values[f"{NAMESPACE}:{loaded.spec.ssh.private_key_secret}"] = Secret(self.cluster.ssh_key_path.read_text())
         os.environ["ASCEND_INFERENCE_STACK_FILE"] = loaded.file
@@ -79,6 +80,24 @@ class StackRollout:
 
     def destroy(self) -> Report:
         return self.executor.destroy()
+
+    def _provide_image_tar(self, loaded: LoadedStack) -> None:
+        """Runbook 001 loads its image from a tar on each node. The emulator
+        saves its runtime image under the stack's image name to that path (and
+        removes the tag), so the program's own `docker load -i` runs for real."""
+        import shlex
+
+        c = loaded.spec.container
+        if not c.image_tar:
+            return
+        image, tar = shlex.quote(c.image), shlex.quote(c.image_tar)
+        for node in self.cluster.nodes:
+            script = (f"test -s {tar} || {{ mkdir -p $(dirname {tar}) && docker tag ascemu/runtime:latest {image}"
+                      f" && docker save -o {tar} {image} && docker rmi {image} >/dev/null; }}")
+            done = self.cluster.ssh(node.name, script, timeout=300)
+            if done.returncode != 0:
+                raise RuntimeError(f"{node.name}: could not place {c.image_tar}: {done.stderr.strip()}")
+            self.log(f"  emulator: {c.image_tar} on {node.name} holds {c.image} (the runtime image; no registry here)")
 
 
 def _base_mount_flags(args: list[str]) -> list[str]:

@@ -1,0 +1,35 @@
+"""Emulated Ascend NPU cluster for trying the Pulumi program before real servers.
+
+Test tooling, not a product path: users deploy with the Pulumi CLI onto real
+nodes. See emulator/README.md; the command line is `python -m emulator --help`.
+
+Public API (for tests and the executor):
+
+    Cluster.up(n, state_dir=None, *, prefix="ascemu", hostnames=None,
+               duplicate_hostname=False, layout=None, hardware=None, log=print) -> Cluster
+    Cluster.load(state_dir=None) -> Cluster
+    Cluster.down_state_dir(state_dir=None, *, log=print) -> list[str]   # works after a partial up
+    cluster.down(log=print) -> list[str]
+    cluster.nodes[i].name / .address / .hostname / .device_ips / .netns / .holder_pid
+                    / .ssh_target / .docker_host / .run_dir
+    cluster.node("node0" | 0 | "198.18.0.10") -> Node
+    cluster.ssh_key_path, cluster.known_hosts_path, cluster.ssh_config_path, cluster.ssh_opts()
+    cluster.ssh(node, "cmd") -> CompletedProcess         # real ssh
+    cluster.exec(node, "cmd" | [argv]) -> CompletedProcess  # nsenter, no ssh
+    cluster.docker_env(node) -> env for `docker` over ssh://
+    cluster.set_fault(node, **faults) -> dict ; cluster.clear_faults(node) ; cluster.faults(node)
+    cluster.health_problems() -> list[str] ; cluster.describe() -> dict
+
+    image.IMAGE, image.base_mounts(), image.base_docker_args(), image.base_pulumi_volumes(),
+    image.privileged_substitute()
+"""
+
+from . import image
+from .cluster import DEFAULT_STATE_DIR, Cluster, ClusterError, Node
+from .faults import FAULT_KEYS, FaultError
+from .image import IMAGE, base_docker_args, base_mounts, base_pulumi_volumes, privileged_substitute
+from .nodefs import Hardware, Layout
+
+__all__ = ["Cluster", "ClusterError", "Node", "DEFAULT_STATE_DIR", "FAULT_KEYS", "FaultError", "IMAGE",
+           "Hardware", "Layout", "base_docker_args", "base_mounts", "base_pulumi_volumes", "image",
+           "privileged_substitute"]

@@ -1,0 +1,214 @@
+"""Injected node faults: schema, parsing, and making a running node match them.
+
+A node's faults are one JSON object in <state>/nodes/<name>/run/faults.json,
+seen inside the node (and in containers started with the emulator's base
+mounts) as /run/ascemu/faults.json. The stand-in tools read it on every call.
+
+Faults that have a real effect are also *applied* to the node, so that tools
+other than the stand-ins see them too:
+
+    link_down          the device's IP is removed from the node: peers really
+                       cannot ping it, and `hccn_tool -link -g` says DOWN
+    unreachable        blackhole routes in the node: pings really fail
+    missing_devices    /dev/davinciN is removed from the node (and npu-smi
+                       omits the device)
+    driver_version     driver version.info is rewritten (and npu-smi reports it)
+    stale_rootinfo     /etc/hccl_rootinfo.json exists
+    missing_model      the model directory is gone
+    model_file_differs one weight shard differs from the other nodes'
+    hostname           the node's UTS hostname (e.g. another node's: duplicate)
+
+Applying is a reconcile (desired state), so clearing a fault restores the node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from . import network
+from .nodefs import Layout, NodeRoot, driver_version_info, model_fixture
+
+HEALTH_VALUES = ("OK", "Warning", "Alarm", "Critical")
+
+# key -> (kind, help)
+FAULT_KEYS: dict[str, tuple[str, str]] = {
+    "link_down": ("devices", "devices whose NIC link is DOWN (device IP removed from the node)"),
+    "tls_on": ("devices", "devices whose TLS switch is 1 (`hccn_tool -tls -s enable 0` clears it)"),
+    "net_health_fail": ("devices", "devices whose `-net_health -g` says Fault"),
+    "missing_devices": ("devices", "devices absent from npu-smi and /dev"),
+    "unhealthy_devices": ("health", "devices whose npu-smi Health is not OK (list -> Alarm, or {dev: Warning})"),
+    "driver_version": ("string", "driver version reported by npu-smi and version.info"),
+    "unreachable": ("ips", "IP addresses this node cannot reach (blackhole routes; -ping fails)"),
+    "wrong_device_ip": ("device_ips", "{dev: ip}: what `-ip -g` reports instead of the real device IP"),
+    "stale_rootinfo": ("bool", "leave a stale /etc/hccl_rootinfo.json on the node"),
+    "missing_model": ("bool", "the model directory is missing on this node"),
+    "model_file_differs": ("bool", "one weight shard differs from the other nodes'"),
+    "hostname": ("string", "this node's hostname (use another node's to make a duplicate)"),
+    "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
+    "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
+}
+
+
+class FaultError(ValueError):
+    pass
+
+
+def _devices(key, value, npu_count):
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple, set)):
+        raise FaultError(f"{key}: expected a device number or a list of them, got {value!r}")
+    out = []
+    for v in value:
+        try:
+            dev = int(v)
+        except (TypeError, ValueError):
+            raise FaultError(f"{key}: {v!r} is not a device number") from None
+        if not 0 <= dev < npu_count:
+            raise FaultError(f"{key}: device {dev} out of range 0..{npu_count - 1}")
+        out.append(dev)
+    return sorted(set(out))
+
+
+def normalize(faults: dict, npu_count: int = 8) -> dict:
+    """Validate and canonicalize a fault dict (unknown keys are an error)."""
+    out = {}
+    for key, value in faults.items():
+        if key not in FAULT_KEYS:
+            raise FaultError(f"unknown fault {key!r}; valid faults: {', '.join(FAULT_KEYS)}")
+        kind = FAULT_KEYS[key][0]
+        if value is None or value is False or value == [] or value == {} or value == "":
+            continue  # "not set"
+        if kind == "devices":
+            out[key] = _devices(key, value, npu_count)
+        elif kind == "health":
+            if isinstance(value, dict):
+                health = {}
+                for dev, h in value.items():
+                    if h not in HEALTH_VALUES:
+                        raise FaultError(f"{key}: health {h!r} is not one of {HEALTH_VALUES}")
+                    health[str(_devices(key, dev, npu_count)[0])] = h
+                out[key] = health
+            else:
+                out[key] = {str(d): "Alarm" for d in _devices(key, value, npu_count)}
+        elif kind == "ips":
+            if isinstance(value, str):
+                value = [value]
+            try:
+                out[key] = sorted({str(ipaddress.ip_address(v)) for v in value})
+            except ValueError as exc:
+                raise FaultError(f"{key}: {exc}") from None
+        elif kind == "device_ips":
+            if not isinstance(value, dict):
+                raise FaultError(f"{key}: expected {{device: ip}}, got {value!r}")
+            try:
+                out[key] = {str(_devices(key, d, npu_count)[0]): str(ipaddress.ip_address(ip))
+                            for d, ip in value.items()}
+            except ValueError as exc:
+                raise FaultError(f"{key}: {exc}") from None
+        elif kind == "bool":
+            if value not in (True, 1, "1", "true", "yes"):
+                raise FaultError(f"{key}: expected true/false, got {value!r}")
+            out[key] = True
+        elif kind == "string":
+            out[key] = str(value)
+        elif kind == "number":
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                raise FaultError(f"{key}: expected a number of seconds, got {value!r}") from None
+    return out
+
+
+def parse_assignment(text: str):
+    """KEY=VALUE from the command line. VALUE is JSON if it parses, a comma
+    list otherwise: link_down=3, link_down=3,5, stale_rootinfo=true,
+    unhealthy_devices='{"2": "Warning"}', hostname=ascend-node0."""
+    if "=" not in text:
+        raise FaultError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if isinstance(value, str) and "," in value and FAULT_KEYS.get(key, ("",))[0] in ("devices", "ips", "health"):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return key, value
+
+
+def read(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "faults.json").read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def write(run_dir: Path, faults: dict) -> None:
+    tmp = run_dir / "faults.json.tmp"
+    tmp.write_text(json.dumps(faults, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, run_dir / "faults.json")  # readers never see half a file
+
+
+def apply(node: dict, layout: Layout, npu_count: int, default_driver: str, faults: dict) -> list[str]:
+    """Make the running node match `faults`; returns what changed (for logs)."""
+    changed = []
+    root = NodeRoot(node["holder_pid"])
+    netns = node["netns"]
+
+    link_down = set(faults.get("link_down", []))
+    addresses = network.netns_addresses(netns)
+    for dev, ip in enumerate(node["device_ips"]):
+        want = dev not in link_down
+        if (ip in addresses) != want:
+            network.set_device_address(netns, ip, present=want)
+            changed.append(f"device {dev} link {'up' if want else 'down'}")
+
+    targets = set(faults.get("unreachable", []))
+    if targets != network.blackholes(netns):
+        changed.append(f"unreachable = {sorted(targets)}")
+    network.set_blackholes(netns, targets)
+
+    missing = set(faults.get("missing_devices", []))
+    for dev in range(npu_count):
+        if root.ensure_char_device(f"/dev/davinci{dev}", present=dev not in missing):
+            changed.append(f"/dev/davinci{dev} {'removed' if dev in missing else 'restored'}")
+
+    version = faults.get("driver_version", default_driver)
+    if root.write_if_changed(f"{layout.driver_dir}/version.info", driver_version_info(version).encode()):
+        changed.append(f"driver version {version}")
+
+    if faults.get("stale_rootinfo"):
+        stale = json.dumps({"rootinfo": "stale from a previous run", "pid": 4242}).encode()
+        if root.write_if_changed(layout.rootinfo, stale):
+            changed.append(f"{layout.rootinfo} created")
+    elif root.remove(layout.rootinfo):
+        changed.append(f"{layout.rootinfo} removed")
+
+    files = model_fixture(differs=bool(faults.get("model_file_differs")))
+    for model_dir in layout.model_dirs:
+        if faults.get("missing_model"):
+            if root.remove(model_dir):
+                changed.append(f"{model_dir} removed")
+            continue
+        for name, data in files.items():
+            if root.write_if_changed(f"{model_dir}/{name}", data):
+                changed.append(f"{model_dir}/{name} written")
+
+    hostname = faults.get("hostname", node["hostname"])
+    current = current_hostname(node)
+    if current != hostname:
+        subprocess.run(["nsenter", "-t", str(node["holder_pid"]), "--uts", "hostname", hostname], check=True)
+        root.write_if_changed("/etc/hostname", (hostname + "\n").encode())
+        changed.append(f"hostname {current} -> {hostname}")
+    return changed
+
+
+def current_hostname(node: dict) -> str:
+    out = subprocess.run(["nsenter", "-t", str(node["holder_pid"]), "--uts", "hostname"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()

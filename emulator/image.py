@@ -1,0 +1,236 @@
+"""The emulator's container image and the docker settings an executor must add.
+
+No registry is reachable, so `ascemu/runtime:latest` is made with
+`docker import` from a tarball built here: a minimal root (directories,
+merged-/usr symlinks, a few /etc files copied from the host) plus what a
+real inference image would carry under /usr/local: the engine stand-ins
+(vllm-mindspore, vllm, lmdeploy, MindIE's mindieservice_daemon and its
+conf/config.json) and the CANN/MindIE `set_env.sh` scripts the runbooks source.
+
+Everything else comes from the host through read-only bind mounts, the
+*base mounts* (`base_mounts()`): the host's /usr subdirectories except
+/usr/local (so the image, not the host, owns /usr/local, as in a real image,
+and the stack's own `-v /usr/local/...` mounts are what bring the Ascend
+tools in), the Python installation that runs the emulator (Python and Ray
+inside containers), and the node's /run/ascemu (facts and fault file that the
+stand-ins read). The program under test passes its own `docker run`
+settings; an executor running it against the emulator adds these.
+
+`--privileged` cannot work here: runc must then grant every capability, and
+this sandbox's bounding set lacks CAP_SYS_RESOURCE. `privileged_substitute()`
+is what the executor uses instead: every capability but that one, and no
+seccomp filter.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE = "ascemu/runtime:latest"
+STANDINS = Path(__file__).resolve().parent / "standins"
+MINDIE_SERVICE = "/usr/local/Ascend/mindie/latest/mindie-service"
+CANN_VERSION = "8.0.0"
+
+# Copied from the host at build time (symlinks stay symlinks). /etc/alternatives
+# is copied rather than mounted: its links point into /usr, which is mounted.
+ETC_FROM_HOST = ["passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+                 "alternatives", "os-release", "ssl", "localtime", "host.conf", "protocols", "services",
+                 "debian_version", "bash.bashrc", "profile", "profile.d", "login.defs", "mime.types"]
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = True
+
+    def docker_arg(self) -> str:
+        return f"{self.source}:{self.target}{':ro' if self.read_only else ''}"
+
+
+def python_prefixes() -> list[str]:
+    """The Python installation(s) that must be visible in containers."""
+    prefixes = [os.path.realpath(sys.base_prefix)]
+    if os.path.realpath(sys.prefix) not in prefixes:
+        prefixes.append(os.path.realpath(sys.prefix))  # a virtualenv on top
+    return prefixes
+
+
+def python_path() -> str:
+    return os.path.realpath(sys.executable)
+
+
+def base_mounts() -> list[Mount]:
+    """Bind mounts every container on an emulated node needs (read the module doc)."""
+    mounts = [Mount(f"/usr/{d}", f"/usr/{d}") for d in sorted(os.listdir("/usr"))
+              if d != "local" and os.path.isdir(f"/usr/{d}") and not os.path.islink(f"/usr/{d}")]
+    for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        if os.path.isdir(f"/{d}") and not os.path.islink(f"/{d}"):
+            mounts.append(Mount(f"/{d}", f"/{d}"))  # a host without merged /usr
+    mounts += [Mount(p, p) for p in python_prefixes()]
+    mounts.append(Mount("/run/ascemu", "/run/ascemu", read_only=False))  # `-tls -s` writes the fault file
+    return mounts
+
+
+def base_docker_args() -> list[str]:
+    """`docker run` arguments for the base mounts: ["-v", "/usr/bin:/usr/bin:ro", ...]."""
+    args = []
+    for m in base_mounts():
+        args += ["-v", m.docker_arg()]
+    return args
+
+
+def base_pulumi_volumes() -> list[dict]:
+    """The base mounts as pulumi_docker.Container `volumes` entries."""
+    return [{"host_path": m.source, "container_path": m.target, "read_only": m.read_only} for m in base_mounts()]
+
+
+def privileged_substitute() -> dict:
+    """What to pass instead of `--privileged` on the emulator (see module doc)."""
+    return {
+        "docker_run_args": ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+                            "--security-opt", "seccomp=unconfined"],
+        "pulumi_docker": {"privileged": False,
+                          "capabilities": {"adds": ["ALL"], "drops": ["SYS_RESOURCE"]},
+                          "security_opts": ["seccomp=unconfined"]},
+        "why": "this sandbox's capability bounding set lacks CAP_SYS_RESOURCE, so runc cannot "
+               "grant all capabilities and `--privileged` fails with 'unable to apply caps'",
+    }
+
+
+def image_env() -> dict[str, str]:
+    bins = [f"{p}/bin" for p in reversed(python_prefixes())]
+    return {"PATH": ":".join(bins + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
+            "LANG": "C.UTF-8"}
+
+
+def import_changes() -> list[str]:
+    changes = [f"ENV {k}={v}" for k, v in image_env().items()]
+    return changes + ["WORKDIR /root", 'CMD ["/bin/bash"]']
+
+
+# --------------------------------------------------------------------------
+# rootfs tarball
+# --------------------------------------------------------------------------
+
+class _Tar:
+    def __init__(self, tar: tarfile.TarFile):
+        self.tar = tar
+        self.dirs = set()
+
+    def _info(self, name, kind, mode):
+        info = tarfile.TarInfo(name.lstrip("/"))
+        info.type, info.mode, info.mtime, info.uname, info.gname = kind, mode, int(time.time()), "root", "root"
+        return info
+
+    def dir(self, path, mode=0o755):
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            p = "/".join(parts[:i])
+            if p not in self.dirs:
+                self.dirs.add(p)
+                self.tar.addfile(self._info(p, tarfile.DIRTYPE, mode if i == len(parts) else 0o755))
+
+    def file(self, path, data, mode=0o644):
+        self.dir(os.path.dirname(path))
+        data = data.encode() if isinstance(data, str) else data
+        info = self._info(path, tarfile.REGTYPE, mode)
+        info.size = len(data)
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def symlink(self, path, target):
+        self.dir(os.path.dirname(path))
+        info = self._info(path, tarfile.SYMTYPE, 0o777)
+        info.linkname = target
+        self.tar.addfile(info)
+
+    def host(self, path):
+        """Copy a host path (file, symlink or directory tree) at the same place."""
+        if os.path.islink(path):
+            self.symlink(path, os.readlink(path))
+        elif os.path.isdir(path):
+            self.dir(path)
+            for name in sorted(os.listdir(path)):
+                self.host(os.path.join(path, name))
+        elif os.path.isfile(path):
+            self.file(path, Path(path).read_bytes(), os.stat(path).st_mode & 0o777)
+
+
+def python_launcher(module: str, entry: str) -> str:
+    return (f"#!{python_path()}\n# emulator stand-in: {entry}\nimport sys\n"
+            f"sys.path.insert(0, '/opt/ascemu')\nimport {module}\nsys.exit({module}.main())\n")
+
+
+def set_env_scripts() -> dict[str, str]:
+    """The `source .../set_env.sh` lines of the runbooks must work in the image.
+    Variable names as in CANN/MindIE; values point at the image's own tree."""
+    arch = f"{platform.machine()}-linux"
+    toolkit = "/usr/local/Ascend/ascend-toolkit/latest"
+    return {
+        "/usr/local/Ascend/ascend-toolkit/set_env.sh":
+            f"# emulator stand-in for CANN's set_env.sh\nexport ASCEND_TOOLKIT_HOME={toolkit}\n"
+            f"export ASCEND_HOME_PATH={toolkit}\nexport ASCEND_OPP_PATH={toolkit}/opp\n"
+            f"export ASCEND_AICPU_PATH={toolkit}\n"
+            f"export LD_LIBRARY_PATH={toolkit}/lib64:/usr/local/Ascend/driver/lib64/driver:"
+            "/usr/local/Ascend/driver/lib64/common:${LD_LIBRARY_PATH}\n",
+        "/usr/local/Ascend/nnal/atb/set_env.sh":
+            "# emulator stand-in\nexport ATB_HOME_PATH=/usr/local/Ascend/nnal/atb/latest/atb\n",
+        "/usr/local/Ascend/atb-models/set_env.sh":
+            "# emulator stand-in\nexport ATB_SPEED_HOME_PATH=/usr/local/Ascend/atb-models\n",
+        "/usr/local/Ascend/mindie/set_env.sh":
+            f"# emulator stand-in\nexport MIES_INSTALL_PATH={MINDIE_SERVICE}\n",
+        f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{arch}/ascend_toolkit_install.info":
+            # Format: reference 1a ("CANN:" block)
+            f"package_name=Ascend-cann-toolkit\nversion={CANN_VERSION}\ninnerversion=V100R001C20SPC001B251\n"
+            "compatible_version=[V100R001C15],[V100R001C17],[V100R001C18],[V100R001C19],[V100R001C20]\n"
+            f"arch={platform.machine()}\nos=linux\npath=/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{arch}\n",
+    }
+
+
+def build_rootfs(out: Path) -> Path:
+    """Write the rootfs tarball for `docker import` and return its path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w") as raw:
+        t = _Tar(raw)
+        for d in ("proc", "sys", "dev", "run", "etc", "home", "opt", "mnt", "srv", "var/log", "var/lib",
+                  "usr", "data"):
+            t.dir(d)
+        t.dir("tmp", 0o1777)
+        t.dir("var/tmp", 0o1777)
+        t.dir("root", 0o700)
+        for d in ("bin", "lib", "lib32", "lib64", "libx32"):
+            if os.path.islink(f"/{d}"):
+                t.symlink(d, os.readlink(f"/{d}"))
+        if os.path.islink("/sbin"):
+            # A real directory of links, not a link to usr/sbin: `docker run --init`
+            # mounts docker-init at /sbin/docker-init, which must not land in the
+            # read-only /usr/sbin mount.
+            t.dir("sbin")
+            for name in sorted(os.listdir("/usr/sbin")):
+                t.symlink(f"sbin/{name}", f"/usr/sbin/{name}")
+        for name in ETC_FROM_HOST:
+            if os.path.lexists(f"/etc/{name}"):
+                t.host(f"/etc/{name}")
+        t.file("/etc/hosts", "127.0.0.1\tlocalhost\n")
+        t.file("/etc/ascemu-image", json.dumps({"image": IMAGE, "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                 "python": python_path()}) + "\n")
+        for name in ("engine.py", "vllm_serve_usage.txt", "lmdeploy_flags.json"):
+            t.file(f"/opt/ascemu/{name}", (STANDINS / name).read_bytes())
+        for cmd in ("vllm-mindspore", "vllm", "lmdeploy"):
+            t.file(f"/usr/local/bin/{cmd}", python_launcher("engine", cmd), 0o755)
+        t.file(f"{MINDIE_SERVICE}/bin/mindieservice_daemon", python_launcher("engine", "mindieservice_daemon"), 0o755)
+        t.file(f"{MINDIE_SERVICE}/conf/config.json", (STANDINS / "mindie_config.json").read_bytes(), 0o640)
+        for path, text in set_env_scripts().items():
+            t.file(path, text)
+        t.symlink("/usr/local/Ascend/ascend-toolkit/latest", CANN_VERSION)
+        for d in ("opp", "lib64"):
+            t.dir(f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{d}")
+    return out

@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Emulator stand-in for Huawei's `npu-smi` and `hccn_tool` (one file, two names).
+
+Installed on every emulated node as /usr/local/bin/npu-smi,
+/usr/local/sbin/npu-smi and /usr/local/Ascend/driver/tools/hccn_tool; which
+tool it is follows from the name it was called by. Stdlib only: it also runs
+inside containers that bind-mount those paths.
+
+It prints the real tools' output formats, copied from the verbatim samples in
+shared/reference/ascend-formats.md (section numbers below). Lines marked
+"not verified" have no verbatim sample there.
+
+What it reports comes from the node:
+  /run/ascemu/node.json    facts written by the emulator (chip, versions, IPs)
+  /run/ascemu/faults.json  injected faults (see emulator/faults.py), re-read on
+                           every call; `hccn_tool -tls -s` writes it back
+  /etc/hccn.conf           device IP configuration, as the real tool keeps it
+ASCEMU_RUN_DIR overrides /run/ascemu (used by the emulator's own tests).
+"""
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+
+RUN_DIR = os.environ.get("ASCEMU_RUN_DIR", "/run/ascemu")
+HCCN_CONF = os.environ.get("ASCEMU_HCCN_CONF", "/etc/hccn.conf")
+
+# Per-device readings shaped like an idle 910B host (reference 1a).
+POWER = ["96.5", "98.7", "94.2", "91.5", "96.6", "96.0", "97.5", "93.8"]
+TEMP = [36, 37, 35, 38, 36, 39, 35, 37]
+HBM_USED = [3347, 3350, 3347, 3351, 3347, 3350, 3347, 3347]
+
+
+class ToolError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# node facts and faults
+# --------------------------------------------------------------------------
+
+def load_facts():
+    try:
+        with open(os.path.join(RUN_DIR, "node.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ToolError(
+            f"emulator stand-in: {RUN_DIR}/node.json not found. Run this on an emulated node, or in a "
+            "container started with the emulator's base mounts (emulator.image.base_mounts())") from None
+
+
+def load_faults():
+    try:
+        with open(os.path.join(RUN_DIR, "faults.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def update_faults(change):
+    """Read-modify-write faults.json under a lock (concurrent hccn_tool calls)."""
+    with open(os.path.join(RUN_DIR, "faults.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        faults = load_faults()
+        change(faults)
+        tmp = os.path.join(RUN_DIR, f"faults.json.{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(faults, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, os.path.join(RUN_DIR, "faults.json"))
+
+
+def present_devices(facts, faults):
+    missing = set(faults.get("missing_devices", []))
+    return [d for d in range(facts["npu_count"]) if d not in missing]
+
+
+def driver_version(facts, faults):
+    return faults.get("driver_version", facts["driver_version"])
+
+
+def health(dev, faults):
+    return faults.get("unhealthy_devices", {}).get(str(dev), "OK")
+
+
+def hccn_conf():
+    conf = {}
+    try:
+        with open(HCCN_CONF) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    conf[k] = v
+    except FileNotFoundError:
+        pass
+    return conf
+
+
+# --------------------------------------------------------------------------
+# npu-smi
+# --------------------------------------------------------------------------
+
+SOLID = "+" + "-" * 96 + "+"
+THIN = "+" + "-" * 27 + "+" + "-" * 15 + "+" + "-" * 52 + "+"
+THICK = "+" + "=" * 27 + "+" + "=" * 15 + "+" + "=" * 52 + "+"
+
+
+def npu_smi_info(facts, faults):
+    """`npu-smi info`: reference 1a (one chip per NPU, 910B class)."""
+    version = driver_version(facts, faults)
+    devices = present_devices(facts, faults)
+    out = [SOLID,
+           f"| npu-smi {version:<25}Version: {version:<53}|",
+           THIN,
+           "| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|",
+           "| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |",
+           THICK]
+    for d in devices:
+        i = d % len(POWER)
+        top = f" {d:<6}{facts['chip_name']:<20}| {health(d, faults):<14}| {POWER[i]:<12}{TEMP[i]:<18}{0:<5}/ {0:<14}"
+        bus = facts["bus_ids"][d % len(facts["bus_ids"])]
+        bottom = f" {0:<26}| {bus:<14}| {0:<12}{0:<5}/ {0:<11}{HBM_USED[i]:<5}/ {facts['hbm_mb']:<14}"
+        out += [f"|{top}|", f"|{bottom}|", THICK]
+    out += [THIN,
+            "| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |",
+            THICK]
+    for d in devices:
+        out += [f"| {'No running processes found in NPU ' + str(d):<95}|", THICK]
+    return "\n".join(out)
+
+
+def npu_smi_mapping(facts, faults):
+    """`npu-smi info -m`: reference 1e (910B3 with Mcu rows)."""
+    row = "{:<31}{:<31}{:<31}{}"
+    out = [row.format("NPU ID", "Chip ID", "Chip Logic ID", "Chip Name")]
+    for d in present_devices(facts, faults):
+        out.append(row.format(d, 0, d, f"Ascend {facts['chip_name']}"))
+        out.append(row.format(d, 1, "-", "Mcu"))
+    return "\n".join(out)
+
+
+def kv(pairs):
+    # npu-smi prints key/value lines with "\t%-30s : %s" (reference 1h note).
+    return "\n".join(f"\t{k:<30} : {v}" if k else "" for k, v in pairs)
+
+
+def npu_smi_detail(facts, faults, kind, dev, chip):
+    """`npu-smi info -t board|health|usages|common|ecc -i N [-c C]`: reference 1g."""
+    if dev not in present_devices(facts, faults):
+        # Not verified: the real tool's wording for an absent device.
+        raise ToolError(f"Error: the device {dev} does not exist.")
+    bus = facts["bus_ids"][dev % len(facts["bus_ids"])]
+    i = dev % len(POWER)
+    if kind == "board" and chip is None:
+        return kv([("NPU ID", dev), ("Software Version", driver_version(facts, faults)),
+                   ("Firmware Version", facts["firmware_version"]), ("Compatibility", "OK"),
+                   ("Board ID", "0x02"), ("PCB ID", "A"), ("BOM ID", "1"), ("PCIe Bus Info", bus),
+                   ("Slot ID", dev), ("Class ID", "NA"), ("PCI Vendor ID", "0x19e5"),
+                   ("PCI Device ID", "0xD802"), ("Subsystem Vendor ID", "0x0200"),
+                   ("Subsystem Device ID", "0x0100"), ("Chip Count", 1)])
+    if kind == "board":
+        return kv([("NPU ID", dev), ("Chip ID", chip), ("Chip Type", "Ascend"),
+                   ("Chip Name", facts["chip_name"]), ("Chip Version", "V1"), ("Board ID", "0x02"),
+                   ("PCB ID", "NA"), ("BOM ID", "1"), ("Chip Position ID", dev), ("PCIe Bus Info", bus),
+                   ("Firmware Version", facts["firmware_version"])])
+    if kind == "health":
+        return kv([("Health Status", health(dev, faults)), ("Error Code", "NA"),
+                   ("Error Information", "NA")])
+    if kind == "usages":
+        return kv([("NPU ID", dev), ("Chip Count", 1), ("", ""), ("DDR Capacity(MB)", 0),
+                   ("DDR Usage Rate(%)", 0), ("DDR Hugepages Total(page)", 0),
+                   ("DDR Hugepages Usage Rate(%)", 0), ("HBM Capacity(MB)", facts["hbm_mb"]),
+                   ("HBM Usage Rate(%)", round(100 * HBM_USED[i] / facts["hbm_mb"])),
+                   ("Aicore Usage Rate(%)", 0), ("Aicpu Usage Rate(%)", 0), ("Ctrlcpu Usage Rate(%)", 0),
+                   ("DDR Bandwidth Usage Rate(%)", 0), ("HBM Bandwidth Usage Rate(%)", 0), ("Chip ID", 0)])
+    if kind == "common":
+        return kv([("NPU ID", dev), ("Chip Count", 1), ("Chip ID", 0), ("Memory Usage Rate(%)", 0),
+                   ("HBM Usage Rate(%)", round(100 * HBM_USED[i] / facts["hbm_mb"])),
+                   ("Aicore Usage Rate(%)", 0), ("Aicore Freq(MHZ)", 1800), ("Aicore curFreq(MHZ)", 1800),
+                   ("Aicore Count", 20), ("Temperature(C)", TEMP[i]), ("NPU Real-time Power(W)", POWER[i])])
+    if kind == "ecc":
+        keys = ["DDR Single Bit Error Count", "DDR Double Bit Error Count",
+                "DDR Single Bit Aggregate Total Err Cnt", "DDR Double Bit Aggregate Total Err Cnt",
+                "DDR Single Bit Isolated Pages Count", "DDR Double Bit Isolated Pages Count",
+                "HBM Single Bit Error Count", "HBM Double Bit Error Count",
+                "HBM Single Bit Aggregate Total Err Cnt", "HBM Double Bit Aggregate Total Err Cnt",
+                "HBM Single Bit Isolated Pages Count", "HBM Double Bit Isolated Pages Count"]
+        return "\n".join([f"\t{'NPU ID':<40} : {dev}", f"\t{'Chip Count':<40} : 1", ""] +
+                         [f"\t{k:<40} : 0" for k in keys] + [f"\t{'Chip ID':<40} : 0"])
+    raise ToolError(f"emulator stand-in: npu-smi info -t {kind} is not emulated "
+                    "(emulated: board, health, usages, common, ecc)")
+
+
+def npu_smi(argv):
+    facts, faults = load_facts(), load_faults()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        return "Usage: npu-smi info [-m] [-t TYPE -i ID [-c CHIP]]   (emulator stand-in)"
+    if argv[0] in ("-v", "-V", "--version"):
+        return f"npu-smi version: {driver_version(facts, faults)}"  # not verified
+    if argv[0] != "info":
+        raise ToolError(f"emulator stand-in: npu-smi {argv[0]} is not emulated (emulated: info)")
+    opts, rest = {}, argv[1:]
+    while rest:
+        flag = rest.pop(0)
+        if flag == "-m":
+            opts["m"] = True
+        elif flag in ("-t", "-i", "-c") and rest:
+            opts[flag[1]] = rest.pop(0)
+        else:
+            raise ToolError(f"emulator stand-in: unexpected npu-smi argument {flag!r}")
+    if opts.get("m"):
+        return npu_smi_mapping(facts, faults)
+    if "t" in opts:
+        if "i" not in opts:
+            raise ToolError("Error: -i is required with -t")  # not verified
+        return npu_smi_detail(facts, faults, opts["t"], int(opts["i"]),
+                              int(opts["c"]) if "c" in opts else None)
+    return npu_smi_info(facts, faults)
+
+
+# --------------------------------------------------------------------------
+# hccn_tool
+# --------------------------------------------------------------------------
+
+def device_ip(facts, faults, dev):
+    override = faults.get("wrong_device_ip", {}).get(str(dev))
+    conf = hccn_conf()
+    ip = override or conf.get(f"address_{dev}") or facts["device_ips"][dev]
+    return ip, conf.get(f"netmask_{dev}", facts["netmask"])
+
+
+def hccn_ping(facts, faults, dev, target):
+    """`-ping -g address IP`: a real ping from the node's namespace, printed in
+    hccn_tool's format (reference 2c). A failed packet prints
+    "recv time out seq=N"; 100% loss exits non-zero."""
+    count = 3
+    replies = {}
+    src, _ = device_ip(facts, faults, dev)
+    reachable = (dev not in faults.get("link_down", []) and target not in faults.get("unreachable", []))
+    if reachable:
+        # -i 0.2 instead of ping's default 1 s keeps a full mesh check fast;
+        # -W 1 bounds each wait like the real tool's per-packet timeout.
+        proc = subprocess.run(["ping", "-n", "-c", str(count), "-W", "1", "-i", "0.2", "-I", src, target],
+                              capture_output=True, text=True)
+        for m in re.finditer(r"icmp_seq=(\d+).*?time=([\d.]+) ms", proc.stdout):
+            replies[int(m.group(1)) - 1] = float(m.group(2))
+    lines = [f"device {dev} PING {target}"]
+    for seq in range(count):
+        if seq in replies:
+            lines.append(f"recv seq={seq},time={replies[seq]:.6f}ms")
+        else:
+            lines.append(f"recv time out seq={seq}")
+    loss = 100.0 * (count - len(replies)) / count
+    lines.append(f"{count} packets transmitted, {len(replies)} received, {loss:.2f}% packet loss")
+    return "\n".join(lines), 0 if replies else 1
+
+
+def hccn_tool(argv):
+    facts, faults = load_facts(), load_faults()
+    args = list(argv)
+    if "-i" not in args or args.index("-i") + 1 >= len(args):
+        raise ToolError("emulator stand-in: usage hccn_tool -i DEVICE -COMMAND -g|-s [...]")
+    pos = args.index("-i")
+    dev = int(args[pos + 1])
+    del args[pos:pos + 2]
+    if dev not in present_devices(facts, faults):
+        raise ToolError(f"Error: device {dev} does not exist.")  # not verified
+    mode = next((a for a in args if a in ("-g", "-s")), None)
+    commands = [a for a in args if a.startswith("-") and a not in ("-g", "-s")]
+    if not commands or mode is None:
+        raise ToolError("emulator stand-in: usage hccn_tool -i DEVICE -COMMAND -g|-s [...]")
+    cmd = commands[0][1:]
+    extra = args[args.index(mode) + 1:]
+    link_up = dev not in faults.get("link_down", [])
+    conf = hccn_conf()
+    gateway = conf.get(f"gateway_{dev}", facts["gateway"])
+    netdetect = conf.get(f"netdetect_{dev}", facts["netdetect"])
+
+    if "-inet6" in args:
+        raise ToolError("emulator stand-in: IPv6 device addresses are not emulated")
+    if mode == "-s":
+        if cmd == "tls" and len(extra) == 2 and extra[0] == "enable" and extra[1] in ("0", "1"):
+            def change(f, on=extra[1] == "1"):
+                tls = set(f.get("tls_on", []))
+                (tls.add if on else tls.discard)(dev)
+                f["tls_on"] = sorted(tls)
+            update_faults(change)
+            return "Cmd executed successfully!", 0  # reference 2a
+        raise ToolError(f"emulator stand-in: hccn_tool -{cmd} -s {' '.join(extra)} is not emulated "
+                        "(emulated: -tls -s enable 0|1)")
+    if cmd == "ip":
+        ip, netmask = device_ip(facts, faults, dev)
+        return f"ipaddr:{ip}\nnetmask:{netmask}", 0  # reference 2a/2d
+    if cmd == "link":
+        return f"link status: {'UP' if link_up else 'DOWN'}", 0  # reference 2a
+    if cmd == "net_health":
+        ok = link_up and dev not in faults.get("net_health_fail", [])
+        return f"net health status: {'Success' if ok else 'Fault'}", 0  # reference 2b
+    if cmd == "netdetect":
+        return f"netdetect address: {netdetect}", 0  # reference 2a
+    if cmd == "gateway":
+        return f"default gateway:{gateway}, Iface:eth{dev}", 0  # reference 2a
+    if cmd == "tls":
+        on = 1 if dev in faults.get("tls_on", []) else 0
+        return (f"dev_id:{dev}, tls switch[{on}](0:disable, 1:enable), tls preconfigured[1]"
+                "(0:non-preset, 1:preset), tls alarm time threshold[60]days"), 0  # reference 2a
+    if cmd == "lldp":
+        if not link_up:
+            return "lldp neighbor info is empty", 1  # not verified: no neighbour on a down link
+        # reference 2d; switch port names as in reference 2a
+        port = f"400GE1/{dev // 2 + 1}/5:{dev % 2 + 1}"
+        return "\n".join(["Chassis ID TLV", "\tMAC: 38:ad:be:00:00:01", "Port ID TLV", f"\tIfname: {port}",
+                          "System Description TLV", "\tVersatile Routing Platform Software",
+                          "VRP (R) software, Version 8.211 (DX511 V200R021C10SPC600)", "", "Huarong DX511", "",
+                          "System Capabilities TLV", "\tEnabled capabilities: Bridge, Router",
+                          "Management Address TLV", f"\tIPv4: {gateway}", "Maximum Frame Size TLV", "\t9216",
+                          "End of LLDPDU TLV"]), 0
+    if cmd == "fec":
+        return "fec mode: rs FEC mode", 0  # reference 2a
+    if cmd == "ping":
+        if len(extra) >= 2 and extra[0] == "address":
+            return hccn_ping(facts, faults, dev, extra[1])
+        raise ToolError("emulator stand-in: usage hccn_tool -i DEVICE -ping -g address IP")
+    raise ToolError(f"emulator stand-in: hccn_tool -{cmd} -g is not emulated (emulated: ip, link, "
+                    "net_health, netdetect, gateway, tls, lldp, fec, ping)")
+
+
+def main():
+    name = os.path.basename(sys.argv[0])
+    try:
+        if name.startswith("npu-smi") or name.startswith("npu_smi"):
+            print(npu_smi(sys.argv[1:]))
+            return 0
+        if name.startswith("hccn_tool"):
+            text, rc = hccn_tool(sys.argv[1:])
+            print(text)
+            return rc
+        raise ToolError(f"emulator stand-in: call me as npu-smi or hccn_tool, not {name}")
+    except ToolError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (ValueError, IndexError) as exc:
+        print(f"emulator stand-in: bad arguments {sys.argv[1:]}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Fixtures for the emulated-cluster tests (tier 3 of design.md).
+
+Every test here is marked `emulated`. They need root, the Debian packages in
+emulator/apt-packages.txt and the pip packages in
+emulator/requirements-emulator.txt; when something is missing the fixture
+FAILS with what to install: CI installs everything, so a skip would only hide
+a broken setup.
+
+The shared 2-node cluster uses its own prefix and subnet, so the tests run
+beside a cluster a developer brought up by hand, and a fixed state dir, so a
+run that was killed before its teardown is cleaned up by the next one.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from emulator import Cluster, ClusterError, image  # noqa: E402
+from emulator.cluster import preflight  # noqa: E402
+
+STATE_ROOT = Path(tempfile.gettempdir()) / "ascemu-tests"
+SESSION = {"prefix": "ptsess", "subnet": 250}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "emulated: runs on the emulated Ascend cluster (namespace nodes with sshd, dockerd, Ray); "
+                   "needs root and emulator/apt-packages.txt + emulator/requirements-emulator.txt")
+
+
+def require_prerequisites() -> None:
+    try:
+        preflight()
+    except ClusterError as exc:
+        pytest.fail(f"emulated tests cannot run here: {exc}", pytrace=False)
+    try:
+        import ray  # noqa: F401  (Ray runs inside the containers from this Python)
+    except ImportError:
+        pytest.fail("emulated tests need Ray: pip install -r emulator/requirements-emulator.txt", pytrace=False)
+
+
+def fresh_state_dir(name: str) -> Path:
+    """A fixed per-purpose state dir; whatever a killed earlier run left there is torn down first."""
+    state = STATE_ROOT / name
+    Cluster.down_state_dir(state, log=lambda m: None)
+    return state
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    require_prerequisites()
+    state = fresh_state_dir("session")
+    try:
+        c = Cluster.up(2, state, log=print, **SESSION)
+    except ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield c
+    finally:
+        # Shown by pytest only when something failed: what state the nodes were in.
+        health = c.health_problems()
+        print("node health before teardown:", health or "all nodes healthy")
+        for node in c.nodes if health else []:
+            for log in ("holder.log", "run/sshd.log", "run/dockerd.log"):
+                print(cluster_tail(Path(node.dir) / log))
+        problems = Cluster.down_state_dir(state, log=print)
+        assert not problems, problems
+
+
+def cluster_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return f"--- {path} (missing)"
+
+
+# --------------------------------------------------------------------- helpers
+
+DEVICES = [f"--device=/dev/davinci{i}" for i in range(8)] + [
+    "--device=/dev/davinci_manager", "--device=/dev/devmm_svm", "--device=/dev/hisi_hdc"]
+
+# Host mounts of runbook 000 (vLLM-MindSpore), plus the model directory.
+RUNBOOK_MOUNTS = ["-v", "/usr/local/sbin/:/usr/local/sbin/", "-v", "/var/log/npu/slog/:/var/log/npu/slog",
+                  "-v", "/var/log/npu/profiling/:/var/log/npu/profiling", "-v", "/var/log/npu/dump/:/var/log/npu/dump",
+                  "-v", "/var/log/npu/:/usr/slog", "-v", "/etc/hccn.conf:/etc/hccn.conf",
+                  "-v", "/usr/local/bin/npu-smi:/usr/local/bin/npu-smi", "-v", "/usr/local/dcmi:/usr/local/dcmi",
+                  "-v", "/usr/local/Ascend/driver:/usr/local/Ascend/driver",
+                  "-v", "/etc/ascend_install.info:/etc/ascend_install.info", "-v", "/etc/vnpu.cfg:/etc/vnpu.cfg",
+                  "-v", "/data:/data"]
+
+
+def runbook_run_argv(name: str, command: list[str]) -> list[str]:
+    """`docker run` as runbook 000 writes it, with --privileged mapped and the emulator's base mounts."""
+    return (["docker", "run", "-d", f"--name={name}", "--ipc=host", "--network=host", "--init"]
+            + image.privileged_substitute()["docker_run_args"] + DEVICES + RUNBOOK_MOUNTS
+            + ["--shm-size=250g"] + image.base_docker_args() + [image.IMAGE] + command)
+
+
+def ssh_ok(cluster: Cluster, node, command: str, timeout: float = 120) -> str:
+    got = cluster.ssh(node, command, timeout=timeout)
+    assert got.returncode == 0, f"{command!r} on {node}: rc={got.returncode}\n{got.stdout}\n{got.stderr}"
+    return got.stdout
+
+
+def in_container(cluster: Cluster, node, container: str, script: str, timeout: float = 120,
+                 detach: bool = False) -> subprocess.CompletedProcess:
+    flag = "-d " if detach else ""
+    return cluster.ssh(node, f"docker exec {flag}{container} sh -c {shlex.quote(script)}", timeout=timeout)
