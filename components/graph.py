@@ -713,8 +713,12 @@ def record_graph(
     / ``get_secret`` always return secret Outputs (in this SDK the secret-key list
     is informational only: ``Config.require`` of a secret key returns plaintext).
 
-    Mocked resources get id ``f"{name}-id"`` and state = inputs updated with
+    Mocked resources get id ``f"{name}-id"`` (or the ``"__id__"`` that
+    ``outputs_for`` returns) and state = inputs updated with
     ``outputs_for(args)``; invokes return ``call_for(args)`` (default ``{}``).
+    ``rpc_workers`` > 1 lets independent registrations run concurrently (for an
+    ``outputs_for`` that performs real work); the default of 1 keeps the
+    recorded order deterministic.
 
     Exceptions raised by the program, inside an ``apply`` or by a mock are
     re-raised as the original exception (the SDK's "While processing resource"
