@@ -12,7 +12,6 @@ naming the stack file, the key and the fix; never a traceback).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

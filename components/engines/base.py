@@ -190,3 +190,25 @@ def apply_env_overrides(variables: list[tuple[str, str]], overrides: dict) -> li
     known = {k for k, _ in variables}
     out += [(k, v) for k, v in overrides.items() if k not in known and v is not None]
     return out
+
+
+def runbook_container(ctx: NodeContext, standard: list[str], extra=(), *, stack_dir: bool = True,
+                      **fields) -> "ContainerSpec":
+    """The container every runbook starts: all NPU devices, the runbook's
+    standard Ascend mounts, the model at the same path, the stack's directory
+    (env file, engine files, run dir), the stack's own extra mounts last (they
+    win on the same target), and the stack's container settings. `fields`
+    carries what differs per engine (command, entrypoint, ...)."""
+    from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+
+    spec = ctx.spec
+    c = spec.container
+    mounts = merge_mounts(
+        standard_mounts(standard),
+        [Mount(spec.model.path, spec.model.path), *extra],
+        ctx.stack_dir_mounts() if stack_dir else [],
+        standard_mounts(c.mounts),
+    )
+    return ContainerSpec(
+        name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node), mounts=mounts,
+        shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host, restart=c.restart, **fields)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from typing import Literal, Optional
 
-from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
-from components.engines.base import EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides
+from components.container import ContainerSpec
+from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+                                     runbook_container)
 from components.errors import Problem
 from components.model_base import StrictModel
 
@@ -79,27 +80,19 @@ class Gpustack(EnginePlugin):
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
         spec, s = ctx.spec, ctx.spec.engine
-        c = spec.container
-        mounts = merge_mounts(
-            standard_mounts([m.replace("gpustack-data:", f"{s.data_volume}:") for m in STANDARD_MOUNTS]),
-            [Mount(spec.model.path, spec.model.path)],
-            standard_mounts(c.mounts),
-        )
         command: tuple[str, ...] = ()
         secret_args = {}
         if not ctx.is_master:
             token = f"${TOKEN_VAR}"
             command = ("--server-url", self.server_url(spec), "--token", token)
             secret_args = {token: TOKEN_VAR}
-        if s.port != 80 and ctx.is_master:
+        elif s.port != 80:
             command = ("--port", str(s.port))
-        env = ctx.spec.engine.env
-        return ContainerSpec(
-            name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node),
-            mounts=mounts, shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host,
-            restart=c.restart, command=command, interactive=False, secret_args=secret_args,
-            env=tuple((k, v) for k, v in env.items() if v is not None),
-        )
+        standard = [m.replace("gpustack-data:", f"{s.data_volume}:") for m in STANDARD_MOUNTS]
+        # GPUStack's containers run no scripts of ours: no stack directory.
+        return runbook_container(ctx, standard, stack_dir=False, command=command, interactive=False,
+                                 secret_args=secret_args,
+                                 env=tuple((k, v) for k, v in s.env.items() if v is not None))
 
     def server_url(self, spec) -> str:
         port = "" if spec.engine.port == 80 else f":{spec.engine.port}"

@@ -10,8 +10,9 @@ import json
 import shlex
 from typing import Literal, Optional
 
-from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
-from components.engines.base import EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides
+from components.container import ContainerSpec, Mount
+from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+                                     runbook_container)
 from components.errors import Problem
 from components.model_base import StrictModel
 
@@ -90,20 +91,8 @@ class Lmdeploy(EnginePlugin):
         return EnvFile((), tuple(apply_env_overrides(variables, s.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
-        spec = ctx.spec
-        c = spec.container
-        table_dir = s_dir(spec.engine.rank_table_path)
-        mounts = merge_mounts(
-            standard_mounts(STANDARD_MOUNTS),
-            [Mount(spec.model.path, spec.model.path), Mount(table_dir, table_dir)],
-            ctx.stack_dir_mounts(),
-            standard_mounts(c.mounts),
-        )
-        return ContainerSpec(
-            name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node),
-            mounts=mounts, shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host,
-            restart=c.restart, entrypoint=("/bin/bash",),
-        )
+        table_dir = s_dir(ctx.spec.engine.rank_table_path)
+        return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], entrypoint=("/bin/bash",))
 
     def serve_argv(self, spec, plan) -> list[str]:
         s = spec.engine

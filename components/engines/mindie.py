@@ -13,8 +13,9 @@ import json
 from importlib import resources
 from typing import Literal, Optional
 
-from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
-from components.engines.base import EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides
+from components.container import ContainerSpec, Mount
+from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+                                     runbook_container)
 from components.errors import Problem
 from components.model_base import StrictModel
 
@@ -125,20 +126,8 @@ class Mindie(EnginePlugin):
         return EnvFile(SET_ENV_SCRIPTS, tuple(apply_env_overrides(variables, s.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
-        spec = ctx.spec
-        c = spec.container
-        table_dir = self.rank_table_path(spec).rsplit("/", 1)[0]
-        mounts = merge_mounts(
-            standard_mounts(STANDARD_MOUNTS),
-            [Mount(spec.model.path, spec.model.path), Mount(table_dir, table_dir)],
-            ctx.stack_dir_mounts(),
-            standard_mounts(c.mounts),
-        )
-        return ContainerSpec(
-            name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node),
-            mounts=mounts, shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host,
-            restart=c.restart, command=("bash",),
-        )
+        table_dir = self.rank_table_path(ctx.spec).rsplit("/", 1)[0]
+        return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], command=("bash",))
 
     def config_json(self, ctx: NodeContext) -> dict:
         """MindIE's default config.json with runbook 001's edits, per node."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import shlex
 from typing import Literal, Optional
 
-from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
-from components.engines.base import EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides
+from components.container import ContainerSpec, Mount
+from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+                                     runbook_container)
 from components.errors import Problem
 from components.model_base import StrictModel
 
@@ -136,23 +137,12 @@ class VllmMindspore(EnginePlugin):
         return EnvFile(sources, tuple(apply_env_overrides(variables, s.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
-        spec = ctx.spec
-        c = spec.container
-        mounts = merge_mounts(
-            standard_mounts(STANDARD_MOUNTS),
-            [Mount(spec.model.path, spec.model.path)],
-            ctx.stack_dir_mounts(),
-            # The predict yaml is read inside the container at the path
-            # MINDFORMERS_MODEL_CONFIG names (runbook 003: /workspace/...).
-            [Mount(self.yaml_on_host(ctx), ctx.spec.engine.mindformers_model_config, read_only=True)]
-            if ctx.spec.engine.write_mindformers_yaml else [],
-            standard_mounts(c.mounts),
-        )
-        return ContainerSpec(
-            name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node),
-            mounts=mounts, shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host,
-            restart=c.restart, command=("bash",),
-        )
+        s = ctx.spec.engine
+        # The predict yaml is read inside the container at the path
+        # MINDFORMERS_MODEL_CONFIG names (runbook 003: /workspace/...).
+        yaml_mount = [Mount(self.yaml_on_host(ctx), s.mindformers_model_config, read_only=True)] \
+            if s.write_mindformers_yaml else []
+        return runbook_container(ctx, STANDARD_MOUNTS, yaml_mount, command=("bash",))
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
         s = ctx.spec.engine

@@ -41,7 +41,7 @@ class Deployment(pulumi.ComponentResource):
     def __init__(self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:deployment:Deployment", name, None, opts)
         loaded = args.loaded
-        spec, plan = loaded.spec, loaded.plan
+        spec = loaded.spec
         engine = spec.engine_plugin
         child = pulumi.ResourceOptions(parent=self)
 

@@ -114,7 +114,6 @@ class GpustackModel(pulumi.ComponentResource):
     def __init__(self, name: str, loaded: LoadedStack, master: AscendNode, server: InferenceContainer,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:gpustack:GpustackModel", name, None, opts)
-        engine = loaded.spec.engine_plugin
         common = {"stack": loaded.name, "node": master.node, "container": loaded.spec.container.name,
                   "timeout_s": 300}
         self.token_reader = remote_step(

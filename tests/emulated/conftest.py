@@ -13,6 +13,7 @@ run that was killed before its teardown is cleaned up by the next one.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -116,3 +117,22 @@ def in_container(cluster: Cluster, node, container: str, script: str, timeout: f
                  detach: bool = False) -> subprocess.CompletedProcess:
     flag = "-d " if detach else ""
     return cluster.ssh(node, f"docker exec {flag}{container} sh -c {shlex.quote(script)}", timeout=timeout)
+
+
+@contextlib.contextmanager
+def own_cluster(n: int, name: str, *, prefix: str, subnet: int):
+    """A cluster for one test module, torn down however the module ends."""
+    require_prerequisites()
+    state = fresh_state_dir(name)
+    c = Cluster.up(n, state, log=lambda m: None, prefix=prefix, subnet=subnet)
+    try:
+        yield c
+    finally:
+        assert not Cluster.down_state_dir(state, log=print)
+
+
+def node_ssh(cluster, node, command: str) -> str:
+    """stdout of a command run on a node over ssh; fails the test if it fails."""
+    done = cluster.ssh(node, command, timeout=120)
+    assert done.returncode == 0, f"{node}: {command}: {done.stderr}"
+    return done.stdout

@@ -12,9 +12,8 @@ import json
 
 import pytest
 
-from emulator import Cluster
 from emulator.rollout import StackRollout
-from tests.emulated.conftest import fresh_state_dir, require_prerequisites
+from tests.emulated.conftest import node_ssh, own_cluster
 
 pytestmark = pytest.mark.emulated
 
@@ -24,19 +23,11 @@ SERVING = {"node0-serve", "serving-ready", "smoke-test-request"}
 
 @pytest.fixture(scope="module")
 def cluster():
-    require_prerequisites()
-    state = fresh_state_dir("rollout")
-    c = Cluster.up(2, state, log=lambda m: None, prefix="ptroll", subnet=241)
-    try:
+    with own_cluster(2, "rollout", prefix="ptroll", subnet=241) as c:
         yield c
-    finally:
-        assert not Cluster.down_state_dir(state, log=print)
 
 
-def ssh(cluster, node, command) -> str:
-    done = cluster.ssh(node, command, timeout=120)
-    assert done.returncode == 0, f"{node}: {command}: {done.stderr}"
-    return done.stdout
+ssh = node_ssh
 
 
 def container_ids(cluster, name) -> dict:

@@ -11,10 +11,9 @@ import time
 import pytest
 
 from components.errors import NodeFactError
-from emulator import Cluster
 from emulator.executor import StepFailed
 from emulator.rollout import StackRollout
-from tests.emulated.conftest import fresh_state_dir, require_prerequisites
+from tests.emulated.conftest import node_ssh, own_cluster
 
 pytestmark = pytest.mark.emulated
 
@@ -23,19 +22,11 @@ STACK = "tp16-vllm-mindspore"
 
 @pytest.fixture(scope="module")
 def cluster():
-    require_prerequisites()
-    state = fresh_state_dir("rollout-faults")
-    c = Cluster.up(2, state, log=lambda m: None, prefix="ptfault", subnet=242)
-    try:
+    with own_cluster(2, "rollout-faults", prefix="ptfault", subnet=242) as c:
         yield c
-    finally:
-        assert not Cluster.down_state_dir(state, log=print)
 
 
-def ssh(cluster, node, command) -> str:
-    done = cluster.ssh(node, command, timeout=120)
-    assert done.returncode == 0, f"{node}: {command}: {done.stderr}"
-    return done.stdout
+ssh = node_ssh
 
 
 # --- faults ---------------------------------------------------------------
