@@ -1,0 +1,59 @@
+"""One container spec, two renderings: pulumi_docker's arguments and the
+`docker run` line. The emulator's executor runs a recorded Container through
+`spec_from_pulumi_inputs`, so the mapping must round-trip."""
+from __future__ import annotations
+
+import pytest
+
+from components.container import ContainerSpec, Mount, spec_from_pulumi_inputs
+from components.render import render_node
+from components.stackfile import load_stack, stack_names
+
+
+def camel(args: dict) -> dict:
+    """pulumi_docker's keyword arguments as the engine receives them."""
+    def key(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(w.title() for w in rest)
+
+    def convert(value):
+        if isinstance(value, dict):
+            return {key(k): convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(args)
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_pulumi_args_round_trip_to_the_same_docker_run_line(stack):
+    loaded = load_stack(stack)
+    for index in range(len(loaded.spec.nodes)):
+        spec = render_node(loaded, index).container
+        back = spec_from_pulumi_inputs(camel(spec.pulumi_docker_args()))
+        assert back.docker_run_argv() == spec.docker_run_argv()
+
+
+def test_shm_size_is_given_to_pulumi_docker_in_megabytes():
+    spec = ContainerSpec(name="c", image="i", devices=(), mounts=(), shm_size="250g", privileged=False, ipc_host=False)
+    assert spec.pulumi_docker_args()["shm_size"] == 250 * 1024
+    assert ContainerSpec(name="c", image="i", devices=(), mounts=(), shm_size="1g", privileged=False,
+                         ipc_host=False).shm_size_mb() == 1024
+
+
+def test_named_volume_and_read_only_mounts():
+    spec = ContainerSpec(name="c", image="i", devices=("/dev/davinci0",),
+                         mounts=(Mount("gpustack-data", "/var/lib/gpustack"), Mount("/etc/hccn.conf", "/etc/hccn.conf", True)),
+                         shm_size="1g", privileged=False, ipc_host=True)
+    volumes = spec.pulumi_docker_args()["volumes"]
+    assert {"volume_name": "gpustack-data", "container_path": "/var/lib/gpustack", "read_only": False} in volumes
+    assert {"host_path": "/etc/hccn.conf", "container_path": "/etc/hccn.conf", "read_only": True} in volumes
+    assert "-v /etc/hccn.conf:/etc/hccn.conf:ro" in spec.docker_run_line()
+
+
+def test_secret_args_stay_a_variable_in_the_rendered_line():
+    spec = ContainerSpec(name="c", image="i", devices=(), mounts=(), shm_size="1g", privileged=False, ipc_host=False,
+                         command=("--token", "$GPUSTACK_TOKEN"), secret_args={"$GPUSTACK_TOKEN": "GPUSTACK_TOKEN"})
+    assert spec.docker_run_line().endswith('--token "$GPUSTACK_TOKEN"')
+    assert spec.docker_run_argv(reveal={"GPUSTACK_TOKEN": "s3cret"})[-1] == "s3cret"
