@@ -29,7 +29,3 @@ PROFILES: dict[str, HardwareProfile] = {
     "atlas-800t-a2": HardwareProfile("atlas-800t-a2", "910B3", 8, 64, "1.0", True, "910B"),
     "atlas-300i-duo": HardwareProfile("atlas-300i-duo", "310P3", 8, 48, "1.0", False, "310P"),
 }
-
-
-def profile_named(name: str) -> HardwareProfile:
-    return PROFILES[name]

@@ -30,14 +30,6 @@ _TEMPLATES = jinja2.Environment(
 )
 _TEMPLATES.filters["shquote"] = lambda value: shlex.quote(str(value))
 
-# Where each script runs. Host scripts run over SSH as they are; container
-# scripts are piped into `docker exec -i <container> bash -s` (see `wrap`).
-SCRIPT_PLACE = {
-    "preflight": "host", "fix-tls": "host", "peer-ping": "host", "weights": "host",
-    "image": "host", "ray-start": "container", "ray-stop": "container", "ray-verify": "container",
-    "serve-start": "container", "serve-stop": "container", "serve-ready": "container", "smoke": "host",
-}
-
 
 def render_template(template: str, **context) -> str:
     return _TEMPLATES.get_template(template).render(**context)

@@ -261,10 +261,6 @@ def suggest(word: str, choices) -> str:
     return f"did you mean '{close[0]}'?" if close else ""
 
 
-def is_ip(text: str) -> bool:
-    return _is_ip(text)
-
-
 _SECRET_LOOKING = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
