@@ -291,3 +291,15 @@ def test_gpustack_token_is_only_a_variable_reference(rendered):
         tokens = shlex.split(line)
         assert tokens[tokens.index("--token") + 1] == "$GPUSTACK_TOKEN"
         assert '"$GPUSTACK_TOKEN"' in line  # quoted for the shell, expanded only on the node
+
+
+def test_gpustack_server_args_reach_only_the_server_container(tmp_path):
+    """GPUStack 2.x needs `--enable-worker` on the server (tests/realsoftware)."""
+    doc = load_stack_doc("dp4-ep32-gpustack")
+    doc["config"][NS + "engine"]["server_args"] = ["--enable-worker"]
+    path = write_stack(tmp_path, "gs2", doc)
+    out = tmp_path / "out"
+    done = run_cli("render", "--stack", str(path), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert docker_line(out, "node0").endswith("gpustack/gpustack:latest-npu --enable-worker")
+    assert "--enable-worker" not in docker_line(out, "node1")

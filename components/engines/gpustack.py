@@ -46,6 +46,11 @@ class GpustackSettings(StrictModel):
     # Backend parameters beyond the parallel layout and memory fraction.
     extra_backend_parameters: list[str] = []
     data_volume: str = "gpustack-data"
+    # Extra arguments of the server container. Runbook 002's `latest-npu`
+    # image (pre-2.x) embeds a worker in the server by default; a GPUStack
+    # 2.x server needs `--enable-worker` for that (and only then writes the
+    # registration token and uses the master's NPUs).
+    server_args: list[str] = []
     env: dict[str, Optional[str]] = {}
     # Seconds to wait for the deployment's instance to reach "running".
     ready_timeout_s: int = 5400
@@ -86,8 +91,8 @@ class Gpustack(EnginePlugin):
             token = f"${TOKEN_VAR}"
             command = ("--server-url", self.server_url(spec), "--token", token)
             secret_args = {token: TOKEN_VAR}
-        elif s.port != 80:
-            command = ("--port", str(s.port))
+        else:
+            command = (*(("--port", str(s.port)) if s.port != 80 else ()), *s.server_args)
         standard = [m.replace("gpustack-data:", f"{s.data_volume}:") for m in STANDARD_MOUNTS]
         # GPUStack's containers run no scripts of ours: no stack directory.
         return runbook_container(ctx, standard, stack_dir=False, command=command, interactive=False,
@@ -109,7 +114,14 @@ class Gpustack(EnginePlugin):
         ]
 
     def deployment_request(self, spec, plan) -> dict:
-        """Body of `POST /v2/models` (runbook 002 step 4, in API form)."""
+        """Body of `POST /v2/models` (runbook 002 step 4, in API form).
+
+        Checked against a real GPUStack 2.3.0 server (tests/realsoftware):
+        `enable_model_route` is what the UI's "Deploy Model" sends by default;
+        without it no model route is created and `/v1/completions` answers
+        404 "Model not found" even once the model runs. The server silently
+        drops unknown keys. `cluster_id` is added by gpustack-deploy.sh at
+        run time (the id of the server's default cluster)."""
         return {
             "name": spec.model.name,
             "source": "local_path",
@@ -119,6 +131,7 @@ class Gpustack(EnginePlugin):
             "replicas": spec.engine.replicas,
             "distributed_inference_across_workers": True,
             "placement_strategy": "spread",
+            "enable_model_route": True,
         }
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
