@@ -212,25 +212,15 @@ def apply_change(config: dict, assignment: str, file: str) -> dict:
 
 
 def diff_stack(name_or_path: str, assignments: list[str]) -> str:
-    name, path = resolve_stack(name_or_path)
-    before_loaded = load_stack(name_or_path)
-    config = read_config(path)
-    changed = config
-    for assignment in assignments:
-        changed = apply_change(changed, assignment, str(path))
-    after_loaded = _loaded_from_config(name, str(path), changed)
-    before = record_stack(before_loaded)
-    after = record_stack(after_loaded, changed)
-    changes = diff_graphs(before, after, replace_keys=_replace_keys)
+    name, _ = resolve_stack(name_or_path)
     head = f"Changes to stack {name} from {', '.join(assignments)} (offline, under mocks):\n"
-    return head + format_diff(changes)
+    return head + format_diff(changes_for(name_or_path, assignments))
 
 
 def changes_for(name_or_path: str, assignments: list[str]):
-    """The list of graph changes (for tests and tools)."""
+    """Per-resource changes that `assignments` make to the stack's graph."""
     name, path = resolve_stack(name_or_path)
-    config = read_config(path)
-    changed = config
+    changed = read_config(path)
     for assignment in assignments:
         changed = apply_change(changed, assignment, str(path))
     before = record_stack(load_stack(name_or_path))

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from components.graph import Secret
-from components.offline import apply_change
+from components.offline import apply_change, loaded_with_config
 from components.spec import NAMESPACE
-from components.stackfile import LoadedStack, _split_config, load_stack, spec_from_sections
+from components.stackfile import LoadedStack, load_stack
 from emulator.executor import Executor, Report
 
 MODEL_FIXTURE = "/data/models/deepseek-r1"
@@ -61,10 +61,7 @@ class StackRollout:
         config = self.config
         for change in changes or []:
             config = apply_change(config, change, self.base.file)
-        sections, others, problems = _split_config(config, self.base.file)
-        loaded = spec_from_sections(self.base.name, self.base.file, sections, others, problems=problems,
-                                    raw_config=config)
-        return loaded, config
+        return loaded_with_config(self.base, config), config
 
     def up(self, changes: Optional[list[str]] = None) -> Report:
         from components.offline import config_for
