@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and print what would change.")
     _stack_arg(p)
     p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE", required=True,
-                   help="a config change; VALUE is parsed as YAML (128, true, \"text\", [a, b])")
+                   help="a config change, typed as `pulumi config set --path` types it: true/false and integers are typed, anything else is a string that the schema then reads (0.5 for a number); a value starting with [ or { is YAML")
 
     sub.add_parser("stacks", help="list the stacks in stacks/",
                    description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")

@@ -169,16 +169,35 @@ def preview_stack(name_or_path: str, *, as_json: bool = False, show_inputs: bool
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
+_CLI_INT = re.compile(r"^[+-]?\d+$")
+
+
+def cli_typed(raw: str, current: Any) -> Any:
+    """VALUE as `pulumi config set --path KEY VALUE` stores it: a key that
+    holds a string keeps a string; otherwise `true`/`false` become booleans
+    and an integer an integer; everything else (0.5 included) is a string.
+    The one extension: a value starting with `[` or `{` is read as YAML, to
+    set a list or a node in one go (the CLI needs one --path per element)."""
+    if raw.startswith(("[", "{")):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw
+    if isinstance(current, str):
+        return raw
+    if raw in ("true", "false"):
+        return raw == "true"
+    if _CLI_INT.match(raw):
+        return int(raw)
+    return raw
+
+
 def apply_change(config: dict, assignment: str, file: str) -> dict:
     """`engine.max_num_seqs=128` applied to a copy of the stack's config."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise StackError([Problem(file, assignment, "not of the form KEY=VALUE",
                                   "e.g. --set engine.max_num_seqs=128")])
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
     parts = [(m.group(1), m.group(2)) for m in _PART.finditer(key)]
     if not parts or parts[0][0] is None:
         raise StackError([Problem(file, key, "not a config key path", "e.g. engine.max_num_seqs")])
@@ -186,7 +205,7 @@ def apply_change(config: dict, assignment: str, file: str) -> dict:
     top = f"{NAMESPACE}:{parts[0][0]}"
     if top not in out:
         if len(parts) == 1:
-            out[top] = value
+            out[top] = cli_typed(raw, None)
             return out
         out[top] = {}
     target: Any = out
@@ -201,6 +220,11 @@ def apply_change(config: dict, assignment: str, file: str) -> dict:
             raise StackError([Problem(file, key, f"no such path in the stack ('{step}')",
                                       "check the key against the stack file")]) from None
     last = path[-1]
+    try:
+        current = target[last] if isinstance(target, dict) and last in target else None
+    except TypeError:
+        current = None
+    value = cli_typed(raw, current)
     try:
         if isinstance(target, list) and isinstance(last, int) and last == len(target):
             target.append(value)

@@ -1,0 +1,130 @@
+"""Fixtures of the real-engine tier: the `pulumi` CLI and the Python language
+host built by tools/pulumi-toolchain.sh, run on a copy of this project with a
+file backend and passphrase secrets, exactly as a user runs them.
+
+Every test here is marked `realengine`. The toolchain script is the only
+source of the binaries: when it cannot produce them the fixture FAILS with its
+message (a skip would only hide a broken setup). `.ci/run` runs the script
+first, so here it only finds its cache.
+
+What this tier cannot do on the development machines: run a resource. The
+`command` and `docker` resource plugins cannot be had here (the Go module
+proxy refuses both provider modules; Pulumi's download site is unreachable),
+so `pulumi preview` gets as far as the program registering its resources and
+then stops at the first plugin load. What the tests show is everything up to
+that point: the CLI's own config typing and secrets, the program's reading of
+them, and bad stacks refused with one line under the real engine.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TOOLCHAIN = PROJECT_ROOT / "tools" / "pulumi-toolchain.sh"
+CACHE = Path(os.environ.get("ASCEND_INFERENCE_CACHE", Path.home() / ".cache" / "ascend-inference"))
+# What a user's clone holds that the program needs (no tests, no emulator).
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components", "stacks")
+PASSPHRASE = "real-engine-tier"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "realengine: runs the real `pulumi` CLI and Python language host from "
+                   "tools/pulumi-toolchain.sh on a copy of the project (file backend, passphrase secrets)")
+
+
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.realengine)
+
+
+@pytest.fixture(scope="session")
+def toolchain_bin() -> Path:
+    done = subprocess.run(["bash", str(TOOLCHAIN)], capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        pytest.fail(f"tools/pulumi-toolchain.sh failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def program_venv() -> Path:
+    """The project's runtime venv (`virtualenv: venv` in Pulumi.yaml), made once
+    per requirements.txt and shared by every copy of the project."""
+    requirements = (PROJECT_ROOT / "requirements.txt").read_bytes()
+    venv = CACHE / f"program-venv-{hashlib.sha256(requirements).hexdigest()[:12]}"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "-r", str(PROJECT_ROOT / "requirements.txt")], check=True, timeout=1800)
+        (venv / ".complete").touch()
+    return venv
+
+
+@dataclass
+class PulumiProject:
+    """A copy of the project with its own backend and PULUMI_HOME."""
+
+    dir: Path
+    env: dict
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(["pulumi", *args, "--non-interactive"], cwd=self.dir, env=self.env, input=stdin,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        done = self.run(*args, stdin=stdin)
+        assert done.returncode == 0, f"pulumi {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def stack_file(self, stack: str) -> str:
+        return (self.dir / "stacks" / f"Pulumi.{stack}.yaml").read_text()
+
+
+@pytest.fixture
+def project(tmp_path, toolchain_bin, program_venv) -> PulumiProject:
+    work = tmp_path / "ascend-inference"
+    work.mkdir()
+    for name in PROJECT_FILES:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, work / name)
+    (work / "venv").symlink_to(program_venv)
+    (tmp_path / "state").mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PULUMI_", "ASCEND_INFERENCE_"))}
+    env.update({
+        "PATH": f"{toolchain_bin}:{env.get('PATH', '')}",
+        "PULUMI_HOME": str(tmp_path / "pulumi-home"),
+        "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "PULUMI_SKIP_UPDATE_CHECK": "1",
+        "NO_COLOR": "1",
+    })
+    return PulumiProject(work, env)
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("key") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "real-engine-tier", "-f", str(path)],
+                   check=True)
+    return path.read_text()
+
+
+def created_count(preview_output: str) -> int:
+    """`+ N to create` from a preview summary (0 when there is none)."""
+    found = re.search(r"\+ (\d+) to create", preview_output)
+    return int(found.group(1)) if found else 0
