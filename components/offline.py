@@ -23,16 +23,22 @@ from components.spec import NAMESPACE
 from components.stackfile import LoadedStack, load_stack, read_config, resolve_stack
 
 # What a provider replaces rather than updates (not visible in the request).
+# pulumi-command replaces only on `triggers` (declared in the request as
+# replace_on_changes); the program puts the connection identity there.
 PROVIDER_REPLACES = {
-    # pulumi-docker recreates a container on nearly any input change.
-    "docker:index/container:Container": {"*", "**"},
     "docker:index/remoteImage:RemoteImage": {"name"},
-    # A new connection is a different machine.
-    "command:remote:Command": {"connection", "connection.**"},
 }
+# pulumi-docker (terraform-provider-docker underneath) recreates a container
+# on any input change except these, which it applies to the running
+# container or only to how it waits for it.
+DOCKER_CONTAINER_IN_PLACE = {"restart", "maxRetryCount", "mustRun", "wait", "waitTimeout", "start", "attach",
+                             "logs", "rm", "destroyGraceSeconds"}
 
 
 def _replace_keys(record) -> set[str]:
+    if record.type == "docker:index/container:Container":
+        keys = set(record.inputs) - DOCKER_CONTAINER_IN_PLACE
+        return keys | {f"{key}.**" for key in keys} | {f"{key}[*]" for key in keys} | {f"{key}[*].**" for key in keys}
     return PROVIDER_REPLACES.get(record.type, set())
 
 
@@ -85,7 +91,7 @@ def mock_outputs(loaded: LoadedStack):
     node_names = {n.name for n in loaded.spec.nodes}
 
     def outputs_for(args) -> dict:
-        return {"__id__": f"{args.name}-{_input_digest(args.inputs)}", **_outputs(args)}
+        return {"__id__": f"{args.name}-{_input_digest(_identity_inputs(args))}", **_outputs(args)}
 
     def _outputs(args) -> dict:
         name = args.name
@@ -108,11 +114,19 @@ def mock_outputs(loaded: LoadedStack):
     return outputs_for
 
 
+def _identity_inputs(args) -> Any:
+    """The inputs whose change gives a resource a new id. The providers keep
+    the id on an in-place update and mint one only when they create (a new
+    resource, or a replacement): for a command that is its `triggers`, for a
+    container every input but the ones it updates in place."""
+    if args.typ == "command:remote:Command":
+        return args.inputs.get("triggers")
+    if args.typ == "docker:index/container:Container":
+        return {k: v for k, v in args.inputs.items() if k not in DOCKER_CONTAINER_IN_PLACE}
+    return args.inputs
+
+
 def _input_digest(inputs) -> str:
-    """A replaced resource gets a new id in a real rollout; here every change
-    of inputs gives a new id (all our commands carry their script digest in
-    `triggers`, and containers replace on any change, so a change is a
-    replacement), so dependents that take the id in their triggers follow."""
     import hashlib
 
     def stable(value):  # unknowns print with their address; make them equal

@@ -18,8 +18,9 @@ def stack_file_for(stack: str) -> str:
 
 
 def run() -> None:
-    from components.resources.common import StackRunError
+    from components.resources.common import StackRunError, begin_run
 
+    begin_run()
     try:
         _run()
     except StackError as error:

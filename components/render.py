@@ -120,6 +120,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
     script("weights", "Check the model weights", weights_mode="750" if engine.kind == "mindie" else "")
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar)
+    script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
     if engine.uses_ray:
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", head=ctx.is_master,

@@ -191,16 +191,18 @@ class Executor:
             return "same", old
         typ = args.typ
         if typ == "command:remote:Command":
-            replace = old is not None and (
-                old.get("triggers_digest") != _digest(inputs.get("triggers"))
-                or old.get("connection_digest") != _digest(_public_connection(inputs["connection"])))
+            # As pulumi-command: only `triggers` replace (the program puts the
+            # connection's host, port and user there); anything else updates.
+            replace = old is not None and old.get("triggers_digest") != _digest(inputs.get("triggers"))
             if old and replace:
                 self._delete(key)
             kind = "create" if old is None or replace else "update"
             script = inputs.get("create") if kind == "create" else (inputs.get("update") or inputs.get("create"))
             stdout, stderr = self._ssh(args.name, inputs["connection"], script or "true", inputs.get("stdin"))
             conn = _public_connection(inputs["connection"])
-            entry = {"id": f"{args.name}-{digest[:12]}", "digest": digest, "type": typ, "name": args.name,
+            # pulumi-command mints an id on create only; an update keeps it.
+            resource_id = old["id"] if kind == "update" else f"{args.name}-{digest[:12]}"
+            entry = {"id": resource_id, "digest": digest, "type": typ, "name": args.name,
                      "host": conn["host"], "connection": conn, "delete": inputs.get("delete"),
                      "triggers_digest": _digest(inputs.get("triggers")),
                      "connection_digest": _digest(conn),
@@ -281,8 +283,8 @@ class Executor:
         for mount in self.extra_mounts:
             extra += ["-v", mount]
         argv[image_at:image_at] = extra
-        script = (f"docker rm -f {shlex.quote(spec.name)} >/dev/null 2>&1 || true; "
-                  + " ".join(shlex.quote(a) for a in argv))
+        # As pulumi-docker: a container of that name already there fails the create.
+        script = " ".join(shlex.quote(a) for a in argv)
         out, _ = self._ssh(resource, node, script)
         return out.strip().splitlines()[-1]
 

@@ -51,6 +51,7 @@ ROLES = [
     ("preflight", r".+-preflight"), ("fix-tls", r".+-fix-tls"), ("peer-ping", r".+-peer-ping"),
     ("gate", r"cluster-verified"), ("weights", r".+-weights"), ("rank-table", r".+-rank-table"),
     ("env", r".+-env"), ("file", r".+-file-\d+"), ("image", r".+-image"), ("container", r".+-container"),
+    ("name-free", r".+-name-free"),
     ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("ready", r"serving-ready"),
     ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
     ("gpustack-model", r"gpustack-model"),

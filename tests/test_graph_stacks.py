@@ -140,6 +140,7 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv.append((CMD, f"{n}-env", n))
         inv += [(CMD, f"{n}-file-*", n)] * len(render_node(ld, i).files)
         inv.append((CMD if spec.container.image_tar else REMOTE_IMAGE, f"{n}-image", n))
+        inv.append((CMD, f"{n}-name-free", n))
         inv.append((CONTAINER, f"{n}-container", n))
     if engine in RAY_ENGINES:
         inv.append((RAY_CLUSTER, "ray", top))

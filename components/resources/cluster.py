@@ -41,7 +41,7 @@ class PeerCheck(pulumi.ComponentResource):
                     lambda ips, i=index: render_node(loaded, i, ips).scripts["peer-ping"])
                 self.pings.append(remote_step(
                     f"{node.node.name}-peer-ping", connection=node.connection, create=script, parent=self,
-                    triggers=[script.apply(digest)], timeout="10m"))
+                    triggers=[script.apply(digest)], timeout="10m", every_up=True))
         self.register_outputs({"device_ips": self.device_ips})
 
     def gate(self, loaded: LoadedStack, master: AscendNode, weights: "ModelWeights") -> pulumi.Resource:
@@ -200,11 +200,14 @@ class InferenceContainer(pulumi.ComponentResource):
         if cspec.secret_args:
             secrets = inputs.secrets or {}
             args["command"] = [secrets[cspec.secret_args[a]] if a in cspec.secret_args else a for a in cspec.command]
+        self.name_check = remote_step(
+            f"{name}-name-free", connection=node.connection, create=rendered.scripts["container-name-free"], parent=self,
+            depends_on=[node.preflight])
         self.container = docker.Container(
             f"{name}-container", **args,
             opts=pulumi.ResourceOptions(
                 parent=self, provider=self.provider,
-                depends_on=[*self.files, self.image, *inputs.after],
+                depends_on=[*self.files, self.image, self.name_check, *inputs.after],
                 # The name and host ports are fixed: the old container must go first.
                 delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create="20m")))

@@ -3,6 +3,8 @@ commands with the options every stateful step needs, digests."""
 from __future__ import annotations
 
 import hashlib
+import uuid
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
@@ -44,7 +46,22 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+@dataclass(frozen=True)
+class NodeConnection:
+    """How the steps reach one node: pulumi-command's connection, and the
+    part of it that says *which* machine (host, port, user, jump host).
+
+    pulumi-command treats a connection change as an in-place update: the step
+    would run again on the new machine and nothing would be undone on the old
+    one. The identity is therefore part of every step's triggers, so a new
+    host, port or user replaces the step (its delete runs on the old machine
+    with the old connection). A new key for the same machine stays an update."""
+
+    args: remote.ConnectionArgs
+    identity: str
+
+
+def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str]) -> NodeConnection:
     ssh = spec.ssh
     proxy = None
     if ssh.jump_host:
@@ -52,17 +69,32 @@ def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str]
         host, _, port = rest.partition(":")
         proxy = remote.ProxyConnectionArgs(host=host, user=user or ssh.user, port=int(port or 22),
                                            private_key=private_key)
-    return remote.ConnectionArgs(
-        host=node.host, port=node.port or ssh.port, user=node.user or ssh.user,
+    port, user = node.port or ssh.port, node.user or ssh.user
+    args = remote.ConnectionArgs(
+        host=node.host, port=port, user=user,
         private_key=private_key, proxy=proxy,
         # Ascend servers under load answer slowly; retry the dial a few times.
         dial_error_limit=10, per_dial_timeout=30)
+    identity = f"ssh://{user}@{node.host}:{port}" + (f" via {ssh.jump_host}" if ssh.jump_host else "")
+    return NodeConnection(args, identity)
+
+
+# One value per run of the program (`pulumi up` starts a new process; the
+# offline tools and the emulator call `begin_run`). Steps that must run at
+# every `pulumi up` (the node checks) carry it in their `update` command.
+_run_id = uuid.uuid4().hex
+
+
+def begin_run() -> str:
+    global _run_id
+    _run_id = uuid.uuid4().hex
+    return _run_id
 
 
 def remote_step(
     name: str,
     *,
-    connection: remote.ConnectionArgs,
+    connection: NodeConnection,
     create: pulumi.Input[str],
     parent: pulumi.Resource,
     delete: Optional[pulumi.Input[str]] = None,
@@ -73,23 +105,57 @@ def remote_step(
     secret_stdout: bool = False,
     replace_to_redo: bool = True,
     retain_on_delete: bool = False,
+    every_up: bool = False,
 ) -> remote.Command:
-    """A remote command as a resource. `triggers` mean "redo this step"
-    (pulumi-command replaces on a triggers change); with `replace_to_redo`
-    the old step is undone (its delete runs) before the new one is created,
-    since two copies of a process or a file cannot coexist on one node."""
+    """A remote command as a resource, redone exactly when it must be.
+
+    pulumi-command replaces a command only when its `triggers` change; any
+    other input change is an in-place update that keeps the resource's id
+    (so steps that hold that id in their triggers would not be redone). Here
+    the triggers always carry what the step runs (create and delete scripts)
+    and where (the connection identity) besides the caller's `triggers`
+    (upstream ids and digests): a change to any of them replaces the step
+    and, through its new id, what depends on it. With `replace_to_redo` the
+    old step is undone (its delete runs) before the new one is created, since
+    two copies of a process or a file cannot coexist on one node.
+
+    `every_up`: a read-only check that runs again at every `pulumi up`, so a
+    node that broke after a good rollout is caught (and one that was fixed
+    passes) without `--replace`. Its `update` is its script plus this run's
+    id, an update keeps its id, and what depends on it reads its output by
+    value: downstream is redone only when the facts it prints change. A
+    preview ignores that per-run change (`ignore_changes`), so
+    `pulumi preview` of a rolled-out stack shows no change.
+
+    `secret_stdout`: the output is marked secret and the provider logs only
+    stderr (pulumi-command logs stdout to the console by default, secret or
+    not)."""
+    redo = pulumi.Output.all(create, delete or "").apply(lambda scripts: digest("\n".join(scripts)))
+    update = None
+    ignore_changes = None
+    if every_up:
+        run_id = _run_id
+        update = pulumi.Output.from_input(create).apply(lambda script: f"{script}\n# ascend-inference run {run_id}\n")
+        if pulumi.runtime.is_dry_run():
+            ignore_changes = ["update"]
     return remote.Command(
         name,
-        connection=connection,
+        connection=connection.args,
         create=create,
+        update=update,
         delete=delete,
-        triggers=list(triggers) if triggers else None,
+        triggers=[connection.identity, redo, *(triggers or [])],
         stdin=stdin,
+        # The previous output in the environment is sent with SSH setenv,
+        # which sshd refuses unless AcceptEnv allows it; no step reads it.
+        add_previous_output_in_env=False,
+        logging=remote.Logging.STDERR if secret_stdout else None,
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=list(depends_on) if depends_on else None,
             delete_before_replace=replace_to_redo,
             retain_on_delete=retain_on_delete,
+            ignore_changes=ignore_changes,
             custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout) if timeout else None,
             additional_secret_outputs=["stdout"] if secret_stdout else None,
         ),

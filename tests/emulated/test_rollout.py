@@ -80,12 +80,34 @@ def test_full_rollout(cluster, rolled_out):
     assert '"choices"' in smoke
 
 
-def test_second_run_changes_nothing(rolled_out):
+NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping"}
+
+
+def test_second_run_only_repeats_the_node_checks(rolled_out):
     rollout, _ = rolled_out
     report = rollout.up()
     assert report.error is None
-    assert [a for a in report.actions if a.kind != "same"] == []
+    # The checks run at every up (an update: same id); nothing else is redone.
+    assert {a.resource: a.kind for a in report.actions if a.kind != "same"} == {c: "update" for c in NODE_CHECKS}
     assert len(report.actions) == len(rollout.executor.state["resources"])
+
+
+def test_a_fault_after_a_good_rollout_stops_the_next_up(cluster, rolled_out):
+    rollout, _ = rolled_out
+    container = rollout.base.spec.container.name
+    ids = container_ids(cluster, container)
+    cluster.set_fault("node1", link_down=[3])
+    try:
+        report = rollout.up()
+    finally:
+        cluster.clear_faults("node1")
+    assert "node node1: device 3 link: is DOWN" in str(report.error), report.error
+    assert {a.resource for a in report.actions if a.kind != "same"} <= NODE_CHECKS
+    # Fixed: the next up passes without --replace, and still redoes nothing else.
+    report = rollout.up()
+    assert report.error is None, report.error
+    assert {a.resource for a in report.actions if a.kind != "same"} == NODE_CHECKS
+    assert container_ids(cluster, container) == ids
 
 
 def test_serve_flag_restarts_only_the_serving_process(cluster, rolled_out):
@@ -94,7 +116,8 @@ def test_serve_flag_restarts_only_the_serving_process(cluster, rolled_out):
     ids, ray_start = container_ids(cluster, container), ray_head_started(cluster, container)
     report = rollout.up(["engine.max_num_seqs=128"])
     assert report.error is None, report.error
-    assert {a.resource for a in report.actions if a.kind != "same"} == SERVING
+    assert set(report.did("replace")) == SERVING
+    assert {a.resource for a in report.actions if a.kind not in ("same", "replace")} == NODE_CHECKS
     assert container_ids(cluster, container) == ids
     assert ray_head_started(cluster, container) == ray_start
     processes = ssh(cluster, "node0", f"docker exec {container} ps -eo args")
@@ -105,7 +128,7 @@ def test_env_change_recreates_containers_and_ray(cluster, rolled_out):
     rollout, _ = rolled_out
     container = rollout.base.spec.container.name
     ids = container_ids(cluster, container)
-    report = rollout.up(["engine.max_num_seqs=128", 'engine.env.MS_ENABLE_LCCL="on"'])
+    report = rollout.up(["engine.max_num_seqs=128", 'engine.env.MS_ENABLE_LCCL=on'])
     assert report.error is None, report.error
     replaced = set(report.did("replace"))
     assert {"node0-env", "node1-env", "node0-container", "node1-container", "node0-ray-head", "node1-ray-worker",

@@ -29,6 +29,23 @@ def cluster():
 ssh = node_ssh
 
 
+def test_a_container_left_by_a_manual_run_is_named_not_a_docker_error(cluster, tmp_path):
+    from emulator.executor import RUNTIME_IMAGE
+
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
+    name = rollout.base.spec.container.name
+    ssh(cluster, "node1", f"docker create --name {name} {RUNTIME_IMAGE} true >/dev/null")
+    try:
+        report = rollout.up()
+    finally:
+        rollout.destroy()
+        ssh(cluster, "node1", f"docker rm -f {name} >/dev/null")
+    message = str(report.error)
+    assert f"node node1: a container named {name} ({RUNTIME_IMAGE}) exists that stack {STACK} did not create" in message
+    assert f"fix: remove it with `docker rm -f {name}` on node1" in message
+    assert "node1-container" not in {a.resource for a in report.actions}
+
+
 # --- faults ---------------------------------------------------------------
 
 FAULTS = [
