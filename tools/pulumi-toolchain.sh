@@ -36,7 +36,7 @@ want_env=false
 [ "${1:-}" = "--env" ] && want_env=true
 
 say() { echo "pulumi-toolchain: $*" >&2; }
-mkdir -p "$bin"
+mkdir -p "$bin" "$cache/build"
 
 have_version() { # binary, expected version (without v) -> 0 when it prints it
   local path=$1 want=${2#v}
