@@ -234,11 +234,7 @@ def apply_change(config: dict, assignment: str, file: str) -> dict:
             raise StackError([Problem(file, key, f"no such path in the stack ('{step}')",
                                       "check the key against the stack file")]) from None
     last = path[-1]
-    try:
-        current = target[last] if isinstance(target, dict) and last in target else None
-    except TypeError:
-        current = None
-    value = cli_typed(raw, current)
+    value = cli_typed(raw, target.get(last) if isinstance(target, dict) else None)
     try:
         if isinstance(target, list) and isinstance(last, int) and last == len(target):
             target.append(value)

@@ -205,7 +205,6 @@ class Executor:
             entry = {"id": resource_id, "digest": digest, "type": typ, "name": args.name,
                      "host": conn["host"], "connection": conn, "delete": inputs.get("delete"),
                      "triggers_digest": _digest(inputs.get("triggers")),
-                     "connection_digest": _digest(conn),
                      "outputs": {"stdout": stdout, "stderr": stderr}}
             # The undo needs the key again at destroy time; keep its path only.
             entry["key_file"] = self._key_file(inputs["connection"])
