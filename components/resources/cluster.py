@@ -41,7 +41,7 @@ class PeerCheck(pulumi.ComponentResource):
                     lambda ips, i=index: render_node(loaded, i, ips).scripts["peer-ping"])
                 self.pings.append(remote_step(
                     f"{node.node.name}-peer-ping", connection=node.connection, create=script, parent=self,
-                    triggers=[script.apply(digest)], timeout="10m", every_up=True))
+                    timeout="10m", every_up=True))
         self.register_outputs({"device_ips": self.device_ips})
 
     def gate(self, loaded: LoadedStack, master: AscendNode, weights: "ModelWeights") -> pulumi.Resource:
@@ -59,7 +59,7 @@ class PeerCheck(pulumi.ComponentResource):
                                  node=master.node, path=path)
         self.verified = remote_step(
             "cluster-verified", connection=master.connection, create=script, delete=remove, parent=self,
-            triggers=[content.apply(digest)], depends_on=[*self.pings, *weights.checks])
+            depends_on=[*self.pings, *weights.checks])
         return self.verified
 
 
@@ -77,7 +77,7 @@ class ModelWeights(pulumi.ComponentResource):
             script = render_node(loaded, index).scripts["weights"]
             self.checks.append(remote_step(
                 f"{node.node.name}-weights", connection=node.connection, create=script, parent=self,
-                triggers=[digest(script)], depends_on=[node.preflight], timeout="30m", retain_on_delete=True))
+                depends_on=[node.preflight], timeout="30m", retain_on_delete=True))
 
         def same_everywhere(outputs: list) -> str:
             prints = [json.loads(o.strip().splitlines()[-1]) for o in outputs]
@@ -167,7 +167,7 @@ class InferenceContainer(pulumi.ComponentResource):
             role = "env" if is_env else f"file-{n}"
             self.files.append(remote_step(
                 f"{name}-{role}", connection=node.connection, create=script, delete=remove, parent=self,
-                triggers=[digest(content)], depends_on=[node.preflight]))
+                depends_on=[node.preflight]))
         node_spec = spec.nodes[index]
         user = node_spec.user or spec.ssh.user
         port = node_spec.port or spec.ssh.port
@@ -181,7 +181,7 @@ class InferenceContainer(pulumi.ComponentResource):
         if spec.container.image_tar:
             # Runbook 001: `docker load -i <tar>`; the image stays on the node on destroy.
             self.image = remote_step(f"{name}-image", connection=node.connection, create=image_script, parent=self,
-                                     triggers=[digest(image_script)], depends_on=[node.preflight], timeout="60m",
+                                     depends_on=[node.preflight], timeout="60m",
                                      retain_on_delete=True)
             image_ref = spec.container.image
         else:

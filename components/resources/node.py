@@ -7,7 +7,7 @@ import pulumi
 
 from components.facts import NodeFacts, check_node, parse_preflight, raise_first
 from components.render import NodeRender
-from components.resources.common import TOKEN, clearly, connection_for, digest, remote_step
+from components.resources.common import TOKEN, clearly, connection_for, remote_step
 from components.spec import ClusterSpec
 
 
@@ -41,10 +41,10 @@ class AscendNode(pulumi.ComponentResource):
             # Runbook 001: set every TLS switch to 0; preflight then reads the result.
             before.append(remote_step(
                 f"{name}-fix-tls", connection=self.connection, create=rendered.scripts["fix-tls"], parent=self,
-                triggers=[digest(rendered.scripts["fix-tls"])], every_up=True))
+                every_up=True))
         self.preflight = remote_step(
             f"{name}-preflight", connection=self.connection, create=rendered.scripts["preflight"], parent=self,
-            triggers=[digest(rendered.scripts["preflight"])], depends_on=before, timeout="5m",
+            depends_on=before, timeout="5m",
             # Day-2: a link that went down after a good rollout stops the next `up` here.
             every_up=True)
         devices = spec.profile.devices_per_node

@@ -72,7 +72,7 @@ class ServingProcess(pulumi.ComponentResource):
                 create=_in_container(loaded, start_script),
                 delete=_in_container(loaded, rendered.scripts["serve-stop"]),
                 # The engine's files (MindIE's config.json) are read at start.
-                triggers=[digest(start_script), digest(json.dumps(rendered.files, sort_keys=True)),
+                triggers=[digest(json.dumps(rendered.files, sort_keys=True)),
                           containers[i].container_id, *started_by],
                 depends_on=[containers[i].container, *after, *previous], timeout="10m")
             self.starts.append(step)
@@ -98,7 +98,7 @@ class SmokeTest(pulumi.ComponentResource):
         script = render_node(loaded, 0).scripts["smoke"]
         self.request = remote_step(
             f"{name}-request", connection=master.connection, parent=self, create=script,
-            triggers=[digest(script), ready.id], depends_on=[ready], timeout="15m", stdin=stdin)
+            triggers=[ready.id], depends_on=[ready], timeout="15m", stdin=stdin)
         self.reply = self.request.stdout
         self.register_outputs({"reply": self.reply})
 
@@ -142,7 +142,7 @@ class GpustackModel(pulumi.ComponentResource):
             "gpustack-model", connection=master.connection, parent=self, create=create, delete=delete,
             stdin=self.admin_password.apply(lambda p: p + "\n"),
             # Redeploy when the server or any worker container was recreated.
-            triggers=[digest(create), self.token_reader.id, *[w.container_id for w in workers]],
+            triggers=[self.token_reader.id, *[w.container_id for w in workers]],
             depends_on=[self.token_reader, *[w.container for w in workers]],
             timeout=f"{loaded.spec.engine.ready_timeout_s + 120}s")
         return self.deployment

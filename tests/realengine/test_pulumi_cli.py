@@ -6,7 +6,6 @@ The user path of the README, as far as it runs without the resource plugins:
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
