@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from components.offline import loaded_with_config, record_stack, scaled_config
-from components.stackfile import load_stack
+from ascendctl.offline import loaded_with_config, record_stack, scaled_config
+from ascend_inference.stackfile import load_stack
 base = load_stack(sys.argv[2])
 nodes = int(sys.argv[3])
 config = scaled_config(base, nodes)

@@ -1,7 +1,7 @@
-"""ascend-inference: the library behind the Pulumi program.
+"""The Pulumi program: component resources for each node, the peer checks,
+the weights, the rank table, the containers, the Ray cluster and the serving
+process. Each component is thin over the pure core (`ascend_inference`): it
+runs what the core renders with pulumi-command and pulumi-docker."""
+from components.deployment import Deployment, DeploymentArgs
 
-Layers: the pure core (`spec`, `topology`, `ranktable`, `render`, `container`,
-`facts`, `engines`) imports no Pulumi and backs the offline CLI; the Pulumi
-resources live in `components.resources` and the graph tooling in
-`components.graph`.
-"""
+__all__ = ["Deployment", "DeploymentArgs"]

@@ -6,9 +6,9 @@ import os
 
 import pulumi
 
-from components.errors import Problem, StackError
-from components.spec import NAMESPACE, SECTION_KEYS
-from components.stackfile import STACKS_DIR, spec_from_sections
+from ascend_inference.errors import Problem, StackError
+from ascend_inference.spec import NAMESPACE, SECTION_KEYS
+from ascend_inference.stackfile import STACKS_DIR, spec_from_sections
 
 
 def stack_file_for(stack: str) -> str:
@@ -18,7 +18,7 @@ def stack_file_for(stack: str) -> str:
 
 
 def run() -> None:
-    from components.resources.common import StackRunError, begin_run
+    from components.common import StackRunError, begin_run
 
     begin_run()
     try:
@@ -26,19 +26,19 @@ def run() -> None:
     except StackError as error:
         if isinstance(error, StackRunError):
             raise
-        # Same lines as `python -m components validate`, without a traceback.
+        # Same lines as `python -m ascendctl validate`, without a traceback.
         raise StackRunError(error.problems) from None
 
 
 def _run() -> None:
-    from components.resources import Deployment, DeploymentArgs
+    from components.deployment import Deployment, DeploymentArgs
 
     stack = pulumi.get_stack()
     file = stack_file_for(stack)
     config = pulumi.Config(NAMESPACE)
     # Structured keys come from Pulumi's config (the stack file, or
     # `pulumi config set --path`), and are checked by the same code as
-    # `python -m components validate`: a bad stack fails here, with the same
+    # `python -m ascendctl validate`: a bad stack fails here, with the same
     # messages, before any resource is registered.
     sections = {key: value for key in SECTION_KEYS if (value := config.get_object(key)) is not None}
     loaded = spec_from_sections(stack, file, sections, _other_keys())

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.errors import StackError
+from ascend_inference.errors import StackError
 
 from . import image as imagelib
 from .cluster import DEFAULT_STATE_DIR, Cluster, ClusterError
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
                                    "nothing change, or with --set to see what a change redoes.")
     p.add_argument("--stack", default="tp16-vllm-mindspore", help="stack name (default tp16-vllm-mindspore)")
     p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
-                   help="config change, as for `python -m components diff` (repeatable)")
+                   help="config change, as for `python -m ascendctl diff` (repeatable)")
 
     p = sub.add_parser("destroy", help="undo a stack's rollout on the emulated cluster (what `pulumi destroy` would do)")
     p.add_argument("--stack", default="tp16-vllm-mindspore", help="stack name (default tp16-vllm-mindspore)")

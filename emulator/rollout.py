@@ -17,10 +17,10 @@ import copy
 from pathlib import Path
 from typing import Callable, Optional
 
-from components.graph import Secret
-from components.offline import apply_change, loaded_with_config
-from components.spec import NAMESPACE
-from components.stackfile import LoadedStack, load_stack
+from ascendctl.graph import Secret
+from ascendctl.offline import apply_change, loaded_with_config
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack
 from emulator.executor import Executor, Report
 
 MODEL_FIXTURE = "/data/models/deepseek-r1"
@@ -64,7 +64,7 @@ class StackRollout:
         return loaded_with_config(self.base, config), config
 
     def up(self, changes: Optional[list[str]] = None) -> Report:
-        from components.offline import config_for
+        from ascendctl.offline import config_for
         from components.program import run
         import os
 

@@ -1,7 +1,7 @@
 """Shared fixtures of the pure tier: run the offline CLI as a user would, load
 and mutate stack files, and render the five stacks once per session.
 
-The CLI is run as a subprocess (`python -m components ...` from the project
+The CLI is run as a subprocess (`python -m ascendctl ...` from the project
 root) so that exit codes, stderr and the absence of tracebacks are real.
 """
 from __future__ import annotations
@@ -32,12 +32,12 @@ STACKS = tuple(STACK_RUNBOOK)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`python -m components ARGS` from the project root, output captured."""
+    """`python -m ascendctl ARGS` from the project root, output captured."""
     full_env = dict(os.environ)
     full_env.pop("PYTHONWARNINGS", None)
     if env:
         full_env.update(env)
-    return subprocess.run([sys.executable, "-m", "components", *map(str, args)], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "ascendctl", *map(str, args)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
@@ -62,7 +62,7 @@ def cli():
 
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory) -> dict[str, Path]:
-    """Every stack rendered once with `python -m components render`: {stack: DIR}."""
+    """Every stack rendered once with `python -m ascendctl render`: {stack: DIR}."""
     base = tmp_path_factory.mktemp("rendered")
     out = {}
     for stack in STACKS:

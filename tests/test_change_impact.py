@@ -1,6 +1,6 @@
 """Graph tier: what a config change does to the resource graph, as a table.
 
-Each row is a change (`KEY=VALUE`, as `python -m components diff --set`)
+Each row is a change (`KEY=VALUE`, as `python -m ascendctl diff --set`)
 on a stack; `offline.changes_for` gives the per-resource changes. Each kind
 of change has one rule, stated in terms of resource roles and of the
 dependency graph after the change (recorded here too), so the expectation
@@ -33,9 +33,9 @@ from typing import Callable
 
 import pytest
 
-from components import offline
-from components.graph import Change, Graph, ResourceRecord
-from components.stackfile import LoadedStack, load_stack, stack_names
+from ascendctl import offline
+from ascendctl.graph import Change, Graph, ResourceRecord
+from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS = stack_names()
@@ -277,12 +277,12 @@ def test_serve_flag_rows_cover_every_serving_engine():
 
 
 def test_diff_cli_reports_what_changes_for_reports():
-    """`python -m components diff --stack tp16-vllm-mindspore --set
+    """`python -m ascendctl diff --stack tp16-vllm-mindspore --set
     engine.max_num_seqs=128` (issue 4's "done when") lists exactly the
     resources of `changes_for`, and they are serving and smoke only."""
     stack, change = "tp16-vllm-mindspore", "engine.max_num_seqs=128"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    result = subprocess.run([sys.executable, "-m", "components", "diff", "--stack", stack, "--set", change],
+    result = subprocess.run([sys.executable, "-m", "ascendctl", "diff", "--stack", stack, "--set", change],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     listed = {m.group(2) for m in re.finditer(r"^(\+-|~|\+|-)\s+\w+\s+\S+\s+(\S+)$", result.stdout, re.M)}

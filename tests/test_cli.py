@@ -25,7 +25,7 @@ def test_help_exits_0_and_explains(command):
     args = ([command] if command else []) + ["--help"]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: python -m components"), result.stdout
+    assert result.stdout.startswith("usage: python -m ascendctl"), result.stdout
     text = " ".join(result.stdout.split()).lower()
     for word in HELP_MUST_EXPLAIN[command]:
         assert word.lower() in text, f"`{' '.join(args)}` does not mention {word!r}:\n{result.stdout}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.container import ContainerSpec, Mount, spec_from_pulumi_inputs
-from components.render import render_node
-from components.stackfile import load_stack, stack_names
+from ascend_inference.container import ContainerSpec, Mount, spec_from_pulumi_inputs
+from ascend_inference.render import render_node
+from ascend_inference.stackfile import load_stack, stack_names
 
 
 def camel(args: dict) -> dict:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from components.render import render_node
-from components.stackfile import load_stack
+from ascend_inference.render import render_node
+from ascend_inference.stackfile import load_stack
 
 STUB = """#!/usr/bin/env bash
 # docker container inspect -f FORMAT NAME

@@ -1,4 +1,4 @@
-"""Golden tests: every stack, rendered with `python -m components render`,
+"""Golden tests: every stack, rendered with `python -m ascendctl render`,
 carries exactly the values of its runbook (shared/seeds/*.txt).
 
 The runbooks' commands are copied verbatim below (each constant names its seed

@@ -1,11 +1,11 @@
 """Graph tier: a bad stack fails the Pulumi program with the same clear error
-as `python -m components validate`, and a node fact that contradicts the
+as `python -m ascendctl validate`, and a node fact that contradicts the
 stack (read by the preflight) fails it with a NodeFactError naming the node
 and the fact.
 
 Three ways a stack reaches the checks are compared:
-* `python -m components validate --stack FILE` (exit 2, one `error:` line per problem);
-* `python -m components preview --stack FILE` (the same lines, exit 2);
+* `python -m ascendctl validate --stack FILE` (exit 2, one `error:` line per problem);
+* `python -m ascendctl preview --stack FILE` (the same lines, exit 2);
 * the program itself (`components.program.run` under the mocks, via
   `offline.record_stack`), given the bad file's config as Pulumi's config: it
   must raise StackError with the same problems, before any resource.
@@ -24,10 +24,10 @@ from typing import Callable
 import pytest
 import yaml
 
-from components import cli, offline
-from components.errors import NodeFactError, StackError
-from components.spec import NAMESPACE
-from components.stackfile import LoadedStack, load_stack
+from ascendctl import cli, offline
+from ascend_inference.errors import NodeFactError, StackError
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
@@ -36,7 +36,7 @@ NS = f"{NAMESPACE}:"
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    return subprocess.run([sys.executable, "-m", "components", *map(str, args)], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "ascendctl", *map(str, args)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, env=env, timeout=60)
 
 

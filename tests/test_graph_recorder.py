@@ -1,4 +1,4 @@
-"""Tests for components/graph.py: the offline preview/diff recorder.
+"""Tests for ascendctl/graph.py: the offline preview/diff recorder.
 
 A toy program (one ComponentResource with two pulumi-command remote Commands, a
 pulumi-docker Provider + Container and a smoke-test Command) is run under the
@@ -22,8 +22,8 @@ import pulumi_docker as docker
 import pytest
 from pulumi.runtime import settings as pulumi_settings
 
-import components.graph as graph_module
-from components.graph import (
+import ascendctl.graph as graph_module
+from ascendctl.graph import (
     UNKNOWN,
     Graph,
     ResourceRecord,

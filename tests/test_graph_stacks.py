@@ -1,5 +1,5 @@
 """Graph tier: the Pulumi program of every stack, run under the SDK's mocks
-(`components.offline.record_stack`), checked as a resource graph.
+(`ascendctl.offline.record_stack`), checked as a resource graph.
 
 Every expectation is derived from the stack file (node names, engine kind,
 `container.image_tar`, `network.fix_tls` / `ping_peers`, the engine files the
@@ -29,12 +29,12 @@ from urllib.parse import urlparse
 
 import pytest
 
-from components import offline
-from components.graph import Graph, ResourceRecord, Secret, format_diff, format_tree
-from components.ranktable import rank_table_digest
-from components.render import declared_device_ips, rank_table, render_node
-from components.spec import NAMESPACE
-from components.stackfile import LoadedStack, load_stack, stack_names
+from ascendctl import offline
+from ascendctl.graph import Graph, ResourceRecord, Secret, format_diff, format_tree
+from ascend_inference.ranktable import rank_table_digest
+from ascend_inference.render import declared_device_ips, rank_table, render_node
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS = stack_names()
@@ -543,10 +543,10 @@ def test_gpustack_secrets_not_in_a_diff(stack):
 
 @pytest.mark.parametrize("stack", GPUSTACK_STACKS)
 def test_gpustack_preview_cli_masks_secrets(stack):
-    """`python -m components preview --stack dp4-ep32-gpustack` (issue 4's
+    """`python -m ascendctl preview --stack dp4-ep32-gpustack` (issue 4's
     "done when"): the whole tree, secrets masked."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    result = subprocess.run([sys.executable, "-m", "components", "preview", "--stack", stack],
+    result = subprocess.run([sys.executable, "-m", "ascendctl", "preview", "--stack", stack],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     out = result.stdout

@@ -12,10 +12,10 @@ import functools
 
 import pytest
 
-from components import offline
-from components.graph import Graph
+from ascendctl import offline
+from ascendctl.graph import Graph
 import re
-from components.stackfile import load_stack, stack_names
+from ascend_inference.stackfile import load_stack, stack_names
 
 COMMAND = "command:remote:Command"
 STACKS = stack_names()

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from components.ranktable import rank_table_digest, rank_table_for, rank_table_json, validate_rank_table
+from ascend_inference.ranktable import rank_table_digest, rank_table_for, rank_table_json, validate_rank_table
 
 NODE_COUNTS = (1, 2, 3, 4, 8, 16, 32, 64)
 DEVICE_COUNTS = (1, 2, 4, 8, 16)

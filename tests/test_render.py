@@ -1,4 +1,4 @@
-"""`python -m components render`: what is written where, with which modes,
+"""`python -m ascendctl render`: what is written where, with which modes,
 that it is written whole or not at all, that every script is valid bash, that
 files the container reads are visible in it, and that secrets never leak."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Bad input: every case is a small stack file (a real stack, loaded with yaml
-and mutated, or broken text) run through `python -m components validate
+and mutated, or broken text) run through `python -m ascendctl validate
 --stack <path>`. Each must exit 2 with a line that names the stack file, the
 key and a fix, and never print a traceback.
 """

@@ -1,7 +1,7 @@
 """The parallel plan: pipeline layer splits, rank layout and the memory fit.
 
 Expected memory numbers are computed here from the formula documented in
-components/topology.py (weights = parameters x bytes per parameter of the
+ascend_inference/topology.py (weights = parameters x bytes per parameter of the
 quantization; per pipeline stage, dense weights replicated per DP group and
 expert weights replicated tp*dp/(ep*moe_tp) times, scaled by the stage's share
 of the layers; usable = devices x device memory x the engine's memory
@@ -16,9 +16,9 @@ import re
 
 import pytest
 
-from components.errors import StackError
-from components.stackfile import load_stack
-from components.topology import default_layer_split, rank_layout
+from ascend_inference.errors import StackError
+from ascend_inference.stackfile import load_stack
+from ascend_inference.topology import default_layer_split, rank_layout
 from tests.conftest import NS, STACKS, load_stack_doc, run_cli, write_stack
 
 GB = 10**9

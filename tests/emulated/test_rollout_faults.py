@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from components.errors import NodeFactError
+from ascend_inference.errors import NodeFactError
 from emulator.executor import StepFailed
 from emulator.rollout import StackRollout
 from tests.emulated.conftest import node_ssh, own_cluster

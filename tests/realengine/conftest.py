@@ -32,7 +32,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = PROJECT_ROOT / "tools" / "pulumi-toolchain.sh"
 CACHE = Path(os.environ.get("ASCEND_INFERENCE_CACHE", Path.home() / ".cache" / "ascend-inference"))
 # What a user's clone holds that the program needs (no tests, no emulator).
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components", "stacks")
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "ascend_inference", "components", "stacks")
 PASSPHRASE = "real-engine-tier"
 
 

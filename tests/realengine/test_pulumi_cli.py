@@ -55,6 +55,7 @@ def test_config_set_path_types_are_read_per_schema(project, ssh_key):
     # interrupts the language host, whose shim prints a KeyboardInterrupt
     # trace. None of it comes from the program.
     assert str(project.dir / "components") not in output
+    assert str(project.dir / "ascend_inference") not in output
     # Past the config checks, the program registered the stack's resources.
     assert created_count(output) > 5, output
 

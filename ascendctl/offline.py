@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from components.errors import Problem, StackError
-from components.graph import Graph, Secret, diff_graphs, format_diff, format_tree, record_graph
-from components.spec import NAMESPACE
-from components.stackfile import LoadedStack, load_stack, read_config, resolve_stack
+from ascend_inference.errors import Problem, StackError
+from ascendctl.graph import Graph, Secret, diff_graphs, format_diff, format_tree, record_graph
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack, read_config, resolve_stack
 
 # What a provider replaces rather than updates (not visible in the request).
 # pulumi-command replaces only on `triggers` (declared in the request as
@@ -263,7 +263,7 @@ def changes_for(name_or_path: str, assignments: list[str]):
 
 
 def _loaded_from_config(name: str, file: str, config: dict) -> LoadedStack:
-    from components.stackfile import _split_config, spec_from_sections
+    from ascend_inference.stackfile import _split_config, spec_from_sections
 
     sections, others, problems = _split_config(config, file)
     return spec_from_sections(name, file, sections, others, problems=problems, raw_config=config)

@@ -5,10 +5,10 @@ import json
 
 import pulumi
 
-from components.render import LoadedStack, render_node, render_template, wrap
-from components.resources.cluster import InferenceContainer
-from components.resources.common import TOKEN, digest, remote_step
-from components.resources.node import AscendNode
+from ascend_inference.render import LoadedStack, render_node, render_template, wrap
+from components.cluster import InferenceContainer
+from components.common import TOKEN, digest, remote_step
+from components.node import AscendNode
 
 
 def _in_container(loaded: LoadedStack, script: str) -> str:

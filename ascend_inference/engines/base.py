@@ -9,7 +9,7 @@ serve command, the readiness probe and the smoke request.
 What a change to a setting invalidates is not declared here by hand: it
 follows from which of these outputs the setting reaches (a serve flag reaches
 only `serve_command`, so only the serving process is redone; an env var reaches
-the env file, so containers and Ray are redone). `python -m components diff`
+the env file, so containers and Ray are redone). `python -m ascendctl diff`
 shows it for any change, and the graph tests pin it per engine.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 if TYPE_CHECKING:
-    from components.container import ContainerSpec
-    from components.errors import Problem
-    from components.spec import ClusterSpec, Node
-    from components.topology import Plan
+    from ascend_inference.container import ContainerSpec
+    from ascend_inference.errors import Problem
+    from ascend_inference.spec import ClusterSpec, Node
+    from ascend_inference.topology import Plan
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class NodeContext:
     def stack_dir_mounts(self):
         """The stack's directory read-only (env file, engine files) and its
         run directory read-write, at the same paths as on the host."""
-        from components.container import Mount
+        from ascend_inference.container import Mount
 
         return [Mount(self.remote_dir, self.remote_dir, read_only=True), Mount(self.run_dir, self.run_dir)]
 
@@ -182,7 +182,7 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra=(), *, stack_
     (env file, engine files, run dir), the stack's own extra mounts last (they
     win on the same target), and the stack's container settings. `fields`
     carries what differs per engine (command, entrypoint, ...)."""
-    from components.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+    from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
 
     spec = ctx.spec
     c = spec.container

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from typing import Literal, Optional
 
-from components.container import ContainerSpec
-from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+from ascend_inference.container import ContainerSpec
+from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
                                      runbook_container)
-from components.errors import Problem
-from components.model_base import StrictModel
+from ascend_inference.errors import Problem
+from ascend_inference.model_base import StrictModel
 
 # Runbook 002's `docker run -v` list (server and workers alike).
 STANDARD_MOUNTS = [

@@ -1,10 +1,10 @@
 """Offline commands: no Pulumi CLI, no cluster, no network.
 
-    python -m components validate --stack NAME
-    python -m components render   --stack NAME --out DIR
-    python -m components preview  --stack NAME
-    python -m components diff     --stack NAME --set KEY=VALUE ...
-    python -m components stacks
+    python -m ascendctl validate --stack NAME
+    python -m ascendctl render   --stack NAME --out DIR
+    python -m ascendctl preview  --stack NAME
+    python -m ascendctl diff     --stack NAME --set KEY=VALUE ...
+    python -m ascendctl stacks
 
 Exit status: 0 on success, 2 when the stack has problems (one line each,
 naming the stack file, the key and the fix; never a traceback).
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from components.errors import NodeFactError, StackError
+from ascend_inference.errors import NodeFactError, StackError
 
 EXIT_STACK_PROBLEM = 2
 
@@ -31,7 +31,7 @@ def _stack_arg(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m components",
+        prog="python -m ascendctl",
         description="Plan, render, preview and diff ascend-inference stacks offline "
                     "(no Pulumi CLI, no NPU and no SSH needed). Real rollouts: `pulumi up`.",
         epilog="Exit status 2 means the stack file has problems; each is printed as "
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_validate(args) -> int:
-    from components.stackfile import load_stack
+    from ascend_inference.stackfile import load_stack
 
     loaded = load_stack(args.stack, require_secrets=args.require_secrets)
     plan, spec = loaded.plan, loaded.spec
@@ -109,8 +109,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from components.render import render_stack
-    from components.stackfile import load_stack
+    from ascend_inference.render import render_stack
+    from ascend_inference.stackfile import load_stack
 
     loaded = load_stack(args.stack)
     out = args.out or Path("out") / loaded.name
@@ -123,21 +123,21 @@ def cmd_render(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from components.offline import preview_stack
+    from ascendctl.offline import preview_stack
 
     print(preview_stack(args.stack, as_json=args.json, show_inputs=not args.no_inputs))
     return 0
 
 
 def cmd_diff(args) -> int:
-    from components.offline import diff_stack
+    from ascendctl.offline import diff_stack
 
     print(diff_stack(args.stack, args.changes))
     return 0
 
 
 def cmd_stacks(args) -> int:
-    from components.stackfile import stack_names
+    from ascend_inference.stackfile import stack_names
 
     for name in stack_names():
         print(name)

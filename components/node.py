@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.facts import NodeFacts, check_node, parse_preflight, raise_first
-from components.render import NodeRender
-from components.resources.common import TOKEN, clearly, connection_for, remote_step
-from components.spec import ClusterSpec
+from ascend_inference.facts import NodeFacts, check_node, parse_preflight, raise_first
+from ascend_inference.render import NodeRender
+from components.common import TOKEN, clearly, connection_for, remote_step
+from ascend_inference.spec import ClusterSpec
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class AscendNode(pulumi.ComponentResource):
 
 
 def facts_from_json(data: dict) -> NodeFacts:
-    from components.facts import DeviceFacts
+    from ascend_inference.facts import DeviceFacts
 
     raw = dict(data)
     raw["devices"] = [DeviceFacts(**d) for d in raw["devices"]]

@@ -1,7 +1,7 @@
 """Everything a node receives, rendered from the spec and plan: env file,
 engine files, container settings, node scripts, and the rank table.
 
-The Pulumi resources run exactly these scripts; `python -m components render`
+The Pulumi resources run exactly these scripts; `python -m ascendctl render`
 writes them to a directory so a person can read what would be sent where.
 Pure: no Pulumi import.
 """
@@ -15,13 +15,13 @@ from typing import Optional
 
 import jinja2
 
-from components.container import ContainerSpec
-from components.engines.base import EnvFile, NodeContext, ServePlan
-from components.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
-from components.stackfile import LoadedStack
+from ascend_inference.container import ContainerSpec
+from ascend_inference.engines.base import EnvFile, NodeContext, ServePlan
+from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
+from ascend_inference.stackfile import LoadedStack
 
 _TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("components", "templates"),
+    loader=jinja2.PackageLoader("ascend_inference", "templates"),
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,

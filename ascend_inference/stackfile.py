@@ -15,10 +15,10 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from components.engines import ENGINES
-from components.errors import Problem, StackError
-from components.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
-from components.topology import Plan, plan_for
+from ascend_inference.engines import ENGINES
+from ascend_inference.errors import Problem, StackError
+from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
+from ascend_inference.topology import Plan, plan_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"

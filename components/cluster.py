@@ -9,13 +9,13 @@ from typing import Optional
 import pulumi
 import pulumi_docker as docker
 
-from components.container import ContainerSpec
-from components.errors import NodeFactError
-from components.facts import check_cluster, raise_first
-from components.ranktable import rank_table_digest, rank_table_json
-from components.render import LoadedStack, check_rank_table, rank_table, render_node, render_template
-from components.resources.common import TOKEN, clearly, digest, remote_step
-from components.resources.node import AscendNode, facts_from_json
+from ascend_inference.container import ContainerSpec
+from ascend_inference.errors import NodeFactError
+from ascend_inference.facts import check_cluster, raise_first
+from ascend_inference.ranktable import rank_table_digest, rank_table_json
+from ascend_inference.render import LoadedStack, check_rank_table, rank_table, render_node, render_template
+from components.common import TOKEN, clearly, digest, remote_step
+from components.node import AscendNode, facts_from_json
 
 
 class PeerCheck(pulumi.ComponentResource):

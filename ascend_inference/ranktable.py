@@ -13,7 +13,7 @@ import ipaddress
 import json
 from typing import Optional
 
-from components.errors import Problem
+from ascend_inference.errors import Problem
 
 # Placeholder shown by `render` for a device IP that preflight discovers.
 DISCOVERED = "<discovered by preflight: hccn_tool -i {device} -ip -g on {node}>"
@@ -77,7 +77,7 @@ def validate_rank_table(
         problems.append(Problem(source, key, message, fix))
 
     if not isinstance(table, dict):
-        bad("(root)", "a rank table is a JSON object", "start from `python -m components render`")
+        bad("(root)", "a rank table is a JSON object", "start from `python -m ascendctl render`")
         return problems
     for field in ("server_count", "server_list", "status", "version"):
         if field not in table:

@@ -10,10 +10,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from components.errors import Problem, StackError
+from ascend_inference.errors import Problem, StackError
 
 if TYPE_CHECKING:
-    from components.spec import ClusterSpec
+    from ascend_inference.spec import ClusterSpec
 
 # Bytes per parameter of the weights as stored. W8A8 and A8W4 checkpoints keep
 # embeddings, norms, gates and MLA projections in BF16, so they are larger than

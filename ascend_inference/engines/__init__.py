@@ -1,6 +1,6 @@
 """Engine plugins, one module each. Adding an engine = adding a module here."""
 from __future__ import annotations
 
-from components.engines import gpustack, lmdeploy, mindie, vllm_mindspore
+from ascend_inference.engines import gpustack, lmdeploy, mindie, vllm_mindspore
 
 ENGINES = {module.PLUGIN.kind: module.PLUGIN for module in (vllm_mindspore, mindie, lmdeploy, gpustack)}

@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 import pulumi
 from pulumi_command import remote
 
-from components.errors import NodeFactError, StackError
-from components.spec import ClusterSpec, Node
+from ascend_inference.errors import NodeFactError, StackError
+from ascend_inference.spec import ClusterSpec, Node
 
 TOKEN = "ascend-inference"
 

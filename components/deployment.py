@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.render import LoadedStack, render_node
-from components.resources.cluster import ContainerInputs, InferenceContainer, ModelWeights, PeerCheck, RankTable
-from components.resources.common import TOKEN
-from components.resources.node import AscendNode, AscendNodeArgs
-from components.resources.serving import GpustackModel, RayCluster, ServingProcess, SmokeTest
+from ascend_inference.render import LoadedStack, render_node
+from components.cluster import ContainerInputs, InferenceContainer, ModelWeights, PeerCheck, RankTable
+from components.common import TOKEN
+from components.node import AscendNode, AscendNodeArgs
+from components.serving import GpustackModel, RayCluster, ServingProcess, SmokeTest
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import json
 from importlib import resources
 from typing import Literal, Optional
 
-from components.container import ContainerSpec, Mount
-from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+from ascend_inference.container import ContainerSpec, Mount
+from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
                                      runbook_container)
-from components.errors import Problem
-from components.model_base import StrictModel
+from ascend_inference.errors import Problem
+from ascend_inference.model_base import StrictModel
 
 # Runbook 001's `docker run -v` list (first form), plus the model path.
 STANDARD_MOUNTS = [
@@ -132,7 +132,7 @@ class Mindie(EnginePlugin):
     def config_json(self, ctx: NodeContext) -> dict:
         """MindIE's default config.json with runbook 001's edits, per node."""
         spec, s = ctx.spec, ctx.spec.engine
-        config = json.loads(resources.files("components.engines").joinpath("data/mindie_config.default.json").read_text())
+        config = json.loads(resources.files("ascend_inference.engines").joinpath("data/mindie_config.default.json").read_text())
         server, backend = config["ServerConfig"], config["BackendConfig"]
         deploy = backend["ModelDeployConfig"]
         model, schedule = deploy["ModelConfig"][0], backend["ScheduleConfig"]

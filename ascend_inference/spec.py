@@ -16,10 +16,10 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
-from components.engines import ENGINES
-from components.errors import Problem
-from components.hardware import PROFILES
-from components.model_base import StrictModel
+from ascend_inference.engines import ENGINES
+from ascend_inference.errors import Problem
+from ascend_inference.hardware import PROFILES
+from ascend_inference.model_base import StrictModel
 
 NAMESPACE = "ascend-inference"
 

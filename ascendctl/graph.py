@@ -8,8 +8,8 @@ engine do not exist, so the program is exercised under the Python SDK's mocks
 (``pulumi.runtime.set_mocks``) instead.  A subclass of the SDK's ``MockMonitor``
 sees every ``RegisterResource`` request the program sends -- exactly what the
 engine would receive -- and this module turns those requests into a plain
-:class:`Graph` that tests, ``python -m components preview`` and
-``python -m components diff`` can inspect.
+:class:`Graph` that tests, ``python -m ascendctl preview`` and
+``python -m ascendctl diff`` can inspect.
 
 What it reproduces
 ------------------

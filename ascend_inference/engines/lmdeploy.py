@@ -10,11 +10,11 @@ import json
 import shlex
 from typing import Literal, Optional
 
-from components.container import ContainerSpec, Mount
-from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+from ascend_inference.container import ContainerSpec, Mount
+from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
                                      runbook_container)
-from components.errors import Problem
-from components.model_base import StrictModel
+from ascend_inference.errors import Problem
+from ascend_inference.model_base import StrictModel
 
 # Runbook 004's `docker run -v` list.
 STANDARD_MOUNTS = [

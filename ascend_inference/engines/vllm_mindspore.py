@@ -9,11 +9,11 @@ from __future__ import annotations
 import shlex
 from typing import Literal, Optional
 
-from components.container import ContainerSpec, Mount
-from components.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
+from ascend_inference.container import ContainerSpec, Mount
+from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
                                      runbook_container)
-from components.errors import Problem
-from components.model_base import StrictModel
+from ascend_inference.errors import Problem
+from ascend_inference.model_base import StrictModel
 
 # Runbook 000's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -148,7 +148,7 @@ class VllmMindspore(EnginePlugin):
         s = ctx.spec.engine
         if not s.write_mindformers_yaml:
             return {}
-        from components.render import render_template
+        from ascend_inference.render import render_template
 
         return {self.yaml_on_host(ctx): render_template(
             "mindformers_predict_deepseek_r1_671b.yaml.j2", spec=ctx.spec, plan=ctx.plan)}

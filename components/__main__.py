@@ -1,3 +1,0 @@
-from components.cli import main
-
-raise SystemExit(main())
