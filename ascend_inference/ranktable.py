@@ -11,9 +11,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from dataclasses import dataclass
 from typing import Optional
 
 from ascend_inference.errors import Problem
+
+# The rank table versions HCCL reads; any other is rejected at start.
+HCCL_VERSIONS = ("1.0", "1.1", "1.2", "Standard")
 
 # Placeholder shown by `render` for a device IP that preflight discovers.
 DISCOVERED = "<discovered by preflight: hccn_tool -i {device} -ip -g on {node}>"
@@ -69,12 +73,27 @@ def validate_rank_table(
     version: Optional[str] = None,
     server_count: Optional[int] = None,
     require_container_ip: bool = False,
+    every_device: bool = True,
+    notes: Optional[list[str]] = None,
 ) -> list[Problem]:
-    """Every problem in a rank table, each naming the server and device."""
+    """Every problem in a rank table, each naming the server and device.
+
+    The rules are HCCL's, and no stricter: numbers are strings, `device_id`
+    is an NPU of the server (0 .. devices_per_node-1, each once), `device_ip`
+    is an IPv4 or IPv6 address used once, `rank_id` runs over 0 .. ranks-1
+    with each value once, `server_id` is unique and shorter than 64
+    characters. A server that lists only some of its NPUs, or ranks that are
+    not numbered in server-then-device order, are accepted (HCCL accepts
+    them); each is reported in `notes`. `every_device` (the tables this
+    program writes) also requires all of each server's NPUs."""
     problems: list[Problem] = []
 
     def bad(key: str, message: str, fix: str = "") -> None:
         problems.append(Problem(source, key, message, fix))
+
+    def note(text: str) -> None:
+        if notes is not None:
+            notes.append(f"{source}: {text}")
 
     if not isinstance(table, dict):
         bad("(root)", "a rank table is a JSON object", "start from `python -m ascendctl render`")
@@ -86,7 +105,10 @@ def validate_rank_table(
         return problems
     if table["status"] != "completed":
         bad("status", f"is '{table['status']}'", 'set "status": "completed"')
-    if version is not None and table["version"] != version:
+    if table["version"] not in HCCL_VERSIONS:
+        bad("version", f"is '{table['version']}', which HCCL does not read (it reads {', '.join(HCCL_VERSIONS)})",
+            f'set "version": "{version or "1.0"}"')
+    elif version is not None and table["version"] != version:
         bad("version", f"is '{table['version']}' but this chip generation reads version '{version}'",
             f'set "version": "{version}"')
     servers = table["server_list"]
@@ -105,8 +127,9 @@ def validate_rank_table(
 
     seen_servers: dict[str, int] = {}
     seen_ips: dict[str, str] = {}
-    rank_owner: dict[str, str] = {}
-    position = 0
+    # rank_id -> (where, label) of its first use; ranks in the order they appear.
+    rank_owner: dict[int, str] = {}
+    ranks_in_order: list[int] = []
     for s, server in enumerate(servers):
         where = f"server_list[{s}]"
         if not isinstance(server, dict):
@@ -115,6 +138,9 @@ def validate_rank_table(
         server_id = server.get("server_id")
         if not isinstance(server_id, str) or not server_id:
             bad(f"{where}.server_id", "missing", "set it to the node's IP")
+        elif len(server_id) >= 64:
+            bad(f"{where}.server_id", f"server {server_id[:20]}... is {len(server_id)} characters; HCCL allows 63",
+                "use the node's IP")
         elif server_id in seen_servers:
             bad(f"{where}.server_id", f"server {server_id} is listed twice (also server_list[{seen_servers[server_id]}])",
                 "list each server once")
@@ -128,9 +154,17 @@ def validate_rank_table(
         if not isinstance(devices, list) or not devices:
             bad(f"{where}.device", f"{label} has no devices")
             continue
-        if devices_per_node is not None and len(devices) != devices_per_node:
+        if devices_per_node is not None and len(devices) > devices_per_node:
             bad(f"{where}.device", f"{label} lists {len(devices)} devices but the node has {devices_per_node}",
-                "list every NPU of the server")
+                "list each NPU of the server once")
+        elif devices_per_node is not None and len(devices) < devices_per_node:
+            if every_device:
+                bad(f"{where}.device", f"{label} lists {len(devices)} devices but the node has {devices_per_node}",
+                    "list every NPU of the server")
+            else:
+                note(f"{label} uses {len(devices)} of its {devices_per_node} NPUs "
+                     f"(device_id {', '.join(str(d.get('device_id')) for d in devices if isinstance(d, dict))})")
+        seen_device_ids: dict[str, int] = {}
         for d, device in enumerate(devices):
             dwhere = f"{where}.device[{d}]"
             if not isinstance(device, dict):
@@ -143,30 +177,152 @@ def validate_rank_table(
                 elif not isinstance(value, str):
                     bad(f"{dwhere}.{field}", f"{label} device {d}: {field} must be a string", f'write "{value}"')
             device_id, device_ip, rank_id = device.get("device_id"), device.get("device_ip"), device.get("rank_id")
-            if isinstance(device_id, str) and device_id != str(d):
-                bad(f"{dwhere}.device_id", f"{label} device {d}: device_id is '{device_id}', expected '{d}'",
-                    "list the devices in local order; device_id is the index on the server")
+            if isinstance(device_id, str):
+                limit = devices_per_node if devices_per_node is not None else None
+                if not device_id.isdigit() or (limit is not None and int(device_id) >= limit):
+                    bad(f"{dwhere}.device_id", f"{label} device {d}: device_id '{device_id}' is not an NPU of the server"
+                        + (f" (0..{limit - 1})" if limit is not None else ""),
+                        "device_id is the NPU's number on its server, as `npu-smi info` lists it")
+                elif device_id in seen_device_ids:
+                    bad(f"{dwhere}.device_id", f"{label} device {d}: device_id '{device_id}' is listed twice "
+                        f"(also device[{seen_device_ids[device_id]}])", "list each NPU of the server once")
+                else:
+                    seen_device_ids[device_id] = d
+            name = device_id if isinstance(device_id, str) else d
+            here = f"{label} device {name}"
             if isinstance(device_ip, str):
                 try:
                     ipaddress.ip_address(device_ip)
                 except ValueError:
-                    bad(f"{dwhere}.device_ip", f"{label} device {device_id}: '{device_ip}' is not an IP address",
+                    bad(f"{dwhere}.device_ip", f"{here}: '{device_ip}' is not an IP address",
                         "use the address `hccn_tool -i N -ip -g` prints")
                 else:
-                    here = f"{label} device {device_id}"
                     if device_ip in seen_ips:
                         bad(f"{dwhere}.device_ip", f"{here} has device IP {device_ip}, already used by {seen_ips[device_ip]}",
                             "every NPU has its own IP; re-read them with `hccn_tool -i N -ip -g`")
                     else:
                         seen_ips[device_ip] = here
-            # Ranks run 0..world-1 in server order, then device order.
-            expected = str(position)
-            position += 1
-            if isinstance(rank_id, str) and rank_id != expected:
-                first_use = rank_owner.get(rank_id)
-                detail = f", already used by {first_use}" if first_use else ""
-                bad(f"{dwhere}.rank_id", f"{label} device {device_id}: rank_id is '{rank_id}', expected '{expected}'{detail}",
-                    "renumber rank_id in server order, device order, from 0")
             if isinstance(rank_id, str):
-                rank_owner.setdefault(rank_id, f"{label} device {device_id}")
+                if not rank_id.isdigit():
+                    bad(f"{dwhere}.rank_id", f"{here}: rank_id '{rank_id}' is not a number", "number the ranks from 0")
+                elif int(rank_id) in rank_owner:
+                    bad(f"{dwhere}.rank_id", f"{here}: rank_id '{rank_id}' is already used by {rank_owner[int(rank_id)]}",
+                        "give every device its own rank_id, from 0")
+                else:
+                    rank_owner[int(rank_id)] = here
+                    ranks_in_order.append(int(rank_id))
+    if rank_owner:
+        total = sum(len(s.get("device") or []) for s in servers if isinstance(s, dict))
+        missing = sorted(set(range(total)) - set(rank_owner))
+        beyond = sorted(r for r in rank_owner if r >= total)
+        for rank in beyond:
+            bad("rank_id", f"{rank_owner[rank]}: rank_id '{rank}' is beyond the {total} ranks of the table"
+                + (f" (rank {', '.join(map(str, missing))} is unused)" if missing else ""),
+                f"number the ranks 0..{total - 1}")
+        if not beyond and ranks_in_order != sorted(ranks_in_order):
+            note("rank_id is not numbered in server then device order; HCCL accepts any order, "
+                 "and the first server in the list need not hold rank 0")
+    return problems
+
+
+@dataclass(frozen=True)
+class StackServer:
+    """A node as the stack declares it, for checking a table someone brings."""
+
+    name: str
+    address: str
+    # Declared device IPs by NPU number (empty: found by preflight, not declared).
+    device_ips: tuple[str, ...] = ()
+    container_ip: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class EngineTableRules:
+    """What the serving engine adds to HCCL's rules."""
+
+    engine: str
+    require_container_ip: bool = False
+    # LMDeploy asserts that server_list[0] is Ray's head node.
+    first_server_is_master: bool = False
+    # (min, max) servers the engine accepts in one table.
+    server_count_range: Optional[tuple[int, int]] = None
+    max_devices_per_server: Optional[int] = None
+
+
+def check_rank_table_for_stack(
+    table: dict,
+    *,
+    source: str,
+    stack_file: str,
+    servers: list[StackServer],
+    world_size: int,
+    rules: EngineTableRules,
+) -> list[Problem]:
+    """A table that passed `validate_rank_table`, against the stack that will
+    use it: the same servers (rank 0 on the master), the declared device IPs,
+    as many ranks as the plan's world size, and the engine's own limits."""
+    problems: list[Problem] = []
+
+    def bad(key: str, message: str, fix: str = "") -> None:
+        problems.append(Problem(source, key, message, fix))
+
+    by_address = {s.address: s for s in servers}
+    master = servers[0]
+    listed = [s for s in table["server_list"] if isinstance(s, dict)]
+    for index, server in enumerate(listed):
+        server_id = server.get("server_id")
+        if server_id not in by_address:
+            bad(f"server_list[{index}].server_id",
+                f"server {server_id} is not a node of stack {stack_file} "
+                f"(nodes: {', '.join(f'{s.name} {s.address}' for s in servers)})",
+                "use the nodes' addresses (`nodes[].ip` or `host`) as server_id")
+    present = {s.get("server_id") for s in listed}
+    for node in servers:
+        if node.address not in present:
+            bad("server_list", f"node {node.name} ({node.address}) of stack {stack_file} is not in the table",
+                f"add a server with \"server_id\": \"{node.address}\"")
+    ranks = sum(len(s.get("device") or []) for s in listed)
+    if ranks != world_size:
+        bad("server_list", f"the table has {ranks} ranks but the stack's plan has world size {world_size}",
+            "list as many devices as the plan uses (tp x pp x dp)")
+    for index, server in enumerate(listed):
+        node = by_address.get(server.get("server_id"))
+        label = f"server {server.get('server_id')}"
+        for d, device in enumerate(server.get("device") or []):
+            if not isinstance(device, dict):
+                continue
+            rank_id, device_id = device.get("rank_id"), device.get("device_id")
+            if rank_id == "0" and server.get("server_id") != master.address:
+                bad(f"server_list[{index}].device[{d}].rank_id",
+                    f"rank 0 is {label} device {device_id}, but the stack's master is {master.name} ({master.address}); "
+                    f"{rules.engine} makes the server holding rank 0 its master",
+                    f"give rank_id 0 to a device of {master.address}")
+            if node is None or not node.device_ips or not isinstance(device_id, str) or not device_id.isdigit():
+                continue
+            number = int(device_id)
+            if number < len(node.device_ips) and device.get("device_ip") != node.device_ips[number]:
+                bad(f"server_list[{index}].device[{d}].device_ip",
+                    f"{label} device {device_id} has device_ip {device.get('device_ip')}, but stack {stack_file} "
+                    f"declares {node.device_ips[number]} for {node.name} device {device_id}",
+                    "use the address `hccn_tool -i N -ip -g` prints on that node, in both places")
+        if node is not None and node.container_ip and server.get("container_ip") not in (None, node.container_ip):
+            bad(f"server_list[{index}].container_ip",
+                f"{label} has container_ip {server.get('container_ip')}, but stack {stack_file} declares "
+                f"{node.container_ip} for {node.name}", "use the same container IP in both places")
+    if rules.first_server_is_master and listed and listed[0].get("server_id") != master.address:
+        bad("server_list[0].server_id",
+            f"the first server is {listed[0].get('server_id')}, but {rules.engine} requires the first server to be "
+            f"Ray's head, the stack's master {master.name} ({master.address})", "list the master first")
+    if rules.server_count_range is not None:
+        low, high = rules.server_count_range
+        if not low <= len(listed) <= high:
+            bad("server_count", f"{len(listed)} server{'s' if len(listed) != 1 else ''}, but {rules.engine} accepts {low} to {high} in one rank table",
+                f"use {low} to {high} servers")
+    if rules.max_devices_per_server is not None:
+        for index, server in enumerate(listed):
+            count = len(server.get("device") or [])
+            if count > rules.max_devices_per_server:
+                bad(f"server_list[{index}].device",
+                    f"server {server.get('server_id')} lists {count} devices; {rules.engine} accepts at most "
+                    f"{rules.max_devices_per_server}", "split the devices over more servers")
     return problems

@@ -1,6 +1,6 @@
 """Offline commands: no Pulumi CLI, no cluster, no network.
 
-    python -m ascendctl validate --stack NAME
+    python -m ascendctl validate --stack NAME [--rank-table FILE]
     python -m ascendctl render   --stack NAME --out DIR
     python -m ascendctl preview  --stack NAME
     python -m ascendctl diff     --stack NAME --set KEY=VALUE ...
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     _stack_arg(p)
     p.add_argument("--require-secrets", action="store_true",
                    help="also fail when a secret the stack names is not set (use in CI before `pulumi up`)")
+    p.add_argument("--rank-table", type=Path, metavar="FILE",
+                   help="also check an HCCL rank table you bring (e.g. merged by hand or by hccl_tools.py + "
+                        "merge_hccl.py) against HCCL's rules, the engine's limits and this stack: its servers, "
+                        "rank 0 on the master, declared device IPs, world size, version for the chip")
 
     p = sub.add_parser("render", help="write everything the nodes would receive into a directory",
                        description="Write DIR/plan.json, DIR/rank_table.json (engines that use one) and "
@@ -95,6 +99,8 @@ def cmd_validate(args) -> int:
 
     loaded = load_stack(args.stack, require_secrets=args.require_secrets)
     plan, spec = loaded.plan, loaded.spec
+    # A brought rank table is checked first, so its problems are all that is printed.
+    notes = check_brought_rank_table(loaded, args.rank_table) if args.rank_table is not None else None
     print(f"{loaded.file}: ok")
     print(f"  {len(spec.nodes)} x {spec.hardware.profile} = world {plan.world_size}; "
           f"tp {plan.tp} pp {plan.pp} dp {plan.dp} ep {plan.ep}; engine {spec.engine.kind}")
@@ -105,7 +111,50 @@ def cmd_validate(args) -> int:
     if missing:
         print("  secrets not set yet (needed by `pulumi up`): "
               + ", ".join(f"ascend-inference:{k}" for k in missing))
+    if notes is not None:
+        print(f"{args.rank_table}: ok for stack {loaded.name}")
+        for line in notes:
+            print(f"  note: {line}")
     return 0
+
+
+def check_brought_rank_table(loaded, path: Path) -> list[str]:
+    """A rank table the user brings, checked as HCCL, the engine and the
+    stack would check it. Raises StackError with every problem; returns notes
+    (what HCCL accepts but differs from the tables this program writes)."""
+    import json
+
+    from ascend_inference.errors import Problem
+    from ascend_inference.ranktable import StackServer, check_rank_table_for_stack, validate_rank_table
+
+    spec = loaded.spec
+    source = str(path)
+    rules = spec.engine_plugin.rank_table_rules
+    if rules is None:
+        raise StackError([Problem(loaded.file, "ascend-inference:engine.kind",
+                                  f"engine {spec.engine.kind} uses no HCCL rank table",
+                                  "drop --rank-table, or use a stack whose engine reads one (mindie, lmdeploy)")])
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise StackError([Problem(source, "(file)", f"cannot be read: {error.strerror}",
+                                  "give the path of the rank table JSON file")]) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        where = f"line {error.lineno} column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
+        raise StackError([Problem(source, "(file)", f"is not JSON ({where}{getattr(error, 'msg', error)})",
+                                  "a rank table is one JSON object; start from `python -m ascendctl render`")]) from None
+    notes: list[str] = []
+    problems = validate_rank_table(
+        table, source=source, devices_per_node=spec.profile.devices_per_node,
+        version=spec.profile.rank_table_version, require_container_ip=rules.require_container_ip,
+        every_device=False, notes=notes)
+    if not problems:
+        servers = [StackServer(n.name, n.address, tuple(n.device_ips or ()), n.container_ip) for n in spec.nodes]
+        problems = check_rank_table_for_stack(table, source=source, stack_file=loaded.file, servers=servers,
+                                              world_size=loaded.plan.world_size, rules=rules)
+    if problems:
+        raise StackError(problems)
+    return notes
 
 
 def cmd_render(args) -> int:

@@ -170,9 +170,8 @@ def test_gap_in_rank_ids(table):
     for device in table["server_list"][1]["device"]:
         device["rank_id"] = str(int(device["rank_id"]) + 1)  # 0..7, 9..16
     problems = problems_of(table)
-    assert_problem(problems, words=("8",))
-    # The first device whose rank_id is off is the worker's device 0 (9 where 8 belongs).
-    assert_problem(problems, server=(WORKER, 1), device=0)
+    # 16 ranks run 0..15: the worker's last device holds 16, and 8 is unused.
+    assert_problem(problems, server=(WORKER, 1), device=7, words=("16", "rank 8 is unused"))
 
 
 def test_repeated_rank_id(table):
@@ -228,12 +227,16 @@ def test_status_not_completed(table):
     assert_problem(problems_of(table), words=("status", "initializing"))
 
 
-def test_device_id_out_of_order(table):
+def test_device_id_in_any_order_is_accepted(table):
+    """HCCL reads device_id as the NPU's number, not as a list position."""
     devices = table["server_list"][1]["device"]
     devices[0]["device_id"], devices[1]["device_id"] = "1", "0"
-    problems = problems_of(table)
-    assert_problem(problems, server=(WORKER, 1), words=("device_id",))
-    assert any(names_server(p, WORKER, 1) and (names_device(p, 0) or names_device(p, 1)) for p in problems), problems
+    assert problems_of(table) == []
+
+
+def test_device_id_beyond_the_server(table):
+    table["server_list"][1]["device"][2]["device_id"] = "8"
+    assert_problem(problems_of(table), server=(WORKER, 1), words=("device_id '8'", "0..7"))
 
 
 def test_device_id_repeated(table):
@@ -267,3 +270,121 @@ def test_rendered_rank_tables_validate(rendered):
         table = json.loads((rendered[stack] / "rank_table.json").read_text())
         assert validate_rank_table(table, source=stack, devices_per_node=devices, version="1.0", server_count=2,
                                    require_container_ip=stack == "tp16-mindie") == []
+
+
+# --------------------------------------------------------------------------
+# Tables users bring: HCCL's rules and no stricter, then the stack's
+# --------------------------------------------------------------------------
+
+from ascend_inference.ranktable import EngineTableRules, StackServer, check_rank_table_for_stack  # noqa: E402
+
+
+def notes_of(table, **overrides) -> tuple[list[str], list[str]]:
+    notes: list[str] = []
+    kwargs = dict(source="rank_table.json", devices_per_node=8, version="1.0", require_container_ip=True,
+                  every_device=False, notes=notes)
+    kwargs.update(overrides)
+    return [str(p) for p in validate_rank_table(table, **kwargs)], notes
+
+
+def test_a_subset_of_devices_is_accepted_with_a_note(table):
+    """Devices 4-7 of each server: HCCL accepts it; the program's own tables list every NPU."""
+    for server in table["server_list"]:
+        server["device"] = server["device"][4:]
+    for rank, device in enumerate(d for s in table["server_list"] for d in s["device"]):
+        device["rank_id"] = str(rank)
+    problems, notes = notes_of(table)
+    assert problems == []
+    assert any("uses 4 of its 8 NPUs" in n and "4, 5, 6, 7" in n for n in notes), notes
+    assert_problem(problems_of(table), server=(MASTER, 0), words=("4 devices", "8"))
+
+
+def test_ranks_in_another_order_are_accepted_with_a_note(table):
+    devices = [d for s in table["server_list"] for d in s["device"]]
+    for device in devices:
+        device["rank_id"] = str(15 - int(device["rank_id"]))
+    devices[15]["rank_id"], devices[7]["rank_id"] = devices[7]["rank_id"], devices[15]["rank_id"]
+    problems, notes = notes_of(table)
+    assert problems == []
+    assert any("not numbered in server then device order" in n for n in notes), notes
+
+
+def test_a_version_hccl_does_not_read(table):
+    table["version"] = "2.0"
+    assert_problem(problems_of(table, version=None), words=("'2.0'", "HCCL does not read", "1.2"))
+
+
+def test_ipv6_device_addresses_are_accepted(table):
+    for n, device in enumerate(d for s in table["server_list"] for d in s["device"]):
+        device["device_ip"] = f"2001:db8::{n + 1:x}"
+    assert problems_of(table) == []
+
+
+def test_an_over_long_server_id(table):
+    table["server_list"][1]["server_id"] = "n" * 64
+    assert_problem(problems_of(table), words=("64 characters", "63"))
+
+
+STACK_SERVERS = [StackServer("node0", MASTER, tuple(f"198.51.100.{d + 1}" for d in range(8))),
+                 StackServer("node1", WORKER)]
+MINDIE = EngineTableRules("mindie", require_container_ip=True, server_count_range=(2, 60), max_devices_per_server=32)
+LMDEPLOY = EngineTableRules("lmdeploy", first_server_is_master=True)
+
+
+def stack_problems(table, rules=MINDIE, world_size=16, servers=STACK_SERVERS) -> list[str]:
+    return [str(p) for p in check_rank_table_for_stack(table, source="brought.json", stack_file="Pulumi.s.yaml",
+                                                       servers=servers, world_size=world_size, rules=rules)]
+
+
+def test_the_stack_accepts_its_own_table(table):
+    assert stack_problems(table) == []
+    assert stack_problems(table, rules=LMDEPLOY) == []
+
+
+def test_a_server_that_is_not_a_node(table):
+    table["server_list"][1]["server_id"] = "192.0.2.99"
+    problems = stack_problems(table)
+    assert_problem(problems, words=("192.0.2.99", "not a node of stack Pulumi.s.yaml"))
+    assert_problem(problems, words=("node node1 (192.0.2.12)", "not in the table"))
+
+
+def test_rank_zero_off_the_master(table):
+    """MindIE makes the server holding rank 0 its master."""
+    first, second = table["server_list"]
+    for a, b in zip(first["device"], second["device"], strict=True):
+        a["rank_id"], b["rank_id"] = b["rank_id"], a["rank_id"]
+    assert validate_rank_table(table, source="t", devices_per_node=8, version="1.0") == []
+    assert_problem(stack_problems(table), server=(WORKER, 1), device=0,
+                   words=("rank 0", "master is node0 (192.0.2.11)"))
+
+
+def test_lmdeploy_wants_the_master_listed_first(table):
+    table["server_list"].reverse()
+    assert_problem(stack_problems(table, rules=LMDEPLOY), words=("first server is 192.0.2.12", "Ray's head"))
+
+
+def test_a_device_ip_that_is_not_the_declared_one(table):
+    table["server_list"][0]["device"][3]["device_ip"] = "198.51.100.99"
+    assert_problem(stack_problems(table), server=(MASTER, 0), device=3,
+                   words=("198.51.100.99", "declares 198.51.100.4 for node0 device 3"))
+
+
+def test_ranks_that_are_not_the_plans_world_size(table):
+    assert_problem(stack_problems(table, world_size=8), words=("16 ranks", "world size 8"))
+
+
+def test_mindie_server_limits(table):
+    """MindIE-LLM's rank table reader accepts 2 to 60 servers of at most 32 NPUs."""
+    single = {**table, "server_list": table["server_list"][:1], "server_count": "1"}
+    assert_problem(stack_problems(single, world_size=8, servers=STACK_SERVERS[:1]),
+                   words=("1 server,", "mindie accepts 2 to 60"))
+
+
+def test_a_table_made_by_ascends_tools_is_accepted(table):
+    """hccl_tools.py + merge_hccl.py write `host_nic_ip: reserve` and no
+    container_ip; with the container_ip runbook 001 adds by hand, MindIE takes it."""
+    for server in table["server_list"]:
+        server["host_nic_ip"] = "reserve"
+    problems, notes = notes_of(table)
+    assert problems == [] and notes == []
+    assert stack_problems(table) == []

@@ -18,6 +18,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
 
+from ascend_inference.ranktable import EngineTableRules
+
 if TYPE_CHECKING:
     from ascend_inference.container import ContainerSpec
     from ascend_inference.errors import Problem
@@ -120,6 +122,8 @@ class EnginePlugin:
     settings_model: ClassVar[type]
     uses_rank_table: ClassVar[bool] = False
     uses_ray: ClassVar[bool] = False
+    # What the engine adds to HCCL's rules for a rank table (engines that use one).
+    rank_table_rules: ClassVar[Optional[EngineTableRules]] = None
     supports_pp: ClassVar[bool] = False
     supports_dp: ClassVar[bool] = False
     supports_ep: ClassVar[bool] = False

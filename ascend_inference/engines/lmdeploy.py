@@ -15,6 +15,7 @@ from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, Nod
                                      runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
+from ascend_inference.ranktable import EngineTableRules
 
 # Runbook 004's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -53,6 +54,8 @@ class Lmdeploy(EnginePlugin):
     settings_model = LmdeploySettings
     uses_ray = True
     uses_rank_table = True
+    # LMDeploy asserts that the first server of the table is Ray's head.
+    rank_table_rules = EngineTableRules("lmdeploy", first_server_is_master=True)
     runbook = "004"
 
     def check(self, spec, plan, file):

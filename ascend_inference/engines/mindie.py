@@ -18,6 +18,7 @@ from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, Nod
                                      runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
+from ascend_inference.ranktable import EngineTableRules
 
 # Runbook 001's `docker run -v` list (first form), plus the model path.
 STANDARD_MOUNTS = [
@@ -61,6 +62,10 @@ class Mindie(EnginePlugin):
     kind = "mindie"
     settings_model = MindieSettings
     uses_rank_table = True
+    # MindIE-LLM's rank table reader (src/config_manager/ranktable_config.cpp)
+    # takes 2 to 60 servers of 1 to 32 NPUs, and needs container_ip.
+    rank_table_rules = EngineTableRules("mindie", require_container_ip=True, server_count_range=(2, 60),
+                                        max_devices_per_server=32)
     runbook = "001"
 
     def check(self, spec, plan, file):

@@ -1,0 +1,129 @@
+"""`python -m ascendctl validate --stack NAME --rank-table FILE`: a rank table
+the user brings, checked against HCCL's rules, the engine's limits and the
+stack, through the CLI as a user runs it.
+
+The tables are built the way Ascend's own tools write them (mindspore-ai/models
+`utils/hccl_tools/`): `hccl_tools.py` writes one file per server
+(`server_id` = the host IP, `device` = [{device_id, device_ip, rank_id}],
+`host_nic_ip: "reserve"`, version "1.0", status "completed"); `merge_hccl.py`
+concatenates them in the order given and renumbers `rank_id` from 0. Runbook
+001 then adds `container_ip` per server by hand for MindIE.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import STACKS_DIR, run_cli
+
+
+def stack_nodes(stack: str) -> list[dict]:
+    config = yaml.safe_load((STACKS_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return config["ascend-inference:nodes"]
+
+
+def hccl_tools_file(server_ip: str, device_ips: list[str], first: int = 0, last: int = 8) -> dict:
+    """One server's table, as `hccl_tools.py --device_num "[first,last)" --server_ip IP` writes it."""
+    devices = [{"device_id": str(d), "device_ip": device_ips[d], "rank_id": str(rank)}
+               for rank, d in enumerate(range(first, last))]
+    return {"version": "1.0", "server_count": "1",
+            "server_list": [{"server_id": server_ip, "device": devices, "host_nic_ip": "reserve"}],
+            "status": "completed"}
+
+
+def merge_hccl(files: list[dict]) -> dict:
+    """`merge_hccl.py a.json b.json`: servers in argument order, ranks renumbered."""
+    table = {"version": "1.0", "server_count": str(sum(int(f["server_count"]) for f in files)), "server_list": []}
+    rank = 0
+    for f in files:
+        for server in f["server_list"]:
+            for device in server["device"]:
+                device["rank_id"] = str(rank)
+                rank += 1
+        table["server_list"].extend(f["server_list"])
+    table["status"] = "completed"
+    return table
+
+
+def tools_table(stack: str, *, container_ip: bool) -> dict:
+    table = merge_hccl([hccl_tools_file(n["host"], n["device_ips"]) for n in stack_nodes(stack)])
+    if container_ip:  # runbook 001's hand fix
+        for server in table["server_list"]:
+            server["container_ip"] = server["server_id"]
+    return table
+
+
+def validate(tmp_path, stack: str, table) -> tuple[int, str, str]:
+    path = tmp_path / "brought.json"
+    path.write_text(table if isinstance(table, str) else json.dumps(table, indent=4))
+    result = run_cli("validate", "--stack", stack, "--rank-table", path)
+    return result.returncode, result.stdout, result.stderr
+
+
+def one_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("stack, container_ip", [("tp16-mindie", True), ("tp16-lmdeploy", False)])
+def test_the_tables_ascends_tools_make_are_accepted(tmp_path, stack, container_ip):
+    code, out, err = validate(tmp_path, stack, tools_table(stack, container_ip=container_ip))
+    assert code == 0, err
+    assert f"brought.json: ok for stack {stack}" in out
+    assert "note:" not in out
+
+
+def test_mindie_without_the_hand_added_container_ip(tmp_path):
+    code, _, err = validate(tmp_path, "tp16-mindie", tools_table("tp16-mindie", container_ip=False))
+    assert code == 2
+    assert "container_ip" in err and "192.0.2.11" in err and "Traceback" not in err
+
+
+def test_servers_merged_in_the_wrong_order(tmp_path):
+    """`merge_hccl.py node1.json node0.json`: rank 0 lands on the worker."""
+    nodes = stack_nodes("tp16-lmdeploy")
+    table = merge_hccl([hccl_tools_file(n["host"], n["device_ips"]) for n in reversed(nodes)])
+    code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
+    assert code == 2
+    assert "rank 0 is server 192.0.2.12 device 0, but the stack's master is node0 (192.0.2.11)" in err
+    assert "the first server is 192.0.2.12" in err and "Ray's head" in err
+
+
+def test_a_device_ip_typed_wrong(tmp_path):
+    table = tools_table("tp16-lmdeploy", container_ip=False)
+    table["server_list"][1]["device"][5]["device_ip"] = "198.51.100.99"
+    code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
+    assert code == 2
+    line = one_error(err)
+    assert "server_list[1].device[5].device_ip" in line
+    assert "server 192.0.2.12 device 5 has device_ip 198.51.100.99" in line
+    assert "declares 198.51.100.22 for node1 device 5" in line
+
+
+def test_devices_four_to_seven_accepted_by_hccl_but_not_the_plans_world_size(tmp_path):
+    """A table of devices 4-7 is valid for HCCL (noted), but tp16 needs 16 ranks."""
+    nodes = stack_nodes("tp16-lmdeploy")
+    table = merge_hccl([hccl_tools_file(n["host"], n["device_ips"], 4, 8) for n in nodes])
+    code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
+    assert code == 2
+    line = one_error(err)
+    assert "8 ranks but the stack's plan has world size 16" in line
+
+
+def test_not_json(tmp_path):
+    code, _, err = validate(tmp_path, "tp16-mindie", '{"server_count": "2",\n  "server_list": [}')
+    assert code == 2
+    line = one_error(err)
+    assert "brought.json: (file): is not JSON (line 2" in line
+
+
+def test_a_stack_without_a_rank_table(tmp_path):
+    code, _, err = validate(tmp_path, "tp16-vllm-mindspore", tools_table("tp16-lmdeploy", container_ip=False))
+    assert code == 2
+    line = one_error(err)
+    assert "Pulumi.tp16-vllm-mindspore.yaml: ascend-inference:engine.kind" in line
+    assert "uses no HCCL rank table" in line
