@@ -161,7 +161,7 @@ def test_scripts_are_strict(rendered, stack):
 # --------------------------------------------------------------------------
 
 # Env variables that name a file the engine reads inside the container.
-FILE_VARIABLES = ("MINDFORMERS_MODEL_CONFIG", "RANKTABLEFILE", "ASCEND_RANK_TABLE_FILE_PATH")
+FILE_VARIABLES = ("MINDFORMERS_MODEL_CONFIG", "RANKTABLEFILE", "RANK_TABLE_FILE", "ASCEND_RANK_TABLE_FILE_PATH")
 
 
 @pytest.mark.parametrize("stack", STACKS)

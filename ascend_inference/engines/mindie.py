@@ -117,6 +117,10 @@ class Mindie(EnginePlugin):
             # The one per-node variable (runbook 001 §6.1).
             ("MIES_CONTAINER_IP", node_ip),
             ("RANKTABLEFILE", self.rank_table_path(spec)),
+            # Runbook 001's MindIE reads RANKTABLEFILE; current MindIE-LLM reads
+            # RANK_TABLE_FILE (src/config_manager/ranktable_config.cpp). GPUStack
+            # sets both for MindIE, and so does this program.
+            ("RANK_TABLE_FILE", self.rank_table_path(spec)),
             ("HCCL_DETERMINISTIC", "true"),
             ("NPU_MEMORY_FRACTION", str(s.npu_memory_fraction)),
             ("PYTORCH_NPU_ALLOC_CONF", "expandable_segments:True"),
