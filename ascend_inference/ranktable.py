@@ -32,28 +32,45 @@ def rank_table_for(
     device_port: Optional[str] = None,
 ) -> dict:
     """servers: [{"server_id": ip, "device_ips": [...], "container_ip": ip}] in
-    node order (master first). Returns the rank table as a JSON-ready dict."""
+    node order (master first). Returns the rank table as a JSON-ready dict.
+
+    Version "1.2" (Atlas A3, CANN's HCCL guide "rank table配置资源信息 (Atlas A3)")
+    adds, per server, `host_ip` and per device `super_device_id` (the die's
+    SDID from `npu-smi info -t spod-info`), and a top-level `super_pod_list`
+    grouping the servers by `super_pod_id`; each server dict then also carries
+    "super_device_ids" (one per device) and "super_pod_id"."""
     server_list = []
     rank = 0
     for server in servers:
         devices = []
         for device_id in range(devices_per_node):
-            entry = {"device_id": str(device_id), "device_ip": server["device_ips"][device_id]}
+            entry = {"device_id": str(device_id)}
+            if version == "1.2":
+                entry["super_device_id"] = str(server["super_device_ids"][device_id])
+            entry["device_ip"] = server["device_ips"][device_id]
             if device_port is not None:
                 entry["device_port"] = str(device_port)
             entry["rank_id"] = str(rank)
             devices.append(entry)
             rank += 1
-        item = {"device": devices, "server_id": server["server_id"]}
+        item: dict = {"device": devices, "server_id": server["server_id"]}
+        if version == "1.2":
+            item["host_ip"] = server["server_id"]
         if with_container_ip:
             item["container_ip"] = server.get("container_ip") or server["server_id"]
         server_list.append(item)
-    return {
+    table: dict = {
         "server_count": str(len(servers)),
         "server_list": server_list,
         "status": "completed",
         "version": version,
     }
+    if version == "1.2":
+        pods: dict[str, list[dict]] = {}
+        for server in servers:
+            pods.setdefault(str(server["super_pod_id"]), []).append({"server_id": server["server_id"]})
+        table["super_pod_list"] = [{"super_pod_id": pod, "server_list": members} for pod, members in pods.items()]
+    return table
 
 
 def rank_table_json(table: dict) -> str:
@@ -211,6 +228,8 @@ def validate_rank_table(
                 else:
                     rank_owner[int(rank_id)] = here
                     ranks_in_order.append(int(rank_id))
+    if table["version"] == "1.2":
+        problems.extend(_super_pod_problems(table, source, servers))
     if rank_owner:
         total = sum(len(s.get("device") or []) for s in servers if isinstance(s, dict))
         missing = sorted(set(range(total)) - set(rank_owner))
@@ -222,6 +241,64 @@ def validate_rank_table(
         if not beyond and ranks_in_order != sorted(ranks_in_order):
             note("rank_id is not numbered in server then device order; HCCL accepts any order, "
                  "and the first server in the list need not hold rank 0")
+    return problems
+
+
+def _super_pod_problems(table: dict, source: str, servers: list) -> list[Problem]:
+    """Version 1.2: every device has a `super_device_id`, unique within its
+    super pod (HCCL refuses "devices have same superDeviceId in superPod"),
+    and every server is in exactly one entry of `super_pod_list`."""
+    problems: list[Problem] = []
+    pods = table.get("super_pod_list")
+    if not isinstance(pods, list) or not pods:
+        return [Problem(source, "super_pod_list", "version 1.2 needs a super_pod_list",
+                        'add "super_pod_list": [{"super_pod_id": "0", "server_list": [{"server_id": ...}]}]')]
+    pod_of: dict[str, str] = {}
+    for p, pod in enumerate(pods):
+        members = pod.get("server_list") if isinstance(pod, dict) else None
+        pod_id = pod.get("super_pod_id") if isinstance(pod, dict) else None
+        if not isinstance(pod_id, str) or not isinstance(members, list):
+            problems.append(Problem(source, f"super_pod_list[{p}]", "needs a super_pod_id string and a server_list"))
+            continue
+        for member in members:
+            server_id = member.get("server_id") if isinstance(member, dict) else None
+            if server_id in pod_of:
+                problems.append(Problem(source, f"super_pod_list[{p}]", f"server {server_id} is in super pod "
+                                        f"{pod_of[server_id]} and {pod_id}", "put each server in one super pod"))
+            else:
+                pod_of[str(server_id)] = pod_id
+    seen: dict[tuple[str, str], str] = {}
+    for s, server in enumerate(servers):
+        if not isinstance(server, dict):
+            continue
+        server_id = str(server.get("server_id"))
+        if server_id not in pod_of:
+            problems.append(Problem(source, f"server_list[{s}]", f"server {server_id} is in no super pod",
+                                    "list it under super_pod_list[].server_list"))
+            continue
+        for d, device in enumerate(server.get("device") or []):
+            if not isinstance(device, dict):
+                continue
+            sdid = device.get("super_device_id")
+            here = f"server {server_id} device {device.get('device_id', d)}"
+            if not isinstance(sdid, str) or not sdid.isdigit():
+                problems.append(Problem(source, f"server_list[{s}].device[{d}].super_device_id",
+                                        f"{here}: version 1.2 needs super_device_id as a string of digits",
+                                        "use the SDID `npu-smi info -t spod-info -i NPU -c CHIP` prints"))
+            elif (pod_of[server_id], sdid) in seen:
+                problems.append(Problem(source, f"server_list[{s}].device[{d}].super_device_id",
+                                        f"{here} has super_device_id {sdid}, already used by "
+                                        f"{seen[(pod_of[server_id], sdid)]} in super pod {pod_of[server_id]}",
+                                        "re-read the SDIDs with `npu-smi info -t spod-info`"))
+            else:
+                seen[(pod_of[server_id], sdid)] = here
+        host_ip = server.get("host_ip")
+        if host_ip is not None:
+            try:
+                ipaddress.ip_address(str(host_ip))
+            except ValueError:
+                problems.append(Problem(source, f"server_list[{s}].host_ip",
+                                        f"server {server_id}: host_ip '{host_ip}' is not an IP address"))
     return problems
 
 

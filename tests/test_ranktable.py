@@ -388,3 +388,75 @@ def test_a_table_made_by_ascends_tools_is_accepted(table):
     problems, notes = notes_of(table)
     assert problems == [] and notes == []
     assert stack_problems(table) == []
+
+
+# --------------------------------------------------------------------------
+# Version 1.2 (Atlas A3 / SuperPoD)
+# --------------------------------------------------------------------------
+
+# CANN's HCCL guide, "rank table配置资源信息 (Atlas A3 训练系列产品/Atlas A3 推理系列产品)"
+# (hiascend.com, CANNCommunityEdition 900, hcclug_000066): two super pods of
+# two servers of four devices. Its first server, without the optional
+# device_port / backup_device_ip / backup_device_port / host_port:
+CANN_A3_FIRST_SERVER = {
+    "server_id": "node_0",
+    "host_ip": "172.16.0.100",
+    "device": [
+        {"device_id": "0", "super_device_id": "0", "device_ip": "192.168.1.6", "rank_id": "0"},
+        {"device_id": "1", "super_device_id": "1", "device_ip": "192.168.1.7", "rank_id": "1"},
+        {"device_id": "2", "super_device_id": "2", "device_ip": "192.168.1.8", "rank_id": "2"},
+        {"device_id": "3", "super_device_id": "3", "device_ip": "192.168.1.9", "rank_id": "3"},
+    ],
+}
+
+
+@pytest.fixture
+def a3_table() -> dict:
+    servers = []
+    for n in range(4):
+        servers.append({"server_id": f"172.16.0.{100 + n}",
+                        "device_ips": [f"192.168.{n + 1}.{6 + d}" for d in range(4)],
+                        # Unique within a super pod: 0..3 on its first server, 4..7 on its second.
+                        "super_device_ids": [str(n % 2 * 4 + d) for d in range(4)], "super_pod_id": str(n // 2)})
+    return rank_table_for(servers, 4, version="1.2")
+
+
+def test_a3_table_has_cann_fields_and_order(a3_table):
+    first = a3_table["server_list"][0]
+    assert set(first) == set(CANN_A3_FIRST_SERVER)
+    for ours, cann in zip(first["device"], CANN_A3_FIRST_SERVER["device"], strict=True):
+        assert list(ours) == list(cann)  # device_id, super_device_id, device_ip, rank_id
+        assert {k: v for k, v in ours.items() if k != "device_ip"} == {k: v for k, v in cann.items() if k != "device_ip"}
+    assert first["host_ip"] == first["server_id"]
+    assert a3_table["version"] == "1.2"
+    assert a3_table["super_pod_list"] == [
+        {"super_pod_id": "0", "server_list": [{"server_id": "172.16.0.100"}, {"server_id": "172.16.0.101"}]},
+        {"super_pod_id": "1", "server_list": [{"server_id": "172.16.0.102"}, {"server_id": "172.16.0.103"}]},
+    ]
+    assert validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2") == []
+
+
+def test_a3_same_sdid_in_one_super_pod(a3_table):
+    """HCCL: "devices have same superDeviceId[...] in superPod[...]"."""
+    a3_table["server_list"][1]["device"][2]["super_device_id"] = "0"
+    problems = [str(p) for p in validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2")]
+    assert_problem(problems, server=("172.16.0.101", 1), device=2, words=("super_device_id 0", "super pod 0"))
+
+
+def test_a3_the_same_sdid_in_two_super_pods_is_fine(a3_table):
+    # Servers 0 and 2 both use SDIDs 0..3, but in different super pods.
+    assert validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2") == []
+
+
+def test_a3_missing_sdid_and_missing_pod(a3_table):
+    del a3_table["server_list"][3]["device"][1]["super_device_id"]
+    a3_table["super_pod_list"][1]["server_list"].pop(0)
+    problems = [str(p) for p in validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2")]
+    assert_problem(problems, server=("172.16.0.103", 3), device=1, words=("super_device_id", "spod-info"))
+    assert_problem(problems, server=("172.16.0.102", 2), words=("no super pod",))
+
+
+def test_a3_without_super_pod_list(a3_table):
+    del a3_table["super_pod_list"]
+    problems = [str(p) for p in validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2")]
+    assert_problem(problems, words=("super_pod_list",))
