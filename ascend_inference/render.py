@@ -9,38 +9,17 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import jinja2
-
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext, ServePlan
+from ascend_inference.loaded import LoadedStack
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
-from ascend_inference.stackfile import LoadedStack
-
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("ascend_inference", "templates"),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
-_TEMPLATES.filters["shquote"] = lambda value: shlex.quote(str(value))
-
-
-def render_template(template: str, **context) -> str:
-    return _TEMPLATES.get_template(template).render(**context)
-
-
-def wrap(script: str, place: str, container: str) -> str:
-    """The one place that decides host vs container (cf. Ray's command runners)."""
-    if place == "host":
-        return script
-    return (f"docker exec -i {shlex.quote(container)} bash -s <<'ASCEND_INFERENCE_SCRIPT'\n"
-            f"{script}ASCEND_INFERENCE_SCRIPT\n")
+from ascend_inference.templating import render_template, wrap
 
 
 @dataclass
@@ -193,9 +172,6 @@ def render_stack(loaded: LoadedStack, out_dir: Path) -> list[Path]:
     """Write plan.json, rank_table.json (when used) and DIR/<node>/...; return
     the files written. Writes into a temp dir first, so a failure leaves
     nothing half-written."""
-    import shutil
-    import tempfile
-
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir.parent))

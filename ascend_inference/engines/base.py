@@ -18,8 +18,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
 
+from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+
 if TYPE_CHECKING:
-    from ascend_inference.container import ContainerSpec
     from ascend_inference.errors import Problem
     from ascend_inference.spec import ClusterSpec, Node
     from ascend_inference.topology import Plan
@@ -95,8 +96,6 @@ class NodeContext:
     def stack_dir_mounts(self):
         """The stack's directory read-only (env file, engine files) and its
         run directory read-write, at the same paths as on the host."""
-        from ascend_inference.container import Mount
-
         return [Mount(self.remote_dir, self.remote_dir, read_only=True), Mount(self.run_dir, self.run_dir)]
 
 
@@ -182,8 +181,6 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra=(), *, stack_
     (env file, engine files, run dir), the stack's own extra mounts last (they
     win on the same target), and the stack's container settings. `fields`
     carries what differs per engine (command, entrypoint, ...)."""
-    from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
-
     spec = ctx.spec
     c = spec.container
     mounts = merge_mounts(

@@ -14,6 +14,7 @@ from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, Nod
                                      runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
+from ascend_inference.templating import render_template
 
 # Runbook 000's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -148,8 +149,6 @@ class VllmMindspore(EnginePlugin):
         s = ctx.spec.engine
         if not s.write_mindformers_yaml:
             return {}
-        from ascend_inference.render import render_template
-
         return {self.yaml_on_host(ctx): render_template(
             "mindformers_predict_deepseek_r1_671b.yaml.j2", spec=ctx.spec, plan=ctx.plan)}
 
