@@ -8,7 +8,6 @@ Pure: no Pulumi import.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from ascend_inference.container import ContainerSpec
-from ascend_inference.engines.base import EnvFile, NodeContext, ServePlan
+from ascend_inference.engines.base import EnvFile, NodeContext
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
 from ascend_inference.templating import render_template, wrap
@@ -59,17 +58,18 @@ def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> Optiona
         return None
     servers = [{"server_id": n.address, "device_ips": device_ips[n.name],
                 "container_ip": n.container_ip or n.address} for n in spec.nodes]
+    options = engine.rank_table_options(spec)
     return rank_table_for(
         servers, spec.profile.devices_per_node, version=spec.profile.rank_table_version,
-        with_container_ip=engine.kind == "mindie",
-        device_port=getattr(spec.engine, "device_port", None) if engine.kind == "lmdeploy" else None)
+        with_container_ip=options.container_ip, device_port=options.device_port)
 
 
 def check_rank_table(loaded: LoadedStack, table: dict, source: str):
+    spec = loaded.spec
     return validate_rank_table(
-        table, source=source, devices_per_node=loaded.spec.profile.devices_per_node,
-        version=loaded.spec.profile.rank_table_version, server_count=len(loaded.spec.nodes),
-        require_container_ip=loaded.spec.engine.kind == "mindie")
+        table, source=source, devices_per_node=spec.profile.devices_per_node,
+        version=spec.profile.rank_table_version, server_count=len(spec.nodes),
+        require_container_ip=spec.engine_plugin.rank_table_options(spec).container_ip)
 
 
 def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, list[str]]] = None) -> NodeRender:
@@ -96,7 +96,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
     peers = [{"name": n.name, "device_ips": device_ips[n.name]} for j, n in enumerate(spec.nodes) if j != index]
     script("peer-ping", "Ping the peers' NPU device IPs", peers=peers)
-    script("weights", "Check the model weights", weights_mode="750" if engine.kind == "mindie" else "")
+    script("weights", "Check the model weights", weights_mode=engine.weights_mode)
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar)
     script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
@@ -104,14 +104,14 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", head=ctx.is_master,
                ray_port=port, head_address=spec.nodes[0].address,
-               node_ip_flag=engine.kind == "lmdeploy" and not ctx.is_master)
+               node_ip_flag=engine.ray_join_with_node_ip and not ctx.is_master)
         script("ray-stop", "Stop Ray on this node")
         if ctx.is_master:
             script("ray-verify", "Verify the Ray cluster", world_size=plan.world_size, nodes=len(spec.nodes),
                    timeout_s=300)
     serve = engine.serve(spec, plan, loaded.name)
     if serve.where == "every-node" or (serve.where == "head" and ctx.is_master):
-        pre_start = _pre_start(loaded, ctx, serve)
+        pre_start = engine.pre_start(ctx)
         run_dir = ctx.run_dir
         script("serve-start", f"Start {engine.kind}", run_dir=run_dir, log_file=serve.log_file,
                workdir=serve.workdir, command=serve.command, pre_start=pre_start)
@@ -120,22 +120,9 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
             script("serve-ready", f"Wait for {engine.kind} to answer", run_dir=run_dir, log_file=serve.log_file,
                    ready=engine.readiness(spec))
     if ctx.is_master:
-        smoke = engine.smoke_request(spec)
-        if spec.engine.kind == "gpustack":
-            out.scripts["smoke"] = render_template("gpustack-smoke.sh.j2", purpose="Smoke request", smoke=smoke,
-                                                   server_url=engine.server_url(spec), **common)
-        else:
-            script("smoke", "Smoke request", smoke=smoke)
+        out.scripts["smoke"] = render_template(engine.smoke_template, purpose="Smoke request",
+                                               smoke=engine.smoke_request(spec), **engine.smoke_context(spec), **common)
     return out
-
-
-def _pre_start(loaded: LoadedStack, ctx: NodeContext, serve: ServePlan) -> list[str]:
-    """Engine-specific steps right before the serve command."""
-    spec = loaded.spec
-    if spec.engine.kind == "mindie":
-        conf = f"{spec.engine.install_path}/conf/config.json"
-        return [f"cp {ctx.remote_dir}/mindie/config.json {shlex.quote(conf)}", f"chmod 640 {shlex.quote(conf)}"]
-    return []
 
 
 def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:
@@ -162,7 +149,7 @@ def plan_document(loaded: LoadedStack) -> dict:
                   for i, n in enumerate(spec.nodes)],
         "endpoint": engine.endpoint(spec),
         "rank_table_path": engine.rank_table_path(spec),
-        "cluster": "ray" if engine.uses_ray else ("rank table" if engine.uses_rank_table else engine.kind),
+        "cluster": engine.cluster_style.value,
     }
     doc["node_count"] = doc.pop("nodes_count", plan.nodes)
     return doc

@@ -14,6 +14,7 @@ shows it for any change, and the graph tests pin it per engine.
 """
 from __future__ import annotations
 
+import enum
 import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
@@ -114,11 +115,38 @@ class ServePlan:
     per_node: dict[str, str] = field(default_factory=dict)
 
 
+class ClusterStyle(enum.Enum):
+    """How the nodes form one cluster; the Pulumi program builds one shape of
+    resources per style, and an engine picks one."""
+
+    # Ray head on the master, workers join it; the serve command runs on the head.
+    RAY = "ray"
+    # One daemon per node, joined by the HCCL rank table alone.
+    RANK_TABLE = "rank table"
+    # GPUStack's own server and registered workers; the model is deployed
+    # through its HTTP API (components/serving.py knows that API).
+    GPUSTACK = "gpustack"
+
+
+@dataclass(frozen=True)
+class RankTableOptions:
+    """What an engine's HCCL rank table carries beyond the common format."""
+
+    # Every server has `container_ip`, and a table without it is refused (runbook 001).
+    container_ip: bool = False
+    # Every device has this `device_port` (runbook 004).
+    device_port: Optional[str] = None
+
+
 class EnginePlugin:
+    """One engine. Every engine-specific choice the renderer and the program
+    make is an attribute or method here; nothing outside the engine modules
+    compares engine kinds."""
+
     kind: ClassVar[str]
     settings_model: ClassVar[type]
+    cluster_style: ClassVar[ClusterStyle]
     uses_rank_table: ClassVar[bool] = False
-    uses_ray: ClassVar[bool] = False
     supports_pp: ClassVar[bool] = False
     supports_dp: ClassVar[bool] = False
     supports_ep: ClassVar[bool] = False
@@ -135,7 +163,14 @@ class EnginePlugin:
     def secret_keys(self, spec: "ClusterSpec") -> list[str]:
         return []
 
+    @property
+    def uses_ray(self) -> bool:
+        return self.cluster_style is ClusterStyle.RAY
+
     # --- per node -------------------------------------------------------
+    # `chmod -R` mode the weights check sets on the model directory ("": leave it).
+    weights_mode: ClassVar[str] = ""
+
     def env(self, ctx: NodeContext) -> EnvFile:
         raise NotImplementedError
 
@@ -147,14 +182,25 @@ class EnginePlugin:
         return {}
 
     # --- cluster --------------------------------------------------------
+    # Ray workers join with `--node-ip-address=<their address>`.
+    ray_join_with_node_ip: ClassVar[bool] = False
+
     def rank_table_path(self, spec: "ClusterSpec") -> Optional[str]:
         return None
+
+    def rank_table_options(self, spec: "ClusterSpec") -> RankTableOptions:
+        return RankTableOptions()
 
     def ray_port(self, spec: "ClusterSpec") -> Optional[int]:
         return None
 
     def serve(self, spec: "ClusterSpec", plan: "Plan", stack: str) -> ServePlan:
         raise NotImplementedError
+
+    def pre_start(self, ctx: NodeContext) -> list[str]:
+        """Shell lines serve-start runs in the container right before the
+        serve command (already quoted: they go into the script as they are)."""
+        return []
 
     def endpoint(self, spec: "ClusterSpec") -> str:
         raise NotImplementedError
@@ -164,6 +210,13 @@ class EnginePlugin:
 
     def smoke_request(self, spec: "ClusterSpec") -> HttpCheck:
         raise NotImplementedError
+
+    # The smoke script's template; it gets `smoke` (the request) and whatever
+    # `smoke_context` adds.
+    smoke_template: ClassVar[str] = "smoke.sh.j2"
+
+    def smoke_context(self, spec: "ClusterSpec") -> dict:
+        return {}
 
 
 def apply_env_overrides(variables: list[tuple[str, str]], overrides: dict) -> list[tuple[str, str]]:

@@ -11,8 +11,8 @@ import shlex
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
-                                     runbook_container)
+from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext,
+                                           RankTableOptions, ServePlan, apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
 
@@ -51,8 +51,10 @@ class LmdeploySettings(StrictModel):
 class Lmdeploy(EnginePlugin):
     kind = "lmdeploy"
     settings_model = LmdeploySettings
-    uses_ray = True
+    cluster_style = ClusterStyle.RAY
     uses_rank_table = True
+    # Runbook 004 §3: workers join Ray with their own address.
+    ray_join_with_node_ip = True
     runbook = "004"
 
     def check(self, spec, plan, file):
@@ -75,6 +77,9 @@ class Lmdeploy(EnginePlugin):
 
     def rank_table_path(self, spec):
         return spec.engine.rank_table_path
+
+    def rank_table_options(self, spec):
+        return RankTableOptions(device_port=spec.engine.device_port)
 
     def env(self, ctx: NodeContext) -> EnvFile:
         spec, s = ctx.spec, ctx.spec.engine

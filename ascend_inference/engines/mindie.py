@@ -10,12 +10,13 @@ silent no-op.
 from __future__ import annotations
 
 import json
+import shlex
 from importlib import resources
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
-                                     runbook_container)
+from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext,
+                                           RankTableOptions, ServePlan, apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
 
@@ -60,7 +61,10 @@ class MindieSettings(StrictModel):
 class Mindie(EnginePlugin):
     kind = "mindie"
     settings_model = MindieSettings
+    cluster_style = ClusterStyle.RANK_TABLE
     uses_rank_table = True
+    # Runbook 001 §6.3: the weights directory 750.
+    weights_mode = "750"
     runbook = "001"
 
     def check(self, spec, plan, file):
@@ -98,6 +102,9 @@ class Mindie(EnginePlugin):
             return spec.engine.rank_table_path
         servers = len(spec.nodes)
         return f"/data/hm/hccl_{servers}s_{servers * spec.profile.devices_per_node}p.json"
+
+    def rank_table_options(self, spec):
+        return RankTableOptions(container_ip=True)
 
     def env(self, ctx: NodeContext) -> EnvFile:
         spec, s = ctx.spec, ctx.spec.engine
@@ -165,6 +172,12 @@ class Mindie(EnginePlugin):
         return ServePlan(
             command="./bin/mindieservice_daemon", where="every-node",
             log_file="mindie.log", workdir=s.install_path)
+
+    def pre_start(self, ctx: NodeContext) -> list[str]:
+        # The image's conf/config.json is where runbook 001 edits it; ours
+        # replaces it (files() writes it under the stack directory).
+        conf = shlex.quote(f"{ctx.spec.engine.install_path}/conf/config.json")
+        return [f"cp {ctx.remote_dir}/mindie/config.json {conf}", f"chmod 640 {conf}"]
 
     def endpoint(self, spec) -> str:
         master = spec.nodes[0]

@@ -10,8 +10,8 @@ import shlex
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
-                                     runbook_container)
+from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan,
+                                           apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
 from ascend_inference.templating import render_template
@@ -75,7 +75,7 @@ class VllmMindsporeSettings(StrictModel):
 class VllmMindspore(EnginePlugin):
     kind = "vllm-mindspore"
     settings_model = VllmMindsporeSettings
-    uses_ray = True
+    cluster_style = ClusterStyle.RAY
     supports_pp = True
     runbook = "000/003"
 
