@@ -10,15 +10,58 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
 from ascend_inference.templating import render_template, wrap
+
+
+Place = Literal["host", "container"]
+
+
+@dataclass(frozen=True)
+class Script:
+    """One node script: `render --out` writes `text` to scripts/<name>.sh;
+    the program runs `command` on the node's host over SSH."""
+
+    name: str
+    text: str
+    place: Place
+    # The container a "container" script runs in.
+    container: str
+
+    @property
+    def command(self) -> str:
+        """The text as run from the host: as it is, or fed to `docker exec`."""
+        return wrap(self.text, self.place, self.container)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeScripts:
+    """A node's scripts, in the order they run; None where the node has no
+    such step (fix-tls off, no Ray, serving and smoke test on the master only)."""
+
+    preflight: Script
+    fix_tls: Optional[Script] = None
+    peer_ping: Script
+    weights: Script
+    image: Script
+    container_name_free: Script
+    ray_start: Optional[Script] = None
+    ray_stop: Optional[Script] = None
+    ray_verify: Optional[Script] = None
+    serve_start: Optional[Script] = None
+    serve_stop: Optional[Script] = None
+    serve_ready: Optional[Script] = None
+    smoke: Optional[Script] = None
+
+    def present(self) -> list[Script]:
+        return [script for f in fields(self) if (script := getattr(self, f.name)) is not None]
 
 
 @dataclass
@@ -31,8 +74,7 @@ class NodeRender:
     files: dict[str, str]
     # Env variables whose values differ between nodes.
     per_node_variables: list[str]
-    # Script name -> text (not yet wrapped for its place).
-    scripts: dict[str, str] = field(default_factory=dict)
+    scripts: NodeScripts
 
 
 def declared_device_ips(loaded: LoadedStack) -> dict[str, list[str]]:
@@ -83,13 +125,13 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
                                env=env, per_node_vars=per_node)
     container = engine.container(ctx)
     files = engine.files(ctx)
-    out = NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
-                     per_node_variables=per_node)
     common = {"stack": loaded.name, "node": ctx.node, "devices": spec.profile.devices_per_node,
               "remote_dir": ctx.remote_dir, "model_path": spec.model.path}
+    scripts: dict[str, Script] = {}
 
-    def script(name: str, purpose: str, **extra) -> None:
-        out.scripts[name] = render_template(f"{name}.sh.j2", purpose=purpose, **common, **extra)
+    def script(name: str, purpose: str, place: Place = "host", template: str = "", **extra) -> None:
+        text = render_template(template or f"{name}.sh.j2", purpose=purpose, **common, **extra)
+        scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name)
 
     script("preflight", "Preflight facts (read-only)")
     if spec.network.fix_tls:
@@ -102,27 +144,28 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
     script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
     if engine.uses_ray:
         port = engine.ray_port(spec)
-        script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", head=ctx.is_master,
+        script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
                ray_port=port, head_address=spec.nodes[0].address,
                node_ip_flag=engine.ray_join_with_node_ip and not ctx.is_master)
-        script("ray-stop", "Stop Ray on this node")
+        script("ray-stop", "Stop Ray on this node", "container")
         if ctx.is_master:
-            script("ray-verify", "Verify the Ray cluster", world_size=plan.world_size, nodes=len(spec.nodes),
+            script("ray-verify", "Verify the Ray cluster", "container", world_size=plan.world_size, nodes=len(spec.nodes),
                    timeout_s=300)
     serve = engine.serve(spec, plan, loaded.name)
     if serve.where == "every-node" or (serve.where == "head" and ctx.is_master):
         pre_start = engine.pre_start(ctx)
         run_dir = ctx.run_dir
-        script("serve-start", f"Start {engine.kind}", run_dir=run_dir, log_file=serve.log_file,
+        script("serve-start", f"Start {engine.kind}", "container", run_dir=run_dir, log_file=serve.log_file,
                workdir=serve.workdir, command=serve.command, pre_start=pre_start)
-        script("serve-stop", f"Stop {engine.kind}", run_dir=run_dir)
+        script("serve-stop", f"Stop {engine.kind}", "container", run_dir=run_dir)
         if ctx.is_master:
-            script("serve-ready", f"Wait for {engine.kind} to answer", run_dir=run_dir, log_file=serve.log_file,
+            script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir, log_file=serve.log_file,
                    ready=engine.readiness(spec))
     if ctx.is_master:
-        out.scripts["smoke"] = render_template(engine.smoke_template, purpose="Smoke request",
-                                               smoke=engine.smoke_request(spec), **engine.smoke_context(spec), **common)
-    return out
+        script("smoke", "Smoke request", template=engine.smoke_template, smoke=engine.smoke_request(spec),
+               **engine.smoke_context(spec))
+    return NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
+                      per_node_variables=per_node, scripts=NodeScripts(**scripts))
 
 
 def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:
@@ -198,8 +241,8 @@ def _write_all(loaded: LoadedStack, root: Path) -> list[Path]:
             + rendered.container.docker_run_line() + "\n", 0o755)
         for path, content in rendered.files.items():
             put(f"{base}/files{path}", content)
-        for name, text in rendered.scripts.items():
-            put(f"{base}/scripts/{name}.sh", text, 0o755)
+        for script in rendered.scripts.present():
+            put(f"{base}/scripts/{script.name}.sh", script.text, 0o755)
         if table is not None:
             put(f"{base}/files{loaded.spec.engine_plugin.rank_table_path(loaded.spec)}", rank_table_json(table), 0o640)
     return written

@@ -141,15 +141,16 @@ def test_render_follows_the_hooks_not_the_kind(stacks, monkeypatch):
     monkeypatch.setitem(ENGINES, "vllm-mindspore", _Variant())
     after = [render_node(loaded, i) for i in range(2)]
 
-    assert "chmod -R" not in before[0].scripts["weights"]
-    assert "chmod -R 700 \"$MODEL\"" in after[0].scripts["weights"]
-    assert "--node-ip-address" not in before[1].scripts["ray-start"]
+    assert "chmod -R" not in before[0].scripts.weights.text
+    assert "chmod -R 700 \"$MODEL\"" in after[0].scripts.weights.text
+    assert "--node-ip-address" not in before[1].scripts.ray_start.text
     worker = loaded.spec.nodes[1].address
-    assert f"--node-ip-address={worker}" in after[1].scripts["ray-start"]
-    assert "--node-ip-address" not in after[0].scripts["ray-start"], "the head starts Ray without it"
-    assert "echo prepared node0" in after[0].scripts["serve-start"]
-    assert "server=http://variant.example" in after[0].scripts["smoke"]
-    assert "gs_login" in after[0].scripts["smoke"] and "gs_login" not in before[0].scripts["smoke"]
+    assert f"--node-ip-address={worker}" in after[1].scripts.ray_start.text
+    assert "--node-ip-address" not in after[0].scripts.ray_start.text, "the head starts Ray without it"
+    assert "echo prepared node0" in after[0].scripts.serve_start.text
+    assert "server=http://variant.example" in after[0].scripts.smoke.text
+    assert "gs_login" in after[0].scripts.smoke.text and "gs_login" not in before[0].scripts.smoke.text
     # Nothing else moved: the other scripts are the same text.
-    unchanged = set(before[0].scripts) - {"weights", "serve-start", "smoke"}
-    assert {n: after[0].scripts[n] for n in unchanged} == {n: before[0].scripts[n] for n in unchanged}
+    changed = {"weights", "serve-start", "smoke"}
+    assert ([s for s in after[0].scripts.present() if s.name not in changed]
+            == [s for s in before[0].scripts.present() if s.name not in changed])
