@@ -33,8 +33,8 @@ class EnvFile:
 
     `sources` are scripts sourced first (the CANN/MindIE set_env.sh files);
     `variables` keep the runbook's order. A value may refer to a variable set
-    by a source (`$ASCEND_HOME_PATH/../`); env.sh.j2 leaves such values to the
-    shell's expansion and quotes all others.
+    by a source (`$ASCEND_HOME_PATH/../`); env.sh.j2 lets the shell expand
+    such `$NAME`/`${NAME}` references and nothing else in a value.
     """
 
     sources: tuple[str, ...]

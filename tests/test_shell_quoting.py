@@ -1,0 +1,105 @@
+"""Pure tier: values in the shell templates are quoted by default.
+
+A stack whose paths, image and env values hold spaces, quotes, `$` and
+backticks renders scripts that bash parses, that keep each value one word,
+and that never run what a value contains. The scripts run here under bash
+against stand-ins for docker.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ascend_inference.render import render_node
+from ascend_inference.stackfile import load_stack
+from tests.conftest import NS, load_stack_doc, write_stack
+
+# Each would break an unquoted script or run something: a space splits
+# words, `$(...)` and backticks run commands, a quote ends a string.
+HOSTILE = "a b $(touch PWNED) `touch PWNED` 'q' $HOME;"
+
+
+def run_bash(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOME": "/nonexistent", **env})
+
+
+def hostile_stack(tmp_path: Path, model_path: str):
+    doc = load_stack_doc("tp16-mindie")
+    config = doc["config"]
+    config[f"{NS}model"]["path"] = model_path
+    config[f"{NS}paths"] = {"remote_dir": f"/srv/{HOSTILE}"}
+    config[f"{NS}container"]["image_tar"] = f"/images/{HOSTILE}.tar"
+    config[f"{NS}engine"]["env"] = {"EXTRA_FLAGS": HOSTILE, "FROM_SET_ENV": "$ASCEND_HOME_PATH/lib:${ASCEND_HOME_PATH}"}
+    return load_stack(str(write_stack(tmp_path, "hostile", doc)))
+
+
+@pytest.fixture
+def rendered(tmp_path):
+    model = tmp_path / f"weights {HOSTILE}"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model-00001.safetensors").write_bytes(b"x" * 10)
+    loaded = hostile_stack(tmp_path, str(model))
+    return loaded, model, render_node(loaded, 0)
+
+
+def test_every_script_parses(rendered, tmp_path):
+    _, _, node = rendered
+    for script in node.scripts.present():
+        done = subprocess.run(["bash", "-n"], input=script.command, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, f"{script.name}: {done.stderr}"
+    done = subprocess.run(["bash", "-n"], input=node.env_text, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_path_stays_one_word_and_runs_nothing(rendered, tmp_path):
+    _, model, node = rendered
+    done = run_bash(node.scripts.weights.text, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # The weights check found the two files under the literal path.
+    assert '"files": 2, "bytes": 12' in done.stdout
+    assert f'"path": "{model}"' in done.stdout
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_value_in_a_message_is_shown_as_it_is(rendered, tmp_path):
+    # docker stand-in: no image present, and `docker load` loads nothing, so
+    # image.sh reports the tar and image by name.
+    stub = tmp_path / "docker"
+    stub.write_text('#!/usr/bin/env bash\n[ "$1" = load ] && exit 0\nexit 1\n')
+    stub.chmod(0o755)
+    loaded, _, node = rendered
+    done = run_bash(node.scripts.image.text, tmp_path)
+    assert done.returncode == 4, done.stderr
+    assert f"{loaded.spec.container.image_tar} did not contain image {loaded.spec.container.image}" in done.stderr
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_env_values_are_literal_except_set_env_references(rendered, tmp_path):
+    _, _, node = rendered
+    env_file = tmp_path / "env.sh"
+    # The set_env.sh files are absent here: env.sh warns and goes on.
+    env_file.write_text(node.env_text)
+    done = run_bash(f'set -u; ASCEND_HOME_PATH=/opt/cann; source {env_file} 2>/dev/null; '
+                    'printf "%s\\n" "$EXTRA_FLAGS" "$FROM_SET_ENV"', tmp_path)
+    assert done.returncode == 0, done.stderr
+    # A value that refers to a variable (as runbook 000's ASCEND_CUSTOM_PATH
+    # does) gets that variable expanded, and nothing else: `$(...)` and
+    # backticks stay text.
+    assert done.stdout.splitlines() == [HOSTILE.replace("$HOME", "/nonexistent"), "/opt/cann/lib:/opt/cann"]
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_the_serve_script_reads_its_paths_literally(rendered, tmp_path):
+    loaded, _, node = rendered
+    text = node.scripts.serve_start.text
+    # The run directory under the hostile remote_dir: one quoted word.
+    run_dir = f"{loaded.spec.paths.remote_dir}/{loaded.name}/run"
+    line = next(line for line in text.splitlines() if line.startswith("run_dir="))
+    done = run_bash(f'{line}; printf "%s" "$run_dir"', tmp_path)
+    assert done.stdout == run_dir
+    # The pre-built command line goes in as the engine built it.
+    assert f"nohup {loaded.spec.engine_plugin.serve(loaded.spec, loaded.plan, loaded.name).command} >" in text
