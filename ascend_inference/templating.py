@@ -12,7 +12,8 @@ with a space, a quote or a `$` stays one word and is never run:
     {{ value | comment }}     inside a `#` comment (kept on its line)
     {{ value | raw }}         as it is: a command line built and quoted by
                               the code (HttpCheck.curl, ServePlan.command), or
-                              a body between quoted heredoc markers
+                              a body between quoted heredoc markers (choose the
+                              marker with `heredoc_marker`)
 
 Other templates (the MindFormers yaml) render values as they are.
 
@@ -78,6 +79,18 @@ def _environment(**options) -> jinja2.Environment:
     )
 
 
+def heredoc_marker(text: str, base: str) -> str:
+    """`base`, or `base_<n>` when a line of `text` is `base`: a quoted
+    heredoc ends at the first line equal to its marker, so a value holding
+    that line would end it early and run the rest as commands."""
+    lines = set(str(text).splitlines())
+    marker, n = base, 0
+    while marker in lines:
+        n += 1
+        marker = f"{base}_{n}"
+    return marker
+
+
 _SHELL = _environment(finalize=_quote_unless_marked)
 _SHELL.filters.update(
     raw=ShellText,
@@ -85,6 +98,7 @@ _SHELL.filters.update(
     dq=_in_double_quotes,
     expandable=_expandable,
     comment=_comment,
+    heredoc_marker=lambda text, base: ShellText(heredoc_marker(text, base)),
 )
 _PLAIN = _environment()
 
@@ -98,5 +112,5 @@ def wrap(script: str, place: str, container: str) -> str:
     """The one place that decides host vs container (cf. Ray's command runners)."""
     if place == "host":
         return script
-    return (f"docker exec -i {shlex.quote(container)} bash -s <<'ASCEND_INFERENCE_SCRIPT'\n"
-            f"{script}ASCEND_INFERENCE_SCRIPT\n")
+    marker = heredoc_marker(script, "ASCEND_INFERENCE_SCRIPT")
+    return f"docker exec -i {shlex.quote(container)} bash -s <<'{marker}'\n{script}{marker}\n"

@@ -14,6 +14,7 @@ import pytest
 
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
+from ascend_inference.templating import render_template, wrap
 from tests.conftest import NS, load_stack_doc, write_stack
 
 # Each would break an unquoted script or run something: a space splits
@@ -103,3 +104,29 @@ def test_the_serve_script_reads_its_paths_literally(rendered, tmp_path):
     assert done.stdout == run_dir
     # The pre-built command line goes in as the engine built it.
     assert f"nohup {loaded.spec.engine_plugin.serve(loaded.spec, loaded.plan, loaded.name).command} >" in text
+
+
+def test_file_content_cannot_end_its_heredoc_early(tmp_path):
+    # A line equal to the heredoc marker would end the body there and run the
+    # next lines as commands; the marker is chosen so that it cannot.
+    content = "export A='x\nASCEND_INFERENCE_EOF\ntouch PWNED\nASCEND_INFERENCE_EOF_1\n'\n"
+    target = tmp_path / f"dir {HOSTILE}" / "env.sh"
+    script = render_template("install-file.sh.j2", purpose="Install", stack="s", node={"name": "node0"},
+                             path=str(target), content=content, mode="640")
+    done = run_bash(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == content
+    assert oct(target.stat().st_mode & 0o777) == "0o640"
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_container_script_cannot_end_its_heredoc_early(tmp_path):
+    stub = tmp_path / "docker"
+    stub.write_text('#!/usr/bin/env bash\ncat > "$RECORD"\n')
+    stub.chmod(0o755)
+    script = "echo one\nASCEND_INFERENCE_SCRIPT\ntouch PWNED\n"
+    record = tmp_path / "stdin"
+    done = run_bash(wrap(script, "container", "c"), tmp_path, RECORD=str(record))
+    assert done.returncode == 0, done.stderr
+    assert record.read_text() == script
+    assert not (tmp_path / "PWNED").exists()
