@@ -3,8 +3,8 @@
 Each node runs `mindieservice_daemon` in its container with the same
 config.json but for `ipAddress`, and the same env but for MIES_CONTAINER_IP.
 The config edits the runbook makes with `sed` are made here on the JSON
-itself (key paths from the default config.json MindIE ships; see
-shared/reference/ascend-formats.md §3), so a key that moved is an error, not a
+itself (key paths from the default config.json MindIE ships, kept in
+data/mindie_config.default.json), so a key that moved is an error, not a
 silent no-op.
 """
 from __future__ import annotations
