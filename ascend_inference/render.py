@@ -20,7 +20,6 @@ from ascend_inference.loaded import LoadedStack
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
 from ascend_inference.templating import render_template, wrap
 
-
 Place = Literal["host", "container"]
 
 

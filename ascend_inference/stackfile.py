@@ -18,7 +18,7 @@ from ascend_inference.engines import ENGINES
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.loaded import LoadedStack  # re-exported: callers import it from here too
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
-from ascend_inference.topology import Plan, plan_for
+from ascend_inference.topology import plan_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
