@@ -78,9 +78,11 @@ def test_every_registered_engine_is_a_complete_plugin():
         assert isinstance(plugin, EnginePlugin) and plugin.kind == kind
         assert isinstance(plugin.cluster_style, ClusterStyle), f"{kind} declares no cluster_style"
     assert not hasattr(EnginePlugin, "cluster_style"), "no default: every engine chooses its cluster style"
-    # Registration is the module list in engines/__init__.py; each module has a PLUGIN.
+    # Every engine module in the directory is registered (engines/__init__.py)
+    # under its plugin's kind, and nothing else is.
     modules = {p.stem for p in ENGINES_DIR.glob("*.py")} - {"__init__", "base"}
-    assert {type(getattr(engines, m).PLUGIN).__module__.rsplit(".", 1)[-1] for m in modules} == modules
+    assert {m: getattr(engines, m).PLUGIN for m in modules} == {
+        type(plugin).__module__.rsplit(".", 1)[-1]: plugin for plugin in ENGINES.values()}
 
 
 # --- each hook, as the five stacks use it ----------------------------------

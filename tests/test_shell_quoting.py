@@ -130,3 +130,21 @@ def test_a_container_script_cannot_end_its_heredoc_early(tmp_path):
     assert done.returncode == 0, done.stderr
     assert record.read_text() == script
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_the_engines_pre_start_lines_quote_their_paths(rendered, tmp_path):
+    # MindIE copies its config.json over the image's before the daemon starts;
+    # stand-ins for cp and chmod print the arguments they got, one per line.
+    for tool in ("cp", "chmod"):
+        stub = tmp_path / tool
+        stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$0" "$@"\n')
+        stub.chmod(0o755)
+    loaded, _, node = rendered
+    lines = loaded.spec.engine_plugin.pre_start(node.ctx)
+    assert all(line in node.scripts.serve_start.text.splitlines() for line in lines)
+    done = run_bash("\n".join(lines), tmp_path)
+    assert done.returncode == 0, done.stderr
+    conf = f"{loaded.spec.engine.install_path}/conf/config.json"
+    assert done.stdout.splitlines() == [str(tmp_path / "cp"), f"{node.ctx.remote_dir}/mindie/config.json", conf,
+                                        str(tmp_path / "chmod"), "640", conf]
+    assert not (tmp_path / "PWNED").exists()

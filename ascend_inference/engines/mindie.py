@@ -176,8 +176,9 @@ class Mindie(EnginePlugin):
     def pre_start(self, ctx: NodeContext) -> list[str]:
         # The image's conf/config.json is where runbook 001 edits it; ours
         # replaces it (files() writes it under the stack directory).
+        ours = shlex.quote(f"{ctx.remote_dir}/mindie/config.json")
         conf = shlex.quote(f"{ctx.spec.engine.install_path}/conf/config.json")
-        return [f"cp {ctx.remote_dir}/mindie/config.json {conf}", f"chmod 640 {conf}"]
+        return [f"cp {ours} {conf}", f"chmod 640 {conf}"]
 
     def endpoint(self, spec) -> str:
         master = spec.nodes[0]
