@@ -15,7 +15,7 @@ import pytest
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
 from ascend_inference.templating import render_template, wrap
-from tests.conftest import NS, load_stack_doc, write_stack
+from tests.conftest import NS, STACKS, load_stack_doc, write_stack
 
 # Each would break an unquoted script or run something: a space splits
 # words, `$(...)` and backticks run commands, a quote ends a string.
@@ -27,8 +27,8 @@ def run_bash(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
                           env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOME": "/nonexistent", **env})
 
 
-def hostile_stack(tmp_path: Path, model_path: str):
-    doc = load_stack_doc("tp16-mindie")
+def hostile_stack(tmp_path: Path, model_path: str, stack: str = "tp16-mindie"):
+    doc = load_stack_doc(stack)
     config = doc["config"]
     config[f"{NS}model"]["path"] = model_path
     config[f"{NS}paths"] = {"remote_dir": f"/srv/{HOSTILE}"}
@@ -47,13 +47,14 @@ def rendered(tmp_path):
     return loaded, model, render_node(loaded, 0)
 
 
-def test_every_script_parses(rendered, tmp_path):
-    _, _, node = rendered
-    for script in node.scripts.present():
-        done = subprocess.run(["bash", "-n"], input=script.command, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, f"{script.name}: {done.stderr}"
-    done = subprocess.run(["bash", "-n"], input=node.env_text, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_script_of_every_engine_parses(stack, tmp_path):
+    loaded = hostile_stack(tmp_path, f"/data/weights {HOSTILE}", stack)
+    for index in range(len(loaded.spec.nodes)):
+        node = render_node(loaded, index)
+        for name, text in [*((s.name, s.command) for s in node.scripts.present()), ("env.sh", node.env_text)]:
+            done = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, f"{stack} {node.ctx.node.name} {name}: {done.stderr}"
 
 
 def test_a_path_stays_one_word_and_runs_nothing(rendered, tmp_path):
