@@ -314,12 +314,17 @@ class StackServer:
 
 
 @dataclass(frozen=True)
-class EngineTableRules:
-    """What the serving engine adds to HCCL's rules."""
+class RankTableOptions:
+    """What an engine's HCCL rank table carries beyond the common format, and
+    what the engine requires of one beyond HCCL's rules."""
 
-    engine: str
-    require_container_ip: bool = False
-    # LMDeploy asserts that server_list[0] is Ray's head node.
+    # Named in messages ("mindie requires ...").
+    engine: str = "the engine"
+    # Every server has `container_ip`, and a table without it is refused (runbook 001).
+    container_ip: bool = False
+    # Every device has this `device_port` (runbook 004).
+    device_port: Optional[str] = None
+    # The first server of the table must be the master (LMDeploy: Ray's head).
     first_server_is_master: bool = False
     # (min, max) servers the engine accepts in one table.
     server_count_range: Optional[tuple[int, int]] = None
@@ -333,7 +338,7 @@ def check_rank_table_for_stack(
     stack_file: str,
     servers: list[StackServer],
     world_size: int,
-    rules: EngineTableRules,
+    rules: RankTableOptions,
 ) -> list[Problem]:
     """A table that passed `validate_rank_table`, against the stack that will
     use it: the same servers (rank 0 on the master), the declared device IPs,

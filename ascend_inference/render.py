@@ -8,39 +8,59 @@ Pure: no Pulumi import.
 from __future__ import annotations
 
 import json
-import shlex
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional
-
-import jinja2
+from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec
-from ascend_inference.engines.base import EnvFile, NodeContext, ServePlan
+from ascend_inference.engines.base import EnvFile, NodeContext
+from ascend_inference.loaded import LoadedStack
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
-from ascend_inference.stackfile import LoadedStack
+from ascend_inference.templating import render_template, wrap
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("ascend_inference", "templates"),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
-_TEMPLATES.filters["shquote"] = lambda value: shlex.quote(str(value))
+Place = Literal["host", "container"]
 
 
-def render_template(template: str, **context) -> str:
-    return _TEMPLATES.get_template(template).render(**context)
+@dataclass(frozen=True)
+class Script:
+    """One node script: `render --out` writes `text` to scripts/<name>.sh;
+    the program runs `command` on the node's host over SSH."""
+
+    name: str
+    text: str
+    place: Place
+    # The container a "container" script runs in.
+    container: str
+
+    @property
+    def command(self) -> str:
+        """The text as run from the host: as it is, or fed to `docker exec`."""
+        return wrap(self.text, self.place, self.container)
 
 
-def wrap(script: str, place: str, container: str) -> str:
-    """The one place that decides host vs container (cf. Ray's command runners)."""
-    if place == "host":
-        return script
-    return (f"docker exec -i {shlex.quote(container)} bash -s <<'ASCEND_INFERENCE_SCRIPT'\n"
-            f"{script}ASCEND_INFERENCE_SCRIPT\n")
+@dataclass(frozen=True, kw_only=True)
+class NodeScripts:
+    """A node's scripts, in the order they run; None where the node has no
+    such step (fix-tls off, no Ray, serving and smoke test on the master only)."""
+
+    preflight: Script
+    fix_tls: Optional[Script] = None
+    peer_ping: Script
+    weights: Script
+    image: Script
+    container_name_free: Script
+    ray_start: Optional[Script] = None
+    ray_stop: Optional[Script] = None
+    ray_verify: Optional[Script] = None
+    serve_start: Optional[Script] = None
+    serve_stop: Optional[Script] = None
+    serve_ready: Optional[Script] = None
+    smoke: Optional[Script] = None
+
+    def present(self) -> list[Script]:
+        return [script for f in fields(self) if (script := getattr(self, f.name)) is not None]
 
 
 @dataclass
@@ -53,8 +73,7 @@ class NodeRender:
     files: dict[str, str]
     # Env variables whose values differ between nodes.
     per_node_variables: list[str]
-    # Script name -> text (not yet wrapped for its place).
-    scripts: dict[str, str] = field(default_factory=dict)
+    scripts: NodeScripts
 
 
 def declared_device_ips(loaded: LoadedStack) -> dict[str, list[str]]:
@@ -80,17 +99,18 @@ def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> Optiona
         return None
     servers = [{"server_id": n.address, "device_ips": device_ips[n.name],
                 "container_ip": n.container_ip or n.address} for n in spec.nodes]
+    options = engine.rank_table_options(spec)
     return rank_table_for(
         servers, spec.profile.devices_per_node, version=spec.profile.rank_table_version,
-        with_container_ip=engine.kind == "mindie",
-        device_port=getattr(spec.engine, "device_port", None) if engine.kind == "lmdeploy" else None)
+        with_container_ip=options.container_ip, device_port=options.device_port)
 
 
 def check_rank_table(loaded: LoadedStack, table: dict, source: str):
+    spec = loaded.spec
     return validate_rank_table(
-        table, source=source, devices_per_node=loaded.spec.profile.devices_per_node,
-        version=loaded.spec.profile.rank_table_version, server_count=len(loaded.spec.nodes),
-        require_container_ip=loaded.spec.engine.kind == "mindie")
+        table, source=source, devices_per_node=spec.profile.devices_per_node,
+        version=spec.profile.rank_table_version, server_count=len(spec.nodes),
+        require_container_ip=spec.engine_plugin.rank_table_options(spec).container_ip)
 
 
 def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, list[str]]] = None) -> NodeRender:
@@ -104,59 +124,47 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
                                env=env, per_node_vars=per_node)
     container = engine.container(ctx)
     files = engine.files(ctx)
-    out = NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
-                     per_node_variables=per_node)
     common = {"stack": loaded.name, "node": ctx.node, "devices": spec.profile.devices_per_node,
               "remote_dir": ctx.remote_dir, "model_path": spec.model.path}
+    scripts: dict[str, Script] = {}
 
-    def script(name: str, purpose: str, **extra) -> None:
-        out.scripts[name] = render_template(f"{name}.sh.j2", purpose=purpose, **common, **extra)
+    def script(name: str, purpose: str, place: Place = "host", template: str = "", **extra) -> None:
+        text = render_template(template or f"{name}.sh.j2", purpose=purpose, **common, **extra)
+        scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name)
 
     script("preflight", "Preflight facts (read-only)")
     if spec.network.fix_tls:
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
     peers = [{"name": n.name, "device_ips": device_ips[n.name]} for j, n in enumerate(spec.nodes) if j != index]
     script("peer-ping", "Ping the peers' NPU device IPs", peers=peers)
-    script("weights", "Check the model weights", weights_mode="750" if engine.kind == "mindie" else "")
+    script("weights", "Check the model weights", weights_mode=engine.weights_mode)
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar)
     script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
     if engine.uses_ray:
         port = engine.ray_port(spec)
-        script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", head=ctx.is_master,
+        script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
                ray_port=port, head_address=spec.nodes[0].address,
-               node_ip_flag=engine.kind == "lmdeploy" and not ctx.is_master)
-        script("ray-stop", "Stop Ray on this node")
+               node_ip_flag=engine.ray_join_with_node_ip and not ctx.is_master)
+        script("ray-stop", "Stop Ray on this node", "container")
         if ctx.is_master:
-            script("ray-verify", "Verify the Ray cluster", world_size=plan.world_size, nodes=len(spec.nodes),
+            script("ray-verify", "Verify the Ray cluster", "container", world_size=plan.world_size, nodes=len(spec.nodes),
                    timeout_s=300)
     serve = engine.serve(spec, plan, loaded.name)
     if serve.where == "every-node" or (serve.where == "head" and ctx.is_master):
-        pre_start = _pre_start(loaded, ctx, serve)
+        pre_start = engine.pre_start(ctx)
         run_dir = ctx.run_dir
-        script("serve-start", f"Start {engine.kind}", run_dir=run_dir, log_file=serve.log_file,
+        script("serve-start", f"Start {engine.kind}", "container", run_dir=run_dir, log_file=serve.log_file,
                workdir=serve.workdir, command=serve.command, pre_start=pre_start)
-        script("serve-stop", f"Stop {engine.kind}", run_dir=run_dir)
+        script("serve-stop", f"Stop {engine.kind}", "container", run_dir=run_dir)
         if ctx.is_master:
-            script("serve-ready", f"Wait for {engine.kind} to answer", run_dir=run_dir, log_file=serve.log_file,
+            script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir, log_file=serve.log_file,
                    ready=engine.readiness(spec))
     if ctx.is_master:
-        smoke = engine.smoke_request(spec)
-        if spec.engine.kind == "gpustack":
-            out.scripts["smoke"] = render_template("gpustack-smoke.sh.j2", purpose="Smoke request", smoke=smoke,
-                                                   server_url=engine.server_url(spec), **common)
-        else:
-            script("smoke", "Smoke request", smoke=smoke)
-    return out
-
-
-def _pre_start(loaded: LoadedStack, ctx: NodeContext, serve: ServePlan) -> list[str]:
-    """Engine-specific steps right before the serve command."""
-    spec = loaded.spec
-    if spec.engine.kind == "mindie":
-        conf = f"{spec.engine.install_path}/conf/config.json"
-        return [f"cp {ctx.remote_dir}/mindie/config.json {shlex.quote(conf)}", f"chmod 640 {shlex.quote(conf)}"]
-    return []
+        script("smoke", "Smoke request", template=engine.smoke_template, smoke=engine.smoke_request(spec),
+               **engine.smoke_context(spec))
+    return NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
+                      per_node_variables=per_node, scripts=NodeScripts(**scripts))
 
 
 def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:
@@ -183,7 +191,7 @@ def plan_document(loaded: LoadedStack) -> dict:
                   for i, n in enumerate(spec.nodes)],
         "endpoint": engine.endpoint(spec),
         "rank_table_path": engine.rank_table_path(spec),
-        "cluster": "ray" if engine.uses_ray else ("rank table" if engine.uses_rank_table else engine.kind),
+        "cluster": engine.cluster_style.value,
     }
     doc["node_count"] = doc.pop("nodes_count", plan.nodes)
     return doc
@@ -193,9 +201,6 @@ def render_stack(loaded: LoadedStack, out_dir: Path) -> list[Path]:
     """Write plan.json, rank_table.json (when used) and DIR/<node>/...; return
     the files written. Writes into a temp dir first, so a failure leaves
     nothing half-written."""
-    import shutil
-    import tempfile
-
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir.parent))
@@ -235,8 +240,8 @@ def _write_all(loaded: LoadedStack, root: Path) -> list[Path]:
             + rendered.container.docker_run_line() + "\n", 0o755)
         for path, content in rendered.files.items():
             put(f"{base}/files{path}", content)
-        for name, text in rendered.scripts.items():
-            put(f"{base}/scripts/{name}.sh", text, 0o755)
+        for script in rendered.scripts.present():
+            put(f"{base}/scripts/{script.name}.sh", script.text, 0o755)
         if table is not None:
             put(f"{base}/files{loaded.spec.engine_plugin.rank_table_path(loaded.spec)}", rank_table_json(table), 0o640)
     return written

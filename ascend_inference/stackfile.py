@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,24 +16,14 @@ from pydantic import BaseModel, ValidationError
 
 from ascend_inference.engines import ENGINES
 from ascend_inference.errors import Problem, StackError
+from ascend_inference.loaded import LoadedStack  # re-exported: callers import it from here too
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
-from ascend_inference.topology import Plan, plan_for
+from ascend_inference.topology import plan_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
 # Top-level keys Pulumi itself writes into a stack file.
 PULUMI_TOP_LEVEL = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
-
-
-@dataclass(frozen=True)
-class LoadedStack:
-    name: str
-    file: str
-    spec: ClusterSpec
-    plan: Plan
-    # Secret config keys present in the file (encrypted `secure:` values).
-    secrets_present: frozenset[str]
-    raw_config: dict
 
 
 def stack_names() -> list[str]:

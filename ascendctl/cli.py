@@ -129,11 +129,11 @@ def check_brought_rank_table(loaded, path: Path) -> list[str]:
 
     spec = loaded.spec
     source = str(path)
-    rules = spec.engine_plugin.rank_table_rules
-    if rules is None:
+    if not spec.engine_plugin.uses_rank_table:
         raise StackError([Problem(loaded.file, "ascend-inference:engine.kind",
                                   f"engine {spec.engine.kind} uses no HCCL rank table",
                                   "drop --rank-table, or use a stack whose engine reads one (mindie, lmdeploy)")])
+    options = spec.engine_plugin.rank_table_options(spec)
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -146,12 +146,12 @@ def check_brought_rank_table(loaded, path: Path) -> list[str]:
     notes: list[str] = []
     problems = validate_rank_table(
         table, source=source, devices_per_node=spec.profile.devices_per_node,
-        version=spec.profile.rank_table_version, require_container_ip=rules.require_container_ip,
+        version=spec.profile.rank_table_version, require_container_ip=options.container_ip,
         every_device=False, notes=notes)
     if not problems:
         servers = [StackServer(n.name, n.address, tuple(n.device_ips or ()), n.container_ip) for n in spec.nodes]
         problems = check_rank_table_for_stack(table, source=source, stack_file=loaded.file, servers=servers,
-                                              world_size=loaded.plan.world_size, rules=rules)
+                                              world_size=loaded.plan.world_size, rules=options)
     if problems:
         raise StackError(problems)
     return notes

@@ -38,7 +38,7 @@ class PeerCheck(pulumi.ComponentResource):
         if loaded.spec.network.ping_peers and len(nodes) > 1:
             for index, node in enumerate(nodes):
                 script = self.device_ips.apply(
-                    lambda ips, i=index: render_node(loaded, i, ips).scripts["peer-ping"])
+                    lambda ips, i=index: render_node(loaded, i, ips).scripts.peer_ping.command)
                 self.pings.append(remote_step(
                     f"{node.node.name}-peer-ping", connection=node.connection, create=script, parent=self,
                     timeout="10m", every_up=True))
@@ -74,7 +74,7 @@ class ModelWeights(pulumi.ComponentResource):
         super().__init__(f"{TOKEN}:model:ModelWeights", name, None, opts)
         self.checks = []
         for index, node in enumerate(nodes):
-            script = render_node(loaded, index).scripts["weights"]
+            script = render_node(loaded, index).scripts.weights.command
             self.checks.append(remote_step(
                 f"{node.node.name}-weights", connection=node.connection, create=script, parent=self,
                 depends_on=[node.preflight], timeout="30m", retain_on_delete=True))
@@ -177,7 +177,7 @@ class InferenceContainer(pulumi.ComponentResource):
         self.provider = docker.Provider(
             f"{name}-docker", host=f"ssh://{user}@{node_spec.host}:{port}", ssh_opts=ssh_opts,
             opts=pulumi.ResourceOptions(parent=self))
-        image_script = rendered.scripts["image"]
+        image_script = rendered.scripts.image.command
         if spec.container.image_tar:
             # Runbook 001: `docker load -i <tar>`; the image stays on the node on destroy.
             self.image = remote_step(f"{name}-image", connection=node.connection, create=image_script, parent=self,
@@ -201,7 +201,7 @@ class InferenceContainer(pulumi.ComponentResource):
             secrets = inputs.secrets or {}
             args["command"] = [secrets[cspec.secret_args[a]] if a in cspec.secret_args else a for a in cspec.command]
         self.name_check = remote_step(
-            f"{name}-name-free", connection=node.connection, create=rendered.scripts["container-name-free"], parent=self,
+            f"{name}-name-free", connection=node.connection, create=rendered.scripts.container_name_free.command, parent=self,
             depends_on=[node.preflight])
         self.container = docker.Container(
             f"{name}-container", **args,

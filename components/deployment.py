@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.render import LoadedStack, render_node
 from components.cluster import ContainerInputs, InferenceContainer, ModelWeights, PeerCheck, RankTable
 from components.common import TOKEN
@@ -62,7 +63,7 @@ class Deployment(pulumi.ComponentResource):
             started_by.append(self.rank_table.digest)
 
         self.gpustack = None
-        if engine.kind == "gpustack":
+        if engine.cluster_style is ClusterStyle.GPUSTACK:
             self._gpustack(loaded, container_after, child)
             return
 

@@ -37,13 +37,13 @@ class AscendNode(pulumi.ComponentResource):
         self.node = node
         self.connection = connection_for(spec, node, args.private_key)
         before = []
-        if "fix-tls" in rendered.scripts:
+        if rendered.scripts.fix_tls is not None:
             # Runbook 001: set every TLS switch to 0; preflight then reads the result.
             before.append(remote_step(
-                f"{name}-fix-tls", connection=self.connection, create=rendered.scripts["fix-tls"], parent=self,
+                f"{name}-fix-tls", connection=self.connection, create=rendered.scripts.fix_tls.command, parent=self,
                 every_up=True))
         self.preflight = remote_step(
-            f"{name}-preflight", connection=self.connection, create=rendered.scripts["preflight"], parent=self,
+            f"{name}-preflight", connection=self.connection, create=rendered.scripts.preflight.command, parent=self,
             depends_on=before, timeout="5m",
             # Day-2: a link that went down after a good rollout stops the next `up` here.
             every_up=True)

@@ -5,14 +5,10 @@ import json
 
 import pulumi
 
-from ascend_inference.render import LoadedStack, render_node, render_template, wrap
+from ascend_inference.render import LoadedStack, render_node, render_template
 from components.cluster import InferenceContainer
 from components.common import TOKEN, digest, remote_step
 from components.node import AscendNode
-
-
-def _in_container(loaded: LoadedStack, script: str) -> str:
-    return wrap(script, "container", loaded.spec.container.name)
 
 
 class RayCluster(pulumi.ComponentResource):
@@ -28,21 +24,21 @@ class RayCluster(pulumi.ComponentResource):
         super().__init__(f"{TOKEN}:ray:RayCluster", name, None, opts)
         cluster_env = digest("".join(c.env_digest for c in containers))
         rendered = [render_node(loaded, i) for i in range(len(nodes))]
-        stop = [_in_container(loaded, r.scripts["ray-stop"]) for r in rendered]
+        stop = [r.scripts.ray_stop.command for r in rendered]
         self.head = remote_step(
             f"{nodes[0].node.name}-ray-head", connection=nodes[0].connection, parent=self,
-            create=_in_container(loaded, rendered[0].scripts["ray-start"]), delete=stop[0],
+            create=rendered[0].scripts.ray_start.command, delete=stop[0],
             triggers=[cluster_env, containers[0].container_id], depends_on=[containers[0].container], timeout="10m")
         self.workers = []
         for i in range(1, len(nodes)):
             self.workers.append(remote_step(
                 f"{nodes[i].node.name}-ray-worker", connection=nodes[i].connection, parent=self,
-                create=_in_container(loaded, rendered[i].scripts["ray-start"]), delete=stop[i],
+                create=rendered[i].scripts.ray_start.command, delete=stop[i],
                 triggers=[cluster_env, containers[i].container_id, self.head.id],
                 depends_on=[containers[i].container, self.head], timeout="10m"))
         self.verify = remote_step(
             f"{name}-verify", connection=nodes[0].connection, parent=self,
-            create=_in_container(loaded, rendered[0].scripts["ray-verify"]),
+            create=rendered[0].scripts.ray_verify.command,
             triggers=[self.head.id, *[w.id for w in self.workers]], depends_on=[self.head, *self.workers],
             timeout="10m")
         self.status = self.verify.stdout
@@ -64,13 +60,12 @@ class ServingProcess(pulumi.ComponentResource):
         previous: list[pulumi.Resource] = []
         for i, node in enumerate(nodes):
             rendered = render_node(loaded, i)
-            if "serve-start" not in rendered.scripts:
+            if rendered.scripts.serve_start is None:
                 continue
-            start_script = rendered.scripts["serve-start"]
             step = remote_step(
                 f"{node.node.name}-serve", connection=node.connection, parent=self,
-                create=_in_container(loaded, start_script),
-                delete=_in_container(loaded, rendered.scripts["serve-stop"]),
+                create=rendered.scripts.serve_start.command,
+                delete=rendered.scripts.serve_stop.command,
                 # The engine's files (MindIE's config.json) are read at start.
                 triggers=[digest(json.dumps(rendered.files, sort_keys=True)),
                           containers[i].container_id, *started_by],
@@ -81,7 +76,7 @@ class ServingProcess(pulumi.ComponentResource):
         master = render_node(loaded, 0)
         self.ready = remote_step(
             f"{name}-ready", connection=nodes[0].connection, parent=self,
-            create=_in_container(loaded, master.scripts["serve-ready"]),
+            create=master.scripts.serve_ready.command,
             triggers=[s.id for s in self.starts], depends_on=self.starts,
             timeout=f"{loaded.spec.engine.ready_timeout_s + 60}s")
         self.endpoint = loaded.spec.engine_plugin.endpoint(loaded.spec)
@@ -95,7 +90,7 @@ class SmokeTest(pulumi.ComponentResource):
     def __init__(self, name: str, loaded: LoadedStack, master: AscendNode, ready: pulumi.Resource,
                  stdin: pulumi.Input[str] | None = None, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:smoke:SmokeTest", name, None, opts)
-        script = render_node(loaded, 0).scripts["smoke"]
+        script = render_node(loaded, 0).scripts.smoke.command
         self.request = remote_step(
             f"{name}-request", connection=master.connection, parent=self, create=script,
             triggers=[ready.id], depends_on=[ready], timeout="15m", stdin=stdin)

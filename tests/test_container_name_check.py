@@ -24,7 +24,7 @@ esac
 
 def run_check(tmp_path: Path, existing_label: str | None) -> subprocess.CompletedProcess:
     loaded = load_stack("tp16-mindie")
-    script = render_node(loaded, 1).scripts["container-name-free"]
+    script = render_node(loaded, 1).scripts.container_name_free.command
     stub = tmp_path / "docker"
     stub.write_text(STUB)
     stub.chmod(0o755)

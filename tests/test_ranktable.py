@@ -276,7 +276,7 @@ def test_rendered_rank_tables_validate(rendered):
 # Tables users bring: HCCL's rules and no stricter, then the stack's
 # --------------------------------------------------------------------------
 
-from ascend_inference.ranktable import EngineTableRules, StackServer, check_rank_table_for_stack  # noqa: E402
+from ascend_inference.ranktable import RankTableOptions, StackServer, check_rank_table_for_stack  # noqa: E402
 
 
 def notes_of(table, **overrides) -> tuple[list[str], list[str]]:
@@ -327,8 +327,8 @@ def test_an_over_long_server_id(table):
 
 STACK_SERVERS = [StackServer("node0", MASTER, tuple(f"198.51.100.{d + 1}" for d in range(8))),
                  StackServer("node1", WORKER)]
-MINDIE = EngineTableRules("mindie", require_container_ip=True, server_count_range=(2, 60), max_devices_per_server=32)
-LMDEPLOY = EngineTableRules("lmdeploy", first_server_is_master=True)
+MINDIE = RankTableOptions("mindie", container_ip=True, server_count_range=(2, 60), max_devices_per_server=32)
+LMDEPLOY = RankTableOptions("lmdeploy", first_server_is_master=True)
 
 
 def stack_problems(table, rules=MINDIE, world_size=16, servers=STACK_SERVERS) -> list[str]:

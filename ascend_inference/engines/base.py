@@ -14,14 +14,15 @@ shows it for any change, and the graph tests pin it per engine.
 """
 from __future__ import annotations
 
+import enum
 import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
 
-from ascend_inference.ranktable import EngineTableRules
+from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+from ascend_inference.ranktable import RankTableOptions
 
 if TYPE_CHECKING:
-    from ascend_inference.container import ContainerSpec
     from ascend_inference.errors import Problem
     from ascend_inference.spec import ClusterSpec, Node
     from ascend_inference.topology import Plan
@@ -33,8 +34,8 @@ class EnvFile:
 
     `sources` are scripts sourced first (the CANN/MindIE set_env.sh files);
     `variables` keep the runbook's order. A value may refer to a variable set
-    by a source (`$ASCEND_HOME_PATH/../`); env.sh.j2 leaves such values to the
-    shell's expansion and quotes all others.
+    by a source (`$ASCEND_HOME_PATH/../`); env.sh.j2 lets the shell expand
+    such `$NAME`/`${NAME}` references and nothing else in a value.
     """
 
     sources: tuple[str, ...]
@@ -97,8 +98,6 @@ class NodeContext:
     def stack_dir_mounts(self):
         """The stack's directory read-only (env file, engine files) and its
         run directory read-write, at the same paths as on the host."""
-        from ascend_inference.container import Mount
-
         return [Mount(self.remote_dir, self.remote_dir, read_only=True), Mount(self.run_dir, self.run_dir)]
 
 
@@ -117,13 +116,28 @@ class ServePlan:
     per_node: dict[str, str] = field(default_factory=dict)
 
 
+class ClusterStyle(enum.Enum):
+    """How the nodes form one cluster; the Pulumi program builds one shape of
+    resources per style, and an engine picks one."""
+
+    # Ray head on the master, workers join it; the serve command runs on the head.
+    RAY = "ray"
+    # One daemon per node, joined by the HCCL rank table alone.
+    RANK_TABLE = "rank table"
+    # GPUStack's own server and registered workers; the model is deployed
+    # through its HTTP API (components/serving.py knows that API).
+    GPUSTACK = "gpustack"
+
+
 class EnginePlugin:
+    """One engine. Every engine-specific choice the renderer and the program
+    make is an attribute or method here; nothing outside the engine modules
+    compares engine kinds."""
+
     kind: ClassVar[str]
     settings_model: ClassVar[type]
+    cluster_style: ClassVar[ClusterStyle]
     uses_rank_table: ClassVar[bool] = False
-    uses_ray: ClassVar[bool] = False
-    # What the engine adds to HCCL's rules for a rank table (engines that use one).
-    rank_table_rules: ClassVar[Optional[EngineTableRules]] = None
     supports_pp: ClassVar[bool] = False
     supports_dp: ClassVar[bool] = False
     supports_ep: ClassVar[bool] = False
@@ -140,7 +154,14 @@ class EnginePlugin:
     def secret_keys(self, spec: "ClusterSpec") -> list[str]:
         return []
 
+    @property
+    def uses_ray(self) -> bool:
+        return self.cluster_style is ClusterStyle.RAY
+
     # --- per node -------------------------------------------------------
+    # `chmod -R` mode the weights check sets on the model directory ("": leave it).
+    weights_mode: ClassVar[str] = ""
+
     def env(self, ctx: NodeContext) -> EnvFile:
         raise NotImplementedError
 
@@ -152,14 +173,25 @@ class EnginePlugin:
         return {}
 
     # --- cluster --------------------------------------------------------
+    # Ray workers join with `--node-ip-address=<their address>`.
+    ray_join_with_node_ip: ClassVar[bool] = False
+
     def rank_table_path(self, spec: "ClusterSpec") -> Optional[str]:
         return None
+
+    def rank_table_options(self, spec: "ClusterSpec") -> RankTableOptions:
+        return RankTableOptions()
 
     def ray_port(self, spec: "ClusterSpec") -> Optional[int]:
         return None
 
     def serve(self, spec: "ClusterSpec", plan: "Plan", stack: str) -> ServePlan:
         raise NotImplementedError
+
+    def pre_start(self, ctx: NodeContext) -> list[str]:
+        """Shell lines serve-start runs in the container right before the
+        serve command (already quoted: they go into the script as they are)."""
+        return []
 
     def endpoint(self, spec: "ClusterSpec") -> str:
         raise NotImplementedError
@@ -169,6 +201,13 @@ class EnginePlugin:
 
     def smoke_request(self, spec: "ClusterSpec") -> HttpCheck:
         raise NotImplementedError
+
+    # The smoke script's template; it gets `smoke` (the request) and whatever
+    # `smoke_context` adds.
+    smoke_template: ClassVar[str] = "smoke.sh.j2"
+
+    def smoke_context(self, spec: "ClusterSpec") -> dict:
+        return {}
 
 
 def apply_env_overrides(variables: list[tuple[str, str]], overrides: dict) -> list[tuple[str, str]]:
@@ -186,8 +225,6 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra=(), *, stack_
     (env file, engine files, run dir), the stack's own extra mounts last (they
     win on the same target), and the stack's container settings. `fields`
     carries what differs per engine (command, entrypoint, ...)."""
-    from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
-
     spec = ctx.spec
     c = spec.container
     mounts = merge_mounts(

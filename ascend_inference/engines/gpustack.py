@@ -17,8 +17,8 @@ import json
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec
-from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
-                                     runbook_container)
+from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan,
+                                           apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
 
@@ -59,6 +59,9 @@ class GpustackSettings(StrictModel):
 class Gpustack(EnginePlugin):
     kind = "gpustack"
     settings_model = GpustackSettings
+    cluster_style = ClusterStyle.GPUSTACK
+    # Logs in as admin first (the password comes on stdin).
+    smoke_template = "gpustack-smoke.sh.j2"
     supports_dp = True
     supports_ep = True
     runbook = "002"
@@ -154,6 +157,9 @@ class Gpustack(EnginePlugin):
         body = json.dumps({"model": spec.model.name, "prompt": "I am", "max_tokens": 64, "temperature": 0})
         # Sent with the admin session cookie (gpustack-smoke.sh.j2), not an API key.
         return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
+
+    def smoke_context(self, spec) -> dict:
+        return {"server_url": self.server_url(spec)}
 
 
 PLUGIN = Gpustack()

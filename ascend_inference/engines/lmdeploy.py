@@ -11,11 +11,10 @@ import shlex
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
-                                     runbook_container)
+from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext,
+                                           RankTableOptions, ServePlan, apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
-from ascend_inference.ranktable import EngineTableRules
 
 # Runbook 004's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -52,10 +51,10 @@ class LmdeploySettings(StrictModel):
 class Lmdeploy(EnginePlugin):
     kind = "lmdeploy"
     settings_model = LmdeploySettings
-    uses_ray = True
+    cluster_style = ClusterStyle.RAY
     uses_rank_table = True
-    # LMDeploy asserts that the first server of the table is Ray's head.
-    rank_table_rules = EngineTableRules("lmdeploy", first_server_is_master=True)
+    # Runbook 004 §3: workers join Ray with their own address.
+    ray_join_with_node_ip = True
     runbook = "004"
 
     def check(self, spec, plan, file):
@@ -78,6 +77,10 @@ class Lmdeploy(EnginePlugin):
 
     def rank_table_path(self, spec):
         return spec.engine.rank_table_path
+
+    def rank_table_options(self, spec):
+        # LMDeploy asserts that the first server of the table is Ray's head.
+        return RankTableOptions(engine=self.kind, device_port=spec.engine.device_port, first_server_is_master=True)
 
     def env(self, ctx: NodeContext) -> EnvFile:
         spec, s = ctx.spec, ctx.spec.engine

@@ -3,22 +3,22 @@
 Each node runs `mindieservice_daemon` in its container with the same
 config.json but for `ipAddress`, and the same env but for MIES_CONTAINER_IP.
 The config edits the runbook makes with `sed` are made here on the JSON
-itself (key paths from the default config.json MindIE ships; see
-shared/reference/ascend-formats.md §3), so a key that moved is an error, not a
+itself (key paths from the default config.json MindIE ships, kept in
+data/mindie_config.default.json), so a key that moved is an error, not a
 silent no-op.
 """
 from __future__ import annotations
 
 import json
+import shlex
 from importlib import resources
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
-                                     runbook_container)
+from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext,
+                                           RankTableOptions, ServePlan, apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
-from ascend_inference.ranktable import EngineTableRules
 
 # Runbook 001's `docker run -v` list (first form), plus the model path.
 STANDARD_MOUNTS = [
@@ -61,11 +61,10 @@ class MindieSettings(StrictModel):
 class Mindie(EnginePlugin):
     kind = "mindie"
     settings_model = MindieSettings
+    cluster_style = ClusterStyle.RANK_TABLE
     uses_rank_table = True
-    # MindIE-LLM's rank table reader (src/config_manager/ranktable_config.cpp)
-    # takes 2 to 60 servers of 1 to 32 NPUs, and needs container_ip.
-    rank_table_rules = EngineTableRules("mindie", require_container_ip=True, server_count_range=(2, 60),
-                                        max_devices_per_server=32)
+    # Runbook 001 §6.3: the weights directory 750.
+    weights_mode = "750"
     runbook = "001"
 
     def check(self, spec, plan, file):
@@ -103,6 +102,12 @@ class Mindie(EnginePlugin):
             return spec.engine.rank_table_path
         servers = len(spec.nodes)
         return f"/data/hm/hccl_{servers}s_{servers * spec.profile.devices_per_node}p.json"
+
+    def rank_table_options(self, spec):
+        # MindIE-LLM's rank table reader (src/config_manager/ranktable_config.cpp)
+        # takes 2 to 60 servers of 1 to 32 NPUs; runbook 001 adds container_ip.
+        return RankTableOptions(engine=self.kind, container_ip=True, server_count_range=(2, 60),
+                                max_devices_per_server=32)
 
     def env(self, ctx: NodeContext) -> EnvFile:
         spec, s = ctx.spec, ctx.spec.engine
@@ -174,6 +179,13 @@ class Mindie(EnginePlugin):
         return ServePlan(
             command="./bin/mindieservice_daemon", where="every-node",
             log_file="mindie.log", workdir=s.install_path)
+
+    def pre_start(self, ctx: NodeContext) -> list[str]:
+        # The image's conf/config.json is where runbook 001 edits it; ours
+        # replaces it (files() writes it under the stack directory).
+        ours = shlex.quote(f"{ctx.remote_dir}/mindie/config.json")
+        conf = shlex.quote(f"{ctx.spec.engine.install_path}/conf/config.json")
+        return [f"cp {ours} {conf}", f"chmod 640 {conf}"]
 
     def endpoint(self, spec) -> str:
         master = spec.nodes[0]

@@ -10,10 +10,11 @@ import shlex
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan, apply_env_overrides,
-                                     runbook_container)
+from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan,
+                                           apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import StrictModel
+from ascend_inference.templating import render_template
 
 # Runbook 000's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -74,7 +75,7 @@ class VllmMindsporeSettings(StrictModel):
 class VllmMindspore(EnginePlugin):
     kind = "vllm-mindspore"
     settings_model = VllmMindsporeSettings
-    uses_ray = True
+    cluster_style = ClusterStyle.RAY
     supports_pp = True
     runbook = "000/003"
 
@@ -148,8 +149,6 @@ class VllmMindspore(EnginePlugin):
         s = ctx.spec.engine
         if not s.write_mindformers_yaml:
             return {}
-        from ascend_inference.render import render_template
-
         return {self.yaml_on_host(ctx): render_template(
             "mindformers_predict_deepseek_r1_671b.yaml.j2", spec=ctx.spec, plan=ctx.plan)}
 

@@ -1,0 +1,77 @@
+"""Pure tier: a node's scripts are typed fields that carry where they run.
+
+Ray and the serving process live in the container, everything else runs on
+the host; `Script.command` is the one place that turns a container script
+into what the host runs (`docker exec -i <container> bash -s`).
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ascend_inference.render import render_node
+from ascend_inference.stackfile import load_stack
+from tests.conftest import STACKS
+
+IN_CONTAINER = {"ray-start", "ray-stop", "ray-verify", "serve-start", "serve-stop", "serve-ready"}
+
+# Stand-in for `docker exec -i NAME bash -s`: records the container name and
+# what the host fed it on stdin.
+DOCKER_STUB = """#!/usr/bin/env bash
+[ "$1 $2 $4 $5" = "exec -i bash -s" ] || { echo "unexpected docker call: $*" >&2; exit 64; }
+printf '%s' "$3" > "$RECORD.name"
+cat > "$RECORD.stdin"
+"""
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    out = {}
+    for stack in STACKS:
+        loaded = load_stack(stack)
+        out[stack] = (loaded, [render_node(loaded, i) for i in range(len(loaded.spec.nodes))])
+    return out
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_script_runs_in_its_place(rendered, stack):
+    loaded, nodes = rendered[stack]
+    for node in nodes:
+        scripts = node.scripts.present()
+        assert scripts, stack
+        for script in scripts:
+            expected = "container" if script.name in IN_CONTAINER else "host"
+            assert script.place == expected, f"{stack} {node.ctx.node.name} {script.name}"
+            if script.place == "host":
+                assert script.command == script.text
+            else:
+                assert script.container == loaded.spec.container.name
+                assert script.command.startswith(f"docker exec -i {loaded.spec.container.name} bash -s <<")
+
+
+@pytest.mark.parametrize("stack", ["tp16-lmdeploy", "tp16-mindie"])
+def test_a_container_script_reaches_the_container_unchanged(rendered, stack, tmp_path):
+    _, nodes = rendered[stack]
+    stub = tmp_path / "docker"
+    stub.write_text(DOCKER_STUB)
+    stub.chmod(0o755)
+    record = tmp_path / "record"
+    script = nodes[0].scripts.serve_start
+    done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(record)})
+    assert done.returncode == 0, done.stderr
+    assert Path(f"{record}.name").read_text() == script.container
+    assert Path(f"{record}.stdin").read_text() == script.text
+
+
+def test_only_the_master_has_the_smoke_test_and_readiness(rendered):
+    _, nodes = rendered["tp16-mindie"]
+    master, worker = nodes[0].scripts, nodes[1].scripts
+    assert master.smoke is not None and master.serve_ready is not None
+    assert worker.smoke is None and worker.serve_ready is None
+    # MindIE starts its daemon on every node.
+    assert worker.serve_start is not None and worker.serve_stop is not None
+    _, gpustack = rendered["dp4-ep32-gpustack"]
+    assert gpustack[0].scripts.serve_start is None and gpustack[0].scripts.ray_start is None
