@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ascend_inference.engines import ENGINES
 from ascend_inference.errors import Problem, StackError
+from ascend_inference.model_base import INVALID_VALUE
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
 from ascend_inference.topology import Plan, plan_for
 
@@ -218,11 +219,15 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
                                     f"engine kind '{given.get('kind') if isinstance(given, dict) else given}' is unknown"
                                     if kind == "union_tag_invalid" else "engine kind is missing",
                                     f"use one of {', '.join(ENGINES)}"))
+        elif kind == INVALID_VALUE:
+            problems.append(Problem(file, key, message, item.get("ctx", {}).get("fix", "")))
         elif kind == "too_short" and path == "nodes":
             problems.append(Problem(file, key, "the stack has no nodes", "list at least one node (the first is the master)"))
         else:
             shown = json.dumps(given, ensure_ascii=False) if not isinstance(given, (dict, list)) else type(given).__name__
             fix = _type_fix(kind)
+            if kind in ("greater_than_equal", "less_than_equal") and path.endswith("port"):
+                fix = "use a port from 1 to 65535"
             problems.append(Problem(file, key, f"{message.rstrip('.')} (got {shown})", fix))
     return problems
 
