@@ -61,11 +61,57 @@ def resolve_stack(name_or_path: str) -> tuple[str, Path]:
     return name_or_path, path
 
 
+def duplicate_keys(text: str, file: str) -> list[Problem]:
+    """A key written twice in one YAML mapping. PyYAML (like many YAML readers)
+    silently keeps the last value, so `tp: 16` then `tp: 8` would run with 8
+    and the error would blame something else; name the key and both lines.
+    Works on the composed node tree, so the key's full path is known."""
+    problems: list[Problem] = []
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                # Keys under `config:` are full config keys (`ascend-inference:nodes`).
+                full = key if path in ("", "config") else f"{path}.{key}"
+                if key in first_line:
+                    problems.append(Problem(
+                        file, full, f"written twice (lines {first_line[key]} and {line}); YAML keeps only the "
+                        "last one", f"keep one `{key}:` in this mapping and delete the other"))
+                else:
+                    first_line[key] = line
+                walk(value_node, full)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, "")
+    return problems
+
+
+def duplicate_keys_in_file(file: str) -> list[Problem]:
+    """`duplicate_keys` for the stack file under `pulumi up`, where the Pulumi
+    CLI has already parsed it and `pulumi.Config` hands over one value per
+    key. A file it could read but we cannot is left to `pulumi.Config`."""
+    try:
+        return duplicate_keys(Path(file).read_text(encoding="utf-8"), file)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+
+
 def read_config(path: Path) -> dict:
     """The stack file's `config:` mapping (namespace kept), or StackError."""
     file = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        duplicates = duplicate_keys(text, file)
+        if duplicates:
+            raise StackError(duplicates)
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
