@@ -190,10 +190,10 @@ def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips:
             errors.append(NodeFactError(node, f"device {d.index} ip", f"hccn_tool printed '{d.ip}', not an IP address",
                                         f"check `hccn_tool -i {d.index} -ip -g` and /etc/hccn.conf on the node"))
     if declared_ips:
-        for d, (declared, found) in enumerate(zip(declared_ips, facts.device_ips())):
+        for index, (declared, found) in enumerate(zip(declared_ips, facts.device_ips())):
             if found is not None and declared != found:
-                errors.append(NodeFactError(node, f"device {d} ip", f"is {found}, the stack declares {declared}",
-                                            f"fix nodes[].device_ips[{d}] or the NPU's address"))
+                errors.append(NodeFactError(node, f"device {index} ip", f"is {found}, the stack declares {declared}",
+                                            f"fix nodes[].device_ips[{index}] or the NPU's address"))
     if facts.stale_rootinfo:
         errors.append(NodeFactError(node, "/etc/hccl_rootinfo.json", "a stale HCCL root info file is present",
                                     "remove /etc/hccl_rootinfo.json left by an earlier job"))
