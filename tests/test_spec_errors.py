@@ -189,6 +189,8 @@ CASES = [
     # --- shared engine settings (engines/base.py) ----------------------------
     Case("env-name-not-a-shell-identifier", NS + "engine.env.1BAD NAME", ("not a valid environment variable", "_1BAD_NAME"),
          base="tp16-vllm-mindspore", mutate=set_in("engine", "env", {"1BAD NAME": "x"})),
+    Case("env-value-breaking-the-quotes", NS + "engine.env.EXTRA_PATH", ("double quote",),
+         base="tp16-lmdeploy", mutate=set_in("engine", "env", {"EXTRA_PATH": 'a"$PATH'})),
     Case("env-token-in-clear", NS + "engine.env.HF_TOKEN", ("in clear", "pulumi config set --secret " + NS + "HF_TOKEN"),
          base="tp16-vllm-mindspore", mutate=set_in("engine", "env", {"HF_TOKEN": "hf_abcdefgh"})),
     Case("env-password-in-clear", NS + "engine.env.DB_PASSWORD", ("in clear", "pulumi config set --secret"),

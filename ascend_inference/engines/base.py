@@ -78,6 +78,12 @@ class EngineSettingsBase(StrictModel):
                     file, key, f"'{name}' is not a valid environment variable name",
                     "use letters, digits and _ only, not starting with a digit (e.g. "
                     f"{_as_env_name(name)})"))
+            elif value is not None and "$" in value and any(c in value for c in '"`\\\n'):
+                # env.sh.j2 leaves `$` values to the shell inside double quotes.
+                found.append(Problem(
+                    file, key, "a value that uses $ is expanded inside double quotes in the env file, so it "
+                    "cannot also hold a double quote, backquote, backslash or newline",
+                    "drop those characters, or the $ (values without $ are quoted as they are)"))
             elif value is not None and is_secret_env_name(name) and not value.startswith("$"):
                 found.append(Problem(
                     file, key, "looks like a credential written in clear (the stack file and every node's "
