@@ -257,17 +257,20 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     seen_twice([(i, n.address) for i, n in nodes if n.ip], "ip", "each node needs its own IP")
     seen_twice([(i, n.hostname) for i, n in nodes], "hostname",
                "Ray needs distinct hostnames: run `hostname <new-name>` on one node (runbook 000) and update the stack")
-    # MindIE's rank table and MIES_CONTAINER_IP: each node's container_ip
-    # (its `ip` when not given) must be its own.
-    container_ips = [(i, n.container_ip or n.address) for i, n in nodes]
+    # MindIE's rank table and MIES_CONTAINER_IP: each node's container IP
+    # (`container_ip`, else its `ip`) must be its own. Reported on a given
+    # `container_ip` (equal plain ips are the `ip` rule's), once per pair:
+    # on the later node when both are given.
+    container_ip = [n.container_ip or n.address for n in spec.nodes]
     for i, node in nodes:
         if node.container_ip is None:
             continue
-        others = [j for j, ip in container_ips if ip == node.container_ip and j != i]
-        if others and (others[0] < i or spec.nodes[others[0]].container_ip is None):
+        clashes = [j for j in range(len(spec.nodes)) if j != i and container_ip[j] == node.container_ip
+                   and (j < i or spec.nodes[j].container_ip is None)]
+        if clashes:
             problems.append(Problem(
                 file, f"{key}[{i}].container_ip",
-                f"'{node.container_ip}' is also the container IP of {key}[{others[0]}]",
+                f"'{node.container_ip}' is also the container IP of {key}[{clashes[0]}]",
                 "each node's container needs its own IP (MIES_CONTAINER_IP, rank table container_ip)"))
     device_owner: dict[str, str] = {}
     per_node = spec.profile.devices_per_node

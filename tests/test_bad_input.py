@@ -121,3 +121,19 @@ def test_valid_env_and_a_secret_passed_by_reference_are_accepted(tmp_path):
     doc["config"][NS + "ssh"] = {"user": "admin", "jump_host": "ops@bastion.example.com:2222"}
     result = run_cli("validate", "--stack", write_stack(tmp_path, "fine", doc))
     assert result.returncode == 0, result.stderr
+
+
+def test_two_equal_container_ips_are_one_problem(tmp_path):
+    doc = load_stack_doc("tp16-mindie")
+    for node in doc["config"][NS + "nodes"]:
+        node["container_ip"] = "192.0.2.50"
+    line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "cip", doc)))
+    assert f"{NS}nodes[1].container_ip: '192.0.2.50' is also the container IP of {NS}nodes[0]" in line
+
+
+def test_a_clashing_port_is_one_problem_on_the_key_to_change(tmp_path):
+    """ray_port on engine.port: one line, on ray_port (the later key), not two."""
+    doc = load_stack_doc("tp16-vllm-mindspore")
+    doc["config"][NS + "engine"]["ray_port"] = doc["config"][NS + "engine"].get("port", 8000)
+    line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "ports", doc)))
+    assert f"{NS}engine.ray_port: port 8000 is also engine.port on every node" in line
