@@ -47,12 +47,16 @@ def as_cli_typed(kinds: set[type], value: Any) -> Any:
 
 # The error type of `invalid`; stackfile turns it into a Problem with its fix.
 INVALID_VALUE = "stack_value"
+# Between message and fix in an `invalid` error. Not a context value: pydantic
+# fills `{name}` in a message from the context, and a message quotes the
+# user's value, which may contain such braces.
+FIX_SEPARATOR = "\n(fix) "
 
 
 def invalid(message: str, fix: str) -> PydanticCustomError:
     """Raise this from a field validator to report `message` with a specific
     `fix` (a plain ValueError only gets a generic "see the README")."""
-    return PydanticCustomError(INVALID_VALUE, message, {"fix": fix})
+    return PydanticCustomError(INVALID_VALUE, message + FIX_SEPARATOR + fix)
 
 
 class StrictModel(BaseModel):

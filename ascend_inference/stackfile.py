@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ascend_inference.engines import ENGINES
 from ascend_inference.errors import Problem, StackError
-from ascend_inference.model_base import INVALID_VALUE
+from ascend_inference.model_base import FIX_SEPARATOR, INVALID_VALUE
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
 from ascend_inference.topology import Plan, plan_for
 
@@ -266,7 +266,8 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
                                     if kind == "union_tag_invalid" else "engine kind is missing",
                                     f"use one of {', '.join(ENGINES)}"))
         elif kind == INVALID_VALUE:
-            problems.append(Problem(file, key, message, item.get("ctx", {}).get("fix", "")))
+            what, _, fix = message.partition(FIX_SEPARATOR)
+            problems.append(Problem(file, key, what, fix))
         elif kind == "too_short" and path == "nodes":
             problems.append(Problem(file, key, "the stack has no nodes", "list at least one node (the first is the master)"))
         else:

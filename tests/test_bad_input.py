@@ -137,3 +137,12 @@ def test_a_clashing_port_is_one_problem_on_the_key_to_change(tmp_path):
     doc["config"][NS + "engine"]["ray_port"] = doc["config"][NS + "engine"].get("port", 8000)
     line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "ports", doc)))
     assert f"{NS}engine.ray_port: port 8000 is also engine.port on every node" in line
+
+
+def test_a_value_is_quoted_as_written_even_with_braces(tmp_path):
+    """pydantic fills `{name}` in error messages from the error's context; the
+    user's value must come out as written, not as some other text."""
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "ssh"] = {"jump_host": "{fix}"}
+    line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "braces", doc)))
+    assert f"{NS}ssh.jump_host: '{{fix}}' is not [user@]host[:port] (fix: write e.g. " in line
