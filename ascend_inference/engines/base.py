@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 Port = Annotated[int, Field(ge=1, le=65535)]
 # A count or size that must be at least one (batch sizes, token limits, replicas).
 Count = Annotated[int, Field(ge=1)]
+# Seconds to wait for something; at least one.
+Seconds = Annotated[int, Field(ge=1)]
 
 # `export NAME=...` needs NAME to be a shell identifier; anything else breaks
 # the env file on every node (or, worse, runs as a command).
@@ -61,11 +63,13 @@ class EngineSettingsBase(StrictModel):
     variables to the node env file (a null value drops one the engine would
     set); `ready_timeout_s` bounds the wait for the readiness probe. Engines
     set their own defaults by redeclaring the field with the same type.
+    `log_file` is not here: MindIE's daemon and GPUStack's server choose
+    their own log, so only the Ray engines have the key.
     """
 
     port: Port
     env: dict[str, Optional[str]] = {}
-    ready_timeout_s: Annotated[int, Field(ge=1)] = 3600
+    ready_timeout_s: Seconds = 3600
 
     def problems(self, file: str) -> list[Problem]:
         """Rules on the shared settings that need a whole message each: one

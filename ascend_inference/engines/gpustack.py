@@ -18,7 +18,7 @@ from typing import Literal
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import (Count, EnginePlugin, EngineSettingsBase, EnvFile, HttpCheck, NodeContext,
-                                     Port, ServePlan, apply_env_overrides, runbook_container)
+                                     Port, Seconds, ServePlan, apply_env_overrides, runbook_container)
 from ascend_inference.errors import Problem
 
 # Runbook 002's `docker run -v` list (server and workers alike).
@@ -51,7 +51,7 @@ class GpustackSettings(EngineSettingsBase):
     # registration token and uses the master's NPUs).
     server_args: list[str] = []
     # Seconds to wait for the deployment's instance to reach "running".
-    ready_timeout_s: Count = 5400
+    ready_timeout_s: Seconds = 5400
 
 
 class Gpustack(EnginePlugin):
