@@ -3,16 +3,18 @@ program refuses before anything is started.
 
 The preflight script prints the tools' own output in `### <section>` blocks;
 parsing happens here, on the control host, in one tested place, against the
-real formats of `npu-smi info` and `hccn_tool` (samples with sources in
-shared/reference/ascend-formats.md). Pure: no Pulumi import.
+real formats of `npu-smi info` and `hccn_tool` (the samples, with their public
+sources, are in tests/fixtures/tool-output/). Pure: no Pulumi import.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from ascend_inference.errors import NodeFactError
+from ascend_inference.hardware import HardwareProfile
 
 _NPU_ROW = re.compile(r"^\|\s*(\d+)\s+(\S+)\s*\|\s*(\w+)\s*\|")
 _CHIP_ROW = re.compile(r"^\|\s*\d+\s*(?:\d+\s*)?\|\s*[0-9A-Fa-f:.]+|NA\s*\|")
@@ -34,7 +36,9 @@ class DeviceFacts:
 class NodeFacts:
     node: str
     hostname: str = ""
-    npus: list[dict] = field(default_factory=list)      # [{"npu": 0, "name": "910B2", "health": "OK"}]
+    # One entry per chip: [{"npu": 0, "chip": 0, "name": "910B2", "health": "OK"}]. A board
+    # with two chips (300I Duo, A3) lists its NPU id twice, chip 0 and chip 1.
+    npus: list[dict] = field(default_factory=list)
     driver_version: Optional[str] = None
     firmware_version: Optional[str] = None
     cann_version: Optional[str] = None
@@ -66,8 +70,9 @@ def split_sections(stdout: str) -> dict[str, str]:
 
 
 def parse_npu_smi_info(text: str) -> list[dict]:
-    """NPU rows of `npu-smi info` (first row of each NPU block: id, name, health)."""
-    npus = []
+    """Chip rows of `npu-smi info` (first row of each chip block: NPU id, name,
+    health); the chip index counts the blocks of one NPU id."""
+    npus: list[dict] = []
     in_process_table = False
     for line in text.splitlines():
         if "Process id" in line:
@@ -81,7 +86,8 @@ def parse_npu_smi_info(text: str) -> list[dict]:
             # it has no health word, so the regex's third group is a number.
             if health.isdigit() or health == "NA":
                 continue
-            npus.append({"npu": int(npu_id), "name": name, "health": health})
+            chip = sum(1 for n in npus if n["npu"] == int(npu_id))
+            npus.append({"npu": int(npu_id), "chip": chip, "name": name, "health": health})
     return npus
 
 
@@ -96,7 +102,9 @@ def parse_key_values(text: str, sep: str = "=") -> dict[str, str]:
 
 def parse_device(index: int, sections: dict[str, str]) -> DeviceFacts:
     d = DeviceFacts(index)
-    ip = re.search(r"ipaddr:\s*([0-9a-fA-F.:]+)", sections.get(f"device {index} ip", ""))
+    # Kept as printed (check_node refuses what is not an address): a masked
+    # or garbled value must not turn into a truncated IP.
+    ip = re.search(r"ipaddr:\s*(\S+)", sections.get(f"device {index} ip", ""))
     d.ip = ip.group(1) if ip else None
     link = re.search(r"link status:\s*(\w+)", sections.get(f"device {index} link", ""))
     d.link = link.group(1) if link else None
@@ -128,16 +136,34 @@ def parse_preflight(node: str, stdout: str, devices: int) -> NodeFacts:
     return facts
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips: Optional[list[str]],
-               expected_hostname: Optional[str], model_path: str) -> list[NodeFactError]:
-    """What one node's facts contradict in the stack."""
+               expected_hostname: Optional[str], model_path: str, profile: HardwareProfile) -> list[NodeFactError]:
+    """What one node's facts contradict in the stack. NPUs whose npu-smi name
+    lacks the profile's prefix (`910B`, `310P`) mean the stack's profile, and
+    so its plan (devices, memory), is wrong for this node."""
     node = facts.node
     errors: list[NodeFactError] = []
+    prefix = profile.npu_smi_name_prefix
+    foreign = sorted({n["name"] for n in facts.npus if not n["name"].startswith(prefix)})
+    if foreign:
+        errors.append(NodeFactError(node, "npu-smi info",
+                                    f"NPUs are {', '.join(foreign)}, hardware.profile {profile.name} expects {prefix}*",
+                                    "set hardware.profile to these servers' model, or take the node out of the stack"))
     if not facts.npus:
         errors.append(NodeFactError(node, "npu-smi info", "no NPU listed",
                                     "check the driver: `npu-smi info` must list the NPUs"))
     elif facts.healthy_npus < devices:
-        bad = [f"NPU {n['npu']} {n['health']}" for n in facts.npus if n["health"] != "OK"]
+        two_chip = any(n.get("chip", 0) > 0 for n in facts.npus)
+        bad = [f"NPU {n['npu']}" + (f" chip {n.get('chip', 0)}" if two_chip else "") + f" {n['health']}"
+               for n in facts.npus if n["health"] != "OK"]
         missing = devices - len(facts.npus)
         detail = ", ".join(bad + ([f"{missing} missing"] if missing > 0 else []))
         errors.append(NodeFactError(node, "npu-smi info",
@@ -160,11 +186,14 @@ def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips:
         if d.ip is None:
             errors.append(NodeFactError(node, f"device {d.index} ip", "no IP configured",
                                         f"configure it in /etc/hccn.conf (`hccn_tool -i {d.index} -ip -s address ... netmask ...`)"))
+        elif not _is_ip(d.ip):
+            errors.append(NodeFactError(node, f"device {d.index} ip", f"hccn_tool printed '{d.ip}', not an IP address",
+                                        f"check `hccn_tool -i {d.index} -ip -g` and /etc/hccn.conf on the node"))
     if declared_ips:
-        for d, (declared, found) in enumerate(zip(declared_ips, facts.device_ips())):
+        for index, (declared, found) in enumerate(zip(declared_ips, facts.device_ips())):
             if found is not None and declared != found:
-                errors.append(NodeFactError(node, f"device {d} ip", f"is {found}, the stack declares {declared}",
-                                            f"fix nodes[].device_ips[{d}] or the NPU's address"))
+                errors.append(NodeFactError(node, f"device {index} ip", f"is {found}, the stack declares {declared}",
+                                            f"fix nodes[].device_ips[{index}] or the NPU's address"))
     if facts.stale_rootinfo:
         errors.append(NodeFactError(node, "/etc/hccl_rootinfo.json", "a stale HCCL root info file is present",
                                     "remove /etc/hccl_rootinfo.json left by an earlier job"))
@@ -187,6 +216,14 @@ def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:
     for attr, label in (("driver_version", "driver version"), ("firmware_version", "firmware version"),
                         ("cann_version", "CANN version")):
         values = {getattr(f, attr) for f in all_facts if getattr(f, attr)}
+        if values:
+            # A node whose version file is missing cannot be shown to match.
+            have = next(f for f in all_facts if getattr(f, attr))
+            for f in all_facts:
+                if not getattr(f, attr):
+                    errors.append(NodeFactError(f.node, label, f"cannot be read (its version file is missing), "
+                                                f"{have.node} has {getattr(have, attr)}",
+                                                "install the same version on every node"))
         if len(values) > 1:
             first = all_facts[0]
             for f in all_facts[1:]:

@@ -20,7 +20,8 @@ class HardwareProfile:
     rank_table_version: str
     # Whether MindIE's multi-node service (rank table + daemons) runs on it.
     mindie_multinode: bool
-    # npu-smi "Name" column prefix, used by preflight to catch a wrong profile.
+    # Prefix of the chip name in `npu-smi info`'s Name column (910B2, 910B3, 310P3):
+    # facts.check_node refuses a node whose NPUs lack it (a wrong profile).
     npu_smi_name_prefix: str
 
 

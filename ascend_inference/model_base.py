@@ -19,6 +19,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic_core import PydanticCustomError
 
 _DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -42,6 +43,20 @@ def as_cli_typed(kinds: set[type], value: Any) -> Any:
     if str in kinds and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return value
+
+
+# The error type of `invalid`; stackfile turns it into a Problem with its fix.
+INVALID_VALUE = "stack_value"
+# Between message and fix in an `invalid` error. Not a context value: pydantic
+# fills `{name}` in a message from the context, and a message quotes the
+# user's value, which may contain such braces.
+FIX_SEPARATOR = "\n(fix) "
+
+
+def invalid(message: str, fix: str) -> PydanticCustomError:
+    """Raise this from a field validator to report `message` with a specific
+    `fix` (a plain ValueError only gets a generic "see the README")."""
+    return PydanticCustomError(INVALID_VALUE, message + FIX_SEPARATOR + fix)
 
 
 class StrictModel(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from ascend_inference.engines import ENGINES
 from ascend_inference.errors import Problem
 from ascend_inference.hardware import PROFILES
-from ascend_inference.model_base import StrictModel
+from ascend_inference.model_base import StrictModel, invalid
 
 NAMESPACE = "ascend-inference"
 
@@ -40,6 +40,18 @@ def _is_ip(text: str) -> bool:
 def _ip(value: str) -> str:
     if not _is_ip(value):
         raise ValueError(f"'{value}' is not an IP address")
+    return value
+
+
+# `[user@]host[:port]`, as `ssh -J` takes it (components/common.py splits it the same way).
+JUMP_HOST = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+                       r"(?::(?P<port>\d{1,5}))?$")
+
+
+def _login_name(value: Optional[str], *, fix: str) -> Optional[str]:
+    # ssh would fall back to the local user name, which is rarely the intent.
+    if value is not None and not value.strip():
+        raise invalid("the login name is empty", fix)
     return value
 
 
@@ -72,6 +84,8 @@ class Node(StrictModel):
     container_ip: Optional[str] = None
 
     _check_ip = field_validator("ip", "container_ip")(lambda v: v if v is None else _ip(v))
+    _check_user = field_validator("user")(
+        lambda v: _login_name(v, fix="write the login name, or leave `user` out to use ssh.user"))
 
     @field_validator("device_ips")
     @classmethod
@@ -95,8 +109,22 @@ class SshSettings(StrictModel):
     # Name of the secret config key holding the private key (set it with
     # `pulumi config set --secret ascend-inference:<name> < key`).
     private_key_secret: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = "sshPrivateKey"
-    # Optional jump host, `user@host[:port]`.
+    # Optional jump host, `[user@]host[:port]`.
     jump_host: Optional[str] = None
+
+    _check_user = field_validator("user")(
+        lambda v: _login_name(v, fix="write the login name (e.g. root), or leave `user` out for root"))
+
+    @field_validator("jump_host")
+    @classmethod
+    def _check_jump_host(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        match = JUMP_HOST.match(value)
+        if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
+            raise invalid(f"'{value}' is not [user@]host[:port]",
+                          "write e.g. admin@bastion.example.com:2222, or leave jump_host out")
+        return value
 
 
 class Hardware(StrictModel):
@@ -221,12 +249,29 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
             else:
                 first[value] = index
 
+    problems += spec.engine.problems(file)
+    problems += _port_collisions(spec, file)
     nodes = list(enumerate(spec.nodes))
     seen_twice([(i, n.name) for i, n in nodes], "name", "give every node its own name")
     seen_twice([(i, n.host) for i, n in nodes], "host", "each node is one server: list it once")
     seen_twice([(i, n.address) for i, n in nodes if n.ip], "ip", "each node needs its own IP")
     seen_twice([(i, n.hostname) for i, n in nodes], "hostname",
                "Ray needs distinct hostnames: run `hostname <new-name>` on one node (runbook 000) and update the stack")
+    # MindIE's rank table and MIES_CONTAINER_IP: each node's container IP
+    # (`container_ip`, else its `ip`) must be its own. Reported on a given
+    # `container_ip` (equal plain ips are the `ip` rule's), once per pair:
+    # on the later node when both are given.
+    container_ip = [n.container_ip or n.address for n in spec.nodes]
+    for i, node in nodes:
+        if node.container_ip is None:
+            continue
+        clashes = [j for j in range(len(spec.nodes)) if j != i and container_ip[j] == node.container_ip
+                   and (j < i or spec.nodes[j].container_ip is None)]
+        if clashes:
+            problems.append(Problem(
+                file, f"{key}[{i}].container_ip",
+                f"'{node.container_ip}' is also the container IP of {key}[{clashes[0]}]",
+                "each node's container needs its own IP (MIES_CONTAINER_IP, rank table container_ip)"))
     device_owner: dict[str, str] = {}
     per_node = spec.profile.devices_per_node
     for i, node in nodes:
@@ -251,6 +296,35 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
                     "every NPU needs its own IP; check `hccn_tool -i N -ip -g` on both nodes"))
             else:
                 device_owner[ip] = where
+    return problems
+
+
+def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:
+    """Two processes of one stack cannot listen on one port of one node: the
+    engine's ports (the same on every node) and each node's SSH port."""
+    problems = []
+    owner: dict[int, str] = {}
+    for where, port in spec.engine.host_ports().items():
+        if port in owner:
+            # Report on a key the user can change (engine ports before config.json defaults).
+            editable, other = (where, owner[port]) if where.startswith("engine.") else (owner[port], where)
+            problems.append(Problem(file, f"{NAMESPACE}:{editable}", f"port {port} is also {other} on every node",
+                                    "give each port of the stack its own number"))
+        else:
+            owner[port] = where
+    ssh_port_reported = False
+    for i, node in enumerate(spec.nodes):
+        port = node.port or spec.ssh.port
+        if port not in owner:
+            continue
+        if node.port is not None:
+            problems.append(Problem(file, f"{NAMESPACE}:nodes[{i}].port",
+                                    f"SSH port {port} of {node.name} is also {owner[port]}",
+                                    f"move {owner[port]} or sshd to another port"))
+        elif not ssh_port_reported:
+            ssh_port_reported = True
+            problems.append(Problem(file, f"{NAMESPACE}:ssh.port", f"SSH port {port} is also {owner[port]}",
+                                    f"move {owner[port]} to another port (sshd already listens on {port})"))
     return problems
 
 

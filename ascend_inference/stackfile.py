@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ascend_inference.engines import ENGINES
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.loaded import LoadedStack  # re-exported: callers import it from here too
+from ascend_inference.model_base import FIX_SEPARATOR, INVALID_VALUE
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
 from ascend_inference.topology import plan_for
 
@@ -49,11 +50,57 @@ def resolve_stack(name_or_path: str) -> tuple[str, Path]:
     return name_or_path, path
 
 
+def duplicate_keys(text: str, file: str) -> list[Problem]:
+    """A key written twice in one YAML mapping. PyYAML (like many YAML readers)
+    silently keeps the last value, so `tp: 16` then `tp: 8` would run with 8
+    and the error would blame something else; name the key and both lines.
+    Works on the composed node tree, so the key's full path is known."""
+    problems: list[Problem] = []
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                # Keys under `config:` are full config keys (`ascend-inference:nodes`).
+                full = key if path in ("", "config") else f"{path}.{key}"
+                if key in first_line:
+                    problems.append(Problem(
+                        file, full, f"written twice (lines {first_line[key]} and {line}); YAML keeps only the "
+                        "last one", f"keep one `{key}:` in this mapping and delete the other"))
+                else:
+                    first_line[key] = line
+                walk(value_node, full)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, "")
+    return problems
+
+
+def duplicate_keys_in_file(file: str) -> list[Problem]:
+    """`duplicate_keys` for the stack file under `pulumi up`, where the Pulumi
+    CLI has already parsed it and `pulumi.Config` hands over one value per
+    key. A file it could read but we cannot is left to `pulumi.Config`."""
+    try:
+        return duplicate_keys(Path(file).read_text(encoding="utf-8"), file)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+
+
 def read_config(path: Path) -> dict:
     """The stack file's `config:` mapping (namespace kept), or StackError."""
     file = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        duplicates = duplicate_keys(text, file)
+        if duplicates:
+            raise StackError(duplicates)
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
@@ -207,11 +254,16 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
                                     f"engine kind '{given.get('kind') if isinstance(given, dict) else given}' is unknown"
                                     if kind == "union_tag_invalid" else "engine kind is missing",
                                     f"use one of {', '.join(ENGINES)}"))
+        elif kind == INVALID_VALUE:
+            what, _, fix = message.partition(FIX_SEPARATOR)
+            problems.append(Problem(file, key, what, fix))
         elif kind == "too_short" and path == "nodes":
             problems.append(Problem(file, key, "the stack has no nodes", "list at least one node (the first is the master)"))
         else:
             shown = json.dumps(given, ensure_ascii=False) if not isinstance(given, (dict, list)) else type(given).__name__
             fix = _type_fix(kind)
+            if kind in ("greater_than_equal", "less_than_equal") and path.endswith("port"):
+                fix = "use a port from 1 to 65535"
             problems.append(Problem(file, key, f"{message.rstrip('.')} (got {shown})", fix))
     return problems
 

@@ -12,6 +12,7 @@ naming the stack file, the key and the fix; never a traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -155,6 +156,27 @@ def check_brought_rank_table(loaded, path: Path) -> list[str]:
     if problems:
         raise StackError(problems)
     return notes
+def out_dir_problem(out: Path) -> str | None:
+    """Why `render --out DIR` cannot write DIR, as one line, or None.
+
+    Checked before anything is written. Mode bits do not stop root, so the
+    writability test is `os.access`, which also answers for read-only mounts
+    and pseudo file systems (/proc) where even root cannot create files."""
+    if out.exists() and not out.is_dir():
+        return (f"render --out {out}: is an existing file, not a directory (fix: pass a directory path; "
+                "render writes DIR/plan.json and DIR/<node>/..., replacing DIR as a whole)")
+    # The directory is created (with its parents) next to where it goes, so
+    # the nearest existing ancestor must be a writable directory.
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return (f"render --out {out}: {ancestor} is a file, so no directory can be created under it "
+                "(fix: pass a path whose parent is a directory)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return (f"render --out {out}: cannot write to {ancestor} (fix: pass a directory you may write to, "
+                "e.g. under your home or /tmp)")
+    return None
 
 
 def cmd_render(args) -> int:
@@ -163,7 +185,17 @@ def cmd_render(args) -> int:
 
     loaded = load_stack(args.stack)
     out = args.out or Path("out") / loaded.name
-    written = render_stack(loaded, out)
+    problem = out_dir_problem(out)
+    if problem is None:
+        try:
+            written = render_stack(loaded, out)
+        except OSError as error:
+            # What the checks above cannot foresee (a full disk, a race): still one line.
+            problem = (f"render --out {out}: {error.strerror or error} ({error.filename or out}) "
+                       "(fix: pass a directory you may create and write to)")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_STACK_PROBLEM
     print(f"rendered stack {loaded.name} ({loaded.spec.engine.kind}, world {loaded.plan.world_size}) "
           f"into {out}: {len(written)} files")
     for path in written:

@@ -53,7 +53,8 @@ class AscendNode(pulumi.ComponentResource):
             facts = parse_preflight(node.name, stdout or "", devices)
             raise_first(check_node(
                 facts, devices=devices, tls_policy=spec.network.hccl_tls, declared_ips=node.device_ips,
-                expected_hostname=node.hostname, model_path=spec.model.path))
+                expected_hostname=node.hostname, model_path=spec.model.path,
+                profile=spec.profile))
             return facts.to_json()
 
         self.facts = self.preflight.stdout.apply(clearly(checked))

@@ -8,7 +8,7 @@ import pulumi
 
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS
-from ascend_inference.stackfile import STACKS_DIR, spec_from_sections
+from ascend_inference.stackfile import STACKS_DIR, duplicate_keys_in_file, spec_from_sections
 
 
 def stack_file_for(stack: str) -> str:
@@ -35,6 +35,10 @@ def _run() -> None:
 
     stack = pulumi.get_stack()
     file = stack_file_for(stack)
+    # However the Pulumi CLI reads two equal keys (not ours to control),
+    # pulumi.Config hands over one value; refuse them as `validate` does.
+    if duplicates := duplicate_keys_in_file(file):
+        raise StackError(duplicates)
     config = pulumi.Config(NAMESPACE)
     # Structured keys come from Pulumi's config (the stack file, or
     # `pulumi config set --path`), and are checked by the same code as

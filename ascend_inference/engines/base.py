@@ -15,17 +15,87 @@ shows it for any change, and the graph tests pin it per engine.
 from __future__ import annotations
 
 import enum
+import re
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import TYPE_CHECKING, Annotated, ClassVar, Optional
+
+from pydantic import Field
 
 from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
+from ascend_inference.errors import Problem
+from ascend_inference.model_base import StrictModel
 from ascend_inference.ranktable import RankTableOptions
 
 if TYPE_CHECKING:
-    from ascend_inference.errors import Problem
     from ascend_inference.spec import ClusterSpec, Node
     from ascend_inference.topology import Plan
+
+
+# A port a process listens on or connects to.
+Port = Annotated[int, Field(ge=1, le=65535)]
+# A count or size that must be at least one (batch sizes, token limits, replicas).
+Count = Annotated[int, Field(ge=1)]
+# Seconds to wait for something; at least one.
+Seconds = Annotated[int, Field(ge=1)]
+
+# `export NAME=...` needs NAME to be a shell identifier; anything else breaks
+# the env file on every node (or, worse, runs as a command).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Env names whose value is a credential: a literal value would sit in clear in
+# the stack file (usually committed) and in every node's env file.
+SECRET_ENV_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL",
+                             re.IGNORECASE)
+
+
+def is_secret_env_name(name: str) -> bool:
+    return bool(SECRET_ENV_NAME.search(name))
+
+
+def _as_env_name(name: str) -> str:
+    """A suggestion: `1BAD NAME` -> `_1BAD_NAME`."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name) or "_"
+    return cleaned if not cleaned[0].isdigit() else "_" + cleaned
+
+
+class EngineSettingsBase(StrictModel):
+    """What every engine's `engine:` section has, validated once here.
+
+    `port` is where the engine's HTTP API listens on the master; `env` adds
+    variables to the node env file (a null value drops one the engine would
+    set); `ready_timeout_s` bounds the wait for the readiness probe. Engines
+    set their own defaults by redeclaring the field with the same type.
+    `log_file` is not here: MindIE's daemon and GPUStack's server choose
+    their own log, so only the Ray engines have the key.
+    """
+
+    port: Port
+    env: dict[str, Optional[str]] = {}
+    ready_timeout_s: Seconds = 3600
+
+    def problems(self, file: str) -> list[Problem]:
+        """Rules on the shared settings that need a whole message each: one
+        per bad env name, one per credential written in clear."""
+        found = []
+        for name, value in self.env.items():
+            key = f"ascend-inference:engine.env.{name}"
+            if not ENV_NAME.match(name):
+                found.append(Problem(
+                    file, key, f"'{name}' is not a valid environment variable name",
+                    "use letters, digits and _ only, not starting with a digit (e.g. "
+                    f"{_as_env_name(name)})"))
+            elif value is not None and is_secret_env_name(name) and not value.startswith("$"):
+                found.append(Problem(
+                    file, key, "looks like a credential written in clear (the stack file and every node's "
+                    "env file would hold it)",
+                    f"remove it from engine.env and store it encrypted with `pulumi config set --secret "
+                    f"ascend-inference:{name}` (this program does not pass such secrets to the engine yet)"))
+        return found
+
+    def host_ports(self) -> dict[str, int]:
+        """Ports this engine listens on, on every node, by the stack key (or
+        file) that sets them; two equal values cannot both be bound."""
+        return {"engine.port": self.port}
 
 
 @dataclass(frozen=True)
@@ -145,7 +215,7 @@ class EnginePlugin:
     runbook: ClassVar[str] = ""
 
     # --- layout ---------------------------------------------------------
-    def check(self, spec: "ClusterSpec", plan: "Plan", file: str) -> list["Problem"]:
+    def check(self, spec: "ClusterSpec", plan: "Plan", file: str) -> list[Problem]:
         return []
 
     def memory_fraction(self, spec: "ClusterSpec") -> float:

@@ -14,13 +14,24 @@ files: the worker's `docker run` line shows "$GPUSTACK_TOKEN".
 from __future__ import annotations
 
 import json
-from typing import Literal, Optional
+from typing import Literal
 
 from ascend_inference.container import ContainerSpec
-from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan,
-                                           apply_env_overrides, runbook_container)
+from ascend_inference.engines.base import (
+    ClusterStyle,
+    Count,
+    EnginePlugin,
+    EngineSettingsBase,
+    EnvFile,
+    HttpCheck,
+    NodeContext,
+    Port,
+    Seconds,
+    ServePlan,
+    apply_env_overrides,
+    runbook_container,
+)
 from ascend_inference.errors import Problem
-from ascend_inference.model_base import StrictModel
 
 # Runbook 002's `docker run -v` list (server and workers alike).
 STANDARD_MOUNTS = [
@@ -36,13 +47,13 @@ STANDARD_MOUNTS = [
 TOKEN_VAR = "GPUSTACK_TOKEN"
 
 
-class GpustackSettings(StrictModel):
+class GpustackSettings(EngineSettingsBase):
     kind: Literal["gpustack"]
     # GPUStack server port (the runbook's http://<server> is port 80).
-    port: int = 80
+    port: Port = 80
     backend: Literal["MindIE"] = "MindIE"
     npu_memory_fraction: float = 0.95
-    replicas: int = 1
+    replicas: Count = 1
     # Backend parameters beyond the parallel layout and memory fraction.
     extra_backend_parameters: list[str] = []
     data_volume: str = "gpustack-data"
@@ -51,9 +62,8 @@ class GpustackSettings(StrictModel):
     # 2.x server needs `--enable-worker` for that (and only then writes the
     # registration token and uses the master's NPUs).
     server_args: list[str] = []
-    env: dict[str, Optional[str]] = {}
     # Seconds to wait for the deployment's instance to reach "running".
-    ready_timeout_s: int = 5400
+    ready_timeout_s: Seconds = 5400
 
 
 class Gpustack(EnginePlugin):

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Literal, Optional
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext,
-                                           RankTableOptions, ServePlan, apply_env_overrides, runbook_container)
+from ascend_inference.engines.base import (
+    ClusterStyle,
+    EnginePlugin,
+    EngineSettingsBase,
+    EnvFile,
+    HttpCheck,
+    NodeContext,
+    Port,
+    RankTableOptions,
+    ServePlan,
+    apply_env_overrides,
+    runbook_container,
+)
 from ascend_inference.errors import Problem
-from ascend_inference.model_base import StrictModel
+from ascend_inference.model_base import invalid
 
 # Runbook 004's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -31,21 +44,30 @@ STANDARD_MOUNTS = [
 ]
 
 
-class LmdeploySettings(StrictModel):
+class LmdeploySettings(EngineSettingsBase):
     kind: Literal["lmdeploy"]
-    port: int = 23333
-    ray_port: int = 6379
+    port: Port = 23333
+    ray_port: Port = 6379
     backend: Literal["pytorch"] = "pytorch"
     device: Literal["ascend"] = "ascend"
     # Multi-node runs in eager mode only (runbook 004 §0 and §4).
     eager_mode: bool = True
     rank_table_path: str = "/data/hm/rank_table.json"
+    # HCCL's port on each NPU's own network (rank table `device_port`), not a host port.
     device_port: str = "16667"
     # Share of free NPU memory LMDeploy gives the KV cache (its own default).
-    cache_max_entry_count: float = 0.8
-    env: dict[str, Optional[str]] = {}
+    cache_max_entry_count: Annotated[float, Field(gt=0, le=1)] = 0.8
     log_file: str = "lmdeploy.log"
-    ready_timeout_s: int = 3600
+
+    def host_ports(self) -> dict[str, int]:
+        return {**super().host_ports(), "engine.ray_port": self.ray_port}
+
+    @field_validator("device_port")
+    @classmethod
+    def _device_port_in_range(cls, value: str) -> str:
+        if not (value.isdigit() and 1 <= int(value) <= 65535):
+            raise invalid(f"'{value}' is not a port", "use a port from 1 to 65535 (runbook 004 uses 16667)")
+        return value
 
 
 class Lmdeploy(EnginePlugin):

@@ -15,10 +15,21 @@ from importlib import resources
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext,
-                                           RankTableOptions, ServePlan, apply_env_overrides, runbook_container)
+from ascend_inference.engines.base import (
+    ClusterStyle,
+    Count,
+    EnginePlugin,
+    EngineSettingsBase,
+    EnvFile,
+    HttpCheck,
+    NodeContext,
+    Port,
+    RankTableOptions,
+    ServePlan,
+    apply_env_overrides,
+    runbook_container,
+)
 from ascend_inference.errors import Problem
-from ascend_inference.model_base import StrictModel
 
 # Runbook 001's `docker run -v` list (first form), plus the model path.
 STANDARD_MOUNTS = [
@@ -37,25 +48,34 @@ SET_ENV_SCRIPTS = (
 )
 
 
-class MindieSettings(StrictModel):
+class MindieSettings(EngineSettingsBase):
     kind: Literal["mindie"]
-    port: int = 1025
+    port: Port = 1025
     install_path: str = "/usr/local/Ascend/mindie/latest/mindie-service"
     https_enabled: bool = False
     inter_comm_tls_enabled: bool = False
     inter_node_tls_enabled: bool = False
-    max_seq_len: int = 24576
-    max_input_token_len: int = 16384
-    max_prefill_tokens: int = 16384
-    max_prefill_batch_size: int = 10
-    max_batch_size: int = 200
-    max_iter_times: int = 8192
+    max_seq_len: Count = 24576
+    max_input_token_len: Count = 16384
+    max_prefill_tokens: Count = 16384
+    max_prefill_batch_size: Count = 10
+    max_batch_size: Count = 200
+    max_iter_times: Count = 8192
     npu_memory_fraction: float = 0.95
     # Default: /data/hm/hccl_<servers>s_<ranks>p.json, as runbook 001 names it.
     rank_table_path: Optional[str] = None
     log_level: str = "ERROR"
-    env: dict[str, Optional[str]] = {}
-    ready_timeout_s: int = 3600
+
+    def host_ports(self) -> dict[str, int]:
+        # config.json keeps MindIE's other listening ports at their defaults
+        # (config_json below changes only `port`), so engine.port must avoid them.
+        default = json.loads(resources.files("ascend_inference.engines")
+                             .joinpath("data/mindie_config.default.json").read_text())
+        server, backend = default["ServerConfig"], default["BackendConfig"]
+        return {**super().host_ports(),
+                **{f"config.json ServerConfig.{key}": server[key] for key in ("managementPort", "metricsPort",
+                                                                              "interCommPort")},
+                "config.json BackendConfig.multiNodesInferPort": backend["multiNodesInferPort"]}
 
 
 class Mindie(EnginePlugin):

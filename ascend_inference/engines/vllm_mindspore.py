@@ -10,10 +10,20 @@ import shlex
 from typing import Literal, Optional
 
 from ascend_inference.container import ContainerSpec, Mount
-from ascend_inference.engines.base import (ClusterStyle, EnginePlugin, EnvFile, HttpCheck, NodeContext, ServePlan,
-                                           apply_env_overrides, runbook_container)
+from ascend_inference.engines.base import (
+    ClusterStyle,
+    Count,
+    EnginePlugin,
+    EngineSettingsBase,
+    EnvFile,
+    HttpCheck,
+    NodeContext,
+    Port,
+    ServePlan,
+    apply_env_overrides,
+    runbook_container,
+)
 from ascend_inference.errors import Problem
-from ascend_inference.model_base import StrictModel
 from ascend_inference.templating import render_template
 
 # Runbook 000's `docker run -v` list.
@@ -45,14 +55,14 @@ ATLAS_300I_DUO_ENV = [
 ]
 
 
-class VllmMindsporeSettings(StrictModel):
+class VllmMindsporeSettings(EngineSettingsBase):
     kind: Literal["vllm-mindspore"]
-    port: int = 8000
-    ray_port: int = 6379
-    max_num_seqs: int = 256
-    max_model_len: int = 32768
-    max_num_batched_tokens: int = 4096
-    block_size: int = 128
+    port: Port = 8000
+    ray_port: Port = 6379
+    max_num_seqs: Count = 256
+    max_model_len: Count = 32768
+    max_num_batched_tokens: Count = 4096
+    block_size: Count = 128
     gpu_memory_utilization: float = 0.9
     trust_remote_code: bool = True
     # Runbook 003 passes --no-enable-prefix-caching.
@@ -66,10 +76,10 @@ class VllmMindsporeSettings(StrictModel):
     # Write runbook 003's MindFormers predict yaml to `mindformers_model_config`
     # on every node (otherwise the one shipped in the image is used).
     write_mindformers_yaml: bool = False
-    # Extra env vars, or null to drop one the engine would set.
-    env: dict[str, Optional[str]] = {}
     log_file: str = "vllm.txt"
-    ready_timeout_s: int = 3600
+
+    def host_ports(self) -> dict[str, int]:
+        return {**super().host_ports(), "engine.ray_port": self.ray_port}
 
 
 class VllmMindspore(EnginePlugin):
