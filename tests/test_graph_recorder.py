@@ -22,13 +22,13 @@ import pulumi_docker as docker
 import pytest
 from pulumi.runtime import settings as pulumi_settings
 
+from ascendctl.preview import sdk
 from ascendctl.preview.diff import diff_graphs
 from ascendctl.preview.graph import Graph, ResourceRecord
 from ascendctl.preview.paths import format_path, parse_path, path_matches
 from ascendctl.preview.printer import format_diff, format_tree
 from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.values import UNKNOWN, Secret
-from ascendctl.preview import sdk
 
 PROJECT = "ascend-inference"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA-TOPSECRET-9f8e7d\n-----END OPENSSH PRIVATE KEY-----\n"
