@@ -24,7 +24,9 @@ REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 # entry is needed here. The program puts the connection identity there.
 #
 # pulumi-docker 4.11.2, RemoteImage (the bridged terraform-provider-docker's
-# `docker_image`): a new image `name` is a new image, pulled and replaced.
+# `docker_image`): a new image `name` is a new image, pulled and replaced
+# (`name` is ForceNew in that schema; `keepLocally`, the program's other
+# input, is not).
 PROVIDER_REPLACES: dict[str, set[str]] = {
     REMOTE_IMAGE: {"name"},
 }
@@ -32,7 +34,12 @@ PROVIDER_REPLACES: dict[str, set[str]] = {
 # pulumi-docker 4.11.2, Container (the bridged terraform-provider-docker's
 # `docker_container`): recreates the container on any input change except
 # these, which it applies to the running container (restart policy) or
-# which only change how it starts, waits for or removes it.
+# which only change how it starts, waits for or removes it. Read in
+# kreuzwerker/terraform-provider-docker's `docker_container` schema (its main
+# branch, not the exact release 4.11.2 bundles): these fields have no
+# ForceNew there, and every other input this program sets (image, name,
+# command, entrypoints, envs, labels, devices, volumes, networkMode, ipcMode,
+# shmSize, privileged, tty, stdinOpen) has.
 DOCKER_CONTAINER_IN_PLACE = {"restart", "maxRetryCount", "mustRun", "wait", "waitTimeout", "start", "attach",
                              "logs", "rm", "destroyGraceSeconds"}
 
