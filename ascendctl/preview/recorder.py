@@ -25,9 +25,12 @@ does not show:
   transforms, resource hooks and the engine's step scheduling are not run
   (`Graph.longest_chain` models the scheduling).
 
-Determinism and cost: monitor RPCs run on a one-thread executor, so the
-registration order (and the whole Graph) is the same on every run. The
-cyclic GC is paused during a run.
+Order and cost: monitor RPCs run on a one-thread executor, one at a time.
+Resources that wait for each other always register in that order; two that
+do not (a node's image and its container-name check, say) usually register
+in the same order, but the SDK's applies race the executor thread, and on a
+loaded machine their order has been seen to swap between runs (printouts
+list resources in registration order). The cyclic GC is paused during a run.
 """
 
 from __future__ import annotations
@@ -122,8 +125,8 @@ def record_graph(
     ``outputs_for`` returns) and state = inputs updated with
     ``outputs_for(args)``; invokes return ``call_for(args)`` (default ``{}``).
     ``rpc_workers`` > 1 lets independent registrations run concurrently (for an
-    ``outputs_for`` that performs real work); the default of 1 keeps the
-    recorded order deterministic.
+    ``outputs_for`` that performs real work); the default of 1 sends one
+    request at a time (see the module's note on order).
 
     Exceptions raised by the program, inside an ``apply`` or by a mock are
     re-raised as the original exception (the SDK's "While processing resource"
@@ -172,9 +175,9 @@ def _record(program, config, project, stack, outputs_for, call_for, secret_keys,
 
     # A private loop (never installed as the thread's current loop; inside it
     # asyncio.get_event_loop() returns it) whose default executor has ONE worker:
-    # the SDK sends every monitor RPC through run_in_executor, so one worker makes
-    # the order of requests -- and so the graph -- deterministic.  The RPCs are
-    # GIL-bound Python anyway; more workers would not be faster.
+    # the SDK sends every monitor RPC through run_in_executor, so one worker sends
+    # the requests one at a time, in the order the program makes them ready.  The
+    # RPCs are GIL-bound Python anyway; more workers would not be faster.
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(_quiet_exception_handler)
     # An executor that performs real work in `outputs_for` (emulator/) asks for
