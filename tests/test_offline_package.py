@@ -19,7 +19,7 @@ import pytest
 
 from ascend_inference.spec import NAMESPACE
 from ascend_inference.stackfile import load_stack
-from ascendctl.preview import sdk
+from ascendctl.preview import sdk, wire
 from ascendctl.preview.facts import mock_outputs
 from ascendctl.preview.stack import config_for, record_stack
 from ascendctl.preview.values import Secret
@@ -76,6 +76,17 @@ def test_version_check_accepts_the_pinned_versions():
 def test_pins_are_the_ones_in_requirements():
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (PROJECT_ROOT / "requirements.txt").read_text(), re.M))
     assert {name: pins.get(name) for name in PINNED_VERSIONS} == PINNED_VERSIONS
+
+
+def test_wire_signatures_are_the_sdks():
+    """The recorder decodes requests with its own copy of the wire format's
+    signatures; they must be the installed SDK's."""
+    from pulumi.runtime import rpc
+
+    assert (wire._SIG_KEY, wire._SECRET_SIG, wire._RESOURCE_SIG, wire._ASSET_SIG, wire._ARCHIVE_SIG,
+            wire._OUTPUT_VALUE_SIG, wire._UNKNOWN_WIRE) == (
+        rpc._special_sig_key, rpc._special_secret_sig, rpc._special_resource_sig, rpc._special_asset_sig,
+        rpc._special_archive_sig, rpc._special_output_value_sig, rpc.UNKNOWN)
 
 
 @pytest.mark.parametrize("command", [["preview"], ["diff", "--set", "engine.max_num_seqs=128"]])

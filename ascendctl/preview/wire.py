@@ -2,7 +2,8 @@
 plain Python: property values (the SDK's special signatures for secrets,
 resource references, assets, archives, output values and unknowns) and the
 resource options the request carries. The signatures are the Pulumi wire
-protocol's, stable across SDK versions (checked against pulumi 3.272.0)."""
+protocol's, the same constants as the SDK's `pulumi.runtime.rpc` (a test
+compares them with the installed SDK's)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from google.protobuf import json_format, struct_pb2
 
 from ascendctl.preview.values import UNKNOWN, ResourceReference, Secret
 
-# The special signatures of the Pulumi property wire format (sdk/go/common/resource/sig).
+# The special signatures of the Pulumi property wire format.
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
