@@ -155,3 +155,32 @@ def test_recorder_sees_what_the_public_mock_api_sees(stack):
     recorded = record_stack(loaded)
     assert len(registered) > len(loaded.spec.nodes)
     assert sorted(registered) == sorted((r.type, r.name, r.custom) for r in recorded.resources)
+
+
+def test_registration_order_does_not_depend_on_how_fast_the_mocks_answer():
+    """Slow answers from the mocks (as on a loaded machine, or an emulator
+    doing real work) must not reorder the preview: the recorder answers one
+    request at a time and the event loop waits for each. Each preview runs in
+    a fresh process, as the CLI does (in a long-lived process the SDK's
+    address-ordered sets of children can still reorder independent
+    registrations; see ascendctl/preview/recorder.py)."""
+    stack = "dp4-ep32-gpustack"  # the stack whose order was seen to vary
+    slow_answers = (
+        "import sys, time; import ascendctl.preview.stack as stack; answers_of = stack.mock_outputs\n"
+        "def slow(loaded):\n"
+        "    answer = answers_of(loaded)\n"
+        "    def outputs_for(args):\n"
+        "        if len(args.name) % 2:  # every other resource answers late\n"
+        "            time.sleep(0.003)\n"
+        "        return answer(args)\n"
+        "    return outputs_for\n"
+        "stack.mock_outputs = slow\n"
+        "from ascendctl.cli import main; sys.exit(main(sys.argv[1:]))\n")
+    command = ["preview", "--stack", stack, "--no-inputs"]
+    quick = subprocess.run([sys.executable, "-m", "ascendctl", *command],
+                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    slow = subprocess.run([sys.executable, "-c", slow_answers, *command],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert quick.returncode == 0 and slow.returncode == 0, quick.stderr + slow.stderr
+    assert f"{stack}" in quick.stdout and "docker:index/container:Container" in quick.stdout
+    assert slow.stdout == quick.stdout
