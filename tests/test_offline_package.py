@@ -23,7 +23,11 @@ from ascendctl.preview import sdk, wire
 from ascendctl.preview.facts import mock_outputs
 from ascendctl.preview.stack import config_for, record_stack
 from ascendctl.preview.values import Secret
-from ascendctl.preview.versions import PINNED_VERSIONS, SdkVersionMismatch, check_sdk_versions
+from ascendctl.preview.versions import (
+    PINNED_VERSIONS,
+    SdkVersionMismatch,
+    check_sdk_versions,
+)
 from tests.conftest import PROJECT_ROOT, STACKS
 
 PROGRAM_SOURCES = [PROJECT_ROOT / "__main__.py",

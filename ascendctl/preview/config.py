@@ -74,7 +74,8 @@ def apply_change(config: dict, assignment: str, file: str) -> dict:
         else:
             target[last] = value
     except (KeyError, IndexError, TypeError):
-        raise StackError([Problem(file, key, "no such path in the stack", "check the key against the stack file")]) from None
+        raise StackError([Problem(file, key, "no such path in the stack",
+                                  "check the key against the stack file")]) from None
     return out
 
 

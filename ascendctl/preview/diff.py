@@ -13,7 +13,13 @@ from typing import Any
 
 from ascendctl.preview.graph import Graph, ResourceRecord, alias_urns
 from ascendctl.preview.paths import PathPart, format_path, parse_path, path_matches
-from ascendctl.preview.values import SECRET_MASK, Secret, contains_secret, is_asset_or_archive, masked
+from ascendctl.preview.values import (
+    SECRET_MASK,
+    Secret,
+    contains_secret,
+    is_asset_or_archive,
+    masked,
+)
 
 
 class _Missing:
@@ -66,7 +72,8 @@ def _diff_values(old: Any, new: Any, parts: list[PathPart], out: list[tuple[list
         if not (isinstance(old, Secret) and isinstance(new, Secret) and old == new):
             out.append((parts, old, new))
         return
-    if isinstance(old, dict) and isinstance(new, dict) and not is_asset_or_archive(old) and not is_asset_or_archive(new):
+    if (isinstance(old, dict) and isinstance(new, dict)
+            and not is_asset_or_archive(old) and not is_asset_or_archive(new)):
         for k in list(old.keys()) + [k for k in new.keys() if k not in old]:
             _diff_values(old.get(k, MISSING), new.get(k, MISSING), parts + [k], out)
         return
@@ -78,7 +85,8 @@ def _diff_values(old: Any, new: Any, parts: list[PathPart], out: list[tuple[list
         return
     if type(old) is not type(new) or old != new:
         # 1 == 1.0 and True == 1 are not changes worth reporting, but "1" vs 1 is.
-        if not (isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool) and not isinstance(new, bool) and old == new):
+        both_numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (old, new))
+        if not (both_numbers and old == new):
             out.append((parts, old, new))
 
 
@@ -138,7 +146,8 @@ def diff_graphs(
         ignore = rec.options.get("ignore_changes") or []
         raw = [d for d in raw if not any(path_matches(p, d[0], within_only=True) for p in ignore)]
 
-        patterns: list[tuple[str, str]] = [(p, "replace_on_changes") for p in rec.options.get("replace_on_changes") or []]
+        patterns: list[tuple[str, str]] = [(p, "replace_on_changes")
+                                           for p in rec.options.get("replace_on_changes") or []]
         if replace_keys is not None:
             patterns += [(p, "provider forces replacement") for p in sorted(replace_keys(rec) or ())]
 
@@ -149,7 +158,8 @@ def diff_graphs(
             for pat, src in patterns:
                 if path_matches(pat, parts):
                     replace_paths.append(format_path(parts))
-                    why.append(f"{format_path(parts)} changed ({src}: {pat})" if src == "replace_on_changes" else f"{format_path(parts)} changed ({src})")
+                    rule = f"{src}: {pat}" if src == "replace_on_changes" else src
+                    why.append(f"{format_path(parts)} changed ({rule})")
                     break
         provider_changed = (old.provider_urn or None) != (rec.provider_urn or None)
         if provider_changed:
@@ -181,10 +191,9 @@ def diff_graphs(
     for rec in after.resources:
         p = rec.provider_urn
         if p and p in replaced:
-            ch = by_after.get(rec.urn)
             pname = after.by_urn[p].name if p in after.by_urn else p
-            if ch is None:
-                ch = Change(rec.urn, rec.type, rec.name, "replace", reason="")
+            ch = by_after.get(rec.urn) or Change(rec.urn, rec.type, rec.name, "replace", reason="")
+            if rec.urn not in by_after:
                 changes.append(ch)
                 by_after[rec.urn] = ch
             if ch.action in ("update", "replace"):

@@ -30,7 +30,8 @@ def synthetic_npu_smi(devices: int, name: str, hbm_mb: int) -> str:
     ]
     for i in range(devices):
         lines.append(f"| {i:<5} {name:<19} | OK            | 96.5        36                0    / 0             |")
-        lines.append(f"| 0                         | 0000:{i:02X}:00.0  | 0           0    / 0          3347 / {hbm_mb:<10}|")
+        lines.append(f"| 0                         | 0000:{i:02X}:00.0  | 0           0    / 0          "
+                     f"3347 / {hbm_mb:<10}|")
         lines.append(sep)
     return "\n".join(lines)
 

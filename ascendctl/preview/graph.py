@@ -13,6 +13,7 @@ from typing import Any
 
 from ascendctl.preview.values import masked
 
+
 @dataclass
 class ResourceRecord:
     """One ``RegisterResource`` (or ``ReadResource``) request, as plain data."""
@@ -107,10 +108,8 @@ class Graph:
 
     def children_of(self, urn: str | ResourceRecord | None) -> list[ResourceRecord]:
         """Direct children; ``None`` or the stack URN gives the top-level resources."""
-        urn = _urn_of(urn)
-        if urn is None:
-            urn = self.stack_urn
-        return [r for r in self.resources if r.parent_urn == urn]
+        parent = self.stack_urn if urn is None else _urn_of(urn)
+        return [r for r in self.resources if r.parent_urn == parent]
 
     def descendants_of(self, urn: str | ResourceRecord) -> list[ResourceRecord]:
         out: list[ResourceRecord] = []
@@ -258,7 +257,7 @@ class Graph:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False, default=str)
 
 
-def _urn_of(x: str | ResourceRecord | None) -> str | None:
+def _urn_of(x: str | ResourceRecord) -> str:
     return x.urn if isinstance(x, ResourceRecord) else x
 
 
@@ -268,6 +267,9 @@ def _urn_of(x: str | ResourceRecord | None) -> str | None:
 
 
 def engine_urn(stack: str, project: str, parent: str | None, type_: str, name: str) -> str:
+    """A resource's URN as the engine makes it (`Deployment.generateURN`): no
+    `pulumi:pulumi:Stack$` prefix for top-level resources, the parent's full
+    qualified type (`a:A$b:B$c:C` for a grandchild) for nested ones."""
     parent_type = ""
     if parent:
         qualified = parent.split("::")[2]
@@ -288,7 +290,8 @@ def alias_urns(rec: ResourceRecord) -> list[str]:
         parent = None if a.get("noParent") else a.get("parentUrn", rec.parent_urn)
         out.append(
             engine_urn(
-                a.get("stack", stack), a.get("project", project), parent, a.get("type", rec.type), a.get("name", rec.name)
+                a.get("stack", stack), a.get("project", project), parent,
+                a.get("type", rec.type), a.get("name", rec.name),
             )
         )
     return out

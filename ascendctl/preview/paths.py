@@ -63,7 +63,7 @@ def path_matches(pattern: str | list[PathPart], path: str | list[PathPart], *, w
     pth = parse_path(path) if isinstance(path, str) else path
     if within_only and len(pth) < len(pat):
         return False
-    for a, b in zip(pat, pth):
+    for a, b in zip(pat, pth, strict=False):  # prefix semantics: the shorter one decides
         if a == "*" or b == "*":
             continue
         if a != b and str(a) != str(b):

@@ -9,7 +9,12 @@ import os
 from typing import Any
 
 from ascend_inference.spec import NAMESPACE
-from ascend_inference.stackfile import LoadedStack, load_stack, read_config, resolve_stack
+from ascend_inference.stackfile import (
+    LoadedStack,
+    load_stack,
+    read_config,
+    resolve_stack,
+)
 from ascendctl.preview.config import apply_change
 from ascendctl.preview.diff import Change, diff_graphs
 from ascendctl.preview.facts import mock_outputs
