@@ -23,7 +23,10 @@ version `versions.py` insists on):
   process-wide default is replaced when set while unset; saved and restored
   around a run so that a recording leaves no monitor behind;
 * `pulumi.runtime.run_in_stack` (exported, documented as internal): creates
-  the Stack, runs the program, registers its outputs and waits for every RPC.
+  the Stack, runs the program, registers its outputs and waits for every RPC;
+* the SDK sends each monitor request through the running event loop's
+  default executor (`run_in_executor(None, ...)`), which `recorder.py` sets
+  to answer one request at a time.
 """
 
 from __future__ import annotations
