@@ -164,27 +164,35 @@ def test_recorder_sees_what_the_public_mock_api_sees(stack):
 def test_registration_order_does_not_depend_on_how_fast_the_mocks_answer():
     """Slow answers from the mocks (as on a loaded machine, or an emulator
     doing real work) must not reorder the preview: the recorder answers one
-    request at a time and the event loop waits for each. Each preview runs in
-    a fresh process, as the CLI does (in a long-lived process the SDK's
-    address-ordered sets of children can still reorder independent
-    registrations; see ascendctl/preview/recorder.py)."""
+    request at a time and the event loop waits for each. The two previews run
+    in fresh processes with string hashing fixed and address randomisation
+    off, because the SDK's own order of a component's children follows object
+    addresses (see ascendctl/preview/recorder.py); so the one thing that
+    differs between them is how fast the mocks answer."""
     stack = "dp4-ep32-gpustack"  # the stack whose order was seen to vary
-    slow_answers = (
-        "import sys, time; import ascendctl.preview.stack as stack; answers_of = stack.mock_outputs\n"
-        "def slow(loaded):\n"
+    # The same script for both runs (so the same allocations), with a delay
+    # of 0 or 10 ms for every other resource's answer.
+    answers_after = (
+        "import os, sys, time; import ascendctl.preview.stack as stack; answers_of = stack.mock_outputs\n"
+        "delay = float(os.environ['MOCK_DELAY'])\n"
+        "def late(loaded):\n"
         "    answer = answers_of(loaded)\n"
         "    def outputs_for(args):\n"
-        "        if len(args.name) % 2:  # every other resource answers late\n"
-        "            time.sleep(0.003)\n"
+        "        if len(args.name) % 2:\n"
+        "            time.sleep(delay)\n"
         "        return answer(args)\n"
         "    return outputs_for\n"
-        "stack.mock_outputs = slow\n"
+        "stack.mock_outputs = late\n"
         "from ascendctl.cli import main; sys.exit(main(sys.argv[1:]))\n")
-    command = ["preview", "--stack", stack, "--no-inputs"]
-    quick = subprocess.run([sys.executable, "-m", "ascendctl", *command],
-                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    slow = subprocess.run([sys.executable, "-c", slow_answers, *command],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    fixed_layout = ["setarch", os.uname().machine, "--addr-no-randomize"]
+
+    def preview(delay: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*fixed_layout, sys.executable, "-c", answers_after,
+                               "preview", "--stack", stack, "--no-inputs"],
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONHASHSEED": "0", "MOCK_DELAY": delay})
+
+    quick, slow = preview("0"), preview("0.01")
     assert quick.returncode == 0 and slow.returncode == 0, quick.stderr + slow.stderr
-    assert f"{stack}" in quick.stdout and "docker:index/container:Container" in quick.stdout
+    assert "docker:index/container:Container node3-container" in quick.stdout
     assert slow.stdout == quick.stdout
