@@ -7,7 +7,8 @@
     python -m ascendctl stacks
 
 Exit status: 0 on success, 2 when the stack has problems (one line each,
-naming the stack file, the key and the fix; never a traceback).
+naming the stack file, the key and the fix; never a traceback), 3 when
+`preview` or `diff` find a Pulumi SDK other than the pinned one installed.
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import sys
 from pathlib import Path
 
 from ascend_inference.errors import NodeFactError, StackError
+from ascendctl.preview.versions import SdkVersionMismatch
 
 EXIT_STACK_PROBLEM = 2
+EXIT_WRONG_SDK = 3
 
 
 DEFAULT_STACK = "tp16-mindie"
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except NodeFactError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STACK_PROBLEM
+    except SdkVersionMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_WRONG_SDK
     except BrokenPipeError:  # e.g. `... | head`
         return 0
 
@@ -204,14 +210,14 @@ def cmd_render(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from ascendctl.offline import preview_stack
+    from ascendctl.preview.stack import preview_stack
 
     print(preview_stack(args.stack, as_json=args.json, show_inputs=not args.no_inputs))
     return 0
 
 
 def cmd_diff(args) -> int:
-    from ascendctl.offline import diff_stack
+    from ascendctl.preview.stack import diff_stack
 
     print(diff_stack(args.stack, args.changes))
     return 0

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from ascendctl.offline import loaded_with_config, record_stack, scaled_config
+from ascendctl.preview.config import scaled_config
+from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascend_inference.stackfile import load_stack
 base = load_stack(sys.argv[2])
 nodes = int(sys.argv[3])

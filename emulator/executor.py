@@ -1,7 +1,7 @@
 """Run the Pulumi program for real against an emulated cluster — test tooling.
 
 There is no Pulumi engine on the development machines, so this plays the
-engine's part: the program runs under the SDK's mocks (ascendctl.graph), and
+engine's part: the program runs under the SDK's mocks (ascendctl.preview.recorder), and
 every custom resource the program registers is *performed* the way its
 provider would, in the order the SDK registers them (a resource is registered
 only after the resources it depends on have returned):
@@ -121,7 +121,7 @@ class Executor:
     # --- running the program ----------------------------------------------
 
     def up(self, program: Callable[[], None], config: dict, *, stack: str, project: str = "ascend-inference") -> Report:
-        from ascendctl.graph import record_graph
+        from ascendctl.preview.recorder import record_graph
 
         report = Report()
         seen: set[str] = set()

@@ -17,8 +17,9 @@ import copy
 from pathlib import Path
 from typing import Callable, Optional
 
-from ascendctl.graph import Secret
-from ascendctl.offline import apply_change, loaded_with_config
+from ascendctl.preview.config import apply_change
+from ascendctl.preview.stack import config_for, loaded_with_config
+from ascendctl.preview.values import Secret
 from ascend_inference.spec import NAMESPACE
 from ascend_inference.stackfile import LoadedStack, load_stack
 from emulator.executor import Executor, Report
@@ -64,7 +65,6 @@ class StackRollout:
         return loaded_with_config(self.base, config), config
 
     def up(self, changes: Optional[list[str]] = None) -> Report:
-        from ascendctl.offline import config_for
         from components.program import run
         import os
 

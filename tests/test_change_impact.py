@@ -1,7 +1,7 @@
 """Graph tier: what a config change does to the resource graph, as a table.
 
 Each row is a change (`KEY=VALUE`, as `python -m ascendctl diff --set`)
-on a stack; `offline.changes_for` gives the per-resource changes. Each kind
+on a stack; `ascendctl.preview.stack.changes_for` gives the per-resource changes. Each kind
 of change has one rule, stated in terms of resource roles and of the
 dependency graph after the change (recorded here too), so the expectation
 follows from the stack and the graph rather than from a printout:
@@ -33,8 +33,10 @@ from typing import Callable
 
 import pytest
 
-from ascendctl import offline
-from ascendctl.graph import Change, Graph, ResourceRecord
+from ascendctl.preview.config import apply_change
+from ascendctl.preview.diff import Change
+from ascendctl.preview.graph import Graph, ResourceRecord
+from ascendctl.preview.stack import changes_for, loaded_with_config, record_stack
 from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +85,8 @@ def after_graph(stack: str, assignments: list[str]) -> Graph:
     ld = loaded(stack)
     config = ld.raw_config
     for a in assignments:
-        config = offline.apply_change(config, a, ld.file)
-    return offline.record_stack(offline.loaded_with_config(ld, config), config)
+        config = apply_change(config, a, ld.file)
+    return record_stack(loaded_with_config(ld, config), config)
 
 
 def customs(g: Graph) -> list[ResourceRecord]:
@@ -258,7 +260,7 @@ ROWS = [
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_change_impact(row: Row):
-    changes = offline.changes_for(row.stack, list(row.assignments))
+    changes = changes_for(row.stack, list(row.assignments))
     assert changes, f"{row.assignments} changed nothing on {row.stack}"
     imp = Impact(row.stack, list(row.assignments), changes, after_graph(row.stack, list(row.assignments)))
     row.rule(imp)
@@ -286,6 +288,6 @@ def test_diff_cli_reports_what_changes_for_reports():
                             cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     listed = {m.group(2) for m in re.finditer(r"^(\+-|~|\+|-)\s+\w+\s+\S+\s+(\S+)$", result.stdout, re.M)}
-    expected = {c.name for c in offline.changes_for(stack, [change])}
+    expected = {c.name for c in changes_for(stack, [change])}
     assert listed == expected
-    assert {role(c) for c in offline.changes_for(stack, [change])} <= SERVING_ROLES
+    assert {role(c) for c in changes_for(stack, [change])} <= SERVING_ROLES

@@ -7,7 +7,7 @@ Three ways a stack reaches the checks are compared:
 * `python -m ascendctl validate --stack FILE` (exit 2, one `error:` line per problem);
 * `python -m ascendctl preview --stack FILE` (the same lines, exit 2);
 * the program itself (`components.program.run` under the mocks, via
-  `offline.record_stack`), given the bad file's config as Pulumi's config: it
+  `ascendctl.preview.stack.record_stack`), given the bad file's config as Pulumi's config: it
   must raise StackError with the same problems, before any resource.
 """
 from __future__ import annotations
@@ -24,7 +24,10 @@ from typing import Callable
 import pytest
 import yaml
 
-from ascendctl import cli, offline
+from ascendctl import cli
+from ascendctl.preview import stack as preview_stack
+from ascendctl.preview.facts import synthetic_preflight
+from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascend_inference.errors import NodeFactError, StackError
 from ascend_inference.spec import NAMESPACE
 from ascend_inference.stackfile import LoadedStack, load_stack
@@ -97,7 +100,7 @@ def program_error_lines(stack: str, path: Path, config: dict) -> list[str]:
     stand_in = dataclasses.replace(loaded(stack), name=path.name[len("Pulumi."):-len(".yaml")], file=str(path),
                                    raw_config=config)
     try:
-        offline.record_stack(stand_in, config)
+        record_stack(stand_in, config)
     except StackError as error:
         return [f"error: {p}" for p in error.problems]
     pytest.fail(f"the program accepted {path.name}, which `validate` rejects")
@@ -134,7 +137,7 @@ def test_bad_stack_messages_name_the_key(tmp_path):
 
 def patched_preflight(monkeypatch, node: str, edit: Callable[[str], str]) -> None:
     """Make `node`'s preflight print `edit(healthy output)`."""
-    original = offline.mock_outputs
+    original = preview_stack.mock_outputs
 
     def mock_outputs(ld):
         inner = original(ld)
@@ -149,7 +152,7 @@ def patched_preflight(monkeypatch, node: str, edit: Callable[[str], str]) -> Non
 
         return outputs_for
 
-    monkeypatch.setattr(offline, "mock_outputs", mock_outputs)
+    monkeypatch.setattr(preview_stack, "mock_outputs", mock_outputs)
 
 
 def in_section(section: str, old: str, new: str) -> Callable[[str], str]:
@@ -167,7 +170,7 @@ def test_tls_switch_against_the_policy(monkeypatch):
     node = spec.nodes[1].name
     patched_preflight(monkeypatch, node, in_section("device 0 tls", "tls switch[0]", "tls switch[1]"))
     with pytest.raises(NodeFactError) as info:
-        offline.record_stack(loaded(stack))
+        record_stack(loaded(stack))
     assert info.value.node == node and info.value.fact == "device 0 tls"
     assert f"node {node}: device 0 tls: switch is 1" in str(info.value)
     assert "disabled" in str(info.value) and info.value.fix
@@ -178,7 +181,7 @@ def test_link_down(monkeypatch):
     node = loaded(stack).spec.nodes[1].name
     patched_preflight(monkeypatch, node, in_section("device 3 link", "link status: UP", "link status: DOWN"))
     with pytest.raises(NodeFactError) as info:
-        offline.record_stack(loaded(stack))
+        record_stack(loaded(stack))
     assert (info.value.node, info.value.fact) == (node, "device 3 link")
     assert "DOWN" in str(info.value)
 
@@ -189,7 +192,7 @@ def test_hostname_other_than_declared(monkeypatch):
     node, other = spec.nodes[1], spec.nodes[0]
     patched_preflight(monkeypatch, node.name, in_section("hostname", node.hostname, other.hostname))
     with pytest.raises(NodeFactError) as info:
-        offline.record_stack(loaded(stack))
+        record_stack(loaded(stack))
     assert (info.value.node, info.value.fact) == (node.name, "hostname")
     assert other.hostname in str(info.value) and node.hostname in str(info.value)
 
@@ -202,14 +205,14 @@ def test_duplicate_hostname_across_nodes(monkeypatch):
     config = copy.deepcopy(ld.raw_config)
     for n in config[f"{NS}nodes"]:
         n.pop("hostname")
-    undeclared = offline.loaded_with_config(ld, config)
+    undeclared = loaded_with_config(ld, config)
     first, second = (n.name for n in undeclared.spec.nodes[:2])
     # What the first node answers, so the second can answer the same.
-    first_hostname = offline.synthetic_preflight(undeclared, first).split("### hostname\n", 1)[1].splitlines()[0]
-    second_hostname = offline.synthetic_preflight(undeclared, second).split("### hostname\n", 1)[1].splitlines()[0]
+    first_hostname = synthetic_preflight(undeclared, first).split("### hostname\n", 1)[1].splitlines()[0]
+    second_hostname = synthetic_preflight(undeclared, second).split("### hostname\n", 1)[1].splitlines()[0]
     patched_preflight(monkeypatch, second, in_section("hostname", second_hostname, first_hostname))
     with pytest.raises(NodeFactError) as info:
-        offline.record_stack(undeclared, config)
+        record_stack(undeclared, config)
     assert (info.value.node, info.value.fact) == (second, "hostname")
     assert f"'{first_hostname}' is also the hostname of {first}" in str(info.value)
 
@@ -220,7 +223,7 @@ def test_unhealthy_npu(monkeypatch):
     node = spec.nodes[0].name
     patched_preflight(monkeypatch, node, lambda text: text.replace("| OK            |", "| Critical      |", 1))
     with pytest.raises(NodeFactError) as info:
-        offline.record_stack(loaded(stack))
+        record_stack(loaded(stack))
     assert (info.value.node, info.value.fact) == (node, "npu-smi info")
     assert f"{spec.profile.devices_per_node - 1} healthy NPUs, the stack needs {spec.profile.devices_per_node}" \
         in str(info.value)

@@ -1,4 +1,4 @@
-"""Tests for ascendctl/graph.py: the offline preview/diff recorder.
+"""Tests for ascendctl/preview/: the offline preview/diff recorder.
 
 A toy program (one ComponentResource with two pulumi-command remote Commands, a
 pulumi-docker Provider + Container and a smoke-test Command) is run under the
@@ -22,20 +22,13 @@ import pulumi_docker as docker
 import pytest
 from pulumi.runtime import settings as pulumi_settings
 
-import ascendctl.graph as graph_module
-from ascendctl.graph import (
-    UNKNOWN,
-    Graph,
-    ResourceRecord,
-    Secret,
-    diff_graphs,
-    format_diff,
-    format_path,
-    format_tree,
-    parse_path,
-    path_matches,
-    record_graph,
-)
+from ascendctl.preview import sdk
+from ascendctl.preview.diff import diff_graphs
+from ascendctl.preview.graph import Graph, ResourceRecord
+from ascendctl.preview.paths import format_path, parse_path, path_matches
+from ascendctl.preview.printer import format_diff, format_tree
+from ascendctl.preview.recorder import record_graph
+from ascendctl.preview.values import UNKNOWN, Secret
 
 PROJECT = "ascend-inference"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA-TOPSECRET-9f8e7d\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -610,11 +603,11 @@ def test_does_not_disturb_callers_mocks() -> None:
 
     # run the caller in its own context and undo the SDK's ContextProperty
     # default quirk so this test leaves nothing behind either
-    saved = graph_module._settings_defaults()
+    saved = sdk.settings_defaults()
     try:
         contextvars.copy_context().run(scenario)
     finally:
-        graph_module._restore_settings_defaults(saved)
+        sdk.restore_settings_defaults(saved)
 
 
 def test_timeout_instead_of_hang() -> None:

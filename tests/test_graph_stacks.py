@@ -1,5 +1,5 @@
 """Graph tier: the Pulumi program of every stack, run under the SDK's mocks
-(`ascendctl.offline.record_stack`), checked as a resource graph.
+(`ascendctl.record_stack`), checked as a resource graph.
 
 Every expectation is derived from the stack file (node names, engine kind,
 `container.image_tar`, `network.fix_tls` / `ping_peers`, the engine files the
@@ -29,8 +29,12 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ascendctl import offline
-from ascendctl.graph import Graph, ResourceRecord, Secret, format_diff, format_tree
+from ascendctl.preview import stack as preview_stack
+from ascendctl.preview.config import apply_change, scaled_config
+from ascendctl.preview.graph import Graph, ResourceRecord
+from ascendctl.preview.printer import format_diff, format_tree
+from ascendctl.preview.stack import changes_for, config_for, loaded_with_config, record_stack
+from ascendctl.preview.values import Secret
 from ascend_inference.ranktable import rank_table_digest
 from ascend_inference.render import declared_device_ips, rank_table, render_node
 from ascend_inference.spec import NAMESPACE
@@ -82,7 +86,7 @@ def loaded(stack: str) -> LoadedStack:
 
 @functools.lru_cache(maxsize=None)
 def graph(stack: str) -> Graph:
-    return offline.record_stack(loaded(stack))
+    return record_stack(loaded(stack))
 
 
 def node_names(stack: str) -> list[str]:
@@ -434,7 +438,7 @@ def leaks(g: Graph, needle: str) -> list[str]:
 def distinct_key(monkeypatch):
     """The stack's SSH key secret set to a recognisable test key (still a
     Secret, as `pulumi config set --secret` would give the program)."""
-    original = offline.config_for
+    original = preview_stack.config_for
 
     def config_for(ld, config):
         values = original(ld, config)
@@ -443,14 +447,14 @@ def distinct_key(monkeypatch):
         values[full] = Secret(TEST_KEY)
         return values
 
-    monkeypatch.setattr(offline, "config_for", config_for)
+    monkeypatch.setattr(preview_stack, "config_for", config_for)
     return TEST_KEY
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_ssh_key_only_as_a_secret(stack, distinct_key):
     ld = loaded(stack)
-    g = offline.record_stack(ld)
+    g = record_stack(ld)
     commands = g.of_type(CMD)
     assert commands
     for cmd in commands:
@@ -469,7 +473,7 @@ def test_ssh_key_only_as_a_secret(stack, distinct_key):
 def test_placeholder_key_never_printed(stack):
     ld = loaded(stack)
     full = f"{NAMESPACE}:{ld.spec.ssh.private_key_secret}"
-    placeholder = offline.config_for(ld, ld.raw_config)[full]
+    placeholder = config_for(ld, ld.raw_config)[full]
     assert isinstance(placeholder, Secret) and placeholder.value
     g = graph(stack)
     assert leaks(g, placeholder.value) == []
@@ -480,8 +484,8 @@ def test_placeholder_key_never_printed(stack):
 def test_ssh_key_through_a_jump_host_stays_secret(distinct_key):
     """The jump host (`proxy`) gets the same key; it must stay inside the secret."""
     ld = loaded("tp16-vllm-mindspore")
-    config = offline.apply_change(ld.raw_config, "ssh.jump_host=ops@203.0.113.5:2222", ld.file)
-    g = offline.record_stack(offline.loaded_with_config(ld, config), config)
+    config = apply_change(ld.raw_config, "ssh.jump_host=ops@203.0.113.5:2222", ld.file)
+    g = record_stack(loaded_with_config(ld, config), config)
     pre = named(g, f"{node_names('tp16-vllm-mindspore')[0]}-preflight")
     proxy = pre.inputs["connection"].value["proxy"]
     assert proxy["host"] == "203.0.113.5" and proxy["port"] == 2222 and proxy["privateKey"] == distinct_key
@@ -494,7 +498,7 @@ def test_ssh_key_not_in_a_diff_printout(distinct_key):
     says so without printing the key."""
     stack = "tp16-vllm-mindspore"
     node1 = node_names(stack)[1]
-    changes = offline.changes_for(stack, ["nodes[1].host=192.0.2.99"])
+    changes = changes_for(stack, ["nodes[1].host=192.0.2.99"])
     touched = {c.name for c in changes}
     assert f"{node1}-preflight" in touched
     text = format_diff(changes)
@@ -504,7 +508,7 @@ def test_ssh_key_not_in_a_diff_printout(distinct_key):
 
 
 GPUSTACK_STACKS = [s for s in STACKS if load_stack(s).spec.engine.kind in GPUSTACK_ENGINES]
-# What offline.mock_outputs answers for the two reads (stdout of the commands).
+# What ascendctl.preview.facts.mock_outputs answers for the two reads (stdout of the commands).
 MOCK_TOKEN = "mock-registration-token"
 MOCK_PASSWORD = "mock-admin-password"
 
@@ -534,7 +538,7 @@ def test_gpustack_secrets(stack):
 def test_gpustack_secrets_not_in_a_diff(stack):
     """A new image recreates the server and the workers; their (secret) token
     must not show in the diff."""
-    changes = offline.changes_for(stack, ["container.image=example/x:2"])
+    changes = changes_for(stack, ["container.image=example/x:2"])
     workers = {f"{n}-container" for n in node_names(stack)[1:]}
     assert workers <= {c.name for c in changes}
     text = format_diff(changes) + json.dumps([c.to_dict() for c in changes])
@@ -554,7 +558,7 @@ def test_gpustack_preview_cli_masks_secrets(stack):
         assert f"{n}-container" in out
     assert "gpustack-model" in out and "[secret]" in out
     ld = loaded(stack)
-    placeholder = offline.config_for(ld, ld.raw_config)[f"{NAMESPACE}:{ld.spec.ssh.private_key_secret}"].value
+    placeholder = config_for(ld, ld.raw_config)[f"{NAMESPACE}:{ld.spec.ssh.private_key_secret}"].value
     for needle in (MOCK_TOKEN, MOCK_PASSWORD, placeholder):
         assert needle not in out
 
@@ -566,8 +570,8 @@ def test_longest_chain_does_not_grow_with_nodes(stack):
     ld = loaded(stack)
     chains = {}
     for size in (2, 8, 32):
-        config = offline.scaled_config(ld, size)
-        g = offline.record_stack(offline.loaded_with_config(ld, config), config)
+        config = scaled_config(ld, size)
+        g = record_stack(loaded_with_config(ld, config), config)
         assert len(g.of_type(ASCEND_NODE)) == size
         chains[size] = g.longest_chain()
     assert len(set(chains.values())) == 1, f"longest chain by node count: {chains}"

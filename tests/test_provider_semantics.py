@@ -12,8 +12,8 @@ import functools
 
 import pytest
 
-from ascendctl import offline
-from ascendctl.graph import Graph
+from ascendctl.preview.graph import Graph
+from ascendctl.preview.stack import changes_for, record_stack
 import re
 from ascend_inference.stackfile import load_stack, stack_names
 
@@ -23,7 +23,7 @@ STACKS = stack_names()
 
 @functools.lru_cache(maxsize=None)
 def graph(stack: str) -> Graph:
-    return offline.record_stack(load_stack(stack))
+    return record_stack(load_stack(stack))
 
 
 def commands(stack: str):
@@ -86,19 +86,19 @@ def names(changes, kind):
 
 
 def test_ray_port_redoes_ray_and_everything_on_it():
-    changes = offline.changes_for("tp16-vllm-mindspore", ["engine.ray_port=6380"])
+    changes = changes_for("tp16-vllm-mindspore", ["engine.ray_port=6380"])
     assert names(changes, "replace") == sorted(["node0-ray-head", "node1-ray-worker", "ray-verify", "node0-serve",
                                                 "serving-ready", "smoke-test-request"])
     assert names(changes, "update") == []
 
 
 def test_ssh_port_replaces_every_step_so_its_undo_runs_on_the_old_address():
-    changes = offline.changes_for("tp16-vllm-mindspore", ["ssh.port=2222"])
+    changes = changes_for("tp16-vllm-mindspore", ["ssh.port=2222"])
     replaced = set(names(changes, "replace"))
     assert {r.name for r in commands("tp16-vllm-mindspore")} <= replaced
 
 
 def test_restart_policy_updates_the_containers_in_place_only():
-    changes = offline.changes_for("tp16-vllm-mindspore", ["container.restart=always"])
+    changes = changes_for("tp16-vllm-mindspore", ["container.restart=always"])
     assert names(changes, "update") == ["node0-container", "node1-container"]
     assert names(changes, "replace") == [] and names(changes, "create") == []

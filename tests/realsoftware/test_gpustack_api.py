@@ -1,7 +1,7 @@
 """The program's GPUStack scripts against a real GPUStack 2.x server (tier 4).
 
 The scripts are taken from the Pulumi program itself, run under the SDK's
-mocks (`ascendctl.offline.record_stack`): the `create`/`delete` of the
+mocks (`ascendctl.preview.stack.record_stack`): the `create`/`delete` of the
 `gpustack-model` command, the `smoke-test-request` command and the secret
 readers, exactly as `pulumi up` would send them, for runbook 002's stack with
 the server at 127.0.0.1 and a short readiness timeout. They run with bash
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ascendctl.graph import Secret
-from ascendctl.offline import loaded_with_config, record_stack
+from ascendctl.preview.stack import loaded_with_config, record_stack
+from ascendctl.preview.values import Secret
 from ascend_inference.stackfile import load_stack
 
 pytestmark = pytest.mark.realsoftware

@@ -1,0 +1,168 @@
+"""The one place the offline preview goes below the Pulumi SDK's public mock API.
+
+The public API (`pulumi.runtime.set_mocks` with a `pulumi.runtime.Mocks`
+whose `new_resource` gets `MockResourceArgs`) hands a mock each resource's
+type, name and inputs, which is all `recorder.py` needs to answer. A preview
+also needs what the public interface does not show: a resource's parent,
+its dependency edges (`depends_on` and per input), its options
+(`replace_on_changes`, `ignore_changes`, ...) and the stack's outputs. Those
+are in the registration requests the SDK sends its monitor, so this module
+hands `set_mocks` (through its `monitor=` argument) a `MockMonitor` subclass
+that keeps every request, and runs the program the way the language host
+does, inside a stack whose outputs are registered after the program ran.
+
+Every private detail used here was checked against pulumi 3.272.0 (the
+version `versions.py` insists on):
+* `pulumi.runtime.mocks.MockMonitor` and its gRPC-named methods
+  (`RegisterResource`, `ReadResource`, `RegisterResourceOutputs`);
+* `pulumi.runtime.settings.ROOT` (the root-resource ContextVar): `set_mocks`
+  creates and at once finishes a root Stack when none is set, which would
+  register the stack's outputs before the program exported any; a placeholder
+  in ROOT while it runs prevents that;
+* `pulumi.runtime.settings.Settings` properties are `ContextProperty`s whose
+  process-wide default is replaced when set while unset; saved and restored
+  around a run so that a recording leaves no monitor behind;
+* `pulumi.runtime.run_in_stack` (exported, documented as internal): creates
+  the Stack, runs the program, registers its outputs and waits for every RPC;
+* the SDK sends each monitor request through the running event loop's
+  default executor (`run_in_executor(None, ...)`), which `recorder.py` sets
+  to answer one request at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ascendctl.preview.versions import check_sdk_versions
+
+# Before importing any of the SDK: another version may lack what is used here,
+# and the user should read which version is needed, not an ImportError.
+check_sdk_versions()
+
+import pulumi  # noqa: E402
+import pulumi.runtime  # noqa: E402
+from pulumi.runtime import Mocks  # noqa: E402
+from pulumi.runtime import settings as _settings  # noqa: E402
+from pulumi.runtime.mocks import MockMonitor  # noqa: E402
+
+from ascendctl.preview.graph import ResourceRecord, engine_urn  # noqa: E402
+from ascendctl.preview.wire import default_options, from_wire, options_of  # noqa: E402
+
+
+class RecordingMonitor(MockMonitor):
+    """A ``MockMonitor`` that keeps a :class:`ResourceRecord` for every request."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.records: list[ResourceRecord] = []
+        self.stack_urn: str | None = None
+        self.stack_outputs: dict[str, Any] = {}
+        self._by_urn: dict[str, ResourceRecord] = {}
+        self._lock = threading.Lock()
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """URNs as the engine makes them (``Deployment.generateURN``).
+
+        MockMonitor's version qualifies top-level resources with the Stack type
+        (``pulumi:pulumi:Stack$my:Type``) and keeps only the parent's last type
+        segment; the engine skips the root stack and keeps the parent's full
+        qualified type (``a:A$b:B$c:C`` for a grandchild).
+        """
+        return engine_urn(pulumi.get_stack(), pulumi.get_project(), parent, type_, name)
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            self.stack_urn = urn
+            return super().RegisterResource(request)
+        record = ResourceRecord(
+            urn=urn,
+            type=request.type,
+            name=request.name,
+            parent_urn=request.parent or None,
+            custom=bool(request.custom),
+            dependencies=sorted(set(request.dependencies)),
+            property_dependencies={
+                k: sorted(set(v.urns)) for k, v in sorted(request.propertyDependencies.items())
+            },
+            inputs=from_wire(request.object),
+            options=options_of(request),
+            provider=request.provider or None,
+        )
+        with self._lock:
+            self.records.append(record)
+            self._by_urn[urn] = record
+        return super().RegisterResource(request)
+
+    def ReadResource(self, request):  # noqa: N802
+        urn = self.make_urn(request.parent, request.type, request.name)
+        record = ResourceRecord(
+            urn=urn,
+            type=request.type,
+            name=request.name,
+            parent_urn=request.parent or None,
+            custom=True,
+            dependencies=sorted(set(request.dependencies)),
+            inputs=from_wire(request.properties),
+            options={**default_options(), "read_id": request.id},
+            provider=request.provider or None,
+        )
+        with self._lock:
+            self.records.append(record)
+            self._by_urn[urn] = record
+        return super().ReadResource(request)
+
+    def RegisterResourceOutputs(self, request):  # noqa: N802
+        outputs = from_wire(request.outputs)
+        with self._lock:
+            if request.urn == self.stack_urn:
+                self.stack_outputs = outputs
+            elif request.urn in self._by_urn:
+                self._by_urn[request.urn].outputs = outputs
+        return super().RegisterResourceOutputs(request)
+
+
+class _NoStack:
+    """Placeholder root so that ``set_mocks`` does not create and finish its own Stack."""
+
+
+def install_mocks(monitor: RecordingMonitor, *, project: str, stack: str,
+                  config: dict[str, str], secret_keys: list[str]) -> None:
+    """Point the current context's Pulumi runtime at ``monitor`` in preview
+    mode, with ``config`` as the stack's configuration."""
+    # Fresh settings (new RPC manager, output set, lock; no root resource).
+    pulumi.runtime.reset_options(project=project, stack=stack, preview=True)
+    pulumi.runtime.set_all_config(config, secret_keys)  # [] also clears earlier secret keys
+    token = _settings.ROOT.set(_NoStack())  # type: ignore[arg-type]
+    try:
+        pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=True, monitor=monitor)
+    finally:
+        _settings.ROOT.reset(token)
+    _settings.ROOT.set(None)
+
+
+async def run_program(program: Callable[[], None]) -> None:
+    """Stack(), program(), the stack's outputs registered, then every
+    registration and every Output awaited (applies nobody uses included);
+    the first error is re-raised."""
+    await pulumi.runtime.run_in_stack(program)
+
+
+def settings_defaults() -> dict[str, Any]:
+    # Quirk of pulumi._utils.ContextProperty: setting a Settings property while
+    # its current value is None also replaces the property's process-wide
+    # *default* (so set_mocks after reset_options makes our monitor the default
+    # seen by every context that never set it).  Save and restore those defaults.
+    out = {}
+    for name, prop in vars(_settings.Settings).items():
+        if hasattr(prop, "_ContextProperty__default"):
+            out[name] = prop._ContextProperty__default
+    return out
+
+
+def restore_settings_defaults(saved: dict[str, Any]) -> None:
+    for name, value in saved.items():
+        vars(_settings.Settings)[name]._ContextProperty__default = value
+
