@@ -97,7 +97,7 @@ def test_duplicate_key_is_the_only_problem_reported(tmp_path):
 def test_duplicate_key_is_refused_by_the_program_too(tmp_path):
     """Under `pulumi up` the program reads config through pulumi.Config, which
     holds one value per key; it reads the stack file itself for duplicates."""
-    from ascendctl import offline
+    from ascendctl.preview import stack as offline
 
     path = duplicate_tp_file(tmp_path)
     survivor = yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
