@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import importlib.metadata
 import json
-import time
 from typing import Any
 
 import pulumi
@@ -615,13 +614,13 @@ def test_timeout_instead_of_hang() -> None:
         never = asyncio.get_event_loop().create_future()
         pulumi.Output.from_input(never).apply(str)
 
-    t0 = time.perf_counter()
+    # The recorder gives up with a clear error instead of waiting forever.
     with pytest.raises(TimeoutError, match="did not finish within 0.5s"):
         record_graph(program, {}, timeout=0.5)
-    assert time.perf_counter() - t0 < 10
 
 
-def test_scales_to_hundreds_of_resources() -> None:
+def test_records_hundreds_of_resources() -> None:
+    """How long it takes is measured by benchmarks/preview_scaling.py, not here."""
     def program() -> None:
         prev = None
         for i in range(300):
@@ -632,9 +631,6 @@ def test_scales_to_hundreds_of_resources() -> None:
                 opts=pulumi.ResourceOptions(depends_on=[prev] if prev is not None and i % 10 else []),
             )
 
-    t0 = time.perf_counter()
     g = record_graph(program, {})
-    elapsed = time.perf_counter() - t0
     assert len(g.resources) == 300
     assert g.longest_chain() == 10
-    assert elapsed < 20, elapsed  # ~0.6 s on the dev box
