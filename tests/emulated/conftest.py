@@ -1,4 +1,4 @@
-"""Fixtures for the emulated-cluster tests (tier 3 of design.md).
+"""Fixtures for the emulated-cluster tests (the emulated tier in the README's Tests table).
 
 Every test here is marked `emulated`. They need root, the Debian packages in
 emulator/apt-packages.txt and the pip packages in
