@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from emulator import Cluster, ClusterError, image  # noqa: E402
-from emulator.cluster import preflight  # noqa: E402
+from emulator.provision import preflight  # noqa: E402
 
 STATE_ROOT = Path(tempfile.gettempdir()) / "ascemu-tests"
 SESSION = {"prefix": "ptsess", "subnet": 250}
