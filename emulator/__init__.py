@@ -18,6 +18,7 @@ Public API (for tests and the executor):
     cluster.exec(node, "cmd" | [argv]) -> CompletedProcess  # nsenter, no ssh
     cluster.docker_env(node) -> env for `docker` over ssh://
     cluster.set_fault(node, **faults) -> dict ; cluster.clear_faults(node) ; cluster.faults(node)
+    node.exec("cmd") ; node.ssh(cluster.ssh_config_path, "cmd") ; node.is_running() ; node.problems()
     cluster.health_problems() -> list[str] ; cluster.describe() -> dict
 
     image.IMAGE, image.base_mounts(), image.base_docker_args(), image.base_pulumi_volumes(),
