@@ -18,16 +18,24 @@ Public API (for tests and the executor):
     cluster.exec(node, "cmd" | [argv]) -> CompletedProcess  # nsenter, no ssh
     cluster.docker_env(node) -> env for `docker` over ssh://
     cluster.set_fault(node, **faults) -> dict ; cluster.clear_faults(node) ; cluster.faults(node)
+    node.exec("cmd") ; node.ssh(cluster.ssh_config_path, "cmd") ; node.is_running() ; node.problems()
     cluster.health_problems() -> list[str] ; cluster.describe() -> dict
 
     image.IMAGE, image.base_mounts(), image.base_docker_args(), image.base_pulumi_volumes(),
     image.privileged_substitute()
+
+Modules, split by job as kind splits a provider: cluster.py (the record in
+cluster.json and the object above), provision.py (making and removing nodes),
+node.py (the node handle: exec, ssh, health), faults.py (injecting and
+clearing faults); network.py, nodefs.py, image.py and holder.py are the
+pieces provisioning uses.
 """
 
 from . import image
-from .cluster import DEFAULT_STATE_DIR, Cluster, ClusterError, Node
+from .cluster import DEFAULT_STATE_DIR, Cluster
 from .faults import FAULT_KEYS, FaultError
 from .image import IMAGE, base_docker_args, base_mounts, base_pulumi_volumes, privileged_substitute
+from .node import ClusterError, Node
 from .nodefs import Hardware, Layout
 
 __all__ = ["Cluster", "ClusterError", "Node", "DEFAULT_STATE_DIR", "FAULT_KEYS", "FaultError", "IMAGE",

@@ -12,8 +12,9 @@ from pathlib import Path
 from ascend_inference.errors import StackError
 
 from . import image as imagelib
-from .cluster import DEFAULT_STATE_DIR, Cluster, ClusterError
+from .cluster import DEFAULT_STATE_DIR, Cluster
 from .faults import FAULT_KEYS, FaultError, parse_assignment
+from .node import ClusterError
 from .nodefs import Layout
 
 DESCRIPTION = """\

@@ -19,6 +19,11 @@ other than the stand-ins see them too:
     hostname           the node's UTS hostname (e.g. another node's: duplicate)
 
 Applying is a reconcile (desired state), so clearing a fault restores the node.
+
+This module is the fault job of the emulator, apart from provisioning
+(provision.py makes the nodes) and the node handle (node.py runs things on
+them). Cluster.set_fault / clear_faults / faults are thin calls into
+set_faults / clear / read here.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import subprocess
 from pathlib import Path
 
 from . import network
-from .nodefs import Layout, NodeRoot, driver_version_info, model_fixture
+from .node import ClusterError, Node
+from .nodefs import Hardware, Layout, NodeRoot, driver_version_info, model_fixture
 
 HEALTH_VALUES = ("OK", "Warning", "Alarm", "Critical")
 
@@ -154,15 +160,36 @@ def write(run_dir: Path, faults: dict) -> None:
     os.replace(tmp, run_dir / "faults.json")  # readers never see half a file
 
 
-def apply(node: dict, layout: Layout, npu_count: int, default_driver: str, faults: dict) -> list[str]:
+def set_faults(node: Node, layout: Layout, hardware: Hardware, **changes) -> dict:
+    """Add or change faults on a running node (a value of None/False/[] removes that one).
+
+    Returns the node's full fault set. Raises FaultError on a bad key/value."""
+    merged = normalize({**read(node.run_dir), **changes}, hardware.npu_count)
+    return _reconcile(node, layout, hardware, merged)
+
+
+def clear(node: Node, layout: Layout, hardware: Hardware) -> dict:
+    """Remove every fault from a running node and restore what they changed."""
+    return _reconcile(node, layout, hardware, {})
+
+
+def _reconcile(node: Node, layout: Layout, hardware: Hardware, wanted: dict) -> dict:
+    if not node.is_running():
+        raise ClusterError(f"{node.name} is not running (run `python -m emulator status`)")
+    write(node.run_dir, wanted)
+    apply(node, layout, hardware.npu_count, hardware.driver_version, wanted)
+    return wanted
+
+
+def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, faults: dict) -> list[str]:
     """Make the running node match `faults`; returns what changed (for logs)."""
     changed = []
-    root = NodeRoot(node["holder_pid"])
-    netns = node["netns"]
+    root = NodeRoot(node.holder_pid)
+    netns = node.netns
 
     link_down = set(faults.get("link_down", []))
     addresses = network.netns_addresses(netns)
-    for dev, ip in enumerate(node["device_ips"]):
+    for dev, ip in enumerate(node.device_ips):
         want = dev not in link_down
         if (ip in addresses) != want:
             network.set_device_address(netns, ip, present=want)
@@ -199,16 +226,11 @@ def apply(node: dict, layout: Layout, npu_count: int, default_driver: str, fault
             if root.write_if_changed(f"{model_dir}/{name}", data):
                 changed.append(f"{model_dir}/{name} written")
 
-    hostname = faults.get("hostname", node["hostname"])
-    current = current_hostname(node)
+    hostname = faults.get("hostname", node.hostname)
+    current = node.current_hostname()
     if current != hostname:
-        subprocess.run(["nsenter", "-t", str(node["holder_pid"]), "--uts", "hostname", hostname], check=True)
+        subprocess.run(["nsenter", "-t", str(node.holder_pid), "--uts", "hostname", hostname], check=True)
         root.write_if_changed("/etc/hostname", (hostname + "\n").encode())
         changed.append(f"hostname {current} -> {hostname}")
     return changed
 
-
-def current_hostname(node: dict) -> str:
-    out = subprocess.run(["nsenter", "-t", str(node["holder_pid"]), "--uts", "hostname"],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()

@@ -1,6 +1,6 @@
 """PID 1 of one emulated node.
 
-Started by `cluster.py` as
+Started by `provision.py` as
 
     nsenter --net=/run/netns/<ns> -- unshare --mount --uts --ipc --pid --fork \
         --propagation private -- python holder.py <spec.json>

@@ -188,7 +188,7 @@ def set_env_scripts() -> dict[str, str]:
         "/usr/local/Ascend/mindie/set_env.sh":
             f"# emulator stand-in\nexport MIES_INSTALL_PATH={MINDIE_SERVICE}\n",
         f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{arch}/ascend_toolkit_install.info":
-            # Format: reference 1a ("CANN:" block)
+            # Format: docs/formats.md §1a (the "CANN:" block)
             f"package_name=Ascend-cann-toolkit\nversion={CANN_VERSION}\ninnerversion=V100R001C20SPC001B251\n"
             "compatible_version=[V100R001C15],[V100R001C17],[V100R001C18],[V100R001C19],[V100R001C20]\n"
             f"arch={platform.machine()}\nos=linux\npath=/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{arch}\n",

@@ -4,9 +4,8 @@ Everything here is written into the node's overlay *upper* directory before
 the node starts (so the host never sees it), or, once the node runs, through
 /proc/<holder pid>/root (the node's own view, used by fault injection).
 
-File contents follow the real formats collected in
-shared/reference/ascend-formats.md; where the reference has no verbatim
-sample the content is marked "not verified" below.
+File contents follow the real formats in docs/formats.md (section numbers
+below); where no verbatim sample exists the content is marked "not verified".
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 
-# Bus ids of an Atlas 800 A2 as printed by `npu-smi info` (reference 1a).
+# Bus ids of an Atlas 800 A2 as printed by `npu-smi info` (docs/formats.md §1a).
 BUS_IDS = ["0000:C1:00.0", "0000:01:00.0", "0000:C2:00.0", "0000:02:00.0",
            "0000:81:00.0", "0000:41:00.0", "0000:82:00.0", "0000:42:00.0"]
 
@@ -107,7 +106,7 @@ def install_script(source: Path, target: Path) -> None:
 
 
 def driver_version_info(version: str) -> str:
-    # Format: reference 1h (the 910B host sample with a package_version line).
+    # Format: docs/formats.md §1h (the driver sample that ends with a package_version line).
     return (f"Version={version}\nascendhal_version=7.35.23\naicpu_version=1.0\ntdt_version=1.0\n"
             "log_version=1.0\nprof_version=2.0\ndvppkernels_version=1.1\ntsfw_version=1.0\n"
             "Innerversion=V100R001C19SPC002B226\n"
@@ -116,13 +115,13 @@ def driver_version_info(version: str) -> str:
 
 
 def firmware_version_info(firmware: str, driver: str) -> str:
-    # Format: reference 1h (firmware version.info).
+    # Format: docs/formats.md §1h (firmware version.info).
     return (f"Version={firmware}\nfirmware_version=1.0\npackage_version={driver}\n"
             f"compatible_version_drv=[{driver},{driver}.]\n")
 
 
 def hccn_conf(device_ips: list[str], hw: Hardware, gateway: str) -> str:
-    # Format: reference 2e.
+    # Format: docs/formats.md §2e.
     lines = []
     for dev, ip in enumerate(device_ips):
         lines += [f"address_{dev}={ip}", f"netmask_{dev}={hw.netmask}", f"netdetect_{dev}={gateway}",

@@ -7,8 +7,8 @@ tool it is follows from the name it was called by. Stdlib only: it also runs
 inside containers that bind-mount those paths.
 
 It prints the real tools' output formats, copied from the verbatim samples in
-shared/reference/ascend-formats.md (section numbers below). Lines marked
-"not verified" have no verbatim sample there.
+docs/formats.md (section numbers below). Lines marked "not verified" have
+no verbatim sample there.
 
 What it reports comes from the node:
   /run/ascemu/node.json    facts written by the emulator (chip, versions, IPs)
@@ -28,7 +28,7 @@ import sys
 RUN_DIR = os.environ.get("ASCEMU_RUN_DIR", "/run/ascemu")
 HCCN_CONF = os.environ.get("ASCEMU_HCCN_CONF", "/etc/hccn.conf")
 
-# Per-device readings shaped like an idle 910B host (reference 1a).
+# Per-device readings shaped like an idle 910B host (docs/formats.md §1a).
 POWER = ["96.5", "98.7", "94.2", "91.5", "96.6", "96.0", "97.5", "93.8"]
 TEMP = [36, 37, 35, 38, 36, 39, 35, 37]
 HBM_USED = [3347, 3350, 3347, 3351, 3347, 3350, 3347, 3347]
@@ -109,7 +109,7 @@ THICK = "+" + "=" * 27 + "+" + "=" * 15 + "+" + "=" * 52 + "+"
 
 
 def npu_smi_info(facts, faults):
-    """`npu-smi info`: reference 1a (one chip per NPU, 910B class)."""
+    """`npu-smi info`: docs/formats.md §1a (one chip per NPU, 910B class)."""
     version = driver_version(facts, faults)
     devices = present_devices(facts, faults)
     out = [SOLID,
@@ -133,7 +133,7 @@ def npu_smi_info(facts, faults):
 
 
 def npu_smi_mapping(facts, faults):
-    """`npu-smi info -m`: reference 1e (910B3 with Mcu rows)."""
+    """`npu-smi info -m`: docs/formats.md §1e (910B3 with Mcu rows)."""
     row = "{:<31}{:<31}{:<31}{}"
     out = [row.format("NPU ID", "Chip ID", "Chip Logic ID", "Chip Name")]
     for d in present_devices(facts, faults):
@@ -143,12 +143,12 @@ def npu_smi_mapping(facts, faults):
 
 
 def kv(pairs):
-    # npu-smi prints key/value lines with "\t%-30s : %s" (reference 1h note).
+    # npu-smi prints key/value lines with "\t%-30s : %s" (docs/formats.md §1g, not verified).
     return "\n".join(f"\t{k:<30} : {v}" if k else "" for k, v in pairs)
 
 
 def npu_smi_detail(facts, faults, kind, dev, chip):
-    """`npu-smi info -t board|health|usages|common|ecc -i N [-c C]`: reference 1g."""
+    """`npu-smi info -t board|health|usages|common|ecc -i N [-c C]`: docs/formats.md §1g."""
     if dev not in present_devices(facts, faults):
         # Not verified: the real tool's wording for an absent device.
         raise ToolError(f"Error: the device {dev} does not exist.")
@@ -234,7 +234,7 @@ def device_ip(facts, faults, dev):
 
 def hccn_ping(facts, faults, dev, target):
     """`-ping -g address IP`: a real ping from the node's namespace, printed in
-    hccn_tool's format (reference 2c). A failed packet prints
+    hccn_tool's format (docs/formats.md §2c). A failed packet prints
     "recv time out seq=N"; 100% loss exits non-zero."""
     count = 3
     replies = {}
@@ -288,29 +288,29 @@ def hccn_tool(argv):
                 (tls.add if on else tls.discard)(dev)
                 f["tls_on"] = sorted(tls)
             update_faults(change)
-            return "Cmd executed successfully!", 0  # reference 2a
+            return "Cmd executed successfully!", 0  # docs/formats.md §2h
         raise ToolError(f"emulator stand-in: hccn_tool -{cmd} -s {' '.join(extra)} is not emulated "
                         "(emulated: -tls -s enable 0|1)")
     if cmd == "ip":
         ip, netmask = device_ip(facts, faults, dev)
-        return f"ipaddr:{ip}\nnetmask:{netmask}", 0  # reference 2a/2d
+        return f"ipaddr:{ip}\nnetmask:{netmask}", 0  # docs/formats.md §2a
     if cmd == "link":
-        return f"link status: {'UP' if link_up else 'DOWN'}", 0  # reference 2a
+        return f"link status: {'UP' if link_up else 'DOWN'}", 0  # docs/formats.md §2a
     if cmd == "net_health":
         ok = link_up and dev not in faults.get("net_health_fail", [])
-        return f"net health status: {'Success' if ok else 'Fault'}", 0  # reference 2b
+        return f"net health status: {'Success' if ok else 'Fault'}", 0  # docs/formats.md §2b
     if cmd == "netdetect":
-        return f"netdetect address: {netdetect}", 0  # reference 2a
+        return f"netdetect address: {netdetect}", 0  # docs/formats.md §2h
     if cmd == "gateway":
-        return f"default gateway:{gateway}, Iface:eth{dev}", 0  # reference 2a
+        return f"default gateway:{gateway}, Iface:eth{dev}", 0  # docs/formats.md §2h
     if cmd == "tls":
         on = 1 if dev in faults.get("tls_on", []) else 0
         return (f"dev_id:{dev}, tls switch[{on}](0:disable, 1:enable), tls preconfigured[1]"
-                "(0:non-preset, 1:preset), tls alarm time threshold[60]days"), 0  # reference 2a
+                "(0:non-preset, 1:preset), tls alarm time threshold[60]days"), 0  # docs/formats.md §2a
     if cmd == "lldp":
         if not link_up:
             return "lldp neighbor info is empty", 1  # not verified: no neighbour on a down link
-        # reference 2d; switch port names as in reference 2a
+        # docs/formats.md §2d; switch port names as in §2h
         port = f"400GE1/{dev // 2 + 1}/5:{dev % 2 + 1}"
         return "\n".join(["Chassis ID TLV", "\tMAC: 38:ad:be:00:00:01", "Port ID TLV", f"\tIfname: {port}",
                           "System Description TLV", "\tVersatile Routing Platform Software",
@@ -319,7 +319,7 @@ def hccn_tool(argv):
                           "Management Address TLV", f"\tIPv4: {gateway}", "Maximum Frame Size TLV", "\t9216",
                           "End of LLDPDU TLV"]), 0
     if cmd == "fec":
-        return "fec mode: rs FEC mode", 0  # reference 2a
+        return "fec mode: rs FEC mode", 0  # docs/formats.md §2a
     if cmd == "ping":
         if len(extra) >= 2 and extra[0] == "address":
             return hccn_ping(facts, faults, dev, extra[1])

@@ -429,7 +429,7 @@ def serve(engine):
     except OSError as exc:
         raise StartupError(f"OSError: cannot listen on {engine.host}:{engine.port}: {exc}") from None
     if engine.kind == "mindie":
-        log("Daemon start success!")  # reference 3: the real daemon's success line
+        log("Daemon start success!")  # docs/formats.md §3: the real daemon's success line
     else:
         if engine.kind == "lmdeploy":
             log(f"HINT:    Please open \033[93m\033[1mhttp://{engine.host}:{engine.port}\033[0m in a browser for detailed api usage!!!")

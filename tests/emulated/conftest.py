@@ -1,4 +1,4 @@
-"""Fixtures for the emulated-cluster tests (tier 3 of design.md).
+"""Fixtures for the emulated-cluster tests (the emulated tier in the README's Tests table).
 
 Every test here is marked `emulated`. They need root, the Debian packages in
 emulator/apt-packages.txt and the pip packages in
@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from emulator import Cluster, ClusterError, image  # noqa: E402
-from emulator.cluster import preflight  # noqa: E402
+from emulator.provision import preflight  # noqa: E402
 
 STATE_ROOT = Path(tempfile.gettempdir()) / "ascemu-tests"
 SESSION = {"prefix": "ptsess", "subnet": 250}

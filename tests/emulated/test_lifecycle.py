@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator import Cluster, ClusterError, network
-from emulator import cluster as cluster_mod
+from emulator import Cluster, ClusterError, image, network, provision
 
 from .conftest import REPO, fresh_state_dir, require_prerequisites
 
@@ -63,7 +62,7 @@ def test_up_is_idempotent_and_down_removes_everything():
         # leave real work behind on each node: a running container and an ssh-started background job
         for node in cluster.nodes:
             assert cluster.ssh(node, "docker run -d --name busy --network host "
-                               + " ".join(cluster_mod.imagelib.base_docker_args())
+                               + " ".join(image.base_docker_args())
                                + " ascemu/runtime:latest sleep infinity").returncode == 0
             assert cluster.ssh(node, "nohup sleep 1000 >/dev/null 2>&1 &").returncode == 0
         pids = [int(p) for n in cluster.nodes for p in network.netns_pids(n.netns)]
@@ -97,6 +96,6 @@ def test_up_refuses_a_second_cluster_on_the_same_names(cluster):
 
 
 def test_up_without_root_says_so(monkeypatch):
-    monkeypatch.setattr(cluster_mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(provision.os, "geteuid", lambda: 1000)  # preflight checks root
     with pytest.raises(ClusterError, match="needs root"):
         Cluster.up(1, "/nonexistent-state", log=lambda m: None)

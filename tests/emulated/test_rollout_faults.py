@@ -129,7 +129,10 @@ def test_fix_tls_repairs_a_tls_switch(cluster, tmp_path):
 
 
 def test_engine_crash_is_reported_with_its_log(cluster, tmp_path):
-    cluster.set_fault("node0", engine_crash_after=1)
+    # The engine dies while "loading" (it would listen only after 600 s): with
+    # a crash alone, an engine that got to listen first could answer the
+    # readiness check and the smoke test in the second before it died.
+    cluster.set_fault("node0", engine_crash_after=1, engine_ready_delay=600)
     rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
     try:
         report = rollout.up()

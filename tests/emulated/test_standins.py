@@ -1,7 +1,7 @@
 """npu-smi and hccn_tool stand-ins print the real tools' formats, and every
 injected fault shows up where the runbooks' checks look for it.
 
-Expected lines are copied from shared/reference/ascend-formats.md (section
+Expected lines are copied from the samples in docs/formats.md (section
 given per constant); values that differ per node are filled in.
 """
 
@@ -18,7 +18,7 @@ from .conftest import REPO, ssh_ok
 
 pytestmark = pytest.mark.emulated
 
-# reference 1a, `npu-smi info` (version 23.0.7 there)
+# docs/formats.md §1a, `npu-smi info` (version 23.0.7 there)
 NPU_SMI_FRAME = [
     "+------------------------------------------------------------------------------------------------+",
     "| npu-smi {v:<25}Version: {v:<53}|",
@@ -32,11 +32,11 @@ REF_1A_DEVICE_4 = ["| 4     910B2               | OK            | 96.6        36
                    "| 0                         | 0000:81:00.0  | 0           0    / 0          3347 / 65536         |"]
 REF_1A_PROCESS_HEADER = "| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |"
 REF_1A_NO_PROCESS_0 = "| No running processes found in NPU 0                                                            |"
-# reference 1e, `npu-smi info -m`
+# docs/formats.md §1e, `npu-smi info -m`
 REF_1E_HEADER = "NPU ID                         Chip ID                        Chip Logic ID                  Chip Name"
 REF_1E_ROWS = ["3                              0                              0                              Ascend 910B3",
                "3                              1                              -                              Mcu"]
-# reference 2a
+# docs/formats.md §2a
 REF_TLS_OFF = ("dev_id:{d}, tls switch[0](0:disable, 1:enable), tls preconfigured[1](0:non-preset, 1:preset), "
                "tls alarm time threshold[60]days")
 
@@ -45,13 +45,13 @@ def test_npu_smi_info_has_the_real_table_format(cluster):
     out = ssh_ok(cluster, "node0", "npu-smi info").splitlines()
     version = cluster.hardware.driver_version
     assert out[:6] == [line.format(v=version) for line in NPU_SMI_FRAME]
-    assert NPU_SMI_FRAME[1].format(v="23.0.7") == REF_1A_HEADER_23_0_7  # the template is the reference line
+    assert NPU_SMI_FRAME[1].format(v="23.0.7") == REF_1A_HEADER_23_0_7  # the template is the sample's line
     device_rows = out[6:6 + 8 * 3]
     for d in range(8):
         top, bottom, sep = device_rows[3 * d:3 * d + 3]
         assert top.startswith(f"| {d:<6}910B3") and "| OK " in top
         assert bottom.endswith("/ 65536         |") and sep == NPU_SMI_FRAME[5]
-    # device 4 line for line as in the reference, but for the chip name
+    # device 4 line for line as in the sample, but for the chip name
     assert device_rows[12:14] == [REF_1A_DEVICE_4[0].replace("910B2", "910B3"), REF_1A_DEVICE_4[1]]
     assert REF_1A_PROCESS_HEADER in out and REF_1A_NO_PROCESS_0 in out
     assert all(len(line) == 98 for line in out)
@@ -61,8 +61,8 @@ def test_npu_smi_mapping_and_board(cluster):
     out = ssh_ok(cluster, "node0", "npu-smi info -m").splitlines()
     assert out[0] == REF_1E_HEADER
     row = "{:<31}{:<31}{:<31}{}"
-    assert row.format(3, 0, 0, "Ascend 910B3") == REF_1E_ROWS[0]  # the template is the reference row
-    # NPU 3's chip row (logic id 3 here: the reference host's first NPU was 3) and its Mcu row
+    assert row.format(3, 0, 0, "Ascend 910B3") == REF_1E_ROWS[0]  # the template is the sample's row
+    # NPU 3's chip row (logic id 3 here: the sample host's first NPU was 3) and its Mcu row
     assert out[7:9] == [row.format(3, 0, 3, "Ascend 910B3"), REF_1E_ROWS[1]]
     board = ssh_ok(cluster, "node0", "npu-smi info -t board -i 3")
     assert f"\tSoftware Version               : {cluster.hardware.driver_version}\n" in board
