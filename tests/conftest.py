@@ -20,7 +20,7 @@ STACKS_DIR = PROJECT_ROOT / "stacks"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NS = "ascend-inference:"
 
-# Stack name -> runbook (shared/seeds/README.md).
+# Stack name -> runbook (docs/runbooks.md).
 STACK_RUNBOOK = {
     "tp16-vllm-mindspore": "000",
     "tp16-mindie": "001",

@@ -1,4 +1,4 @@
-"""The offline CLI's contract (shared/design.md): `validate`, `render`,
+"""The offline CLI's contract (README, "Offline CLI"): `validate`, `render`,
 `stacks` and the help of every command; exit 0 on success, 2 on a stack
 problem, never a traceback."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Golden tests: every stack, rendered with `python -m ascendctl render`,
-carries exactly the values of its runbook (shared/seeds/*.txt).
+carries exactly the values of its runbook (quoted verbatim below; step by step in docs/runbooks.md).
 
 The runbooks' commands are copied verbatim below (each constant names its seed
 file and section) and parsed the same way as the rendered files, so a flag
@@ -155,7 +155,7 @@ sed -i 's/"maxBatchSize"[[:space:]]*:[[:space:]]*.*,/"maxBatchSize" : 200,/' /us
 sed -i 's/"maxIterTimes"[[:space:]]*:[[:space:]]*.*,/"maxIterTimes" : 8192,/' /usr/local/Ascend/mindie/latest/mindie-service/conf/config.json
 '''
 # Where each key the runbook edits lives in MindIE's config.json
-# (shared/reference/ascend-formats.md §3, "Key paths").
+# (docs/formats.md §3a, the key-path table).
 MINDIE_KEY_PATHS = {
     "ipAddress": ("ServerConfig", "ipAddress"),
     "port": ("ServerConfig", "port"),
