@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Optional
 
 # The Ascend device files every runbook passes with --device.
 ASCEND_CONTROL_DEVICES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
@@ -26,7 +25,7 @@ class Mount:
     read_only: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "Mount":
+    def parse(cls, text: str) -> Mount:
         parts = text.split(":")
         read_only = len(parts) == 3 and parts[2] == "ro"
         return cls(parts[0], parts[1], read_only)
@@ -51,7 +50,7 @@ class ContainerSpec:
     network_host: bool = True
     restart: str = "no"
     env: tuple[tuple[str, str], ...] = ()
-    entrypoint: Optional[tuple[str, ...]] = None
+    entrypoint: tuple[str, ...] | None = None
     command: tuple[str, ...] = ()
     # `-it`: the runbooks keep a shell open so the container stays up.
     interactive: bool = True
@@ -67,7 +66,7 @@ class ContainerSpec:
         factor = {"b": 1 / 2**20, "k": 1 / 1024, "": 1 / 2**20, "m": 1, "g": 1024}[unit]
         return max(1, int(number * factor))
 
-    def docker_run_argv(self, *, reveal: Optional[dict[str, str]] = None) -> list[str]:
+    def docker_run_argv(self, *, reveal: dict[str, str] | None = None) -> list[str]:
         """argv of the equivalent `docker run -d`. Secret args appear as
         "$VAR" unless `reveal` maps the variable to its value (executor only)."""
         argv = ["docker", "run", "-d"]
@@ -171,7 +170,7 @@ def spec_from_pulumi_inputs(inputs: dict) -> ContainerSpec:
         entrypoint=tuple(entrypoints) if entrypoints else None,
         command=tuple(inputs.get("command") or ()),
         interactive=bool(inputs.get("tty")),
-        labels=tuple((l["label"], l["value"]) for l in inputs.get("labels") or []),
+        labels=tuple((label["label"], label["value"]) for label in inputs.get("labels") or []),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
@@ -48,7 +48,7 @@ JUMP_HOST = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[A-Za-z0-9]([A-Za-z0-
                        r"(?::(?P<port>\d{1,5}))?$")
 
 
-def _login_name(value: Optional[str], *, fix: str) -> Optional[str]:
+def _login_name(value: str | None, *, fix: str) -> str | None:
     # ssh would fall back to the local user name, which is rarely the intent.
     if value is not None and not value.strip():
         raise invalid("the login name is empty", fix)
@@ -72,16 +72,16 @@ class Node(StrictModel):
     host: Annotated[str, Field(min_length=1)]
     # Address on the socket interface: rank-table server_id, Ray node IP,
     # MIES_CONTAINER_IP, HCCL_IF_IP. Defaults to `host` when that is an IP.
-    ip: Optional[str] = None
-    user: Optional[str] = None
-    port: Optional[Annotated[int, Field(ge=1, le=65535)]] = None
+    ip: str | None = None
+    user: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
     # The hostname the node must report; preflight compares it.
-    hostname: Optional[Annotated[str, Field(pattern=HOSTNAME)]] = None
+    hostname: Annotated[str, Field(pattern=HOSTNAME)] | None = None
     # NPU device IPs (hccn_tool -i N -ip -g), one per device in order. When
     # given, preflight refuses a node whose discovered IPs differ.
-    device_ips: Optional[list[str]] = None
+    device_ips: list[str] | None = None
     # MindIE rank table `container_ip`; defaults to the node ip.
-    container_ip: Optional[str] = None
+    container_ip: str | None = None
 
     _check_ip = field_validator("ip", "container_ip")(lambda v: v if v is None else _ip(v))
     _check_user = field_validator("user")(
@@ -96,7 +96,7 @@ class Node(StrictModel):
         return value
 
     @property
-    def address(self) -> Optional[str]:
+    def address(self) -> str | None:
         """The node's IP on the cluster network, if known."""
         if self.ip:
             return self.ip
@@ -110,14 +110,14 @@ class SshSettings(StrictModel):
     # `pulumi config set --secret ascend-inference:<name> < key`).
     private_key_secret: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = "sshPrivateKey"
     # Optional jump host, `[user@]host[:port]`.
-    jump_host: Optional[str] = None
+    jump_host: str | None = None
 
     _check_user = field_validator("user")(
         lambda v: _login_name(v, fix="write the login name (e.g. root), or leave `user` out for root"))
 
     @field_validator("jump_host")
     @classmethod
-    def _check_jump_host(cls, value: Optional[str]) -> Optional[str]:
+    def _check_jump_host(cls, value: str | None) -> str | None:
         if value is None:
             return value
         match = JUMP_HOST.match(value)
@@ -158,7 +158,7 @@ class Model(StrictModel):
     experts: Annotated[int, Field(ge=0)] = 256
     # Measured size of the weights on disk (`du -s --block-size=1G`), when
     # known; otherwise estimated from parameters and quantization.
-    weights_gb: Optional[Annotated[float, Field(gt=0)]] = None
+    weights_gb: Annotated[float, Field(gt=0)] | None = None
     # Share of usable NPU memory kept free for KV cache and activations.
     kv_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
@@ -169,7 +169,7 @@ class Container(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     image: Annotated[str, Field(min_length=1)]
     # A tar to `docker load -i` on every node instead of pulling (runbook 001).
-    image_tar: Optional[str] = None
+    image_tar: str | None = None
     shm_size: Annotated[str, Field(pattern=SIZE)] = "500g"
     privileged: bool = True
     ipc_host: bool = True
@@ -187,9 +187,9 @@ class Parallel(StrictModel):
     ep: Annotated[int, Field(ge=1)] = 1
     # MoE tensor parallel (GPUStack/MindIE `--moe-tensor-parallel-size`).
     # Defaults to tp when ep is 1, else 1.
-    moe_tp: Optional[Annotated[int, Field(ge=1)]] = None
+    moe_tp: Annotated[int, Field(ge=1)] | None = None
     # Layers per pipeline stage (VLLM_PP_LAYER_PARTITION); computed if absent.
-    pp_layer_split: Optional[list[Annotated[int, Field(ge=1)]]] = None
+    pp_layer_split: list[Annotated[int, Field(ge=1)]] | None = None
 
 
 class Paths(StrictModel):
@@ -200,7 +200,7 @@ class Paths(StrictModel):
 
 
 EngineSettings = Annotated[
-    Union[tuple(plugin.settings_model for plugin in ENGINES.values())],
+    Union[tuple(plugin.settings_model for plugin in ENGINES.values())],  # noqa: UP007 (X | Y cannot unpack a tuple)
     Field(discriminator="kind"),
 ]
 
@@ -286,7 +286,8 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
             problems.append(Problem(
                 file, f"{key}[{i}].device_ips",
                 f"lists {len(node.device_ips)} device IPs but {spec.hardware.profile} has {per_node} NPUs per node",
-                f"list one IP per device, in device order (`for i in {{0..{per_node - 1}}}; do hccn_tool -i $i -ip -g; done`)"))
+                "list one IP per device, in device order "
+                f"(`for i in {{0..{per_node - 1}}}; do hccn_tool -i $i -ip -g; done`)"))
         for d, ip in enumerate(node.device_ips):
             where = f"{node.name} device {d}"
             if ip in device_owner:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -165,7 +165,7 @@ def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, pr
     the real engine) into a spec and plan. `others` are the non-section keys:
     the secrets the spec names (as `{"secure": ...}`) and anything unknown."""
     problems = list(problems or [])
-    spec: Optional[ClusterSpec] = None
+    spec: ClusterSpec | None = None
     try:
         spec = ClusterSpec.model_validate(_plain(sections))
     except ValidationError as error:
@@ -202,7 +202,8 @@ def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, pr
             if key not in present:
                 full = f"{NAMESPACE}:{key}"
                 problems.append(Problem(file, full, "secret not set",
-                                        f"run `pulumi config set --secret {full}` (it is stored encrypted in the stack file)"))
+                                        f"run `pulumi config set --secret {full}` "
+                                        "(it is stored encrypted in the stack file)"))
     problems += check_spec(spec, file)
     if problems:
         raise StackError(problems)
@@ -250,17 +251,20 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
             expected = item.get("ctx", {}).get("expected", "")
             problems.append(Problem(file, key, f"'{given}' is not a valid choice", f"use one of {expected}"))
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            given_kind = given.get("kind") if isinstance(given, dict) else given
             problems.append(Problem(file, f"{key}.kind" if not key.endswith(".kind") else key,
-                                    f"engine kind '{given.get('kind') if isinstance(given, dict) else given}' is unknown"
+                                    f"engine kind '{given_kind}' is unknown"
                                     if kind == "union_tag_invalid" else "engine kind is missing",
                                     f"use one of {', '.join(ENGINES)}"))
         elif kind == INVALID_VALUE:
             what, _, fix = message.partition(FIX_SEPARATOR)
             problems.append(Problem(file, key, what, fix))
         elif kind == "too_short" and path == "nodes":
-            problems.append(Problem(file, key, "the stack has no nodes", "list at least one node (the first is the master)"))
+            problems.append(Problem(file, key, "the stack has no nodes",
+                                    "list at least one node (the first is the master)"))
         else:
-            shown = json.dumps(given, ensure_ascii=False) if not isinstance(given, (dict, list)) else type(given).__name__
+            shown = (json.dumps(given, ensure_ascii=False) if not isinstance(given, (dict, list))
+                     else type(given).__name__)
             fix = _type_fix(kind)
             if kind in ("greater_than_equal", "less_than_equal") and path.endswith("port"):
                 fix = "use a port from 1 to 65535"
@@ -287,12 +291,12 @@ def _type_fix(kind: str) -> str:
     }.get(kind, "see the README's stack file reference")
 
 
-def _locate(loc: tuple) -> tuple[str, Optional[type]]:
+def _locate(loc: tuple) -> tuple[str, type | None]:
     """Dotted key path for a pydantic location, and the model that owns its
     last element (for suggestions). Engine union tags in the path are dropped."""
     parts: list[str] = []
-    model: Optional[type] = ClusterSpec
-    owner: Optional[type] = ClusterSpec
+    model: type | None = ClusterSpec
+    owner: type | None = ClusterSpec
     for element in loc:
         if isinstance(element, int):
             if parts:
@@ -311,7 +315,7 @@ def _locate(loc: tuple) -> tuple[str, Optional[type]]:
 _ENGINE = object()
 
 
-def _model_of(annotation) -> Optional[object]:
+def _model_of(annotation) -> object | None:
     """The BaseModel inside Optional[...] / list[...] / Annotated[...], or the
     engine-union marker."""
     args = typing.get_args(annotation)

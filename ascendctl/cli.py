@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and print what would change.")
     _stack_arg(p)
     p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE", required=True,
-                   help="a config change, typed as `pulumi config set --path` types it: true/false and integers are typed, anything else is a string that the schema then reads (0.5 for a number); a value starting with [ or { is YAML")
+                   help="a config change, typed as `pulumi config set --path` types it: true/false and integers "
+                        "are typed, anything else is a string that the schema then reads (0.5 for a number); "
+                        "a value starting with [ or { is YAML")
 
     sub.add_parser("stacks", help="list the stacks in stacks/",
                    description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")
@@ -149,7 +151,8 @@ def check_brought_rank_table(loaded, path: Path) -> list[str]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         where = f"line {error.lineno} column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
         raise StackError([Problem(source, "(file)", f"is not JSON ({where}{getattr(error, 'msg', error)})",
-                                  "a rank table is one JSON object; start from `python -m ascendctl render`")]) from None
+                                  "a rank table is one JSON object; start from `python -m ascendctl render`")
+                          ]) from None
     notes: list[str] = []
     problems = validate_rank_table(
         table, source=source, devices_per_node=spec.profile.devices_per_node,

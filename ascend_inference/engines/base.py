@@ -18,7 +18,7 @@ import enum
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, ClassVar, Optional
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import Field
 
@@ -70,7 +70,7 @@ class EngineSettingsBase(StrictModel):
     """
 
     port: Port
-    env: dict[str, Optional[str]] = {}
+    env: dict[str, str | None] = {}
     ready_timeout_s: Seconds = 3600
 
     def problems(self, file: str) -> list[Problem]:
@@ -121,7 +121,7 @@ class HttpCheck:
 
     method: str
     url: str
-    body: Optional[str] = None
+    body: str | None = None
     headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
     timeout_s: int = 60
     # Text the reply must contain to count as success.
@@ -141,19 +141,19 @@ class HttpCheck:
 class NodeContext:
     """Everything an engine needs to render one node's files."""
 
-    spec: "ClusterSpec"
-    plan: "Plan"
+    spec: ClusterSpec
+    plan: Plan
     index: int
-    node: "Node"
+    node: Node
     stack: str
-    rank_table_path: Optional[str] = None
+    rank_table_path: str | None = None
 
     @property
     def is_master(self) -> bool:
         return self.index == 0
 
     @property
-    def master(self) -> "Node":
+    def master(self) -> Node:
         return self.spec.nodes[0]
 
     @property
@@ -215,13 +215,13 @@ class EnginePlugin:
     runbook: ClassVar[str] = ""
 
     # --- layout ---------------------------------------------------------
-    def check(self, spec: "ClusterSpec", plan: "Plan", file: str) -> list[Problem]:
+    def check(self, spec: ClusterSpec, plan: Plan, file: str) -> list[Problem]:
         return []
 
-    def memory_fraction(self, spec: "ClusterSpec") -> float:
+    def memory_fraction(self, spec: ClusterSpec) -> float:
         raise NotImplementedError
 
-    def secret_keys(self, spec: "ClusterSpec") -> list[str]:
+    def secret_keys(self, spec: ClusterSpec) -> list[str]:
         return []
 
     @property
@@ -235,7 +235,7 @@ class EnginePlugin:
     def env(self, ctx: NodeContext) -> EnvFile:
         raise NotImplementedError
 
-    def container(self, ctx: NodeContext) -> "ContainerSpec":
+    def container(self, ctx: NodeContext) -> ContainerSpec:
         raise NotImplementedError
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
@@ -246,16 +246,16 @@ class EnginePlugin:
     # Ray workers join with `--node-ip-address=<their address>`.
     ray_join_with_node_ip: ClassVar[bool] = False
 
-    def rank_table_path(self, spec: "ClusterSpec") -> Optional[str]:
+    def rank_table_path(self, spec: ClusterSpec) -> str | None:
         return None
 
-    def rank_table_options(self, spec: "ClusterSpec") -> RankTableOptions:
+    def rank_table_options(self, spec: ClusterSpec) -> RankTableOptions:
         return RankTableOptions()
 
-    def ray_port(self, spec: "ClusterSpec") -> Optional[int]:
+    def ray_port(self, spec: ClusterSpec) -> int | None:
         return None
 
-    def serve(self, spec: "ClusterSpec", plan: "Plan", stack: str) -> ServePlan:
+    def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
         raise NotImplementedError
 
     def pre_start(self, ctx: NodeContext) -> list[str]:
@@ -263,20 +263,20 @@ class EnginePlugin:
         serve command (already quoted: they go into the script as they are)."""
         return []
 
-    def endpoint(self, spec: "ClusterSpec") -> str:
+    def endpoint(self, spec: ClusterSpec) -> str:
         raise NotImplementedError
 
-    def readiness(self, spec: "ClusterSpec") -> HttpCheck:
+    def readiness(self, spec: ClusterSpec) -> HttpCheck:
         raise NotImplementedError
 
-    def smoke_request(self, spec: "ClusterSpec") -> HttpCheck:
+    def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         raise NotImplementedError
 
     # The smoke script's template; it gets `smoke` (the request) and whatever
     # `smoke_context` adds.
     smoke_template: ClassVar[str] = "smoke.sh.j2"
 
-    def smoke_context(self, spec: "ClusterSpec") -> dict:
+    def smoke_context(self, spec: ClusterSpec) -> dict:
         return {}
 
 
@@ -289,7 +289,7 @@ def apply_env_overrides(variables: list[tuple[str, str]], overrides: dict) -> li
 
 
 def runbook_container(ctx: NodeContext, standard: list[str], extra=(), *, stack_dir: bool = True,
-                      **fields) -> "ContainerSpec":
+                      **fields) -> ContainerSpec:
     """The container every runbook starts: all NPU devices, the runbook's
     standard Ascend mounts, the model at the same path, the stack's directory
     (env file, engine files, run dir), the stack's own extra mounts last (they

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 from importlib import resources
-from typing import Literal, Optional
+from typing import Literal
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -63,7 +63,7 @@ class MindieSettings(EngineSettingsBase):
     max_iter_times: Count = 8192
     npu_memory_fraction: float = 0.95
     # Default: /data/hm/hccl_<servers>s_<ranks>p.json, as runbook 001 names it.
-    rank_table_path: Optional[str] = None
+    rank_table_path: str | None = None
     log_level: str = "ERROR"
 
     def host_ports(self) -> dict[str, int]:
@@ -95,7 +95,8 @@ class Mindie(EnginePlugin):
         if not spec.profile.mindie_multinode and len(spec.nodes) > 1:
             problems.append(Problem(
                 file, "ascend-inference:hardware.profile",
-                f"MindIE multi-node service does not run on {spec.hardware.profile} (runbook 001 needs Atlas 800I A2 servers)",
+                f"MindIE multi-node service does not run on {spec.hardware.profile} "
+                "(runbook 001 needs Atlas 800I A2 servers)",
                 "use engine kind vllm-mindspore for 300I Duo servers (runbook 003), or a single node"))
         tp = spec.parallel.tp
         world = len(spec.nodes) * spec.profile.devices_per_node
@@ -166,7 +167,8 @@ class Mindie(EnginePlugin):
     def config_json(self, ctx: NodeContext) -> dict:
         """MindIE's default config.json with runbook 001's edits, per node."""
         spec, s = ctx.spec, ctx.spec.engine
-        config = json.loads(resources.files("ascend_inference.engines").joinpath("data/mindie_config.default.json").read_text())
+        default = resources.files("ascend_inference.engines").joinpath("data/mindie_config.default.json")
+        config = json.loads(default.read_text())
         server, backend = config["ServerConfig"], config["BackendConfig"]
         deploy = backend["ModelDeployConfig"]
         model, schedule = deploy["ModelConfig"][0], backend["ScheduleConfig"]

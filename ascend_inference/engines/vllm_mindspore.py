@@ -7,7 +7,7 @@ after the env is set, and `vllm-mindspore serve` runs on the head only.
 from __future__ import annotations
 
 import shlex
-from typing import Literal, Optional
+from typing import Literal
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -68,9 +68,9 @@ class VllmMindsporeSettings(EngineSettingsBase):
     # Runbook 003 passes --no-enable-prefix-caching.
     enable_prefix_caching: bool = True
     # Runbook 003 passes --dtype float16.
-    dtype: Optional[str] = None
+    dtype: str | None = None
     # Runbook 003 passes --distributed-executor-backend=ray; 000 leaves it to vLLM.
-    distributed_executor_backend: Optional[Literal["ray", "mp"]] = None
+    distributed_executor_backend: Literal["ray", "mp"] | None = None
     model_backend: str = "MindFormers"
     mindformers_model_config: str = "/path/to/research/deepseek3/deepseek_r1_671b/predict_deepseek_r1_671b_w8a8.yaml"
     # Write runbook 003's MindFormers predict yaml to `mindformers_model_config`
@@ -204,8 +204,8 @@ class VllmMindspore(EnginePlugin):
 
     def smoke_request(self, spec) -> HttpCheck:
         # Runbook 000's request; "model" is the served path, as the runbooks say.
-        body = ('{"model": "%s", "prompt": "I am", "max_tokens": 120, "temperature": 0, '
-                '"top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}' % spec.model.path)
+        body = (f'{{"model": "{spec.model.path}", "prompt": "I am", "max_tokens": 120, "temperature": 0, '
+                '"top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}')
         return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
 
 
