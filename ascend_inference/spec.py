@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Union
+from collections.abc import Iterable
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ascend_inference.engines import ENGINES
+from ascend_inference.engines.base import EnginePlugin
+from ascend_inference.engines.gpustack import GpustackSettings
+from ascend_inference.engines.lmdeploy import LmdeploySettings
+from ascend_inference.engines.mindie import MindieSettings
+from ascend_inference.engines.vllm_mindspore import VllmMindsporeSettings
 from ascend_inference.errors import Problem
-from ascend_inference.hardware import PROFILES
+from ascend_inference.hardware import PROFILES, HardwareProfile
 from ascend_inference.model_base import StrictModel, invalid
 
 NAMESPACE = "ascend-inference"
@@ -89,7 +95,7 @@ class Node(StrictModel):
 
     @field_validator("device_ips")
     @classmethod
-    def _check_device_ips(cls, value):
+    def _check_device_ips(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             for ip in value:
                 _ip(ip)
@@ -199,8 +205,11 @@ class Paths(StrictModel):
     _check = field_validator("remote_dir")(lambda v: _absolute_path(v))
 
 
+# Every engine's settings model, in ENGINES' order, told apart by `kind`.
+# Named one by one so that type checkers know each engine's fields;
+# tests/test_engine_plugins.py checks that it lists exactly ENGINES' models.
 EngineSettings = Annotated[
-    Union[tuple(plugin.settings_model for plugin in ENGINES.values())],  # noqa: UP007 (X | Y cannot unpack a tuple)
+    VllmMindsporeSettings | MindieSettings | LmdeploySettings | GpustackSettings,
     Field(discriminator="kind"),
 ]
 
@@ -217,11 +226,11 @@ class ClusterSpec(StrictModel):
     paths: Paths = Paths()
 
     @property
-    def profile(self):
+    def profile(self) -> HardwareProfile:
         return PROFILES[self.hardware.profile]
 
     @property
-    def engine_plugin(self):
+    def engine_plugin(self) -> EnginePlugin:
         return ENGINES[self.engine.kind]
 
     def secret_keys(self) -> list[str]:
@@ -237,7 +246,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     problems: list[Problem] = []
     key = f"{NAMESPACE}:nodes"
 
-    def seen_twice(values, what, fix):
+    def seen_twice(values: list[tuple[int, str | None]], what: str, fix: str) -> None:
         first: dict[str, int] = {}
         for index, value in values:
             if value is None:
@@ -303,7 +312,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
 def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:
     """Two processes of one stack cannot listen on one port of one node: the
     engine's ports (the same on every node) and each node's SSH port."""
-    problems = []
+    problems: list[Problem] = []
     owner: dict[int, str] = {}
     for where, port in spec.engine.host_ports().items():
         if port in owner:
@@ -329,7 +338,7 @@ def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:
     return problems
 
 
-def suggest(word: str, choices) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

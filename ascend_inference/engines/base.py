@@ -17,8 +17,9 @@ from __future__ import annotations
 import enum
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -76,7 +77,7 @@ class EngineSettingsBase(StrictModel):
     def problems(self, file: str) -> list[Problem]:
         """Rules on the shared settings that need a whole message each: one
         per bad env name, one per credential written in clear."""
-        found = []
+        found: list[Problem] = []
         for name, value in self.env.items():
             key = f"ascend-inference:engine.env.{name}"
             if not ENV_NAME.match(name):
@@ -96,6 +97,18 @@ class EngineSettingsBase(StrictModel):
         """Ports this engine listens on, on every node, by the stack key (or
         file) that sets them; two equal values cannot both be bound."""
         return {"engine.port": self.port}
+
+
+Settings = TypeVar("Settings", bound=EngineSettingsBase)
+
+
+def settings_of(spec: ClusterSpec, model: type[Settings]) -> Settings:
+    """`spec.engine` as the engine's own settings model. An engine plugin is
+    chosen by `spec.engine.kind`, so its settings are always that model."""
+    settings = spec.engine
+    if not isinstance(settings, model):
+        raise TypeError(f"engine settings of kind {settings.kind} are not {model.__name__}")
+    return settings
 
 
 @dataclass(frozen=True)
@@ -165,7 +178,7 @@ class NodeContext:
         """pid and log files of the serving process (written from the container)."""
         return f"{self.remote_dir}/run"
 
-    def stack_dir_mounts(self):
+    def stack_dir_mounts(self) -> list[Mount]:
         """The stack's directory read-only (env file, engine files) and its
         run directory read-write, at the same paths as on the host."""
         return [Mount(self.remote_dir, self.remote_dir, read_only=True), Mount(self.run_dir, self.run_dir)]
@@ -205,7 +218,7 @@ class EnginePlugin:
     compares engine kinds."""
 
     kind: ClassVar[str]
-    settings_model: ClassVar[type]
+    settings_model: ClassVar[type[EngineSettingsBase]]
     cluster_style: ClassVar[ClusterStyle]
     uses_rank_table: ClassVar[bool] = False
     supports_pp: ClassVar[bool] = False
@@ -215,7 +228,9 @@ class EnginePlugin:
     runbook: ClassVar[str] = ""
 
     # --- layout ---------------------------------------------------------
-    def check(self, spec: ClusterSpec, plan: Plan, file: str) -> list[Problem]:
+    def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
+        """Problems with the stack for this engine: called once before the plan
+        exists (`plan` None) and once with it."""
         return []
 
     def memory_fraction(self, spec: ClusterSpec) -> float:
@@ -276,20 +291,25 @@ class EnginePlugin:
     # `smoke_context` adds.
     smoke_template: ClassVar[str] = "smoke.sh.j2"
 
-    def smoke_context(self, spec: ClusterSpec) -> dict:
+    def smoke_context(self, spec: ClusterSpec) -> dict[str, Any]:
         return {}
 
 
-def apply_env_overrides(variables: list[tuple[str, str]], overrides: dict) -> list[tuple[str, str]]:
+def apply_env_overrides(variables: list[tuple[str, str]],
+                        overrides: dict[str, str | None]) -> list[tuple[str, str]]:
     """Stack `engine.env` entries replace in place, add at the end, or (null) drop."""
-    out = [(k, overrides.get(k, v)) for k, v in variables if not (k in overrides and overrides[k] is None)]
+    out: list[tuple[str, str]] = []
+    for k, v in variables:
+        value = overrides.get(k, v)
+        if value is not None:
+            out.append((k, value))
     known = {k for k, _ in variables}
     out += [(k, v) for k, v in overrides.items() if k not in known and v is not None]
     return out
 
 
-def runbook_container(ctx: NodeContext, standard: list[str], extra=(), *, stack_dir: bool = True,
-                      **fields) -> ContainerSpec:
+def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mount] = (), *,
+                      stack_dir: bool = True, **fields: Any) -> ContainerSpec:
     """The container every runbook starts: all NPU devices, the runbook's
     standard Ascend mounts, the model at the same path, the stack's directory
     (env file, engine files, run dir), the stack's own extra mounts last (they
