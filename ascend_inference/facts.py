@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ascend_inference.errors import NodeFactError
 from ascend_inference.hardware import HardwareProfile
@@ -37,7 +38,7 @@ class NodeFacts:
     hostname: str = ""
     # One entry per chip: [{"npu": 0, "chip": 0, "name": "910B2", "health": "OK"}]. A board
     # with two chips (300I Duo, A3) lists its NPU id twice, chip 0 and chip 1.
-    npus: list[dict] = field(default_factory=list)
+    npus: list[dict[str, Any]] = field(default_factory=list)
     driver_version: str | None = None
     firmware_version: str | None = None
     cann_version: str | None = None
@@ -52,7 +53,7 @@ class NodeFacts:
     def device_ips(self) -> list[str | None]:
         return [d.ip for d in self.devices]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -68,10 +69,10 @@ def split_sections(stdout: str) -> dict[str, str]:
     return {k: "\n".join(v).strip("\n") for k, v in sections.items()}
 
 
-def parse_npu_smi_info(text: str) -> list[dict]:
+def parse_npu_smi_info(text: str) -> list[dict[str, Any]]:
     """Chip rows of `npu-smi info` (first row of each chip block: NPU id, name,
     health); the chip index counts the blocks of one NPU id."""
-    npus: list[dict] = []
+    npus: list[dict[str, Any]] = []
     in_process_table = False
     for line in text.splitlines():
         if "Process id" in line:

@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from ascend_inference.errors import Problem
 
@@ -23,13 +24,13 @@ DISCOVERED = "<discovered by preflight: hccn_tool -i {device} -ip -g on {node}>"
 
 
 def rank_table_for(
-    servers: list[dict],
+    servers: list[dict[str, Any]],
     devices_per_node: int,
     *,
     version: str,
     with_container_ip: bool = False,
     device_port: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """servers: [{"server_id": ip, "device_ips": [...], "container_ip": ip}] in
     node order (master first). Returns the rank table as a JSON-ready dict.
 
@@ -41,7 +42,7 @@ def rank_table_for(
     server_list = []
     rank = 0
     for server in servers:
-        devices = []
+        devices: list[dict[str, str]] = []
         for device_id in range(devices_per_node):
             entry = {"device_id": str(device_id)}
             if version == "1.2":
@@ -52,32 +53,32 @@ def rank_table_for(
             entry["rank_id"] = str(rank)
             devices.append(entry)
             rank += 1
-        item: dict = {"device": devices, "server_id": server["server_id"]}
+        item: dict[str, Any] = {"device": devices, "server_id": server["server_id"]}
         if version == "1.2":
             item["host_ip"] = server["server_id"]
         if with_container_ip:
             item["container_ip"] = server.get("container_ip") or server["server_id"]
         server_list.append(item)
-    table: dict = {
+    table: dict[str, Any] = {
         "server_count": str(len(servers)),
         "server_list": server_list,
         "status": "completed",
         "version": version,
     }
     if version == "1.2":
-        pods: dict[str, list[dict]] = {}
+        pods: dict[str, list[dict[str, Any]]] = {}
         for server in servers:
             pods.setdefault(str(server["super_pod_id"]), []).append({"server_id": server["server_id"]})
         table["super_pod_list"] = [{"super_pod_id": pod, "server_list": members} for pod, members in pods.items()]
     return table
 
 
-def rank_table_json(table: dict) -> str:
+def rank_table_json(table: dict[str, Any]) -> str:
     """Canonical text: the same table always gives the same bytes (and digest)."""
     return json.dumps(table, indent=4, ensure_ascii=False) + "\n"
 
 
-def rank_table_digest(table: dict) -> str:
+def rank_table_digest(table: dict[str, Any]) -> str:
     return hashlib.sha256(rank_table_json(table).encode()).hexdigest()
 
 
@@ -247,7 +248,7 @@ def validate_rank_table(
     return problems
 
 
-def _super_pod_problems(table: dict, source: str, servers: list) -> list[Problem]:
+def _super_pod_problems(table: dict[str, Any], source: str, servers: list[Any]) -> list[Problem]:
     """Version 1.2: every device has a `super_device_id`, unique within its
     super pod (HCCL refuses "devices have same superDeviceId in superPod"),
     and every server is in exactly one entry of `super_pod_list`."""
@@ -335,7 +336,7 @@ class RankTableOptions:
 
 
 def check_rank_table_for_stack(
-    table: dict,
+    table: dict[str, Any],
     *,
     source: str,
     stack_file: str,
@@ -351,7 +352,7 @@ def check_rank_table_for_stack(
     def bad(key: str, message: str, fix: str = "") -> None:
         problems.append(Problem(source, key, message, fix))
 
-    by_address = {s.address: s for s in servers}
+    by_address: dict[object, StackServer] = {s.address: s for s in servers}
     master = servers[0]
     listed = [s for s in table["server_list"] if isinstance(s, dict)]
     for index, server in enumerate(listed):
@@ -362,10 +363,10 @@ def check_rank_table_for_stack(
                 f"(nodes: {', '.join(f'{s.name} {s.address}' for s in servers)})",
                 "use the nodes' addresses (`nodes[].ip` or `host`) as server_id")
     present = {s.get("server_id") for s in listed}
-    for node in servers:
-        if node.address not in present:
-            bad("server_list", f"node {node.name} ({node.address}) of stack {stack_file} is not in the table",
-                f"add a server with \"server_id\": \"{node.address}\"")
+    for expected in servers:
+        if expected.address not in present:
+            bad("server_list", f"node {expected.name} ({expected.address}) of stack {stack_file} is not in the table",
+                f"add a server with \"server_id\": \"{expected.address}\"")
     ranks = sum(len(s.get("device") or []) for s in listed)
     if ranks != world_size:
         bad("server_list", f"the table has {ranks} ranks but the stack's plan has world size {world_size}",

@@ -92,7 +92,7 @@ def duplicate_keys_in_file(file: str) -> list[Problem]:
         return []
 
 
-def read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict[str, Any]:
     """The stack file's `config:` mapping (namespace kept), or StackError."""
     file = str(path)
     try:
@@ -122,12 +122,12 @@ def read_config(path: Path) -> dict:
     if not isinstance(config, dict):
         problems.append(Problem(file, "config", "missing or not a mapping",
                                 f"put the `{NAMESPACE}:` keys under `config:`"))
-    if problems:
+    if problems or not isinstance(config, dict):
         raise StackError(problems)
     return config
 
 
-def _split_config(config: dict, file: str) -> tuple[dict, dict[str, Any], list[Problem]]:
+def _split_config(config: dict[str, Any], file: str) -> tuple[dict[str, Any], dict[str, Any], list[Problem]]:
     """Separate structured sections from secret-valued keys; report strays."""
     sections: dict[str, Any] = {}
     others: dict[str, Any] = {}
@@ -159,8 +159,9 @@ def load_stack(name_or_path: str, *, require_secrets: bool = False) -> LoadedSta
                               require_secrets=require_secrets, raw_config=config)
 
 
-def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, problems: list | None = None,
-                       require_secrets: bool = False, raw_config: dict | None = None) -> LoadedStack:
+def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: dict[str, Any], *,
+                       problems: list[Problem] | None = None, require_secrets: bool = False,
+                       raw_config: dict[str, Any] | None = None) -> LoadedStack:
     """Check config sections (from a stack file, or from `pulumi.Config` under
     the real engine) into a spec and plan. `others` are the non-section keys:
     the secrets the spec names (as `{"secure": ...}`) and anything unknown."""
@@ -211,10 +212,10 @@ def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, pr
     return LoadedStack(name, file, spec, plan, frozenset(present), raw_config or {})
 
 
-def _clear_secrets_in_sections(sections: dict, file: str) -> list[Problem]:
-    problems = []
+def _clear_secrets_in_sections(sections: dict[str, Any], file: str) -> list[Problem]:
+    problems: list[Problem] = []
 
-    def walk(value, key):
+    def walk(value: object, key: str) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(v, f"{key}.{k}")
@@ -291,12 +292,13 @@ def _type_fix(kind: str) -> str:
     }.get(kind, "see the README's stack file reference")
 
 
-def _locate(loc: tuple) -> tuple[str, type | None]:
+def _locate(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
     """Dotted key path for a pydantic location, and the model that owns its
     last element (for suggestions). Engine union tags in the path are dropped."""
     parts: list[str] = []
-    model: type | None = ClusterSpec
-    owner: type | None = ClusterSpec
+    # A model class, the engine-union marker, or None (past the models).
+    model: object = ClusterSpec
+    owner: type[BaseModel] | None = ClusterSpec
     for element in loc:
         if isinstance(element, int):
             if parts:
@@ -305,9 +307,10 @@ def _locate(loc: tuple) -> tuple[str, type | None]:
         if model is _ENGINE and element in ENGINES:
             model = ENGINES[element].settings_model
             continue
-        owner = model if isinstance(model, type) else None
+        # _model_of only finds BaseModel classes, so a type here is one.
+        owner = model if isinstance(model, type) and issubclass(model, BaseModel) else None
         parts.append(str(element))
-        field = owner.model_fields.get(element) if owner is not None and hasattr(owner, "model_fields") else None
+        field = owner.model_fields.get(element) if owner is not None else None
         model = _model_of(field.annotation) if field is not None else None
     return ".".join(parts), owner
 
@@ -315,7 +318,7 @@ def _locate(loc: tuple) -> tuple[str, type | None]:
 _ENGINE = object()
 
 
-def _model_of(annotation) -> object | None:
+def _model_of(annotation: object) -> object | None:
     """The BaseModel inside Optional[...] / list[...] / Annotated[...], or the
     engine-union marker."""
     args = typing.get_args(annotation)

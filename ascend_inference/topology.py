@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ascend_inference.errors import Problem, StackError
 
@@ -66,7 +66,7 @@ class Plan:
     def ranks_of(self, node_index: int) -> list[Rank]:
         return [r for r in self.ranks if r.node_index == node_index]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ranks"] = [asdict(r) for r in self.ranks]
         data["memory"] = asdict(self.memory)
