@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
 
 # The Ascend device files every runbook passes with --device.
 ASCEND_CONTROL_DEVICES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
@@ -26,7 +27,7 @@ class Mount:
     read_only: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "Mount":
+    def parse(cls, text: str) -> Mount:
         parts = text.split(":")
         read_only = len(parts) == 3 and parts[2] == "ro"
         return cls(parts[0], parts[1], read_only)
@@ -51,7 +52,7 @@ class ContainerSpec:
     network_host: bool = True
     restart: str = "no"
     env: tuple[tuple[str, str], ...] = ()
-    entrypoint: Optional[tuple[str, ...]] = None
+    entrypoint: tuple[str, ...] | None = None
     command: tuple[str, ...] = ()
     # `-it`: the runbooks keep a shell open so the container stays up.
     interactive: bool = True
@@ -63,11 +64,12 @@ class ContainerSpec:
     def shm_size_mb(self) -> int:
         """pulumi_docker takes shm_size in MB."""
         match = re.fullmatch(r"([0-9]+)([bkmg]?)", self.shm_size.lower())
+        assert match is not None, f"shm_size {self.shm_size!r} (the spec's SIZE pattern refuses it)"
         number, unit = int(match.group(1)), match.group(2)
         factor = {"b": 1 / 2**20, "k": 1 / 1024, "": 1 / 2**20, "m": 1, "g": 1024}[unit]
         return max(1, int(number * factor))
 
-    def docker_run_argv(self, *, reveal: Optional[dict[str, str]] = None) -> list[str]:
+    def docker_run_argv(self, *, reveal: dict[str, str] | None = None) -> list[str]:
         """argv of the equivalent `docker run -d`. Secret args appear as
         "$VAR" unless `reveal` maps the variable to its value (executor only)."""
         argv = ["docker", "run", "-d"]
@@ -111,10 +113,10 @@ class ContainerSpec:
             out.append(f'"{arg}"' if arg.startswith("$") else shlex.quote(arg))
         return " ".join(out)
 
-    def pulumi_docker_args(self) -> dict:
+    def pulumi_docker_args(self) -> dict[str, Any]:
         """Keyword arguments for `pulumi_docker.Container` (secret args are
         substituted by the Pulumi layer with secret Outputs)."""
-        args: dict = {
+        args: dict[str, Any] = {
             "name": self.name,
             "image": self.image,
             "devices": [
@@ -146,7 +148,7 @@ class ContainerSpec:
         return {k: v for k, v in args.items() if v is not None}
 
 
-def spec_from_pulumi_inputs(inputs: dict) -> ContainerSpec:
+def spec_from_pulumi_inputs(inputs: dict[str, Any]) -> ContainerSpec:
     """The inverse of `ContainerSpec.pulumi_docker_args`, from the inputs as
     the Pulumi engine receives them (camelCase). Used by the emulator's
     executor to run a recorded `docker.Container` as `docker run`, so both
@@ -171,7 +173,7 @@ def spec_from_pulumi_inputs(inputs: dict) -> ContainerSpec:
         entrypoint=tuple(entrypoints) if entrypoints else None,
         command=tuple(inputs.get("command") or ()),
         interactive=bool(inputs.get("tty")),
-        labels=tuple((l["label"], l["value"]) for l in inputs.get("labels") or []),
+        labels=tuple((label["label"], label["value"]) for label in inputs.get("labels") or []),
     )
 
 
@@ -179,7 +181,7 @@ def standard_mounts(specs: list[str]) -> tuple[Mount, ...]:
     return tuple(Mount.parse(s) for s in specs)
 
 
-def merge_mounts(*groups) -> tuple[Mount, ...]:
+def merge_mounts(*groups: Iterable[Mount]) -> tuple[Mount, ...]:
     """Later groups win on the same container path; order of first appearance kept."""
     by_target: dict[str, Mount] = {}
     for group in groups:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any
 
 from ascend_inference.errors import NodeFactError
 from ascend_inference.hardware import HardwareProfile
@@ -23,13 +23,13 @@ _CHIP_ROW = re.compile(r"^\|\s*\d+\s*(?:\d+\s*)?\|\s*[0-9A-Fa-f:.]+|NA\s*\|")
 @dataclass
 class DeviceFacts:
     index: int
-    ip: Optional[str] = None
-    link: Optional[str] = None          # "UP" / "DOWN"
-    net_health: Optional[str] = None    # "Success" / "Fault" / "Init" ...
-    tls_switch: Optional[int] = None    # 0 / 1
-    lldp_ifname: Optional[str] = None
-    gateway: Optional[str] = None
-    netdetect: Optional[str] = None
+    ip: str | None = None
+    link: str | None = None          # "UP" / "DOWN"
+    net_health: str | None = None    # "Success" / "Fault" / "Init" ...
+    tls_switch: int | None = None    # 0 / 1
+    lldp_ifname: str | None = None
+    gateway: str | None = None
+    netdetect: str | None = None
 
 
 @dataclass
@@ -38,22 +38,22 @@ class NodeFacts:
     hostname: str = ""
     # One entry per chip: [{"npu": 0, "chip": 0, "name": "910B2", "health": "OK"}]. A board
     # with two chips (300I Duo, A3) lists its NPU id twice, chip 0 and chip 1.
-    npus: list[dict] = field(default_factory=list)
-    driver_version: Optional[str] = None
-    firmware_version: Optional[str] = None
-    cann_version: Optional[str] = None
+    npus: list[dict[str, Any]] = field(default_factory=list)
+    driver_version: str | None = None
+    firmware_version: str | None = None
+    cann_version: str | None = None
     devices: list[DeviceFacts] = field(default_factory=list)
     stale_rootinfo: bool = False
-    model_present: Optional[bool] = None
+    model_present: bool | None = None
 
     @property
     def healthy_npus(self) -> int:
         return sum(1 for n in self.npus if n["health"] == "OK")
 
-    def device_ips(self) -> list[Optional[str]]:
+    def device_ips(self) -> list[str | None]:
         return [d.ip for d in self.devices]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -69,10 +69,10 @@ def split_sections(stdout: str) -> dict[str, str]:
     return {k: "\n".join(v).strip("\n") for k, v in sections.items()}
 
 
-def parse_npu_smi_info(text: str) -> list[dict]:
+def parse_npu_smi_info(text: str) -> list[dict[str, Any]]:
     """Chip rows of `npu-smi info` (first row of each chip block: NPU id, name,
     health); the chip index counts the blocks of one NPU id."""
-    npus: list[dict] = []
+    npus: list[dict[str, Any]] = []
     in_process_table = False
     for line in text.splitlines():
         if "Process id" in line:
@@ -144,8 +144,8 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips: Optional[list[str]],
-               expected_hostname: Optional[str], model_path: str, profile: HardwareProfile) -> list[NodeFactError]:
+def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips: list[str] | None,
+               expected_hostname: str | None, model_path: str, profile: HardwareProfile) -> list[NodeFactError]:
     """What one node's facts contradict in the stack. NPUs whose npu-smi name
     lacks the profile's prefix (`910B`, `310P`) mean the stack's profile, and
     so its plan (devices, memory), is wrong for this node."""
@@ -168,7 +168,8 @@ def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips:
         detail = ", ".join(bad + ([f"{missing} missing"] if missing > 0 else []))
         errors.append(NodeFactError(node, "npu-smi info",
                                     f"{facts.healthy_npus} healthy NPUs, the stack needs {devices} ({detail})",
-                                    "replace or reset the NPU (`npu-smi info -t health -i N`), or fix the hardware profile"))
+                                    "replace or reset the NPU (`npu-smi info -t health -i N`), "
+                                    "or fix the hardware profile"))
     if expected_hostname and facts.hostname != expected_hostname:
         errors.append(NodeFactError(node, "hostname", f"is '{facts.hostname}', the stack expects '{expected_hostname}'",
                                     f"run `hostname {expected_hostname}` on the node or update nodes[].hostname"))
@@ -181,16 +182,19 @@ def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips:
             errors.append(NodeFactError(node, f"device {d.index} net_health", f"is {d.net_health}",
                                         f"check netdetect/gateway (`hccn_tool -i {d.index} -net_health -g`)"))
         if d.tls_switch is not None and d.tls_switch != want_tls:
-            errors.append(NodeFactError(node, f"device {d.index} tls", f"switch is {d.tls_switch}, the stack's policy is {tls_policy}",
-                                        "set network.fix_tls: true (runs `hccn_tool -i N -tls -s enable 0`) or change network.hccl_tls"))
+            errors.append(NodeFactError(node, f"device {d.index} tls",
+                                        f"switch is {d.tls_switch}, the stack's policy is {tls_policy}",
+                                        "set network.fix_tls: true (runs `hccn_tool -i N -tls -s enable 0`) "
+                                        "or change network.hccl_tls"))
         if d.ip is None:
             errors.append(NodeFactError(node, f"device {d.index} ip", "no IP configured",
-                                        f"configure it in /etc/hccn.conf (`hccn_tool -i {d.index} -ip -s address ... netmask ...`)"))
+                                        f"configure it in /etc/hccn.conf "
+                                        f"(`hccn_tool -i {d.index} -ip -s address ... netmask ...`)"))
         elif not _is_ip(d.ip):
             errors.append(NodeFactError(node, f"device {d.index} ip", f"hccn_tool printed '{d.ip}', not an IP address",
                                         f"check `hccn_tool -i {d.index} -ip -g` and /etc/hccn.conf on the node"))
     if declared_ips:
-        for index, (declared, found) in enumerate(zip(declared_ips, facts.device_ips())):
+        for index, (declared, found) in enumerate(zip(declared_ips, facts.device_ips(), strict=True)):
             if found is not None and declared != found:
                 errors.append(NodeFactError(node, f"device {index} ip", f"is {found}, the stack declares {declared}",
                                             f"fix nodes[].device_ips[{index}] or the NPU's address"))
@@ -209,8 +213,10 @@ def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:
     by_hostname: dict[str, str] = {}
     for f in all_facts:
         if f.hostname in by_hostname:
-            errors.append(NodeFactError(f.node, "hostname", f"'{f.hostname}' is also the hostname of {by_hostname[f.hostname]}",
-                                        "Ray needs distinct hostnames: `hostname <new-name>` on one of them (runbook 000)"))
+            errors.append(NodeFactError(f.node, "hostname",
+                                        f"'{f.hostname}' is also the hostname of {by_hostname[f.hostname]}",
+                                        "Ray needs distinct hostnames: `hostname <new-name>` on one of them "
+                                        "(runbook 000)"))
         else:
             by_hostname[f.hostname] = f.node
     for attr, label in (("driver_version", "driver version"), ("firmware_version", "firmware version"),
@@ -228,7 +234,8 @@ def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:
             first = all_facts[0]
             for f in all_facts[1:]:
                 if getattr(f, attr) and getattr(f, attr) != getattr(first, attr):
-                    errors.append(NodeFactError(f.node, label, f"is {getattr(f, attr)}, {first.node} has {getattr(first, attr)}",
+                    errors.append(NodeFactError(f.node, label,
+                                                f"is {getattr(f, attr)}, {first.node} has {getattr(first, attr)}",
                                                 "install the same version on every node"))
     tls = {f.node: {d.tls_switch for d in f.devices} for f in all_facts}
     switches = set().union(*tls.values()) if tls else set()

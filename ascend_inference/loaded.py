@@ -7,7 +7,7 @@ imports the engines, which use the renderer's templating.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
@@ -22,4 +22,4 @@ class LoadedStack:
     plan: Plan
     # Secret config keys present in the file (encrypted `secure:` values).
     secrets_present: frozenset[str]
-    raw_config: dict
+    raw_config: dict[str, Any]

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any
 
 from ascend_inference.errors import Problem
 
@@ -24,13 +24,13 @@ DISCOVERED = "<discovered by preflight: hccn_tool -i {device} -ip -g on {node}>"
 
 
 def rank_table_for(
-    servers: list[dict],
+    servers: list[dict[str, Any]],
     devices_per_node: int,
     *,
     version: str,
     with_container_ip: bool = False,
-    device_port: Optional[str] = None,
-) -> dict:
+    device_port: str | None = None,
+) -> dict[str, Any]:
     """servers: [{"server_id": ip, "device_ips": [...], "container_ip": ip}] in
     node order (master first). Returns the rank table as a JSON-ready dict.
 
@@ -42,7 +42,7 @@ def rank_table_for(
     server_list = []
     rank = 0
     for server in servers:
-        devices = []
+        devices: list[dict[str, str]] = []
         for device_id in range(devices_per_node):
             entry = {"device_id": str(device_id)}
             if version == "1.2":
@@ -53,32 +53,32 @@ def rank_table_for(
             entry["rank_id"] = str(rank)
             devices.append(entry)
             rank += 1
-        item: dict = {"device": devices, "server_id": server["server_id"]}
+        item: dict[str, Any] = {"device": devices, "server_id": server["server_id"]}
         if version == "1.2":
             item["host_ip"] = server["server_id"]
         if with_container_ip:
             item["container_ip"] = server.get("container_ip") or server["server_id"]
         server_list.append(item)
-    table: dict = {
+    table: dict[str, Any] = {
         "server_count": str(len(servers)),
         "server_list": server_list,
         "status": "completed",
         "version": version,
     }
     if version == "1.2":
-        pods: dict[str, list[dict]] = {}
+        pods: dict[str, list[dict[str, Any]]] = {}
         for server in servers:
             pods.setdefault(str(server["super_pod_id"]), []).append({"server_id": server["server_id"]})
         table["super_pod_list"] = [{"super_pod_id": pod, "server_list": members} for pod, members in pods.items()]
     return table
 
 
-def rank_table_json(table: dict) -> str:
+def rank_table_json(table: dict[str, Any]) -> str:
     """Canonical text: the same table always gives the same bytes (and digest)."""
     return json.dumps(table, indent=4, ensure_ascii=False) + "\n"
 
 
-def rank_table_digest(table: dict) -> str:
+def rank_table_digest(table: dict[str, Any]) -> str:
     return hashlib.sha256(rank_table_json(table).encode()).hexdigest()
 
 
@@ -86,12 +86,12 @@ def validate_rank_table(
     table: object,
     *,
     source: str,
-    devices_per_node: Optional[int] = None,
-    version: Optional[str] = None,
-    server_count: Optional[int] = None,
+    devices_per_node: int | None = None,
+    version: str | None = None,
+    server_count: int | None = None,
     require_container_ip: bool = False,
     every_device: bool = True,
-    notes: Optional[list[str]] = None,
+    notes: list[str] | None = None,
 ) -> list[Problem]:
     """Every problem in a rank table, each naming the server and device.
 
@@ -159,7 +159,8 @@ def validate_rank_table(
             bad(f"{where}.server_id", f"server {server_id[:20]}... is {len(server_id)} characters; HCCL allows 63",
                 "use the node's IP")
         elif server_id in seen_servers:
-            bad(f"{where}.server_id", f"server {server_id} is listed twice (also server_list[{seen_servers[server_id]}])",
+            bad(f"{where}.server_id",
+                f"server {server_id} is listed twice (also server_list[{seen_servers[server_id]}])",
                 "list each server once")
         else:
             seen_servers[server_id] = s
@@ -197,7 +198,8 @@ def validate_rank_table(
             if isinstance(device_id, str):
                 limit = devices_per_node if devices_per_node is not None else None
                 if not device_id.isdigit() or (limit is not None and int(device_id) >= limit):
-                    bad(f"{dwhere}.device_id", f"{label} device {d}: device_id '{device_id}' is not an NPU of the server"
+                    bad(f"{dwhere}.device_id",
+                        f"{label} device {d}: device_id '{device_id}' is not an NPU of the server"
                         + (f" (0..{limit - 1})" if limit is not None else ""),
                         "device_id is the NPU's number on its server, as `npu-smi info` lists it")
                 elif device_id in seen_device_ids:
@@ -215,7 +217,8 @@ def validate_rank_table(
                         "use the address `hccn_tool -i N -ip -g` prints")
                 else:
                     if device_ip in seen_ips:
-                        bad(f"{dwhere}.device_ip", f"{here} has device IP {device_ip}, already used by {seen_ips[device_ip]}",
+                        bad(f"{dwhere}.device_ip",
+                            f"{here} has device IP {device_ip}, already used by {seen_ips[device_ip]}",
                             "every NPU has its own IP; re-read them with `hccn_tool -i N -ip -g`")
                     else:
                         seen_ips[device_ip] = here
@@ -223,7 +226,8 @@ def validate_rank_table(
                 if not rank_id.isdigit():
                     bad(f"{dwhere}.rank_id", f"{here}: rank_id '{rank_id}' is not a number", "number the ranks from 0")
                 elif int(rank_id) in rank_owner:
-                    bad(f"{dwhere}.rank_id", f"{here}: rank_id '{rank_id}' is already used by {rank_owner[int(rank_id)]}",
+                    bad(f"{dwhere}.rank_id",
+                        f"{here}: rank_id '{rank_id}' is already used by {rank_owner[int(rank_id)]}",
                         "give every device its own rank_id, from 0")
                 else:
                     rank_owner[int(rank_id)] = here
@@ -244,7 +248,7 @@ def validate_rank_table(
     return problems
 
 
-def _super_pod_problems(table: dict, source: str, servers: list) -> list[Problem]:
+def _super_pod_problems(table: dict[str, Any], source: str, servers: list[Any]) -> list[Problem]:
     """Version 1.2: every device has a `super_device_id`, unique within its
     super pod (HCCL refuses "devices have same superDeviceId in superPod"),
     and every server is in exactly one entry of `super_pod_list`."""
@@ -310,7 +314,7 @@ class StackServer:
     address: str
     # Declared device IPs by NPU number (empty: found by preflight, not declared).
     device_ips: tuple[str, ...] = ()
-    container_ip: Optional[str] = None
+    container_ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -323,16 +327,16 @@ class RankTableOptions:
     # Every server has `container_ip`, and a table without it is refused (runbook 001).
     container_ip: bool = False
     # Every device has this `device_port` (runbook 004).
-    device_port: Optional[str] = None
+    device_port: str | None = None
     # The first server of the table must be the master (LMDeploy: Ray's head).
     first_server_is_master: bool = False
     # (min, max) servers the engine accepts in one table.
-    server_count_range: Optional[tuple[int, int]] = None
-    max_devices_per_server: Optional[int] = None
+    server_count_range: tuple[int, int] | None = None
+    max_devices_per_server: int | None = None
 
 
 def check_rank_table_for_stack(
-    table: dict,
+    table: dict[str, Any],
     *,
     source: str,
     stack_file: str,
@@ -348,7 +352,7 @@ def check_rank_table_for_stack(
     def bad(key: str, message: str, fix: str = "") -> None:
         problems.append(Problem(source, key, message, fix))
 
-    by_address = {s.address: s for s in servers}
+    by_address: dict[object, StackServer] = {s.address: s for s in servers}
     master = servers[0]
     listed = [s for s in table["server_list"] if isinstance(s, dict)]
     for index, server in enumerate(listed):
@@ -359,10 +363,10 @@ def check_rank_table_for_stack(
                 f"(nodes: {', '.join(f'{s.name} {s.address}' for s in servers)})",
                 "use the nodes' addresses (`nodes[].ip` or `host`) as server_id")
     present = {s.get("server_id") for s in listed}
-    for node in servers:
-        if node.address not in present:
-            bad("server_list", f"node {node.name} ({node.address}) of stack {stack_file} is not in the table",
-                f"add a server with \"server_id\": \"{node.address}\"")
+    for expected in servers:
+        if expected.address not in present:
+            bad("server_list", f"node {expected.name} ({expected.address}) of stack {stack_file} is not in the table",
+                f"add a server with \"server_id\": \"{expected.address}\"")
     ranks = sum(len(s.get("device") or []) for s in listed)
     if ranks != world_size:
         bad("server_list", f"the table has {ranks} ranks but the stack's plan has world size {world_size}",
@@ -376,7 +380,8 @@ def check_rank_table_for_stack(
             rank_id, device_id = device.get("rank_id"), device.get("device_id")
             if rank_id == "0" and server.get("server_id") != master.address:
                 bad(f"server_list[{index}].device[{d}].rank_id",
-                    f"rank 0 is {label} device {device_id}, but the stack's master is {master.name} ({master.address}); "
+                    f"rank 0 is {label} device {device_id}, "
+                    f"but the stack's master is {master.name} ({master.address}); "
                     f"{rules.engine} makes the server holding rank 0 its master",
                     f"give rank_id 0 to a device of {master.address}")
             if node is None or not node.device_ips or not isinstance(device_id, str) or not device_id.isdigit():
@@ -398,7 +403,9 @@ def check_rank_table_for_stack(
     if rules.server_count_range is not None:
         low, high = rules.server_count_range
         if not low <= len(listed) <= high:
-            bad("server_count", f"{len(listed)} server{'s' if len(listed) != 1 else ''}, but {rules.engine} accepts {low} to {high} in one rank table",
+            bad("server_count",
+                f"{len(listed)} server{'s' if len(listed) != 1 else ''}, "
+                f"but {rules.engine} accepts {low} to {high} in one rank table",
                 f"use {low} to {high} servers")
     if rules.max_devices_per_server is not None:
         for index, server in enumerate(listed):

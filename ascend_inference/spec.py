@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Optional, Union
+from collections.abc import Iterable
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ascend_inference.engines import ENGINES
+from ascend_inference.engines.base import EnginePlugin
+from ascend_inference.engines.gpustack import GpustackSettings
+from ascend_inference.engines.lmdeploy import LmdeploySettings
+from ascend_inference.engines.mindie import MindieSettings
+from ascend_inference.engines.vllm_mindspore import VllmMindsporeSettings
 from ascend_inference.errors import Problem
-from ascend_inference.hardware import PROFILES
+from ascend_inference.hardware import PROFILES, HardwareProfile
 from ascend_inference.model_base import StrictModel, invalid
 
 NAMESPACE = "ascend-inference"
@@ -48,7 +54,7 @@ JUMP_HOST = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[A-Za-z0-9]([A-Za-z0-
                        r"(?::(?P<port>\d{1,5}))?$")
 
 
-def _login_name(value: Optional[str], *, fix: str) -> Optional[str]:
+def _login_name(value: str | None, *, fix: str) -> str | None:
     # ssh would fall back to the local user name, which is rarely the intent.
     if value is not None and not value.strip():
         raise invalid("the login name is empty", fix)
@@ -72,16 +78,16 @@ class Node(StrictModel):
     host: Annotated[str, Field(min_length=1)]
     # Address on the socket interface: rank-table server_id, Ray node IP,
     # MIES_CONTAINER_IP, HCCL_IF_IP. Defaults to `host` when that is an IP.
-    ip: Optional[str] = None
-    user: Optional[str] = None
-    port: Optional[Annotated[int, Field(ge=1, le=65535)]] = None
+    ip: str | None = None
+    user: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
     # The hostname the node must report; preflight compares it.
-    hostname: Optional[Annotated[str, Field(pattern=HOSTNAME)]] = None
+    hostname: Annotated[str, Field(pattern=HOSTNAME)] | None = None
     # NPU device IPs (hccn_tool -i N -ip -g), one per device in order. When
     # given, preflight refuses a node whose discovered IPs differ.
-    device_ips: Optional[list[str]] = None
+    device_ips: list[str] | None = None
     # MindIE rank table `container_ip`; defaults to the node ip.
-    container_ip: Optional[str] = None
+    container_ip: str | None = None
 
     _check_ip = field_validator("ip", "container_ip")(lambda v: v if v is None else _ip(v))
     _check_user = field_validator("user")(
@@ -89,14 +95,14 @@ class Node(StrictModel):
 
     @field_validator("device_ips")
     @classmethod
-    def _check_device_ips(cls, value):
+    def _check_device_ips(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             for ip in value:
                 _ip(ip)
         return value
 
     @property
-    def address(self) -> Optional[str]:
+    def address(self) -> str | None:
         """The node's IP on the cluster network, if known."""
         if self.ip:
             return self.ip
@@ -110,14 +116,14 @@ class SshSettings(StrictModel):
     # `pulumi config set --secret ascend-inference:<name> < key`).
     private_key_secret: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = "sshPrivateKey"
     # Optional jump host, `[user@]host[:port]`.
-    jump_host: Optional[str] = None
+    jump_host: str | None = None
 
     _check_user = field_validator("user")(
         lambda v: _login_name(v, fix="write the login name (e.g. root), or leave `user` out for root"))
 
     @field_validator("jump_host")
     @classmethod
-    def _check_jump_host(cls, value: Optional[str]) -> Optional[str]:
+    def _check_jump_host(cls, value: str | None) -> str | None:
         if value is None:
             return value
         match = JUMP_HOST.match(value)
@@ -158,7 +164,7 @@ class Model(StrictModel):
     experts: Annotated[int, Field(ge=0)] = 256
     # Measured size of the weights on disk (`du -s --block-size=1G`), when
     # known; otherwise estimated from parameters and quantization.
-    weights_gb: Optional[Annotated[float, Field(gt=0)]] = None
+    weights_gb: Annotated[float, Field(gt=0)] | None = None
     # Share of usable NPU memory kept free for KV cache and activations.
     kv_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
@@ -169,7 +175,7 @@ class Container(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     image: Annotated[str, Field(min_length=1)]
     # A tar to `docker load -i` on every node instead of pulling (runbook 001).
-    image_tar: Optional[str] = None
+    image_tar: str | None = None
     shm_size: Annotated[str, Field(pattern=SIZE)] = "500g"
     privileged: bool = True
     ipc_host: bool = True
@@ -187,9 +193,9 @@ class Parallel(StrictModel):
     ep: Annotated[int, Field(ge=1)] = 1
     # MoE tensor parallel (GPUStack/MindIE `--moe-tensor-parallel-size`).
     # Defaults to tp when ep is 1, else 1.
-    moe_tp: Optional[Annotated[int, Field(ge=1)]] = None
+    moe_tp: Annotated[int, Field(ge=1)] | None = None
     # Layers per pipeline stage (VLLM_PP_LAYER_PARTITION); computed if absent.
-    pp_layer_split: Optional[list[Annotated[int, Field(ge=1)]]] = None
+    pp_layer_split: list[Annotated[int, Field(ge=1)]] | None = None
 
 
 class Paths(StrictModel):
@@ -199,8 +205,11 @@ class Paths(StrictModel):
     _check = field_validator("remote_dir")(lambda v: _absolute_path(v))
 
 
+# Every engine's settings model, in ENGINES' order, told apart by `kind`.
+# Named one by one so that type checkers know each engine's fields;
+# tests/test_engine_plugins.py checks that it lists exactly ENGINES' models.
 EngineSettings = Annotated[
-    Union[tuple(plugin.settings_model for plugin in ENGINES.values())],
+    VllmMindsporeSettings | MindieSettings | LmdeploySettings | GpustackSettings,
     Field(discriminator="kind"),
 ]
 
@@ -217,11 +226,11 @@ class ClusterSpec(StrictModel):
     paths: Paths = Paths()
 
     @property
-    def profile(self):
+    def profile(self) -> HardwareProfile:
         return PROFILES[self.hardware.profile]
 
     @property
-    def engine_plugin(self):
+    def engine_plugin(self) -> EnginePlugin:
         return ENGINES[self.engine.kind]
 
     def secret_keys(self) -> list[str]:
@@ -237,7 +246,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     problems: list[Problem] = []
     key = f"{NAMESPACE}:nodes"
 
-    def seen_twice(values, what, fix):
+    def seen_twice(values: list[tuple[int, str | None]], what: str, fix: str) -> None:
         first: dict[str, int] = {}
         for index, value in values:
             if value is None:
@@ -286,7 +295,8 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
             problems.append(Problem(
                 file, f"{key}[{i}].device_ips",
                 f"lists {len(node.device_ips)} device IPs but {spec.hardware.profile} has {per_node} NPUs per node",
-                f"list one IP per device, in device order (`for i in {{0..{per_node - 1}}}; do hccn_tool -i $i -ip -g; done`)"))
+                "list one IP per device, in device order "
+                f"(`for i in {{0..{per_node - 1}}}; do hccn_tool -i $i -ip -g; done`)"))
         for d, ip in enumerate(node.device_ips):
             where = f"{node.name} device {d}"
             if ip in device_owner:
@@ -302,7 +312,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
 def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:
     """Two processes of one stack cannot listen on one port of one node: the
     engine's ports (the same on every node) and each node's SSH port."""
-    problems = []
+    problems: list[Problem] = []
     owner: dict[int, str] = {}
     for where, port in spec.engine.host_ports().items():
         if port in owner:
@@ -328,7 +338,7 @@ def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:
     return problems
 
 
-def suggest(word: str, choices) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

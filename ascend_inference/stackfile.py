@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -92,7 +92,7 @@ def duplicate_keys_in_file(file: str) -> list[Problem]:
         return []
 
 
-def read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict[str, Any]:
     """The stack file's `config:` mapping (namespace kept), or StackError."""
     file = str(path)
     try:
@@ -122,12 +122,12 @@ def read_config(path: Path) -> dict:
     if not isinstance(config, dict):
         problems.append(Problem(file, "config", "missing or not a mapping",
                                 f"put the `{NAMESPACE}:` keys under `config:`"))
-    if problems:
+    if problems or not isinstance(config, dict):
         raise StackError(problems)
     return config
 
 
-def _split_config(config: dict, file: str) -> tuple[dict, dict[str, Any], list[Problem]]:
+def _split_config(config: dict[str, Any], file: str) -> tuple[dict[str, Any], dict[str, Any], list[Problem]]:
     """Separate structured sections from secret-valued keys; report strays."""
     sections: dict[str, Any] = {}
     others: dict[str, Any] = {}
@@ -159,13 +159,14 @@ def load_stack(name_or_path: str, *, require_secrets: bool = False) -> LoadedSta
                               require_secrets=require_secrets, raw_config=config)
 
 
-def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, problems: list | None = None,
-                       require_secrets: bool = False, raw_config: dict | None = None) -> LoadedStack:
+def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: dict[str, Any], *,
+                       problems: list[Problem] | None = None, require_secrets: bool = False,
+                       raw_config: dict[str, Any] | None = None) -> LoadedStack:
     """Check config sections (from a stack file, or from `pulumi.Config` under
     the real engine) into a spec and plan. `others` are the non-section keys:
     the secrets the spec names (as `{"secure": ...}`) and anything unknown."""
     problems = list(problems or [])
-    spec: Optional[ClusterSpec] = None
+    spec: ClusterSpec | None = None
     try:
         spec = ClusterSpec.model_validate(_plain(sections))
     except ValidationError as error:
@@ -202,7 +203,8 @@ def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, pr
             if key not in present:
                 full = f"{NAMESPACE}:{key}"
                 problems.append(Problem(file, full, "secret not set",
-                                        f"run `pulumi config set --secret {full}` (it is stored encrypted in the stack file)"))
+                                        f"run `pulumi config set --secret {full}` "
+                                        "(it is stored encrypted in the stack file)"))
     problems += check_spec(spec, file)
     if problems:
         raise StackError(problems)
@@ -210,10 +212,10 @@ def spec_from_sections(name: str, file: str, sections: dict, others: dict, *, pr
     return LoadedStack(name, file, spec, plan, frozenset(present), raw_config or {})
 
 
-def _clear_secrets_in_sections(sections: dict, file: str) -> list[Problem]:
-    problems = []
+def _clear_secrets_in_sections(sections: dict[str, Any], file: str) -> list[Problem]:
+    problems: list[Problem] = []
 
-    def walk(value, key):
+    def walk(value: object, key: str) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(v, f"{key}.{k}")
@@ -250,17 +252,20 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
             expected = item.get("ctx", {}).get("expected", "")
             problems.append(Problem(file, key, f"'{given}' is not a valid choice", f"use one of {expected}"))
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            given_kind = given.get("kind") if isinstance(given, dict) else given
             problems.append(Problem(file, f"{key}.kind" if not key.endswith(".kind") else key,
-                                    f"engine kind '{given.get('kind') if isinstance(given, dict) else given}' is unknown"
+                                    f"engine kind '{given_kind}' is unknown"
                                     if kind == "union_tag_invalid" else "engine kind is missing",
                                     f"use one of {', '.join(ENGINES)}"))
         elif kind == INVALID_VALUE:
             what, _, fix = message.partition(FIX_SEPARATOR)
             problems.append(Problem(file, key, what, fix))
         elif kind == "too_short" and path == "nodes":
-            problems.append(Problem(file, key, "the stack has no nodes", "list at least one node (the first is the master)"))
+            problems.append(Problem(file, key, "the stack has no nodes",
+                                    "list at least one node (the first is the master)"))
         else:
-            shown = json.dumps(given, ensure_ascii=False) if not isinstance(given, (dict, list)) else type(given).__name__
+            shown = (json.dumps(given, ensure_ascii=False) if not isinstance(given, (dict, list))
+                     else type(given).__name__)
             fix = _type_fix(kind)
             if kind in ("greater_than_equal", "less_than_equal") and path.endswith("port"):
                 fix = "use a port from 1 to 65535"
@@ -287,12 +292,13 @@ def _type_fix(kind: str) -> str:
     }.get(kind, "see the README's stack file reference")
 
 
-def _locate(loc: tuple) -> tuple[str, Optional[type]]:
+def _locate(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
     """Dotted key path for a pydantic location, and the model that owns its
     last element (for suggestions). Engine union tags in the path are dropped."""
     parts: list[str] = []
-    model: Optional[type] = ClusterSpec
-    owner: Optional[type] = ClusterSpec
+    # A model class, the engine-union marker, or None (past the models).
+    model: object = ClusterSpec
+    owner: type[BaseModel] | None = ClusterSpec
     for element in loc:
         if isinstance(element, int):
             if parts:
@@ -301,9 +307,10 @@ def _locate(loc: tuple) -> tuple[str, Optional[type]]:
         if model is _ENGINE and element in ENGINES:
             model = ENGINES[element].settings_model
             continue
-        owner = model if isinstance(model, type) else None
+        # _model_of only finds BaseModel classes, so a type here is one.
+        owner = model if isinstance(model, type) and issubclass(model, BaseModel) else None
         parts.append(str(element))
-        field = owner.model_fields.get(element) if owner is not None and hasattr(owner, "model_fields") else None
+        field = owner.model_fields.get(element) if owner is not None else None
         model = _model_of(field.annotation) if field is not None else None
     return ".".join(parts), owner
 
@@ -311,7 +318,7 @@ def _locate(loc: tuple) -> tuple[str, Optional[type]]:
 _ENGINE = object()
 
 
-def _model_of(annotation) -> Optional[object]:
+def _model_of(annotation: object) -> object | None:
     """The BaseModel inside Optional[...] / list[...] / Annotated[...], or the
     engine-union marker."""
     args = typing.get_args(annotation)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from typing import Any
 
 import jinja2
 
@@ -67,7 +68,7 @@ def _comment(value: object) -> ShellText:
     return ShellText(" ".join(str(value).splitlines()))
 
 
-def _environment(**options) -> jinja2.Environment:
+def _environment(**options: Any) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("ascend_inference", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -103,7 +104,7 @@ _SHELL.filters.update(
 _PLAIN = _environment()
 
 
-def render_template(template: str, **context) -> str:
+def render_template(template: str, **context: Any) -> str:
     environment = _SHELL if template.endswith(".sh.j2") else _PLAIN
     return environment.get_template(template).render(**context)
 

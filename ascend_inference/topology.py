@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ascend_inference.errors import Problem, StackError
 
@@ -66,7 +66,7 @@ class Plan:
     def ranks_of(self, node_index: int) -> list[Rank]:
         return [r for r in self.ranks if r.node_index == node_index]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ranks"] = [asdict(r) for r in self.ranks]
         data["memory"] = asdict(self.memory)
@@ -81,7 +81,7 @@ def default_layer_split(layers: int, stages: int) -> tuple[int, ...]:
     return tuple(base + (1 if s < extra else 0) for s in range(stages))
 
 
-def weights_gb(spec: "ClusterSpec") -> float:
+def weights_gb(spec: ClusterSpec) -> float:
     if spec.model.weights_gb is not None:
         return spec.model.weights_gb
     return spec.model.parameters_b * BYTES_PER_PARAMETER[spec.model.quantization]
@@ -102,7 +102,7 @@ def rank_layout(nodes: list[str], devices_per_node: int, tp: int, pp: int, dp: i
     return tuple(ranks)
 
 
-def plan_for(spec: "ClusterSpec", file: str) -> Plan:
+def plan_for(spec: ClusterSpec, file: str) -> Plan:
     problems: list[Problem] = []
     p = spec.parallel
     key = "ascend-inference:parallel"
@@ -137,15 +137,18 @@ def plan_for(spec: "ClusterSpec", file: str) -> Plan:
         elif experts % p.ep:
             problems.append(Problem(
                 file, f"{key}.ep", f"ep {p.ep} does not divide the model's {experts} experts",
-                f"use an ep that divides {experts} (e.g. {', '.join(str(d) for d in _divisors(experts) if d <= world)})"))
+                f"use an ep that divides {experts} "
+                f"(e.g. {', '.join(str(d) for d in _divisors(experts) if d <= world)})"))
         stage_world = p.tp * p.dp
         if stage_world % (p.ep * moe_tp):
             problems.append(Problem(
                 file, f"{key}.ep",
-                f"ep x moe_tp = {p.ep} x {moe_tp} = {p.ep * moe_tp} does not divide the {stage_world} NPUs of a pipeline stage (tp x dp)",
+                f"ep x moe_tp = {p.ep} x {moe_tp} = {p.ep * moe_tp} "
+                f"does not divide the {stage_world} NPUs of a pipeline stage (tp x dp)",
                 "make ep x moe_tp a divisor of tp x dp"))
     if p.moe_tp is not None and p.ep == 1 and p.moe_tp != p.tp:
-        problems.append(Problem(file, f"{key}.moe_tp", f"moe_tp {p.moe_tp} differs from tp {p.tp} without expert parallel",
+        problems.append(Problem(file, f"{key}.moe_tp",
+                                f"moe_tp {p.moe_tp} differs from tp {p.tp} without expert parallel",
                                 "drop moe_tp or set ep"))
 
     layers = spec.model.layers
@@ -188,7 +191,7 @@ def plan_for(spec: "ClusterSpec", file: str) -> Plan:
     return plan
 
 
-def memory_fit(spec: "ClusterSpec", world: int, moe_tp: int, split: tuple[int, ...]) -> MemoryFit:
+def memory_fit(spec: ClusterSpec, world: int, moe_tp: int, split: tuple[int, ...]) -> MemoryFit:
     p = spec.parallel
     weights = weights_gb(spec)
     expert_share = min(1.0, spec.model.expert_parameters_b / spec.model.parameters_b) if spec.model.experts else 0.0
@@ -212,7 +215,7 @@ def memory_fit(spec: "ClusterSpec", world: int, moe_tp: int, split: tuple[int, .
                      tuple(round(s, 1) for s in stages), round(per_stage_available, 1), fits)
 
 
-def minimum_nodes(spec: "ClusterSpec", memory: MemoryFit) -> int:
+def minimum_nodes(spec: ClusterSpec, memory: MemoryFit) -> int:
     per_node_available = memory.available_for_weights_gb / len(spec.nodes)
     needed = math.ceil(memory.required_gb / per_node_available)
     # Layouts want a power-of-two node count.

@@ -16,9 +16,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ascend_inference.errors import NodeFactError, StackError
 from ascendctl.preview.versions import SdkVersionMismatch
+
+if TYPE_CHECKING:
+    from ascend_inference.loaded import LoadedStack
 
 EXIT_STACK_PROBLEM = 2
 EXIT_WRONG_SDK = 3
@@ -76,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and print what would change.")
     _stack_arg(p)
     p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE", required=True,
-                   help="a config change, typed as `pulumi config set --path` types it: true/false and integers are typed, anything else is a string that the schema then reads (0.5 for a number); a value starting with [ or { is YAML")
+                   help="a config change, typed as `pulumi config set --path` types it: true/false and integers "
+                        "are typed, anything else is a string that the schema then reads (0.5 for a number); "
+                        "a value starting with [ or { is YAML")
 
     sub.add_parser("stacks", help="list the stacks in stacks/",
                    description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def cmd_validate(args) -> int:
+def cmd_validate(args: argparse.Namespace) -> int:
     from ascend_inference.stackfile import load_stack
 
     loaded = load_stack(args.stack, require_secrets=args.require_secrets)
@@ -125,7 +131,7 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def check_brought_rank_table(loaded, path: Path) -> list[str]:
+def check_brought_rank_table(loaded: LoadedStack, path: Path) -> list[str]:
     """A rank table the user brings, checked as HCCL, the engine and the
     stack would check it. Raises StackError with every problem; returns notes
     (what HCCL accepts but differs from the tables this program writes)."""
@@ -149,14 +155,18 @@ def check_brought_rank_table(loaded, path: Path) -> list[str]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         where = f"line {error.lineno} column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
         raise StackError([Problem(source, "(file)", f"is not JSON ({where}{getattr(error, 'msg', error)})",
-                                  "a rank table is one JSON object; start from `python -m ascendctl render`")]) from None
+                                  "a rank table is one JSON object; start from `python -m ascendctl render`")
+                          ]) from None
     notes: list[str] = []
     problems = validate_rank_table(
         table, source=source, devices_per_node=spec.profile.devices_per_node,
         version=spec.profile.rank_table_version, require_container_ip=options.container_ip,
         every_device=False, notes=notes)
     if not problems:
-        servers = [StackServer(n.name, n.address, tuple(n.device_ips or ()), n.container_ip) for n in spec.nodes]
+        servers = []
+        for n in spec.nodes:
+            assert n.address is not None, "check_spec refuses a node without an address"
+            servers.append(StackServer(n.name, n.address, tuple(n.device_ips or ()), n.container_ip))
         problems = check_rank_table_for_stack(table, source=source, stack_file=loaded.file, servers=servers,
                                               world_size=loaded.plan.world_size, rules=options)
     if problems:
@@ -185,7 +195,7 @@ def out_dir_problem(out: Path) -> str | None:
     return None
 
 
-def cmd_render(args) -> int:
+def cmd_render(args: argparse.Namespace) -> int:
     from ascend_inference.render import render_stack
     from ascend_inference.stackfile import load_stack
 
@@ -209,21 +219,21 @@ def cmd_render(args) -> int:
     return 0
 
 
-def cmd_preview(args) -> int:
+def cmd_preview(args: argparse.Namespace) -> int:
     from ascendctl.preview.stack import preview_stack
 
     print(preview_stack(args.stack, as_json=args.json, show_inputs=not args.no_inputs))
     return 0
 
 
-def cmd_diff(args) -> int:
+def cmd_diff(args: argparse.Namespace) -> int:
     from ascendctl.preview.stack import diff_stack
 
     print(diff_stack(args.stack, args.changes))
     return 0
 
 
-def cmd_stacks(args) -> int:
+def cmd_stacks(args: argparse.Namespace) -> int:
     from ascend_inference.stackfile import stack_names
 
     for name in stack_names():

@@ -27,17 +27,17 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 from ascendctl.preview.config import apply_change
 from ascendctl.preview.diff import Change
 from ascendctl.preview.graph import Graph, ResourceRecord
 from ascendctl.preview.stack import changes_for, loaded_with_config, record_stack
-from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS = stack_names()
@@ -75,7 +75,7 @@ def role(rec: ResourceRecord | Change) -> str:
     raise AssertionError(f"no role for {rec.type} {rec.name}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaded(stack: str) -> LoadedStack:
     return load_stack(stack)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from ascendctl.preview.config import apply_change, cli_typed
 from ascend_inference.errors import StackError
 from ascend_inference.stackfile import load_stack, read_config
+from ascendctl.preview.config import apply_change, cli_typed
 from tests.conftest import STACKS_DIR, load_stack_doc, write_stack
 
 NS = "ascend-inference"

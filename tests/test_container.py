@@ -44,7 +44,8 @@ def test_shm_size_is_given_to_pulumi_docker_in_megabytes():
 
 def test_named_volume_and_read_only_mounts():
     spec = ContainerSpec(name="c", image="i", devices=("/dev/davinci0",),
-                         mounts=(Mount("gpustack-data", "/var/lib/gpustack"), Mount("/etc/hccn.conf", "/etc/hccn.conf", True)),
+                         mounts=(Mount("gpustack-data", "/var/lib/gpustack"),
+                                 Mount("/etc/hccn.conf", "/etc/hccn.conf", True)),
                          shm_size="1g", privileged=False, ipc_host=True)
     volumes = spec.pulumi_docker_args()["volumes"]
     assert {"volume_name": "gpustack-data", "container_path": "/var/lib/gpustack", "read_only": False} in volumes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from ascend_inference import engines
 from ascend_inference.engines import ENGINES
 from ascend_inference.engines.base import ClusterStyle, EnginePlugin, RankTableOptions
 from ascend_inference.render import check_rank_table, declared_device_ips, plan_document, rank_table, render_node
+from ascend_inference.spec import EngineSettings
 from ascend_inference.stackfile import load_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +85,14 @@ def test_every_registered_engine_is_a_complete_plugin():
     modules = {p.stem for p in ENGINES_DIR.glob("*.py")} - {"__init__", "base"}
     assert {m: getattr(engines, m).PLUGIN for m in modules} == {
         type(plugin).__module__.rsplit(".", 1)[-1]: plugin for plugin in ENGINES.values()}
+
+
+def test_the_spec_accepts_exactly_the_registered_engines_settings():
+    """spec.EngineSettings names the settings models one by one (so type
+    checkers see each engine's fields); it must list ENGINES' models, in order."""
+    union, discriminator = typing.get_args(EngineSettings)
+    assert typing.get_args(union) == tuple(plugin.settings_model for plugin in ENGINES.values())
+    assert discriminator.discriminator == "kind"
 
 
 # --- each hook, as the five stacks use it ----------------------------------

@@ -13,12 +13,19 @@ import os
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
-from ascend_inference.facts import (NodeFacts, check_cluster, check_node, parse_device, parse_key_values,
-                                    parse_npu_smi_info, parse_preflight, split_sections)
+from ascend_inference.facts import (
+    NodeFacts,
+    check_cluster,
+    check_node,
+    parse_device,
+    parse_key_values,
+    parse_npu_smi_info,
+    parse_preflight,
+    split_sections,
+)
 from ascend_inference.hardware import PROFILES
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
@@ -50,7 +57,7 @@ class Node:
     """What one node's preflight prints; every field defaults to a real sample."""
 
     name: str
-    ips: list[Optional[str]]
+    ips: list[str | None]
     npu_smi: str = "npu-smi-info-910b2-23.0.7.txt"
     driver: str = "driver-version-info-24.1.0.txt"
     firmware: str = "firmware-version-info-7.1.0.11.220.txt"
@@ -104,7 +111,7 @@ def facts_of(node: Node) -> NodeFacts:
     return parse_preflight(node.name, preflight_stdout(node), len(node.ips))
 
 
-def node_errors(node: Node, *, declared: Optional[list[str]] = None, profile=A2, devices: int = 8) -> list[str]:
+def node_errors(node: Node, *, declared: list[str] | None = None, profile=A2, devices: int = 8) -> list[str]:
     return [str(e) for e in check_node(facts_of(node), devices=devices, tls_policy="disabled", declared_ips=declared,
                                        expected_hostname=f"{node.name}-host", model_path="/data/model",
                                        profile=profile)]
@@ -214,7 +221,7 @@ def test_no_ip_configured_and_a_masked_ip():
 
 # --- peer ping: the rendered script, with hccn_tool printing real ping output ------
 
-def run_peer_ping(tmp_path: Path, failing_ip: Optional[str]) -> subprocess.CompletedProcess:
+def run_peer_ping(tmp_path: Path, failing_ip: str | None) -> subprocess.CompletedProcess:
     """node0's rendered peer-ping script, run with a stand-in `hccn_tool` on
     PATH that prints the real success sample, or the real 33% loss sample for
     `failing_ip`."""
@@ -222,7 +229,8 @@ def run_peer_ping(tmp_path: Path, failing_ip: Optional[str]) -> subprocess.Compl
     script = render_node(loaded, 0).scripts.peer_ping.text
     tool = tmp_path / "hccn_tool"
     tool.write_text("#!/bin/sh\n"
-                    f"case \" $* \" in *' {failing_ip or 'none'} '*) cat {SAMPLES / 'hccn-tool-ping-partial-loss.txt'};;\n"
+                    f"case \" $* \" in *' {failing_ip or 'none'} '*) "
+                    f"cat {SAMPLES / 'hccn-tool-ping-partial-loss.txt'};;\n"
                     f"  *) cat {SAMPLES / 'hccn-tool-ping-success.txt'};; esac\n")
     tool.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}

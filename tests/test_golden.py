@@ -81,7 +81,7 @@ RUNBOOK_000_RAY_WORKER = "ray start --address=<head_node_ip>:<port>"
 # 000_744bb2758c81c62a.txt, section "启动服务" / "执行示例" (主节点).
 RUNBOOK_000_SERVE = r'''
 vllm-mindspore serve --model="/path/to/save/deepseek_r1_w8a8" --trust_remote_code --max-num-seqs=256 --max_model_len=32768  --max-num-batched-tokens=4096 --block-size=128 --gpu-memory-utilization=0.9 --tensor-parallel-size 16
-'''
+'''  # noqa: E501 (runbook text, verbatim)
 
 # 001_a290ee50c168c379.txt, section "4.2 启动容器" (first form).
 RUNBOOK_001_DOCKER_RUN = r'''
@@ -153,7 +153,7 @@ sed -i 's/"maxInputTokenLen"[[:space:]]*:[[:space:]]*.*,/"maxInputTokenLen" : 16
 sed -i 's/"maxPrefillTokens"[[:space:]]*:[[:space:]]*.*,/"maxPrefillTokens" : 16384,/' /usr/local/Ascend/mindie/latest/mindie-service/conf/config.json
 sed -i 's/"maxBatchSize"[[:space:]]*:[[:space:]]*.*,/"maxBatchSize" : 200,/' /usr/local/Ascend/mindie/latest/mindie-service/conf/config.json
 sed -i 's/"maxIterTimes"[[:space:]]*:[[:space:]]*.*,/"maxIterTimes" : 8192,/' /usr/local/Ascend/mindie/latest/mindie-service/conf/config.json
-'''
+'''  # noqa: E501 (runbook text, verbatim)
 # Where each key the runbook edits lives in MindIE's config.json
 # (docs/formats.md §3a, the key-path table).
 MINDIE_KEY_PATHS = {
@@ -281,7 +281,7 @@ RUNBOOK_003_RAY_WORKER = "ray start --address=xxx.xxx.xxx.xxx:6333"
 # 003_0315b5ee7550cb6b.txt, section "启动服务化".
 RUNBOOK_003_SERVE = r'''
 vllm-mindspore serve "/home/ckpt/deepseek_r1_671b" --trust-remote-code --no-enable-prefix-caching --dtype float16 --tensor-parallel-size=8 --pipeline_parallel_size=2 --max-num-seqs=256 --block-size=128 --gpu-memory-utilization=0.8 --max-num-batched-tokens=16384 --max-model-len=32768 --distributed-executor-backend=ray > vllm.txt 2>&1
-'''
+'''  # noqa: E501 (runbook text, verbatim)
 
 # 004_014e9801958552dd.txt, section "1. 创建 Docker 容器（可选）".
 RUNBOOK_004_DOCKER_RUN = r'''
@@ -650,7 +650,7 @@ def test_env_file_has_exactly_the_runbook_variables(rendered, stack):
     for name, value in expected.items():
         if value in placeholders:
             expected[name] = str(_stack_value(stack, placeholders[value]))
-    for index, node in enumerate(stack_nodes(stack)):
+    for node in stack_nodes(stack):
         env_text = (rendered[stack] / node["name"] / "env.sh").read_text()
         actual = dict(parse_exports(env_text))
         want = dict(expected)
@@ -702,9 +702,11 @@ def test_gpustack_needs_no_env_variables(rendered):
 
 RAY_CASES = {
     # stack: (head line, worker line, placeholders -> "master" | "node" | literal)
-    "tp16-vllm-mindspore": (RUNBOOK_000_RAY_HEAD, RUNBOOK_000_RAY_WORKER, {"<head_node_ip>": "master", "<port>": "6379"}),
+    "tp16-vllm-mindspore": (RUNBOOK_000_RAY_HEAD, RUNBOOK_000_RAY_WORKER,
+                            {"<head_node_ip>": "master", "<port>": "6379"}),
     "tp8-pp2-300iduo": (RUNBOOK_003_RAY_HEAD, RUNBOOK_003_RAY_WORKER, {"xxx.xxx.xxx.xxx": "master"}),
-    "tp16-lmdeploy": (RUNBOOK_004_ENV_HEAD.strip().splitlines()[-1], RUNBOOK_004_ENV_WORKER.strip().splitlines()[-1],
+    "tp16-lmdeploy": (RUNBOOK_004_ENV_HEAD.strip().splitlines()[-1],
+                      RUNBOOK_004_ENV_WORKER.strip().splitlines()[-1],
                       {"HEAD_NODE_IP": "master", "NODE_IP": "node", "PORT": "6379"}),
 }
 
@@ -850,7 +852,7 @@ def _check_rank_table_shape(table: dict, nodes: list[dict], *, device_keys: set,
     assert table["server_count"] == str(len(nodes))
     assert len(table["server_list"]) == len(nodes)
     rank = 0
-    for server, node in zip(table["server_list"], nodes):
+    for server, node in zip(table["server_list"], nodes, strict=True):
         assert set(server) == server_keys
         assert server["server_id"] == node_ip(node)
         assert [d["device_ip"] for d in server["device"]] == node["device_ips"]

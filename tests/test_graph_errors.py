@@ -18,19 +18,19 @@ import functools
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
+from ascend_inference.errors import NodeFactError, StackError
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack
 from ascendctl import cli
 from ascendctl.preview import stack as preview_stack
 from ascendctl.preview.facts import synthetic_preflight
 from ascendctl.preview.stack import loaded_with_config, record_stack
-from ascend_inference.errors import NodeFactError, StackError
-from ascend_inference.spec import NAMESPACE
-from ascend_inference.stackfile import LoadedStack, load_stack
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
@@ -43,7 +43,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=60)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaded(stack: str) -> LoadedStack:
     return load_stack(stack)
 

@@ -30,7 +30,9 @@ from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.values import UNKNOWN, Secret
 
 PROJECT = "ascend-inference"
-SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA-TOPSECRET-9f8e7d\n-----END OPENSSH PRIVATE KEY-----\n"
+SSH_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
+           "b3BlbnNzaC1rZXktdjEAAAAA-TOPSECRET-9f8e7d\n"
+           "-----END OPENSSH PRIVATE KEY-----\n")
 API_TOKEN = "tok-CLEARTEXT-5a4b3c2d1e"
 PREFLIGHT_SCRIPT = "#!/bin/bash\nset -euo pipefail\nnpu-smi info\nhccn_tool -i 0 -ip -g\n"
 
@@ -448,7 +450,8 @@ def test_nested_urns_and_alias_matching() -> None:
     class Outer(pulumi.ComponentResource):
         def __init__(self, name: str) -> None:
             super().__init__("test:toy:Outer", name, None, None)
-            self.inner = pulumi.ComponentResource("test:toy:Inner", f"{name}-inner", None, pulumi.ResourceOptions(parent=self))
+            self.inner = pulumi.ComponentResource("test:toy:Inner", f"{name}-inner", None,
+                                                  pulumi.ResourceOptions(parent=self))
 
     def flat() -> None:
         remote.Command("cmd", connection=remote.ConnectionArgs(host="h"), create="a")

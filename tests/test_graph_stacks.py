@@ -29,16 +29,16 @@ from urllib.parse import urlparse
 
 import pytest
 
+from ascend_inference.ranktable import rank_table_digest
+from ascend_inference.render import declared_device_ips, rank_table, render_node
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 from ascendctl.preview import stack as preview_stack
 from ascendctl.preview.config import apply_change, scaled_config
 from ascendctl.preview.graph import Graph, ResourceRecord
 from ascendctl.preview.printer import format_diff, format_tree
 from ascendctl.preview.stack import changes_for, config_for, loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
-from ascend_inference.ranktable import rank_table_digest
-from ascend_inference.render import declared_device_ips, rank_table, render_node
-from ascend_inference.spec import NAMESPACE
-from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS = stack_names()
@@ -79,12 +79,12 @@ GPUSTACK_ENGINES = {"gpustack"}
 
 # --- recording (each stack once per module) ----------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaded(stack: str) -> LoadedStack:
     return load_stack(stack)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def graph(stack: str) -> Graph:
     return record_stack(loaded(stack))
 
@@ -521,7 +521,8 @@ def test_gpustack_secrets(stack):
     # Workers get the token as a secret element of their command, never in clear.
     for n in nodes[1:]:
         command = named(g, f"{n}-container", CONTAINER).inputs["command"]
-        assert MOCK_TOKEN in [str(v).strip() for v in secret_values(command)], f"{n}-container: token not passed as secret"
+        assert MOCK_TOKEN in [str(v).strip() for v in secret_values(command)], (
+            f"{n}-container: token not passed as secret")
         assert not [t for _, t in clear_strings(command) if MOCK_TOKEN in t]
     # The model deployment and the smoke request get the admin password on stdin, as a secret.
     for name in ("gpustack-model", "smoke-test-request"):

@@ -9,19 +9,19 @@ for everything else. These tests pin what the program does about each."""
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 
+from ascend_inference.stackfile import load_stack, stack_names
 from ascendctl.preview.graph import Graph
 from ascendctl.preview.stack import changes_for, record_stack
-import re
-from ascend_inference.stackfile import load_stack, stack_names
 
 COMMAND = "command:remote:Command"
 STACKS = stack_names()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def graph(stack: str) -> Graph:
     return record_stack(load_stack(stack))
 
@@ -75,7 +75,8 @@ def test_nothing_downstream_holds_a_node_check_id():
     # A check is updated (same id) at every up; what follows it must read its output, not its id.
     for stack in STACKS:
         records = graph(stack).resources
-        check_ids = [f"{r.name}-" for r in records if r.type == COMMAND and r.name.endswith(("-preflight", "-peer-ping"))]
+        check_ids = [f"{r.name}-" for r in records
+                     if r.type == COMMAND and r.name.endswith(("-preflight", "-peer-ping"))]
         for record in records:
             for trigger in record.inputs.get("triggers") or []:
                 assert not any(isinstance(trigger, str) and trigger.startswith(c) for c in check_ids), record.name

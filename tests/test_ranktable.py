@@ -52,7 +52,7 @@ def check_properties(nodes: int, devices: int, *, with_container_ip: bool, devic
     # Server order kept (master first), device IPs in device order.
     assert [s["server_id"] for s in table["server_list"]] == [s["server_id"] for s in servers], label
     ranks = []
-    for server, given in zip(table["server_list"], servers):
+    for server, given in zip(table["server_list"], servers, strict=True):
         assert [d["device_id"] for d in server["device"]] == [str(i) for i in range(devices)], label
         assert [d["device_ip"] for d in server["device"]] == given["device_ips"], label
         ranks += [int(d["rank_id"]) for d in server["device"]]
@@ -426,7 +426,8 @@ def test_a3_table_has_cann_fields_and_order(a3_table):
     assert set(first) == set(CANN_A3_FIRST_SERVER)
     for ours, cann in zip(first["device"], CANN_A3_FIRST_SERVER["device"], strict=True):
         assert list(ours) == list(cann)  # device_id, super_device_id, device_ip, rank_id
-        assert {k: v for k, v in ours.items() if k != "device_ip"} == {k: v for k, v in cann.items() if k != "device_ip"}
+        without_ip = {k: v for k, v in ours.items() if k != "device_ip"}
+        assert without_ip == {k: v for k, v in cann.items() if k != "device_ip"}
     assert first["host_ip"] == first["server_id"]
     assert a3_table["version"] == "1.2"
     assert a3_table["super_pod_list"] == [

@@ -4,7 +4,6 @@ files the container reads are visible in it, and that secrets never leak."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess

@@ -5,10 +5,10 @@ key and a fix, and never print a traceback.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
 
@@ -25,12 +25,12 @@ class Case:
     key: str                       # must appear in the error line
     words: tuple[str, ...] = ()    # must appear in the same line (message or fix)
     base: str = "tp16-mindie"
-    mutate: Optional[Callable[[dict], None]] = None   # on the `config:` mapping
-    document: Optional[Callable[[dict], object]] = None  # on the whole document
-    text: Optional[Callable[[str], str]] = None         # on the file text
+    mutate: Callable[[dict], None] | None = None   # on the `config:` mapping
+    document: Callable[[dict], object] | None = None  # on the whole document
+    text: Callable[[str], str] | None = None         # on the file text
     args: tuple[str, ...] = ()
-    stack_arg: Optional[str] = None  # pass this as --stack instead of a written file
-    file_hint: Optional[str] = None  # the file the message must name (default: the written one)
+    stack_arg: str | None = None  # pass this as --stack instead of a written file
+    file_hint: str | None = None  # the file the message must name (default: the written one)
 
 
 def section(config: dict, name: str) -> dict:
@@ -64,7 +64,8 @@ CASES = [
     Case("duplicate-key-in-a-node", NS + "nodes[1].host", ("lines 11 and 12",),
          text=lambda t: t.replace("      host: 192.0.2.12\n", "      host: 192.0.2.12\n      host: 192.0.2.13\n")),
     Case("duplicate-section", NS + "hardware", ("written twice",),
-         text=lambda t: t.replace("config:\n", "config:\n  ascend-inference:hardware:\n    profile: atlas-800t-a2\n", 1)),
+         text=lambda t: t.replace("config:\n",
+                                  "config:\n  ascend-inference:hardware:\n    profile: atlas-800t-a2\n", 1)),
     Case("not-a-mapping", "(root)", ("mapping",), text=lambda t: "- node0\n- node1\n"),
     Case("empty-file", "(root)", ("mapping",), text=lambda t: ""),
     Case("no-config-key", "config", ("missing",), document=lambda d: {"encryptionsalt": "v1:abc"}),
@@ -187,9 +188,11 @@ CASES = [
     Case("gpustack-memory-fraction-zero", NS + "engine.npu_memory_fraction", ("0",), base="dp4-ep32-gpustack",
          mutate=set_in("engine", "npu_memory_fraction", 0.0)),
     # --- shared engine settings (engines/base.py) ----------------------------
-    Case("env-name-not-a-shell-identifier", NS + "engine.env.1BAD NAME", ("not a valid environment variable", "_1BAD_NAME"),
+    Case("env-name-not-a-shell-identifier", NS + "engine.env.1BAD NAME",
+         ("not a valid environment variable", "_1BAD_NAME"),
          base="tp16-vllm-mindspore", mutate=set_in("engine", "env", {"1BAD NAME": "x"})),
-    Case("env-token-in-clear", NS + "engine.env.HF_TOKEN", ("in clear", "pulumi config set --secret " + NS + "HF_TOKEN"),
+    Case("env-token-in-clear", NS + "engine.env.HF_TOKEN",
+         ("in clear", "pulumi config set --secret " + NS + "HF_TOKEN"),
          base="tp16-vllm-mindspore", mutate=set_in("engine", "env", {"HF_TOKEN": "hf_abcdefgh"})),
     Case("env-password-in-clear", NS + "engine.env.DB_PASSWORD", ("in clear", "pulumi config set --secret"),
          mutate=set_in("engine", "env", {"DB_PASSWORD": "hunter2"})),
@@ -207,7 +210,8 @@ CASES = [
          mutate=set_in("engine", "port", 22)),
     Case("node-ssh-port-on-ray-port", NS + "nodes[1].port", ("6379", "engine.ray_port"), base="tp16-lmdeploy",
          mutate=lambda c: nodes(c)[1].__setitem__("port", 6379)),
-    Case("max-batch-size-negative", NS + "engine.max_batch_size", ("got -5",), mutate=set_in("engine", "max_batch_size", -5)),
+    Case("max-batch-size-negative", NS + "engine.max_batch_size", ("got -5",),
+         mutate=set_in("engine", "max_batch_size", -5)),
     Case("max-num-seqs-zero", NS + "engine.max_num_seqs", ("got 0",), base="tp16-vllm-mindspore",
          mutate=set_in("engine", "max_num_seqs", 0)),
     Case("gpustack-replicas-zero", NS + "engine.replicas", ("got 0",), base="dp4-ep32-gpustack",

@@ -2,5 +2,7 @@
 from __future__ import annotations
 
 from ascend_inference.engines import gpustack, lmdeploy, mindie, vllm_mindspore
+from ascend_inference.engines.base import EnginePlugin
 
-ENGINES = {module.PLUGIN.kind: module.PLUGIN for module in (vllm_mindspore, mindie, lmdeploy, gpustack)}
+ENGINES: dict[str, EnginePlugin] = {
+    module.PLUGIN.kind: module.PLUGIN for module in (vllm_mindspore, mindie, lmdeploy, gpustack)}

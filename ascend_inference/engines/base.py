@@ -17,8 +17,9 @@ from __future__ import annotations
 import enum
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, ClassVar, Optional
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -70,13 +71,13 @@ class EngineSettingsBase(StrictModel):
     """
 
     port: Port
-    env: dict[str, Optional[str]] = {}
+    env: dict[str, str | None] = {}
     ready_timeout_s: Seconds = 3600
 
     def problems(self, file: str) -> list[Problem]:
         """Rules on the shared settings that need a whole message each: one
         per bad env name, one per credential written in clear."""
-        found = []
+        found: list[Problem] = []
         for name, value in self.env.items():
             key = f"ascend-inference:engine.env.{name}"
             if not ENV_NAME.match(name):
@@ -96,6 +97,18 @@ class EngineSettingsBase(StrictModel):
         """Ports this engine listens on, on every node, by the stack key (or
         file) that sets them; two equal values cannot both be bound."""
         return {"engine.port": self.port}
+
+
+Settings = TypeVar("Settings", bound=EngineSettingsBase)
+
+
+def settings_of(spec: ClusterSpec, model: type[Settings]) -> Settings:
+    """`spec.engine` as the engine's own settings model. An engine plugin is
+    chosen by `spec.engine.kind`, so its settings are always that model."""
+    settings = spec.engine
+    if not isinstance(settings, model):
+        raise TypeError(f"engine settings of kind {settings.kind} are not {model.__name__}")
+    return settings
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,7 @@ class HttpCheck:
 
     method: str
     url: str
-    body: Optional[str] = None
+    body: str | None = None
     headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
     timeout_s: int = 60
     # Text the reply must contain to count as success.
@@ -141,19 +154,19 @@ class HttpCheck:
 class NodeContext:
     """Everything an engine needs to render one node's files."""
 
-    spec: "ClusterSpec"
-    plan: "Plan"
+    spec: ClusterSpec
+    plan: Plan
     index: int
-    node: "Node"
+    node: Node
     stack: str
-    rank_table_path: Optional[str] = None
+    rank_table_path: str | None = None
 
     @property
     def is_master(self) -> bool:
         return self.index == 0
 
     @property
-    def master(self) -> "Node":
+    def master(self) -> Node:
         return self.spec.nodes[0]
 
     @property
@@ -165,7 +178,7 @@ class NodeContext:
         """pid and log files of the serving process (written from the container)."""
         return f"{self.remote_dir}/run"
 
-    def stack_dir_mounts(self):
+    def stack_dir_mounts(self) -> list[Mount]:
         """The stack's directory read-only (env file, engine files) and its
         run directory read-write, at the same paths as on the host."""
         return [Mount(self.remote_dir, self.remote_dir, read_only=True), Mount(self.run_dir, self.run_dir)]
@@ -205,7 +218,7 @@ class EnginePlugin:
     compares engine kinds."""
 
     kind: ClassVar[str]
-    settings_model: ClassVar[type]
+    settings_model: ClassVar[type[EngineSettingsBase]]
     cluster_style: ClassVar[ClusterStyle]
     uses_rank_table: ClassVar[bool] = False
     supports_pp: ClassVar[bool] = False
@@ -215,13 +228,15 @@ class EnginePlugin:
     runbook: ClassVar[str] = ""
 
     # --- layout ---------------------------------------------------------
-    def check(self, spec: "ClusterSpec", plan: "Plan", file: str) -> list[Problem]:
+    def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
+        """Problems with the stack for this engine: called once before the plan
+        exists (`plan` None) and once with it."""
         return []
 
-    def memory_fraction(self, spec: "ClusterSpec") -> float:
+    def memory_fraction(self, spec: ClusterSpec) -> float:
         raise NotImplementedError
 
-    def secret_keys(self, spec: "ClusterSpec") -> list[str]:
+    def secret_keys(self, spec: ClusterSpec) -> list[str]:
         return []
 
     @property
@@ -235,7 +250,7 @@ class EnginePlugin:
     def env(self, ctx: NodeContext) -> EnvFile:
         raise NotImplementedError
 
-    def container(self, ctx: NodeContext) -> "ContainerSpec":
+    def container(self, ctx: NodeContext) -> ContainerSpec:
         raise NotImplementedError
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
@@ -246,16 +261,16 @@ class EnginePlugin:
     # Ray workers join with `--node-ip-address=<their address>`.
     ray_join_with_node_ip: ClassVar[bool] = False
 
-    def rank_table_path(self, spec: "ClusterSpec") -> Optional[str]:
+    def rank_table_path(self, spec: ClusterSpec) -> str | None:
         return None
 
-    def rank_table_options(self, spec: "ClusterSpec") -> RankTableOptions:
+    def rank_table_options(self, spec: ClusterSpec) -> RankTableOptions:
         return RankTableOptions()
 
-    def ray_port(self, spec: "ClusterSpec") -> Optional[int]:
+    def ray_port(self, spec: ClusterSpec) -> int | None:
         return None
 
-    def serve(self, spec: "ClusterSpec", plan: "Plan", stack: str) -> ServePlan:
+    def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
         raise NotImplementedError
 
     def pre_start(self, ctx: NodeContext) -> list[str]:
@@ -263,33 +278,38 @@ class EnginePlugin:
         serve command (already quoted: they go into the script as they are)."""
         return []
 
-    def endpoint(self, spec: "ClusterSpec") -> str:
+    def endpoint(self, spec: ClusterSpec) -> str:
         raise NotImplementedError
 
-    def readiness(self, spec: "ClusterSpec") -> HttpCheck:
+    def readiness(self, spec: ClusterSpec) -> HttpCheck:
         raise NotImplementedError
 
-    def smoke_request(self, spec: "ClusterSpec") -> HttpCheck:
+    def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         raise NotImplementedError
 
     # The smoke script's template; it gets `smoke` (the request) and whatever
     # `smoke_context` adds.
     smoke_template: ClassVar[str] = "smoke.sh.j2"
 
-    def smoke_context(self, spec: "ClusterSpec") -> dict:
+    def smoke_context(self, spec: ClusterSpec) -> dict[str, Any]:
         return {}
 
 
-def apply_env_overrides(variables: list[tuple[str, str]], overrides: dict) -> list[tuple[str, str]]:
+def apply_env_overrides(variables: list[tuple[str, str]],
+                        overrides: dict[str, str | None]) -> list[tuple[str, str]]:
     """Stack `engine.env` entries replace in place, add at the end, or (null) drop."""
-    out = [(k, overrides.get(k, v)) for k, v in variables if not (k in overrides and overrides[k] is None)]
+    out: list[tuple[str, str]] = []
+    for k, v in variables:
+        value = overrides.get(k, v)
+        if value is not None:
+            out.append((k, value))
     known = {k for k, _ in variables}
     out += [(k, v) for k, v in overrides.items() if k not in known and v is not None]
     return out
 
 
-def runbook_container(ctx: NodeContext, standard: list[str], extra=(), *, stack_dir: bool = True,
-                      **fields) -> "ContainerSpec":
+def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mount] = (), *,
+                      stack_dir: bool = True, **fields: Any) -> ContainerSpec:
     """The container every runbook starts: all NPU devices, the runbook's
     standard Ascend mounts, the model at the same path, the stack's directory
     (env file, engine files, run dir), the stack's own extra mounts last (they

@@ -14,7 +14,7 @@ files: the worker's `docker run` line shows "$GPUSTACK_TOKEN".
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import (
@@ -30,8 +30,13 @@ from ascend_inference.engines.base import (
     ServePlan,
     apply_env_overrides,
     runbook_container,
+    settings_of,
 )
 from ascend_inference.errors import Problem
+
+if TYPE_CHECKING:
+    from ascend_inference.spec import ClusterSpec
+    from ascend_inference.topology import Plan
 
 # Runbook 002's `docker run -v` list (server and workers alike).
 STANDARD_MOUNTS = [
@@ -76,30 +81,31 @@ class Gpustack(EnginePlugin):
     supports_ep = True
     runbook = "002"
 
-    def check(self, spec, plan, file):
+    def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         if plan is not None:
             return []
-        problems = []
+        s = settings_of(spec, GpustackSettings)
+        problems: list[Problem] = []
         if not spec.profile.mindie_multinode and len(spec.nodes) > 1:
             problems.append(Problem(
                 file, "ascend-inference:hardware.profile",
                 f"GPUStack's distributed MindIE backend does not run on {spec.hardware.profile}",
                 "use Atlas 800T/800I A2 servers (runbook 002)"))
-        if not 0 < spec.engine.npu_memory_fraction <= 1:
+        if not 0 < s.npu_memory_fraction <= 1:
             problems.append(Problem(file, "ascend-inference:engine.npu_memory_fraction",
-                                    f"{spec.engine.npu_memory_fraction} is not in (0, 1]", "use 0.95 (runbook 002)"))
+                                    f"{s.npu_memory_fraction} is not in (0, 1]", "use 0.95 (runbook 002)"))
         return problems
 
-    def memory_fraction(self, spec):
-        return spec.engine.npu_memory_fraction
+    def memory_fraction(self, spec: ClusterSpec) -> float:
+        return settings_of(spec, GpustackSettings).npu_memory_fraction
 
     def env(self, ctx: NodeContext) -> EnvFile:
         return EnvFile((), tuple(apply_env_overrides([], ctx.spec.engine.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
-        spec, s = ctx.spec, ctx.spec.engine
+        spec, s = ctx.spec, settings_of(ctx.spec, GpustackSettings)
         command: tuple[str, ...] = ()
-        secret_args = {}
+        secret_args: dict[str, str] = {}
         if not ctx.is_master:
             token = f"${TOKEN_VAR}"
             command = ("--server-url", self.server_url(spec), "--token", token)
@@ -112,21 +118,22 @@ class Gpustack(EnginePlugin):
                                  secret_args=secret_args,
                                  env=tuple((k, v) for k, v in s.env.items() if v is not None))
 
-    def server_url(self, spec) -> str:
+    def server_url(self, spec: ClusterSpec) -> str:
         port = "" if spec.engine.port == 80 else f":{spec.engine.port}"
         return f"http://{spec.nodes[0].address}{port}"
 
-    def backend_parameters(self, spec, plan) -> list[str]:
+    def backend_parameters(self, spec: ClusterSpec, plan: Plan) -> list[str]:
+        s = settings_of(spec, GpustackSettings)
         return [
             f"--data-parallel-size={plan.dp}",
             f"--tensor-parallel-size={plan.tp}",
             f"--moe-tensor-parallel-size={plan.moe_tp}",
             f"--moe-expert-parallel-size={plan.ep}",
-            f"--npu-memory-fraction={spec.engine.npu_memory_fraction}",
-            *spec.engine.extra_backend_parameters,
+            f"--npu-memory-fraction={s.npu_memory_fraction}",
+            *s.extra_backend_parameters,
         ]
 
-    def deployment_request(self, spec, plan) -> dict:
+    def deployment_request(self, spec: ClusterSpec, plan: Plan) -> dict[str, Any]:
         """Body of `POST /v2/models` (runbook 002 step 4, in API form).
 
         Checked against a real GPUStack 2.3.0 server (tests/realsoftware):
@@ -135,13 +142,14 @@ class Gpustack(EnginePlugin):
         404 "Model not found" even once the model runs. The server silently
         drops unknown keys. `cluster_id` is added by gpustack-deploy.sh at
         run time (the id of the server's default cluster)."""
+        s = settings_of(spec, GpustackSettings)
         return {
             "name": spec.model.name,
             "source": "local_path",
             "local_path": spec.model.path,
-            "backend": spec.engine.backend,
+            "backend": s.backend,
             "backend_parameters": self.backend_parameters(spec, plan),
-            "replicas": spec.engine.replicas,
+            "replicas": s.replicas,
             "distributed_inference_across_workers": True,
             "placement_strategy": "spread",
             "enable_model_route": True,
@@ -153,22 +161,22 @@ class Gpustack(EnginePlugin):
         body = json.dumps(self.deployment_request(ctx.spec, ctx.plan), indent=2) + "\n"
         return {f"{ctx.remote_dir}/gpustack/model-deployment.json": body}
 
-    def serve(self, spec, plan, stack) -> ServePlan:
+    def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
         return ServePlan(command="POST /v2/models", where="api", log_file="")
 
-    def endpoint(self, spec) -> str:
+    def endpoint(self, spec: ClusterSpec) -> str:
         return self.server_url(spec)
 
-    def readiness(self, spec) -> HttpCheck:
+    def readiness(self, spec: ClusterSpec) -> HttpCheck:
         return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
                          expect=spec.model.name)
 
-    def smoke_request(self, spec) -> HttpCheck:
+    def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         body = json.dumps({"model": spec.model.name, "prompt": "I am", "max_tokens": 64, "temperature": 0})
         # Sent with the admin session cookie (gpustack-smoke.sh.j2), not an API key.
         return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
 
-    def smoke_context(self, spec) -> dict:
+    def smoke_context(self, spec: ClusterSpec) -> dict[str, Any]:
         return {"server_url": self.server_url(spec)}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -21,13 +21,18 @@ from ascend_inference.engines.base import (
     HttpCheck,
     NodeContext,
     Port,
-    RankTableOptions,
     ServePlan,
     apply_env_overrides,
     runbook_container,
+    settings_of,
 )
 from ascend_inference.errors import Problem
 from ascend_inference.model_base import invalid
+from ascend_inference.ranktable import RankTableOptions
+
+if TYPE_CHECKING:
+    from ascend_inference.spec import ClusterSpec
+    from ascend_inference.topology import Plan
 
 # Runbook 004's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -79,34 +84,36 @@ class Lmdeploy(EnginePlugin):
     ray_join_with_node_ip = True
     runbook = "004"
 
-    def check(self, spec, plan, file):
+    def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         if plan is not None:
             return []
-        problems = []
-        if len(spec.nodes) > 1 and not spec.engine.eager_mode:
+        problems: list[Problem] = []
+        if len(spec.nodes) > 1 and not settings_of(spec, LmdeploySettings).eager_mode:
             problems.append(Problem(file, "ascend-inference:engine.eager_mode",
                                     "multi-node LMDeploy on Ascend supports eager mode only (runbook 004)",
                                     "set eager_mode: true"))
         return problems
 
-    def memory_fraction(self, spec):
+    def memory_fraction(self, spec: ClusterSpec) -> float:
         # Weights load first; the KV cache takes its share of what is left, so
         # weights may use nearly all of it. Keep 10% for activations.
         return 0.9
 
-    def ray_port(self, spec):
-        return spec.engine.ray_port
+    def ray_port(self, spec: ClusterSpec) -> int:
+        return settings_of(spec, LmdeploySettings).ray_port
 
-    def rank_table_path(self, spec):
-        return spec.engine.rank_table_path
+    def rank_table_path(self, spec: ClusterSpec) -> str:
+        return settings_of(spec, LmdeploySettings).rank_table_path
 
-    def rank_table_options(self, spec):
+    def rank_table_options(self, spec: ClusterSpec) -> RankTableOptions:
         # LMDeploy asserts that the first server of the table is Ray's head.
-        return RankTableOptions(engine=self.kind, device_port=spec.engine.device_port, first_server_is_master=True)
+        return RankTableOptions(engine=self.kind, device_port=settings_of(spec, LmdeploySettings).device_port,
+                                first_server_is_master=True)
 
     def env(self, ctx: NodeContext) -> EnvFile:
-        spec, s = ctx.spec, ctx.spec.engine
+        spec, s = ctx.spec, settings_of(ctx.spec, LmdeploySettings)
         ifname = spec.network.socket_ifname
+        assert ctx.node.address is not None, "check_spec refuses a node without an address"
         variables = [
             ("GLOO_SOCKET_IFNAME", ifname),
             ("TP_SOCKET_IFNAME", ifname),
@@ -119,11 +126,11 @@ class Lmdeploy(EnginePlugin):
         return EnvFile((), tuple(apply_env_overrides(variables, s.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
-        table_dir = s_dir(ctx.spec.engine.rank_table_path)
+        table_dir = s_dir(settings_of(ctx.spec, LmdeploySettings).rank_table_path)
         return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], entrypoint=("/bin/bash",))
 
-    def serve_argv(self, spec, plan) -> list[str]:
-        s = spec.engine
+    def serve_argv(self, spec: ClusterSpec, plan: Plan) -> list[str]:
+        s = settings_of(spec, LmdeploySettings)
         argv = ["lmdeploy", "serve", "api_server", spec.model.path,
                 "--backend", s.backend, "--device", s.device]
         if s.eager_mode:
@@ -135,18 +142,18 @@ class Lmdeploy(EnginePlugin):
             argv += ["--cache-max-entry-count", str(s.cache_max_entry_count)]
         return argv
 
-    def serve(self, spec, plan, stack) -> ServePlan:
+    def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
         return ServePlan(" ".join(shlex.quote(a) for a in self.serve_argv(spec, plan)),
-                         where="head", log_file=spec.engine.log_file)
+                         where="head", log_file=settings_of(spec, LmdeploySettings).log_file)
 
-    def endpoint(self, spec) -> str:
+    def endpoint(self, spec: ClusterSpec) -> str:
         return f"http://{spec.nodes[0].address}:{spec.engine.port}"
 
-    def readiness(self, spec) -> HttpCheck:
+    def readiness(self, spec: ClusterSpec) -> HttpCheck:
         return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
                          expect='"data"')
 
-    def smoke_request(self, spec) -> HttpCheck:
+    def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         body = json.dumps({"model": spec.model.path, "prompt": "Hakuna Matata", "max_tokens": 64, "temperature": 0})
         return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
 

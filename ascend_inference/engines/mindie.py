@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 from importlib import resources
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -24,12 +24,17 @@ from ascend_inference.engines.base import (
     HttpCheck,
     NodeContext,
     Port,
-    RankTableOptions,
     ServePlan,
     apply_env_overrides,
     runbook_container,
+    settings_of,
 )
 from ascend_inference.errors import Problem
+from ascend_inference.ranktable import RankTableOptions
+
+if TYPE_CHECKING:
+    from ascend_inference.spec import ClusterSpec
+    from ascend_inference.topology import Plan
 
 # Runbook 001's `docker run -v` list (first form), plus the model path.
 STANDARD_MOUNTS = [
@@ -63,7 +68,7 @@ class MindieSettings(EngineSettingsBase):
     max_iter_times: Count = 8192
     npu_memory_fraction: float = 0.95
     # Default: /data/hm/hccl_<servers>s_<ranks>p.json, as runbook 001 names it.
-    rank_table_path: Optional[str] = None
+    rank_table_path: str | None = None
     log_level: str = "ERROR"
 
     def host_ports(self) -> dict[str, int]:
@@ -72,10 +77,11 @@ class MindieSettings(EngineSettingsBase):
         default = json.loads(resources.files("ascend_inference.engines")
                              .joinpath("data/mindie_config.default.json").read_text())
         server, backend = default["ServerConfig"], default["BackendConfig"]
-        return {**super().host_ports(),
+        ports: dict[str, int] = {**super().host_ports(),
                 **{f"config.json ServerConfig.{key}": server[key] for key in ("managementPort", "metricsPort",
                                                                               "interCommPort")},
                 "config.json BackendConfig.multiNodesInferPort": backend["multiNodesInferPort"]}
+        return ports
 
 
 class Mindie(EnginePlugin):
@@ -87,15 +93,16 @@ class Mindie(EnginePlugin):
     weights_mode = "750"
     runbook = "001"
 
-    def check(self, spec, plan, file):
-        s = spec.engine
-        problems = []
+    def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
+        s = settings_of(spec, MindieSettings)
+        problems: list[Problem] = []
         if plan is not None:
             return problems
         if not spec.profile.mindie_multinode and len(spec.nodes) > 1:
             problems.append(Problem(
                 file, "ascend-inference:hardware.profile",
-                f"MindIE multi-node service does not run on {spec.hardware.profile} (runbook 001 needs Atlas 800I A2 servers)",
+                f"MindIE multi-node service does not run on {spec.hardware.profile} "
+                "(runbook 001 needs Atlas 800I A2 servers)",
                 "use engine kind vllm-mindspore for 300I Duo servers (runbook 003), or a single node"))
         tp = spec.parallel.tp
         world = len(spec.nodes) * spec.profile.devices_per_node
@@ -114,25 +121,27 @@ class Mindie(EnginePlugin):
                                     f"{s.npu_memory_fraction} is not in (0, 1]", "use 0.95 (runbook 001)"))
         return problems
 
-    def memory_fraction(self, spec):
-        return spec.engine.npu_memory_fraction
+    def memory_fraction(self, spec: ClusterSpec) -> float:
+        return settings_of(spec, MindieSettings).npu_memory_fraction
 
-    def rank_table_path(self, spec):
-        if spec.engine.rank_table_path:
-            return spec.engine.rank_table_path
+    def rank_table_path(self, spec: ClusterSpec) -> str:
+        s = settings_of(spec, MindieSettings)
+        if s.rank_table_path:
+            return s.rank_table_path
         servers = len(spec.nodes)
         return f"/data/hm/hccl_{servers}s_{servers * spec.profile.devices_per_node}p.json"
 
-    def rank_table_options(self, spec):
+    def rank_table_options(self, spec: ClusterSpec) -> RankTableOptions:
         # MindIE-LLM's rank table reader (src/config_manager/ranktable_config.cpp)
         # takes 2 to 60 servers of 1 to 32 NPUs; runbook 001 adds container_ip.
         return RankTableOptions(engine=self.kind, container_ip=True, server_count_range=(2, 60),
                                 max_devices_per_server=32)
 
     def env(self, ctx: NodeContext) -> EnvFile:
-        spec, s = ctx.spec, ctx.spec.engine
+        spec, s = ctx.spec, settings_of(ctx.spec, MindieSettings)
         world = ctx.plan.world_size
         node_ip = ctx.node.container_ip or ctx.node.address
+        assert node_ip is not None, "check_spec refuses a node without an address"
         variables = [
             ("ATB_LLM_HCCL_ENABLE", "1"),
             ("ATB_LLM_COMM_BACKEND", "hccl"),
@@ -163,10 +172,11 @@ class Mindie(EnginePlugin):
         table_dir = self.rank_table_path(ctx.spec).rsplit("/", 1)[0]
         return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], command=("bash",))
 
-    def config_json(self, ctx: NodeContext) -> dict:
+    def config_json(self, ctx: NodeContext) -> dict[str, Any]:
         """MindIE's default config.json with runbook 001's edits, per node."""
-        spec, s = ctx.spec, ctx.spec.engine
-        config = json.loads(resources.files("ascend_inference.engines").joinpath("data/mindie_config.default.json").read_text())
+        spec, s = ctx.spec, settings_of(ctx.spec, MindieSettings)
+        default = resources.files("ascend_inference.engines").joinpath("data/mindie_config.default.json")
+        config: dict[str, Any] = json.loads(default.read_text())
         server, backend = config["ServerConfig"], config["BackendConfig"]
         deploy = backend["ModelDeployConfig"]
         model, schedule = deploy["ModelConfig"][0], backend["ScheduleConfig"]
@@ -194,8 +204,8 @@ class Mindie(EnginePlugin):
         # conf/config.json, where runbook 001 edits it in place.
         return {f"{ctx.remote_dir}/mindie/config.json": json.dumps(self.config_json(ctx), indent=4) + "\n"}
 
-    def serve(self, spec, plan, stack) -> ServePlan:
-        s = spec.engine
+    def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
+        s = settings_of(spec, MindieSettings)
         return ServePlan(
             command="./bin/mindieservice_daemon", where="every-node",
             log_file="mindie.log", workdir=s.install_path)
@@ -204,18 +214,18 @@ class Mindie(EnginePlugin):
         # The image's conf/config.json is where runbook 001 edits it; ours
         # replaces it (files() writes it under the stack directory).
         ours = shlex.quote(f"{ctx.remote_dir}/mindie/config.json")
-        conf = shlex.quote(f"{ctx.spec.engine.install_path}/conf/config.json")
+        conf = shlex.quote(f"{settings_of(ctx.spec, MindieSettings).install_path}/conf/config.json")
         return [f"cp {ours} {conf}", f"chmod 640 {conf}"]
 
-    def endpoint(self, spec) -> str:
+    def endpoint(self, spec: ClusterSpec) -> str:
         master = spec.nodes[0]
         return f"http://{master.container_ip or master.address}:{spec.engine.port}"
 
-    def readiness(self, spec) -> HttpCheck:
+    def readiness(self, spec: ClusterSpec) -> HttpCheck:
         return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
                          expect=spec.model.name)
 
-    def smoke_request(self, spec) -> HttpCheck:
+    def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         # Runbook 001 §6.4, the OpenAI form.
         body = json.dumps({"model": spec.model.name,
                            "messages": [{"role": "user", "content": "介绍下杭州西湖"}],

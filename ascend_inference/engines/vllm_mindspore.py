@@ -7,7 +7,7 @@ after the env is set, and `vllm-mindspore serve` runs on the head only.
 from __future__ import annotations
 
 import shlex
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -22,9 +22,14 @@ from ascend_inference.engines.base import (
     ServePlan,
     apply_env_overrides,
     runbook_container,
+    settings_of,
 )
 from ascend_inference.errors import Problem
 from ascend_inference.templating import render_template
+
+if TYPE_CHECKING:
+    from ascend_inference.spec import ClusterSpec
+    from ascend_inference.topology import Plan
 
 # Runbook 000's `docker run -v` list.
 STANDARD_MOUNTS = [
@@ -68,9 +73,9 @@ class VllmMindsporeSettings(EngineSettingsBase):
     # Runbook 003 passes --no-enable-prefix-caching.
     enable_prefix_caching: bool = True
     # Runbook 003 passes --dtype float16.
-    dtype: Optional[str] = None
+    dtype: str | None = None
     # Runbook 003 passes --distributed-executor-backend=ray; 000 leaves it to vLLM.
-    distributed_executor_backend: Optional[Literal["ray", "mp"]] = None
+    distributed_executor_backend: Literal["ray", "mp"] | None = None
     model_backend: str = "MindFormers"
     mindformers_model_config: str = "/path/to/research/deepseek3/deepseek_r1_671b/predict_deepseek_r1_671b_w8a8.yaml"
     # Write runbook 003's MindFormers predict yaml to `mindformers_model_config`
@@ -89,9 +94,9 @@ class VllmMindspore(EnginePlugin):
     supports_pp = True
     runbook = "000/003"
 
-    def check(self, spec, plan, file):
-        s = spec.engine
-        problems = []
+    def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
+        s = settings_of(spec, VllmMindsporeSettings)
+        problems: list[Problem] = []
         if plan is None and not 0 < s.gpu_memory_utilization <= 1:
             problems.append(Problem(file, "ascend-inference:engine.gpu_memory_utilization",
                                     f"{s.gpu_memory_utilization} is not in (0, 1]", "use e.g. 0.9 (runbook 000)"))
@@ -101,14 +106,14 @@ class VllmMindspore(EnginePlugin):
                                     "use 4096 (runbook 000's recommendation)"))
         return problems
 
-    def memory_fraction(self, spec):
-        return spec.engine.gpu_memory_utilization
+    def memory_fraction(self, spec: ClusterSpec) -> float:
+        return settings_of(spec, VllmMindsporeSettings).gpu_memory_utilization
 
-    def ray_port(self, spec):
-        return spec.engine.ray_port
+    def ray_port(self, spec: ClusterSpec) -> int:
+        return settings_of(spec, VllmMindsporeSettings).ray_port
 
     def env(self, ctx: NodeContext) -> EnvFile:
-        spec, s = ctx.spec, ctx.spec.engine
+        spec, s = ctx.spec, settings_of(ctx.spec, VllmMindsporeSettings)
         devices = ",".join(str(i) for i in range(spec.profile.devices_per_node))
         ifname = spec.network.socket_ifname
         variables: list[tuple[str, str]] = []
@@ -148,7 +153,7 @@ class VllmMindspore(EnginePlugin):
         return EnvFile(sources, tuple(apply_env_overrides(variables, s.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
-        s = ctx.spec.engine
+        s = settings_of(ctx.spec, VllmMindsporeSettings)
         # The predict yaml is read inside the container at the path
         # MINDFORMERS_MODEL_CONFIG names (runbook 003: /workspace/...).
         yaml_mount = [Mount(self.yaml_on_host(ctx), s.mindformers_model_config, read_only=True)] \
@@ -156,17 +161,18 @@ class VllmMindspore(EnginePlugin):
         return runbook_container(ctx, STANDARD_MOUNTS, yaml_mount, command=("bash",))
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
-        s = ctx.spec.engine
+        s = settings_of(ctx.spec, VllmMindsporeSettings)
         if not s.write_mindformers_yaml:
             return {}
         return {self.yaml_on_host(ctx): render_template(
             "mindformers_predict_deepseek_r1_671b.yaml.j2", spec=ctx.spec, plan=ctx.plan)}
 
     def yaml_on_host(self, ctx: NodeContext) -> str:
-        return f"{ctx.remote_dir}/mindformers/{ctx.spec.engine.mindformers_model_config.rsplit('/', 1)[-1]}"
+        config = settings_of(ctx.spec, VllmMindsporeSettings).mindformers_model_config
+        return f"{ctx.remote_dir}/mindformers/{config.rsplit('/', 1)[-1]}"
 
-    def serve_argv(self, spec, plan) -> list[str]:
-        s = spec.engine
+    def serve_argv(self, spec: ClusterSpec, plan: Plan) -> list[str]:
+        s = settings_of(spec, VllmMindsporeSettings)
         argv = ["vllm-mindspore", "serve", spec.model.path]
         if s.trust_remote_code:
             argv.append("--trust-remote-code")
@@ -190,22 +196,22 @@ class VllmMindspore(EnginePlugin):
             argv.append(f"--port={s.port}")
         return argv
 
-    def serve(self, spec, plan, stack) -> ServePlan:
+    def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
         return ServePlan(
             command=" ".join(shlex.quote(a) for a in self.serve_argv(spec, plan)),
-            where="head", log_file=spec.engine.log_file)
+            where="head", log_file=settings_of(spec, VllmMindsporeSettings).log_file)
 
-    def endpoint(self, spec) -> str:
+    def endpoint(self, spec: ClusterSpec) -> str:
         return f"http://{spec.nodes[0].address}:{spec.engine.port}"
 
-    def readiness(self, spec) -> HttpCheck:
+    def readiness(self, spec: ClusterSpec) -> HttpCheck:
         return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
                          expect=spec.model.path)
 
-    def smoke_request(self, spec) -> HttpCheck:
+    def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         # Runbook 000's request; "model" is the served path, as the runbooks say.
-        body = ('{"model": "%s", "prompt": "I am", "max_tokens": 120, "temperature": 0, '
-                '"top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}' % spec.model.path)
+        body = (f'{{"model": "{spec.model.path}", "prompt": "I am", "max_tokens": 120, "temperature": 0, '
+                '"top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}')
         return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from ascend_inference.errors import Problem, StackError
+from ascend_inference.loaded import LoadedStack
 from ascend_inference.spec import NAMESPACE
-from ascend_inference.stackfile import LoadedStack
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _CLI_INT = re.compile(r"^[+-]?\d+$")
@@ -39,7 +39,7 @@ def cli_typed(raw: str, current: Any) -> Any:
     return raw
 
 
-def apply_change(config: dict, assignment: str, file: str) -> dict:
+def apply_change(config: dict[str, Any], assignment: str, file: str) -> dict[str, Any]:
     """`engine.max_num_seqs=128` applied to a copy of the stack's config."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
@@ -79,7 +79,7 @@ def apply_change(config: dict, assignment: str, file: str) -> dict:
     return out
 
 
-def scaled_config(loaded: LoadedStack, nodes: int) -> dict:
+def scaled_config(loaded: LoadedStack, nodes: int) -> dict[str, Any]:
     """The stack's config with `nodes` nodes (generated addresses in the
     benchmarking range 198.18.0.0/15) and tp widened to the new world, so
     a graph of any size can be previewed. Only for vLLM-MindSpore/LMDeploy/

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from ascend_inference.stackfile import LoadedStack
+from ascend_inference.loaded import LoadedStack
 from ascendctl.preview.providers import COMMAND, REMOTE_IMAGE, identity_inputs
+
+if TYPE_CHECKING:
+    from pulumi.runtime import MockResourceArgs
 
 
 def synthetic_npu_smi(devices: int, name: str, hbm_mb: int) -> str:
@@ -61,16 +66,16 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def mock_outputs(loaded: LoadedStack):
+def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, Any]]:
     """The `outputs_for` of `recorder.record_graph` for this stack: an id per
     resource that changes when the provider would mint a new one, and the
     stdout the program reads from preflight, weights and GPUStack commands."""
     node_names = {n.name for n in loaded.spec.nodes}
 
-    def outputs_for(args) -> dict:
+    def outputs_for(args: MockResourceArgs) -> dict[str, Any]:
         return {"__id__": f"{args.name}-{_input_digest(identity_inputs(args.typ, args.inputs))}", **_outputs(args)}
 
-    def _outputs(args) -> dict:
+    def _outputs(args: MockResourceArgs) -> dict[str, Any]:
         name = args.name
         if args.typ == REMOTE_IMAGE:
             return {"imageId": "sha256:" + _input_digest({"name": args.inputs.get("name")}) * 8}
@@ -91,8 +96,8 @@ def mock_outputs(loaded: LoadedStack):
     return outputs_for
 
 
-def _input_digest(inputs) -> str:
-    def stable(value):  # unknowns print with their address; make them equal
+def _input_digest(inputs: object) -> str:
+    def stable(value: object) -> str:  # unknowns print with their address; make them equal
         return "<unknown>" if type(value).__name__ == "Unknown" else str(value)
 
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=stable).encode()).hexdigest()[:8]

@@ -51,7 +51,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
@@ -67,13 +67,13 @@ class RecordingMocks(Mocks):
 
     def __init__(
         self,
-        outputs_for: Callable[[MockResourceArgs], dict] | None,
-        call_for: Callable[[MockCallArgs], dict] | None,
+        outputs_for: Callable[[MockResourceArgs], dict[str, Any]] | None,
+        call_for: Callable[[MockCallArgs], dict[str, Any]] | None,
     ) -> None:
         self._outputs_for = outputs_for
         self._call_for = call_for
 
-    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if self._outputs_for is not None:
             extra = self._outputs_for(args)
@@ -84,13 +84,15 @@ class RecordingMocks(Mocks):
         # for real and its dependents' triggers change with it.
         return state.pop("__id__", None) or f"{args.name}-id", state
 
-    def call(self, args: MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if self._call_for is not None:
             return self._call_for(args) or {}, None
         return {}, None
 
 
 _RUN_LOCK = threading.Lock()
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class _OneAtATime(concurrent.futures.ThreadPoolExecutor):
@@ -103,7 +105,7 @@ class _OneAtATime(concurrent.futures.ThreadPoolExecutor):
     64-node stack recorded in 3.6 s against 6.4 s with a free-running worker,
     which spent the difference handing the GIL back and forth."""
 
-    def submit(self, fn, /, *args, **kwargs):
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> concurrent.futures.Future[_T]:
         future = super().submit(fn, *args, **kwargs)
         concurrent.futures.wait([future])
         return future
@@ -129,8 +131,8 @@ def record_graph(
     *,
     project: str = "ascend-inference",
     stack: str = "dev",
-    outputs_for: Callable[[MockResourceArgs], dict] | None = None,
-    call_for: Callable[[MockCallArgs], dict] | None = None,
+    outputs_for: Callable[[MockResourceArgs], dict[str, Any]] | None = None,
+    call_for: Callable[[MockCallArgs], dict[str, Any]] | None = None,
     secret_keys: Iterable[str] = (),
     timeout: float = 300.0,
     rpc_workers: int = 1,
@@ -181,8 +183,17 @@ def record_graph(
                 gc.enable()
 
 
-def _record(program, config, project, stack, outputs_for, call_for, secret_keys, timeout,
-            rpc_workers=1) -> Graph:
+def _record(
+    program: Callable[[], None],
+    config: dict[str, Any],
+    project: str,
+    stack: str,
+    outputs_for: Callable[[MockResourceArgs], dict[str, Any]] | None,
+    call_for: Callable[[MockCallArgs], dict[str, Any]] | None,
+    secret_keys: Iterable[str],
+    timeout: float,
+    rpc_workers: int = 1,
+) -> Graph:
     values: dict[str, str] = {}
     secrets: set[str] = {_full_key(project, k) for k in secret_keys}
     for key, value in config.items():
@@ -270,7 +281,7 @@ def _unwrap_sdk_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     # A failed Output fans out to every Output derived from it; the first failure
     # is re-raised by record_graph, the copies are not news.
     msg = context.get("message", "")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ascendctl.preview.versions import check_sdk_versions
 
@@ -49,6 +49,10 @@ from pulumi.runtime.mocks import MockMonitor  # noqa: E402
 
 from ascendctl.preview.graph import ResourceRecord, engine_urn  # noqa: E402
 from ascendctl.preview.wire import default_options, from_wire, options_of  # noqa: E402
+
+if TYPE_CHECKING:
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import resource_pb2
 
 
 class RecordingMonitor(MockMonitor):
@@ -72,11 +76,13 @@ class RecordingMonitor(MockMonitor):
         """
         return engine_urn(pulumi.get_stack(), pulumi.get_project(), parent, type_, name)
 
-    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+    def RegisterResource(  # noqa: N802 (gRPC method name)
+        self, request: resource_pb2.RegisterResourceRequest
+    ) -> resource_pb2.RegisterResourceResponse:
         urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
             self.stack_urn = urn
-            return super().RegisterResource(request)
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call,no-any-return]  # MockMonitor is unannotated
         record = ResourceRecord(
             urn=urn,
             type=request.type,
@@ -94,9 +100,11 @@ class RecordingMonitor(MockMonitor):
         with self._lock:
             self.records.append(record)
             self._by_urn[urn] = record
-        return super().RegisterResource(request)
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call,no-any-return]  # MockMonitor is unannotated
 
-    def ReadResource(self, request):  # noqa: N802
+    def ReadResource(  # noqa: N802
+        self, request: resource_pb2.ReadResourceRequest
+    ) -> resource_pb2.ReadResourceResponse:
         urn = self.make_urn(request.parent, request.type, request.name)
         record = ResourceRecord(
             urn=urn,
@@ -112,16 +120,18 @@ class RecordingMonitor(MockMonitor):
         with self._lock:
             self.records.append(record)
             self._by_urn[urn] = record
-        return super().ReadResource(request)
+        return super().ReadResource(request)  # type: ignore[no-untyped-call,no-any-return]  # MockMonitor is unannotated
 
-    def RegisterResourceOutputs(self, request):  # noqa: N802
+    def RegisterResourceOutputs(  # noqa: N802
+        self, request: resource_pb2.RegisterResourceOutputsRequest
+    ) -> empty_pb2.Empty:
         outputs = from_wire(request.outputs)
         with self._lock:
             if request.urn == self.stack_urn:
                 self.stack_outputs = outputs
             elif request.urn in self._by_urn:
                 self._by_urn[request.urn].outputs = outputs
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]  # MockMonitor is unannotated
 
 
 class _NoStack:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ascend_inference.loaded import LoadedStack
 from ascend_inference.spec import NAMESPACE
 from ascend_inference.stackfile import (
-    LoadedStack,
     load_stack,
     read_config,
     resolve_stack,
@@ -25,7 +25,7 @@ from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.values import Secret
 
 
-def config_for(loaded: LoadedStack, config: dict) -> dict[str, Any]:
+def config_for(loaded: LoadedStack, config: dict[str, Any]) -> dict[str, Any]:
     """Stack config as the Pulumi engine would hand it to the program; the
     stack's secrets as secret placeholders (never decrypted here)."""
     values: dict[str, Any] = {k: v for k, v in config.items()
@@ -35,7 +35,7 @@ def config_for(loaded: LoadedStack, config: dict) -> dict[str, Any]:
     return values
 
 
-def record_stack(loaded: LoadedStack, config: dict | None = None) -> Graph:
+def record_stack(loaded: LoadedStack, config: dict[str, Any] | None = None) -> Graph:
     """The graph of `loaded` (or of `config`, when given, read from
     `loaded`'s file) as `pulumi preview` would build it."""
     from components.program import run
@@ -87,13 +87,13 @@ def changes_for(name_or_path: str, assignments: list[str]) -> list[Change]:
     return diff_graphs(before, after, replace_keys=replace_keys)
 
 
-def _loaded_from_config(name: str, file: str, config: dict) -> LoadedStack:
+def _loaded_from_config(name: str, file: str, config: dict[str, Any]) -> LoadedStack:
     from ascend_inference.stackfile import _split_config, spec_from_sections
 
     sections, others, problems = _split_config(config, file)
     return spec_from_sections(name, file, sections, others, problems=problems, raw_config=config)
 
 
-def loaded_with_config(loaded: LoadedStack, config: dict) -> LoadedStack:
+def loaded_with_config(loaded: LoadedStack, config: dict[str, Any]) -> LoadedStack:
     """`loaded`'s stack as if its file held `config`."""
     return _loaded_from_config(loaded.name, loaded.file, config)

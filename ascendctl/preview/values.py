@@ -104,6 +104,6 @@ def contains_secret(value: Any) -> bool:
     return False
 
 
-def is_asset_or_archive(value: dict) -> bool:
+def is_asset_or_archive(value: dict[str, Any]) -> bool:
     """An asset or archive decoded from the wire: compared and printed as one value."""
     return len(value) == 1 and next(iter(value)) in ("$asset", "$archive")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
-from ascend_inference.stackfile import load_stack
 
 pytestmark = pytest.mark.realsoftware
 
