@@ -163,12 +163,11 @@ def test_recorder_sees_what_the_public_mock_api_sees(stack):
 
 def test_registration_order_does_not_depend_on_how_fast_the_mocks_answer():
     """Slow answers from the mocks (as on a loaded machine, or an emulator
-    doing real work) must not reorder the preview: the recorder answers one
-    request at a time and the event loop waits for each. The two previews run
-    in fresh processes with string hashing fixed and address randomisation
-    off, because the SDK's own order of a component's children follows object
-    addresses (see ascendctl/preview/recorder.py); so the one thing that
-    differs between them is how fast the mocks answer."""
+    doing real work) must not change the preview: the recorder answers one
+    request at a time, and the printer orders resources by the graph alone
+    (dependency level, type, name), not by the order the SDK happened to
+    register independent ones in. The runs also fix string hashing and
+    address randomisation, so that the delay is the one thing that differs."""
     stack = "dp4-ep32-gpustack"  # the stack whose order was seen to vary
     # The same script for both runs (so the same allocations), with a delay
     # of 0 or 10 ms for every other resource's answer.

@@ -124,14 +124,33 @@ def format_tree(graph: Graph, *, show_inputs: bool = True) -> str:
     stack_name = graph.stack_urn.rsplit("::", 1)[-1] if graph.stack_urn else "stack"
     lines.append(f"+ pulumi:pulumi:Stack {stack_name}")
     n_custom = sum(1 for r in graph.resources if r.custom)
-    order = {r.urn: i for i, r in enumerate(graph.resources)}
+    # Print in an order that depends on the graph alone, not on the order in
+    # which the SDK happened to register independent resources (it varies
+    # between runs): by dependency level, then type and name. Two previews of
+    # the same stack print the same text, so CI can diff them.
+    level: dict[str, int] = {}
+
+    def level_of(urn: str, seen: frozenset[str] = frozenset()) -> int:
+        if urn not in level:
+            deps = [d for d in known[urn].dependencies if d in known and d not in seen]
+            level[urn] = 1 + max((level_of(d, seen | {urn}) for d in deps), default=0)
+        return level[urn]
+
+    def order_key(urn: str) -> tuple[int, str, str]:
+        rec = known[urn]
+        return (level_of(urn), rec.type, rec.name)
+
+    for siblings in children.values():
+        siblings.sort(key=lambda r: order_key(r.urn))
+    order = {urn: order_key(urn) for urn in known}
 
     def emit(rec: ResourceRecord, depth: int) -> None:
         ind = "    " * depth
         mark = ">" if rec.options.get("read_id") else "+"
         lines.append(f"{ind}{mark} {rec.type} {rec.name}")
         sub = ind + "      "
-        deps = [names.get(u, u.rsplit("::", 1)[-1]) for u in sorted(rec.dependencies, key=lambda u: order.get(u, -1))]
+        deps = [names.get(u, u.rsplit("::", 1)[-1])
+                for u in sorted(rec.dependencies, key=lambda u: order.get(u, (0, "", u)))]
         if deps:
             lines.append(f"{sub}after: {', '.join(deps)}")
         if rec.provider_urn:
