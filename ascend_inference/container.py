@@ -59,6 +59,10 @@ class ContainerSpec:
     # Values in `command` that are secret (e.g. GPUStack's --token): rendered
     # as a shell variable reference, never in clear.
     secret_args: dict[str, str] = field(default_factory=dict)
+    # Env variables whose value is a Pulumi secret: (NAME, config key). The
+    # rendered `docker run` line passes `-e NAME` (docker then takes the value
+    # from the caller's environment); the Pulumi layer adds NAME=<secret>.
+    secret_env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
 
     def shm_size_mb(self) -> int:
@@ -91,6 +95,8 @@ class ContainerSpec:
             argv += ["-v", mount.flag()]
         for name, value in self.env:
             argv += ["-e", f"{name}={value}"]
+        for name, secret_key in self.secret_env:
+            argv += ["-e", f"{name}={reveal[secret_key]}" if reveal and secret_key in reveal else name]
         for name, value in self.labels:
             argv += ["--label", f"{name}={value}"]
         if self.entrypoint:

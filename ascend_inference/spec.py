@@ -235,7 +235,8 @@ class ClusterSpec(StrictModel):
 
     def secret_keys(self) -> list[str]:
         """Config keys this stack reads as Pulumi secrets."""
-        return [self.ssh.private_key_secret, *self.engine_plugin.secret_keys(self)]
+        return [self.ssh.private_key_secret, *self.engine_plugin.secret_keys(self),
+                *sorted(set(self.engine.secret_env.values()))]
 
 
 SECTION_KEYS = tuple(ClusterSpec.model_fields)

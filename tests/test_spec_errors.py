@@ -192,7 +192,7 @@ CASES = [
          ("not a valid environment variable", "_1BAD_NAME"),
          base="tp16-vllm-mindspore", mutate=set_in("engine", "env", {"1BAD NAME": "x"})),
     Case("env-token-in-clear", NS + "engine.env.HF_TOKEN",
-         ("in clear", "pulumi config set --secret " + NS + "HF_TOKEN"),
+         ("in clear", "secret_env: {HF_TOKEN: hfToken}", "pulumi config set --secret " + NS + "hfToken"),
          base="tp16-vllm-mindspore", mutate=set_in("engine", "env", {"HF_TOKEN": "hf_abcdefgh"})),
     Case("env-password-in-clear", NS + "engine.env.DB_PASSWORD", ("in clear", "pulumi config set --secret"),
          mutate=set_in("engine", "env", {"DB_PASSWORD": "hunter2"})),

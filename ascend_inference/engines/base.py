@@ -53,6 +53,17 @@ def is_secret_env_name(name: str) -> bool:
     return bool(SECRET_ENV_NAME.search(name))
 
 
+# A key of the ascend-inference: config namespace (as `ssh.private_key_secret`).
+CONFIG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def config_key_for(env_name: str) -> str:
+    """A suggested secret config key for an env variable: `HF_TOKEN` -> `hfToken`."""
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", env_name) if w] or ["secret"]
+    key = words[0].lower() + "".join(w.capitalize() for w in words[1:])
+    return key if key[0].isalpha() else "env" + key.capitalize()
+
+
 def _as_env_name(name: str) -> str:
     """A suggestion: `1BAD NAME` -> `_1BAD_NAME`."""
     cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name) or "_"
@@ -72,6 +83,11 @@ class EngineSettingsBase(StrictModel):
 
     port: Port
     env: dict[str, str | None] = {}
+    # Env variables whose value is a Pulumi secret: NAME -> the config key that
+    # holds it (`pulumi config set --secret ascend-inference:<key>`). They go
+    # into the container's environment as secret inputs, never into the env
+    # file, a rendered file or a log.
+    secret_env: dict[str, str] = {}
     ready_timeout_s: Seconds = 3600
 
     def problems(self, file: str) -> list[Problem]:
@@ -86,11 +102,25 @@ class EngineSettingsBase(StrictModel):
                     "use letters, digits and _ only, not starting with a digit (e.g. "
                     f"{_as_env_name(name)})"))
             elif value is not None and is_secret_env_name(name) and not value.startswith("$"):
+                secret_key = config_key_for(name)
                 found.append(Problem(
                     file, key, "looks like a credential written in clear (the stack file and every node's "
                     "env file would hold it)",
-                    f"remove it from engine.env and store it encrypted with `pulumi config set --secret "
-                    f"ascend-inference:{name}` (this program does not pass such secrets to the engine yet)"))
+                    f"remove it from engine.env, add `secret_env: {{{name}: {secret_key}}}` under engine, and "
+                    f"run `pulumi config set --secret ascend-inference:{secret_key}`"))
+        for name, secret_key in self.secret_env.items():
+            key = f"ascend-inference:engine.secret_env.{name}"
+            if not ENV_NAME.match(name):
+                found.append(Problem(
+                    file, key, f"'{name}' is not a valid environment variable name",
+                    "use letters, digits and _ only, not starting with a digit (e.g. "
+                    f"{_as_env_name(name)})"))
+            elif name in self.env:
+                found.append(Problem(file, key, f"{name} is also set in engine.env",
+                                     "keep it in one place: secret_env for a secret, env otherwise"))
+            elif not CONFIG_KEY.match(secret_key):
+                found.append(Problem(file, key, f"'{secret_key}' is not a config key name",
+                                     f"use letters, digits and _, starting with a letter (e.g. {config_key_for(name)})"))
         return found
 
     def host_ports(self) -> dict[str, int]:
@@ -325,4 +355,5 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mou
     )
     return ContainerSpec(
         name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node), mounts=mounts,
-        shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host, restart=c.restart, **fields)
+        shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host, restart=c.restart,
+        secret_env=tuple(sorted(spec.engine.secret_env.items())), **fields)
