@@ -17,6 +17,7 @@ import jinja2
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext, ServePlan
+from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
 from ascend_inference.stackfile import LoadedStack
 
@@ -115,8 +116,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
     script("preflight", "Preflight facts (read-only)")
     if spec.network.fix_tls:
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
-    peers = [{"name": n.name, "device_ips": device_ips[n.name]} for j, n in enumerate(spec.nodes) if j != index]
-    script("peer-ping", "Ping the peers' NPU device IPs", peers=peers)
+    out.scripts["peer-ping"] = render_peer_ping(loaded, index, device_ips)
     script("weights", "Check the model weights", weights_mode="750" if engine.kind == "mindie" else "")
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar)
@@ -148,6 +148,18 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
         else:
             script("smoke", "Smoke request", smoke=smoke)
     return out
+
+
+def render_peer_ping(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]]) -> str:
+    """Node `index`'s peer-ping script: its peers (`peers.ping_targets`)
+    with their device IPs; `device_ips` needs only those peers' entries."""
+    spec = loaded.spec
+    ctx = node_context(loaded, index)
+    peers = [{"name": spec.nodes[j].name, "device_ips": device_ips[spec.nodes[j].name]}
+             for j in ping_targets(len(spec.nodes), index)]
+    return render_template("peer-ping.sh.j2", purpose="Ping the peers' NPU device IPs", stack=loaded.name,
+                           node=ctx.node, devices=spec.profile.devices_per_node, remote_dir=ctx.remote_dir,
+                           model_path=spec.model.path, peers=peers)
 
 
 def _pre_start(loaded: LoadedStack, ctx: NodeContext, serve: ServePlan) -> list[str]:
