@@ -93,14 +93,14 @@ def table(results: dict[str, list[dict]], baseline: dict[str, list[dict]] | None
     head = ["stack", "nodes", "resources", "wall s", "CPU s", "peak MB", "CPU ratio per doubling"]
     if baseline is not None:
         head += ["baseline wall s", "baseline CPU s", "baseline peak MB", "CPU vs baseline"]
-    lines = []
+    lines, notes = [], []
     for stack, rows in results.items():
         ratios = per_doubling(rows, "cpu_seconds")
         base_rows = {r["nodes"]: r for r in (baseline or {}).get(stack, [])}
         for r in rows:
             if "resources" not in r:
-                cells = [stack, str(r["nodes"]), r.get("refused") and "refused at validate" or "failed",
-                         r.get("refused") or r.get("failed"), "", "", ""]
+                cells = [stack, str(r["nodes"]), "refused" if "refused" in r else "failed", "", "", "", ""]
+                notes.append(f"{stack} at {r['nodes']} nodes: {r.get('refused') or r.get('failed')}")
             else:
                 ratio = ratios.get(r["nodes"])
                 cells = [stack, str(r["nodes"]), str(r["resources"]), f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}",
@@ -111,15 +111,18 @@ def table(results: dict[str, list[dict]], baseline: dict[str, list[dict]] | None
                     versus = f"{r['cpu_seconds'] / b['cpu_seconds']:.2f}" if "cpu_seconds" in r else ""
                     cells += [f"{b['seconds']:.2f}", f"{b['cpu_seconds']:.2f}", str(b["peak_mb"]), versus]
                 else:
-                    cells += [b.get("failed") or b.get("refused") or "not run", "", "", ""]
+                    cells += ["refused" if "refused" in b else "failed" if "failed" in b else "not run", "", "", ""]
+                    if "failed" in b:
+                        notes.append(f"{stack} at {r['nodes']} nodes, baseline: {b['failed']}")
             lines.append(cells)
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(c for c in cells) + " |" for cells in lines]
-        return "\n".join(out)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([fmt(head), *(fmt(c) for c in lines)])
+    else:
+        widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
+        fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+        out = [fmt(head), *(fmt(c) for c in lines)]
+    return "\n".join(out + [""] + [f"- {note}" for note in notes])
 
 
 def baseline_worktree(ref: str) -> Path:
