@@ -55,6 +55,8 @@ class Deployment(pulumi.ComponentResource):
         spec = loaded.spec
         engine = spec.engine_plugin
         child = pulumi.ResourceOptions(parent=self)
+        self.gpustack: GpustackServer | None = None
+        self.gpustack_model: GpustackDeployment | None = None
         # Each node rendered once; the components take their parts.
         self.rendered = [render_node(loaded, i) for i in range(len(spec.nodes))]
         expect = FactExpectations(devices=spec.profile.devices_per_node, tls_policy=spec.network.hccl_tls,
@@ -183,8 +185,6 @@ class Deployment(pulumi.ComponentResource):
 
     def _finish(self, reply) -> None:
         spec = self.loaded.spec
-        if not hasattr(self, "gpustack"):
-            self.gpustack = None
         self.endpoint = spec.engine_plugin.endpoint(spec)
         self.world_size = self.loaded.plan.world_size
         self.rank_table_digest = self.rank_table.digest if self.rank_table else pulumi.Output.from_input("")
