@@ -106,3 +106,34 @@ def test_mindie_refuses_more_nodes_than_it_supports(tmp_path):
     # Four nodes are accepted.
     base = load_stack("tp16-mindie")
     assert len(loaded_with_config(base, scaled_config(base, 4)).spec.nodes) == 4
+
+
+def test_a_large_rank_table_travels_compressed_and_arrives_intact(tmp_path):
+    """Past COMPRESS_ABOVE the install script carries the table gzip+base64
+    (the same script for the same table), and running it with bash writes
+    exactly the table, mode 640."""
+    import json
+    import subprocess
+
+    from ascend_inference.ranktable import rank_table_json
+    from ascend_inference.render import declared_device_ips, rank_table
+    from components.cluster import COMPRESS_ABOVE, install_script
+
+    base = load_stack("tp16-lmdeploy")
+    loaded = loaded_with_config(base, scaled_config(base, 64))
+    text = rank_table_json(rank_table(loaded, declared_device_ips(loaded)))
+    assert len(text) > COMPRESS_ABOVE
+    target = tmp_path / "hm" / "rank_table.json"
+    make = lambda: install_script(text, purpose="Install the HCCL rank table", stack=loaded.name,  # noqa: E731
+                                  node=loaded.spec.nodes[1], path=str(target), mode="640")
+    script = make()
+    assert script == make()
+    assert len(script) < len(text) / 5 and '"server_list"' not in script
+    done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, check=True)
+    assert target.read_text() == text
+    assert oct(target.stat().st_mode & 0o777) == "0o640"
+    assert json.loads(done.stdout)["mode"] == "640"
+    # A small table stays legible.
+    small = install_script('{"server_count": "2"}\n', purpose="p", stack=loaded.name, node=loaded.spec.nodes[1],
+                           path=str(target), mode="640")
+    assert '"server_count": "2"' in small
