@@ -219,8 +219,7 @@ class InferenceContainer(pulumi.ComponentResource):
         node = args.node
         self.env_digest = digest(args.env_file.content)
         self.files = []
-        others = sorted(args.files, key=lambda f: f.path)
-        by_path = sorted([args.env_file, *others], key=lambda f: f.path)
+        by_path = sorted([args.env_file, *args.files], key=lambda f: f.path)
         for n, file in enumerate(by_path):
             script = render_template("install-file.sh.j2", purpose=f"Install {file.path}", stack=args.stack,
                                      node=node.node, path=file.path, content=file.content, mode="644")
