@@ -100,7 +100,10 @@ def table(results: dict[str, list[dict]], baseline: dict[str, list[dict]] | None
         for r in rows:
             if "resources" not in r:
                 cells = [stack, str(r["nodes"]), "refused" if "refused" in r else "failed", "", "", "", ""]
-                notes.append(f"{stack} at {r['nodes']} nodes: {r.get('refused') or r.get('failed')}")
+                if "failed" in r or not any(n.startswith(f"{stack} from ") for n in notes):
+                    # One note per stack for a refusal: the bigger sizes are refused alike.
+                    what = "from" if "refused" in r else "at"
+                    notes.append(f"{stack} {what} {r['nodes']} nodes: {r.get('refused') or r.get('failed')}")
             else:
                 ratio = ratios.get(r["nodes"])
                 cells = [stack, str(r["nodes"]), str(r["resources"]), f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}",
@@ -122,7 +125,7 @@ def table(results: dict[str, list[dict]], baseline: dict[str, list[dict]] | None
         widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
         fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
         out = [fmt(head), *(fmt(c) for c in lines)]
-    return "\n".join(out + [""] + [f"- {note}" for note in notes])
+    return "\n".join(out + [""] + [f"- {note}".replace(f"{ROOT}/", "") for note in notes])
 
 
 def baseline_worktree(ref: str) -> Path:
