@@ -17,6 +17,7 @@ from typing import Literal, Optional
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
 from ascend_inference.loaded import LoadedStack
+from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
 from ascend_inference.templating import render_template, wrap
 
@@ -135,8 +136,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
     script("preflight", "Preflight facts (read-only)")
     if spec.network.fix_tls:
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
-    peers = [{"name": n.name, "device_ips": device_ips[n.name]} for j, n in enumerate(spec.nodes) if j != index]
-    script("peer-ping", "Ping the peers' NPU device IPs", peers=peers)
+    scripts["peer_ping"] = render_peer_ping(loaded, index, device_ips)
     script("weights", "Check the model weights", weights_mode=engine.weights_mode)
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar)
@@ -165,6 +165,19 @@ def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, 
                **engine.smoke_context(spec))
     return NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
                       per_node_variables=per_node, scripts=NodeScripts(**scripts))
+
+
+def render_peer_ping(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]]) -> Script:
+    """Node `index`'s peer-ping script: its peers (`peers.ping_targets`)
+    with their device IPs; `device_ips` needs only those peers' entries."""
+    spec = loaded.spec
+    ctx = node_context(loaded, index)
+    peers = [{"name": spec.nodes[j].name, "device_ips": device_ips[spec.nodes[j].name]}
+             for j in ping_targets(len(spec.nodes), index)]
+    text = render_template("peer-ping.sh.j2", purpose="Ping the peers' NPU device IPs", stack=loaded.name,
+                           node=ctx.node, devices=spec.profile.devices_per_node, remote_dir=ctx.remote_dir,
+                           model_path=spec.model.path, peers=peers)
+    return Script("peer-ping", text, "host", spec.container.name)
 
 
 def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:

@@ -1,10 +1,19 @@
-"""Components between the nodes and the serving process: peer checks, model
-weights, the rank table and the containers."""
+"""Components between the nodes and the serving process: model weights, peer
+checks with the one cross-node gate, the rank table and the containers.
+
+Cross-node data flows through one step, `cluster-verified` on the master:
+it takes every node's facts and the weights fingerprint, and what it
+recorded (`verified_device_ips`, read back from its own output) is what the
+rank-table copies read. So each copy depends on that one step rather than on
+every node, and the graph (which the Pulumi SDK walks once for every
+dependency it registers) grows linearly with the node count."""
 from __future__ import annotations
 
+import base64
+import gzip
 import json
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import pulumi
 import pulumi_docker as docker
@@ -12,55 +21,17 @@ import pulumi_docker as docker
 from ascend_inference.container import ContainerSpec
 from ascend_inference.errors import NodeFactError
 from ascend_inference.facts import check_cluster, raise_first
-from ascend_inference.ranktable import rank_table_digest, rank_table_json
-from ascend_inference.render import LoadedStack, check_rank_table, rank_table, render_node, render_template
+from ascend_inference.ranktable import rank_table_digest
+from ascend_inference.render import render_template
 from components.common import TOKEN, clearly, digest, remote_step
 from components.node import AscendNode, facts_from_json
 
 
-class PeerCheck(pulumi.ComponentResource):
-    """After every preflight: refuse cross-node contradictions (duplicate
-    hostnames, differing versions or TLS switches, a device IP used twice),
-    then ping every peer's NPU device IPs from each node (`hccn_tool -ping`).
-    This is the check whose absence turns a wrong IP into a 7200 s HCCL
-    timeout."""
-
-    def __init__(self, name: str, loaded: LoadedStack, nodes: list[AscendNode],
-                 opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{TOKEN}:cluster:PeerCheck", name, None, opts)
-
-        def cross_checked(all_facts: list) -> dict:
-            raise_first(check_cluster([facts_from_json(f) for f in all_facts]))
-            return {f["node"]: [d["ip"] for d in f["devices"]] for f in all_facts}
-
-        self.device_ips = pulumi.Output.all(*[n.facts for n in nodes]).apply(clearly(cross_checked))
-        self.pings = []
-        if loaded.spec.network.ping_peers and len(nodes) > 1:
-            for index, node in enumerate(nodes):
-                script = self.device_ips.apply(
-                    lambda ips, i=index: render_node(loaded, i, ips).scripts.peer_ping.command)
-                self.pings.append(remote_step(
-                    f"{node.node.name}-peer-ping", connection=node.connection, create=script, parent=self,
-                    timeout="10m", every_up=True))
-        self.register_outputs({"device_ips": self.device_ips})
-
-    def gate(self, loaded: LoadedStack, master: AscendNode, weights: "ModelWeights") -> pulumi.Resource:
-        """One step that waits for every node's checks and records what was
-        verified on the master (`<remote_dir>/<stack>/cluster-verified.json`).
-        Later steps wait for it alone, so the graph has O(nodes) edges here
-        instead of every container waiting for every node's checks."""
-        path = f"{loaded.spec.paths.remote_dir}/{loaded.name}/cluster-verified.json"
-        content = pulumi.Output.all(self.device_ips, weights.fingerprint).apply(
-            lambda v: json.dumps({"device_ips": v[0], "weights_fingerprint": v[1]}, indent=2, sort_keys=True) + "\n")
-        script = content.apply(lambda text: render_template(
-            "install-file.sh.j2", purpose="Record the verified cluster facts", stack=loaded.name, node=master.node,
-            path=path, content=text, mode="644"))
-        remove = render_template("remove-file.sh.j2", purpose="Remove the verified cluster facts", stack=loaded.name,
-                                 node=master.node, path=path)
-        self.verified = remote_step(
-            "cluster-verified", connection=master.connection, create=script, delete=remove, parent=self,
-            depends_on=[*self.pings, *weights.checks])
-        return self.verified
+@dataclass(frozen=True)
+class ModelWeightsArgs:
+    nodes: list[AscendNode]
+    # The weights check, one script per node in node order.
+    scripts: list[str]
 
 
 class ModelWeights(pulumi.ComponentResource):
@@ -69,15 +40,12 @@ class ModelWeights(pulumi.ComponentResource):
     (MindIE: 750). The weights themselves are never created nor deleted by
     the program: destroying a stack leaves them in place."""
 
-    def __init__(self, name: str, loaded: LoadedStack, nodes: list[AscendNode],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: ModelWeightsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:model:ModelWeights", name, None, opts)
-        self.checks = []
-        for index, node in enumerate(nodes):
-            script = render_node(loaded, index).scripts.weights.command
-            self.checks.append(remote_step(
-                f"{node.node.name}-weights", connection=node.connection, create=script, parent=self,
-                depends_on=[node.preflight], timeout="30m", retain_on_delete=True))
+        self.checks = [
+            remote_step(f"{node.node.name}-weights", connection=node.connection, create=script, parent=self,
+                        depends_on=[node.preflight], timeout="30m", retain_on_delete=True)
+            for node, script in zip(args.nodes, args.scripts)]
 
         def same_everywhere(outputs: list) -> str:
             prints = [json.loads(o.strip().splitlines()[-1]) for o in outputs]
@@ -94,48 +62,150 @@ class ModelWeights(pulumi.ComponentResource):
         self.register_outputs({"fingerprint": self.fingerprint})
 
 
+@dataclass(frozen=True)
+class PeerCheckArgs:
+    stack: str
+    nodes: list[AscendNode]
+    # Per node, the indices of the peers it pings (`ascend_inference.peers`);
+    # all empty when the stack turns the pings off or has one node.
+    ping_targets: list[list[int]]
+    # Node index and {peer name: device IPs} -> that node's peer-ping script.
+    ping_script: Callable[[int, dict[str, list[str]]], str]
+    weights: ModelWeights
+    # Where the gate records what it verified, on the master.
+    record_path: str
+
+
+class PeerCheck(pulumi.ComponentResource):
+    """After every preflight: ping the peers' NPU device IPs from each node
+    (`hccn_tool -ping`; which peers: `ascend_inference.peers`), then one gate
+    on the master, `cluster-verified`, that refuses cross-node contradictions
+    (duplicate hostnames, differing versions or TLS switches, a device IP used
+    twice) and records the verified device IPs and weights fingerprint in
+    `<remote_dir>/<stack>/cluster-verified.json`. The ping is the check whose
+    absence turns a wrong IP into a 7200 s HCCL timeout; later steps wait for
+    the gate alone."""
+
+    def __init__(self, name: str, args: PeerCheckArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TOKEN}:cluster:PeerCheck", name, None, opts)
+        nodes = args.nodes
+        self.pings = []
+        for index, (node, targets) in enumerate(zip(nodes, args.ping_targets)):
+            if not targets:
+                continue
+            # Only the pinged peers' facts: a ping depends on a bounded number
+            # of nodes, not on the whole cluster.
+            peers = [nodes[j] for j in targets]
+            script = pulumi.Output.all(*[p.device_ips for p in peers]).apply(
+                lambda ips, i=index, names=[p.node.name for p in peers]: args.ping_script(i, dict(zip(names, ips))))
+            self.pings.append(remote_step(
+                f"{node.node.name}-peer-ping", connection=node.connection, create=script, parent=self,
+                timeout="10m", every_up=True))
+
+        def cross_checked(all_facts: list) -> dict:
+            raise_first(check_cluster([facts_from_json(f) for f in all_facts]))
+            return {f["node"]: [d["ip"] for d in f["devices"]] for f in all_facts}
+
+        device_ips = pulumi.Output.all(*[n.facts for n in nodes]).apply(clearly(cross_checked))
+        record = pulumi.Output.all(device_ips, args.weights.fingerprint).apply(
+            lambda v: json.dumps({"device_ips": v[0], "weights_fingerprint": v[1]}, indent=2, sort_keys=True) + "\n")
+        master = nodes[0]
+        install = record.apply(lambda text: render_template(
+            "install-file.sh.j2", purpose="Record the verified cluster facts", stack=args.stack, node=master.node,
+            path=args.record_path, content=text, mode="644"))
+        remove = render_template("remove-file.sh.j2", purpose="Remove the verified cluster facts", stack=args.stack,
+                                 node=master.node, path=args.record_path)
+        # The record is also the gate's last trigger, so that what it verified
+        # can be read back from the gate's own output (below): a reader of it
+        # then depends on this one step, not on every node.
+        self.verified = remote_step(
+            "cluster-verified", connection=master.connection, create=install, delete=remove, parent=self,
+            triggers=[record], depends_on=self.pings)
+        self.verified_device_ips = self.verified.triggers.apply(lambda t: json.loads(t[-1])["device_ips"])
+        self.register_outputs({"device_ips": self.verified_device_ips})
+
+
+# Beyond this size (a rank table of about 40 nodes of 8 NPUs) a file goes to
+# the nodes gzip-compressed: 1,000 nodes' table is 1.7 MB of JSON, 69 KB so.
+COMPRESS_ABOVE = 64 * 1024
+
+
+def install_script(text: str, *, purpose: str, stack: str, node, path: str, mode: str) -> str:
+    """The script that writes `text` to `path` on the node, atomically."""
+    if len(text) <= COMPRESS_ABOVE:
+        return render_template("install-file.sh.j2", purpose=purpose, stack=stack, node=node, path=path,
+                               content=text, mode=mode)
+    # mtime=0: the same text gives the same script, so nothing is redone for nothing.
+    packed = base64.encodebytes(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode()
+    return render_template("install-file-gzip.sh.j2", purpose=purpose, stack=stack, node=node, path=path,
+                           content_gzip_base64=packed, mode=mode)
+
+
+@dataclass(frozen=True)
+class RankTableArgs:
+    stack: str
+    nodes: list[AscendNode]
+    # Read back from the `cluster-verified` gate.
+    device_ips: pulumi.Output
+    # Device IPs -> the checked rank-table JSON (raises NodeFactError).
+    table_json: Callable[[dict[str, list[str]]], str]
+    path: str
+
+
 class RankTable(pulumi.ComponentResource):
-    """One HCCL rank table, from the plan and the discovered device IPs,
+    """One HCCL rank table, from the plan and the verified device IPs,
     written atomically with mode 640 to the same path on every node; replaced
     when its digest changes."""
 
-    def __init__(self, name: str, loaded: LoadedStack, nodes: list[AscendNode], device_ips: pulumi.Output,
-                 after: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: RankTableArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:ranktable:RankTable", name, None, opts)
-        path = loaded.spec.engine_plugin.rank_table_path(loaded.spec)
-
-        def table_for(ips: dict) -> str:
-            table = rank_table(loaded, ips)
-            problems = check_rank_table(loaded, table, f"rank table for stack {loaded.name}")
-            if problems:
-                raise NodeFactError(nodes[0].node.name, "rank table", "; ".join(str(p) for p in problems))
-            return rank_table_json(table)
-
-        self.content = device_ips.apply(clearly(table_for))
+        self.content = args.device_ips.apply(clearly(args.table_json))
         self.digest = self.content.apply(lambda text: rank_table_digest(json.loads(text)))
-        self.path = path
+        self.path = args.path
         self.copies = []
-        for node in nodes:
-            script = self.content.apply(lambda text, n=node.node: render_template(
-                "install-file.sh.j2", purpose="Install the HCCL rank table", stack=loaded.name, node=n,
-                path=path, content=text, mode="640"))
-            remove = render_template("remove-file.sh.j2", purpose="Remove the HCCL rank table", stack=loaded.name,
-                                     node=node.node, path=path)
+        for node in args.nodes:
+            script = self.content.apply(lambda text, n=node.node: install_script(
+                text, purpose="Install the HCCL rank table", stack=args.stack, node=n, path=args.path, mode="640"))
+            remove = render_template("remove-file.sh.j2", purpose="Remove the HCCL rank table", stack=args.stack,
+                                     node=node.node, path=args.path)
+            # The script carries the gate (through the content); no depends_on needed.
             self.copies.append(remote_step(
                 f"{node.node.name}-rank-table", connection=node.connection, create=script, delete=remove,
-                parent=self, triggers=[self.digest], depends_on=after))
-        self.register_outputs({"digest": self.digest, "path": path})
+                parent=self, triggers=[self.digest]))
+        self.register_outputs({"digest": self.digest, "path": args.path})
 
 
-@dataclass
-class ContainerInputs:
-    """What an InferenceContainer needs beyond the rendered node."""
+@dataclass(frozen=True)
+class HostFile:
+    path: str
+    content: str
+    # Directories its undo removes (the env file's: the run directory)...
+    remove_dirs: list[str] = field(default_factory=list)
+    # ...and those it removes when they are left empty.
+    prune_dirs: list[str] = field(default_factory=list)
 
+
+@dataclass(frozen=True)
+class InferenceContainerArgs:
+    stack: str
+    node: AscendNode
+    # The env file first, then the engine's files; all mounted read-only.
+    env_file: HostFile
+    files: list[HostFile]
+    container: ContainerSpec
+    image: str
+    # Runbook 001: `docker load -i <tar>` by this script instead of a pull.
+    image_load_script: Optional[str]
+    name_check_script: str
+    # `ssh://user@host:port` and ssh options for the per-node docker provider.
+    docker_host: str
+    ssh_opts: list[str]
+    # Cluster-wide steps the container waits for (the gate, the node's rank-table copy).
     after: list[pulumi.Resource]
-    # Redo the container when these change (e.g. the rank table digest for engines that read it at start).
-    extra_labels: Optional[dict] = None
+    # Redo the container when these change.
+    extra_labels: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     # Secret values for ContainerSpec.secret_args (GPUStack's token).
-    secrets: Optional[dict[str, pulumi.Output]] = None
+    secrets: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
 class InferenceContainer(pulumi.ComponentResource):
@@ -144,70 +214,60 @@ class InferenceContainer(pulumi.ComponentResource):
     installed on the host first (mounted read-only); their digest is a label,
     so an env change recreates the container, and with it Ray."""
 
-    def __init__(self, name: str, loaded: LoadedStack, node: AscendNode, index: int, inputs: ContainerInputs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: InferenceContainerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:container:InferenceContainer", name, None, opts)
-        spec = loaded.spec
-        rendered = render_node(loaded, index)
-        cspec: ContainerSpec = rendered.container
-        remote_dir = rendered.ctx.remote_dir
-        files = {f"{remote_dir}/env.sh": rendered.env_text, **rendered.files}
-        self.env_digest = digest(rendered.env_text)
+        node = args.node
+        self.env_digest = digest(args.env_file.content)
         self.files = []
-        for n, (path, content) in enumerate(sorted(files.items())):
-            script = render_template("install-file.sh.j2", purpose=f"Install {path}", stack=loaded.name,
-                                     node=node.node, path=path, content=content, mode="644")
-            is_env = path == f"{remote_dir}/env.sh"
+        by_path = sorted([args.env_file, *args.files], key=lambda f: f.path)
+        for n, file in enumerate(by_path):
+            script = render_template("install-file.sh.j2", purpose=f"Install {file.path}", stack=args.stack,
+                                     node=node.node, path=file.path, content=file.content, mode="644")
             # The env file goes last on destroy (everything else needs it), so
             # its undo also removes the run directory and the emptied stack dir.
-            remove = render_template("remove-file.sh.j2", purpose=f"Remove {path}", stack=loaded.name,
-                                     node=node.node, path=path,
-                                     remove_dirs=[rendered.ctx.run_dir] if is_env else [],
-                                     prune_dirs=[path.rsplit("/", 1)[0], remote_dir, spec.paths.remote_dir])
-            role = "env" if is_env else f"file-{n}"
+            remove = render_template("remove-file.sh.j2", purpose=f"Remove {file.path}", stack=args.stack,
+                                     node=node.node, path=file.path, remove_dirs=file.remove_dirs,
+                                     prune_dirs=file.prune_dirs)
+            role = "env" if file is args.env_file else f"file-{n}"
             self.files.append(remote_step(
                 f"{name}-{role}", connection=node.connection, create=script, delete=remove, parent=self,
                 depends_on=[node.preflight]))
-        node_spec = spec.nodes[index]
-        user = node_spec.user or spec.ssh.user
-        port = node_spec.port or spec.ssh.port
-        ssh_opts = ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
-        if spec.ssh.jump_host:
-            ssh_opts += ["-J", spec.ssh.jump_host]
         self.provider = docker.Provider(
-            f"{name}-docker", host=f"ssh://{user}@{node_spec.host}:{port}", ssh_opts=ssh_opts,
+            f"{name}-docker", host=args.docker_host, ssh_opts=args.ssh_opts,
             opts=pulumi.ResourceOptions(parent=self))
-        image_script = rendered.scripts.image.command
-        if spec.container.image_tar:
-            # Runbook 001: `docker load -i <tar>`; the image stays on the node on destroy.
-            self.image = remote_step(f"{name}-image", connection=node.connection, create=image_script, parent=self,
-                                     depends_on=[node.preflight], timeout="60m",
-                                     retain_on_delete=True)
-            image_ref = spec.container.image
+        waits: list[pulumi.Resource] = []
+        if args.image_load_script is not None:
+            # The image stays on the node on destroy.
+            self.image = remote_step(f"{name}-image", connection=node.connection, create=args.image_load_script,
+                                     parent=self, depends_on=[node.preflight], timeout="60m", retain_on_delete=True)
+            image_ref: pulumi.Input[str] = args.image
+            waits.append(self.image)
         else:
             self.image = docker.RemoteImage(
-                f"{name}-image", name=spec.container.image, keep_locally=True,
+                f"{name}-image", name=args.image, keep_locally=True,
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[node.preflight],
                                             custom_timeouts=pulumi.CustomTimeouts(create="60m")))
+            # The image id input carries the dependency.
             image_ref = self.image.image_id
-        args = cspec.pulumi_docker_args()
-        args["image"] = image_ref
-        labels = {"ascend-inference/stack": loaded.name, "ascend-inference/env-sha256": self.env_digest,
-                  **(inputs.extra_labels or {})}
-        args["labels"] = [docker.ContainerLabelArgs(label=k, value=v) for k, v in labels.items()]
-        args["devices"] = [docker.ContainerDeviceArgs(**d) for d in args["devices"]]
-        args["volumes"] = [docker.ContainerVolumeArgs(**v) for v in args["volumes"]]
+        cspec = args.container
+        docker_args = cspec.pulumi_docker_args()
+        docker_args["image"] = image_ref
+        labels = {"ascend-inference/stack": args.stack, "ascend-inference/env-sha256": self.env_digest,
+                  **args.extra_labels}
+        docker_args["labels"] = [docker.ContainerLabelArgs(label=k, value=v) for k, v in labels.items()]
+        docker_args["devices"] = [docker.ContainerDeviceArgs(**d) for d in docker_args["devices"]]
+        docker_args["volumes"] = [docker.ContainerVolumeArgs(**v) for v in docker_args["volumes"]]
         if cspec.secret_args:
-            secrets = inputs.secrets or {}
-            args["command"] = [secrets[cspec.secret_args[a]] if a in cspec.secret_args else a for a in cspec.command]
+            docker_args["command"] = [args.secrets[cspec.secret_args[a]] if a in cspec.secret_args else a
+                                      for a in cspec.command]
         self.name_check = remote_step(
-            f"{name}-name-free", connection=node.connection, create=rendered.scripts.container_name_free.command, parent=self,
+            f"{name}-name-free", connection=node.connection, create=args.name_check_script, parent=self,
             depends_on=[node.preflight])
         self.container = docker.Container(
-            f"{name}-container", **args,
+            f"{name}-container", **docker_args,
             opts=pulumi.ResourceOptions(
                 parent=self, provider=self.provider,
-                depends_on=[*self.files, self.image, self.name_check, *inputs.after],
+                depends_on=[*self.files, *waits, self.name_check, *args.after],
                 # The name and host ports are fixed: the old container must go first.
                 delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create="20m")))

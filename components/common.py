@@ -106,6 +106,7 @@ def remote_step(
     replace_to_redo: bool = True,
     retain_on_delete: bool = False,
     every_up: bool = False,
+    aliases: Optional[Sequence[pulumi.Alias]] = None,
 ) -> remote.Command:
     """A remote command as a resource, redone exactly when it must be.
 
@@ -158,5 +159,6 @@ def remote_step(
             ignore_changes=ignore_changes,
             custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout) if timeout else None,
             additional_secret_outputs=["stdout"] if secret_stdout else None,
+            aliases=list(aliases) if aliases else None,
         ),
     )

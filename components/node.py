@@ -2,20 +2,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 
-from ascend_inference.facts import NodeFacts, check_node, parse_preflight, raise_first
-from ascend_inference.render import NodeRender
-from components.common import TOKEN, clearly, connection_for, remote_step
-from ascend_inference.spec import ClusterSpec
+from ascend_inference.facts import DeviceFacts, NodeFacts, check_node, parse_preflight, raise_first
+from ascend_inference.hardware import HardwareProfile
+from ascend_inference.spec import Node
+from components.common import TOKEN, NodeConnection, clearly, remote_step
+
+
+@dataclass(frozen=True)
+class FactExpectations:
+    """What a node's preflight facts are checked against."""
+
+    devices: int
+    tls_policy: str
+    model_path: str
+    # The chip the NPUs must be (npu-smi's name column), among others.
+    profile: HardwareProfile
 
 
 @dataclass(frozen=True)
 class AscendNodeArgs:
-    spec: ClusterSpec
-    rendered: NodeRender
-    private_key: pulumi.Input[str]
+    node: Node
+    connection: NodeConnection
+    preflight_script: str
+    expect: FactExpectations
+    # Runbook 001's TLS fix, when the stack asks for it.
+    fix_tls_script: Optional[str] = None
 
 
 class AscendNode(pulumi.ComponentResource):
@@ -23,7 +38,7 @@ class AscendNode(pulumi.ComponentResource):
 
     Outputs: `facts` (parsed and checked against the stack: a contradiction
     fails the rollout here, naming the node and the fact), `hostname`,
-    `device_ips` (as discovered, they feed the rank table).
+    `device_ips` (as discovered, they feed the peer check and the rank table).
     """
 
     facts: pulumi.Output[dict]
@@ -32,29 +47,26 @@ class AscendNode(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AscendNodeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:node:AscendNode", name, None, opts)
-        spec, rendered = args.spec, args.rendered
-        node = rendered.ctx.node
+        node, expect = args.node, args.expect
         self.node = node
-        self.connection = connection_for(spec, node, args.private_key)
+        self.connection = args.connection
         before = []
-        if rendered.scripts.fix_tls is not None:
+        if args.fix_tls_script is not None:
             # Runbook 001: set every TLS switch to 0; preflight then reads the result.
             before.append(remote_step(
-                f"{name}-fix-tls", connection=self.connection, create=rendered.scripts.fix_tls.command, parent=self,
+                f"{name}-fix-tls", connection=self.connection, create=args.fix_tls_script, parent=self,
                 every_up=True))
         self.preflight = remote_step(
-            f"{name}-preflight", connection=self.connection, create=rendered.scripts.preflight.command, parent=self,
+            f"{name}-preflight", connection=self.connection, create=args.preflight_script, parent=self,
             depends_on=before, timeout="5m",
             # Day-2: a link that went down after a good rollout stops the next `up` here.
             every_up=True)
-        devices = spec.profile.devices_per_node
 
         def checked(stdout: str) -> dict:
-            facts = parse_preflight(node.name, stdout or "", devices)
+            facts = parse_preflight(node.name, stdout or "", expect.devices)
             raise_first(check_node(
-                facts, devices=devices, tls_policy=spec.network.hccl_tls, declared_ips=node.device_ips,
-                expected_hostname=node.hostname, model_path=spec.model.path,
-                profile=spec.profile))
+                facts, devices=expect.devices, tls_policy=expect.tls_policy, declared_ips=node.device_ips,
+                expected_hostname=node.hostname, model_path=expect.model_path, profile=expect.profile))
             return facts.to_json()
 
         self.facts = self.preflight.stdout.apply(clearly(checked))
@@ -64,8 +76,6 @@ class AscendNode(pulumi.ComponentResource):
 
 
 def facts_from_json(data: dict) -> NodeFacts:
-    from ascend_inference.facts import DeviceFacts
-
     raw = dict(data)
     raw["devices"] = [DeviceFacts(**d) for d in raw["devices"]]
     return NodeFacts(**raw)

@@ -1,14 +1,32 @@
-"""Ray cluster, serving process, smoke test, and GPUStack's server/workers/model."""
+"""Ray cluster, serving process, smoke test, and GPUStack's server secrets
+and model deployment.
+
+Where a step's triggers already carry an upstream resource (its id), that
+resource is not repeated in `depends_on`: the SDK walks every declared
+dependency's whole upstream graph, so each repeat costs time that grows with
+the cluster."""
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 
-from ascend_inference.render import LoadedStack, render_node, render_template
+from ascend_inference.render import render_template
 from components.cluster import InferenceContainer
 from components.common import TOKEN, digest, remote_step
 from components.node import AscendNode
+
+
+@dataclass(frozen=True)
+class RayClusterArgs:
+    nodes: list[AscendNode]
+    containers: list[InferenceContainer]
+    # Per node, already wrapped to run inside the container.
+    start_scripts: list[str]
+    stop_scripts: list[str]
+    # On the master, inside its container.
+    verify_script: str
 
 
 class RayCluster(pulumi.ComponentResource):
@@ -19,30 +37,50 @@ class RayCluster(pulumi.ComponentResource):
     triggers: the runbooks require `ray stop` on all nodes and a new cluster
     after any env change. Deleting a step runs `ray stop` on its node."""
 
-    def __init__(self, name: str, loaded: LoadedStack, nodes: list[AscendNode],
-                 containers: list[InferenceContainer], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: RayClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:ray:RayCluster", name, None, opts)
+        nodes, containers = args.nodes, args.containers
         cluster_env = digest("".join(c.env_digest for c in containers))
-        rendered = [render_node(loaded, i) for i in range(len(nodes))]
-        stop = [r.scripts.ray_stop.command for r in rendered]
         self.head = remote_step(
             f"{nodes[0].node.name}-ray-head", connection=nodes[0].connection, parent=self,
-            create=rendered[0].scripts.ray_start.command, delete=stop[0],
-            triggers=[cluster_env, containers[0].container_id], depends_on=[containers[0].container], timeout="10m")
-        self.workers = []
-        for i in range(1, len(nodes)):
-            self.workers.append(remote_step(
+            create=args.start_scripts[0], delete=args.stop_scripts[0],
+            triggers=[cluster_env, containers[0].container_id], timeout="10m")
+        self.workers = [
+            remote_step(
                 f"{nodes[i].node.name}-ray-worker", connection=nodes[i].connection, parent=self,
-                create=rendered[i].scripts.ray_start.command, delete=stop[i],
-                triggers=[cluster_env, containers[i].container_id, self.head.id],
-                depends_on=[containers[i].container, self.head], timeout="10m"))
+                create=args.start_scripts[i], delete=args.stop_scripts[i],
+                triggers=[cluster_env, containers[i].container_id, self.head.id], timeout="10m")
+            for i in range(1, len(nodes))]
         self.verify = remote_step(
-            f"{name}-verify", connection=nodes[0].connection, parent=self,
-            create=rendered[0].scripts.ray_verify.command,
-            triggers=[self.head.id, *[w.id for w in self.workers]], depends_on=[self.head, *self.workers],
-            timeout="10m")
+            f"{name}-verify", connection=nodes[0].connection, parent=self, create=args.verify_script,
+            triggers=[self.head.id, *[w.id for w in self.workers]], timeout="10m")
         self.status = self.verify.stdout
         self.register_outputs({"status": self.status})
+
+
+@dataclass(frozen=True)
+class ServeScripts:
+    """One node's serving process, wrapped to run inside its container."""
+
+    start: str
+    stop: str
+    # Digest of the engine files the process reads at start (MindIE's config.json).
+    files_digest: str
+
+
+@dataclass(frozen=True)
+class ServingProcessArgs:
+    nodes: list[AscendNode]
+    containers: list[InferenceContainer]
+    # Per node; None where the engine runs nothing (the head-only engines' workers).
+    serve: list[Optional[ServeScripts]]
+    ready_script: str
+    ready_timeout_s: int
+    endpoint: str
+    # Resources every start waits for (MindIE: every rank-table copy).
+    after: list[pulumi.Resource]
+    # Values whose change restarts the process (weights, rank table, Ray).
+    started_by: list[pulumi.Input]
 
 
 class ServingProcess(pulumi.ComponentResource):
@@ -52,92 +90,106 @@ class ServingProcess(pulumi.ComponentResource):
     lines on failure. Deleting it stops the process. Triggers: the serve
     command and whatever the process reads at start (Ray, rank table)."""
 
-    def __init__(self, name: str, loaded: LoadedStack, nodes: list[AscendNode],
-                 containers: list[InferenceContainer], after: list[pulumi.Resource], started_by: list,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: ServingProcessArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:serving:ServingProcess", name, None, opts)
         self.starts = []
-        previous: list[pulumi.Resource] = []
-        for i, node in enumerate(nodes):
-            rendered = render_node(loaded, i)
-            if rendered.scripts.serve_start is None:
+        for i, (node, serve) in enumerate(zip(args.nodes, args.serve)):
+            if serve is None:
                 continue
-            step = remote_step(
-                f"{node.node.name}-serve", connection=node.connection, parent=self,
-                create=rendered.scripts.serve_start.command,
-                delete=rendered.scripts.serve_stop.command,
-                # The engine's files (MindIE's config.json) are read at start.
-                triggers=[digest(json.dumps(rendered.files, sort_keys=True)),
-                          containers[i].container_id, *started_by],
-                depends_on=[containers[i].container, *after, *previous], timeout="10m")
-            self.starts.append(step)
             # MindIE: the master's daemon first, then the others.
-            previous = [self.starts[0]]
-        master = render_node(loaded, 0)
+            previous = self.starts[:1]
+            self.starts.append(remote_step(
+                f"{node.node.name}-serve", connection=node.connection, parent=self,
+                create=serve.start, delete=serve.stop,
+                triggers=[serve.files_digest, args.containers[i].container_id, *args.started_by],
+                depends_on=[*args.after, *previous], timeout="10m"))
         self.ready = remote_step(
-            f"{name}-ready", connection=nodes[0].connection, parent=self,
-            create=master.scripts.serve_ready.command,
-            triggers=[s.id for s in self.starts], depends_on=self.starts,
-            timeout=f"{loaded.spec.engine.ready_timeout_s + 60}s")
-        self.endpoint = loaded.spec.engine_plugin.endpoint(loaded.spec)
+            f"{name}-ready", connection=args.nodes[0].connection, parent=self, create=args.ready_script,
+            triggers=[s.id for s in self.starts], timeout=f"{args.ready_timeout_s + 60}s")
+        self.endpoint = args.endpoint
         self.register_outputs({"endpoint": self.endpoint})
+
+
+@dataclass(frozen=True)
+class SmokeTestArgs:
+    master: AscendNode
+    script: str
+    # What it tests: redone whenever that was redone.
+    ready: pulumi.Resource
+    stdin: Optional[pulumi.Input[str]] = None
 
 
 class SmokeTest(pulumi.ComponentResource):
     """The runbook's completion request through the served endpoint; the
     reply is an output. Redone whenever what it tests was redone."""
 
-    def __init__(self, name: str, loaded: LoadedStack, master: AscendNode, ready: pulumi.Resource,
-                 stdin: pulumi.Input[str] | None = None, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: SmokeTestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:smoke:SmokeTest", name, None, opts)
-        script = render_node(loaded, 0).scripts.smoke.command
         self.request = remote_step(
-            f"{name}-request", connection=master.connection, parent=self, create=script,
-            triggers=[ready.id], depends_on=[ready], timeout="15m", stdin=stdin)
+            f"{name}-request", connection=args.master.connection, parent=self, create=args.script,
+            triggers=[args.ready.id], timeout="15m", stdin=args.stdin)
         self.reply = self.request.stdout
         self.register_outputs({"reply": self.reply})
 
 
-class GpustackModel(pulumi.ComponentResource):
-    """Runbook 002's server, its generated secrets, and the model deployment.
+@dataclass(frozen=True)
+class GpustackServerArgs:
+    stack: str
+    master: AscendNode
+    server: InferenceContainer
+    container_name: str
 
-    The registration token and initial admin password are read back from the
-    server container as secret outputs; the deployment is created, updated
-    and deleted through GPUStack's HTTP API by an idempotent command that gets
-    the password on stdin."""
 
-    def __init__(self, name: str, loaded: LoadedStack, master: AscendNode, server: InferenceContainer,
-                 opts: pulumi.ResourceOptions | None = None):
+class GpustackServer(pulumi.ComponentResource):
+    """Runbook 002's server secrets: the registration token and the initial
+    admin password, read back from the server container as secret outputs.
+
+    (Its type token keeps the name it had when it also held the model
+    deployment, so that rolled-out stacks keep their state.)"""
+
+    def __init__(self, name: str, args: GpustackServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:gpustack:GpustackModel", name, None, opts)
-        common = {"stack": loaded.name, "node": master.node, "container": loaded.spec.container.name,
-                  "timeout_s": 300}
+        master, server = args.master, args.server
+        common = {"stack": args.stack, "node": master.node, "container": args.container_name, "timeout_s": 300}
         self.token_reader = remote_step(
             f"{name}-token", connection=master.connection, parent=self, secret_stdout=True,
             create=render_template("gpustack-secret.sh.j2", purpose="Read the worker registration token",
                                    path="/var/lib/gpustack/token", **common),
-            triggers=[server.container_id], depends_on=[server.container])
+            triggers=[server.container_id])
         self.password_reader = remote_step(
             f"{name}-admin-password", connection=master.connection, parent=self, secret_stdout=True,
             create=render_template("gpustack-secret.sh.j2", purpose="Read the initial admin password",
                                    path="/var/lib/gpustack/initial_admin_password", **common),
-            triggers=[server.container_id], depends_on=[server.container])
+            triggers=[server.container_id])
         self.token = pulumi.Output.secret(self.token_reader.stdout.apply(lambda s: (s or "").strip()))
         self.admin_password = pulumi.Output.secret(self.password_reader.stdout.apply(lambda s: (s or "").strip()))
         self.register_outputs({"token": self.token, "admin_password": self.admin_password})
 
-    def deploy(self, loaded: LoadedStack, master: AscendNode, workers: list[InferenceContainer]) -> pulumi.Resource:
-        engine = loaded.spec.engine_plugin
-        request = engine.deployment_request(loaded.spec, loaded.plan)
-        context = {"stack": loaded.name, "node": master.node, "server_url": engine.server_url(loaded.spec),
-                   "name": loaded.spec.model.name, "timeout_s": loaded.spec.engine.ready_timeout_s}
-        create = render_template("gpustack-deploy.sh.j2", purpose="Deploy the model through GPUStack's API",
-                                 request_json=json.dumps(request, indent=2), **context)
-        delete = render_template("gpustack-undeploy.sh.j2", purpose="Delete the model deployment", **context)
+
+@dataclass(frozen=True)
+class GpustackDeploymentArgs:
+    master: AscendNode
+    server: GpustackServer
+    workers: list[InferenceContainer]
+    create_script: str
+    delete_script: str
+    ready_timeout_s: int
+
+
+class GpustackDeployment(pulumi.ComponentResource):
+    """The model deployment, created, updated and deleted through GPUStack's
+    HTTP API by an idempotent command that gets the admin password on stdin.
+    Redeployed when the server or any worker container was recreated."""
+
+    def __init__(self, name: str, args: GpustackDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TOKEN}:gpustack:GpustackDeployment", name, None, opts)
+        # This step was a child of the `gpustack` component until that one
+        # was split; the alias keeps a rolled-out model deployed.
         self.deployment = remote_step(
-            "gpustack-model", connection=master.connection, parent=self, create=create, delete=delete,
-            stdin=self.admin_password.apply(lambda p: p + "\n"),
-            # Redeploy when the server or any worker container was recreated.
-            triggers=[self.token_reader.id, *[w.container_id for w in workers]],
-            depends_on=[self.token_reader, *[w.container for w in workers]],
-            timeout=f"{loaded.spec.engine.ready_timeout_s + 120}s")
-        return self.deployment
+            f"{name}-deploy", connection=args.master.connection, parent=self,
+            create=args.create_script, delete=args.delete_script,
+            stdin=args.server.admin_password.apply(lambda p: p + "\n"),
+            triggers=[args.server.token_reader.id, *[w.container_id for w in args.workers]],
+            timeout=f"{args.ready_timeout_s + 120}s",
+            aliases=[pulumi.Alias(name="gpustack-model", parent=args.server)])
+        self.register_outputs({"deployment_id": self.deployment.id})

@@ -56,7 +56,7 @@ ROLES = [
     ("name-free", r".+-name-free"),
     ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("ready", r"serving-ready"),
     ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
-    ("gpustack-model", r"gpustack-model"),
+    ("gpustack-model", r"gpustack-model-deploy"),
 ]
 # Everything up to and including the cluster checks: no later change may touch these.
 BEFORE_CONTAINERS = {"preflight", "fix-tls", "weights", "peer-ping", "gate", "rank-table"}

@@ -63,9 +63,10 @@ INFERENCE_CONTAINER = token("container", "InferenceContainer")
 RAY_CLUSTER = token("ray", "RayCluster")
 SERVING = token("serving", "ServingProcess")
 SMOKE = token("smoke", "SmokeTest")
-GPUSTACK = token("gpustack", "GpustackModel")
+GPUSTACK = token("gpustack", "GpustackModel")  # the server secrets; the token predates the split
+GPUSTACK_DEPLOYMENT = token("gpustack", "GpustackDeployment")
 COMPONENT_TYPES = {DEPLOYMENT, ASCEND_NODE, PEER_CHECK, MODEL_WEIGHTS, RANK_TABLE, INFERENCE_CONTAINER,
-                   RAY_CLUSTER, SERVING, SMOKE, GPUSTACK}
+                   RAY_CLUSTER, SERVING, SMOKE, GPUSTACK, GPUSTACK_DEPLOYMENT}
 
 # What each engine needs (issue 4 and runbooks 000-004): an HCCL rank table
 # (MindIE, LMDeploy), a Ray cluster (vLLM-MindSpore, LMDeploy), a daemon on
@@ -153,7 +154,9 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv.append((CMD, "ray-verify", "ray"))
     if engine in GPUSTACK_ENGINES:
         inv.append((GPUSTACK, "gpustack", top))
-        inv += [(CMD, f"gpustack-{role}", "gpustack") for role in ("token", "admin-password", "model")]
+        inv += [(CMD, f"gpustack-{role}", "gpustack") for role in ("token", "admin-password")]
+        inv.append((GPUSTACK_DEPLOYMENT, "gpustack-model", top))
+        inv.append((CMD, "gpustack-model-deploy", "gpustack-model"))
     else:
         inv.append((SERVING, "serving", top))
         serve_nodes = nodes if engine in SERVE_ON_EVERY_NODE else [master]
@@ -296,7 +299,8 @@ def test_rank_table_after_every_preflight(stack):
 @pytest.mark.parametrize("stack", STACKS)
 def test_containers_after_the_cluster_checks(stack):
     """Every container waits for every node's weights check and peer pings
-    (through the one `cluster-verified` gate) and for every rank-table copy."""
+    (through the one `cluster-verified` gate) and for its own node's
+    rank-table copy; every serving process waits for every copy."""
     g, nodes = graph(stack), node_names(stack)
     gate = named(g, "cluster-verified")
     for m in nodes:
@@ -311,12 +315,16 @@ def test_containers_after_the_cluster_checks(stack):
             assert g.depends_on(container, named(g, f"{m}-preflight"))
             if len(nodes) > 1:
                 assert g.depends_on(container, named(g, f"{m}-peer-ping")), f"{n}-container before {m}-peer-ping"
-            if kind(stack) in RANK_TABLE_ENGINES:
-                assert g.depends_on(container, named(g, f"{m}-rank-table")), f"{n}-container before {m}-rank-table"
+        if kind(stack) in RANK_TABLE_ENGINES:
+            assert g.depends_on(container, named(g, f"{n}-rank-table")), f"{n}-container before its rank table"
         # The node's own files and image, through its own provider.
         assert g.depends_on(container, named(g, f"{n}-env"))
         assert g.depends_on(container, named(g, f"{n}-image"))
         assert container.provider_urn == named(g, f"{n}-docker", DOCKER_PROVIDER).urn
+    if kind(stack) in RANK_TABLE_ENGINES:
+        for serve in [r for r in g.resources if r.name.endswith("-serve")]:
+            for m in nodes:
+                assert g.depends_on(serve, named(g, f"{m}-rank-table")), f"{serve.name} before {m}-rank-table"
 
 
 @pytest.mark.parametrize("stack", [s for s in STACKS if load_stack(s).spec.engine.kind in RAY_ENGINES])
@@ -367,12 +375,12 @@ def test_gpustack_order(stack):
     g, nodes = graph(stack), node_names(stack)
     server = named(g, f"{nodes[0]}-container", CONTAINER)
     token_reader, password_reader = named(g, "gpustack-token"), named(g, "gpustack-admin-password")
-    model = named(g, "gpustack-model")
+    model = named(g, "gpustack-model-deploy")
     assert g.depends_on(token_reader, server) and g.depends_on(password_reader, server)
     for n in nodes[1:]:
         worker = named(g, f"{n}-container", CONTAINER)
         assert g.depends_on(worker, token_reader), f"{n}-container before the token is read"
-        assert g.depends_on(model, worker), f"gpustack-model before {n}-container"
+        assert g.depends_on(model, worker), f"gpustack-model-deploy before {n}-container"
     assert g.depends_on(model, token_reader) and g.depends_on(model, password_reader)
     assert g.depends_on(named(g, "smoke-test-request"), model)
 
@@ -525,7 +533,7 @@ def test_gpustack_secrets(stack):
             f"{n}-container: token not passed as secret")
         assert not [t for _, t in clear_strings(command) if MOCK_TOKEN in t]
     # The model deployment and the smoke request get the admin password on stdin, as a secret.
-    for name in ("gpustack-model", "smoke-test-request"):
+    for name in ("gpustack-model-deploy", "smoke-test-request"):
         stdin = named(g, name).inputs.get("stdin")
         assert isinstance(stdin, Secret) and stdin.value.strip() == MOCK_PASSWORD, f"{name}: stdin"
     assert isinstance(g.outputs.get("gpustack_admin_password"), Secret)
@@ -557,7 +565,7 @@ def test_gpustack_preview_cli_masks_secrets(stack):
     out = result.stdout
     for n in node_names(stack):
         assert f"{n}-container" in out
-    assert "gpustack-model" in out and "[secret]" in out
+    assert "gpustack-model-deploy" in out and "[secret]" in out
     ld = loaded(stack)
     placeholder = config_for(ld, ld.raw_config)[f"{NAMESPACE}:{ld.spec.ssh.private_key_secret}"].value
     for needle in (MOCK_TOKEN, MOCK_PASSWORD, placeholder):
@@ -566,7 +574,8 @@ def test_gpustack_preview_cli_masks_secrets(stack):
 
 # --- 6. depth -----------------------------------------------------------------
 
-@pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-mindie"])
+# A Ray stack and a rank-table stack (MindIE refuses more than 4 nodes).
+@pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-lmdeploy"])
 def test_longest_chain_does_not_grow_with_nodes(stack):
     ld = loaded(stack)
     chains = {}

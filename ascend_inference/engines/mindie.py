@@ -84,6 +84,11 @@ class MindieSettings(EngineSettingsBase):
         return ports
 
 
+# MindIE's installation guide, "Multi-Node Inference", constraints (MindIE
+# 1.0.0 and later): at most four Atlas 800I A2 servers, 32 NPUs.
+MULTI_NODE_LIMIT = 4
+
+
 class Mindie(EnginePlugin):
     kind = "mindie"
     settings_model = MindieSettings
@@ -104,6 +109,11 @@ class Mindie(EnginePlugin):
                 f"MindIE multi-node service does not run on {spec.hardware.profile} "
                 "(runbook 001 needs Atlas 800I A2 servers)",
                 "use engine kind vllm-mindspore for 300I Duo servers (runbook 003), or a single node"))
+        if len(spec.nodes) > MULTI_NODE_LIMIT:
+            problems.append(Problem(
+                file, "ascend-inference:nodes",
+                f"{len(spec.nodes)} nodes: MindIE multi-node inference supports at most {MULTI_NODE_LIMIT} servers "
+                f"(32 NPUs)", f"use at most {MULTI_NODE_LIMIT} nodes, or engine kind vllm-mindspore or lmdeploy"))
         tp = spec.parallel.tp
         world = len(spec.nodes) * spec.profile.devices_per_node
         if tp != world:
