@@ -206,6 +206,8 @@ class InferenceContainerArgs:
     extra_labels: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     # Secret values for ContainerSpec.secret_args (GPUStack's token).
     secrets: dict[str, pulumi.Output] = field(default_factory=dict)
+    # Secret values for ContainerSpec.secret_env, by config key (engine.secret_env).
+    secret_env: dict[str, pulumi.Output[str]] = field(default_factory=dict)
 
 
 class InferenceContainer(pulumi.ComponentResource):
@@ -257,6 +259,12 @@ class InferenceContainer(pulumi.ComponentResource):
         docker_args["labels"] = [docker.ContainerLabelArgs(label=k, value=v) for k, v in labels.items()]
         docker_args["devices"] = [docker.ContainerDeviceArgs(**d) for d in docker_args["devices"]]
         docker_args["volumes"] = [docker.ContainerVolumeArgs(**v) for v in docker_args["volumes"]]
+        if cspec.secret_env:
+            # NAME=<secret>: the value stays a secret input of the container,
+            # in no file on the node and masked in every printout.
+            docker_args["envs"] = [*docker_args["envs"],
+                                   *[pulumi.Output.concat(name, "=", args.secret_env[key])
+                                     for name, key in cspec.secret_env]]
         if cspec.secret_args:
             docker_args["command"] = [args.secrets[cspec.secret_args[a]] if a in cspec.secret_args else a
                                       for a in cspec.command]

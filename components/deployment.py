@@ -18,7 +18,7 @@ here; the components get typed arguments holding only what they use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 
@@ -42,6 +42,8 @@ from components.serving import (GpustackDeployment, GpustackDeploymentArgs, Gpus
 class DeploymentArgs:
     loaded: LoadedStack
     ssh_private_key: pulumi.Input[str]
+    # engine.secret_env's values by config key, as Pulumi secrets.
+    engine_secrets: dict[str, pulumi.Output[str]] = field(default_factory=dict)
 
 
 class Deployment(pulumi.ComponentResource):
@@ -54,6 +56,7 @@ class Deployment(pulumi.ComponentResource):
         super().__init__(f"{TOKEN}:deployment:Deployment", name, None, opts)
         loaded = args.loaded
         self.loaded = loaded
+        self.engine_secrets = args.engine_secrets
         spec = loaded.spec
         engine = spec.engine_plugin
         child = pulumi.ResourceOptions(parent=self)
@@ -160,7 +163,7 @@ class Deployment(pulumi.ComponentResource):
             image_load_script=rendered.scripts.image.command if spec.container.image_tar else None,
             name_check_script=rendered.scripts.container_name_free.command,
             docker_host=f"ssh://{node_spec.user or spec.ssh.user}@{node_spec.host}:{node_spec.port or spec.ssh.port}",
-            ssh_opts=ssh_opts, after=after, **extra)
+            ssh_opts=ssh_opts, after=after, secret_env=self.engine_secrets, **extra)
 
     def _gpustack(self, container_args, child: pulumi.ResourceOptions) -> None:
         loaded = self.loaded

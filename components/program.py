@@ -51,7 +51,15 @@ def _run() -> None:
     if private_key is None:
         raise StackError([Problem(file, f"{NAMESPACE}:{key_name}", "secret not set",
                                   f"run `pulumi config set --secret {NAMESPACE}:{key_name} < ~/.ssh/id_ed25519`")])
-    deployment = Deployment(stack, DeploymentArgs(loaded, private_key))
+    # Secrets the engine reads from its environment (engine.secret_env).
+    engine_secrets: dict[str, pulumi.Output[str]] = {}
+    for secret_key in sorted(set(loaded.spec.engine.secret_env.values())):
+        value = config.get_secret(secret_key)
+        if value is None:
+            raise StackError([Problem(file, f"{NAMESPACE}:{secret_key}", "secret not set",
+                                      f"run `pulumi config set --secret {NAMESPACE}:{secret_key}`")])
+        engine_secrets[secret_key] = value
+    deployment = Deployment(stack, DeploymentArgs(loaded, private_key, engine_secrets))
     pulumi.export("endpoint", deployment.endpoint)
     pulumi.export("world_size", deployment.world_size)
     pulumi.export("rank_table_digest", deployment.rank_table_digest)

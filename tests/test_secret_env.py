@@ -7,6 +7,17 @@ else: not the stack file, not the env file, not a rendered file.
 """
 from __future__ import annotations
 
+import os
+
+import pytest
+
+from ascend_inference.errors import StackError
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import load_stack
+from ascendctl.preview.recorder import record_graph
+from ascendctl.preview.stack import config_for, record_stack
+from ascendctl.preview.values import contains_secret
+from components.program import run
 from tests.conftest import NS, load_stack_doc, run_cli, write_stack
 
 CIPHERTEXT = "v1:c2VjcmV0LWJ5dGVz:bm90LXJlYWxseS1lbmNyeXB0ZWQ="
@@ -80,3 +91,38 @@ def test_rendered_files_name_the_variable_never_the_value(tmp_path):
         assert "HF_TOKEN" not in (out / node / "env.sh").read_text()
     every_file = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
     assert CIPHERTEXT not in every_file
+
+
+def test_the_program_passes_it_to_the_container_as_a_secret(tmp_path):
+    """Graph tier: under the SDK's mocks the container's env list carries the
+    secret (so the whole list prints masked), and the value is nowhere."""
+    path = stack_with(tmp_path, "graph", secret_env={"HF_TOKEN": "hfToken"}, secret_value={"secure": CIPHERTEXT})
+    loaded = load_stack(str(path))
+    graph = record_stack(loaded, loaded.raw_config)
+    containers = [r for r in graph.resources if r.type == "docker:index/container:Container"]
+    assert len(containers) == 2
+    for container in containers:
+        assert contains_secret(container.inputs["envs"])
+    printed = run_cli("preview", "--stack", path).stdout
+    assert "envs: [[secret]]" in printed and CIPHERTEXT not in printed
+
+
+def test_the_program_refuses_a_missing_engine_secret(tmp_path):
+    """`pulumi up` without the secret: the program stops with one problem
+    naming the key, before registering anything (the offline preview itself
+    uses placeholders and says so)."""
+    path = stack_with(tmp_path, "nosecret", secret_env={"HF_TOKEN": "hfToken"})
+    loaded = load_stack(str(path))
+    config = config_for(loaded, loaded.raw_config)
+    del config[f"{NAMESPACE}:hfToken"]  # as the engine hands config over when it was never set
+    os.environ["ASCEND_INFERENCE_STACK_FILE"] = str(path)
+    try:
+        with pytest.raises(StackError) as caught:
+            record_graph(run, config, project=NAMESPACE, stack=loaded.name)
+    finally:
+        os.environ.pop("ASCEND_INFERENCE_STACK_FILE", None)
+    [problem] = caught.value.problems
+    assert str(problem).endswith(f"{NAMESPACE}:hfToken: secret not set "
+                                 f"(fix: run `pulumi config set --secret {NAMESPACE}:hfToken`)")
+    preview = run_cli("preview", "--stack", path)
+    assert "placeholders used" in preview.stdout and f"{NAMESPACE}:hfToken" in preview.stdout
