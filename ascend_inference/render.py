@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
@@ -47,18 +47,18 @@ class NodeScripts:
     such step (fix-tls off, no Ray, serving and smoke test on the master only)."""
 
     preflight: Script
-    fix_tls: Optional[Script] = None
+    fix_tls: Script | None = None
     peer_ping: Script
     weights: Script
     image: Script
     container_name_free: Script
-    ray_start: Optional[Script] = None
-    ray_stop: Optional[Script] = None
-    ray_verify: Optional[Script] = None
-    serve_start: Optional[Script] = None
-    serve_stop: Optional[Script] = None
-    serve_ready: Optional[Script] = None
-    smoke: Optional[Script] = None
+    ray_start: Script | None = None
+    ray_stop: Script | None = None
+    ray_verify: Script | None = None
+    serve_start: Script | None = None
+    serve_stop: Script | None = None
+    serve_ready: Script | None = None
+    smoke: Script | None = None
 
     def present(self) -> list[Script]:
         return [script for f in fields(self) if (script := getattr(self, f.name)) is not None]
@@ -93,7 +93,7 @@ def node_context(loaded: LoadedStack, index: int) -> NodeContext:
                        rank_table_path=spec.engine_plugin.rank_table_path(spec))
 
 
-def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> Optional[dict]:
+def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> dict | None:
     spec = loaded.spec
     engine = spec.engine_plugin
     if not engine.uses_rank_table:
@@ -114,7 +114,7 @@ def check_rank_table(loaded: LoadedStack, table: dict, source: str):
         require_container_ip=spec.engine_plugin.rank_table_options(spec).container_ip)
 
 
-def render_node(loaded: LoadedStack, index: int, device_ips: Optional[dict[str, list[str]]] = None) -> NodeRender:
+def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]] | None = None) -> NodeRender:
     spec, plan = loaded.spec, loaded.plan
     engine = spec.engine_plugin
     ctx = node_context(loaded, index)

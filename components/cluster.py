@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import pulumi
 import pulumi_docker as docker
@@ -195,7 +195,7 @@ class InferenceContainerArgs:
     container: ContainerSpec
     image: str
     # Runbook 001: `docker load -i <tar>` by this script instead of a pull.
-    image_load_script: Optional[str]
+    image_load_script: str | None
     name_check_script: str
     # `ssh://user@host:port` and ssh options for the per-node docker provider.
     docker_host: str

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
@@ -97,16 +97,16 @@ def remote_step(
     connection: NodeConnection,
     create: pulumi.Input[str],
     parent: pulumi.Resource,
-    delete: Optional[pulumi.Input[str]] = None,
-    triggers: Optional[Sequence[pulumi.Input]] = None,
-    depends_on: Optional[Sequence[pulumi.Resource]] = None,
-    timeout: Optional[str] = None,
-    stdin: Optional[pulumi.Input[str]] = None,
+    delete: pulumi.Input[str] | None = None,
+    triggers: Sequence[pulumi.Input] | None = None,
+    depends_on: Sequence[pulumi.Resource] | None = None,
+    timeout: str | None = None,
+    stdin: pulumi.Input[str] | None = None,
     secret_stdout: bool = False,
     replace_to_redo: bool = True,
     retain_on_delete: bool = False,
     every_up: bool = False,
-    aliases: Optional[Sequence[pulumi.Alias]] = None,
+    aliases: Sequence[pulumi.Alias] | None = None,
 ) -> remote.Command:
     """A remote command as a resource, redone exactly when it must be.
 

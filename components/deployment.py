@@ -22,20 +22,39 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.errors import NodeFactError
+from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import rank_table_json
-from ascend_inference.engines.base import ClusterStyle
-from ascend_inference.loaded import LoadedStack
-from ascend_inference.render import NodeRender, Script, check_rank_table, rank_table, render_node, render_peer_ping
+from ascend_inference.render import Script, check_rank_table, rank_table, render_node, render_peer_ping
 from ascend_inference.templating import render_template
-from components.cluster import (HostFile, InferenceContainer, InferenceContainerArgs, ModelWeights,
-                                ModelWeightsArgs, PeerCheck, PeerCheckArgs, RankTable, RankTableArgs)
+from components.cluster import (
+    HostFile,
+    InferenceContainer,
+    InferenceContainerArgs,
+    ModelWeights,
+    ModelWeightsArgs,
+    PeerCheck,
+    PeerCheckArgs,
+    RankTable,
+    RankTableArgs,
+)
 from components.common import TOKEN, connection_for, digest
 from components.node import AscendNode, AscendNodeArgs, FactExpectations
-from components.serving import (GpustackDeployment, GpustackDeploymentArgs, GpustackServer, GpustackServerArgs,
-                                RayCluster, RayClusterArgs, ServeScripts, ServingProcess, ServingProcessArgs,
-                                SmokeTest, SmokeTestArgs)
+from components.serving import (
+    GpustackDeployment,
+    GpustackDeploymentArgs,
+    GpustackServer,
+    GpustackServerArgs,
+    RayCluster,
+    RayClusterArgs,
+    ServeScripts,
+    ServingProcess,
+    ServingProcessArgs,
+    SmokeTest,
+    SmokeTestArgs,
+)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 
@@ -30,7 +29,7 @@ class AscendNodeArgs:
     preflight_script: str
     expect: FactExpectations
     # Runbook 001's TLS fix, when the stack asks for it.
-    fix_tls_script: Optional[str] = None
+    fix_tls_script: str | None = None
 
 
 class AscendNode(pulumi.ComponentResource):

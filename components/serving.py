@@ -8,7 +8,6 @@ the cluster."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 
@@ -73,7 +72,7 @@ class ServingProcessArgs:
     nodes: list[AscendNode]
     containers: list[InferenceContainer]
     # Per node; None where the engine runs nothing (the head-only engines' workers).
-    serve: list[Optional[ServeScripts]]
+    serve: list[ServeScripts | None]
     ready_script: str
     ready_timeout_s: int
     endpoint: str
@@ -116,7 +115,7 @@ class SmokeTestArgs:
     script: str
     # What it tests: redone whenever that was redone.
     ready: pulumi.Resource
-    stdin: Optional[pulumi.Input[str]] = None
+    stdin: pulumi.Input[str] | None = None
 
 
 class SmokeTest(pulumi.ComponentResource):

@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from . import faults as faultlib
 from . import image as imagelib
@@ -107,7 +107,7 @@ class Cluster:
         os.replace(tmp, self.cluster_file)
 
     @classmethod
-    def load(cls, state_dir: Path | str | None = None) -> "Cluster":
+    def load(cls, state_dir: Path | str | None = None) -> Cluster:
         state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
         try:
             data = json.loads((state_dir / "cluster.json").read_text())
@@ -135,7 +135,7 @@ class Cluster:
     @classmethod
     def up(cls, n: int, state_dir: Path | str | None = None, *, prefix: str = "ascemu", subnet: int = 0,
            hostnames: Sequence[str] | None = None, duplicate_hostname: bool = False,
-           layout: Layout | None = None, hardware: Hardware | None = None, log: Log = print) -> "Cluster":
+           layout: Layout | None = None, hardware: Hardware | None = None, log: Log = print) -> Cluster:
         """Bring up n nodes, or return the running cluster of n nodes in state_dir.
 
         Raises ClusterError with one message after tearing down whatever it made."""

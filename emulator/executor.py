@@ -30,9 +30,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from ascend_inference.container import spec_from_pulumi_inputs
 
@@ -63,7 +63,7 @@ class Action:
 class Report:
     actions: list[Action] = field(default_factory=list)
     seconds: float = 0.0
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
 
     def did(self, kind: str) -> list[str]:
         return [a.resource for a in self.actions if a.kind == kind]
@@ -107,7 +107,7 @@ class Executor:
         tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
         os.replace(tmp, self.state_file)
 
-    def _record(self, key: str, entry: Optional[dict]) -> None:
+    def _record(self, key: str, entry: dict | None) -> None:
         with self._lock:
             if entry is None:
                 self.state["resources"].pop(key, None)
@@ -260,7 +260,7 @@ class Executor:
             path.chmod(0o600)
         return str(path)
 
-    def _ssh(self, resource: str, connection: dict, command: str, stdin: Optional[str] = None) -> tuple[str, str]:
+    def _ssh(self, resource: str, connection: dict, command: str, stdin: str | None = None) -> tuple[str, str]:
         key_file = connection.get("key_file") or self._key_file(connection)
         argv = ["ssh", "-i", key_file, "-p", str(int(connection.get("port") or 22)), *self.ssh_options,
                 f"{connection.get('user') or 'root'}@{connection['host']}", command]

@@ -20,9 +20,9 @@ import os
 import shlex
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 # The script every node's PID 1 runs; its command line identifies our holders.
 HOLDER = Path(__file__).resolve().parent / "holder.py"
@@ -70,7 +70,7 @@ class Node:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "Node":
+    def from_json(cls, data: dict) -> Node:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     # ------------------------------------------------------------ is it ours

@@ -57,7 +57,7 @@ class Layout:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Layout":
+    def from_json(cls, data: dict) -> Layout:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

@@ -14,14 +14,14 @@ path is the cluster's fixture, the SSH key is the cluster's (as a secret).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack
 from ascendctl.preview.config import apply_change
 from ascendctl.preview.stack import config_for, loaded_with_config
 from ascendctl.preview.values import Secret
-from ascend_inference.spec import NAMESPACE
-from ascend_inference.stackfile import LoadedStack, load_stack
 from emulator.executor import Executor, Report
 
 MODEL_FIXTURE = "/data/models/deepseek-r1"
@@ -58,15 +58,16 @@ class StackRollout:
             log=log)
         self.executor.default_key = str(cluster.ssh_key_path)
 
-    def loaded(self, changes: Optional[list[str]] = None) -> tuple[LoadedStack, dict]:
+    def loaded(self, changes: list[str] | None = None) -> tuple[LoadedStack, dict]:
         config = self.config
         for change in changes or []:
             config = apply_change(config, change, self.base.file)
         return loaded_with_config(self.base, config), config
 
-    def up(self, changes: Optional[list[str]] = None) -> Report:
-        from components.program import run
+    def up(self, changes: list[str] | None = None) -> Report:
         import os
+
+        from components.program import run
 
         loaded, config = self.loaded(changes)
         self._provide_image_tar(loaded)

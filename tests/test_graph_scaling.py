@@ -18,7 +18,7 @@ from tests.conftest import NS, load_stack_doc, run_cli, write_stack
 SMALL, LARGE = ALL_PAIRS_UP_TO + 4, 2 * (ALL_PAIRS_UP_TO + 4)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scaled_graph(stack: str, count: int):
     base = load_stack(stack)
     config = scaled_config(base, count)

@@ -9,9 +9,9 @@ import pytest
 
 from ascend_inference.peers import ALL_PAIRS_UP_TO, ping_targets, shape
 from ascend_inference.render import declared_device_ips, render_node, render_peer_ping
+from ascend_inference.stackfile import load_stack
 from ascendctl.preview.config import scaled_config
 from ascendctl.preview.stack import loaded_with_config
-from ascend_inference.stackfile import load_stack
 
 
 def links(count: int) -> set[tuple[int, int]]:

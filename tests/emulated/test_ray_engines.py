@@ -115,7 +115,7 @@ def test_engine_rejects_unknown_flags_and_bad_values_with_exit_2(ray_cluster):
 
 
 def test_engine_start_failures_exit_1_with_the_cause(ray_cluster):
-    cases = {f"vllm-mindspore serve /data/models/absent --tensor-parallel-size 8": "is not a local folder",
+    cases = {"vllm-mindspore serve /data/models/absent --tensor-parallel-size 8": "is not a local folder",
              f"vllm-mindspore serve {MODEL} --tensor-parallel-size 32 --distributed-executor-backend ray":
                  "exceeds the total number of available NPUs",
              f"ASCEND_RT_VISIBLE_DEVICES=0,1,2,3 vllm-mindspore serve {MODEL} --tensor-parallel-size 8 "
