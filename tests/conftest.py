@@ -86,3 +86,18 @@ def container_mount_for(path: str, mounts: list[str]) -> str | None:
             if best is None or len(target) > len(best.split(":")[1].rstrip("/")):
                 best = mount
     return best
+
+
+# The test tiers (pyproject.toml describes them). Every test belongs to
+# exactly one, so `pytest -m pure` / `-m graph` / ... together run everything.
+TIERS = ("pure", "graph", "emulated", "realsoftware", "realengine")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            raise pytest.UsageError(
+                f"{item.nodeid} belongs to tier(s) {tiers or 'none'}: mark its module with exactly one of "
+                f"{', '.join(TIERS)} (`pytestmark = pytest.mark.<tier>`)")

@@ -9,11 +9,14 @@ import dataclasses
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ascend_inference.errors import StackError
 from ascend_inference.stackfile import load_stack
 from tests.conftest import NS, STACKS_DIR, load_stack_doc, run_cli, write_stack
+
+pytestmark = pytest.mark.graph
 
 
 def one_error_line(result) -> str:

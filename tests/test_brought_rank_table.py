@@ -18,6 +18,8 @@ import yaml
 
 from tests.conftest import STACKS_DIR, run_cli
 
+pytestmark = pytest.mark.pure
+
 
 def stack_nodes(stack: str) -> list[dict]:
     config = yaml.safe_load((STACKS_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]

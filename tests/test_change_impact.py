@@ -39,6 +39,8 @@ from ascendctl.preview.diff import Change
 from ascendctl.preview.graph import Graph, ResourceRecord
 from ascendctl.preview.stack import changes_for, loaded_with_config, record_stack
 
+pytestmark = pytest.mark.graph
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS = stack_names()
 CONTAINER = "docker:index/container:Container"

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, STACKS, STACKS_DIR, run_cli
 
+pytestmark = pytest.mark.pure
+
 HELP_MUST_EXPLAIN = {
     # command: words its --help must contain
     None: ("validate", "render", "preview", "diff", "stacks", "exit status 2"),

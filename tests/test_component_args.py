@@ -15,6 +15,8 @@ from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import record_stack
 from tests.conftest import STACK_RUNBOOK
 
+pytestmark = pytest.mark.graph
+
 STACKS = sorted(STACK_RUNBOOK)
 
 

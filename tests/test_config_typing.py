@@ -13,6 +13,8 @@ from ascend_inference.stackfile import load_stack, read_config
 from ascendctl.preview.config import apply_change, cli_typed
 from tests.conftest import STACKS_DIR, load_stack_doc, write_stack
 
+pytestmark = pytest.mark.pure
+
 NS = "ascend-inference"
 
 

@@ -9,6 +9,8 @@ from ascend_inference.container import ContainerSpec, Mount, spec_from_pulumi_in
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack, stack_names
 
+pytestmark = pytest.mark.pure
+
 
 def camel(args: dict) -> dict:
     """pulumi_docker's keyword arguments as the engine receives them."""

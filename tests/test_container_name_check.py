@@ -11,6 +11,8 @@ import pytest
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
 
+pytestmark = pytest.mark.pure
+
 STUB = """#!/usr/bin/env bash
 # docker container inspect -f FORMAT NAME
 [ "$1 $2" = "container inspect" ] || exit 64

@@ -23,6 +23,8 @@ from ascend_inference.render import check_rank_table, declared_device_ips, plan_
 from ascend_inference.spec import EngineSettings
 from ascend_inference.stackfile import load_stack
 
+pytestmark = pytest.mark.pure
+
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("ascend_inference", "components", "ascendctl")
 ENGINES_DIR = ROOT / "ascend_inference" / "engines"

@@ -31,6 +31,8 @@ from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
 from tests.conftest import FIXTURES
 
+pytestmark = pytest.mark.pure
+
 SAMPLES = FIXTURES / "tool-output"
 A2 = PROFILES["atlas-800i-a2"]
 DUO = PROFILES["atlas-300i-duo"]

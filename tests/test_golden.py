@@ -23,6 +23,8 @@ import yaml
 
 from tests.conftest import FIXTURES, NS, container_mount_for, load_stack_doc
 
+pytestmark = pytest.mark.pure
+
 # --------------------------------------------------------------------------
 # Runbook text, verbatim
 # --------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from ascendctl.preview import stack as preview_stack
 from ascendctl.preview.facts import synthetic_preflight
 from ascendctl.preview.stack import loaded_with_config, record_stack
 
+pytestmark = pytest.mark.graph
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
 NS = f"{NAMESPACE}:"

@@ -29,6 +29,8 @@ from ascendctl.preview.printer import format_diff, format_tree
 from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.values import UNKNOWN, Secret
 
+pytestmark = pytest.mark.graph
+
 PROJECT = "ascend-inference"
 SSH_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
            "b3BlbnNzaC1rZXktdjEAAAAA-TOPSECRET-9f8e7d\n"

@@ -15,6 +15,8 @@ from ascendctl.preview.config import scaled_config
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from tests.conftest import NS, load_stack_doc, run_cli, write_stack
 
+pytestmark = pytest.mark.graph
+
 SMALL, LARGE = ALL_PAIRS_UP_TO + 4, 2 * (ALL_PAIRS_UP_TO + 4)
 
 

@@ -40,6 +40,8 @@ from ascendctl.preview.printer import format_diff, format_tree
 from ascendctl.preview.stack import changes_for, config_for, loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
 
+pytestmark = pytest.mark.graph
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS = stack_names()
 

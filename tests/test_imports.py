@@ -12,6 +12,10 @@ import ast
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.pure
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ascend_inference", "components", "ascendctl")
 PULUMI = ("pulumi", "pulumi_command", "pulumi_docker")

@@ -15,6 +15,8 @@ from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
 from tests.conftest import STACKS
 
+pytestmark = pytest.mark.pure
+
 IN_CONTAINER = {"ray-start", "ray-stop", "ray-verify", "serve-start", "serve-stop", "serve-ready"}
 
 # Stand-in for `docker exec -i NAME bash -s`: records the container name and

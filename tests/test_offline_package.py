@@ -30,6 +30,8 @@ from ascendctl.preview.versions import (
 )
 from tests.conftest import PROJECT_ROOT, STACKS
 
+pytestmark = pytest.mark.graph
+
 PROGRAM_SOURCES = [PROJECT_ROOT / "__main__.py",
                    *sorted((PROJECT_ROOT / "components").rglob("*.py")),
                    *sorted((PROJECT_ROOT / "ascend_inference").rglob("*.py"))]

@@ -13,6 +13,8 @@ from ascend_inference.stackfile import load_stack
 from ascendctl.preview.config import scaled_config
 from ascendctl.preview.stack import loaded_with_config
 
+pytestmark = pytest.mark.pure
+
 
 def links(count: int) -> set[tuple[int, int]]:
     return {(i, j) for i in range(count) for j in ping_targets(count, i)}

@@ -17,6 +17,8 @@ from ascend_inference.stackfile import load_stack, stack_names
 from ascendctl.preview.graph import Graph
 from ascendctl.preview.stack import changes_for, record_stack
 
+pytestmark = pytest.mark.graph
+
 COMMAND = "command:remote:Command"
 STACKS = stack_names()
 

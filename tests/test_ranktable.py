@@ -278,6 +278,8 @@ def test_rendered_rank_tables_validate(rendered):
 
 from ascend_inference.ranktable import RankTableOptions, StackServer, check_rank_table_for_stack  # noqa: E402
 
+pytestmark = pytest.mark.pure
+
 
 def notes_of(table, **overrides) -> tuple[list[str], list[str]]:
     notes: list[str] = []

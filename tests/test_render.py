@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import NS, STACKS, container_mount_for, load_stack_doc, run_cli, write_stack
 
+pytestmark = pytest.mark.pure
+
 USES_RANK_TABLE = {"tp16-mindie", "tp16-lmdeploy"}
 PER_NODE_VARIABLES = {
     "tp16-vllm-mindspore": set(),

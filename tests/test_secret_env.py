@@ -20,6 +20,8 @@ from ascendctl.preview.values import contains_secret
 from components.program import run
 from tests.conftest import NS, load_stack_doc, run_cli, write_stack
 
+pytestmark = pytest.mark.graph
+
 CIPHERTEXT = "v1:c2VjcmV0LWJ5dGVz:bm90LXJlYWxseS1lbmNyeXB0ZWQ="
 TOKEN = "hf_never_in_clear_0123456789"
 

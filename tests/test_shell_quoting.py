@@ -17,6 +17,8 @@ from ascend_inference.stackfile import load_stack
 from ascend_inference.templating import render_template, wrap
 from tests.conftest import NS, STACKS, load_stack_doc, write_stack
 
+pytestmark = pytest.mark.pure
+
 # Each would break an unquoted script or run something: a space splits
 # words, `$(...)` and backticks run commands, a quote ends a string.
 HOSTILE = "a b $(touch PWNED) `touch PWNED` 'q' $HOME;"

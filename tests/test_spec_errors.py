@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import NS, STACKS_DIR, load_stack_doc, run_cli, write_stack
 
+pytestmark = pytest.mark.pure
+
 PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
                "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
                "-----END OPENSSH PRIVATE KEY-----\n")

@@ -21,6 +21,8 @@ from ascend_inference.stackfile import load_stack
 from ascend_inference.topology import default_layer_split, rank_layout
 from tests.conftest import NS, STACKS, load_stack_doc, run_cli, write_stack
 
+pytestmark = pytest.mark.pure
+
 GB = 10**9
 GIB = 2**30
 # Bytes per parameter as stored (topology.py: W8A8/A8W4 keep embeddings,
