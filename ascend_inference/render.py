@@ -12,10 +12,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
+from ascend_inference.errors import Problem
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
@@ -93,7 +94,7 @@ def node_context(loaded: LoadedStack, index: int) -> NodeContext:
                        rank_table_path=spec.engine_plugin.rank_table_path(spec))
 
 
-def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> dict | None:
+def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> dict[str, Any] | None:
     spec = loaded.spec
     engine = spec.engine_plugin
     if not engine.uses_rank_table:
@@ -106,7 +107,7 @@ def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> dict | 
         with_container_ip=options.container_ip, device_port=options.device_port)
 
 
-def check_rank_table(loaded: LoadedStack, table: dict, source: str):
+def check_rank_table(loaded: LoadedStack, table: dict[str, Any], source: str) -> list[Problem]:
     spec = loaded.spec
     return validate_rank_table(
         table, source=source, devices_per_node=spec.profile.devices_per_node,
@@ -129,7 +130,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
               "remote_dir": ctx.remote_dir, "model_path": spec.model.path}
     scripts: dict[str, Script] = {}
 
-    def script(name: str, purpose: str, place: Place = "host", template: str = "", **extra) -> None:
+    def script(name: str, purpose: str, place: Place = "host", template: str = "", **extra: Any) -> None:
         text = render_template(template or f"{name}.sh.j2", purpose=purpose, **common, **extra)
         scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name)
 
@@ -148,8 +149,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
                node_ip_flag=engine.ray_join_with_node_ip and not ctx.is_master)
         script("ray-stop", "Stop Ray on this node", "container")
         if ctx.is_master:
-            script("ray-verify", "Verify the Ray cluster", "container", world_size=plan.world_size, nodes=len(spec.nodes),
-                   timeout_s=300)
+            script("ray-verify", "Verify the Ray cluster", "container", world_size=plan.world_size,
+                   nodes=len(spec.nodes), timeout_s=300)
     serve = engine.serve(spec, plan, loaded.name)
     if serve.where == "every-node" or (serve.where == "head" and ctx.is_master):
         pre_start = engine.pre_start(ctx)
@@ -158,8 +159,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
                workdir=serve.workdir, command=serve.command, pre_start=pre_start)
         script("serve-stop", f"Stop {engine.kind}", "container", run_dir=run_dir)
         if ctx.is_master:
-            script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir, log_file=serve.log_file,
-                   ready=engine.readiness(spec))
+            script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir,
+                   log_file=serve.log_file, ready=engine.readiness(spec))
     if ctx.is_master:
         script("smoke", "Smoke request", template=engine.smoke_template, smoke=engine.smoke_request(spec),
                **engine.smoke_context(spec))
@@ -190,7 +191,7 @@ def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:
     return sorted(k for k in mine if mine.get(k) != other.get(k))
 
 
-def plan_document(loaded: LoadedStack) -> dict:
+def plan_document(loaded: LoadedStack) -> dict[str, Any]:
     spec, plan = loaded.spec, loaded.plan
     engine = spec.engine_plugin
     doc = {

@@ -64,7 +64,7 @@ def measure(root: Path, stack: str, nodes: int, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return {"nodes": nodes, "failed": f"did not finish in {timeout:.0f} s"}
     if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["exit status %d" % out.returncode])[-1]
+        last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
         return {"nodes": nodes, "failed": last}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -74,7 +74,8 @@ def per_doubling(rows: list[dict], key: str) -> dict[int, float]:
     (t2/t1) ** (1 / log2(n2/n1)); 2.0 is linear, 4.0 quadratic."""
     out = {}
     done = [r for r in rows if key in r]
-    for a, b in zip(done, done[1:]):
+    # Consecutive pairs: the second list is one shorter by design.
+    for a, b in zip(done, done[1:], strict=False):
         if a[key] > 0 and b["nodes"] > a["nodes"]:
             out[b["nodes"]] = (b[key] / a[key]) ** (1 / math.log2(b["nodes"] / a["nodes"]))
     return out
@@ -127,7 +128,7 @@ def table(results: dict[str, list[dict]], baseline: dict[str, list[dict]] | None
         out += ["| " + " | ".join(c for c in cells) + " |" for cells in lines]
     else:
         widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
-        fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+        fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
         out = [fmt(head), *(fmt(c) for c in lines)]
     return "\n".join(out + [""] + [f"- {note}".replace(f"{ROOT}/", "") for note in notes])
 

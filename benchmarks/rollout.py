@@ -69,8 +69,8 @@ def main() -> int:
                     rollout.destroy()
                     cluster.clear_faults("node1")
                     caught = "caught" if report.error else "NOT CAUGHT"
-                    print(f"{next(iter(fault)):<20} {elapsed:12.1f} s  {caught}: {str(report.error).splitlines()[0][:90]}",
-                          flush=True)
+                    first_line = str(report.error).splitlines()[0][:90]
+                    print(f"{next(iter(fault)):<20} {elapsed:12.1f} s  {caught}: {first_line}", flush=True)
         finally:
             Cluster.down_state_dir(state, log=lambda m: None)
     if len(rows) > 1:

@@ -12,17 +12,20 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
+from pulumi_command import remote
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.errors import NodeFactError
 from ascend_inference.facts import check_cluster, raise_first
 from ascend_inference.ranktable import rank_table_digest
-from ascend_inference.render import render_template
+from ascend_inference.spec import Node
+from ascend_inference.templating import render_template
 from components.common import TOKEN, clearly, digest, remote_step
 from components.node import AscendNode, facts_from_json
 
@@ -45,13 +48,14 @@ class ModelWeights(pulumi.ComponentResource):
         self.checks = [
             remote_step(f"{node.node.name}-weights", connection=node.connection, create=script, parent=self,
                         depends_on=[node.preflight], timeout="30m", retain_on_delete=True)
-            for node, script in zip(args.nodes, args.scripts)]
+            for node, script in zip(args.nodes, args.scripts, strict=True)]
 
         def same_everywhere(outputs: list) -> str:
             prints = [json.loads(o.strip().splitlines()[-1]) for o in outputs]
             first = prints[0]
             for other in prints[1:]:
-                if (other["fingerprint"], other["files"], other["bytes"]) != (first["fingerprint"], first["files"], first["bytes"]):
+                mine = (other["fingerprint"], other["files"], other["bytes"])
+                if mine != (first["fingerprint"], first["files"], first["bytes"]):
                     raise NodeFactError(other["node"], "model weights",
                                         f"{other['path']} has {other['files']} files / {other['bytes']} bytes, "
                                         f"{first['node']} has {first['files']} files / {first['bytes']} bytes",
@@ -89,15 +93,20 @@ class PeerCheck(pulumi.ComponentResource):
     def __init__(self, name: str, args: PeerCheckArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:cluster:PeerCheck", name, None, opts)
         nodes = args.nodes
-        self.pings = []
-        for index, (node, targets) in enumerate(zip(nodes, args.ping_targets)):
+        self.pings: list[remote.Command] = []
+
+        def ping_script(i: int, names: list[str]) -> Callable[[list[list[str]]], str]:
+            """Node i's ping script from its peers' device IPs (in `names` order)."""
+            return lambda ips: args.ping_script(i, dict(zip(names, ips, strict=True)))
+
+        for index, (node, targets) in enumerate(zip(nodes, args.ping_targets, strict=True)):
             if not targets:
                 continue
             # Only the pinged peers' facts: a ping depends on a bounded number
             # of nodes, not on the whole cluster.
             peers = [nodes[j] for j in targets]
             script = pulumi.Output.all(*[p.device_ips for p in peers]).apply(
-                lambda ips, i=index, names=[p.node.name for p in peers]: args.ping_script(i, dict(zip(names, ips))))
+                ping_script(index, [p.node.name for p in peers]))
             self.pings.append(remote_step(
                 f"{node.node.name}-peer-ping", connection=node.connection, create=script, parent=self,
                 timeout="10m", every_up=True))
@@ -121,7 +130,12 @@ class PeerCheck(pulumi.ComponentResource):
         self.verified = remote_step(
             "cluster-verified", connection=master.connection, create=install, delete=remove, parent=self,
             triggers=[record], depends_on=self.pings)
-        self.verified_device_ips = self.verified.triggers.apply(lambda t: json.loads(t[-1])["device_ips"])
+        def recorded_device_ips(triggers: Sequence[Any] | None) -> Any:
+            # Never None: the gate is created with triggers, the record last.
+            assert triggers is not None
+            return json.loads(triggers[-1])["device_ips"]
+
+        self.verified_device_ips = self.verified.triggers.apply(recorded_device_ips)
         self.register_outputs({"device_ips": self.verified_device_ips})
 
 
@@ -162,10 +176,14 @@ class RankTable(pulumi.ComponentResource):
         self.content = args.device_ips.apply(clearly(args.table_json))
         self.digest = self.content.apply(lambda text: rank_table_digest(json.loads(text)))
         self.path = args.path
-        self.copies = []
+        self.copies: list[remote.Command] = []
+
+        def install_on(n: Node) -> Callable[[str], str]:
+            return lambda text: install_script(
+                text, purpose="Install the HCCL rank table", stack=args.stack, node=n, path=args.path, mode="640")
+
         for node in args.nodes:
-            script = self.content.apply(lambda text, n=node.node: install_script(
-                text, purpose="Install the HCCL rank table", stack=args.stack, node=n, path=args.path, mode="640"))
+            script = self.content.apply(install_on(node.node))
             remove = render_template("remove-file.sh.j2", purpose="Remove the HCCL rank table", stack=args.stack,
                                      node=node.node, path=args.path)
             # The script carries the gate (through the content); no depends_on needed.
@@ -238,6 +256,7 @@ class InferenceContainer(pulumi.ComponentResource):
             f"{name}-docker", host=args.docker_host, ssh_opts=args.ssh_opts,
             opts=pulumi.ResourceOptions(parent=self))
         waits: list[pulumi.Resource] = []
+        self.image: remote.Command | docker.RemoteImage
         if args.image_load_script is not None:
             # The image stays on the node on destroy.
             self.image = remote_step(f"{name}-image", connection=node.connection, create=args.image_load_script,
@@ -245,12 +264,13 @@ class InferenceContainer(pulumi.ComponentResource):
             image_ref: pulumi.Input[str] = args.image
             waits.append(self.image)
         else:
-            self.image = docker.RemoteImage(
+            remote_image = docker.RemoteImage(
                 f"{name}-image", name=args.image, keep_locally=True,
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[node.preflight],
                                             custom_timeouts=pulumi.CustomTimeouts(create="60m")))
+            self.image = remote_image
             # The image id input carries the dependency.
-            image_ref = self.image.image_id
+            image_ref = remote_image.image_id
         cspec = args.container
         docker_args = cspec.pulumi_docker_args()
         docker_args["image"] = image_ref

@@ -66,8 +66,8 @@ def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str]
     proxy = None
     if ssh.jump_host:
         user, _, rest = ssh.jump_host.rpartition("@")
-        host, _, port = rest.partition(":")
-        proxy = remote.ProxyConnectionArgs(host=host, user=user or ssh.user, port=int(port or 22),
+        host, _, jump_port = rest.partition(":")
+        proxy = remote.ProxyConnectionArgs(host=host, user=user or ssh.user, port=int(jump_port or 22),
                                            private_key=private_key)
     port, user = node.port or ssh.port, node.user or ssh.user
     args = remote.ConnectionArgs(

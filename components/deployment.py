@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from ascend_inference.engines.base import ClusterStyle
+from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
@@ -91,7 +92,7 @@ class Deployment(pulumi.ComponentResource):
                 preflight_script=r.scripts.preflight.command, expect=expect,
                 fix_tls_script=r.scripts.fix_tls.command if r.scripts.fix_tls else None),
                 child)
-            for n, r in zip(spec.nodes, self.rendered)]
+            for n, r in zip(spec.nodes, self.rendered, strict=True)]
         self.weights = ModelWeights("model-weights", ModelWeightsArgs(
             self.nodes, [r.scripts.weights.command for r in self.rendered]), child)
         count = len(self.nodes)
@@ -106,15 +107,19 @@ class Deployment(pulumi.ComponentResource):
         started_by: list = [self.weights.fingerprint]
         self.rank_table = None
         if engine.uses_rank_table:
+            table_path = engine.rank_table_path(spec)
+            assert table_path is not None, "an engine that uses a rank table names its path"
             self.rank_table = RankTable("rank-table", RankTableArgs(
                 stack=loaded.name, nodes=self.nodes, device_ips=self.peer_check.verified_device_ips,
-                table_json=self._rank_table_json, path=engine.rank_table_path(spec)), child)
+                table_json=self._rank_table_json, path=table_path), child)
             started_by.append(self.rank_table.digest)
 
         def container_args(i: int, **extra) -> InferenceContainerArgs:
             # Each container waits for the gate and its own node's rank-table copy;
             # what needs every copy (the serving processes) waits for them itself.
-            after = [gate] + ([self.rank_table.copies[i]] if self.rank_table else [])
+            after: list[pulumi.Resource] = [gate]
+            if self.rank_table:
+                after.append(self.rank_table.copies[i])
             return self._container_args(i, after, **extra)
 
         if engine.cluster_style is ClusterStyle.GPUSTACK:
@@ -144,7 +149,8 @@ class Deployment(pulumi.ComponentResource):
             ready_timeout_s=spec.engine.ready_timeout_s, endpoint=engine.endpoint(spec),
             after=serve_after, started_by=started_by), child)
         self.smoke = SmokeTest("smoke-test", SmokeTestArgs(
-            master=self.nodes[0], script=self._command(self.rendered[0].scripts.smoke), ready=self.serving.ready), child)
+            master=self.nodes[0], script=self._command(self.rendered[0].scripts.smoke), ready=self.serving.ready),
+            child)
         self._finish(self.smoke.reply)
 
     @staticmethod
@@ -156,6 +162,8 @@ class Deployment(pulumi.ComponentResource):
     def _rank_table_json(self, device_ips: dict[str, list[str]]) -> str:
         loaded = self.loaded
         table = rank_table(loaded, device_ips)
+        # Called only for an engine that uses a rank table (see __init__).
+        assert table is not None, "the engine uses a rank table"
         problems = check_rank_table(loaded, table, f"rank table for stack {loaded.name}")
         if problems:
             raise NodeFactError(loaded.spec.nodes[0].name, "rank table", "; ".join(str(p) for p in problems))
@@ -188,6 +196,8 @@ class Deployment(pulumi.ComponentResource):
         loaded = self.loaded
         spec = loaded.spec
         engine = spec.engine_plugin
+        # The only engine of the GPUStack cluster style.
+        assert isinstance(engine, Gpustack)
         master = self.nodes[0]
         server = InferenceContainer(master.node.name, container_args(0), child)
         self.gpustack = GpustackServer("gpustack", GpustackServerArgs(

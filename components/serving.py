@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+from pulumi_command import remote
 
-from ascend_inference.render import render_template
+from ascend_inference.templating import render_template
 from components.cluster import InferenceContainer
 from components.common import TOKEN, digest, remote_step
 from components.node import AscendNode
@@ -91,8 +92,8 @@ class ServingProcess(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServingProcessArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:serving:ServingProcess", name, None, opts)
-        self.starts = []
-        for i, (node, serve) in enumerate(zip(args.nodes, args.serve)):
+        self.starts: list[remote.Command] = []
+        for i, (node, serve) in enumerate(zip(args.nodes, args.serve, strict=True)):
             if serve is None:
                 continue
             # MindIE: the master's daemon first, then the others.
@@ -114,7 +115,7 @@ class SmokeTestArgs:
     master: AscendNode
     script: str
     # What it tests: redone whenever that was redone.
-    ready: pulumi.Resource
+    ready: pulumi.CustomResource
     stdin: pulumi.Input[str] | None = None
 
 
@@ -129,6 +130,10 @@ class SmokeTest(pulumi.ComponentResource):
             triggers=[args.ready.id], timeout="15m", stdin=args.stdin)
         self.reply = self.request.stdout
         self.register_outputs({"reply": self.reply})
+
+
+def _stripped(text: str | None) -> str:
+    return (text or "").strip()
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,8 @@ class GpustackServer(pulumi.ComponentResource):
             create=render_template("gpustack-secret.sh.j2", purpose="Read the initial admin password",
                                    path="/var/lib/gpustack/initial_admin_password", **common),
             triggers=[server.container_id])
-        self.token = pulumi.Output.secret(self.token_reader.stdout.apply(lambda s: (s or "").strip()))
-        self.admin_password = pulumi.Output.secret(self.password_reader.stdout.apply(lambda s: (s or "").strip()))
+        self.token: pulumi.Output[str] = pulumi.Output.secret(self.token_reader.stdout.apply(_stripped))
+        self.admin_password: pulumi.Output[str] = pulumi.Output.secret(self.password_reader.stdout.apply(_stripped))
         self.register_outputs({"token": self.token, "admin_password": self.admin_password})
 
 

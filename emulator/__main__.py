@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
                    help="config change, as for `python -m ascendctl diff` (repeatable)")
 
-    p = sub.add_parser("destroy", help="undo a stack's rollout on the emulated cluster (what `pulumi destroy` would do)")
+    p = sub.add_parser("destroy",
+                       help="undo a stack's rollout on the emulated cluster (what `pulumi destroy` would do)")
     p.add_argument("--stack", default="tp16-vllm-mindspore", help="stack name (default tp16-vllm-mindspore)")
 
     args = parser.parse_args(argv)
@@ -235,8 +236,9 @@ def cmd_destroy(args) -> int:
     return 0
 
 
-COMMANDS = {"rollout": cmd_rollout, "destroy": cmd_destroy, "up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec, "ssh": cmd_ssh,
-            "fault": cmd_fault, "docker-env": cmd_docker_env, "docker-args": cmd_docker_args}
+COMMANDS = {"rollout": cmd_rollout, "destroy": cmd_destroy, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+            "exec": cmd_exec, "ssh": cmd_ssh, "fault": cmd_fault, "docker-env": cmd_docker_env,
+            "docker-args": cmd_docker_args}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -296,7 +296,8 @@ class Executor:
             conn = dict(entry["connection"], key_file=entry.get("key_file") or self.default_key)
             self._ssh(entry["name"], conn, entry["delete"])
         elif typ == "docker:index/container:Container":
-            self._ssh(entry["name"], entry["connection"], f"docker rm -f {shlex.quote(entry['container'])} >/dev/null 2>&1 || true")
+            self._ssh(entry["name"], entry["connection"],
+                      f"docker rm -f {shlex.quote(entry['container'])} >/dev/null 2>&1 || true")
         self._record(key, None)
 
 

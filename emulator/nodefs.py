@@ -160,15 +160,18 @@ def model_fixture(differs: bool = False) -> dict[str, bytes]:
     shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     files = {
         "config.json": json.dumps(config, indent=2).encode() + b"\n",
-        "generation_config.json": b'{"bos_token_id": 0, "eos_token_id": 1, "do_sample": true, "temperature": 0.6, "top_p": 0.95}\n',
+        "generation_config.json":
+            b'{"bos_token_id": 0, "eos_token_id": 1, "do_sample": true, "temperature": 0.6, "top_p": 0.95}\n',
         "tokenizer_config.json": b'{"tokenizer_class": "LlamaTokenizerFast", "model_max_length": 16384}\n',
         "tokenizer.json": b'{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}\n',
         "model.safetensors.index.json": json.dumps(
-            {"metadata": {"total_size": 0}, "weight_map": {"lm_head.weight": shards[1], "model.embed_tokens.weight": shards[0]}},
+            {"metadata": {"total_size": 0},
+             "weight_map": {"lm_head.weight": shards[1], "model.embed_tokens.weight": shards[0]}},
             indent=2).encode() + b"\n",
         shards[0]: empty_shard,
         shards[1]: empty_shard,
-        "README.md": b"Emulator fixture standing in for DeepSeek-R1 weights. No real weights: inference is not exercised.\n",
+        "README.md":
+            b"Emulator fixture standing in for DeepSeek-R1 weights. No real weights: inference is not exercised.\n",
     }
     if differs:
         files[shards[1]] = (2).to_bytes(8, "little") + b"{} differs on this node\n"

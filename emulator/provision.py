@@ -298,7 +298,9 @@ def destroy(cluster: Cluster, log: Log) -> list[str]:
     for node in cluster.nodes:
         # Processes die asynchronously after their PID 1; the netns is free
         # once none is left in it.
-        _wait_for(lambda: not (network.netns_exists(node.netns) and network.netns_pids(node.netns)), 10, None)
+        # (`node` bound as a default: _wait_for calls the predicate right away, in this iteration.)
+        _wait_for(lambda node=node: not (network.netns_exists(node.netns) and network.netns_pids(node.netns)),
+                  10, None)
         left = network.netns_pids(node.netns) if network.netns_exists(node.netns) else []
         if left:
             problems.append(f"{node.name}: processes still in {node.netns}: {left} (not ours to kill)")
@@ -339,7 +341,7 @@ def stop_holder(node: Node) -> list[str]:
     for pid in holders:
         os.kill(pid, signal.SIGKILL)
     for pid in holders:
-        _wait_for(lambda: not process_alive(pid), 10, None)
+        _wait_for(lambda pid=pid: not process_alive(pid), 10, None)
     proc = _SPAWNED.pop(node.unshare_pid, None)
     if proc is not None:  # we are its parent: reap it (it exits once its child is gone)
         try:

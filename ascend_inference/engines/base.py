@@ -119,8 +119,9 @@ class EngineSettingsBase(StrictModel):
                 found.append(Problem(file, key, f"{name} is also set in engine.env",
                                      "keep it in one place: secret_env for a secret, env otherwise"))
             elif not CONFIG_KEY.match(secret_key):
-                found.append(Problem(file, key, f"'{secret_key}' is not a config key name",
-                                     f"use letters, digits and _, starting with a letter (e.g. {config_key_for(name)})"))
+                found.append(Problem(
+                    file, key, f"'{secret_key}' is not a config key name",
+                    f"use letters, digits and _, starting with a letter (e.g. {config_key_for(name)})"))
         return found
 
     def host_ports(self) -> dict[str, int]:

@@ -223,7 +223,8 @@ def check_npus(world, use_ray, label):
     local = local_npus()
     if len(local) < world:
         raise StartupError(f"RuntimeError: {label} needs {world} NPUs on this node, {len(local)} visible "
-                           f"(/dev/davinci* in the container: pass --device for each, or use Ray for more than one node)")
+                           f"(/dev/davinci* in the container: pass --device for each, "
+                           f"or use Ray for more than one node)")
 
 
 # --------------------------------------------------------------------------
@@ -258,7 +259,8 @@ def vllm_engine(prog, argv):
 
 def lmdeploy_engine(prog, argv):
     if argv[:2] != ["serve", "api_server"]:
-        sys.stderr.write(f"{os.path.basename(prog)}: the emulator only emulates `{os.path.basename(prog)} serve api_server`\n")
+        sys.stderr.write(f"{os.path.basename(prog)}: the emulator only emulates "
+                         f"`{os.path.basename(prog)} serve api_server`\n")
         sys.exit(2)
     args = lmdeploy_parser(f"{os.path.basename(prog)} serve api_server").parse_args(argv[2:])
     check_model(args.model_path)
@@ -343,7 +345,8 @@ def make_handler(engine):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, fmt, *args):
-            log(f'INFO:     {self.client_address[0]}:{self.client_address[1]} - "{self.requestline}" {args[1] if len(args) > 1 else ""}')
+            log(f'INFO:     {self.client_address[0]}:{self.client_address[1]} - '
+                f'"{self.requestline}" {args[1] if len(args) > 1 else ""}')
 
         def send_json(self, code, body):
             data = json.dumps(body).encode()
@@ -432,7 +435,8 @@ def serve(engine):
         log("Daemon start success!")  # docs/formats.md §3: the real daemon's success line
     else:
         if engine.kind == "lmdeploy":
-            log(f"HINT:    Please open \033[93m\033[1mhttp://{engine.host}:{engine.port}\033[0m in a browser for detailed api usage!!!")
+            log(f"HINT:    Please open \033[93m\033[1mhttp://{engine.host}:{engine.port}\033[0m "
+                "in a browser for detailed api usage!!!")
         log(f"INFO:     Started server process [{os.getpid()}]")
         log("INFO:     Waiting for application startup.")
         log("INFO:     Application startup complete.")

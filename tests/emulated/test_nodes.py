@@ -32,8 +32,9 @@ def test_ssh_uses_the_per_run_key_only(cluster):
     node = cluster.nodes[0]
     # Without the key (and with no agent) the node refuses: key auth only.
     got = subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                          "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null",
-                          f"root@{node.address}", "true"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+                          "-o", "IdentityFile=/dev/null", f"root@{node.address}", "true"],
+                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert got.returncode == 255 and "Permission denied" in got.stderr
     # With it, host keys are pinned: StrictHostKeyChecking=yes against the run's known_hosts.
     assert ssh_ok(cluster, node, "echo ok").strip() == "ok"
@@ -135,7 +136,8 @@ def test_sftp_copy_and_parallel_sessions(cluster, tmp_path):
     got = subprocess.run(["sftp", "-F", str(cluster.ssh_config_path), "-b", "-", "node1"],
                          input=f"put {src} /root/ascemu-sftp-test.json\n", capture_output=True, text=True, timeout=30)
     assert got.returncode == 0, got.stderr
-    assert ssh_ok(cluster, "node1", "cat /root/ascemu-sftp-test.json; rm /root/ascemu-sftp-test.json") == src.read_text()
+    copied = ssh_ok(cluster, "node1", "cat /root/ascemu-sftp-test.json; rm /root/ascemu-sftp-test.json")
+    assert copied == src.read_text()
     procs = [subprocess.Popen(cluster.ssh_args(cluster.nodes[i % 2]) + ["sleep 1; hostname"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(24)]
     outputs = [p.communicate(timeout=60) for p in procs]

@@ -171,7 +171,8 @@ def test_mindie_daemon_reads_config_and_rank_table(ray_cluster):
     cmd = f"cd {service} && {env} ./bin/mindieservice_daemon > /tmp/mindie.log 2>&1"
     assert in_container(ray_cluster, head, CONTAINER, cmd, detach=True).returncode == 0
     try:
-        status, body = http_retry(f"http://{head.address}:1025/", {"inputs": "I love Beijing, because", "stream": False})
+        status, body = http_retry(f"http://{head.address}:1025/",
+                                  {"inputs": "I love Beijing, because", "stream": False})
         assert status == 200 and "DeepSeek-R1" in body["generated_text"]
         assert "Daemon start success!" in in_container(ray_cluster, head, CONTAINER, "cat /tmp/mindie.log").stdout
     finally:

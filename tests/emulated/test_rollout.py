@@ -36,7 +36,8 @@ def container_ids(cluster, name) -> dict:
 
 def ray_head_started(cluster, container) -> str:
     """Start time of the head's GCS server: changes only if Ray is restarted."""
-    return ssh(cluster, "node0", f"docker exec {container} sh -c 'ps -o lstart= -p $(pgrep -f gcs_server | head -n1)'").strip()
+    return ssh(cluster, "node0",
+               f"docker exec {container} sh -c 'ps -o lstart= -p $(pgrep -f gcs_server | head -n1)'").strip()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def test_full_rollout(cluster, rolled_out):
         info = json.loads(ssh(cluster, node.name, f"docker inspect {container}"))[0]
         assert info["State"]["Running"]
         devices = {d["PathOnHost"] for d in info["HostConfig"]["Devices"]}
-        assert {f"/dev/davinci{i}" for i in range(8)} | {"/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"} <= devices
+        assert ({f"/dev/davinci{i}" for i in range(8)}
+                | {"/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"}) <= devices
         assert info["HostConfig"]["NetworkMode"] == "host" and info["HostConfig"]["IpcMode"] == "host"
         binds = info["HostConfig"]["Binds"]
         assert "/etc/hccn.conf:/etc/hccn.conf" in binds and "/data/models/deepseek-r1:/data/models/deepseek-r1" in binds

@@ -27,15 +27,20 @@ NPU_SMI_FRAME = [
     "| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |",
     "+===========================+===============+====================================================+",
 ]
-REF_1A_HEADER_23_0_7 = "| npu-smi 23.0.7                   Version: 23.0.7                                               |"
+REF_1A_HEADER_23_0_7 = (
+    "| npu-smi 23.0.7                   Version: 23.0.7                                               |")
 REF_1A_DEVICE_4 = ["| 4     910B2               | OK            | 96.6        36                0    / 0             |",
                    "| 0                         | 0000:81:00.0  | 0           0    / 0          3347 / 65536         |"]
-REF_1A_PROCESS_HEADER = "| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |"
-REF_1A_NO_PROCESS_0 = "| No running processes found in NPU 0                                                            |"
+REF_1A_PROCESS_HEADER = (
+    "| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |")
+REF_1A_NO_PROCESS_0 = (
+    "| No running processes found in NPU 0                                                            |")
 # docs/formats.md §1e, `npu-smi info -m`
 REF_1E_HEADER = "NPU ID                         Chip ID                        Chip Logic ID                  Chip Name"
-REF_1E_ROWS = ["3                              0                              0                              Ascend 910B3",
-               "3                              1                              -                              Mcu"]
+REF_1E_ROWS = [
+    "3                              0                              0                              Ascend 910B3",
+    "3                              1                              -                              Mcu",
+]
 # docs/formats.md §2a
 REF_TLS_OFF = ("dev_id:{d}, tls switch[0](0:disable, 1:enable), tls preconfigured[1](0:non-preset, 1:preset), "
                "tls alarm time threshold[60]days")
@@ -103,7 +108,8 @@ def test_hccn_tool_ping_fails_for_an_unreachable_peer(cluster):
         got = cluster.ssh(node0, f"hccn_tool -i 0 -ping -g address {target}")
         assert got.returncode != 0
         assert got.stdout.splitlines() == [f"device 0 PING {target}", "recv time out seq=0", "recv time out seq=1",
-                                           "recv time out seq=2", "3 packets transmitted, 0 received, 100.00% packet loss"]
+                                           "recv time out seq=2",
+                                           "3 packets transmitted, 0 received, 100.00% packet loss"]
         # a real routing fault, not only the stand-in's word for it
         assert cluster.ssh(node0, f"ping -c 1 -W 1 {target}").returncode != 0
         assert cluster.ssh(node1, f"ping -c 1 -W 1 {node0.device_ips[0]}").returncode == 0
@@ -140,7 +146,8 @@ FAULTS = {
                         lambda out: out.splitlines() == ["net health status: Fault", "link status: UP"]),
     "missing_devices": ({"missing_devices": [7]}, "npu-smi info | grep -c 910B3; ls /dev/davinci7 2>&1; "
                         "npu-smi info -m | grep -c Ascend",
-                        lambda out: out.splitlines()[0] == "7" and "No such file" in out and out.splitlines()[-1] == "7"),
+                        lambda out: (out.splitlines()[0] == "7" and "No such file" in out
+                                     and out.splitlines()[-1] == "7")),
     "unhealthy_devices": ({"unhealthy_devices": {"2": "Warning", "5": "Alarm"}},
                           "npu-smi info | grep 910B3 | cut -c30-44",
                           lambda out: [s.strip() for s in out.splitlines()] ==
