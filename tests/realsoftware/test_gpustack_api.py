@@ -49,7 +49,7 @@ def program_scripts(stack, *, timeout_s: int = 2, extra_backend_parameters: list
         engine["extra_backend_parameters"] = extra_backend_parameters
     changed = loaded_with_config(loaded, config)
     graph = record_stack(changed)
-    model = graph.by_name("gpustack-model")
+    model = graph.by_name("gpustack-model-deploy")
     assert isinstance(model.inputs["stdin"], Secret), "the admin password must reach the script as a secret"
     return {
         "deploy": model.inputs["create"],
