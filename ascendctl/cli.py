@@ -181,6 +181,11 @@ def out_dir_problem(out: Path) -> str | None:
     if out.exists() and not out.is_dir():
         return (f"render --out {out}: is an existing file, not a directory (fix: pass a directory path; "
                 "render writes DIR/plan.json and DIR/<node>/..., replacing DIR as a whole)")
+    # DIR is replaced as a whole: never a directory render did not write
+    # (`--out ~` must not delete a home directory).
+    if out.is_dir() and any(out.iterdir()) and not (out / "plan.json").is_file():
+        return (f"render --out {out}: is a directory with other content (no plan.json from an earlier render), "
+                "and render replaces DIR as a whole (fix: pass a new or empty directory, or one render wrote)")
     # The directory is created (with its parents) next to where it goes, so
     # the nearest existing ancestor must be a writable directory.
     ancestor = out.absolute().parent

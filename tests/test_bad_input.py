@@ -81,6 +81,25 @@ def test_render_failure_the_checks_cannot_foresee_is_still_one_line():
     assert line.startswith("error: render --out /proc/not-a-pid/out: ")
 
 
+def test_render_never_replaces_a_directory_it_did_not_write(tmp_path):
+    """`--out ~` must not delete a home directory: a non-empty directory
+    without an earlier render's plan.json is refused and left as it was."""
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", precious))
+    assert f"render --out {precious}: is a directory with other content" in line
+    assert (precious / "notes.txt").read_text() == "keep me"
+    # An earlier render's directory, or an empty one, is replaced as before.
+    earlier = tmp_path / "earlier"
+    assert run_cli("render", "--stack", "tp16-mindie", "--out", earlier).returncode == 0
+    assert run_cli("render", "--stack", "tp16-mindie", "--out", earlier).returncode == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("render", "--stack", "tp16-mindie", "--out", empty).returncode == 0
+    assert (empty / "plan.json").is_file()
+
+
 # --- duplicate YAML keys --------------------------------------------------------
 
 def duplicate_tp_file(tmp_path: Path) -> Path:

@@ -219,6 +219,7 @@ def snapshot(directory) -> dict[str, bytes]:
 def test_render_replaces_an_existing_directory_whole(tmp_path, rendered):
     out = tmp_path / "out"
     (out / "node9" / "scripts").mkdir(parents=True)
+    (out / "plan.json").write_text("{}")  # an earlier render's directory, with leftovers
     (out / "stale.txt").write_text("old")
     (out / "node9" / "scripts" / "old.sh").write_text("echo old")
     result = run_cli("render", "--stack", "tp16-mindie", "--out", out)
