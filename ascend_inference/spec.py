@@ -99,6 +99,15 @@ class Node(StrictModel):
         if value is not None:
             for ip in value:
                 _ip(ip)
+                if ipaddress.ip_address(ip).version == 6:
+                    # Preflight reads `hccn_tool -i N -ip -g` (IPv4) and pings
+                    # with `-ping -g address`; the `-inet6` variants are not
+                    # read yet, so an IPv6 device address would only show up
+                    # later as a mismatch. Refuse it here, plainly.
+                    raise invalid(
+                        f"'{ip}' is an IPv6 address; device IPs are read and pinged as IPv4 "
+                        "(`hccn_tool -i N -ip -g`), IPv6 device networks are not supported yet",
+                        "declare the devices' IPv4 addresses (`hccn_tool -i N -ip -g` on the node)")
         return value
 
     @property

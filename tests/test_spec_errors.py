@@ -129,6 +129,8 @@ CASES = [
          mutate=lambda c: nodes(c)[0].__setitem__("ip", "192.0.2.300")),
     Case("invalid-device-ip", NS + "nodes[0].device_ips", ("198.51.100.x",),
          mutate=lambda c: nodes(c)[0]["device_ips"].__setitem__(0, "198.51.100.x")),
+    Case("ipv6-device-ip", NS + "nodes[0].device_ips", ("2001:db8::1", "IPv6", "not supported yet", "IPv4"),
+         mutate=lambda c: nodes(c)[0]["device_ips"].__setitem__(0, "2001:db8::1")),
     Case("host-name-without-ip", NS + "nodes[0].ip", ("atlas0.example", "ip:"),
          mutate=lambda c: nodes(c)[0].__setitem__("host", "atlas0.example")),
     Case("zero-nodes", NS + "nodes", ("no nodes",), mutate=lambda c: c.__setitem__(NS + "nodes", [])),
