@@ -23,3 +23,6 @@ class LoadedStack:
     # Secret config keys present in the file (encrypted `secure:` values).
     secrets_present: frozenset[str]
     raw_config: dict[str, Any]
+    # `network.rank_table_file`, read and checked; installed instead of the
+    # table the program would make (None: the program makes one).
+    brought_rank_table: dict[str, Any] | None = None

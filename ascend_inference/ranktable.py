@@ -343,6 +343,7 @@ def check_rank_table_for_stack(
     servers: list[StackServer],
     world_size: int,
     rules: RankTableOptions,
+    ips_found_by_preflight: bool = False,
 ) -> list[Problem]:
     """A table that passed `validate_rank_table`, against the stack that will
     use it: the same servers (rank 0 on the master), the declared device IPs,
@@ -389,8 +390,10 @@ def check_rank_table_for_stack(
             number = int(device_id)
             if number < len(node.device_ips) and device.get("device_ip") != node.device_ips[number]:
                 bad(f"server_list[{index}].device[{d}].device_ip",
-                    f"{label} device {device_id} has device_ip {device.get('device_ip')}, but stack {stack_file} "
-                    f"declares {node.device_ips[number]} for {node.name} device {device_id}",
+                    f"{label} device {device_id} has device_ip {device.get('device_ip')}, but "
+                    + (f"preflight found {node.device_ips[number]} on {node.name} device {device_id}"
+                       if ips_found_by_preflight else
+                       f"stack {stack_file} declares {node.device_ips[number]} for {node.name} device {device_id}"),
                     "use the address `hccn_tool -i N -ip -g` prints on that node, in both places")
         if node is not None and node.container_ip and server.get("container_ip") not in (None, node.container_ip):
             bad(f"server_list[{index}].container_ip",

@@ -99,6 +99,10 @@ def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> dict[st
     engine = spec.engine_plugin
     if not engine.uses_rank_table:
         return None
+    if loaded.brought_rank_table is not None:
+        # network.rank_table_file: checked when the stack was loaded, and
+        # against the found device IPs by the program.
+        return loaded.brought_rank_table
     servers = [{"server_id": n.address, "device_ips": device_ips[n.name],
                 "container_ip": n.container_ip or n.address} for n in spec.nodes]
     options = engine.rank_table_options(spec)

@@ -156,6 +156,11 @@ class Network(StrictModel):
     fix_tls: bool = False
     # Ping every peer's device IPs before anything is started (004 §5.1).
     ping_peers: bool = True
+    # A rank table you bring (made by hand or by hccl_tools.py + merge_hccl.py),
+    # on the control host; relative to the stack file. Checked like `validate
+    # --rank-table`, then against the device IPs preflight finds, and
+    # installed instead of the table the program would make.
+    rank_table_file: Annotated[str, Field(min_length=1)] | None = None
 
 
 class Model(StrictModel):

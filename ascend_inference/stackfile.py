@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ascend_inference.brought_table import load_brought_table, resolve
 from ascend_inference.engines import ENGINES
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.loaded import LoadedStack  # re-exported: callers import it from here too
@@ -209,7 +210,10 @@ def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: d
     if problems:
         raise StackError(problems)
     plan = plan_for(spec, file)
-    return LoadedStack(name, file, spec, plan, frozenset(present), raw_config or {})
+    brought = None
+    if spec.network.rank_table_file is not None:
+        brought, _notes = load_brought_table(spec, plan, file, resolve(file, spec.network.rank_table_file))
+    return LoadedStack(name, file, spec, plan, frozenset(present), raw_config or {}, brought)
 
 
 def _clear_secrets_in_sections(sections: dict[str, Any], file: str) -> list[Problem]:

@@ -135,43 +135,12 @@ def check_brought_rank_table(loaded: LoadedStack, path: Path) -> list[str]:
     """A rank table the user brings, checked as HCCL, the engine and the
     stack would check it. Raises StackError with every problem; returns notes
     (what HCCL accepts but differs from the tables this program writes)."""
-    import json
+    from ascend_inference.brought_table import load_brought_table
 
-    from ascend_inference.errors import Problem
-    from ascend_inference.ranktable import StackServer, check_rank_table_for_stack, validate_rank_table
-
-    spec = loaded.spec
-    source = str(path)
-    if not spec.engine_plugin.uses_rank_table:
-        raise StackError([Problem(loaded.file, "ascend-inference:engine.kind",
-                                  f"engine {spec.engine.kind} uses no HCCL rank table",
-                                  "drop --rank-table, or use a stack whose engine reads one (mindie, lmdeploy)")])
-    options = spec.engine_plugin.rank_table_options(spec)
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise StackError([Problem(source, "(file)", f"cannot be read: {error.strerror}",
-                                  "give the path of the rank table JSON file")]) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        where = f"line {error.lineno} column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
-        raise StackError([Problem(source, "(file)", f"is not JSON ({where}{getattr(error, 'msg', error)})",
-                                  "a rank table is one JSON object; start from `python -m ascendctl render`")
-                          ]) from None
-    notes: list[str] = []
-    problems = validate_rank_table(
-        table, source=source, devices_per_node=spec.profile.devices_per_node,
-        version=spec.profile.rank_table_version, require_container_ip=options.container_ip,
-        every_device=False, notes=notes)
-    if not problems:
-        servers = []
-        for n in spec.nodes:
-            assert n.address is not None, "check_spec refuses a node without an address"
-            servers.append(StackServer(n.name, n.address, tuple(n.device_ips or ()), n.container_ip))
-        problems = check_rank_table_for_stack(table, source=source, stack_file=loaded.file, servers=servers,
-                                              world_size=loaded.plan.world_size, rules=options)
-    if problems:
-        raise StackError(problems)
+    _table, notes = load_brought_table(loaded.spec, loaded.plan, loaded.file, path,
+                                       key="--rank-table")
     return notes
+
 def out_dir_problem(out: Path) -> str | None:
     """Why `render --out DIR` cannot write DIR, as one line, or None.
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from ascend_inference.brought_table import found_ip_problems
 from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
@@ -164,7 +165,12 @@ class Deployment(pulumi.ComponentResource):
         table = rank_table(loaded, device_ips)
         # Called only for an engine that uses a rank table (see __init__).
         assert table is not None, "the engine uses a rank table"
-        problems = check_rank_table(loaded, table, f"rank table for stack {loaded.name}")
+        if loaded.brought_rank_table is not None:
+            # The user's table against what preflight found on the nodes.
+            problems = found_ip_problems(table, loaded.spec, loaded.plan, str(loaded.spec.network.rank_table_file),
+                                         device_ips)
+        else:
+            problems = check_rank_table(loaded, table, f"rank table for stack {loaded.name}")
         if problems:
             raise NodeFactError(loaded.spec.nodes[0].name, "rank table", "; ".join(str(p) for p in problems))
         return rank_table_json(table)

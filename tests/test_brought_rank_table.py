@@ -16,7 +16,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import STACKS_DIR, run_cli
+from tests.conftest import NS, STACKS_DIR, load_stack_doc, run_cli, write_stack
 
 pytestmark = pytest.mark.pure
 
@@ -129,3 +129,68 @@ def test_a_stack_without_a_rank_table(tmp_path):
     line = one_error(err)
     assert "Pulumi.tp16-vllm-mindspore.yaml: ascend-inference:engine.kind" in line
     assert "uses no HCCL rank table" in line
+
+
+# --------------------------------------------------------------------------
+# network.rank_table_file: the stack uses a table the user brings
+# --------------------------------------------------------------------------
+
+def stack_using(tmp_path, stack: str, table, *, file_name: str = "brought.json"):
+    """A copy of `stack` whose network.rank_table_file names `table`, written
+    beside the stack file (the path is relative to it)."""
+    doc = load_stack_doc(stack)
+    doc["config"][f"{NS}network"] = {**doc["config"].get(f"{NS}network", {}), "rank_table_file": file_name}
+    if table is not None:
+        (tmp_path / file_name).write_text(json.dumps(table, indent=4))
+    return write_stack(tmp_path, f"{stack}-brought", doc)
+
+
+def test_a_stack_with_the_tools_table_validates_and_renders_it(tmp_path):
+    table = tools_table("tp16-mindie", container_ip=True)
+    path = stack_using(tmp_path, "tp16-mindie", table)
+    assert run_cli("validate", "--stack", path).returncode == 0
+    out = tmp_path / "out"
+    assert run_cli("render", "--stack", path, "--out", out).returncode == 0
+    assert json.loads((out / "rank_table.json").read_text()) == table
+    on_node = out / "node1" / "files" / "data" / "hm" / "hccl_2s_16p.json"
+    assert json.loads(on_node.read_text()) == table
+    assert oct(on_node.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_broken_brought_table_stops_validate(tmp_path):
+    table = tools_table("tp16-mindie", container_ip=True)
+    table["server_list"][1]["device"][5]["device_ip"] = "198.51.100.99"
+    result = run_cli("validate", "--stack", stack_using(tmp_path, "tp16-mindie", table))
+    assert result.returncode == 2
+    line = one_error(result.stderr)
+    assert "brought.json: server_list[1].device[5].device_ip" in line and "declares 198.51.100.22" in line
+
+
+def test_a_missing_brought_table_names_the_key(tmp_path):
+    result = run_cli("validate", "--stack", stack_using(tmp_path, "tp16-lmdeploy", None, file_name="nowhere.json"))
+    assert result.returncode == 2
+    line = one_error(result.stderr)
+    assert f"{NS}network.rank_table_file: " in line and "nowhere.json cannot be read" in line
+
+
+def test_an_engine_without_rank_table_refuses_the_key(tmp_path):
+    table = tools_table("tp16-lmdeploy", container_ip=False)
+    result = run_cli("validate", "--stack", stack_using(tmp_path, "tp16-vllm-mindspore", table))
+    assert result.returncode == 2
+    line = one_error(result.stderr)
+    assert f"{NS}network.rank_table_file: engine vllm-mindspore uses no HCCL rank table" in line
+
+
+def test_found_device_ips_that_differ_from_the_brought_table():
+    """At rollout the table is checked against what preflight found."""
+    from ascend_inference.brought_table import found_ip_problems
+    from ascend_inference.stackfile import load_stack
+
+    loaded = load_stack("tp16-lmdeploy")
+    table = tools_table("tp16-lmdeploy", container_ip=False)
+    found = {n.name: list(n.device_ips or []) for n in loaded.spec.nodes}
+    assert found_ip_problems(table, loaded.spec, loaded.plan, "brought.json", found) == []
+    found["node1"][2] = "198.51.100.77"
+    [problem] = found_ip_problems(table, loaded.spec, loaded.plan, "brought.json", found)
+    assert "server 192.0.2.12 device 2 has device_ip 198.51.100.19" in str(problem)
+    assert "preflight found 198.51.100.77 on node1 device 2" in str(problem)

@@ -1,0 +1,86 @@
+"""A rank table the user brings (`network.rank_table_file`, or `validate
+--rank-table FILE`): read, checked against HCCL's rules, the engine's and the
+stack's, and later against the device IPs preflight finds.
+
+Pure: no Pulumi import.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ascend_inference.errors import Problem, StackError
+from ascend_inference.ranktable import StackServer, check_rank_table_for_stack, validate_rank_table
+
+if TYPE_CHECKING:
+    from ascend_inference.spec import ClusterSpec
+    from ascend_inference.topology import Plan
+
+KEY = "ascend-inference:network.rank_table_file"
+
+
+def resolve(stack_file: str, path: str) -> Path:
+    """A relative path is relative to the stack file's directory, so the
+    same stack finds its table from any working directory."""
+    given = Path(path).expanduser()
+    return given if given.is_absolute() else Path(stack_file).resolve().parent / given
+
+
+def stack_servers(spec: ClusterSpec, found_device_ips: dict[str, list[str]] | None = None) -> list[StackServer]:
+    """The stack's nodes as the checks see them; `found_device_ips` (by node
+    name) replaces what the stack declares, once preflight has run."""
+    servers = []
+    for node in spec.nodes:
+        assert node.address is not None, "check_spec requires an address per node"
+        ips = (found_device_ips or {}).get(node.name) or node.device_ips or []
+        servers.append(StackServer(node.name, node.address, tuple(ips), node.container_ip))
+    return servers
+
+
+def load_brought_table(spec: ClusterSpec, plan: Plan, stack_file: str, path: Path,
+                       key: str = KEY) -> tuple[dict[str, Any], list[str]]:
+    """The table at `path`, checked; returns it with its notes (what HCCL
+    accepts that the tables this program writes do not do). Raises
+    StackError with one problem per fault, each naming server, device and field."""
+    source = str(path)
+    engine = spec.engine_plugin
+    if not engine.uses_rank_table:
+        in_stack = key == KEY
+        raise StackError([Problem(stack_file, key if in_stack else "ascend-inference:engine.kind",
+                                  f"engine {spec.engine.kind} uses no HCCL rank table",
+                                  f"drop {'network.rank_table_file' if in_stack else '--rank-table'}, or use an "
+                                  "engine that reads one (mindie, lmdeploy)")])
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise StackError([Problem(stack_file, key, f"{path} cannot be read: {error.strerror}",
+                                  "give the path of the rank table JSON file (relative paths are relative "
+                                  "to the stack file)")]) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        where = f"line {error.lineno} column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
+        not_json = Problem(source, "(file)", f"is not JSON ({where}{getattr(error, 'msg', error)})",
+                           "a rank table is one JSON object; start from `python -m ascendctl render`")
+        raise StackError([not_json]) from None
+    options = engine.rank_table_options(spec)
+    notes: list[str] = []
+    problems = validate_rank_table(
+        table, source=source, devices_per_node=spec.profile.devices_per_node,
+        version=spec.profile.rank_table_version, require_container_ip=options.container_ip,
+        every_device=False, notes=notes)
+    if not problems:
+        problems = check_rank_table_for_stack(table, source=source, stack_file=stack_file,
+                                              servers=stack_servers(spec), world_size=plan.world_size,
+                                              rules=options)
+    if problems:
+        raise StackError(problems)
+    return table, notes
+
+
+def found_ip_problems(table: dict[str, Any], spec: ClusterSpec, plan: Plan, source: str,
+                      found_device_ips: dict[str, list[str]]) -> list[Problem]:
+    """The brought table against the device IPs preflight found: a table
+    whose device_ip is not the NPU's would cost an HCCL timeout."""
+    return check_rank_table_for_stack(table, source=source, stack_file=source,
+                                      servers=stack_servers(spec, found_device_ips), world_size=plan.world_size,
+                                      rules=spec.engine_plugin.rank_table_options(spec), ips_found_by_preflight=True)
