@@ -305,3 +305,22 @@ def test_gpustack_server_args_reach_only_the_server_container(tmp_path):
     assert done.returncode == 0, done.stderr
     assert docker_line(out, "node0").endswith("gpustack/gpustack:latest-npu --enable-worker")
     assert "--enable-worker" not in docker_line(out, "node1")
+
+
+def test_smoke_request_is_the_runbooks_and_always_valid_json(rendered, tmp_path):
+    """Runbook 000 asks "I am", runbook 003 "Mindspore is"; the body is JSON
+    even when the model path holds a quote."""
+    import json as json_module
+
+    def body(script: str) -> dict:
+        return json_module.loads(script.split("-d '", 1)[1].split("' http", 1)[0].replace("'\\''", "'"))
+
+    assert body((rendered["tp16-vllm-mindspore"] / "node0" / "scripts" / "smoke.sh").read_text())["prompt"] == "I am"
+    assert body((rendered["tp8-pp2-300iduo"] / "node0" / "scripts" / "smoke.sh").read_text())["prompt"] == (
+        "Mindspore is")
+    doc = load_stack_doc("tp16-vllm-mindspore")
+    doc["config"][NS + "model"]["path"] = '/data/models/r1 "w8a8"'
+    path = write_stack(tmp_path, "quoted", doc)
+    out = tmp_path / "out"
+    assert run_cli("render", "--stack", path, "--out", out).returncode == 0
+    assert body((out / "node0" / "scripts" / "smoke.sh").read_text())["model"] == '/data/models/r1 "w8a8"'

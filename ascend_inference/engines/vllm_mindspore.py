@@ -6,8 +6,11 @@ after the env is set, and `vllm-mindspore serve` runs on the head only.
 """
 from __future__ import annotations
 
+import json
 import shlex
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -82,6 +85,8 @@ class VllmMindsporeSettings(EngineSettingsBase):
     # on every node (otherwise the one shipped in the image is used).
     write_mindformers_yaml: bool = False
     log_file: str = "vllm.txt"
+    # The smoke request's prompt: runbook 000's "I am"; runbook 003 asks "Mindspore is".
+    smoke_prompt: Annotated[str, Field(min_length=1)] = "I am"
 
     def host_ports(self) -> dict[str, int]:
         return {**super().host_ports(), "engine.ray_port": self.ray_port}
@@ -209,9 +214,11 @@ class VllmMindspore(EnginePlugin):
                          expect=spec.model.path)
 
     def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
-        # Runbook 000's request; "model" is the served path, as the runbooks say.
-        body = (f'{{"model": "{spec.model.path}", "prompt": "I am", "max_tokens": 120, "temperature": 0, '
-                '"top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}')
+        # Runbook 000's request; "model" is the served path, as the runbooks
+        # say. json.dumps, so a path or prompt with a quote stays valid JSON.
+        s = settings_of(spec, VllmMindsporeSettings)
+        body = json.dumps({"model": spec.model.path, "prompt": s.smoke_prompt, "max_tokens": 120, "temperature": 0,
+                           "top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0})
         return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
 
 
