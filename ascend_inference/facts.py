@@ -8,13 +8,13 @@ sources, are in tests/fixtures/tool-output/). Pure: no Pulumi import.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ascend_inference.errors import NodeFactError
 from ascend_inference.hardware import HardwareProfile
+from ascend_inference.spec import is_ip
 
 _NPU_ROW = re.compile(r"^\|\s*(\d+)\s+(\S+)\s*\|\s*(\w+)\s*\|")
 _CHIP_ROW = re.compile(r"^\|\s*\d+\s*(?:\d+\s*)?\|\s*[0-9A-Fa-f:.]+|NA\s*\|")
@@ -136,13 +136,6 @@ def parse_preflight(node: str, stdout: str, devices: int) -> NodeFacts:
     return facts
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
 
 def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips: list[str] | None,
                expected_hostname: str | None, model_path: str, profile: HardwareProfile) -> list[NodeFactError]:
@@ -190,7 +183,7 @@ def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips:
             errors.append(NodeFactError(node, f"device {d.index} ip", "no IP configured",
                                         f"configure it in /etc/hccn.conf "
                                         f"(`hccn_tool -i {d.index} -ip -s address ... netmask ...`)"))
-        elif not _is_ip(d.ip):
+        elif not is_ip(d.ip):
             errors.append(NodeFactError(node, f"device {d.index} ip", f"hccn_tool printed '{d.ip}', not an IP address",
                                         f"check `hccn_tool -i {d.index} -ip -g` and /etc/hccn.conf on the node"))
     if declared_ips:

@@ -196,7 +196,7 @@ def validate_rank_table(
                     bad(f"{dwhere}.{field}", f"{label} device {d}: {field} must be a string", f'write "{value}"')
             device_id, device_ip, rank_id = device.get("device_id"), device.get("device_ip"), device.get("rank_id")
             if isinstance(device_id, str):
-                limit = devices_per_node if devices_per_node is not None else None
+                limit = devices_per_node
                 if not device_id.isdigit() or (limit is not None and int(device_id) >= limit):
                     bad(f"{dwhere}.device_id",
                         f"{label} device {d}: device_id '{device_id}' is not an NPU of the server"

@@ -35,7 +35,7 @@ HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
 SIZE = r"^[0-9]+[bkmg]?$"
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
         return True
@@ -44,7 +44,7 @@ def _is_ip(text: str) -> bool:
 
 
 def _ip(value: str) -> str:
-    if not _is_ip(value):
+    if not is_ip(value):
         raise ValueError(f"'{value}' is not an IP address")
     return value
 
@@ -115,7 +115,7 @@ class Node(StrictModel):
         """The node's IP on the cluster network, if known."""
         if self.ip:
             return self.ip
-        return self.host if _is_ip(self.host) else None
+        return self.host if is_ip(self.host) else None
 
 
 class SshSettings(StrictModel):

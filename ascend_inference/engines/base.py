@@ -64,6 +64,11 @@ def config_key_for(env_name: str) -> str:
     return key if key[0].isalpha() else "env" + key.capitalize()
 
 
+def _bad_env_name(file: str, key: str, name: str) -> Problem:
+    return Problem(file, key, f"'{name}' is not a valid environment variable name",
+                   f"use letters, digits and _ only, not starting with a digit (e.g. {_as_env_name(name)})")
+
+
 def _as_env_name(name: str) -> str:
     """A suggestion: `1BAD NAME` -> `_1BAD_NAME`."""
     cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name) or "_"
@@ -97,10 +102,7 @@ class EngineSettingsBase(StrictModel):
         for name, value in self.env.items():
             key = f"ascend-inference:engine.env.{name}"
             if not ENV_NAME.match(name):
-                found.append(Problem(
-                    file, key, f"'{name}' is not a valid environment variable name",
-                    "use letters, digits and _ only, not starting with a digit (e.g. "
-                    f"{_as_env_name(name)})"))
+                found.append(_bad_env_name(file, key, name))
             elif value is not None and is_secret_env_name(name) and not value.startswith("$"):
                 secret_key = config_key_for(name)
                 found.append(Problem(
@@ -111,10 +113,7 @@ class EngineSettingsBase(StrictModel):
         for name, secret_key in self.secret_env.items():
             key = f"ascend-inference:engine.secret_env.{name}"
             if not ENV_NAME.match(name):
-                found.append(Problem(
-                    file, key, f"'{name}' is not a valid environment variable name",
-                    "use letters, digits and _ only, not starting with a digit (e.g. "
-                    f"{_as_env_name(name)})"))
+                found.append(_bad_env_name(file, key, name))
             elif name in self.env:
                 found.append(Problem(file, key, f"{name} is also set in engine.env",
                                      "keep it in one place: secret_env for a secret, env otherwise"))

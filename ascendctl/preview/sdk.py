@@ -76,6 +76,11 @@ class RecordingMonitor(MockMonitor):
         """
         return engine_urn(pulumi.get_stack(), pulumi.get_project(), parent, type_, name)
 
+    def _keep(self, record: ResourceRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+            self._by_urn[record.urn] = record
+
     def RegisterResource(  # noqa: N802 (gRPC method name)
         self, request: resource_pb2.RegisterResourceRequest
     ) -> resource_pb2.RegisterResourceResponse:
@@ -97,9 +102,7 @@ class RecordingMonitor(MockMonitor):
             options=options_of(request),
             provider=request.provider or None,
         )
-        with self._lock:
-            self.records.append(record)
-            self._by_urn[urn] = record
+        self._keep(record)
         return super().RegisterResource(request)  # type: ignore[no-untyped-call,no-any-return]  # MockMonitor is unannotated
 
     def ReadResource(  # noqa: N802
@@ -117,9 +120,7 @@ class RecordingMonitor(MockMonitor):
             options={**default_options(), "read_id": request.id},
             provider=request.provider or None,
         )
-        with self._lock:
-            self.records.append(record)
-            self._by_urn[urn] = record
+        self._keep(record)
         return super().ReadResource(request)  # type: ignore[no-untyped-call,no-any-return]  # MockMonitor is unannotated
 
     def RegisterResourceOutputs(  # noqa: N802
