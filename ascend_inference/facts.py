@@ -30,6 +30,11 @@ class DeviceFacts:
     lldp_ifname: str | None = None
     gateway: str | None = None
     netdetect: str | None = None
+    # Atlas A3 only, from `npu-smi info -t spod-info -i NPU -c CHIP` of this die.
+    sdid: int | None = None
+    super_pod_id: int | None = None
+    server_index: int | None = None
+    super_pod_size: int | None = None
 
 
 @dataclass
@@ -118,7 +123,31 @@ def parse_device(index: int, sections: dict[str, str]) -> DeviceFacts:
     d.gateway = gateway.group(1) if gateway else None
     netdetect = re.search(r"netdetect address:\s*([0-9a-fA-F.:]+)", sections.get(f"device {index} netdetect", ""))
     d.netdetect = netdetect.group(1) if netdetect else None
+    parse_spod_info(d, sections.get(f"device {index} spod", ""))
     return d
+
+
+_SPOD_FIELDS = (("SDID", "sdid"), ("Super Pod ID", "super_pod_id"), ("Server Index", "server_index"),
+                ("Super Pod Size", "super_pod_size"))
+
+
+def parse_spod_info(device: DeviceFacts, text: str) -> DeviceFacts:
+    """`npu-smi info -t spod-info -i NPU -c CHIP` (Atlas A3): "\tSDID   : N"
+    lines as npu-smi prints them ("\t%-30s : %u", docs/formats.md §1i), or
+    the single-space form the documentation shows. Other chips answer "This
+    device does not support querying spod-info." and leave the fields None."""
+    for label, attr in _SPOD_FIELDS:
+        match = re.search(rf"^\s*{label}\s*:\s*(\d+)\s*$", text, re.MULTILINE)
+        setattr(device, attr, int(match.group(1)) if match else None)
+    return device
+
+
+def sdid_fields(sdid: int) -> dict[str, int]:
+    """An SDID's fields (Ascend HDK A3 DCMI reference, dcmi_get_spod_node_status:
+    bits 22-31 server_index, 18-21 chip (NPU) id, 16-17 die id, 0-15 device id
+    = chip x 2 + die, the die's physical id)."""
+    return {"server_index": sdid >> 22, "chip": (sdid >> 18) & 0xF, "die": (sdid >> 16) & 0x3,
+            "device": sdid & 0xFFFF}
 
 
 def parse_preflight(node: str, stdout: str, devices: int) -> NodeFacts:
@@ -197,7 +226,84 @@ def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips:
     if facts.model_present is False:
         errors.append(NodeFactError(node, "model path", f"{model_path} does not exist",
                                     "copy the weights to the same path on every node"))
+    if profile.spod_info:
+        errors.extend(check_super_pod_facts(facts, profile))
     return errors
+
+
+SERVER_ID_FIX = ("set the server's Server ID (Server Index) the way its documentation says (Redfish or "
+                 "Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`")
+
+
+def check_super_pod_facts(facts: NodeFacts, profile: HardwareProfile) -> list[NodeFactError]:
+    """Atlas A3: every die printed an SDID, all dies of the server report one
+    Super Pod ID and one Server Index, and each SDID encodes that Server
+    Index and the die's own device number (the SDID layout of Ascend's A3
+    DCMI reference). A server whose Server ID was not set after a hardware
+    swap fails here instead of in HCCL's rank table parser."""
+    node = facts.node
+    errors: list[NodeFactError] = []
+    per_npu = profile.chips_per_npu
+    read = [d for d in facts.devices if d.sdid is not None]
+    for d in facts.devices:
+        if d.sdid is None:
+            npu, chip = divmod(d.index, per_npu)
+            errors.append(NodeFactError(
+                node, f"device {d.index} spod-info",
+                f"`npu-smi info -t spod-info -i {npu} -c {chip}` printed no SDID, which rank table "
+                f"{profile.rank_table_version} needs (hardware.profile {profile.name})",
+                "check the driver on the node (A3 driver and npu-smi), or set hardware.profile to this server's model"))
+    if not read:
+        return errors
+    first = read[0]
+    for d in read[1:]:
+        for attr, label in (("super_pod_id", "Super Pod ID"), ("server_index", "Server Index")):
+            if getattr(d, attr) != getattr(first, attr):
+                errors.append(NodeFactError(
+                    node, f"device {d.index} spod-info",
+                    f"{label} is {getattr(d, attr)}, "
+                    f"device {first.index} of the same server has {getattr(first, attr)}",
+                    SERVER_ID_FIX))
+    for d in read:
+        assert d.sdid is not None
+        fields = sdid_fields(d.sdid)
+        if fields["device"] != d.index or (d.server_index is not None and fields["server_index"] != d.server_index):
+            errors.append(NodeFactError(
+                node, f"device {d.index} spod-info",
+                f"SDID {d.sdid} encodes server index {fields['server_index']} and device {fields['device']}, "
+                f"but it is device {d.index} of a server with Server Index {d.server_index}",
+                SERVER_ID_FIX))
+    return errors
+
+
+def check_super_pods(all_facts: list[NodeFacts]) -> list[NodeFactError]:
+    """Between A3 nodes: an SDID is used once in a super pod (HCCL refuses a
+    1.2 rank table with "devices have same superDeviceId in superPod")."""
+    errors: list[NodeFactError] = []
+    owner: dict[tuple[int, int], str] = {}
+    for f in all_facts:
+        for d in f.devices:
+            if d.sdid is None or d.super_pod_id is None:
+                continue
+            key = (d.super_pod_id, d.sdid)
+            if key in owner:
+                errors.append(NodeFactError(
+                    f.node, f"device {d.index} spod-info",
+                    f"SDID {d.sdid} in super pod {d.super_pod_id} is also {owner[key]} "
+                    f"(Server Index {d.server_index} on both?)",
+                    "give every server of a super pod its own Server ID (" + SERVER_ID_FIX + ")"))
+            else:
+                owner[key] = f"{f.node} device {d.index}"
+    return errors
+
+
+def super_pods_of(all_facts: list[NodeFacts]) -> dict[str, dict[str, Any]] | None:
+    """{node: {"super_pod_id": "0", "super_device_ids": ["...", ...]}} for the
+    1.2 rank table, or None when no node printed spod-info (not an A3)."""
+    if not any(d.sdid is not None for f in all_facts for d in f.devices):
+        return None
+    return {f.node: {"super_pod_id": str(f.devices[0].super_pod_id if f.devices else ""),
+                     "super_device_ids": [str(d.sdid) for d in f.devices]} for f in all_facts}
 
 
 def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:
@@ -243,6 +349,7 @@ def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:
                                             "every NPU needs its own IP (/etc/hccn.conf)"))
             elif d.ip:
                 owner[d.ip] = f"{f.node} device {d.index}"
+    errors.extend(check_super_pods(all_facts))
     return errors
 
 

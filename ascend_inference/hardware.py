@@ -23,6 +23,14 @@ class HardwareProfile:
     # Prefix of the chip name in `npu-smi info`'s Name column (910B2, 910B3, 310P3):
     # facts.check_node refuses a node whose NPUs lack it (a wrong profile).
     npu_smi_name_prefix: str
+    # Chips (dies) per NPU as `npu-smi info` lists them; each die is one HCCL
+    # rank, one /dev/davinciN and one `hccn_tool -i N` device (A3: 2).
+    chips_per_npu: int = 1
+    # Whether preflight reads `npu-smi info -t spod-info -i NPU -c CHIP` for
+    # every die (SDID, Super Pod ID, Server Index: the rank table 1.2 fields).
+    # Only the 910_93 chips (Atlas A3) answer it; the others print "This
+    # device does not support querying spod-info."
+    spod_info: bool = False
 
 
 PROFILES: dict[str, HardwareProfile] = {
@@ -30,3 +38,21 @@ PROFILES: dict[str, HardwareProfile] = {
     "atlas-800t-a2": HardwareProfile("atlas-800t-a2", "910B3", 8, 64, "1.0", True, "910B"),
     "atlas-300i-duo": HardwareProfile("atlas-300i-duo", "310P3", 8, 48, "1.0", False, "310P"),
 }
+
+# Atlas A3 (chip 910_93): 8 NPUs of 2 dies per server, `npu-smi info` names
+# each die "Ascend910" and shows 65536 MB HBM on each (docs/formats.md §1c);
+# HCCL ranks, /dev/davinci0..15 and `hccn_tool -i 0..15` count the 16 dies
+# (vLLM-Ascend's DeepSeek-R1 guide: "1 Atlas 800 A3 (64G x 16)"; the A3
+# hccn_tool guide: "-i ... Atlas 800I A3 ...: 0~15"). Rank table "1.2"
+# (CANN's HCCL guide, A3): super_device_id per die, host_ip per server,
+# super_pod_list. The SuperPoD profile is the same server in a SuperPoD
+# (Atlas 900 A3 SuperPoD / 800T A3 SuperPoD): the same 16 dies and checks;
+# its servers share a super pod, so the SDIDs must differ across servers.
+PROFILES.update({
+    "atlas-800i-a3": HardwareProfile("atlas-800i-a3", "Ascend910", 16, 64, "1.2", True, "Ascend910",
+                                     chips_per_npu=2, spod_info=True),
+    "atlas-800t-a3": HardwareProfile("atlas-800t-a3", "Ascend910", 16, 64, "1.2", True, "Ascend910",
+                                     chips_per_npu=2, spod_info=True),
+    "atlas-900-a3-superpod": HardwareProfile("atlas-900-a3-superpod", "Ascend910", 16, 64, "1.2", True,
+                                             "Ascend910", chips_per_npu=2, spod_info=True),
+})

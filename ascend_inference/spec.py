@@ -143,7 +143,8 @@ class SshSettings(StrictModel):
 
 
 class Hardware(StrictModel):
-    profile: Literal["atlas-800i-a2", "atlas-800t-a2", "atlas-300i-duo"]
+    profile: Literal["atlas-800i-a2", "atlas-800t-a2", "atlas-300i-duo",
+                     "atlas-800i-a3", "atlas-800t-a3", "atlas-900-a3-superpod"]
 
 
 class Network(StrictModel):
