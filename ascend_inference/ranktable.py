@@ -21,6 +21,8 @@ HCCL_VERSIONS = ("1.0", "1.1", "1.2", "Standard")
 
 # Placeholder shown by `render` for a device IP that preflight discovers.
 DISCOVERED = "<discovered by preflight: hccn_tool -i {device} -ip -g on {node}>"
+# ... and for an A3 die's SDID / super pod id (rank table 1.2).
+SPOD_DISCOVERED = "<discovered by preflight: {what} of npu-smi info -t spod-info -i {npu} -c {chip} on {node}>"
 
 
 def rank_table_for(

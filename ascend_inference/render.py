@@ -19,7 +19,7 @@ from ascend_inference.engines.base import EnvFile, NodeContext
 from ascend_inference.errors import Problem
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
-from ascend_inference.ranktable import DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
+from ascend_inference.ranktable import DISCOVERED, SPOD_DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
 from ascend_inference.templating import render_template, wrap
 
 Place = Literal["host", "container"]
@@ -94,7 +94,20 @@ def node_context(loaded: LoadedStack, index: int) -> NodeContext:
                        rank_table_path=spec.engine_plugin.rank_table_path(spec))
 
 
-def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> dict[str, Any] | None:
+def declared_super_pods(loaded: LoadedStack) -> dict[str, dict[str, Any]]:
+    """Rank table 1.2 (Atlas A3) before preflight: placeholders for what
+    `npu-smi info -t spod-info` prints on each node."""
+    profile = loaded.spec.profile
+    return {node.name: {
+        # One placeholder for all: the servers of one stack are expected in one super pod.
+        "super_pod_id": SPOD_DISCOVERED.format(what="Super Pod ID", npu=0, chip=0, node="each node"),
+        "super_device_ids": [SPOD_DISCOVERED.format(what="SDID", npu=d // profile.chips_per_npu,
+                                                    chip=d % profile.chips_per_npu, node=node.name)
+                             for d in range(profile.devices_per_node)]} for node in loaded.spec.nodes}
+
+
+def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]],
+               super_pods: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     spec = loaded.spec
     engine = spec.engine_plugin
     if not engine.uses_rank_table:
@@ -105,6 +118,10 @@ def rank_table(loaded: LoadedStack, device_ips: dict[str, list[str]]) -> dict[st
         return loaded.brought_rank_table
     servers = [{"server_id": n.address, "device_ips": device_ips[n.name],
                 "container_ip": n.container_ip or n.address} for n in spec.nodes]
+    if spec.profile.rank_table_version == "1.2":
+        pods = super_pods or declared_super_pods(loaded)
+        for server, n in zip(servers, spec.nodes, strict=True):
+            server.update(pods[n.name])
     options = engine.rank_table_options(spec)
     return rank_table_for(
         servers, spec.profile.devices_per_node, version=spec.profile.rank_table_version,
@@ -138,7 +155,9 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         text = render_template(template or f"{name}.sh.j2", purpose=purpose, **common, **extra)
         scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name)
 
-    script("preflight", "Preflight facts (read-only)")
+    # Atlas A3: the SDID, super pod and server index of every die (rank table 1.2).
+    spod_chips = spec.profile.chips_per_npu if spec.profile.spod_info else 0
+    script("preflight", "Preflight facts (read-only)", spod_chips=spod_chips)
     if spec.network.fix_tls:
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
     scripts["peer_ping"] = render_peer_ping(loaded, index, device_ips)

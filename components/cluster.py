@@ -22,7 +22,7 @@ from pulumi_command import remote
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.errors import NodeFactError
-from ascend_inference.facts import check_cluster, raise_first
+from ascend_inference.facts import check_cluster, raise_first, super_pods_of
 from ascend_inference.ranktable import rank_table_digest
 from ascend_inference.spec import Node
 from ascend_inference.templating import render_template
@@ -116,8 +116,18 @@ class PeerCheck(pulumi.ComponentResource):
             return {f["node"]: [d["ip"] for d in f["devices"]] for f in all_facts}
 
         device_ips = pulumi.Output.all(*[n.facts for n in nodes]).apply(clearly(cross_checked))
-        record = pulumi.Output.all(device_ips, args.weights.fingerprint).apply(
-            lambda v: json.dumps({"device_ips": v[0], "weights_fingerprint": v[1]}, indent=2, sort_keys=True) + "\n")
+        # Atlas A3: each die's SDID and the super pod (rank table 1.2); None elsewhere,
+        # and then the record is what it always was.
+        super_pods = pulumi.Output.all(*[n.facts for n in nodes]).apply(
+            lambda all_facts: super_pods_of([facts_from_json(f) for f in all_facts]))
+
+        def record_text(v: list[Any]) -> str:
+            verified = {"device_ips": v[0], "weights_fingerprint": v[1]}
+            if v[2] is not None:
+                verified["super_pods"] = v[2]
+            return json.dumps(verified, indent=2, sort_keys=True) + "\n"
+
+        record = pulumi.Output.all(device_ips, args.weights.fingerprint, super_pods).apply(record_text)
         master = nodes[0]
         install = record.apply(lambda text: render_template(
             "install-file.sh.j2", purpose="Record the verified cluster facts", stack=args.stack, node=master.node,
@@ -136,6 +146,8 @@ class PeerCheck(pulumi.ComponentResource):
             return json.loads(triggers[-1])["device_ips"]
 
         self.verified_device_ips = self.verified.triggers.apply(recorded_device_ips)
+        self.verified_super_pods = self.verified.triggers.apply(
+            lambda triggers: json.loads(triggers[-1]).get("super_pods") if triggers else None)
         self.register_outputs({"device_ips": self.verified_device_ips})
 
 
@@ -161,9 +173,13 @@ class RankTableArgs:
     nodes: list[AscendNode]
     # Read back from the `cluster-verified` gate.
     device_ips: pulumi.Output
-    # Device IPs -> the checked rank-table JSON (raises NodeFactError).
-    table_json: Callable[[dict[str, list[str]]], str]
+    # Device IPs (and, for rank table 1.2, the super pods) -> the checked
+    # rank-table JSON (raises NodeFactError).
+    table_json: Callable[..., str]
     path: str
+    # Rank table 1.2 (Atlas A3): each node's SDIDs and super pod, read back
+    # from the same gate.
+    super_pods: pulumi.Output | None = None
 
 
 class RankTable(pulumi.ComponentResource):
@@ -173,7 +189,11 @@ class RankTable(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RankTableArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:ranktable:RankTable", name, None, opts)
-        self.content = args.device_ips.apply(clearly(args.table_json))
+        if args.super_pods is None:
+            self.content = args.device_ips.apply(clearly(args.table_json))
+        else:
+            self.content = pulumi.Output.all(args.device_ips, args.super_pods).apply(
+                clearly(lambda v: args.table_json(v[0], v[1])))
         self.digest = self.content.apply(lambda text: rank_table_digest(json.loads(text)))
         self.path = args.path
         self.copies: list[remote.Command] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 
@@ -112,7 +113,9 @@ class Deployment(pulumi.ComponentResource):
             assert table_path is not None, "an engine that uses a rank table names its path"
             self.rank_table = RankTable("rank-table", RankTableArgs(
                 stack=loaded.name, nodes=self.nodes, device_ips=self.peer_check.verified_device_ips,
-                table_json=self._rank_table_json, path=table_path), child)
+                table_json=self._rank_table_json, path=table_path,
+                super_pods=(self.peer_check.verified_super_pods
+                            if spec.profile.rank_table_version == "1.2" else None)), child)
             started_by.append(self.rank_table.digest)
 
         def container_args(i: int, **extra) -> InferenceContainerArgs:
@@ -160,9 +163,10 @@ class Deployment(pulumi.ComponentResource):
         assert script is not None, "render_node renders every script of the engine's cluster style"
         return script.command
 
-    def _rank_table_json(self, device_ips: dict[str, list[str]]) -> str:
+    def _rank_table_json(self, device_ips: dict[str, list[str]],
+                         super_pods: dict[str, dict[str, Any]] | None = None) -> str:
         loaded = self.loaded
-        table = rank_table(loaded, device_ips)
+        table = rank_table(loaded, device_ips, super_pods)
         # Called only for an engine that uses a rank table (see __init__).
         assert table is not None, "the engine uses a rank table"
         if loaded.brought_rank_table is not None:

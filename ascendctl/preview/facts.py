@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from pulumi.runtime import MockResourceArgs
 
 
-def synthetic_npu_smi(devices: int, name: str, hbm_mb: int) -> str:
-    """`npu-smi info` in the 23.0.x layout the facts parser reads."""
+def synthetic_npu_smi(devices: int, name: str, hbm_mb: int, chips_per_npu: int = 1) -> str:
+    """`npu-smi info` in the 23.0.x layout the facts parser reads; with two
+    chips per NPU (Atlas A3), each NPU id twice, as docs/formats.md §1c."""
     sep = "+===========================+===============+====================================================+"
     lines = [
         "+------------------------------------------------------------------------------------------------+",
@@ -34,8 +35,9 @@ def synthetic_npu_smi(devices: int, name: str, hbm_mb: int) -> str:
         sep,
     ]
     for i in range(devices):
-        lines.append(f"| {i:<5} {name:<19} | OK            | 96.5        36                0    / 0             |")
-        lines.append(f"| 0                         | 0000:{i:02X}:00.0  | 0           0    / 0          "
+        npu, chip = divmod(i, chips_per_npu)
+        lines.append(f"| {npu:<5} {name:<19} | OK            | 96.5        36                0    / 0             |")
+        lines.append(f"| {chip:<25} | 0000:{i:02X}:00.0  | 0           0    / 0          "
                      f"3347 / {hbm_mb:<10}|")
         lines.append(sep)
     return "\n".join(lines)
@@ -49,7 +51,8 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
     ips = node.device_ips or [f"198.18.{spec.nodes.index(node)}.{d + 1}" for d in range(devices)]
     tls = 1 if spec.network.hccl_tls == "enabled" else 0
     out = ["### hostname", node.hostname or f"{node.name}-host",
-           "### npu-smi-info", synthetic_npu_smi(devices, f"{profile.chip}", profile.device_memory_gb * 1024),
+           "### npu-smi-info", synthetic_npu_smi(devices, f"{profile.chip}", profile.device_memory_gb * 1024,
+                                                 profile.chips_per_npu),
            "### driver-version", "Version=24.1.rc3", "### firmware-version", "Version=7.5.0.1.129",
            "### cann-version", "version=8.0.0"]
     for d in range(devices):
@@ -62,8 +65,23 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
                 f"### device {d} tls",
                 f"dev_id:{d}, tls switch[{tls}](0:disable, 1:enable), tls preconfigured[1](0:non-preset, 1:preset), "
                 "tls alarm time threshold[60]days"]
+    if profile.spod_info:
+        out += synthetic_spod_info(devices, profile.chips_per_npu, server_index=spec.nodes.index(node))
     out += ["### hccl-rootinfo", "absent", "### model-path", "present", "### end"]
     return "\n".join(out) + "\n"
+
+
+def synthetic_spod_info(devices: int, chips_per_npu: int, *, server_index: int, super_pod_id: int = 0) -> list[str]:
+    """`npu-smi info -t spod-info` of every die of an Atlas A3 server, printed
+    as npu-smi prints it ("\t%-30s : %u"), with the SDID laid out as Ascend's
+    A3 DCMI reference gives it (server index, chip, die, device)."""
+    out = []
+    for d in range(devices):
+        npu, chip = divmod(d, chips_per_npu)
+        sdid = (server_index << 22) | (npu << 18) | (chip << 16) | d
+        out += [f"### device {d} spod", f"\t{'SDID':<30} : {sdid}", f"\t{'Super Pod Size':<30} : 384",
+                f"\t{'Super Pod ID':<30} : {super_pod_id}", f"\t{'Server Index':<30} : {server_index}"]
+    return out
 
 
 def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, Any]]:
