@@ -27,6 +27,8 @@ STACK_RUNBOOK = {
     "dp4-ep32-gpustack": "002",
     "tp8-pp2-300iduo": "003",
     "tp16-lmdeploy": "004",
+    # Atlas A3 (issue 11): no field runbook; runbook 001's MindIE settings.
+    "tp32-a3-mindie": None,
 }
 STACKS = tuple(STACK_RUNBOOK)
 
