@@ -54,6 +54,8 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "missing_model": ("bool", "the model directory is missing on this node"),
     "model_file_differs": ("bool", "one weight shard differs from the other nodes'"),
     "hostname": ("string", "this node's hostname (use another node's to make a duplicate)"),
+    "server_index": ("number", "A3 nodes: the Server Index `npu-smi info -t spod-info` reports, and the server "
+                                "bits of each SDID (another node's index: the same SDIDs in one super pod)"),
     "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
     "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
 }

@@ -72,6 +72,15 @@ class Hardware:
     firmware_version: str = "7.5.0.1.129"
     netmask: str = "255.255.0.0"
     extra: dict = field(default_factory=dict)
+    # Atlas A3: 2 dies per NPU (npu_count then counts dies, as /dev/davinciN
+    # and hccn_tool do), and the super pod `npu-smi info -t spod-info` reports;
+    # None: the chip has no super pods and says so.
+    chips_per_npu: int = 1
+    super_pod_id: int | None = None
+
+
+# An Atlas 800I A3 as the stand-ins show it (docs/formats.md §1c, §1i).
+A3_HARDWARE = dict(chip_name="Ascend910", npu_count=16, chips_per_npu=2, super_pod_id=0, hbm_mb=65536)
 
 
 def in_upper(upper: Path, node_path: str) -> Path:

@@ -110,6 +110,8 @@ THICK = "+" + "=" * 27 + "+" + "=" * 15 + "+" + "=" * 52 + "+"
 
 def npu_smi_info(facts, faults):
     """`npu-smi info`: docs/formats.md §1a (one chip per NPU, 910B class)."""
+    if facts.get("chips_per_npu", 1) > 1:
+        return npu_smi_info_dies(facts, faults)
     version = driver_version(facts, faults)
     devices = present_devices(facts, faults)
     out = [SOLID,
@@ -130,6 +132,49 @@ def npu_smi_info(facts, faults):
     for d in devices:
         out += [f"| {'No running processes found in NPU ' + str(d):<95}|", THICK]
     return "\n".join(out)
+
+
+def npu_smi_info_dies(facts, faults):
+    """`npu-smi info` of an Atlas A3: docs/formats.md §1c (npu-smi 25.2.0,
+    `Chip  Phy-ID`, each NPU in two blocks, '-' power on the second die)."""
+    version = driver_version(facts, faults)
+    per_npu = facts["chips_per_npu"]
+    out = [SOLID,
+           f"| npu-smi {version:<25}Version: {version:<53}|",
+           THIN,
+           "| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|",
+           "| Chip  Phy-ID              | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |",
+           THICK]
+    for d in present_devices(facts, faults):
+        npu, chip = divmod(d, per_npu)
+        i = d % len(POWER)
+        power = POWER[i] if chip == 0 else "-"
+        top = f" {npu:<6}{facts['chip_name']:<20}| {health(d, faults):<14}| {power:<12}{TEMP[i]:<18}{0:<5}/ {0:<14}"
+        bus = facts["bus_ids"][d % len(facts["bus_ids"])]
+        bottom = f" {chip:<6}{d:<20}| {bus:<14}| {0:<12}{0:<5}/ {0:<11}{HBM_USED[i]:<5}/ {facts['hbm_mb']:<14}"
+        out += [f"|{top}|", f"|{bottom}|", THICK if chip == per_npu - 1 else SOLID]
+    out += [THIN,
+            "| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |",
+            THICK]
+    for npu in sorted({d // per_npu for d in present_devices(facts, faults)}):
+        out += [f"| {'No running processes found in NPU ' + str(npu):<95}|", THICK]
+    return "\n".join(out)
+
+
+def npu_smi_spod_info(facts, faults, npu, chip):
+    """`npu-smi info -t spod-info -i NPU -c CHIP`: docs/formats.md §1i, printed
+    as npu-smi's source prints it ("\t%-30s : %u"); the SDID laid out as the
+    A3 DCMI reference gives it. Server Index: the node's index, or the fault's."""
+    if facts.get("super_pod_id") is None:
+        return "This device does not support querying spod-info."  # docs/formats.md §1i
+    per_npu = facts.get("chips_per_npu", 1)
+    die = npu * per_npu + chip
+    if die not in present_devices(facts, faults) or chip >= per_npu:
+        raise ToolError(f"Error: the device {npu} chip {chip} does not exist.")  # not verified
+    server = int(faults.get("server_index", facts["index"]))
+    sdid = (server << 22) | (npu << 18) | (chip << 16) | die
+    return kv([("SDID", sdid), ("Super Pod Size", 384), ("Super Pod ID", facts["super_pod_id"]),
+               ("Server Index", server)])
 
 
 def npu_smi_mapping(facts, faults):
@@ -216,6 +261,8 @@ def npu_smi(argv):
     if "t" in opts:
         if "i" not in opts:
             raise ToolError("Error: -i is required with -t")  # not verified
+        if opts["t"] == "spod-info":
+            return npu_smi_spod_info(facts, faults, int(opts["i"]), int(opts.get("c", 0)))
         return npu_smi_detail(facts, faults, opts["t"], int(opts["i"]),
                               int(opts["c"]) if "c" in opts else None)
     return npu_smi_info(facts, faults)
