@@ -45,9 +45,10 @@ PROFILES: dict[str, HardwareProfile] = {
 # (vLLM-Ascend's DeepSeek-R1 guide: "1 Atlas 800 A3 (64G x 16)"; the A3
 # hccn_tool guide: "-i ... Atlas 800I A3 ...: 0~15"). Rank table "1.2"
 # (CANN's HCCL guide, A3): super_device_id per die, host_ip per server,
-# super_pod_list. The SuperPoD profile is the same server in a SuperPoD
-# (Atlas 900 A3 SuperPoD / 800T A3 SuperPoD): the same 16 dies and checks;
-# its servers share a super pod, so the SDIDs must differ across servers.
+# super_pod_list. The SuperPoD profile is the compute node of an Atlas 900
+# A3 SuperPoD: the same 16 dies and checks. MindCluster's documentation calls
+# the 800I A3 and 800T A3 "SuperPoD servers" too: servers of one super pod
+# talk over HCCS, so their SDIDs must differ (facts.check_super_pods).
 PROFILES.update({
     "atlas-800i-a3": HardwareProfile("atlas-800i-a3", "Ascend910", 16, 64, "1.2", True, "Ascend910",
                                      chips_per_npu=2, spod_info=True),
