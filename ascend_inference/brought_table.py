@@ -84,3 +84,29 @@ def found_ip_problems(table: dict[str, Any], spec: ClusterSpec, plan: Plan, sour
     return check_rank_table_for_stack(table, source=source, stack_file=source,
                                       servers=stack_servers(spec, found_device_ips), world_size=plan.world_size,
                                       rules=spec.engine_plugin.rank_table_options(spec), ips_found_by_preflight=True)
+
+
+def found_sdid_problems(table: dict[str, Any], spec: ClusterSpec, source: str,
+                        super_pods: dict[str, dict[str, Any]]) -> list[Problem]:
+    """A brought rank table 1.2 (Atlas A3) against the SDIDs preflight found
+    (`facts.super_pods_of`): a `super_device_id` that is not its die's SDID
+    points HCCL at another die."""
+    problems: list[Problem] = []
+    node_at = {n.address: n.name for n in spec.nodes}
+    for s, server in enumerate(table.get("server_list") or []):
+        node = node_at.get(server.get("server_id")) if isinstance(server, dict) else None
+        if node is None or node not in super_pods:
+            continue
+        found = super_pods[node]["super_device_ids"]
+        for d, device in enumerate(server.get("device") or []):
+            device_id = device.get("device_id") if isinstance(device, dict) else None
+            if not isinstance(device_id, str) or not device_id.isdigit() or int(device_id) >= len(found):
+                continue
+            sdid = found[int(device_id)]
+            if device.get("super_device_id") != sdid:
+                problems.append(Problem(
+                    source, f"server_list[{s}].device[{d}].super_device_id",
+                    f"server {server.get('server_id')} device {device_id} has super_device_id "
+                    f"{device.get('super_device_id')}, but preflight found SDID {sdid} on {node} die {device_id}",
+                    "use the SDID `npu-smi info -t spod-info -i NPU -c CHIP` prints on that node"))
+    return problems

@@ -23,7 +23,7 @@ from typing import Any
 
 import pulumi
 
-from ascend_inference.brought_table import found_ip_problems
+from ascend_inference.brought_table import found_ip_problems, found_sdid_problems
 from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
@@ -173,6 +173,9 @@ class Deployment(pulumi.ComponentResource):
             # The user's table against what preflight found on the nodes.
             problems = found_ip_problems(table, loaded.spec, loaded.plan, str(loaded.spec.network.rank_table_file),
                                          device_ips)
+            if super_pods is not None:
+                problems += found_sdid_problems(table, loaded.spec, str(loaded.spec.network.rank_table_file),
+                                                super_pods)
         else:
             problems = check_rank_table(loaded, table, f"rank table for stack {loaded.name}")
         if problems:

@@ -84,3 +84,40 @@ def _replace_section(text: str, section: str, body: str) -> str:
     assert marker, section
     _, _, rest = tail.partition("\n### ")
     return head + marker + body + "\n### " + rest
+
+
+def mocked_table() -> dict:
+    """The table the program makes from the mocked nodes' facts."""
+    from ascend_inference.facts import parse_preflight, super_pods_of
+    from ascend_inference.render import declared_device_ips, rank_table
+    from ascendctl.preview.facts import synthetic_preflight
+
+    ld = loaded(STACK)
+    pods = super_pods_of([parse_preflight(n.name, synthetic_preflight(ld, n.name), 16) for n in ld.spec.nodes])
+    table = rank_table(ld, declared_device_ips(ld), pods)
+    assert table is not None
+    return table
+
+
+def test_a_brought_1_2_table_with_the_found_sdids_is_installed(tmp_path):
+    from ascend_inference.stackfile import load_stack
+    from tests.test_brought_rank_table import stack_using
+    from tests.test_brought_rank_table_program import installed_table
+
+    table = mocked_table()
+    brought = load_stack(str(stack_using(tmp_path, STACK, table)))
+    g = record_stack(brought, brought.raw_config)
+    assert installed_table(named(g, "node1-rank-table").inputs["create"]) == table
+
+
+def test_a_brought_table_with_another_sdid_stops_the_program(tmp_path):
+    from ascend_inference.stackfile import load_stack
+    from tests.test_brought_rank_table import stack_using
+
+    table = mocked_table()
+    table["server_list"][1]["device"][4]["super_device_id"] = "999"  # unique, so HCCL's own rules pass
+    brought = load_stack(str(stack_using(tmp_path, STACK, table)))
+    with pytest.raises(NodeFactError) as info:
+        record_stack(brought, brought.raw_config)
+    assert ("server_list[1].device[4].super_device_id" in str(info.value)
+            and "has super_device_id 999, but preflight found SDID " in str(info.value)), str(info.value)
