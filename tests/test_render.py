@@ -14,13 +14,14 @@ from tests.conftest import NS, STACKS, container_mount_for, load_stack_doc, run_
 
 pytestmark = pytest.mark.pure
 
-USES_RANK_TABLE = {"tp16-mindie", "tp16-lmdeploy"}
+USES_RANK_TABLE = {"tp16-mindie", "tp16-lmdeploy", "tp32-a3-mindie"}
 PER_NODE_VARIABLES = {
     "tp16-vllm-mindspore": set(),
     "tp16-mindie": {"MIES_CONTAINER_IP"},
     "dp4-ep32-gpustack": set(),
     "tp8-pp2-300iduo": set(),
     "tp16-lmdeploy": {"HCCL_IF_IP"},
+    "tp32-a3-mindie": {"MIES_CONTAINER_IP"},
 }
 
 
@@ -59,7 +60,9 @@ def test_plan_json(rendered, stack):
     names = node_names(stack)
     assert [n["name"] for n in plan["nodes"]] == names
     assert plan["nodes"][0]["role"] == "master"
-    assert plan["world_size"] == 8 * len(names) == len(plan["ranks"])
+    # 8 NPUs a node; 16 dies on Atlas A3.
+    per_node = 16 if stack == "tp32-a3-mindie" else 8
+    assert plan["world_size"] == per_node * len(names) == len(plan["ranks"])
     assert plan["tp"] * plan["pp"] * plan["dp"] == plan["world_size"]
     assert [r["rank"] for r in plan["ranks"]] == list(range(plan["world_size"]))
     assert sum(plan["pp_layer_split"]) == 61 and len(plan["pp_layer_split"]) == plan["pp"]

@@ -29,7 +29,10 @@ GIB = 2**30
 # norms, gates and MLA in BF16; R1 W8A8 ~700 GB on disk, A8W4 ~400 GB).
 BYTES = {"bf16": 2.0, "w8a8": 1.06, "a8w4": 0.6}
 # HBM per device (hardware.py; npu-smi reports 65536 MB on 910B).
-DEVICE_GIB = {"atlas-800i-a2": 64, "atlas-800t-a2": 64, "atlas-300i-duo": 48}
+DEVICE_GIB = {"atlas-800i-a2": 64, "atlas-800t-a2": 64, "atlas-300i-duo": 48,
+              # Atlas A3: per die, 16 dies a server (vLLM-Ascend: "Atlas 800 A3 (64G x 16)").
+              "atlas-800i-a3": 64}
+DEVICES_PER_NODE = {"atlas-800i-a3": 16}
 R1_PARAMETERS_B, R1_EXPERT_PARAMETERS_B, R1_LAYERS, KV_HEADROOM = 671.0, 654.0, 61, 0.1
 
 
@@ -115,7 +118,7 @@ def test_rank_layout_properties(n_nodes, devices):
 # --------------------------------------------------------------------------
 
 def expected_memory(*, quantization, profile, nodes, fraction, tp, pp=1, dp=1, ep=1, moe_tp=None, split=None):
-    devices = 8
+    devices = DEVICES_PER_NODE.get(profile, 8)
     world = nodes * devices
     moe_tp = moe_tp if moe_tp is not None else (tp if ep == 1 else 1)
     split = split or default_layer_split(R1_LAYERS, pp)
@@ -143,6 +146,8 @@ STACK_MEMORY = {
     "tp8-pp2-300iduo": dict(quantization="a8w4", profile="atlas-300i-duo", nodes=2, fraction=0.8, tp=8, pp=2,
                             split=(31, 30)),
     "tp16-lmdeploy": dict(quantization="w8a8", profile="atlas-800t-a2", nodes=2, fraction=0.9, tp=16),
+    # No runbook: MindIE's 0.95 of runbook 001 on 2 x 800I A3, one TP group over 32 dies.
+    "tp32-a3-mindie": dict(quantization="w8a8", profile="atlas-800i-a3", nodes=2, fraction=0.95, tp=32),
 }
 
 
