@@ -33,6 +33,8 @@ NAMESPACE = "ascend-inference"
 NODE_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
 SIZE = r"^[0-9]+[bkmg]?$"
+# A package version as pip and the Ascend version files write them (0.4.1, 8.0.RC3, 2.0.T3.B010).
+VERSION = r"^[0-9][A-Za-z0-9.+_-]*$"
 
 
 def is_ip(text: str) -> bool:
@@ -196,6 +198,14 @@ class Container(StrictModel):
     # Mounts beyond the engine's standard Ascend ones, "host:container[:ro]".
     mounts: list[Annotated[str, Field(pattern=r"^[^:]+:/[^:]*(:ro|:rw)?$")]] = []
     restart: Literal["no", "unless-stopped", "always", "on-failure"] = "no"
+    # The engine's version inside the image (pip's for vllm-mindspore,
+    # lmdeploy and GPUStack, version.info's mindie-service for MindIE). The
+    # image check refuses an image with another one; it also decides the env
+    # the engine gets (vllm-mindspore 0.4.0 renamed its variables). None: the
+    # runbooks' era, read and reported, refused only when it needs another env.
+    engine_version: Annotated[str, Field(pattern=VERSION)] | None = None
+    # CANN's version inside the image (ascend_toolkit_install.info); None: reported only.
+    cann_version: Annotated[str, Field(pattern=VERSION)] | None = None
 
     _check_tar = field_validator("image_tar")(lambda v: v if v is None else _absolute_path(v))
 
