@@ -68,8 +68,8 @@ SERVING = token("serving", "ServingProcess")
 SMOKE = token("smoke", "SmokeTest")
 GPUSTACK = token("gpustack", "GpustackModel")  # the server secrets; the token predates the split
 GPUSTACK_DEPLOYMENT = token("gpustack", "GpustackDeployment")
-COMPONENT_TYPES = {DEPLOYMENT, ASCEND_NODE, PEER_CHECK, MODEL_WEIGHTS, CONTAINER_IMAGES, RANK_TABLE, INFERENCE_CONTAINER,
-                   RAY_CLUSTER, SERVING, SMOKE, GPUSTACK, GPUSTACK_DEPLOYMENT}
+COMPONENT_TYPES = {DEPLOYMENT, ASCEND_NODE, PEER_CHECK, MODEL_WEIGHTS, RANK_TABLE, INFERENCE_CONTAINER,
+                   RAY_CLUSTER, SERVING, SMOKE, GPUSTACK, GPUSTACK_DEPLOYMENT, CONTAINER_IMAGES}
 
 # What each engine needs (issue 4 and runbooks 000-004): an HCCL rank table
 # (MindIE, LMDeploy), a Ray cluster (vLLM-MindSpore, LMDeploy), a daemon on

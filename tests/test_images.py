@@ -31,7 +31,8 @@ case "$1 $2" in
   "run --rm")
     [ "$3 $4 $5" = "--network=none --entrypoint /bin/sh" ] || exit 64
     # The probe's absolute paths, moved under the image's root directory.
-    probe=$(printf '%s' "$8" | sed "s#/usr/#$IMAGE_ROOT/usr/#g; s#/opt/#$IMAGE_ROOT/opt/#g; s#/root/#$IMAGE_ROOT/root/#g")
+    probe=$(printf '%s' "$8" | sed -e "s#/usr/#$IMAGE_ROOT/usr/#g" -e "s#/opt/#$IMAGE_ROOT/opt/#g" \\
+      -e "s#/root/#$IMAGE_ROOT/root/#g")
     exec /bin/sh -c "$probe" ;;
   *) exit 64 ;;
 esac
