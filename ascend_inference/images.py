@@ -121,41 +121,50 @@ def check_images(found: list[ImageFacts], expect: ImageExpectations) -> list[Nod
     errors: list[NodeFactError] = []
     if not found:
         return errors
-    package = expect.package
-    key = "ascend-inference:container"
     master = found[0]
-    for facts in found[1:]:
-        if facts.id != master.id:
-            errors.append(NodeFactError(
+    for facts in found:
+        mine = _version_errors(facts, expect)
+        if not mine and facts.id != master.id:
+            # Same versions, another image: the plain id difference. (Another
+            # version is the clearer line, and implies another image.)
+            mine.append(NodeFactError(
                 facts.node, "image", f"{facts.image} is sha256:{short_id(facts.id)}, {master.node} has "
                 f"sha256:{short_id(master.id)} (a tag is compared by name only)",
                 "load the same image on every node (docker save on one node, docker load on the others, or "
                 "container.image_tar), or pin the image by digest"))
-    for facts in found:
-        label = f"image {facts.image} has {package.label}"
-        if expect.engine_version is not None:
-            if facts.engine_version != expect.engine_version:
-                errors.append(NodeFactError(
-                    facts.node, "engine version",
-                    f"{label} {facts.engine_version or '(none found)'}, the stack expects "
-                    f"{expect.engine_version} ({key}.engine_version)",
-                    f"set {key}.engine_version to {facts.engine_version}" if facts.engine_version else
-                    f"use an image with {package.label} {expect.engine_version}"))
-        elif facts.engine_version:
-            mine, rendered = expect.env_era(facts.engine_version), expect.env_era(None)
-            if mine != rendered:
-                errors.append(NodeFactError(
-                    facts.node, "engine version",
-                    f"{label} {facts.engine_version} ({mine}), the env is rendered for {rendered} "
-                    f"({key}.engine_version is not set)",
-                    f"set {key}.engine_version to {facts.engine_version}"))
-        if expect.cann_version is not None and facts.cann_version != expect.cann_version:
+        errors += mine
+    return errors
+
+
+def _version_errors(facts: ImageFacts, expect: ImageExpectations) -> list[NodeFactError]:
+    """The node's engine and CANN versions against the stack's."""
+    errors: list[NodeFactError] = []
+    package = expect.package
+    key = "ascend-inference:container"
+    label = f"image {facts.image} has {package.label}"
+    if expect.engine_version is not None:
+        if facts.engine_version != expect.engine_version:
             errors.append(NodeFactError(
-                facts.node, "CANN in the image",
-                f"image {facts.image} has CANN {facts.cann_version or '(none found)'}, the stack expects "
-                f"{expect.cann_version} ({key}.cann_version)",
-                f"set {key}.cann_version to {facts.cann_version}" if facts.cann_version else
-                f"use an image with CANN {expect.cann_version}"))
+                facts.node, "engine version",
+                f"{label} {facts.engine_version or '(none found)'}, the stack expects "
+                f"{expect.engine_version} ({key}.engine_version)",
+                f"set {key}.engine_version to {facts.engine_version}" if facts.engine_version else
+                f"use an image with {package.label} {expect.engine_version}"))
+    elif facts.engine_version:
+        mine, rendered = expect.env_era(facts.engine_version), expect.env_era(None)
+        if mine != rendered:
+            errors.append(NodeFactError(
+                facts.node, "engine version",
+                f"{label} {facts.engine_version} ({mine}), the env is rendered for {rendered} "
+                f"({key}.engine_version is not set)",
+                f"set {key}.engine_version to {facts.engine_version}"))
+    if expect.cann_version is not None and facts.cann_version != expect.cann_version:
+        errors.append(NodeFactError(
+            facts.node, "CANN in the image",
+            f"image {facts.image} has CANN {facts.cann_version or '(none found)'}, the stack expects "
+            f"{expect.cann_version} ({key}.cann_version)",
+            f"set {key}.cann_version to {facts.cann_version}" if facts.cann_version else
+            f"use an image with CANN {expect.cann_version}"))
     return errors
 
 

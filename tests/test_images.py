@@ -155,6 +155,13 @@ def test_an_undeclared_version_is_refused_only_when_it_needs_another_env():
                         expectations("tp16-lmdeploy")) == []
 
 
+def test_another_version_is_the_one_line_even_though_the_id_differs_too():
+    expect = expectations("tp16-vllm-mindspore", engine_version="0.3.0")
+    message = one_error(check_images([facts("node0"), facts("node1", image_id="sha256:" + "ab" * 32, engine="0.4.1")],
+                                     expect))
+    assert message.startswith("node node1: engine version: image mindspore:latest has vllm-mindspore 0.4.1"), message
+
+
 def test_a_declared_cann_version_is_compared():
     message = one_error(check_images([facts("node0", cann="8.0.RC3")],
                                      expectations("tp16-vllm-mindspore", cann_version="8.0.0")))
