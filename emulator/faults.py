@@ -276,16 +276,22 @@ def _load_image_variant(node: Node, variant: imagelib.Variant) -> bool:
     wanted = None if variant == imagelib.Variant() else dataclasses.asdict(variant)
     if loaded == wanted:
         return False
-    archive = node.run_dir.parent / "image-variant.tar"
-    imagelib.build_image(archive, imagelib.IMAGE, variant)
+    # One file per variant, never rewritten with other content: the node
+    # sees the host's files through an overlay, which may keep serving a
+    # replaced file's old content.
+    archive = node.run_dir.parent / f"image-{variant.engine_version or 'default'}-{variant.marker or 'same'}.tar"
+    if not archive.exists():
+        imagelib.build_image(archive, imagelib.IMAGE, variant)
     current = _docker(node, "image", "inspect", "-f", "{{.Id}}", imagelib.IMAGE).strip()
     tags = [line.split()[0] for line in _docker(node, "images", "--no-trunc", "--format",
                                                  "{{.Repository}}:{{.Tag}} {{.ID}}").splitlines()
             if line.split()[1:] == [current] and line.split()[0] != imagelib.IMAGE]
     _docker(node, "load", "-i", str(archive))
-    archive.unlink()
-    for tag in tags:
-        _docker(node, "tag", imagelib.IMAGE, tag)
+    # `docker load` of an image the node still holds (untagged, from before
+    # the fault) does not move the tag: name it by its id.
+    loaded_id = imagelib.image_id(archive)
+    for tag in [imagelib.IMAGE, *tags]:
+        _docker(node, "tag", loaded_id, tag)
     if wanted is None:
         record.unlink()
     else:
