@@ -148,7 +148,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     scripts["peer_ping"] = render_peer_ping(loaded, index, device_ips)
     script("weights", "Check the model weights", weights_mode=engine.weights_mode)
     script("image", "Make the container image present", image=spec.container.image,
-           image_tar=spec.container.image_tar)
+           image_tar=spec.container.image_tar, image_url=spec.container.image_url,
+           image_sha256=spec.container.image_sha256)
     script("image-check", "Read the image id and the engine and CANN versions in the image",
            image=spec.container.image, image_json=json.dumps(spec.container.image),
            node_json=json.dumps(ctx.node.name), probe=probe_script(engine.image_package))

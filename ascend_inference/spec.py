@@ -206,6 +206,12 @@ class Container(StrictModel):
     engine_version: Annotated[str, Field(pattern=VERSION)] | None = None
     # CANN's version inside the image (ascend_toolkit_install.info); None: reported only.
     cann_version: Annotated[str, Field(pattern=VERSION)] | None = None
+    # Where each node fetches `image_tar` from when it is not there (runbook
+    # 001 §4.1 `wget`s the tar on the node): resumable, then checked against
+    # `image_sha256` when given.
+    image_url: Annotated[str, Field(pattern=r"^https?://[^\s'\"]+$")] | None = None
+    # sha256 of the tar: checked before `docker load` (a partial or corrupt copy).
+    image_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     _check_tar = field_validator("image_tar")(lambda v: v if v is None else _absolute_path(v))
 
@@ -285,6 +291,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
 
     problems += spec.engine.problems(file)
     problems += _port_collisions(spec, file)
+    problems += _image_tar_problems(spec.container, file)
     nodes = list(enumerate(spec.nodes))
     seen_twice([(i, n.name) for i, n in nodes], "name", "give every node its own name")
     seen_twice([(i, n.host) for i, n in nodes], "host", "each node is one server: list it once")
@@ -332,6 +339,14 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
             else:
                 device_owner[ip] = where
     return problems
+
+
+def _image_tar_problems(container: Container, file: str) -> list[Problem]:
+    """`image_url` and `image_sha256` are about the tar: they need its path."""
+    return [Problem(file, f"{NAMESPACE}:container.{key}", "needs container.image_tar, the path of the tar on "
+                    "each node", "add image_tar (e.g. /data/images/<name>.tar)")
+            for key in ("image_url", "image_sha256")
+            if getattr(container, key) is not None and container.image_tar is None]
 
 
 def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:

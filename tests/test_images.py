@@ -9,8 +9,12 @@ under that directory. Then the cross-node rules on what the checks print,
 the env each vllm-mindspore version gets, and the stack keys' refusals."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import json
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -232,3 +236,85 @@ def test_missing_mount_sources_are_one_line_naming_node_and_paths(tmp_path):
     assert " /etc/vnpu.cfg " in lines[0] and " /usr/local/bin/npu-smi " in lines[0]
     # The stack's own directory is made by its file steps, so it is never listed.
     assert "/etc/ascend-inference" not in lines[0]
+
+
+# --- the image tar fetched by each node (container.image_url, image_sha256) -----------
+
+LOAD_STUB = """#!/usr/bin/env bash
+# docker image inspect IMAGE: present once `load` ran; docker load -i TAR: records the tar's bytes.
+case "$1 $2" in
+  "image inspect") [ -e "$STATE/loaded" ] || exit 1; [ "$3" = "-f" ] && echo sha256:feed ; exit 0 ;;
+  "load -i") cp "$3" "$STATE/loaded"; echo "Loaded image: $IMAGE" ;;
+  *) exit 64 ;;
+esac
+"""
+
+
+@pytest.fixture
+def served_tar(tmp_path):
+    """A tar served over HTTP on 127.0.0.1 (what image_url names)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "mindie.tar").write_bytes(b"layer bytes " * 1000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/mindie.tar", (root / "mindie.tar").read_bytes()
+    finally:
+        server.shutdown()
+
+
+def run_image_step(tmp_path: Path, **container):
+    base = load_stack("tp16-mindie")
+    config = json.loads(json.dumps(base.raw_config))
+    tar = tmp_path / "node" / "images" / "mindie.tar"
+    config[NS + "container"] = {**config[NS + "container"], "image_tar": str(tar), **container}
+    script = render_node(loaded_with_config(base, config), 1).scripts.image.command
+    state = tmp_path / "docker-state"
+    state.mkdir(exist_ok=True)
+    stub = tmp_path / "docker"
+    stub.write_text(LOAD_STUB)
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "STATE": str(state), "IMAGE": base.spec.container.image}
+    done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, env=env, timeout=60)
+    return done, tar, state / "loaded"
+
+
+def test_a_tar_fetched_from_its_url_and_checked_is_loaded(tmp_path, served_tar):
+    url, data = served_tar
+    done, tar, loaded = run_image_step(tmp_path, image_url=url, image_sha256=hashlib.sha256(data).hexdigest())
+    assert done.returncode == 0, done.stderr
+    assert tar.read_bytes() == data and loaded.read_bytes() == data
+    assert not tar.with_name(tar.name + ".part").exists()
+
+
+def test_a_tar_with_another_checksum_is_one_line_and_is_not_loaded(tmp_path, served_tar):
+    url, data = served_tar
+    done, tar, loaded = run_image_step(tmp_path, image_url=url, image_sha256="0" * 64)
+    assert done.returncode == 4
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"node node1: image tar: {tar} has sha256 {hashlib.sha256(data).hexdigest()}, "
+                               f"the stack expects {'0' * 64} (container.image_sha256)"), lines[0]
+    assert not loaded.exists() and not tar.exists()
+
+
+def test_an_unreachable_url_is_one_line(tmp_path):
+    done, tar, loaded = run_image_step(tmp_path, image_url="http://127.0.0.1:9/none.tar")
+    assert done.returncode == 4
+    lines = [line for line in done.stderr.strip().splitlines() if line.startswith("node ")]
+    assert lines and lines[-1].startswith("node node1: image tar: could not fetch http://127.0.0.1:9/none.tar")
+    assert not loaded.exists()
+
+
+def test_image_url_and_sha256_need_the_tar_path(tmp_path):
+    doc = load_stack_doc("tp16-vllm-mindspore")
+    doc["config"][NS + "container"]["image_url"] = "https://example.com/x.tar"
+    doc["config"][NS + "container"]["image_sha256"] = "a" * 64
+    done = run_cli("validate", "--stack", write_stack(tmp_path, "no-tar", doc))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    for key, line in zip(("image_url", "image_sha256"), lines, strict=True):
+        assert f"ascend-inference:container.{key}: needs container.image_tar" in line and "(fix: " in line
