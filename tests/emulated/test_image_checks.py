@@ -4,16 +4,22 @@ a node whose image differs (another id under the same tag, another engine
 version) or that lacks a bind-mount source stops the rollout before anything
 starts there, with one line naming node, found and expected; an image whose
 engine takes the 0.4.0 env rolls out with that env, and a second `up`
-repeats only the checks."""
+repeats only the checks; an image tar fetched by every node from a URL is
+checked against its sha256 before `docker load`."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import json
+import threading
 import time
 
 import pytest
 
 from ascend_inference.errors import NodeFactError
 from emulator import image as imagelib
+from emulator import network
 from emulator.executor import StepFailed
 from emulator.rollout import StackRollout
 from tests.emulated.conftest import node_ssh, own_cluster
@@ -133,3 +139,44 @@ def test_the_engine_refuses_the_old_env_in_a_0_4_image(cluster, tmp_path):
             cluster.clear_faults(node.name)
     assert isinstance(report.error, StepFailed), report.error
     assert "MINDFORMERS_MODEL_CONFIG is not supported" in str(report.error)
+
+
+@pytest.fixture
+def tar_server(cluster, tmp_path):
+    """The stack's image as a tar, served over HTTP from the host on the cluster's bridge."""
+    image = StackRollout(cluster, "tp16-mindie", tmp_path / "unused.json").base.spec.container.image
+    root = tmp_path / "served"
+    archive = imagelib.build_image(root / "mindie.tar", image)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer((network.bridge_address(cluster.subnet), 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield (f"http://{server.server_address[0]}:{server.server_address[1]}/mindie.tar",
+               hashlib.sha256(archive.read_bytes()).hexdigest())
+    finally:
+        server.shutdown()
+
+
+def test_each_node_fetches_checks_and_loads_the_image_tar(cluster, tmp_path, tar_server):
+    url, sha = tar_server
+    tar = "/data/images/fetched/mindie.tar"
+    rollout = StackRollout(cluster, "tp16-mindie", tmp_path / "state.json", log=lambda m: None)
+    image = rollout.base.spec.container.image
+    for node in cluster.nodes:
+        node_ssh(cluster, node.name, f"docker rmi {image} >/dev/null 2>&1 || true; rm -f {tar}")
+    base = [f"container.image_tar={tar}", f"container.image_url={url}"]
+    try:
+        wrong = rollout.up([*base, "container.image_sha256=" + "0" * 64])
+        assert isinstance(wrong.error, StepFailed), wrong.error
+        assert f"image tar: {tar} has sha256 {sha}, the stack expects {'0' * 64}" in str(wrong.error)
+        assert not {a.resource for a in wrong.actions} & (LATER | {"node0-container"})
+        right = rollout.up([*base, f"container.image_sha256={sha}"])
+        assert right.error is None, right.error
+        for node in cluster.nodes:
+            assert node_ssh(cluster, node.name, f"sha256sum {tar}").split()[0] == sha
+        assert image_facts(rollout, "node0")["id"] == image_facts(rollout, "node1")["id"]
+        assert "smoke-test-request" in right.did("create")
+    finally:
+        rollout.destroy()
+        for node in cluster.nodes:
+            node_ssh(cluster, node.name, "rm -rf /data/images/fetched")
