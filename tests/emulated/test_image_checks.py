@@ -33,7 +33,7 @@ LATER = {"node1-container", "node0-ray-head", "node1-ray-worker", "ray-verify", 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with own_cluster(2, "image-checks", prefix="ptimg", subnet=244) as c:
+    with own_cluster(2, "image-checks", prefix="ptimg", subnet=226) as c:
         yield c
 
 
