@@ -166,9 +166,9 @@ def test_each_node_fetches_checks_and_loads_the_image_tar(cluster, tmp_path, tar
         node_ssh(cluster, node.name, f"docker rmi {image} >/dev/null 2>&1 || true; rm -f {tar}")
     base = [f"container.image_tar={tar}", f"container.image_url={url}"]
     try:
-        wrong = rollout.up([*base, "container.image_sha256=" + "0" * 64])
+        wrong = rollout.up([*base, "container.image_sha256=" + "f" * 64])
         assert isinstance(wrong.error, StepFailed), wrong.error
-        assert f"image tar: {tar} has sha256 {sha}, the stack expects {'0' * 64}" in str(wrong.error)
+        assert f"image tar: {tar} has sha256 {sha}, the stack expects {'f' * 64}" in str(wrong.error)
         assert not {a.resource for a in wrong.actions} & (LATER | {"node0-container"})
         right = rollout.up([*base, f"container.image_sha256={sha}"])
         assert right.error is None, right.error
