@@ -17,6 +17,7 @@ from typing import Any, Literal
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
 from ascend_inference.errors import Problem
+from ascend_inference.images import probe_script
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import DISCOVERED, SPOD_DISCOVERED, rank_table_for, rank_table_json, validate_rank_table
@@ -52,7 +53,10 @@ class NodeScripts:
     peer_ping: Script
     weights: Script
     image: Script
+    # Always rendered; None only for a NodeScripts built by hand.
+    image_check: Script | None = None
     container_name_free: Script
+    mount_sources: Script | None = None
     ray_start: Script | None = None
     ray_stop: Script | None = None
     ray_verify: Script | None = None
@@ -163,8 +167,14 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     scripts["peer_ping"] = render_peer_ping(loaded, index, device_ips)
     script("weights", "Check the model weights", weights_mode=engine.weights_mode)
     script("image", "Make the container image present", image=spec.container.image,
-           image_tar=spec.container.image_tar)
+           image_tar=spec.container.image_tar, image_url=spec.container.image_url,
+           image_sha256=spec.container.image_sha256)
+    script("image-check", "Read the image id and the engine and CANN versions in the image",
+           image=spec.container.image, image_json=json.dumps(spec.container.image),
+           node_json=json.dumps(ctx.node.name), probe=probe_script(engine.image_package))
     script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
+    script("mount-sources", "Check that every bind-mount source exists on the host",
+           sources=mount_sources(container, ctx.remote_dir))
     if engine.uses_ray:
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
@@ -189,6 +199,14 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
                **engine.smoke_context(spec))
     return NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
                       per_node_variables=per_node, scripts=NodeScripts(**scripts))
+
+
+def mount_sources(container: ContainerSpec, stack_dir: str) -> list[str]:
+    """The host paths of the container's bind mounts that must exist before
+    `docker run`; named volumes and the stack's own directory (made by the
+    stack's file steps) are left out."""
+    return [m.host for m in container.mounts
+            if not m.is_named_volume and m.host.rstrip("/") != stack_dir and not m.host.startswith(stack_dir + "/")]
 
 
 def render_peer_ping(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]]) -> Script:

@@ -33,6 +33,8 @@ NAMESPACE = "ascend-inference"
 NODE_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
 SIZE = r"^[0-9]+[bkmg]?$"
+# A package version as pip and the Ascend version files write them (0.4.1, 8.0.RC3, 2.0.T3.B010).
+VERSION = r"^[0-9][A-Za-z0-9.+_-]*$"
 
 
 def is_ip(text: str) -> bool:
@@ -197,6 +199,20 @@ class Container(StrictModel):
     # Mounts beyond the engine's standard Ascend ones, "host:container[:ro]".
     mounts: list[Annotated[str, Field(pattern=r"^[^:]+:/[^:]*(:ro|:rw)?$")]] = []
     restart: Literal["no", "unless-stopped", "always", "on-failure"] = "no"
+    # The engine's version inside the image (pip's for vllm-mindspore,
+    # lmdeploy and GPUStack, version.info's mindie-service for MindIE). The
+    # image check refuses an image with another one; it also decides the env
+    # the engine gets (vllm-mindspore 0.4.0 renamed its variables). None: the
+    # runbooks' era, read and reported, refused only when it needs another env.
+    engine_version: Annotated[str, Field(pattern=VERSION)] | None = None
+    # CANN's version inside the image (ascend_toolkit_install.info); None: reported only.
+    cann_version: Annotated[str, Field(pattern=VERSION)] | None = None
+    # Where each node fetches `image_tar` from when it is not there (runbook
+    # 001 §4.1 `wget`s the tar on the node): resumable, then checked against
+    # `image_sha256` when given.
+    image_url: Annotated[str, Field(pattern=r"^https?://[^\s'\"]+$")] | None = None
+    # sha256 of the tar: checked before `docker load` (a partial or corrupt copy).
+    image_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     _check_tar = field_validator("image_tar")(lambda v: v if v is None else _absolute_path(v))
 
@@ -276,6 +292,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
 
     problems += spec.engine.problems(file)
     problems += _port_collisions(spec, file)
+    problems += _image_tar_problems(spec.container, file)
     nodes = list(enumerate(spec.nodes))
     seen_twice([(i, n.name) for i, n in nodes], "name", "give every node its own name")
     seen_twice([(i, n.host) for i, n in nodes], "host", "each node is one server: list it once")
@@ -323,6 +340,14 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
             else:
                 device_owner[ip] = where
     return problems
+
+
+def _image_tar_problems(container: Container, file: str) -> list[Problem]:
+    """`image_url` and `image_sha256` are about the tar: they need its path."""
+    return [Problem(file, f"{NAMESPACE}:container.{key}", "needs container.image_tar, the path of the tar on "
+                    "each node", "add image_tar (e.g. /data/images/<name>.tar)")
+            for key in ("image_url", "image_sha256")
+            if getattr(container, key) is not None and container.image_tar is None]
 
 
 def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:

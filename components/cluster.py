@@ -27,6 +27,7 @@ from ascend_inference.ranktable import rank_table_digest
 from ascend_inference.spec import Node
 from ascend_inference.templating import render_template
 from components.common import TOKEN, clearly, digest, remote_step
+from components.images import PreparedImage
 from components.node import AscendNode, facts_from_json
 
 
@@ -78,6 +79,9 @@ class PeerCheckArgs:
     weights: ModelWeights
     # Where the gate records what it verified, on the master.
     record_path: str
+    # Every node's checked image facts (components/images.py), recorded by
+    # the gate too, so what waits for the gate waits for the image check.
+    images: pulumi.Output | None = None
 
 
 class PeerCheck(pulumi.ComponentResource):
@@ -120,14 +124,17 @@ class PeerCheck(pulumi.ComponentResource):
         # and then the record is what it always was.
         super_pods = pulumi.Output.all(*[n.facts for n in nodes]).apply(
             lambda all_facts: super_pods_of([facts_from_json(f) for f in all_facts]))
+        images = args.images if args.images is not None else pulumi.Output.from_input(None)
 
         def record_text(v: list[Any]) -> str:
             verified = {"device_ips": v[0], "weights_fingerprint": v[1]}
             if v[2] is not None:
                 verified["super_pods"] = v[2]
+            if v[3] is not None:
+                verified["images"] = v[3]
             return json.dumps(verified, indent=2, sort_keys=True) + "\n"
 
-        record = pulumi.Output.all(device_ips, args.weights.fingerprint, super_pods).apply(record_text)
+        record = pulumi.Output.all(device_ips, args.weights.fingerprint, super_pods, images).apply(record_text)
         master = nodes[0]
         install = record.apply(lambda text: render_template(
             "install-file.sh.j2", purpose="Record the verified cluster facts", stack=args.stack, node=master.node,
@@ -148,6 +155,13 @@ class PeerCheck(pulumi.ComponentResource):
         self.verified_device_ips = self.verified.triggers.apply(recorded_device_ips)
         self.verified_super_pods = self.verified.triggers.apply(
             lambda triggers: json.loads(triggers[-1]).get("super_pods") if triggers else None)
+
+        def recorded_images(triggers: Sequence[Any] | None) -> Any:
+            assert triggers is not None
+            return json.loads(triggers[-1]).get("images", {})
+
+        # {node: {image, id, engine_version, cann_version}}, as the gate verified them.
+        self.verified_images = self.verified.triggers.apply(recorded_images)
         self.register_outputs({"device_ips": self.verified_device_ips})
 
 
@@ -246,6 +260,10 @@ class InferenceContainerArgs:
     secrets: dict[str, pulumi.Output] = field(default_factory=dict)
     # Secret values for ContainerSpec.secret_env, by config key (engine.secret_env).
     secret_env: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    # The provider and image made by components/images.py (otherwise made here).
+    prepared: PreparedImage | None = None
+    # Checks that every bind-mount source exists on the host, before `docker run`.
+    mount_check_script: str | None = None
 
 
 class InferenceContainer(pulumi.ComponentResource):
@@ -272,25 +290,31 @@ class InferenceContainer(pulumi.ComponentResource):
             self.files.append(remote_step(
                 f"{name}-{role}", connection=node.connection, create=script, delete=remove, parent=self,
                 depends_on=[node.preflight]))
-        self.provider = docker.Provider(
-            f"{name}-docker", host=args.docker_host, ssh_opts=args.ssh_opts,
-            opts=pulumi.ResourceOptions(parent=self))
-        waits: list[pulumi.Resource] = []
         self.image: remote.Command | docker.RemoteImage
-        if args.image_load_script is not None:
-            # The image stays on the node on destroy.
-            self.image = remote_step(f"{name}-image", connection=node.connection, create=args.image_load_script,
-                                     parent=self, depends_on=[node.preflight], timeout="60m", retain_on_delete=True)
-            image_ref: pulumi.Input[str] = args.image
-            waits.append(self.image)
+        image_ref: pulumi.Input[str]
+        if args.prepared is not None:
+            # Made and checked before the cluster gate (components/images.py).
+            self.provider, self.image = args.prepared.provider, args.prepared.image
+            image_ref = args.prepared.image_ref
         else:
-            remote_image = docker.RemoteImage(
-                f"{name}-image", name=args.image, keep_locally=True,
-                opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[node.preflight],
-                                            custom_timeouts=pulumi.CustomTimeouts(create="60m")))
-            self.image = remote_image
-            # The image id input carries the dependency.
-            image_ref = remote_image.image_id
+            self.provider = docker.Provider(
+                f"{name}-docker", host=args.docker_host, ssh_opts=args.ssh_opts,
+                opts=pulumi.ResourceOptions(parent=self))
+            if args.image_load_script is not None:
+                # The image stays on the node on destroy.
+                self.image = remote_step(f"{name}-image", connection=node.connection,
+                                         create=args.image_load_script, parent=self, depends_on=[node.preflight],
+                                         timeout="60m", retain_on_delete=True)
+                image_ref = args.image
+            else:
+                remote_image = docker.RemoteImage(
+                    f"{name}-image", name=args.image, keep_locally=True,
+                    opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[node.preflight],
+                                                custom_timeouts=pulumi.CustomTimeouts(create="60m")))
+                self.image = remote_image
+                # The image id input carries the dependency.
+                image_ref = remote_image.image_id
+        waits: list[pulumi.Resource] = [self.image] if isinstance(self.image, remote.Command) else []
         cspec = args.container
         docker_args = cspec.pulumi_docker_args()
         docker_args["image"] = image_ref
@@ -311,6 +335,12 @@ class InferenceContainer(pulumi.ComponentResource):
         self.name_check = remote_step(
             f"{name}-name-free", connection=node.connection, create=args.name_check_script, parent=self,
             depends_on=[node.preflight])
+        if args.mount_check_script is not None:
+            # After everything the stack installs on the host (the files, the
+            # rank table through `after`), so only what it does not make is missing.
+            waits.append(remote_step(
+                f"{name}-mounts", connection=node.connection, create=args.mount_check_script, parent=self,
+                depends_on=[node.preflight, *self.files, *args.after]))
         self.container = docker.Container(
             f"{name}-container", **docker_args,
             opts=pulumi.ResourceOptions(

@@ -27,6 +27,7 @@ from ascend_inference.brought_table import found_ip_problems, found_sdid_problem
 from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
+from ascend_inference.images import ImageExpectations
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import rank_table_json
@@ -44,6 +45,7 @@ from components.cluster import (
     RankTableArgs,
 )
 from components.common import TOKEN, connection_for, digest
+from components.images import ContainerImages, ContainerImagesArgs, NodeImageArgs
 from components.node import AscendNode, AscendNodeArgs, FactExpectations
 from components.serving import (
     GpustackDeployment,
@@ -73,6 +75,7 @@ class Deployment(pulumi.ComponentResource):
     world_size: int
     rank_table_digest: pulumi.Output
     node_facts: pulumi.Output
+    image_facts: pulumi.Output
 
     def __init__(self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:deployment:Deployment", name, None, opts)
@@ -97,13 +100,23 @@ class Deployment(pulumi.ComponentResource):
             for n, r in zip(spec.nodes, self.rendered, strict=True)]
         self.weights = ModelWeights("model-weights", ModelWeightsArgs(
             self.nodes, [r.scripts.weights.command for r in self.rendered]), child)
+        self.images = ContainerImages("images", ContainerImagesArgs(
+            image=spec.container.image,
+            nodes=[NodeImageArgs(node=n, docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(),
+                                 load_script=r.scripts.image.command if spec.container.image_tar else None,
+                                 check_script=self._command(r.scripts.image_check))
+                   for i, (n, r) in enumerate(zip(self.nodes, self.rendered, strict=True))],
+            expect=ImageExpectations(image=spec.container.image, package=engine.image_package,
+                                     engine_version=spec.container.engine_version,
+                                     cann_version=spec.container.cann_version, env_era=engine.env_era)), child)
         count = len(self.nodes)
         pinging = spec.network.ping_peers and count > 1
         self.peer_check = PeerCheck("peer-check", PeerCheckArgs(
             stack=loaded.name, nodes=self.nodes,
             ping_targets=[ping_targets(count, i) if pinging else [] for i in range(count)],
             ping_script=lambda i, ips: render_peer_ping(loaded, i, ips).command, weights=self.weights,
-            record_path=f"{spec.paths.remote_dir}/{loaded.name}/cluster-verified.json"), child)
+            record_path=f"{spec.paths.remote_dir}/{loaded.name}/cluster-verified.json",
+            images=self.images.verified), child)
         gate = self.peer_check.verified
         # Values whose change must redo the containers' consumers.
         started_by: list = [self.weights.fingerprint]
@@ -192,18 +205,31 @@ class Deployment(pulumi.ComponentResource):
             return HostFile(path=path, content=content, remove_dirs=list(remove_dirs),
                             prune_dirs=[path.rsplit("/", 1)[0], remote_dir, spec.paths.remote_dir])
 
-        ssh_opts = ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
-        if spec.ssh.jump_host:
-            ssh_opts += ["-J", spec.ssh.jump_host]
+        # The verified image id as a label: an image that changed under the
+        # same tag (a new tar, a re-pushed :latest) redoes the container.
+        image_id = self.peer_check.verified_images.apply(lambda images: str(images[node_spec.name]["id"]))
+        labels = {"ascend-inference/image-id": image_id, **extra.pop("extra_labels", {})}
         return InferenceContainerArgs(
             stack=loaded.name, node=self.nodes[i],
             env_file=host_file(f"{remote_dir}/env.sh", rendered.env_text, remove_dirs=[rendered.ctx.run_dir]),
             files=[host_file(path, content) for path, content in rendered.files.items()],
             container=rendered.container, image=spec.container.image,
-            image_load_script=rendered.scripts.image.command if spec.container.image_tar else None,
+            image_load_script=None, prepared=self.images.prepared[i],
             name_check_script=rendered.scripts.container_name_free.command,
-            docker_host=f"ssh://{node_spec.user or spec.ssh.user}@{node_spec.host}:{node_spec.port or spec.ssh.port}",
-            ssh_opts=ssh_opts, after=after, secret_env=self.engine_secrets, **extra)
+            mount_check_script=self._command(rendered.scripts.mount_sources),
+            docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(), after=after, extra_labels=labels,
+            secret_env=self.engine_secrets, **extra)
+
+    def _docker_host(self, i: int) -> str:
+        spec = self.loaded.spec
+        node = spec.nodes[i]
+        return f"ssh://{node.user or spec.ssh.user}@{node.host}:{node.port or spec.ssh.port}"
+
+    def _ssh_opts(self) -> list[str]:
+        ssh_opts = ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
+        if self.loaded.spec.ssh.jump_host:
+            ssh_opts += ["-J", self.loaded.spec.ssh.jump_host]
+        return ssh_opts
 
     def _gpustack(self, container_args, child: pulumi.ResourceOptions) -> None:
         loaded = self.loaded
@@ -242,5 +268,8 @@ class Deployment(pulumi.ComponentResource):
             lambda facts: {f["node"]: {"hostname": f["hostname"], "driver": f["driver_version"],
                                        "device_ips": [d["ip"] for d in f["devices"]]} for f in facts})
         self.smoke_reply = reply
+        # What each node's image holds: id, engine and CANN versions (the stack output `images`).
+        self.image_facts = self.peer_check.verified_images
         self.register_outputs({"endpoint": self.endpoint, "world_size": self.world_size,
-                               "rank_table_digest": self.rank_table_digest, "node_facts": self.node_facts})
+                               "rank_table_digest": self.rank_table_digest, "node_facts": self.node_facts,
+                               "images": self.image_facts})

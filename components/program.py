@@ -64,6 +64,7 @@ def _run() -> None:
     pulumi.export("world_size", deployment.world_size)
     pulumi.export("rank_table_digest", deployment.rank_table_digest)
     pulumi.export("node_facts", deployment.node_facts)
+    pulumi.export("images", deployment.image_facts)
     pulumi.export("smoke_reply", deployment.smoke_reply)
     if deployment.gpustack is not None:
         pulumi.export("gpustack_admin_password", deployment.gpustack.admin_password)

@@ -17,6 +17,11 @@ other than the stand-ins see them too:
     missing_model      the model directory is gone
     model_file_differs one weight shard differs from the other nodes'
     hostname           the node's UTS hostname (e.g. another node's: duplicate)
+    image_engine_version, image_differs
+                       the node's runtime image is reloaded as another variant
+                       (emulator/image.py), and the tags that named the old one
+                       follow it: the stack's image has another id on this node
+    missing_vnpu_cfg   /etc/vnpu.cfg is removed
 
 Applying is a reconcile (desired state), so clearing a fault restores the node.
 
@@ -28,15 +33,17 @@ set_faults / clear / read here.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
 import subprocess
 from pathlib import Path
 
+from . import image as imagelib
 from . import network
 from .node import ClusterError, Node
-from .nodefs import Hardware, Layout, NodeRoot, driver_version_info, model_fixture
+from .nodefs import VNPU_CFG, Hardware, Layout, NodeRoot, driver_version_info, model_fixture
 
 HEALTH_VALUES = ("OK", "Warning", "Alarm", "Critical")
 
@@ -56,6 +63,9 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "hostname": ("string", "this node's hostname (use another node's to make a duplicate)"),
     "server_index": ("number", "A3 nodes: the Server Index `npu-smi info -t spod-info` reports, and the server "
                                 "bits of each SDID (another node's index: the same SDIDs in one super pod)"),
+    "image_engine_version": ("string", "the engines' version in this node's runtime image (another image id too)"),
+    "image_differs": ("bool", "this node's runtime image differs from the others' (same versions, another id)"),
+    "missing_vnpu_cfg": ("bool", "/etc/vnpu.cfg (a `-v` source of runbook 000) is missing on this node"),
     "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
     "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
 }
@@ -228,6 +238,17 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
             if root.write_if_changed(f"{model_dir}/{name}", data):
                 changed.append(f"{model_dir}/{name} written")
 
+    if faults.get("missing_vnpu_cfg"):
+        if root.remove(layout.vnpu_cfg):
+            changed.append(f"{layout.vnpu_cfg} removed")
+    elif root.write_if_changed(layout.vnpu_cfg, VNPU_CFG.encode()):
+        changed.append(f"{layout.vnpu_cfg} restored")
+
+    variant = imagelib.Variant(engine_version=faults.get("image_engine_version"),
+                               marker="differs" if faults.get("image_differs") else "")
+    if _load_image_variant(node, variant):
+        changed.append(f"runtime image: {variant}")
+
     hostname = faults.get("hostname", node.hostname)
     current = node.current_hostname()
     if current != hostname:
@@ -236,3 +257,45 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
         changed.append(f"hostname {current} -> {hostname}")
     return changed
 
+
+
+def _docker(node: Node, *args: str) -> str:
+    got = node.exec(["docker", "-H", "unix:///run/docker.sock", *args], timeout=120)
+    if got.returncode != 0:
+        raise ClusterError(f"{node.name}: docker {' '.join(args)} failed: {got.stderr.strip()}")
+    return got.stdout
+
+
+def _load_image_variant(node: Node, variant: imagelib.Variant) -> bool:
+    """Reload the node's runtime image as `variant` when it holds another;
+    every tag that named the old image (the stacks' image names the executor
+    or a `docker load` gave it) is moved to the new one. Returns whether it
+    changed anything. The default variant is built byte for byte as at
+    provisioning, so clearing the fault gives back the cluster's image id."""
+    # The variant loaded by a fault, if any (none: the provisioned image).
+    record = node.run_dir.parent / "image-variant.json"
+    loaded = json.loads(record.read_text()) if record.exists() else None
+    wanted = None if variant == imagelib.Variant() else dataclasses.asdict(variant)
+    if loaded == wanted:
+        return False
+    # One file per variant, never rewritten with other content: the node
+    # sees the host's files through an overlay, which may keep serving a
+    # replaced file's old content.
+    archive = node.run_dir.parent / f"image-{variant.engine_version or 'default'}-{variant.marker or 'same'}.tar"
+    if not archive.exists():
+        imagelib.build_image(archive, imagelib.IMAGE, variant)
+    current = _docker(node, "image", "inspect", "-f", "{{.Id}}", imagelib.IMAGE).strip()
+    tags = [line.split()[0] for line in _docker(node, "images", "--no-trunc", "--format",
+                                                 "{{.Repository}}:{{.Tag}} {{.ID}}").splitlines()
+            if line.split()[1:] == [current] and line.split()[0] != imagelib.IMAGE]
+    _docker(node, "load", "-i", str(archive))
+    # `docker load` of an image the node still holds (untagged, from before
+    # the fault) does not move the tag: name it by its id.
+    loaded_id = imagelib.image_id(archive)
+    for tag in [imagelib.IMAGE, *tags]:
+        _docker(node, "tag", loaded_id, tag)
+    if wanted is None:
+        record.unlink()
+    else:
+        record.write_text(json.dumps(wanted) + "\n")
+    return True

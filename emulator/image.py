@@ -1,11 +1,14 @@
 """The emulator's container image and the docker settings an executor must add.
 
-No registry is reachable, so `ascemu/runtime:latest` is made with
-`docker import` from a tarball built here: a minimal root (directories,
-merged-/usr symlinks, a few /etc files copied from the host) plus what a
-real inference image would carry under /usr/local: the engine stand-ins
-(vllm-mindspore, vllm, lmdeploy, MindIE's mindieservice_daemon and its
-conf/config.json) and the CANN/MindIE `set_env.sh` scripts the runbooks source.
+No registry is reachable, so `ascemu/runtime:latest` is `docker load`ed from
+an archive built here (`build_image`, the same bytes and so the same image id
+on every node): a minimal root (directories, merged-/usr symlinks, a few /etc
+files copied from the host, /bin/sh) plus what a real inference image would
+carry under /usr/local: the engine stand-ins (vllm-mindspore, vllm, lmdeploy,
+MindIE's mindieservice_daemon and its conf/config.json) with pip's records of
+their versions and MindIE's version.info (`ENGINE_VERSIONS`, or a `Variant`
+for the image faults), CANN's install record, and the CANN/MindIE
+`set_env.sh` scripts the runbooks source.
 
 Everything else comes from the host through read-only bind mounts, the
 *base mounts* (`base_mounts()`): the host's /usr subdirectories except
@@ -24,13 +27,15 @@ seccomp filter.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,14 @@ IMAGE = "ascemu/runtime:latest"
 STANDINS = Path(__file__).resolve().parent / "standins"
 MINDIE_SERVICE = "/usr/local/Ascend/mindie/latest/mindie-service"
 CANN_VERSION = "8.0.0"
+# The engines' versions in the image, as pip (and MindIE's version.info)
+# record them. vllm-mindspore: the runbooks' era, before 0.4.0 renamed its
+# variables (the stacks render that env unless container.engine_version says).
+ENGINE_VERSIONS = {"vllm_mindspore": "0.3.0", "lmdeploy": "0.7.2", "gpustack": "2.3.0", "mindie": "2.0.T3.B010"}
+# Where the stand-ins' pip records go: /usr/local belongs to the image (the
+# host's /usr subdirectories are mounted over the rest of /usr).
+SITE_PACKAGES = "/usr/local/lib/python3.11/dist-packages"
+BUILT = 1767225600  # 2026-01-01T00:00:00Z
 
 # Copied from the host at build time (symlinks stay symlinks). /etc/alternatives
 # is copied rather than mounted: its links point into /usr, which is mounted.
@@ -112,11 +125,6 @@ def image_env() -> dict[str, str]:
             "LANG": "C.UTF-8"}
 
 
-def import_changes() -> list[str]:
-    changes = [f"ENV {k}={v}" for k, v in image_env().items()]
-    return changes + ["WORKDIR /root", 'CMD ["/bin/bash"]']
-
-
 # --------------------------------------------------------------------------
 # rootfs tarball
 # --------------------------------------------------------------------------
@@ -128,7 +136,9 @@ class _Tar:
 
     def _info(self, name, kind, mode):
         info = tarfile.TarInfo(name.lstrip("/"))
-        info.type, info.mode, info.mtime, info.uname, info.gname = kind, mode, int(time.time()), "root", "root"
+        # A fixed time: the same content gives the same layer, so every node
+        # (and a node whose image is put back after a fault) has the same image id.
+        info.type, info.mode, info.mtime, info.uname, info.gname = kind, mode, BUILT, "root", "root"
         return info
 
     def dir(self, path, mode=0o755):
@@ -195,8 +205,36 @@ def set_env_scripts() -> dict[str, str]:
     }
 
 
-def build_rootfs(out: Path) -> Path:
-    """Write the rootfs tarball for `docker import` and return its path."""
+@dataclass(frozen=True)
+class Variant:
+    """What may differ between nodes' images (emulator faults): the engines'
+    version, or only a marker file (the same versions, another image id)."""
+
+    engine_version: str | None = None
+    marker: str = ""
+
+    def versions(self) -> dict[str, str]:
+        return {k: self.engine_version or v for k, v in ENGINE_VERSIONS.items()}
+
+
+def shell_files() -> dict[str, str]:
+    """/bin/sh and the libraries it loads, by path in the image -> host file.
+    The image check runs `docker run --entrypoint /bin/sh IMAGE` without the
+    emulator's base mounts, as on a real node, so the image needs its own
+    shell. A path under a top-level link into /usr (merged /usr: /lib64 ->
+    usr/lib64) is written where the link points, as the image has the same links."""
+    shell = os.path.realpath("/bin/sh")
+    listed = subprocess.run(["ldd", shell], capture_output=True, text=True, check=True).stdout
+    out = {"/usr/bin/sh": shell}
+    for path in [shell, *re.findall(r"(/\S+) \(0x", listed)]:
+        first, _, rest = path.lstrip("/").partition("/")
+        target = f"/{os.readlink('/' + first).strip('/')}/{rest}" if os.path.islink(f"/{first}") else path
+        out[target] = os.path.realpath(path)
+    return out
+
+
+def build_rootfs(out: Path, variant: Variant = Variant()) -> Path:
+    """Write the rootfs tarball and return its path."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w") as raw:
         t = _Tar(raw)
@@ -220,8 +258,22 @@ def build_rootfs(out: Path) -> Path:
             if os.path.lexists(f"/etc/{name}"):
                 t.host(f"/etc/{name}")
         t.file("/etc/hosts", "127.0.0.1\tlocalhost\n")
-        t.file("/etc/ascemu-image", json.dumps({"image": IMAGE, "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                 "python": python_path()}) + "\n")
+        t.file("/etc/ascemu-image", json.dumps({"image": IMAGE, "python": python_path(), "marker": variant.marker,
+                                                 "versions": variant.versions()}, sort_keys=True) + "\n")
+        for path, source in shell_files().items():
+            t.file(path, Path(source).read_bytes(), 0o755)
+        versions = variant.versions()
+        for dist in ("vllm_mindspore", "lmdeploy", "gpustack"):
+            # What pip leaves: NAME-VERSION.dist-info/METADATA (read by the image check).
+            name = dist.replace("_", "-")
+            t.file(f"{SITE_PACKAGES}/{dist}-{versions[dist]}.dist-info/METADATA",
+                   f"Metadata-Version: 2.1\nName: {name}\nVersion: {versions[dist]}\n")
+        mindie = versions["mindie"]
+        # MindIE's version.info, in its format (MindIE's install guide).
+        t.file("/usr/local/Ascend/mindie/latest/version.info",
+               f"Ascend-mindie : MindIE {mindie}\nmindie-rt: {mindie}\nmindie-torch: {mindie}\n"
+               f"mindie-service: {mindie}\nmindie-llm: {mindie}\nmindie-sd:{mindie}\n"
+               f"Platform : {platform.machine()}\n")
         for name in ("engine.py", "vllm_serve_usage.txt", "lmdeploy_flags.json"):
             t.file(f"/opt/ascemu/{name}", (STANDINS / name).read_bytes())
         for cmd in ("vllm-mindspore", "vllm", "lmdeploy"):
@@ -234,3 +286,43 @@ def build_rootfs(out: Path) -> Path:
         for d in ("opp", "lib64"):
             t.dir(f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{d}")
     return out
+
+
+def build_image(out: Path, tag: str = IMAGE, variant: Variant = Variant()) -> Path:
+    """A `docker load` archive (docker save's layout: manifest.json, the
+    config, one layer) of the runtime image, and return its path. Built
+    byte for byte the same from the same inputs, so its image id (the
+    config's digest) is the same on every node: `docker import` would stamp
+    each node's copy with its own creation time and so its own id, and the
+    image check compares ids across nodes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    layer = build_rootfs(out.with_suffix(".rootfs.tar"), variant)
+    layer_bytes = layer.read_bytes()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    created = "2026-01-01T00:00:00Z"
+    env = [f"{k}={v}" for k, v in image_env().items()]
+    config = json.dumps({
+        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
+        "os": "linux", "created": created,
+        "config": {"Env": env, "Cmd": ["/bin/bash"], "WorkingDir": "/root"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": "emulator/image.py"}],
+    }, sort_keys=True).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    layer_dir = diff_id.removeprefix("sha256:")
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": [f"{layer_dir}/layer.tar"]}]).encode()
+    with tarfile.open(out, "w") as archive:
+        for name, data in ((config_name, config), (f"{layer_dir}/layer.tar", layer_bytes),
+                           ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), BUILT, 0o644
+            archive.addfile(info, io.BytesIO(data))
+    layer.unlink()
+    return out
+
+
+def image_id(archive: Path) -> str:
+    """The id `docker load` gives the archive's image: its config's digest."""
+    with tarfile.open(archive) as t:
+        manifest = json.loads(t.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    return "sha256:" + manifest[0]["Config"].removesuffix(".json")

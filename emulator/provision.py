@@ -146,10 +146,10 @@ def create(cluster: Cluster, n: int, hostnames: list[str], clock: Clock) -> None
             clock(f"{node.name}: {node.hostname} at {node.address}: sshd and dockerd ready")
     cluster.timings["nodes_ready_s"] = clock.elapsed()
 
-    tarball = imagelib.build_rootfs(cluster.state_dir / "image" / "rootfs.tar")
+    archive = imagelib.build_image(cluster.state_dir / "image" / "runtime.tar", cluster.image)
     with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
-        for node in pool.map(lambda nd: import_image(nd, cluster.image, tarball), cluster.nodes):
-            clock(f"{node.name}: image {cluster.image} imported")
+        for node in pool.map(lambda nd: load_image(nd, archive), cluster.nodes):
+            clock(f"{node.name}: image {cluster.image} loaded")
 
     write_ssh_client_files(cluster)
     for node in cluster.nodes:  # the path a user (and the Pulumi program) takes: real ssh
@@ -249,14 +249,11 @@ def wait_ready(node: Node) -> Node:
     return node
 
 
-def import_image(node: Node, image: str, tarball: Path) -> Node:
-    argv = ["docker", "-H", "unix:///run/docker.sock", "import"]
-    for change in imagelib.import_changes():
-        argv += ["--change", change]
-    argv += [str(tarball), image]
-    got = node.exec(argv, timeout=120)
+def load_image(node: Node, archive: Path) -> Node:
+    """`docker load` the runtime image archive (emulator/image.py build_image)."""
+    got = node.exec(["docker", "-H", "unix:///run/docker.sock", "load", "-i", str(archive)], timeout=120)
     if got.returncode != 0:
-        raise ClusterError(f"{node.name}: docker import failed: {got.stderr.strip()}")
+        raise ClusterError(f"{node.name}: docker load failed: {got.stderr.strip()}")
     return node
 
 

@@ -86,8 +86,8 @@ class StackRollout:
         import shlex
 
         c = loaded.spec.container
-        if not c.image_tar:
-            return
+        if not c.image_tar or c.image_url:
+            return  # with image_url the nodes fetch it themselves
         image, tar = shlex.quote(c.image), shlex.quote(c.image_tar)
         for node in self.cluster.nodes:
             script = (f"test -s {tar} || {{ mkdir -p $(dirname {tar}) && docker tag ascemu/runtime:latest {image}"

@@ -55,7 +55,7 @@ ROLES = [
     ("preflight", r".+-preflight"), ("fix-tls", r".+-fix-tls"), ("peer-ping", r".+-peer-ping"),
     ("gate", r"cluster-verified"), ("weights", r".+-weights"), ("rank-table", r".+-rank-table"),
     ("env", r".+-env"), ("file", r".+-file-\d+"), ("image", r".+-image"), ("container", r".+-container"),
-    ("name-free", r".+-name-free"),
+    ("name-free", r".+-name-free"), ("image-check", r".+-image-check"), ("mounts", r".+-mounts"),
     ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("ready", r"serving-ready"),
     ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
     ("gpustack-model", r"gpustack-model-deploy"),
@@ -145,9 +145,10 @@ def serve_flag(imp: Impact) -> None:
                          f"test; not redone: {sorted(missing)}\nchanges:\n{describe(imp.changes)}")
 
 
-def _redo_from(imp: Impact, first_roles: set[str]) -> None:
+def _redo_from(imp: Impact, first_roles: set[str], records: frozenset[str] = frozenset()) -> None:
     """Every changed resource is a `first_roles` resource or comes after one;
-    nothing before the containers changes; every resource after a container is redone."""
+    nothing before the containers changes (but the `records` roles, which
+    record what changed); every resource after a container is redone."""
     g = imp.after
     firsts = imp.by_role(*first_roles)
     assert firsts
@@ -156,7 +157,7 @@ def _redo_from(imp: Impact, first_roles: set[str]) -> None:
     unrelated = [c.name for c in imp.touched()
                  if role(c) not in first_roles and not depends_on_any(g, g.by_urn[c.urn], firsts)]
     assert not unrelated, f"changed but not after any of {sorted(first_roles)}: {unrelated}"
-    early = [c.name for c in imp.touched() if role(c) in BEFORE_CONTAINERS | {"provider"}]
+    early = [c.name for c in imp.touched() if role(c) in (BEFORE_CONTAINERS | {"provider"}) - records]
     assert not early, f"touched although before the change: {early}"
     containers = imp.by_role("container")
     must = {r.name for r in firsts} | {r.name for r in containers}
@@ -177,9 +178,10 @@ def env_var(imp: Impact) -> None:
 
 
 def image(imp: Impact) -> None:
-    assert {r.name for r in imp.by_role("image")} <= imp.replaced()
-    assert not [c for c in imp.touched() if role(c) in {"env", "file"}]
-    _redo_from(imp, {"image"})
+    assert {r.name for r in imp.by_role("image", "image-check")} <= imp.replaced()
+    assert not [c for c in imp.touched() if role(c) in {"env", "file", "preflight", "weights", "peer-ping"}]
+    # The gate records every node's image id: it is redone with the image.
+    _redo_from(imp, {"image"}, records=frozenset({"gate"}))
 
 
 def add_node(imp: Impact) -> None:

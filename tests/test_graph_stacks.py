@@ -60,6 +60,7 @@ DEPLOYMENT = token("deployment", "Deployment")
 ASCEND_NODE = token("node", "AscendNode")
 PEER_CHECK = token("cluster", "PeerCheck")
 MODEL_WEIGHTS = token("model", "ModelWeights")
+CONTAINER_IMAGES = token("image", "ContainerImages")
 RANK_TABLE = token("ranktable", "RankTable")
 INFERENCE_CONTAINER = token("container", "InferenceContainer")
 RAY_CLUSTER = token("ray", "RayCluster")
@@ -68,7 +69,7 @@ SMOKE = token("smoke", "SmokeTest")
 GPUSTACK = token("gpustack", "GpustackModel")  # the server secrets; the token predates the split
 GPUSTACK_DEPLOYMENT = token("gpustack", "GpustackDeployment")
 COMPONENT_TYPES = {DEPLOYMENT, ASCEND_NODE, PEER_CHECK, MODEL_WEIGHTS, RANK_TABLE, INFERENCE_CONTAINER,
-                   RAY_CLUSTER, SERVING, SMOKE, GPUSTACK, GPUSTACK_DEPLOYMENT}
+                   RAY_CLUSTER, SERVING, SMOKE, GPUSTACK, GPUSTACK_DEPLOYMENT, CONTAINER_IMAGES}
 
 # What each engine needs (issue 4 and runbooks 000-004): an HCCL rank table
 # (MindIE, LMDeploy), a Ray cluster (vLLM-MindSpore, LMDeploy), a daemon on
@@ -138,16 +139,20 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv += [(CMD, f"{n}-peer-ping", "peer-check") for n in nodes]
     inv.append((MODEL_WEIGHTS, "model-weights", top))
     inv += [(CMD, f"{n}-weights", "model-weights") for n in nodes]
+    inv.append((CONTAINER_IMAGES, "images", top))
+    for n in nodes:
+        inv.append((DOCKER_PROVIDER, f"{n}-docker", "images"))
+        inv.append((CMD if spec.container.image_tar else REMOTE_IMAGE, f"{n}-image", "images"))
+        inv.append((CMD, f"{n}-image-check", "images"))
     if engine in RANK_TABLE_ENGINES:
         inv.append((RANK_TABLE, "rank-table", top))
         inv += [(CMD, f"{n}-rank-table", "rank-table") for n in nodes]
     for i, n in enumerate(nodes):
         inv.append((INFERENCE_CONTAINER, n, top))
-        inv.append((DOCKER_PROVIDER, f"{n}-docker", n))
         inv.append((CMD, f"{n}-env", n))
         inv += [(CMD, f"{n}-file-*", n)] * len(render_node(ld, i).files)
-        inv.append((CMD if spec.container.image_tar else REMOTE_IMAGE, f"{n}-image", n))
         inv.append((CMD, f"{n}-name-free", n))
+        inv.append((CMD, f"{n}-mounts", n))
         inv.append((CONTAINER, f"{n}-container", n))
     if engine in RAY_ENGINES:
         inv.append((RAY_CLUSTER, "ray", top))

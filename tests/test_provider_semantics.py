@@ -61,7 +61,7 @@ def test_secret_stdout_is_never_logged():
 
 @pytest.mark.parametrize("stack", ["tp16-mindie", "tp16-lmdeploy"])
 def test_node_checks_run_at_every_up_and_previews_stay_quiet(stack):
-    every_up = [r for r in commands(stack) if r.name.endswith(("-preflight", "-peer-ping", "-fix-tls"))]
+    every_up = [r for r in commands(stack) if r.name.endswith(("-preflight", "-peer-ping", "-fix-tls", "-image-check"))]
     assert every_up
     for record in every_up:
         # `update` is the check itself plus this run's id: a new run is an update, which re-runs it.
@@ -78,7 +78,7 @@ def test_nothing_downstream_holds_a_node_check_id():
     for stack in STACKS:
         records = graph(stack).resources
         check_ids = [f"{r.name}-" for r in records
-                     if r.type == COMMAND and r.name.endswith(("-preflight", "-peer-ping"))]
+                     if r.type == COMMAND and r.name.endswith(("-preflight", "-peer-ping", "-image-check"))]
         for record in records:
             for trigger in record.inputs.get("triggers") or []:
                 assert not any(isinstance(trigger, str) and trigger.startswith(c) for c in check_ids), record.name

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
 from ascend_inference.errors import Problem
+from ascend_inference.images import EnginePackage
 from ascend_inference.model_base import StrictModel
 from ascend_inference.ranktable import RankTableOptions
 
@@ -256,6 +257,14 @@ class EnginePlugin:
     supports_ep: ClassVar[bool] = False
     # Runbook the defaults come from (cited in README and errors).
     runbook: ClassVar[str] = ""
+    # Where the engine's version is read inside its image (the image check).
+    image_package: ClassVar[EnginePackage]
+
+    def env_era(self, version: str | None) -> str:
+        """Which env the engine takes at this version (None: the runbooks'
+        version). The image check refuses an image whose era differs from the
+        one the env was rendered for; an engine whose env never changed has one."""
+        return "any"
 
     # --- layout ---------------------------------------------------------
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:

@@ -33,6 +33,7 @@ from ascend_inference.engines.base import (
     settings_of,
 )
 from ascend_inference.errors import Problem
+from ascend_inference.images import EnginePackage
 
 if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
@@ -80,6 +81,7 @@ class Gpustack(EnginePlugin):
     supports_dp = True
     supports_ep = True
     runbook = "002"
+    image_package = EnginePackage("GPUStack", dist="gpustack")
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         if plan is not None:

@@ -27,6 +27,7 @@ from ascend_inference.engines.base import (
     settings_of,
 )
 from ascend_inference.errors import Problem
+from ascend_inference.images import EnginePackage
 from ascend_inference.model_base import invalid
 from ascend_inference.ranktable import RankTableOptions
 
@@ -83,6 +84,7 @@ class Lmdeploy(EnginePlugin):
     # Runbook 004 §3: workers join Ray with their own address.
     ray_join_with_node_ip = True
     runbook = "004"
+    image_package = EnginePackage("lmdeploy", dist="lmdeploy")
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         if plan is not None:

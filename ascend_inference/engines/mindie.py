@@ -30,6 +30,7 @@ from ascend_inference.engines.base import (
     settings_of,
 )
 from ascend_inference.errors import Problem
+from ascend_inference.images import EnginePackage
 from ascend_inference.ranktable import RankTableOptions
 
 if TYPE_CHECKING:
@@ -97,6 +98,10 @@ class Mindie(EnginePlugin):
     # Runbook 001 §6.3: the weights directory 750.
     weights_mode = "750"
     runbook = "001"
+    # MindIE is installed by its run package, not pip: version.info has
+    # `mindie-service: 2.0.T3.B010` (MindIE's install guide).
+    image_package = EnginePackage("MindIE", version_file="/usr/local/Ascend/mindie/latest/version.info",
+                                  version_key="mindie-service")
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         s = settings_of(spec, MindieSettings)

@@ -28,6 +28,7 @@ from ascend_inference.engines.base import (
     settings_of,
 )
 from ascend_inference.errors import Problem
+from ascend_inference.images import EnginePackage, version_tuple
 from ascend_inference.templating import render_template
 
 if TYPE_CHECKING:
@@ -92,12 +93,46 @@ class VllmMindsporeSettings(EngineSettingsBase):
         return {**super().host_ports(), "engine.ray_port": self.ray_port}
 
 
+# vllm-mindspore 0.4.0 (with vLLM 0.9.1): `VLLM_MS_MODEL_BACKEND` replaces
+# `vLLM_MODEL_BACKEND`, and the MindFormers backend reads the model's own
+# Hugging Face config.json; a MINDFORMERS_MODEL_CONFIG in the environment
+# makes it raise ValueError ("MINDFORMERS_MODEL_CONFIG is not supported,
+# please unset MINDFORMERS_MODEL_CONFIG", vllm-mindspore's
+# vllm_mindspore/utils.py; 0.4.0 release notes: no YAML file needed).
+VLLM_MS_RENAME = (0, 4, 0)
+
+
+def renamed_env(spec: ClusterSpec) -> bool:
+    """Whether the image's vllm-mindspore (container.engine_version) takes
+    the 0.4.0 names. Not declared: the runbooks' version, the old names."""
+    version = spec.container.engine_version
+    return version is not None and version_tuple(version) >= VLLM_MS_RENAME
+
+
+def backend_env(spec: ClusterSpec, s: VllmMindsporeSettings) -> tuple[tuple[str, str], list[tuple[str, str]]]:
+    """The model-backend variable and the MindFormers config variable(s)
+    for the engine version in the image. From 0.4.0 the backend variable is
+    VLLM_MS_MODEL_BACKEND (the old name only warns), and MINDFORMERS_MODEL_CONFIG
+    is gone: with the MindFormers backend the engine raises ValueError when it
+    is set, and reads the model directory's config.json instead
+    (vllm-mindspore's vllm_mindspore/utils.py; its 0.4.0 release notes)."""
+    if not renamed_env(spec):
+        return ("vLLM_MODEL_BACKEND", s.model_backend), [("MINDFORMERS_MODEL_CONFIG", s.mindformers_model_config)]
+    return ("VLLM_MS_MODEL_BACKEND", s.model_backend), []
+
+
 class VllmMindspore(EnginePlugin):
     kind = "vllm-mindspore"
     settings_model = VllmMindsporeSettings
     cluster_style = ClusterStyle.RAY
     supports_pp = True
     runbook = "000/003"
+    image_package = EnginePackage("vllm-mindspore", dist="vllm_mindspore")
+
+    def env_era(self, version: str | None) -> str:
+        if version is not None and version_tuple(version) >= VLLM_MS_RENAME:
+            return "vllm-mindspore 0.4.0 or later"
+        return "vllm-mindspore before 0.4.0"
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         s = settings_of(spec, VllmMindsporeSettings)
@@ -109,6 +144,12 @@ class VllmMindspore(EnginePlugin):
             problems.append(Problem(file, "ascend-inference:engine.max_num_batched_tokens",
                                     f"{s.max_num_batched_tokens} is below block_size {s.block_size}",
                                     "use 4096 (runbook 000's recommendation)"))
+        if renamed_env(spec) and s.write_mindformers_yaml:
+            problems.append(Problem(
+                file, "ascend-inference:engine.write_mindformers_yaml",
+                f"vllm-mindspore {spec.container.engine_version} reads the model's own config.json and refuses "
+                "MINDFORMERS_MODEL_CONFIG, so the predict yaml would never be read",
+                "remove write_mindformers_yaml, or set container.engine_version to the image's pre-0.4.0 version"))
         return problems
 
     def memory_fraction(self, spec: ClusterSpec) -> float:
@@ -122,10 +163,11 @@ class VllmMindspore(EnginePlugin):
         devices = ",".join(str(i) for i in range(spec.profile.devices_per_node))
         ifname = spec.network.socket_ifname
         variables: list[tuple[str, str]] = []
+        backend, model_config = backend_env(spec, s)
         if spec.hardware.profile == "atlas-300i-duo":
             # Runbook 003's block, in its order.
             variables += [
-                ("vLLM_MODEL_BACKEND", s.model_backend),
+                backend,
                 ("MS_ENABLE_LCCL", "off"),
                 ("ASCEND_RT_VISIBLE_DEVICES", devices),
                 ("GLOO_SOCKET_IFNAME", ifname),
@@ -135,7 +177,7 @@ class VllmMindspore(EnginePlugin):
                           for k, v in ATLAS_300I_DUO_ENV]
             if ctx.plan.pp > 1:
                 variables.append(("VLLM_PP_LAYER_PARTITION", ",".join(str(n) for n in ctx.plan.pp_layer_split)))
-            variables.append(("MINDFORMERS_MODEL_CONFIG", s.mindformers_model_config))
+            variables += model_config
             sources: tuple[str, ...] = ()
         else:
             # Runbook 000's block, in its order.
@@ -150,8 +192,8 @@ class VllmMindspore(EnginePlugin):
                 ("MS_ALLOC_CONF", "enable_vmm:true"),
                 ("ASCEND_RT_VISIBLE_DEVICES", devices),
                 ("RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES", "1"),
-                ("vLLM_MODEL_BACKEND", s.model_backend),
-                ("MINDFORMERS_MODEL_CONFIG", s.mindformers_model_config),
+                backend,
+                *model_config,
             ]
             if ctx.plan.pp > 1:
                 variables.append(("VLLM_PP_LAYER_PARTITION", ",".join(str(n) for n in ctx.plan.pp_layer_split)))

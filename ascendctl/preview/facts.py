@@ -87,7 +87,7 @@ def synthetic_spod_info(devices: int, chips_per_npu: int, *, server_index: int, 
 def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, Any]]:
     """The `outputs_for` of `recorder.record_graph` for this stack: an id per
     resource that changes when the provider would mint a new one, and the
-    stdout the program reads from preflight, weights and GPUStack commands."""
+    stdout the program reads from preflight, weights, image checks and GPUStack commands."""
     node_names = {n.name for n in loaded.spec.nodes}
 
     def outputs_for(args: MockResourceArgs) -> dict[str, Any]:
@@ -105,6 +105,15 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
             node = name[: -len("-weights")]
             return {"stdout": json.dumps({"node": node, "path": loaded.spec.model.path, "files": 163,
                                           "bytes": 0, "fingerprint": "0" * 64}) + "\n", "stderr": ""}
+        if name.endswith("-image-check") and name[: -len("-image-check")] in node_names:
+            # The same image everywhere, holding the versions the stack declares
+            # (none found where it declares none: reported, not compared).
+            container = loaded.spec.container
+            return {"stdout": json.dumps({
+                "node": name[: -len("-image-check")], "image": container.image,
+                "id": "sha256:" + _input_digest({"name": container.image}) * 4,
+                "engine_version": container.engine_version or "", "cann_version": container.cann_version or ""})
+                + "\n", "stderr": ""}
         if name == "gpustack-token":
             return {"stdout": "mock-registration-token\n", "stderr": ""}
         if name == "gpustack-admin-password":

@@ -253,8 +253,34 @@ def vllm_engine(prog, argv):
     else:
         world = tp * pp
         check_npus(world, backend == "ray" or world > NPUS_PER_NODE, f"TP{tp} x PP{pp}")
+    if os.path.basename(prog) == "vllm-mindspore":
+        check_vllm_mindspore_env()
     served = (args.served_model_name or [model])[0]
     return Engine("vllm", model, served, args.host or "0.0.0.0", args.port or 8000, headless=args.headless)
+
+
+def installed_version(dist):
+    """The version pip recorded in the image (NAME-VERSION.dist-info), or None."""
+    for path in glob.glob(f"/usr/local/lib/python3*/dist-packages/{dist}-*.dist-info"):
+        return os.path.basename(path)[len(dist) + 1:-len(".dist-info")]
+    return None
+
+
+def check_vllm_mindspore_env():
+    """vllm-mindspore from 0.4.0 reads VLLM_MS_MODEL_BACKEND (the old
+    vLLM_MODEL_BACKEND still counts, with a warning) and, with the
+    MindFormers backend, raises ValueError when MINDFORMERS_MODEL_CONFIG is
+    set (vllm_mindspore/utils.py). Older versions read only the old name."""
+    version = installed_version("vllm_mindspore")
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version or "")[:3])
+    if numbers < (0, 4, 0):
+        return
+    backend = os.environ.get("VLLM_MS_MODEL_BACKEND") or os.environ.get("vLLM_MODEL_BACKEND") or ""
+    if backend.lower() == "mindformers" and os.environ.get("MINDFORMERS_MODEL_CONFIG"):
+        raise StartupError("ValueError: MINDFORMERS_MODEL_CONFIG is not supported, please unset "
+                           "MINDFORMERS_MODEL_CONFIG. For usage of vllm_mindspore, refer to "
+                           "https://www.mindspore.cn/vllm_mindspore/docs/zh-CN/master/getting_started/"
+                           "quick_start/quick_start.html")
 
 
 def lmdeploy_engine(prog, argv):

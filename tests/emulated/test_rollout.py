@@ -82,7 +82,8 @@ def test_full_rollout(cluster, rolled_out):
     assert '"choices"' in smoke
 
 
-NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping"}
+NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping", "node0-image-check",
+               "node1-image-check"}
 
 
 def test_second_run_only_repeats_the_node_checks(rolled_out):

@@ -1,0 +1,99 @@
+"""The container image on every node, made present and checked before the
+cluster gate, so that a node with another image (or another engine or CANN
+version in it) stops the rollout before any container starts.
+
+    <node>-docker        the node's docker provider (its containers use it too)
+    <node>-image         `docker load -i` from container.image_tar, or a pull
+    <node>-image-check   image id, engine and CANN versions (every `up`, read-only)
+
+The cross-node comparison (`ascend_inference.images.check_images`) is part of
+what the `cluster-verified` gate records, so the containers, which wait for
+the gate, never start on images that differ; the verified image id is also a
+container label, so an image that changed under the same tag redoes it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+from pulumi_command import remote
+
+from ascend_inference.facts import raise_first
+from ascend_inference.images import ImageExpectations, ImageFacts, check_images
+from components.common import TOKEN, clearly, remote_step
+from components.node import AscendNode
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What a node's container takes from the image steps."""
+
+    provider: docker.Provider
+    # The load step or the RemoteImage: the container waits for it.
+    image: remote.Command | docker.RemoteImage
+    # What the container's `image` input is (the RemoteImage's id carries the pull).
+    image_ref: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class NodeImageArgs:
+    node: AscendNode
+    # `ssh://user@host:port` and ssh options for the per-node docker provider.
+    docker_host: str
+    ssh_opts: list[str]
+    # Runbook 001: `docker load -i <tar>` by this script instead of a pull.
+    load_script: str | None
+    check_script: str
+
+
+@dataclass(frozen=True)
+class ContainerImagesArgs:
+    image: str
+    nodes: list[NodeImageArgs]
+    expect: ImageExpectations
+
+
+class ContainerImages(pulumi.ComponentResource):
+    """Per node: the docker provider, the image (loaded or pulled) and the
+    image check; `verified` is every node's image facts after the cross-node
+    check ({node: {image, id, engine_version, cann_version}}), raising the
+    node's one-line error on a contradiction."""
+
+    def __init__(self, name: str, args: ContainerImagesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TOKEN}:image:ContainerImages", name, None, opts)
+        self.prepared: list[PreparedImage] = []
+        self.checks: list[remote.Command] = []
+        for n in args.nodes:
+            node = n.node
+            label = node.node.name
+            provider = docker.Provider(f"{label}-docker", host=n.docker_host, ssh_opts=n.ssh_opts,
+                                       opts=pulumi.ResourceOptions(parent=self))
+            image: remote.Command | docker.RemoteImage
+            image_ref: pulumi.Input[str]
+            if n.load_script is not None:
+                # The image stays on the node on destroy.
+                image = remote_step(f"{label}-image", connection=node.connection, create=n.load_script,
+                                    parent=self, depends_on=[node.preflight], timeout="60m", retain_on_delete=True)
+                image_ref = args.image
+            else:
+                image = docker.RemoteImage(
+                    f"{label}-image", name=args.image, keep_locally=True,
+                    opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[node.preflight],
+                                                custom_timeouts=pulumi.CustomTimeouts(create="60m")))
+                # The image id input carries the dependency.
+                image_ref = image.image_id
+            self.prepared.append(PreparedImage(provider=provider, image=image, image_ref=image_ref))
+            # Every `up`: an image re-tagged on one node after a good rollout
+            # is caught by the next `up` (what follows is redone only when
+            # the facts it prints change).
+            self.checks.append(remote_step(
+                f"{label}-image-check", connection=node.connection, create=n.check_script, parent=self,
+                depends_on=[image], timeout="10m", every_up=True))
+
+        def verified(outputs: list[str]) -> dict:
+            found = [ImageFacts.from_output(o) for o in outputs]
+            raise_first(check_images(found, args.expect))
+            return {f.node: f.to_json() for f in found}
+
+        self.verified = pulumi.Output.all(*[c.stdout for c in self.checks]).apply(clearly(verified))
+        self.register_outputs({"images": self.verified})

@@ -1,0 +1,320 @@
+"""Pure tier: the image check and what the engine version decides.
+
+The image check script runs under bash against a stand-in `docker`: `image
+inspect` answers an id, and `run --rm --entrypoint /bin/sh IMAGE -c PROBE`
+runs the rendered probe with /bin/sh over a directory laid out as the
+engines' images are (pip's dist-info directories, MindIE's version.info, CANN's
+ascend_toolkit_install.info in their real formats), its absolute paths moved
+under that directory. Then the cross-node rules on what the checks print,
+the env each vllm-mindspore version gets, and the stack keys' refusals."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from ascend_inference.errors import NodeFactError
+from ascend_inference.images import ImageExpectations, ImageFacts, check_images, version_tuple
+from ascend_inference.render import render_node
+from ascend_inference.stackfile import load_stack
+from ascendctl.preview.stack import loaded_with_config
+from tests.conftest import NS, load_stack_doc, run_cli, write_stack
+
+pytestmark = pytest.mark.pure
+
+STUB = """#!/usr/bin/env bash
+# docker image inspect -f FORMAT IMAGE | docker run --rm --network=none --entrypoint /bin/sh IMAGE -c PROBE
+case "$1 $2" in
+  "image inspect") [ -n "$IMAGE_ID" ] || { echo "Error: No such image: $5" >&2; exit 1; }; echo "$IMAGE_ID" ;;
+  "run --rm")
+    [ "$3 $4 $5" = "--network=none --entrypoint /bin/sh" ] || exit 64
+    # The probe's absolute paths, moved under the image's root directory.
+    probe=$(printf '%s' "$8" | sed -e "s#/usr/#$IMAGE_ROOT/usr/#g" -e "s#/opt/#$IMAGE_ROOT/opt/#g" \\
+      -e "s#/root/#$IMAGE_ROOT/root/#g")
+    exec /bin/sh -c "$probe" ;;
+  *) exit 64 ;;
+esac
+"""
+
+# docs/formats.md: CANN 8.0.0's install record, MindIE 2.0.T3's version.info.
+CANN_INFO = ("package_name=Ascend-cann-toolkit\nversion=8.0.0\ninnerversion=V100R001C20SPC001B251\n"
+             "compatible_version=[V100R001C15],[V100R001C17],[V100R001C18],[V100R001C19],[V100R001C20]\n"
+             "arch=aarch64\nos=linux\npath=/usr/local/Ascend/ascend-toolkit/8.0.0/aarch64-linux\n")
+MINDIE_VERSION_INFO = ("Ascend-mindie : MindIE 2.0.T3.B010\nmindie-rt: 2.0.T3.B010\nmindie-torch: 2.0.T3.B010\n"
+                       "mindie-service: 2.0.T3.B010\nmindie-llm: 2.0.T3.B010\nmindie-sd:2.0.T3.B010\n"
+                       "Platform : aarch64\n")
+
+
+def image_root(tmp_path: Path, *, dist: str | None = None, mindie: bool = False, cann: bool = True) -> Path:
+    root = tmp_path / "image"
+    if dist:
+        # The vLLM-MindSpore images' Python (its docs' MINDFORMERS_MODEL_CONFIG path is under it).
+        (root / "usr/local/Python-3.11/lib/python3.11/site-packages" / dist).mkdir(parents=True)
+    if mindie:
+        info = root / "usr/local/Ascend/mindie/latest/version.info"
+        info.parent.mkdir(parents=True)
+        info.write_text(MINDIE_VERSION_INFO)
+    if cann:
+        info = root / "usr/local/Ascend/ascend-toolkit/latest/aarch64-linux/ascend_toolkit_install.info"
+        info.parent.mkdir(parents=True)
+        info.write_text(CANN_INFO)
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def run_image_check(tmp_path: Path, stack: str, root: Path, image_id: str = "sha256:" + "ab" * 32):
+    script = render_node(load_stack(stack), 1).scripts.image_check
+    assert script is not None
+    stub = tmp_path / "docker"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "IMAGE_ID": image_id, "IMAGE_ROOT": str(root)}
+    return subprocess.run(["bash", "-s"], input=script.command, capture_output=True, text=True, env=env,
+                          timeout=30)
+
+
+@pytest.mark.parametrize("stack,dist,mindie,version", [
+    ("tp16-vllm-mindspore", "vllm_mindspore-0.4.1.dist-info", False, "0.4.1"),
+    ("tp16-vllm-mindspore", "vllm_mindspore-0.3.0-py3.11.egg-info", False, "0.3.0"),
+    ("tp16-lmdeploy", "lmdeploy-0.7.2.post1.dist-info", False, "0.7.2.post1"),
+    ("tp16-mindie", None, True, "2.0.T3.B010"),
+], ids=["vllm-mindspore wheel", "vllm-mindspore egg", "lmdeploy", "mindie"])
+def test_the_image_check_reads_id_engine_and_cann(tmp_path, stack, dist, mindie, version):
+    done = run_image_check(tmp_path, stack, image_root(tmp_path, dist=dist, mindie=mindie))
+    assert done.returncode == 0, done.stderr
+    facts = ImageFacts.from_output(done.stdout)
+    assert facts == ImageFacts(node="node1", image=load_stack(stack).spec.container.image,
+                               id="sha256:" + "ab" * 32, engine_version=version, cann_version="8.0.0")
+
+
+def test_an_image_without_the_engine_or_cann_reports_empty_versions(tmp_path):
+    done = run_image_check(tmp_path, "tp16-vllm-mindspore", image_root(tmp_path, cann=False))
+    assert done.returncode == 0, done.stderr
+    facts = ImageFacts.from_output(done.stdout)
+    assert (facts.engine_version, facts.cann_version) == ("", "")
+
+
+def test_an_image_missing_on_the_node_is_one_line(tmp_path):
+    done = run_image_check(tmp_path, "tp16-vllm-mindspore", image_root(tmp_path), image_id="")
+    assert done.returncode == 4
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("node node1: image: hub.oepkgs.net/"), lines
+
+
+# --- the cross-node rules -------------------------------------------------------
+
+def expectations(stack: str, **container) -> ImageExpectations:
+    loaded = load_stack(stack)
+    spec = loaded.spec.model_copy(update={"container": loaded.spec.container.model_copy(update=container)})
+    engine = spec.engine_plugin
+    return ImageExpectations(image=spec.container.image, package=engine.image_package,
+                             engine_version=spec.container.engine_version, cann_version=spec.container.cann_version,
+                             env_era=engine.env_era)
+
+
+def facts(node: str, image_id: str = "sha256:" + "cd" * 32, engine: str = "0.3.0", cann: str = "8.0.0"):
+    return ImageFacts(node=node, image="mindspore:latest", id=image_id, engine_version=engine, cann_version=cann)
+
+
+def one_error(errors: list[NodeFactError]) -> str:
+    assert len(errors) == 1, [str(e) for e in errors]
+    return str(errors[0])
+
+
+def test_same_image_everywhere_passes():
+    assert check_images([facts("node0"), facts("node1")], expectations("tp16-vllm-mindspore")) == []
+
+
+def test_another_image_under_the_same_tag_is_refused():
+    message = one_error(check_images([facts("node0"), facts("node1", image_id="sha256:" + "ab" * 32)],
+                                     expectations("tp16-vllm-mindspore")))
+    assert message.startswith("node node1: image: mindspore:latest is sha256:abababababab, node0 has "
+                              "sha256:cdcdcdcdcdcd"), message
+    assert "(fix: load the same image on every node" in message
+
+
+def test_a_declared_engine_version_is_compared():
+    expect = expectations("tp16-vllm-mindspore", engine_version="0.3.0")
+    message = one_error(check_images([facts("node0", engine="0.4.1"), facts("node1", engine="0.4.1")][:1], expect))
+    assert message == ("node node0: engine version: image mindspore:latest has vllm-mindspore 0.4.1, the stack "
+                       "expects 0.3.0 (ascend-inference:container.engine_version) (fix: set "
+                       "ascend-inference:container.engine_version to 0.4.1)")
+
+
+def test_an_undeclared_version_is_refused_only_when_it_needs_another_env():
+    expect = expectations("tp16-vllm-mindspore")
+    assert check_images([facts("node0", engine="0.3.0"), facts("node1", engine="0.3.0")], expect) == []
+    assert check_images([facts("node0", engine=""), facts("node1", engine="")], expect) == []
+    message = one_error(check_images([facts("node0", engine="0.4.1")], expect))
+    assert "has vllm-mindspore 0.4.1 (vllm-mindspore 0.4.0 or later), the env is rendered for vllm-mindspore " \
+           "before 0.4.0" in message and "set ascend-inference:container.engine_version to 0.4.1" in message
+    # Engines whose env never changed: any version is reported, none refused.
+    assert check_images([ImageFacts("node0", "lmdeploy", "sha256:1", "0.9.9", "8.0.0")],
+                        expectations("tp16-lmdeploy")) == []
+
+
+def test_another_version_is_the_one_line_even_though_the_id_differs_too():
+    expect = expectations("tp16-vllm-mindspore", engine_version="0.3.0")
+    message = one_error(check_images([facts("node0"), facts("node1", image_id="sha256:" + "ab" * 32, engine="0.4.1")],
+                                     expect))
+    assert message.startswith("node node1: engine version: image mindspore:latest has vllm-mindspore 0.4.1"), message
+
+
+def test_a_declared_cann_version_is_compared():
+    message = one_error(check_images([facts("node0", cann="8.0.RC3")],
+                                     expectations("tp16-vllm-mindspore", cann_version="8.0.0")))
+    assert message.startswith("node node0: CANN in the image: image mindspore:latest has CANN 8.0.RC3, the stack "
+                              "expects 8.0.0 (ascend-inference:container.cann_version)"), message
+
+
+def test_version_tuple():
+    assert version_tuple("0.4.0rc1") == (0, 4, 0)
+    assert version_tuple("2.0.T3.B010") == (2, 0)
+    assert version_tuple("0.3.0") < (0, 4, 0) <= version_tuple("0.4.1")
+
+
+# --- the engine version decides the env ------------------------------------------
+
+def env_of(stack: str, **container) -> dict[str, str]:
+    base = load_stack(stack)
+    config = json.loads(json.dumps(base.raw_config))
+    config[NS + "container"] = {**config[NS + "container"], **container}
+    if container:
+        # 0.4.0 reads no predict yaml (refused below); the image's own is the old versions' default.
+        config[NS + "engine"] = {**config[NS + "engine"], "write_mindformers_yaml": False}
+    return render_node(loaded_with_config(base, config), 0).env.as_dict()
+
+
+@pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp8-pp2-300iduo"])
+def test_vllm_mindspore_env_follows_the_engine_version(stack):
+    old = env_of(stack, engine_version="0.3.0")
+    assert old["vLLM_MODEL_BACKEND"] == "MindFormers" and "MINDFORMERS_MODEL_CONFIG" in old
+    assert env_of(stack) == old
+    new = env_of(stack, engine_version="0.4.1")
+    assert new["VLLM_MS_MODEL_BACKEND"] == "MindFormers"
+    # 0.4.0 raises ValueError when MINDFORMERS_MODEL_CONFIG is set with the MindFormers backend.
+    assert "vLLM_MODEL_BACKEND" not in new and "MINDFORMERS_MODEL_CONFIG" not in new
+    # Nothing else changes.
+    assert {k: v for k, v in old.items() if k not in ("vLLM_MODEL_BACKEND", "MINDFORMERS_MODEL_CONFIG")} == \
+           {k: v for k, v in new.items() if k != "VLLM_MS_MODEL_BACKEND"}
+
+
+# --- the stack keys --------------------------------------------------------------
+
+def test_a_bad_version_and_a_yaml_the_engine_would_not_read_are_refused(tmp_path):
+    doc = load_stack_doc("tp8-pp2-300iduo")
+    doc["config"][NS + "container"]["engine_version"] = "latest"
+    doc["config"][NS + "container"]["cann_version"] = "8.0.0"
+    bad_version = run_cli("validate", "--stack", write_stack(tmp_path, "bad-version", doc))
+    assert bad_version.returncode == 2 and "Traceback" not in bad_version.stderr
+    assert "ascend-inference:container.engine_version" in bad_version.stderr and "(fix: " in bad_version.stderr
+
+    doc["config"][NS + "container"]["engine_version"] = "0.4.0"
+    doc["config"][NS + "engine"]["write_mindformers_yaml"] = True
+    stale_yaml = run_cli("validate", "--stack", write_stack(tmp_path, "stale-yaml", doc))
+    assert stale_yaml.returncode == 2, stale_yaml.stdout + stale_yaml.stderr
+    lines = [line for line in stale_yaml.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ascend-inference:engine.write_mindformers_yaml" in lines[0], lines
+    assert "refuses MINDFORMERS_MODEL_CONFIG" in lines[0] and "(fix: " in lines[0]
+
+
+def test_missing_mount_sources_are_one_line_naming_node_and_paths(tmp_path):
+    # This machine has no Ascend driver: every runbook source is missing here.
+    script = render_node(load_stack("tp16-vllm-mindspore"), 1).scripts.mount_sources
+    assert script is not None
+    done = subprocess.run(["bash", "-s"], input=script.command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 4
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("node node1: mount sources: missing on the host: ")
+    assert " /etc/vnpu.cfg " in lines[0] and " /usr/local/bin/npu-smi " in lines[0]
+    # The stack's own directory is made by its file steps, so it is never listed.
+    assert "/etc/ascend-inference" not in lines[0]
+
+
+# --- the image tar fetched by each node (container.image_url, image_sha256) -----------
+
+LOAD_STUB = """#!/usr/bin/env bash
+# docker image inspect IMAGE: present once `load` ran; docker load -i TAR: records the tar's bytes.
+case "$1 $2" in
+  "image inspect") [ -e "$STATE/loaded" ] || exit 1; [ "$3" = "-f" ] && echo sha256:feed ; exit 0 ;;
+  "load -i") cp "$3" "$STATE/loaded"; echo "Loaded image: $IMAGE" ;;
+  *) exit 64 ;;
+esac
+"""
+
+
+@pytest.fixture
+def served_tar(tmp_path):
+    """A tar served over HTTP on 127.0.0.1 (what image_url names)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "mindie.tar").write_bytes(b"layer bytes " * 1000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/mindie.tar", (root / "mindie.tar").read_bytes()
+    finally:
+        server.shutdown()
+
+
+def run_image_step(tmp_path: Path, **container):
+    base = load_stack("tp16-mindie")
+    config = json.loads(json.dumps(base.raw_config))
+    tar = tmp_path / "node" / "images" / "mindie.tar"
+    config[NS + "container"] = {**config[NS + "container"], "image_tar": str(tar), **container}
+    script = render_node(loaded_with_config(base, config), 1).scripts.image.command
+    state = tmp_path / "docker-state"
+    state.mkdir(exist_ok=True)
+    stub = tmp_path / "docker"
+    stub.write_text(LOAD_STUB)
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "STATE": str(state), "IMAGE": base.spec.container.image}
+    done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, env=env, timeout=60)
+    return done, tar, state / "loaded"
+
+
+def test_a_tar_fetched_from_its_url_and_checked_is_loaded(tmp_path, served_tar):
+    url, data = served_tar
+    done, tar, loaded = run_image_step(tmp_path, image_url=url, image_sha256=hashlib.sha256(data).hexdigest())
+    assert done.returncode == 0, done.stderr
+    assert tar.read_bytes() == data and loaded.read_bytes() == data
+    assert not tar.with_name(tar.name + ".part").exists()
+
+
+def test_a_tar_with_another_checksum_is_one_line_and_is_not_loaded(tmp_path, served_tar):
+    url, data = served_tar
+    done, tar, loaded = run_image_step(tmp_path, image_url=url, image_sha256="0" * 64)
+    assert done.returncode == 4
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"node node1: image tar: {tar} has sha256 {hashlib.sha256(data).hexdigest()}, "
+                               f"the stack expects {'0' * 64} (container.image_sha256)"), lines[0]
+    assert not loaded.exists() and not tar.exists()
+
+
+def test_an_unreachable_url_is_one_line(tmp_path):
+    done, tar, loaded = run_image_step(tmp_path, image_url="http://127.0.0.1:9/none.tar")
+    assert done.returncode == 4
+    lines = [line for line in done.stderr.strip().splitlines() if line.startswith("node ")]
+    assert lines and lines[-1].startswith("node node1: image tar: could not fetch http://127.0.0.1:9/none.tar")
+    assert not loaded.exists()
+
+
+def test_image_url_and_sha256_need_the_tar_path(tmp_path):
+    doc = load_stack_doc("tp16-vllm-mindspore")
+    doc["config"][NS + "container"]["image_url"] = "https://example.com/x.tar"
+    doc["config"][NS + "container"]["image_sha256"] = "a" * 64
+    done = run_cli("validate", "--stack", write_stack(tmp_path, "no-tar", doc))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    for key, line in zip(("image_url", "image_sha256"), lines, strict=True):
+        assert f"ascend-inference:container.{key}: needs container.image_tar" in line and "(fix: " in line
