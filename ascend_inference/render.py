@@ -138,7 +138,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         text = render_template(template or f"{name}.sh.j2", purpose=purpose, **common, **extra)
         scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name)
 
-    script("preflight", "Preflight facts (read-only)")
+    script("preflight", "Preflight facts (read-only)", checks=spec.profile.network,
+           gateway_policy=spec.network.gateway)
     if spec.network.fix_tls:
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
     scripts["peer_ping"] = render_peer_ping(loaded, index, device_ips)

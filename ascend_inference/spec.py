@@ -348,10 +348,6 @@ def _network_for_profile(spec: ClusterSpec, file: str) -> list[Problem]:
                 problems.append(Problem(file, f"{NAMESPACE}:nodes[{i}].device_ips",
                                         f"{why}, so its NPUs have no device IPs",
                                         f"remove nodes[{i}].device_ips"))
-        if spec.engine_plugin.uses_rank_table:
-            problems.append(Problem(file, f"{NAMESPACE}:engine.kind",
-                                    f"{spec.engine.kind} needs an HCCL rank table of device IPs; {why}",
-                                    "use engine kind vllm-mindspore (runbook 003)"))
     network = spec.network
     given = network.model_fields_set
     asked = [("ping_peers", checks.peer_ping, network.ping_peers is True, "there are no device IPs to ping"),

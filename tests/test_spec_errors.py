@@ -51,6 +51,13 @@ def set_in(name: str, key: str, value):
     return lambda c: section(c, name).__setitem__(key, value)
 
 
+def without_fabric_keys(config: dict) -> None:
+    """What a 300I Duo stack may not ask for (no RoCE fabric): device IPs, TLS fix."""
+    for node in nodes(config):
+        node.pop("device_ips", None)
+    section(config, "network").pop("fix_tls", None)
+
+
 def bf16_weights(config: dict) -> None:
     section(config, "model")["quantization"] = "bf16"
 
@@ -159,7 +166,7 @@ CASES = [
     Case("bf16-on-two-800i-a2", NS + "model", ("does not fit", "1342 GB", "at least 4 x atlas-800i-a2"),
          mutate=bf16_weights),
     Case("300i-duo-mindie-multinode", NS + "hardware.profile", ("atlas-300i-duo", "vllm-mindspore"),
-         mutate=set_in("hardware", "profile", "atlas-300i-duo")),
+         mutate=lambda c: (set_in("hardware", "profile", "atlas-300i-duo")(c), without_fabric_keys(c))),
     # --- model ---------------------------------------------------------------
     Case("empty-model-path", NS + "model.path", ("empty",), mutate=set_in("model", "path", "")),
     Case("relative-model-path", NS + "model.path", ("models/DeepSeek-R1", "absolute"),
