@@ -17,6 +17,7 @@ other than the stand-ins see them too:
     missing_model      the model directory is gone
     model_file_differs one weight shard differs from the other nodes'
     hostname           the node's UTS hostname (e.g. another node's: duplicate)
+    gateway_unreachable a blackhole route to the devices' gateway: its ping fails
 
 Applying is a reconcile (desired state), so clearing a fault restores the node.
 
@@ -54,6 +55,9 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "missing_model": ("bool", "the model directory is missing on this node"),
     "model_file_differs": ("bool", "one weight shard differs from the other nodes'"),
     "hostname": ("string", "this node's hostname (use another node's to make a duplicate)"),
+    "lldp_missing": ("devices", "devices whose `-lldp -g` finds no neighbour (no switch port)"),
+    "netdetect_fail": ("devices", "devices without a netdetect address (`-net_health -g` then says Init)"),
+    "gateway_unreachable": ("bool", "the device gateway does not answer (a blackhole route to it on the node)"),
     "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
     "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
 }
@@ -196,6 +200,8 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
             changed.append(f"device {dev} link {'up' if want else 'down'}")
 
     targets = set(faults.get("unreachable", []))
+    if faults.get("gateway_unreachable"):
+        targets.add(network.DEVICE_GATEWAY)
     if targets != network.blackholes(netns):
         changed.append(f"unreachable = {sorted(targets)}")
     network.set_blackholes(netns, targets)
