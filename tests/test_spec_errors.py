@@ -243,6 +243,23 @@ CASES = [
     Case("empty-ssh-user", NS + "ssh.user", ("empty",), mutate=lambda c: c.__setitem__(NS + "ssh", {"user": ""})),
     Case("empty-node-user", NS + "nodes[1].user", ("empty", "ssh.user"),
          mutate=lambda c: nodes(c)[1].__setitem__("user", "  ")),
+    # --- network checks the hardware profile does not have (300I Duo: no fabric) ---
+    Case("300i-duo-device-ips", NS + "nodes[1].device_ips", ("no RoCE fabric", "no device IPs", "remove"),
+         base="tp8-pp2-300iduo",
+         mutate=lambda c: nodes(c)[1].__setitem__("device_ips", [f"198.51.100.{d + 17}" for d in range(8)])),
+    Case("300i-duo-ping-peers", NS + "network.ping_peers", ("atlas-300i-duo", "no device IPs to ping",
+                                                             "remove network.ping_peers"),
+         base="tp8-pp2-300iduo", mutate=set_in("network", "ping_peers", True)),
+    Case("300i-duo-fix-tls", NS + "network.fix_tls", ("no HCCL TLS switch",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "fix_tls", True)),
+    Case("300i-duo-hccl-tls-enabled", NS + "network.hccl_tls", ("no HCCL TLS switch",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "hccl_tls", "enabled")),
+    Case("300i-duo-lldp-require", NS + "network.lldp", ("no switch port",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "lldp", "require")),
+    Case("300i-duo-gateway-warn", NS + "network.gateway", ("no device gateway",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "gateway", "warn")),
+    Case("lldp-policy-unknown", NS + "network.lldp", ("require", "warn", "ignore"),
+         mutate=set_in("network", "lldp", "sometimes")),
 ]
 assert len(CASES) >= 30
 assert len({c.id for c in CASES}) == len(CASES)
