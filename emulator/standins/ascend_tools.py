@@ -280,6 +280,15 @@ def hccn_ping(facts, faults, dev, target):
     count = 3
     replies = {}
     src, _ = device_ip(facts, faults, dev)
+    if target == facts["gateway"]:
+        # The gateway is the host's side of the cluster's bridge, and every
+        # emulated cluster on a host has the same gateway and device IPs: the
+        # host would send its reply to a device IP out of whichever bridge
+        # it routes 198.19.0.0/16 through first. From the node's own address
+        # (unique per cluster) the reply comes back over this cluster's bridge;
+        # the request still leaves through the node's routes (a blackhole
+        # to the gateway stops it).
+        src = facts["address"]
     reachable = (dev not in faults.get("link_down", []) and target not in faults.get("unreachable", [])
                  and not (faults.get("gateway_unreachable") and target == facts["gateway"]))
     if reachable:
