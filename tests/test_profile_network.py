@@ -196,10 +196,10 @@ def test_the_a2_preflight_reads_and_judges_every_network_check(tmp_path):
     assert check_network(facts, A2, NetworkPolicies()) == ([], [])
 
 
-def judged(tmp_path: Path, policies: NetworkPolicies = NetworkPolicies(), **hccn: str | None):
+def judged(tmp_path: Path, policies: NetworkPolicies | None = None, **hccn: str | None):
     env = fake_tools(tmp_path, "npu-smi-info-910b2-23.0.7.txt", {**HCCN_SAMPLES, **hccn})
     facts = parse_preflight("node1", run_preflight("tp16-lmdeploy", env), 8)
-    errors, warnings = check_network(facts, A2, policies)
+    errors, warnings = check_network(facts, A2, policies or NetworkPolicies())
     return [str(e) for e in errors], [str(w) for w in warnings]
 
 

@@ -49,8 +49,10 @@ def synthetic_npu_smi_cards(devices: int, chips: int, name: str, hbm_mb: int) ->
     lines = ["+" + "-" * 104 + "+",
              f"| npu-smi {'24.1.0.1':<41}Version: {'24.1.0.1':<45}|",
              thin,
-             "| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |",
-             "| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |",
+             "| NPU     Name                  | Health          | "
+             "Power(W)     Temp(C)           Hugepages-Usage(page) |",
+             "| Chip    Device                | Bus-Id          | "
+             "AICore(%)    Memory-Usage(MB)                        |",
              thick]
     for d in range(devices):
         card, chip = divmod(d, chips)
@@ -68,10 +70,11 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
     devices = profile.devices_per_node
     ips = node.device_ips or [f"198.18.{spec.nodes.index(node)}.{d + 1}" for d in range(devices)]
     tls = 1 if spec.network.hccl_tls == "enabled" else 0
+    chips = profile.chips_per_card or 1
     out = ["### hostname", node.hostname or f"{node.name}-host",
            "### npu-smi-info",
-           synthetic_npu_smi_cards(devices, profile.chips_per_card, profile.chip, profile.device_memory_gb * 1024)
-           if (profile.chips_per_card or 1) > 1 else
+           synthetic_npu_smi_cards(devices, chips, profile.chip, profile.device_memory_gb * 1024)
+           if chips > 1 else
            synthetic_npu_smi(devices, f"{profile.chip}", profile.device_memory_gb * 1024),
            "### driver-version", "Version=24.1.rc3", "### firmware-version", "Version=7.5.0.1.129",
            "### cann-version", "version=8.0.0"]

@@ -164,7 +164,8 @@ def npu_smi_info_cards(facts, faults):
             bottom = f" {d % chips:<8}{d:<22}| {bus:<16}| {0:<13}{memory:<40}"
             out += [f"|{top}|", f"|{bottom}|", CARD_THICK if n == len(on_card) - 1 else CARD_THIN]
     out += [CARD_THIN,
-            "| NPU     Chip                  | Process id      | Process name             | Process memory(MB)        |",
+            "| NPU     Chip                  | Process id      | "
+            "Process name             | Process memory(MB)        |",
             CARD_THICK]
     for card in cards:
         out += [f"| {'No running processes found in NPU ' + str(card):<103}|", CARD_THICK]
