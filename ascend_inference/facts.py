@@ -8,13 +8,14 @@ sources, are in tests/fixtures/tool-output/). Pure: no Pulumi import.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ascend_inference.errors import NodeFactError
 from ascend_inference.hardware import HardwareProfile
-from ascend_inference.spec import is_ip
+from ascend_inference.spec import NetworkPolicy, is_ip
 
 _NPU_ROW = re.compile(r"^\|\s*(\d+)\s+(\S+)\s*\|\s*(\w+)\s*\|")
 _CHIP_ROW = re.compile(r"^\|\s*\d+\s*(?:\d+\s*)?\|\s*[0-9A-Fa-f:.]+|NA\s*\|")
@@ -35,6 +36,12 @@ class DeviceFacts:
     super_pod_id: int | None = None
     server_index: int | None = None
     super_pod_size: int | None = None
+    netmask: str | None = None
+    # Last line of `hccn_tool -i N -ping -g address <gateway>` (the loss summary).
+    gateway_ping: str | None = None
+    # What a network query printed instead of the expected line (first
+    # line), for the message: {"lldp": "...", "netdetect": "...", ...}.
+    printed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +131,14 @@ def parse_device(index: int, sections: dict[str, str]) -> DeviceFacts:
     netdetect = re.search(r"netdetect address:\s*([0-9a-fA-F.:]+)", sections.get(f"device {index} netdetect", ""))
     d.netdetect = netdetect.group(1) if netdetect else None
     parse_spod_info(d, sections.get(f"device {index} spod", ""))
+    netmask = re.search(r"netmask:\s*(\S+)", sections.get(f"device {index} ip", ""))
+    d.netmask = netmask.group(1) if netmask else None
+    ping = sections.get(f"device {index} gateway_ping", "").strip()
+    d.gateway_ping = ping.splitlines()[-1].strip() if ping else None
+    for name, value in (("lldp", d.lldp_ifname), ("netdetect", d.netdetect), ("gateway", d.gateway)):
+        text = sections.get(f"device {index} {name}", "").strip()
+        if value is None and text:
+            d.printed[name] = text.splitlines()[0].strip()
     return d
 
 
@@ -151,6 +166,8 @@ def sdid_fields(sdid: int) -> dict[str, int]:
 
 
 def parse_preflight(node: str, stdout: str, devices: int) -> NodeFacts:
+    """`devices`: how many devices' hccn_tool sections to read (0 on a
+    profile without a fabric, whose preflight prints none)."""
     sections = split_sections(stdout)
     facts = NodeFacts(node=node)
     facts.hostname = sections.get("hostname", "").strip()
@@ -163,7 +180,6 @@ def parse_preflight(node: str, stdout: str, devices: int) -> NodeFacts:
     model = sections.get("model-path", "").strip()
     facts.model_present = {"present": True, "absent": False}.get(model)
     return facts
-
 
 
 def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips: list[str] | None,
@@ -192,22 +208,27 @@ def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips:
                                     f"{facts.healthy_npus} healthy NPUs, the stack needs {devices} ({detail})",
                                     "replace or reset the NPU (`npu-smi info -t health -i N`), "
                                     "or fix the hardware profile"))
+    if not foreign:  # another chip already says the profile is wrong; its chip count would say it twice
+        errors += _chips_per_npu(facts, profile)
     if expected_hostname and facts.hostname != expected_hostname:
         errors.append(NodeFactError(node, "hostname", f"is '{facts.hostname}', the stack expects '{expected_hostname}'",
                                     f"run `hostname {expected_hostname}` on the node or update nodes[].hostname"))
     want_tls = 1 if tls_policy == "enabled" else 0
+    checks = profile.network
     for d in facts.devices:
-        if d.link != "UP":
+        if checks.roce_links and d.link != "UP":
             errors.append(NodeFactError(node, f"device {d.index} link", f"is {d.link or 'unknown'}",
                                         f"check the cable/optics (`hccn_tool -i {d.index} -link -g`)"))
-        if d.net_health is not None and d.net_health not in ("Success",):
+        if checks.roce_links and d.net_health is not None and d.net_health not in ("Success",):
             errors.append(NodeFactError(node, f"device {d.index} net_health", f"is {d.net_health}",
                                         f"check netdetect/gateway (`hccn_tool -i {d.index} -net_health -g`)"))
-        if d.tls_switch is not None and d.tls_switch != want_tls:
+        if checks.tls and d.tls_switch is not None and d.tls_switch != want_tls:
             errors.append(NodeFactError(node, f"device {d.index} tls",
                                         f"switch is {d.tls_switch}, the stack's policy is {tls_policy}",
                                         "set network.fix_tls: true (runs `hccn_tool -i N -tls -s enable 0`) "
                                         "or change network.hccl_tls"))
+        if not checks.device_ips:
+            continue
         if d.ip is None:
             errors.append(NodeFactError(node, f"device {d.index} ip", "no IP configured",
                                         f"configure it in /etc/hccn.conf "
@@ -304,6 +325,99 @@ def super_pods_of(all_facts: list[NodeFacts]) -> dict[str, dict[str, Any]] | Non
         return None
     return {f.node: {"super_pod_id": str(f.devices[0].super_pod_id if f.devices else ""),
                      "super_device_ids": [str(d.sdid) for d in f.devices]} for f in all_facts}
+
+
+def _chips_per_npu(facts: NodeFacts, profile: HardwareProfile) -> list[NodeFactError]:
+    """Every NPU id of `npu-smi info` lists the profile's chips: a 300I Duo
+    card shows two 310P3 chips, an Atlas 300I Pro card one (same chip name,
+    half the memory), an A3 NPU two dies, so the chip count tells them apart."""
+    want = profile.chips_per_npu
+    chips: dict[int, int] = {}
+    for n in facts.npus:
+        chips[n["npu"]] = chips.get(n["npu"], 0) + 1
+    odd = [f"NPU {npu} lists {count}" for npu, count in sorted(chips.items()) if count != want]
+    if not odd:
+        return []
+    return [NodeFactError(facts.node, "npu-smi info",
+                          f"{', '.join(odd)} chip(s), hardware.profile {profile.name} has {want} per NPU",
+                          "set hardware.profile to these servers' model (chips per NPU differ between models), "
+                          "or reseat/replace the card")]
+
+
+@dataclass(frozen=True)
+class NetworkPolicies:
+    """network.lldp / netdetect / gateway of the stack."""
+
+    lldp: NetworkPolicy = "require"
+    netdetect: NetworkPolicy = "require"
+    gateway: NetworkPolicy = "require"
+
+
+def _printed(d: DeviceFacts, name: str) -> str:
+    said = d.printed.get(name)
+    return f"printed '{said}'" if said else "printed nothing"
+
+
+def check_network(facts: NodeFacts, profile: HardwareProfile,
+                  policies: NetworkPolicies) -> tuple[list[NodeFactError], list[NodeFactError]]:
+    """lldp, netdetect and gateway as runbook 001 §3.1 reads them, judged
+    (errors, warnings) per the stack's policies on a profile that has them.
+    Healthy (docs/formats.md §2d, §2h): an `Ifname:` line (a switch port is
+    cabled), `netdetect address: <ip>`, `default gateway:<ip>, Iface:ethN`
+    with the gateway inside the device's subnet and answering its ping."""
+    node, checks = facts.node, profile.network
+    found: dict[str, list[NodeFactError]] = {"lldp": [], "netdetect": [], "gateway": []}
+    for d in facts.devices:
+        i = d.index
+        if checks.lldp and d.lldp_ifname is None:
+            found["lldp"].append(NodeFactError(
+                node, f"device {i} lldp", f"no neighbour (`hccn_tool -i {i} -lldp -g` {_printed(d, 'lldp')})",
+                "check the cable and the switch port (LLDP on), or set network.lldp: warn"))
+        if checks.netdetect and (d.netdetect is None or not is_ip(d.netdetect)):
+            found["netdetect"].append(NodeFactError(
+                node, f"device {i} netdetect",
+                f"no netdetect address (`hccn_tool -i {i} -netdetect -g` {_printed(d, 'netdetect')})",
+                f"set one (`hccn_tool -i {i} -netdetect -s address <ip>`, netdetect_{i} in /etc/hccn.conf), "
+                "or set network.netdetect: warn"))
+        if not checks.gateway:
+            continue
+        if d.gateway is None or not is_ip(d.gateway):
+            found["gateway"].append(NodeFactError(
+                node, f"device {i} gateway",
+                f"no default gateway (`hccn_tool -i {i} -gateway -g` {_printed(d, 'gateway')})",
+                f"set one (`hccn_tool -i {i} -gateway -s gateway <ip>`, gateway_{i} in /etc/hccn.conf), "
+                "or set network.gateway: ignore on a fabric without one"))
+            continue
+        subnet = _subnet(d)
+        if subnet is not None and ipaddress.ip_address(d.gateway) not in subnet:
+            found["gateway"].append(NodeFactError(
+                node, f"device {i} gateway", f"{d.gateway} is outside the device's subnet {subnet}",
+                f"fix gateway_{i} or netmask_{i} in /etc/hccn.conf"))
+        elif policies.gateway != "ignore" and d.gateway_ping is not None and " 0.00% packet loss" not in (
+                " " + d.gateway_ping):
+            found["gateway"].append(NodeFactError(
+                node, f"device {i} gateway",
+                f"{d.gateway} does not answer the device's ping "
+                f"(`hccn_tool -i {i} -ping -g address {d.gateway}`: {d.gateway_ping})",
+                "check the gateway and the switch port, or set network.gateway: warn"))
+    errors: list[NodeFactError] = []
+    warnings: list[NodeFactError] = []
+    for name, problems in found.items():
+        policy = getattr(policies, name)
+        if policy == "require":
+            errors += problems
+        elif policy == "warn":
+            warnings += problems
+    return errors, warnings
+
+
+def _subnet(d: DeviceFacts) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if not d.ip or not d.netmask:
+        return None
+    try:
+        return ipaddress.ip_interface(f"{d.ip}/{d.netmask}").network
+    except ValueError:
+        return None
 
 
 def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:

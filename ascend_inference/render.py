@@ -161,7 +161,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
 
     # Atlas A3: the SDID, super pod and server index of every die (rank table 1.2).
     spod_chips = spec.profile.chips_per_npu if spec.profile.spod_info else 0
-    script("preflight", "Preflight facts (read-only)", spod_chips=spod_chips)
+    script("preflight", "Preflight facts (read-only)", spod_chips=spod_chips, checks=spec.profile.network,
+           gateway_policy=spec.network.gateway)
     if spec.network.fix_tls:
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
     scripts["peer_ping"] = render_peer_ping(loaded, index, device_ips)

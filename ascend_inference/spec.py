@@ -149,6 +149,9 @@ class Hardware(StrictModel):
                      "atlas-800i-a3", "atlas-800t-a3", "atlas-900-a3-superpod"]
 
 
+NetworkPolicy = Literal["require", "warn", "ignore"]
+
+
 class Network(StrictModel):
     # GLOO_SOCKET_IFNAME / TP_SOCKET_IFNAME / HCCL_SOCKET_IFNAME (runbook 000).
     socket_ifname: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")] = "enp189s0f0"
@@ -164,6 +167,12 @@ class Network(StrictModel):
     # --rank-table`, then against the device IPs preflight finds, and
     # installed instead of the table the program would make.
     rank_table_file: Annotated[str, Field(min_length=1)] | None = None
+    # How preflight judges `hccn_tool -lldp/-netdetect/-gateway -g` (runbook
+    # 001 §3.1 loops over all three): require stops the rollout, warn logs and
+    # goes on, ignore does not look. Only on profiles whose NPUs have a fabric.
+    lldp: NetworkPolicy = "require"
+    netdetect: NetworkPolicy = "require"
+    gateway: NetworkPolicy = "require"
 
 
 class Model(StrictModel):
@@ -293,6 +302,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     problems += spec.engine.problems(file)
     problems += _port_collisions(spec, file)
     problems += _image_tar_problems(spec.container, file)
+    problems += _network_for_profile(spec, file)
     nodes = list(enumerate(spec.nodes))
     seen_twice([(i, n.name) for i, n in nodes], "name", "give every node its own name")
     seen_twice([(i, n.host) for i, n in nodes], "host", "each node is one server: list it once")
@@ -348,6 +358,33 @@ def _image_tar_problems(container: Container, file: str) -> list[Problem]:
                     "each node", "add image_tar (e.g. /data/images/<name>.tar)")
             for key in ("image_url", "image_sha256")
             if getattr(container, key) is not None and container.image_tar is None]
+def _network_for_profile(spec: ClusterSpec, file: str) -> list[Problem]:
+    """Network keys that ask for a check the hardware profile does not have
+    (the 300I Duo has no RoCE fabric: runbook 003 has no hccn step). Refused
+    rather than ignored: a key that is set and silently does nothing would
+    let a reader believe the check ran."""
+    problems: list[Problem] = []
+    checks, profile = spec.profile.network, spec.hardware.profile
+    why = f"hardware.profile {profile} has no RoCE fabric (runbook 003 runs no hccn_tool step)"
+    if not checks.device_ips:
+        for i, node in enumerate(spec.nodes):
+            if node.device_ips is not None:
+                problems.append(Problem(file, f"{NAMESPACE}:nodes[{i}].device_ips",
+                                        f"{why}, so its NPUs have no device IPs",
+                                        f"remove nodes[{i}].device_ips"))
+    network = spec.network
+    given = network.model_fields_set
+    asked = [("ping_peers", checks.peer_ping, network.ping_peers is True, "there are no device IPs to ping"),
+             ("fix_tls", checks.tls, network.fix_tls is True, "there is no HCCL TLS switch to set"),
+             ("hccl_tls", checks.tls, network.hccl_tls == "enabled", "there is no HCCL TLS switch to read"),
+             ("lldp", checks.lldp, network.lldp != "ignore", "there is no switch port to find"),
+             ("netdetect", checks.netdetect, network.netdetect != "ignore", "there is no netdetect address"),
+             ("gateway", checks.gateway, network.gateway != "ignore", "there is no device gateway")]
+    for key, applies, wanted, reason in asked:
+        if key in given and wanted and not applies:
+            problems.append(Problem(file, f"{NAMESPACE}:network.{key}", f"{why}: {reason}",
+                                    f"remove network.{key}"))
+    return problems
 
 
 def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:

@@ -27,6 +27,7 @@ from ascend_inference.brought_table import found_ip_problems, found_sdid_problem
 from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
+from ascend_inference.facts import NetworkPolicies
 from ascend_inference.images import ImageExpectations
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
@@ -90,7 +91,9 @@ class Deployment(pulumi.ComponentResource):
         # Each node rendered once; the components take their parts.
         self.rendered = [render_node(loaded, i) for i in range(len(spec.nodes))]
         expect = FactExpectations(devices=spec.profile.devices_per_node, tls_policy=spec.network.hccl_tls,
-                                  model_path=spec.model.path, profile=spec.profile)
+                                  model_path=spec.model.path, profile=spec.profile,
+                                  network_policies=NetworkPolicies(spec.network.lldp, spec.network.netdetect,
+                                                                   spec.network.gateway))
         self.nodes = [
             AscendNode(n.name, AscendNodeArgs(
                 node=n, connection=connection_for(spec, n, args.ssh_private_key),
@@ -110,7 +113,8 @@ class Deployment(pulumi.ComponentResource):
                                      engine_version=spec.container.engine_version,
                                      cann_version=spec.container.cann_version, env_era=engine.env_era)), child)
         count = len(self.nodes)
-        pinging = spec.network.ping_peers and count > 1
+        # A profile without a fabric (300I Duo) has no device IPs to ping.
+        pinging = spec.network.ping_peers and spec.profile.network.peer_ping and count > 1
         self.peer_check = PeerCheck("peer-check", PeerCheckArgs(
             stack=loaded.name, nodes=self.nodes,
             ping_targets=[ping_targets(count, i) if pinging else [] for i in range(count)],

@@ -5,7 +5,15 @@ from dataclasses import dataclass
 
 import pulumi
 
-from ascend_inference.facts import DeviceFacts, NodeFacts, check_node, parse_preflight, raise_first
+from ascend_inference.facts import (
+    DeviceFacts,
+    NetworkPolicies,
+    NodeFacts,
+    check_network,
+    check_node,
+    parse_preflight,
+    raise_first,
+)
 from ascend_inference.hardware import HardwareProfile
 from ascend_inference.spec import Node
 from components.common import TOKEN, NodeConnection, clearly, remote_step
@@ -20,6 +28,8 @@ class FactExpectations:
     model_path: str
     # The chip the NPUs must be (npu-smi's name column), among others.
     profile: HardwareProfile
+    # network.lldp / netdetect / gateway: require, warn or ignore.
+    network_policies: NetworkPolicies = NetworkPolicies()
 
 
 @dataclass(frozen=True)
@@ -62,10 +72,16 @@ class AscendNode(pulumi.ComponentResource):
             every_up=True)
 
         def checked(stdout: str) -> dict:
-            facts = parse_preflight(node.name, stdout or "", expect.devices)
+            # A profile without a fabric (300I Duo) prints no hccn_tool sections.
+            fabric_devices = expect.devices if expect.profile.network.fabric else 0
+            facts = parse_preflight(node.name, stdout or "", fabric_devices)
+            network_errors, network_warnings = check_network(facts, expect.profile, expect.network_policies)
+            for warning in network_warnings:
+                pulumi.log.warn(str(warning), resource=self)
             raise_first(check_node(
                 facts, devices=expect.devices, tls_policy=expect.tls_policy, declared_ips=node.device_ips,
-                expected_hostname=node.hostname, model_path=expect.model_path, profile=expect.profile))
+                expected_hostname=node.hostname, model_path=expect.model_path, profile=expect.profile)
+                + network_errors)
             return facts.to_json()
 
         self.facts = self.preflight.stdout.apply(clearly(checked))

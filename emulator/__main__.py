@@ -15,7 +15,7 @@ from . import image as imagelib
 from .cluster import DEFAULT_STATE_DIR, Cluster
 from .faults import FAULT_KEYS, FaultError, parse_assignment
 from .node import ClusterError
-from .nodefs import Layout
+from .nodefs import Layout, atlas_300i_duo
 
 DESCRIPTION = """\
 Emulated Huawei Ascend cluster on this machine, for trying the Pulumi program
@@ -72,6 +72,9 @@ def main(argv=None) -> int:
                    help="give node1 the same hostname as node0 (the duplicate-hostname fault)")
     p.add_argument("--model-dir", action="append", default=None,
                    help="model fixture directory on every node (repeatable; default /data/models/deepseek-r1)")
+    p.add_argument("--hardware", choices=["800-a2", "300i-duo"], default="800-a2",
+                   help="the servers emulated: 800-a2 (8 x 910B3 with a RoCE fabric, the default) or 300i-duo "
+                        "(4 cards x 2 310P3, no fabric: no hccn_tool)")
 
     p = sub.add_parser("down", help="stop every node and remove everything `up` made (also after a failed up)")
 
@@ -127,9 +130,10 @@ def main(argv=None) -> int:
 
 def cmd_up(args) -> int:
     layout = Layout(model_dirs=tuple(args.model_dir)) if args.model_dir else None
+    hardware = atlas_300i_duo() if args.hardware == "300i-duo" else None
     cluster = Cluster.up(args.nodes, args.state_dir, prefix=args.prefix, subnet=args.subnet, layout=layout,
                          hostnames=[args.hostname_pattern.format(i=i) for i in range(args.nodes)],
-                         duplicate_hostname=args.duplicate_hostname)
+                         duplicate_hostname=args.duplicate_hostname, hardware=hardware)
     print(f"\nstate: {cluster.cluster_file}")
     for node in cluster.nodes:
         print(f"  {node.name:<6} {node.address:<13} {node.hostname:<14} ssh {node.ssh_target}  "

@@ -22,6 +22,7 @@ other than the stand-ins see them too:
                        (emulator/image.py), and the tags that named the old one
                        follow it: the stack's image has another id on this node
     missing_vnpu_cfg   /etc/vnpu.cfg is removed
+    gateway_unreachable a blackhole route to the devices' gateway: its ping fails
 
 Applying is a reconcile (desired state), so clearing a fault restores the node.
 
@@ -66,6 +67,9 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "image_engine_version": ("string", "the engines' version in this node's runtime image (another image id too)"),
     "image_differs": ("bool", "this node's runtime image differs from the others' (same versions, another id)"),
     "missing_vnpu_cfg": ("bool", "/etc/vnpu.cfg (a `-v` source of runbook 000) is missing on this node"),
+    "lldp_missing": ("devices", "devices whose `-lldp -g` finds no neighbour (no switch port)"),
+    "netdetect_fail": ("devices", "devices without a netdetect address (`-net_health -g` then says Init)"),
+    "gateway_unreachable": ("bool", "the device gateway does not answer (a blackhole route to it on the node)"),
     "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
     "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
 }
@@ -208,6 +212,8 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
             changed.append(f"device {dev} link {'up' if want else 'down'}")
 
     targets = set(faults.get("unreachable", []))
+    if faults.get("gateway_unreachable"):
+        targets.add(network.DEVICE_GATEWAY)
     if targets != network.blackholes(netns):
         changed.append(f"unreachable = {sorted(targets)}")
     network.set_blackholes(netns, targets)

@@ -77,10 +77,24 @@ class Hardware:
     # None: the chip has no super pods and says so.
     chips_per_npu: int = 1
     super_pod_id: int | None = None
+    # Chips per card in the 310P3 card/chip shape of `npu-smi info`
+    # (docs/formats.md §1d; npu_count counts chips): the 300I Duo's 2. The A3's
+    # two dies per NPU (chips_per_npu) print in the 910 shape instead.
+    chips_per_card: int = 1
+    # A RoCE fabric: hccn_tool and /etc/hccn.conf on the node. Without one
+    # (the 300I Duo) neither exists, so any hccn_tool call fails as
+    # `command not found` and cannot pass for a check that ran.
+    fabric: bool = True
 
 
 # An Atlas 800I A3 as the stand-ins show it (docs/formats.md §1c, §1i).
 A3_HARDWARE = dict(chip_name="Ascend910", npu_count=16, chips_per_npu=2, super_pod_id=0, hbm_mb=65536)
+
+
+def atlas_300i_duo() -> Hardware:
+    """An Atlas 300I Duo server: 4 cards x 2 310P3 chips (44280 MB each, as
+    the 310P3 sample of docs/formats.md §1d prints), no RoCE fabric."""
+    return Hardware(chip_name="310P3", npu_count=8, hbm_mb=44280, chips_per_card=2, fabric=False)
 
 
 def in_upper(upper: Path, node_path: str) -> Path:
@@ -222,11 +236,12 @@ def populate_upper(upper: Path, *, layout: Layout, hw: Hardware, hostname: str, 
     """Write this node's Ascend host files, hostname files and model fixture."""
     for path in layout.npu_smi:
         install_script(STANDINS / "ascend_tools.py", in_upper(upper, path))
-    install_script(STANDINS / "ascend_tools.py", in_upper(upper, layout.hccn_tool))
-    for link in layout.hccn_tool_links:
-        target = in_upper(upper, link)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(layout.hccn_tool)
+    if hw.fabric:
+        install_script(STANDINS / "ascend_tools.py", in_upper(upper, layout.hccn_tool))
+        for link in layout.hccn_tool_links:
+            target = in_upper(upper, link)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(layout.hccn_tool)
     write(in_upper(upper, f"{layout.driver_dir}/version.info"), driver_version_info(hw.driver_version))
     for lib in ("driver/libascend_hal.so", "common/libc_sec.so"):
         # Placeholders: the runbooks mount driver/lib64 into containers.
@@ -235,7 +250,8 @@ def populate_upper(upper: Path, *, layout: Layout, hw: Hardware, hostname: str, 
           firmware_version_info(hw.firmware_version, hw.driver_version))
     write(in_upper(upper, f"{layout.dcmi_dir}/dcmi_interface_api.h"), "/* placeholder: emulator */\n")
     write(in_upper(upper, f"{layout.dcmi_dir}/libdcmi.so"), b"")
-    write(in_upper(upper, layout.hccn_conf), hccn_conf(device_ips, hw, gateway))
+    if hw.fabric:
+        write(in_upper(upper, layout.hccn_conf), hccn_conf(device_ips, hw, gateway))
     write(in_upper(upper, layout.ascend_install_info), ASCEND_INSTALL_INFO)
     write(in_upper(upper, layout.vnpu_cfg), VNPU_CFG)
     write(in_upper(upper, layout.slog_conf), "global_level=3\n")

@@ -190,7 +190,8 @@ def prepare_node_files(cluster: Cluster, node: Node, all_hosts: list[tuple[str, 
         "firmware_version": hardware.firmware_version, "device_ips": node.device_ips,
         "netmask": hardware.netmask, "netdetect": network.DEVICE_GATEWAY,
         "gateway": network.DEVICE_GATEWAY, "bus_ids": BUS_IDS,
-        "chips_per_npu": hardware.chips_per_npu, "super_pod_id": hardware.super_pod_id}, indent=2) + "\n")
+        "chips_per_npu": hardware.chips_per_npu, "super_pod_id": hardware.super_pod_id,
+        "chips_per_card": hardware.chips_per_card, "fabric": hardware.fabric}, indent=2) + "\n")
     faults.write(run_dir, {})
     spec = {
         "hostname": node.hostname, "root": str(d / "root"), "upper": str(d / "upper"),

@@ -31,8 +31,11 @@ def emulated_config(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIX
     config = copy.deepcopy(loaded.raw_config)
     nodes = []
     for node in cluster.nodes:
-        nodes.append({"name": node.name, "host": node.address, "hostname": node.hostname,
-                      "device_ips": list(node.device_ips)})
+        entry = {"name": node.name, "host": node.address, "hostname": node.hostname}
+        if loaded.spec.profile.network.device_ips:
+            # A profile without a fabric (300I Duo) has none to declare.
+            entry["device_ips"] = list(node.device_ips)
+        nodes.append(entry)
     config[f"{NAMESPACE}:nodes"] = nodes
     model = dict(config[f"{NAMESPACE}:model"])
     model["path"] = model_path

@@ -48,8 +48,9 @@ def test_the_installed_table_is_1_2_with_the_recorded_sdids():
         assert [d["super_device_id"] for d in server["device"]] == record["super_pods"][node.name]["super_device_ids"]
 
 
-def test_a2_stacks_record_what_they_always_did():
-    assert set(gate_record("tp16-mindie")) == {"device_ips", "weights_fingerprint"}
+def test_a2_stacks_record_no_super_pods():
+    # The gate's record of an A2 stack: no super_pods key (the images are recorded on every stack).
+    assert set(gate_record("tp16-mindie")) == {"device_ips", "weights_fingerprint", "images"}
 
 
 def test_a_die_without_spod_info_stops_the_program(monkeypatch):

@@ -97,6 +97,13 @@ def node_names(stack: str) -> list[str]:
     return [n.name for n in loaded(stack).spec.nodes]
 
 
+def pings(stack: str) -> bool:
+    """Whether the stack's nodes ping each other: more than one node, the
+    stack's ping_peers, and a profile with a fabric (not the 300I Duo)."""
+    spec = loaded(stack).spec
+    return len(spec.nodes) > 1 and spec.network.ping_peers and spec.profile.network.peer_ping
+
+
 def kind(stack: str) -> str:
     return loaded(stack).spec.engine.kind
 
@@ -135,7 +142,7 @@ def expected_inventory(stack: str) -> collections.Counter:
             inv.append((CMD, f"{n}-fix-tls", n))
     inv.append((PEER_CHECK, "peer-check", top))
     inv.append((CMD, "cluster-verified", "peer-check"))
-    if len(nodes) > 1 and spec.network.ping_peers:
+    if pings(stack):
         inv += [(CMD, f"{n}-peer-ping", "peer-check") for n in nodes]
     inv.append((MODEL_WEIGHTS, "model-weights", top))
     inv += [(CMD, f"{n}-weights", "model-weights") for n in nodes]
@@ -214,7 +221,7 @@ def test_counts_per_type(stack):
     names = [r.name for r in customs(g)]
     ends = lambda suffix: sum(1 for x in names if x.endswith(suffix))  # noqa: E731
     assert ends("-preflight") == n
-    assert ends("-peer-ping") == (n if n > 1 else 0)
+    assert ends("-peer-ping") == (n if pings(stack) else 0)
     assert ends("-weights") == n
     assert ends("-rank-table") == (n if engine in RANK_TABLE_ENGINES else 0)
     assert ends("-ray-head") == (1 if engine in RAY_ENGINES else 0)
@@ -312,7 +319,7 @@ def test_containers_after_the_cluster_checks(stack):
     gate = named(g, "cluster-verified")
     for m in nodes:
         assert g.depends_on(gate, named(g, f"{m}-weights"))
-        if len(nodes) > 1:
+        if pings(stack):
             assert g.depends_on(gate, named(g, f"{m}-peer-ping"))
     for n in nodes:
         container = named(g, f"{n}-container", CONTAINER)
@@ -320,7 +327,7 @@ def test_containers_after_the_cluster_checks(stack):
         for m in nodes:
             assert g.depends_on(container, named(g, f"{m}-weights")), f"{n}-container before {m}-weights"
             assert g.depends_on(container, named(g, f"{m}-preflight"))
-            if len(nodes) > 1:
+            if pings(stack):
                 assert g.depends_on(container, named(g, f"{m}-peer-ping")), f"{n}-container before {m}-peer-ping"
         if kind(stack) in RANK_TABLE_ENGINES:
             assert g.depends_on(container, named(g, f"{n}-rank-table")), f"{n}-container before its rank table"
@@ -614,7 +621,8 @@ def test_stack_outputs(stack):
     assert sorted(facts) == sorted(node_names(stack))
     for n in spec.nodes:
         assert facts[n.name]["hostname"] == n.hostname
-        assert facts[n.name]["device_ips"] == n.device_ips
+        # None declared and none found on a profile without a fabric (300I Duo).
+        assert facts[n.name]["device_ips"] == (n.device_ips if spec.profile.network.device_ips else [])
         for ip in facts[n.name]["device_ips"]:
             ipaddress.ip_address(ip)
     # The rank table's digest: the core's table for the declared IPs, or "" without one.

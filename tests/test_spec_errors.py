@@ -51,6 +51,13 @@ def set_in(name: str, key: str, value):
     return lambda c: section(c, name).__setitem__(key, value)
 
 
+def without_fabric_keys(config: dict) -> None:
+    """What a 300I Duo stack may not ask for (no RoCE fabric): device IPs, TLS fix."""
+    for node in nodes(config):
+        node.pop("device_ips", None)
+    section(config, "network").pop("fix_tls", None)
+
+
 def bf16_weights(config: dict) -> None:
     section(config, "model")["quantization"] = "bf16"
 
@@ -159,7 +166,7 @@ CASES = [
     Case("bf16-on-two-800i-a2", NS + "model", ("does not fit", "1342 GB", "at least 4 x atlas-800i-a2"),
          mutate=bf16_weights),
     Case("300i-duo-mindie-multinode", NS + "hardware.profile", ("atlas-300i-duo", "vllm-mindspore"),
-         mutate=set_in("hardware", "profile", "atlas-300i-duo")),
+         mutate=lambda c: (set_in("hardware", "profile", "atlas-300i-duo")(c), without_fabric_keys(c))),
     # --- model ---------------------------------------------------------------
     Case("empty-model-path", NS + "model.path", ("empty",), mutate=set_in("model", "path", "")),
     Case("relative-model-path", NS + "model.path", ("models/DeepSeek-R1", "absolute"),
@@ -236,6 +243,23 @@ CASES = [
     Case("empty-ssh-user", NS + "ssh.user", ("empty",), mutate=lambda c: c.__setitem__(NS + "ssh", {"user": ""})),
     Case("empty-node-user", NS + "nodes[1].user", ("empty", "ssh.user"),
          mutate=lambda c: nodes(c)[1].__setitem__("user", "  ")),
+    # --- network checks the hardware profile does not have (300I Duo: no fabric) ---
+    Case("300i-duo-device-ips", NS + "nodes[1].device_ips", ("no RoCE fabric", "no device IPs", "remove"),
+         base="tp8-pp2-300iduo",
+         mutate=lambda c: nodes(c)[1].__setitem__("device_ips", [f"198.51.100.{d + 17}" for d in range(8)])),
+    Case("300i-duo-ping-peers", NS + "network.ping_peers", ("atlas-300i-duo", "no device IPs to ping",
+                                                             "remove network.ping_peers"),
+         base="tp8-pp2-300iduo", mutate=set_in("network", "ping_peers", True)),
+    Case("300i-duo-fix-tls", NS + "network.fix_tls", ("no HCCL TLS switch",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "fix_tls", True)),
+    Case("300i-duo-hccl-tls-enabled", NS + "network.hccl_tls", ("no HCCL TLS switch",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "hccl_tls", "enabled")),
+    Case("300i-duo-lldp-require", NS + "network.lldp", ("no switch port",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "lldp", "require")),
+    Case("300i-duo-gateway-warn", NS + "network.gateway", ("no device gateway",), base="tp8-pp2-300iduo",
+         mutate=set_in("network", "gateway", "warn")),
+    Case("lldp-policy-unknown", NS + "network.lldp", ("require", "warn", "ignore"),
+         mutate=set_in("network", "lldp", "sometimes")),
 ]
 assert len(CASES) >= 30
 assert len({c.id for c in CASES}) == len(CASES)

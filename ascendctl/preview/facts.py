@@ -43,6 +43,28 @@ def synthetic_npu_smi(devices: int, name: str, hbm_mb: int, chips_per_npu: int =
     return "\n".join(lines)
 
 
+def synthetic_npu_smi_cards(devices: int, chips: int, name: str, hbm_mb: int) -> str:
+    """`npu-smi info` of cards with several chips (the 310P3 layout of
+    docs/formats.md §1d): device d is chip d % chips of card d // chips."""
+    thin = "+" + "-" * 31 + "+" + "-" * 17 + "+" + "-" * 54 + "+"
+    thick = "+" + "=" * 31 + "+" + "=" * 17 + "+" + "=" * 54 + "+"
+    lines = ["+" + "-" * 104 + "+",
+             f"| npu-smi {'24.1.0.1':<41}Version: {'24.1.0.1':<45}|",
+             thin,
+             "| NPU     Name                  | Health          | "
+             "Power(W)     Temp(C)           Hugepages-Usage(page) |",
+             "| Chip    Device                | Bus-Id          | "
+             "AICore(%)    Memory-Usage(MB)                        |",
+             thick]
+    for d in range(devices):
+        card, chip = divmod(d, chips)
+        memory = f"3347 / {hbm_mb}"
+        lines += [f"| {card:<8}{name:<22}| {'OK':<16}| {'NA':<13}{62:<18}{0:<6}/ {0:<14}|",
+                  f"| {chip:<8}{d:<22}| {f'0000:{card + 1:02X}:00.0':<16}| {0:<13}{memory:<40}|",
+                  thick if chip == chips - 1 else thin]
+    return "\n".join(lines)
+
+
 def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
     spec = loaded.spec
     node = next(n for n in spec.nodes if n.name == node_name)
@@ -50,21 +72,34 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
     devices = profile.devices_per_node
     ips = node.device_ips or [f"198.18.{spec.nodes.index(node)}.{d + 1}" for d in range(devices)]
     tls = 1 if spec.network.hccl_tls == "enabled" else 0
+    chips = profile.chips_per_npu
     out = ["### hostname", node.hostname or f"{node.name}-host",
-           "### npu-smi-info", synthetic_npu_smi(devices, f"{profile.chip}", profile.device_memory_gb * 1024,
-                                                 profile.chips_per_npu),
+           "### npu-smi-info",
+           # The 310P3 card/chip table (300I Duo) or the 910 one (A3: two dies per NPU).
+           synthetic_npu_smi_cards(devices, chips, profile.chip, profile.device_memory_gb * 1024)
+           if chips > 1 and not profile.spod_info else
+           synthetic_npu_smi(devices, f"{profile.chip}", profile.device_memory_gb * 1024, chips),
            "### driver-version", "Version=24.1.rc3", "### firmware-version", "Version=7.5.0.1.129",
            "### cann-version", "version=8.0.0"]
-    for d in range(devices):
-        out += [f"### device {d} ip", f"ipaddr:{ips[d]}", "netmask:255.255.255.0",
-                f"### device {d} link", "link status: UP",
-                f"### device {d} net_health", "net health status: Success",
-                f"### device {d} lldp", f"\tIfname: 400GE1/1/{d}:1",
-                f"### device {d} netdetect", "netdetect address: 198.51.100.254",
-                f"### device {d} gateway", f"default gateway:198.51.100.254, Iface:eth{d}",
-                f"### device {d} tls",
-                f"dev_id:{d}, tls switch[{tls}](0:disable, 1:enable), tls preconfigured[1](0:non-preset, 1:preset), "
-                "tls alarm time threshold[60]days"]
+    checks = profile.network
+    # Only the sections the profile's preflight prints (none without a fabric).
+    for d in range(devices if checks.fabric else 0):
+        gateway = ips[d].rsplit(".", 1)[0] + ".254"  # inside the device's /24
+        sections = {
+            "ip": [f"ipaddr:{ips[d]}", "netmask:255.255.255.0"] if checks.device_ips else None,
+            "link": ["link status: UP"] if checks.roce_links else None,
+            "net_health": ["net health status: Success"] if checks.roce_links else None,
+            "lldp": [f"\tIfname: 400GE1/1/{d}:1"] if checks.lldp else None,
+            "netdetect": [f"netdetect address: {gateway}"] if checks.netdetect else None,
+            "gateway": [f"default gateway:{gateway}, Iface:eth{d}"] if checks.gateway else None,
+            "tls": [f"dev_id:{d}, tls switch[{tls}](0:disable, 1:enable), tls preconfigured[1](0:non-preset, "
+                    "1:preset), tls alarm time threshold[60]days"] if checks.tls else None,
+            "gateway_ping": ["3 packets transmitted, 3 received, 0.00% packet loss"]
+            if checks.gateway and spec.network.gateway != "ignore" else None,
+        }
+        for section, lines in sections.items():
+            if lines is not None:
+                out += [f"### device {d} {section}", *lines]
     if profile.spod_info:
         out += synthetic_spod_info(devices, profile.chips_per_npu, server_index=spec.nodes.index(node))
     out += ["### hccl-rootinfo", "absent", "### model-path", "present", "### end"]

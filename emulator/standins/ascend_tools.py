@@ -177,6 +177,46 @@ def npu_smi_spod_info(facts, faults, npu, chip):
                ("Server Index", server)])
 
 
+# The 310P3 layout (docs/formats.md §1d, the 310P3 sample): columns of 31, 17
+# and 54 characters; each card's chips are blocks split by a thin rule.
+CARD_THIN = "+" + "-" * 31 + "+" + "-" * 17 + "+" + "-" * 54 + "+"
+CARD_THICK = "+" + "=" * 31 + "+" + "=" * 17 + "+" + "=" * 54 + "+"
+
+
+def npu_smi_info_cards(facts, faults):
+    """`npu-smi info` of a server whose cards carry several chips (300I Duo:
+    two 310P3 per card): one block per chip, `NPU` is the card, `Chip` and
+    `Device` the chip on the card and its device (logical) id. Device d is
+    chip d % chips of card d // chips."""
+    version = driver_version(facts, faults)
+    chips = facts["chips_per_card"]
+    devices = present_devices(facts, faults)
+    out = ["+" + "-" * 104 + "+",
+           f"| npu-smi {version:<41}Version: {version:<45}|",
+           CARD_THIN,
+           "| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |",
+           "| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |",
+           CARD_THICK]
+    cards = sorted({d // chips for d in devices})
+    for card in cards:
+        on_card = [d for d in devices if d // chips == card]
+        bus = facts["bus_ids"][card % len(facts["bus_ids"])]
+        for n, d in enumerate(on_card):
+            i = d % len(POWER)
+            used = HBM_USED[i]
+            top = f" {card:<8}{facts['chip_name']:<22}| {health(d, faults):<16}| {'NA':<13}{TEMP[i]:<18}{0:<6}/ {0:<14}"
+            memory = f"{used:<5}/ {facts['hbm_mb']}"
+            bottom = f" {d % chips:<8}{d:<22}| {bus:<16}| {0:<13}{memory:<40}"
+            out += [f"|{top}|", f"|{bottom}|", CARD_THICK if n == len(on_card) - 1 else CARD_THIN]
+    out += [CARD_THIN,
+            "| NPU     Chip                  | Process id      | "
+            "Process name             | Process memory(MB)        |",
+            CARD_THICK]
+    for card in cards:
+        out += [f"| {'No running processes found in NPU ' + str(card):<103}|", CARD_THICK]
+    return "\n".join(out)
+
+
 def npu_smi_mapping(facts, faults):
     """`npu-smi info -m`: docs/formats.md §1e (910B3 with Mcu rows)."""
     row = "{:<31}{:<31}{:<31}{}"
@@ -265,6 +305,8 @@ def npu_smi(argv):
             return npu_smi_spod_info(facts, faults, int(opts["i"]), int(opts.get("c", 0)))
         return npu_smi_detail(facts, faults, opts["t"], int(opts["i"]),
                               int(opts["c"]) if "c" in opts else None)
+    if facts.get("chips_per_card", 1) > 1:
+        return npu_smi_info_cards(facts, faults)
     return npu_smi_info(facts, faults)
 
 
@@ -286,7 +328,17 @@ def hccn_ping(facts, faults, dev, target):
     count = 3
     replies = {}
     src, _ = device_ip(facts, faults, dev)
-    reachable = (dev not in faults.get("link_down", []) and target not in faults.get("unreachable", []))
+    if target == facts["gateway"]:
+        # The gateway is the host's side of the cluster's bridge, and every
+        # emulated cluster on a host has the same gateway and device IPs: the
+        # host would send its reply to a device IP out of whichever bridge
+        # it routes 198.19.0.0/16 through first. From the node's own address
+        # (unique per cluster) the reply comes back over this cluster's bridge;
+        # the request still leaves through the node's routes (a blackhole
+        # to the gateway stops it).
+        src = facts["address"]
+    reachable = (dev not in faults.get("link_down", []) and target not in faults.get("unreachable", [])
+                 and not (faults.get("gateway_unreachable") and target == facts["gateway"]))
     if reachable:
         # -i 0.2 instead of ping's default 1 s keeps a full mesh check fast;
         # -W 1 bounds each wait like the real tool's per-packet timeout.
@@ -343,10 +395,16 @@ def hccn_tool(argv):
         return f"ipaddr:{ip}\nnetmask:{netmask}", 0  # docs/formats.md §2a
     if cmd == "link":
         return f"link status: {'UP' if link_up else 'DOWN'}", 0  # docs/formats.md §2a
+    no_netdetect = dev in faults.get("netdetect_fail", [])
     if cmd == "net_health":
+        if no_netdetect:
+            return "net health status: Init", 0  # docs/formats.md §2b: before a netdetect address is set
         ok = link_up and dev not in faults.get("net_health_fail", [])
         return f"net health status: {'Success' if ok else 'Fault'}", 0  # docs/formats.md §2b
     if cmd == "netdetect":
+        if no_netdetect:
+            # Not verified: worded like the verified `-ip -g` answer without an address (§2a).
+            return "Get netdetect failed, because no netdetect ip was preset there!", 1
         return f"netdetect address: {netdetect}", 0  # docs/formats.md §2h
     if cmd == "gateway":
         return f"default gateway:{gateway}, Iface:eth{dev}", 0  # docs/formats.md §2h
@@ -355,7 +413,7 @@ def hccn_tool(argv):
         return (f"dev_id:{dev}, tls switch[{on}](0:disable, 1:enable), tls preconfigured[1]"
                 "(0:non-preset, 1:preset), tls alarm time threshold[60]days"), 0  # docs/formats.md §2a
     if cmd == "lldp":
-        if not link_up:
+        if not link_up or dev in faults.get("lldp_missing", []):
             return "lldp neighbor info is empty", 1  # not verified: no neighbour on a down link
         # docs/formats.md §2d; switch port names as in §2h
         port = f"400GE1/{dev // 2 + 1}/5:{dev % 2 + 1}"

@@ -120,11 +120,12 @@ def in_container(cluster: Cluster, node, container: str, script: str, timeout: f
 
 
 @contextlib.contextmanager
-def own_cluster(n: int, name: str, *, prefix: str, subnet: int):
-    """A cluster for one test module, torn down however the module ends."""
+def own_cluster(n: int, name: str, *, prefix: str, subnet: int, hardware=None):
+    """A cluster for one test module, torn down however the module ends
+    (`hardware`: an emulator.nodefs.Hardware, the 800 A2 by default)."""
     require_prerequisites()
     state = fresh_state_dir(name)
-    c = Cluster.up(n, state, log=lambda m: None, prefix=prefix, subnet=subnet)
+    c = Cluster.up(n, state, log=lambda m: None, prefix=prefix, subnet=subnet, hardware=hardware)
     try:
         yield c
     finally:

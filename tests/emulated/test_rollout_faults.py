@@ -62,6 +62,11 @@ FAULTS = [
     ({"model_file_differs": True}, ["node1", "model weights"]),
     ({"hostname": "ascend-node0"}, ["node1", "hostname", "ascend-node0"]),
     ({"wrong_device_ip": {"6": "198.19.9.9"}}, ["node1", "device 6 ip", "198.19.9.9"]),
+    ({"lldp_missing": [3]}, ["node node1: device 3 lldp: no neighbour", "network.lldp: warn"]),
+    ({"netdetect_fail": [4]}, ["node node1: device 4 netdetect: no netdetect address",
+                               "node node1: device 4 net_health: is Init"]),
+    ({"gateway_unreachable": True}, ["node node1: device 0 gateway: 198.19.255.254 does not answer",
+                                     "100.00% packet loss"]),
 ]
 
 
