@@ -82,6 +82,10 @@ class Lmdeploy(EnginePlugin):
     uses_rank_table = True
     # Runbook 004 §3: workers join Ray with their own address.
     ray_join_with_node_ip = True
+    # Runbook 004 §2.2 starts the head without it; on a host with several NICs
+    # Ray may then take another address than the rank table's server_id and
+    # LMDeploy fails "master address does not match rank table".
+    ray_head_with_node_ip = True
     runbook = "004"
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
