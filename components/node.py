@@ -1,11 +1,18 @@
 """AscendNode: one server reached over SSH, with its preflight facts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 
-from ascend_inference.facts import DeviceFacts, NodeFacts, check_node, parse_preflight, raise_first
+from ascend_inference.facts import (
+    DeviceFacts,
+    NodeFacts,
+    check_host_software,
+    check_node,
+    parse_preflight,
+    raise_first,
+)
 from ascend_inference.hardware import HardwareProfile
 from ascend_inference.spec import Node
 from components.common import TOKEN, NodeConnection, clearly, remote_step
@@ -20,6 +27,27 @@ class FactExpectations:
     model_path: str
     # The chip the NPUs must be (npu-smi's name column), among others.
     profile: HardwareProfile
+    # ascend-inference:host's expected versions: {"driver": "24.1.rc3", ...}; None = not checked.
+    host_versions: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """One opt-in host provisioning step: its script and its (keeping) undo."""
+
+    create: str
+    delete: str
+
+
+@dataclass(frozen=True)
+class HostSteps:
+    """ascend-inference:host's provisioning steps of one node (None = not asked for)."""
+
+    driver: HostStep | None = None
+    firmware: HostStep | None = None
+    reboot: HostStep | None = None
+    docker_runtime: HostStep | None = None
+    runc_owner: HostStep | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +58,7 @@ class AscendNodeArgs:
     expect: FactExpectations
     # Runbook 001's TLS fix, when the stack asks for it.
     fix_tls_script: str | None = None
+    host_steps: HostSteps = HostSteps()
 
 
 class AscendNode(pulumi.ComponentResource):
@@ -49,7 +78,7 @@ class AscendNode(pulumi.ComponentResource):
         node, expect = args.node, args.expect
         self.node = node
         self.connection = args.connection
-        before = []
+        before = self._host_steps(name, args.host_steps)
         if args.fix_tls_script is not None:
             # Runbook 001: set every TLS switch to 0; preflight then reads the result.
             before.append(remote_step(
@@ -65,13 +94,46 @@ class AscendNode(pulumi.ComponentResource):
             facts = parse_preflight(node.name, stdout or "", expect.devices)
             raise_first(check_node(
                 facts, devices=expect.devices, tls_policy=expect.tls_policy, declared_ips=node.device_ips,
-                expected_hostname=node.hostname, model_path=expect.model_path, profile=expect.profile))
+                expected_hostname=node.hostname, model_path=expect.model_path, profile=expect.profile)
+                + check_host_software(facts, expected=expect.host_versions))
             return facts.to_json()
 
         self.facts = self.preflight.stdout.apply(clearly(checked))
         self.hostname = self.facts.apply(lambda f: f["hostname"])
         self.device_ips = self.facts.apply(lambda f: [d["ip"] for d in f["devices"]])
         self.register_outputs({"facts": self.facts, "hostname": self.hostname, "device_ips": self.device_ips})
+
+
+    def _host_steps(self, name: str, steps: HostSteps) -> list[pulumi.Resource]:
+        """ascend-inference:host's provisioning, before the preflight that
+        checks its result. Each step is version-gated in its script (it prints
+        "already ..." and does nothing when the node has it) and redone when
+        its script (package path, version) changes; its delete keeps what was
+        installed. Driver before firmware (runbook 001 §2.1), then the reboot
+        when the stack allows it."""
+        done: list[pulumi.Resource] = []
+        packages: list[pulumi.Resource] = []
+        for role, step in (("install-driver", steps.driver), ("install-firmware", steps.firmware)):
+            if step is not None:
+                packages = [remote_step(f"{name}-{role}", connection=self.connection, create=step.create,
+                                        delete=step.delete, parent=self, depends_on=packages, timeout="30m",
+                                        replace_to_redo=False)]
+                done += packages
+        if steps.reboot is not None:
+            # A check at every `up`: it does something only when an install of this boot waits.
+            done.append(remote_step(f"{name}-host-reboot", connection=self.connection, create=steps.reboot.create,
+                                    parent=self, depends_on=packages, every_up=True))
+        docker: list[pulumi.Resource] = []
+        if steps.docker_runtime is not None:
+            docker = [remote_step(f"{name}-install-docker-runtime", connection=self.connection,
+                                  create=steps.docker_runtime.create, delete=steps.docker_runtime.delete,
+                                  parent=self, timeout="10m", replace_to_redo=False)]
+            done += docker
+        if steps.runc_owner is not None:
+            done.append(remote_step(f"{name}-fix-runc-owner", connection=self.connection,
+                                    create=steps.runc_owner.create, delete=steps.runc_owner.delete, parent=self,
+                                    depends_on=docker, replace_to_redo=False))
+        return done
 
 
 def facts_from_json(data: dict) -> NodeFacts:

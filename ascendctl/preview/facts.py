@@ -50,8 +50,10 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
     tls = 1 if spec.network.hccl_tls == "enabled" else 0
     out = ["### hostname", node.hostname or f"{node.name}-host",
            "### npu-smi-info", synthetic_npu_smi(devices, f"{profile.chip}", profile.device_memory_gb * 1024),
-           "### driver-version", "Version=24.1.rc3", "### firmware-version", "Version=7.5.0.1.129",
-           "### cann-version", "version=8.0.0"]
+           # Nodes matching the stack have the versions it expects (ascend-inference:host).
+           "### driver-version", f"Version={spec.host.driver or '24.1.rc3'}",
+           "### firmware-version", f"Version={spec.host.firmware or '7.5.0.1.129'}",
+           "### cann-version", f"version={spec.host.cann or '8.0.0'}"]
     for d in range(devices):
         out += [f"### device {d} ip", f"ipaddr:{ips[d]}", "netmask:255.255.255.0",
                 f"### device {d} link", "link status: UP",
@@ -62,7 +64,8 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
                 f"### device {d} tls",
                 f"dev_id:{d}, tls switch[{tls}](0:disable, 1:enable), tls preconfigured[1](0:non-preset, 1:preset), "
                 "tls alarm time threshold[60]days"]
-    out += ["### hccl-rootinfo", "absent", "### model-path", "present", "### end"]
+    out += ["### hccl-rootinfo", "absent", "### model-path", "present",
+            "### docker", "running 26.1.5", "### reboot-pending", "### end"]
     return "\n".join(out) + "\n"
 
 
