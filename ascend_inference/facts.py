@@ -167,7 +167,8 @@ def check_host_software(facts: NodeFacts, *, expected: dict[str, str | None]) ->
         detail = facts.docker.partition(":")[2].strip()
         errors.append(NodeFactError(node, "docker",
                                     "installed, but its daemon is not running" + (f" ({detail})" if detail else ""),
-                                    "`systemctl start docker` (and `systemctl enable docker` to keep it across reboots)"))
+                                    "`systemctl start docker` (and `systemctl enable docker` "
+                                    "to keep it across reboots)"))
     if facts.reboot_pending:
         what = ", ".join(facts.reboot_pending)
         errors.append(NodeFactError(node, "reboot", f"{what} installed, reboot required before "
