@@ -74,6 +74,12 @@ class Hardware:
     extra: dict = field(default_factory=dict)
 
 
+# Stand-ins for the node's own `reboot` and `systemctl` (standins/host_tools.py),
+# ahead of the host's in root's PATH: the real ones must never run in a node.
+HOST_TOOLS = ("/usr/local/sbin/reboot", "/usr/local/sbin/systemctl",
+              "/usr/local/bin/reboot", "/usr/local/bin/systemctl")
+
+
 def in_upper(upper: Path, node_path: str) -> Path:
     """Where node_path lands in the overlay upper dir.
 
@@ -214,6 +220,8 @@ def populate_upper(upper: Path, *, layout: Layout, hw: Hardware, hostname: str, 
     for path in layout.npu_smi:
         install_script(STANDINS / "ascend_tools.py", in_upper(upper, path))
     install_script(STANDINS / "ascend_tools.py", in_upper(upper, layout.hccn_tool))
+    for path in HOST_TOOLS:
+        install_script(STANDINS / "host_tools.py", in_upper(upper, path))
     for link in layout.hccn_tool_links:
         target = in_upper(upper, link)
         target.parent.mkdir(parents=True, exist_ok=True)
