@@ -110,14 +110,19 @@ class AscendNode(pulumi.ComponentResource):
         "already ..." and does nothing when the node has it) and redone when
         its script (package path, version) changes; its delete keeps what was
         installed. Driver before firmware (runbook 001 §2.1), then the reboot
-        when the stack allows it."""
+        when the stack allows it.
+
+        Like the node checks, each runs again at every `up` (`every_up`): its
+        gate then finds the version right and does nothing, and a node that
+        lost it since (a driver rolled back by hand) gets it again instead of
+        only being refused by the preflight."""
         done: list[pulumi.Resource] = []
         packages: list[pulumi.Resource] = []
         for role, step in (("install-driver", steps.driver), ("install-firmware", steps.firmware)):
             if step is not None:
                 packages = [remote_step(f"{name}-{role}", connection=self.connection, create=step.create,
                                         delete=step.delete, parent=self, depends_on=packages, timeout="30m",
-                                        replace_to_redo=False)]
+                                        replace_to_redo=False, every_up=True)]
                 done += packages
         if steps.reboot is not None:
             # A check at every `up`: it does something only when an install of this boot waits.
@@ -127,12 +132,12 @@ class AscendNode(pulumi.ComponentResource):
         if steps.docker_runtime is not None:
             docker = [remote_step(f"{name}-install-docker-runtime", connection=self.connection,
                                   create=steps.docker_runtime.create, delete=steps.docker_runtime.delete,
-                                  parent=self, timeout="10m", replace_to_redo=False)]
+                                  parent=self, timeout="10m", replace_to_redo=False, every_up=True)]
             done += docker
         if steps.runc_owner is not None:
             done.append(remote_step(f"{name}-fix-runc-owner", connection=self.connection,
                                     create=steps.runc_owner.create, delete=steps.runc_owner.delete, parent=self,
-                                    depends_on=docker, replace_to_redo=False))
+                                    depends_on=docker, replace_to_redo=False, every_up=True))
         return done
 
 

@@ -135,7 +135,9 @@ def test_upgrade_needs_a_reboot_then_serves_and_a_second_up_does_nothing(cluster
         assert report.error is None, report.error
         assert "smoke-test-request" in report.did("create")
 
-        # 4. A second up: the host steps do nothing (no installer runs, nothing replaced).
+        # 4. A second up: the host steps' gates run again (like the node
+        # checks) and find everything in place: no installer runs, nothing is
+        # created or replaced.
         report = rollout.up(changes)
         assert report.error is None, report.error
         for node in cluster.nodes:
@@ -143,8 +145,20 @@ def test_upgrade_needs_a_reboot_then_serves_and_a_second_up_does_nothing(cluster
         host_steps = {a.resource: a.kind for a in report.actions
                       if a.resource.endswith(("install-driver", "install-firmware", "install-docker-runtime",
                                               "fix-runc-owner"))}
-        assert host_steps and set(host_steps.values()) == {"same"}, host_steps
+        assert len(host_steps) == 8 and set(host_steps.values()) == {"update"}, host_steps
         assert not report.did("replace") and not report.did("create")
+
+        # 5. node1's driver rolled back by hand since: the next up installs it
+        # again and stops for the reboot, before anything after the preflight.
+        set_versions(cluster, "node1", "23.0.3", "7.5.0.1.129")
+        report = rollout.up(changes)
+        assert first_line(report.error) == (
+            "node node1: reboot: driver 24.1.rc3 installed, reboot required before it is active "
+            "(fix: set host.allow_reboot or reboot by hand, then pulumi up)"), report.error
+        assert installs(cluster, "node1")[3:] == [
+            "Ascend-hdk-910b-npu-driver_24.1.rc3_linux-aarch64.run --upgrade --quiet"]
+        assert not later_steps(report), later_steps(report)
+        ssh(cluster, "node1", "reboot")
     finally:
         destroyed = rollout.destroy()
     # The undo keeps what was installed.
@@ -190,6 +204,22 @@ def test_a_package_of_another_version_is_named(cluster, old_host, tmp_path):
     assert isinstance(report.error, StepFailed) and report.error.resource == "node1-install-driver", report.error
     assert ("node node1: driver " + DRIVER_RUN + " --upgrade finished, but /usr/local/Ascend/driver/version.info "
             "says 24.1.0, stack expects 24.1.rc3") in str(report.error)
+    assert not later_steps(report)
+
+
+def test_a_node_without_a_driver_gets_a_full_install(cluster, old_host, tmp_path):
+    set_versions(cluster, "node0", "24.1.rc3", "7.5.0.1.129")
+    set_versions(cluster, "node1", "24.1.rc3", "7.5.0.1.129")
+    NodeRoot(cluster.node("node1").holder_pid).remove("/usr/local/Ascend/driver/version.info")
+    runpackages.place(cluster.node("node1").holder_pid, DRIVER_RUN, runpackages.driver_package("24.1.rc3"))
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
+    try:
+        report = rollout.up([f"host.packages.driver={DRIVER_RUN}"])
+    finally:
+        rollout.destroy()
+    # --upgrade needs an installed driver; the step takes --full where there is none.
+    assert installs(cluster, "node1") == ["Ascend-hdk-910b-npu-driver_24.1.rc3_linux-aarch64.run --full --quiet"]
+    assert first_line(report.error).startswith("node node1: reboot: driver 24.1.rc3 installed"), report.error
     assert not later_steps(report)
 
 
