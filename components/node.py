@@ -62,7 +62,8 @@ class AscendNodeArgs:
 
 
 class AscendNode(pulumi.ComponentResource):
-    """SSH connection, an optional TLS fix, and the read-only preflight.
+    """SSH connection, the opt-in host provisioning steps, an optional TLS
+    fix, and the read-only preflight.
 
     Outputs: `facts` (parsed and checked against the stack: a contradiction
     fails the rollout here, naming the node and the fact), `hostname`,
@@ -102,7 +103,6 @@ class AscendNode(pulumi.ComponentResource):
         self.hostname = self.facts.apply(lambda f: f["hostname"])
         self.device_ips = self.facts.apply(lambda f: [d["ip"] for d in f["devices"]])
         self.register_outputs({"facts": self.facts, "hostname": self.hostname, "device_ips": self.device_ips})
-
 
     def _host_steps(self, name: str, steps: HostSteps) -> list[pulumi.Resource]:
         """ascend-inference:host's provisioning, before the preflight that
