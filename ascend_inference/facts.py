@@ -57,6 +57,11 @@ class NodeFacts:
     devices: list[DeviceFacts] = field(default_factory=list)
     stale_rootinfo: bool = False
     model_present: bool | None = None
+    # Preflight's docker line: "missing", "running <server version>" or
+    # "not running: <docker's error>"; None when the output has no such section.
+    docker: str | None = None
+    # Driver/firmware installs of this boot that wait for a reboot ("driver 24.1.rc3").
+    reboot_pending: list[str] = field(default_factory=list)
 
     @property
     def healthy_npus(self) -> int:
@@ -179,7 +184,60 @@ def parse_preflight(node: str, stdout: str, devices: int) -> NodeFacts:
     facts.stale_rootinfo = sections.get("hccl-rootinfo", "").strip() == "present"
     model = sections.get("model-path", "").strip()
     facts.model_present = {"present": True, "absent": False}.get(model)
+    if "docker" in sections:
+        facts.docker = sections["docker"].strip()
+    facts.reboot_pending = [line.strip() for line in sections.get("reboot-pending", "").splitlines() if line.strip()]
     return facts
+
+
+# Where each version is read on the node (preflight.sh.j2), for the messages.
+VERSION_SOURCES = {
+    "driver": ("driver_version", "/usr/local/Ascend/driver/version.info"),
+    "firmware": ("firmware_version", "/usr/local/Ascend/firmware/version.info"),
+    "cann": ("cann_version", "ascend-toolkit/latest/*/ascend_toolkit_install.info"),
+}
+VERSION_LABELS = {"driver": "driver version", "firmware": "firmware version", "cann": "CANN version"}
+
+
+def check_host_software(facts: NodeFacts, *, expected: dict[str, str | None]) -> list[NodeFactError]:
+    """The host's own software against the stack (`ascend-inference:host`):
+    docker installed and running, no install waiting for a reboot, and each
+    expected version (driver, firmware, CANN; None = not checked) found."""
+    node = facts.node
+    errors: list[NodeFactError] = []
+    if facts.docker == "missing":
+        errors.append(NodeFactError(node, "docker", "not installed, the stack runs its engine in docker",
+                                    "install docker (`yum install docker-ce docker-ce-cli containerd.io` or "
+                                    "`apt-get install docker.io`, runbook 001 §2.2), then `systemctl start docker`"))
+    elif facts.docker is not None and not facts.docker.startswith("running"):
+        detail = facts.docker.partition(":")[2].strip()
+        errors.append(NodeFactError(node, "docker",
+                                    "installed, but its daemon is not running" + (f" ({detail})" if detail else ""),
+                                    "`systemctl start docker` (and `systemctl enable docker` "
+                                    "to keep it across reboots)"))
+    if facts.reboot_pending:
+        what = ", ".join(facts.reboot_pending)
+        errors.append(NodeFactError(node, "reboot", f"{what} installed, reboot required before "
+                                    f"{'it is' if len(facts.reboot_pending) == 1 else 'they are'} active",
+                                    "set host.allow_reboot or reboot by hand, then pulumi up"))
+        # The versions below are the installed ones; the reboot is what is missing.
+        return errors
+    for key, want in expected.items():
+        if want is None:
+            continue
+        attr, source = VERSION_SOURCES[key]
+        found = getattr(facts, attr)
+        label = VERSION_LABELS[key]
+        fix = (f"install it with host.packages.{key}, or change host.{key}" if key != "cann"
+               else "install that CANN toolkit on the node, or change host.cann")
+        if not found:
+            errors.append(NodeFactError(node, label, f"cannot be read ({source} is missing), the stack expects "
+                                        f"{want} (ascend-inference:host.{key})", fix))
+        elif found != want:
+            errors.append(NodeFactError(node, label, f"{found} found, the stack expects {want} "
+                                        f"(ascend-inference:host.{key})", fix))
+    return errors
+
 
 
 def check_node(facts: NodeFacts, *, devices: int, tls_policy: str, declared_ips: list[str] | None,

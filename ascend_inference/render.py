@@ -48,6 +48,13 @@ class NodeScripts:
     """A node's scripts, in the order they run; None where the node has no
     such step (fix-tls off, no Ray, serving and smoke test on the master only)."""
 
+    # Host provisioning (ascend-inference:host), each opt-in; they run before
+    # the preflight, which then checks their result.
+    install_driver: Script | None = None
+    install_firmware: Script | None = None
+    host_reboot: Script | None = None
+    install_docker_runtime: Script | None = None
+    fix_runc_owner: Script | None = None
     preflight: Script
     fix_tls: Script | None = None
     peer_ping: Script
@@ -159,6 +166,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         text = render_template(template or f"{name}.sh.j2", purpose=purpose, **common, **extra)
         scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name)
 
+    _host_scripts(loaded, script)
     # Atlas A3: the SDID, super pod and server index of every die (rank table 1.2).
     spod_chips = spec.profile.chips_per_npu if spec.profile.spod_info else 0
     script("preflight", "Preflight facts (read-only)", spod_chips=spod_chips, checks=spec.profile.network,
@@ -180,7 +188,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
                ray_port=port, head_address=spec.nodes[0].address,
-               node_ip_flag=engine.ray_join_with_node_ip and not ctx.is_master)
+               node_ip_flag=engine.ray_head_with_node_ip if ctx.is_master else engine.ray_join_with_node_ip)
         script("ray-stop", "Stop Ray on this node", "container")
         if ctx.is_master:
             script("ray-verify", "Verify the Ray cluster", "container", world_size=plan.world_size,
@@ -208,6 +216,33 @@ def mount_sources(container: ContainerSpec, stack_dir: str) -> list[str]:
     stack's file steps) are left out."""
     return [m.host for m in container.mounts
             if not m.is_named_volume and m.host.rstrip("/") != stack_dir and not m.host.startswith(stack_dir + "/")]
+# Runbook 001 §2.1: the driver first (`--upgrade`), then the firmware (`--full`).
+HOST_PACKAGE_PARTS = (("driver", "/usr/local/Ascend/driver/version.info"),
+                      ("firmware", "/usr/local/Ascend/firmware/version.info"))
+
+
+def _host_scripts(loaded: LoadedStack, script: Any) -> None:
+    """The opt-in host provisioning steps of `ascend-inference:host`."""
+    host = loaded.spec.host
+    for part, version_file in HOST_PACKAGE_PARTS:
+        package = getattr(host.packages, part)
+        if package:
+            script(f"install-{part}", f"Install the NPU {part} {getattr(host, part)} if it is not",
+                   template="install-host-package.sh.j2", part=part, package=package, want=getattr(host, part),
+                   version_file=version_file)
+    if host.allow_reboot and (host.packages.driver or host.packages.firmware):
+        script("host-reboot", "Reboot the node if a driver or firmware install waits for it")
+    if host.packages.docker_runtime:
+        script("install-docker-runtime", "Install the Ascend docker runtime if docker lacks it",
+               package=host.packages.docker_runtime)
+    if host.fix_runc_owner:
+        script("fix-runc-owner", "Give runc back to root:root if it is not")
+
+
+def host_step_undo(loaded: LoadedStack, index: int, what: str) -> str:
+    """The delete of a host provisioning step: it keeps what it installed."""
+    return render_template("host-step-kept.sh.j2", purpose=f"Keep {what}", stack=loaded.name,
+                           node=loaded.spec.nodes[index], what=what)
 
 
 def render_peer_ping(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]]) -> Script:

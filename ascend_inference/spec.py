@@ -245,6 +245,45 @@ class Paths(StrictModel):
     _check = field_validator("remote_dir")(lambda v: _absolute_path(v))
 
 
+# A version as the Ascend version files print it (`Version=24.1.rc3`,
+# `Version=7.5.0.1.129`, `version=8.0.RC3`).
+VERSION = r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
+
+
+class HostPackages(StrictModel):
+    """Vendor `.run` installers, as paths *on the node* (the runbooks `wget`
+    them there; a driver package is hundreds of MB, too big to send through a
+    command's script). Each one is opt-in and version-gated."""
+
+    # Runbook 001 §2.1: `Ascend-hdk-910b-npu-driver_24.1.rc3_linux-aarch64.run --upgrade`.
+    driver: str | None = None
+    # Runbook 001 §2.1: `Ascend-hdk-910b-npu-firmware_7.5.0.1.129.run --full`, after the driver.
+    firmware: str | None = None
+    # Runbook 001 §2.2: `Ascend-docker-runtime_6.0.0_linux-aarch64.run --install`, then a docker restart.
+    docker_runtime: str | None = None
+
+    _check = field_validator("driver", "firmware", "docker_runtime")(
+        lambda v: v if v is None else _absolute_path(v))
+
+
+class Host(StrictModel):
+    """What the servers themselves must run (not the image): expected
+    versions, checked by preflight on every node, and opt-in provisioning."""
+
+    # Expected versions, as version.info / ascend_toolkit_install.info print
+    # them; None = not checked against the stack (nodes must still agree).
+    driver: Annotated[str, Field(pattern=VERSION)] | None = None
+    firmware: Annotated[str, Field(pattern=VERSION)] | None = None
+    cann: Annotated[str, Field(pattern=VERSION)] | None = None
+    packages: HostPackages = HostPackages()
+    # Runbook 001 §4.2: `chown root:root /usr/bin/runc` (docker refuses a runc
+    # owned by another user: "owner not right /usr/bin/runc 1000").
+    fix_runc_owner: bool = False
+    # A driver or firmware upgrade is active only after a reboot. False: the
+    # step stops the rollout saying so; true: the step reboots the node.
+    allow_reboot: bool = False
+
+
 # Every engine's settings model, in ENGINES' order, told apart by `kind`.
 # Named one by one so that type checkers know each engine's fields;
 # tests/test_engine_plugins.py checks that it lists exactly ENGINES' models.
@@ -264,6 +303,7 @@ class ClusterSpec(StrictModel):
     network: Network = Network()
     ssh: SshSettings = SshSettings()
     paths: Paths = Paths()
+    host: Host = Host()
 
     @property
     def profile(self) -> HardwareProfile:
@@ -303,6 +343,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     problems += _port_collisions(spec, file)
     problems += _image_tar_problems(spec.container, file)
     problems += _network_for_profile(spec, file)
+    problems += _host_package_versions(spec, file)
     nodes = list(enumerate(spec.nodes))
     seen_twice([(i, n.name) for i, n in nodes], "name", "give every node its own name")
     seen_twice([(i, n.host) for i, n in nodes], "host", "each node is one server: list it once")
@@ -413,6 +454,21 @@ def _port_collisions(spec: ClusterSpec, file: str) -> list[Problem]:
             ssh_port_reported = True
             problems.append(Problem(file, f"{NAMESPACE}:ssh.port", f"SSH port {port} is also {owner[port]}",
                                     f"move {owner[port]} to another port (sshd already listens on {port})"))
+    return problems
+
+
+def _host_package_versions(spec: ClusterSpec, file: str) -> list[Problem]:
+    """A driver or firmware package needs the version it installs: the step
+    compares it with the node's version.info to do nothing when it is there,
+    and to tell a finished install from one that did not take."""
+    problems: list[Problem] = []
+    for part, example in (("driver", "24.1.rc3 for Ascend-hdk-910b-npu-driver_24.1.rc3_linux-aarch64.run"),
+                          ("firmware", "7.5.0.1.129 for Ascend-hdk-910b-npu-firmware_7.5.0.1.129.run")):
+        if getattr(spec.host.packages, part) and not getattr(spec.host, part):
+            problems.append(Problem(
+                file, f"{NAMESPACE}:host.packages.{part}",
+                f"a {part} package is given but not the {part} version it installs",
+                f"set host.{part} to the package's version (e.g. {example})"))
     return problems
 
 

@@ -32,7 +32,15 @@ from ascend_inference.images import ImageExpectations
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import rank_table_json
-from ascend_inference.render import Script, check_rank_table, rank_table, render_node, render_peer_ping
+from ascend_inference.render import (
+    NodeScripts,
+    Script,
+    check_rank_table,
+    host_step_undo,
+    rank_table,
+    render_node,
+    render_peer_ping,
+)
 from ascend_inference.templating import render_template
 from components.cluster import (
     HostFile,
@@ -47,7 +55,7 @@ from components.cluster import (
 )
 from components.common import TOKEN, connection_for, digest
 from components.images import ContainerImages, ContainerImagesArgs, NodeImageArgs
-from components.node import AscendNode, AscendNodeArgs, FactExpectations
+from components.node import AscendNode, AscendNodeArgs, FactExpectations, HostStep, HostSteps
 from components.serving import (
     GpustackDeployment,
     GpustackDeploymentArgs,
@@ -93,14 +101,17 @@ class Deployment(pulumi.ComponentResource):
         expect = FactExpectations(devices=spec.profile.devices_per_node, tls_policy=spec.network.hccl_tls,
                                   model_path=spec.model.path, profile=spec.profile,
                                   network_policies=NetworkPolicies(spec.network.lldp, spec.network.netdetect,
-                                                                   spec.network.gateway))
+                                                                   spec.network.gateway),
+                                  host_versions={"driver": spec.host.driver, "firmware": spec.host.firmware,
+                                                 "cann": spec.host.cann})
         self.nodes = [
             AscendNode(n.name, AscendNodeArgs(
                 node=n, connection=connection_for(spec, n, args.ssh_private_key),
                 preflight_script=r.scripts.preflight.command, expect=expect,
-                fix_tls_script=r.scripts.fix_tls.command if r.scripts.fix_tls else None),
+                fix_tls_script=r.scripts.fix_tls.command if r.scripts.fix_tls else None,
+                host_steps=host_steps(loaded, i, r.scripts)),
                 child)
-            for n, r in zip(spec.nodes, self.rendered, strict=True)]
+            for i, (n, r) in enumerate(zip(spec.nodes, self.rendered, strict=True))]
         self.weights = ModelWeights("model-weights", ModelWeightsArgs(
             self.nodes, [r.scripts.weights.command for r in self.rendered]), child)
         self.images = ContainerImages("images", ContainerImagesArgs(
@@ -277,3 +288,20 @@ class Deployment(pulumi.ComponentResource):
         self.register_outputs({"endpoint": self.endpoint, "world_size": self.world_size,
                                "rank_table_digest": self.rank_table_digest, "node_facts": self.node_facts,
                                "images": self.image_facts})
+
+
+def host_steps(loaded: LoadedStack, index: int, scripts: NodeScripts) -> HostSteps:
+    """ascend-inference:host's provisioning steps of node `index`, from its rendered scripts."""
+    host = loaded.spec.host
+
+    def step(script: Script | None, what: str) -> HostStep | None:
+        if script is None:
+            return None
+        return HostStep(create=script.command, delete=host_step_undo(loaded, index, what))
+
+    return HostSteps(
+        driver=step(scripts.install_driver, f"NPU driver {host.driver}"),
+        firmware=step(scripts.install_firmware, f"NPU firmware {host.firmware}"),
+        reboot=step(scripts.host_reboot, "the reboot"),
+        docker_runtime=step(scripts.install_docker_runtime, "the Ascend docker runtime"),
+        runc_owner=step(scripts.fix_runc_owner, "runc's owner root:root"))

@@ -1,7 +1,7 @@
 """AscendNode: one server reached over SSH, with its preflight facts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 
@@ -9,6 +9,7 @@ from ascend_inference.facts import (
     DeviceFacts,
     NetworkPolicies,
     NodeFacts,
+    check_host_software,
     check_network,
     check_node,
     parse_preflight,
@@ -30,6 +31,27 @@ class FactExpectations:
     profile: HardwareProfile
     # network.lldp / netdetect / gateway: require, warn or ignore.
     network_policies: NetworkPolicies = NetworkPolicies()
+    # ascend-inference:host's expected versions: {"driver": "24.1.rc3", ...}; None = not checked.
+    host_versions: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """One opt-in host provisioning step: its script and its (keeping) undo."""
+
+    create: str
+    delete: str
+
+
+@dataclass(frozen=True)
+class HostSteps:
+    """ascend-inference:host's provisioning steps of one node (None = not asked for)."""
+
+    driver: HostStep | None = None
+    firmware: HostStep | None = None
+    reboot: HostStep | None = None
+    docker_runtime: HostStep | None = None
+    runc_owner: HostStep | None = None
 
 
 @dataclass(frozen=True)
@@ -40,10 +62,12 @@ class AscendNodeArgs:
     expect: FactExpectations
     # Runbook 001's TLS fix, when the stack asks for it.
     fix_tls_script: str | None = None
+    host_steps: HostSteps = HostSteps()
 
 
 class AscendNode(pulumi.ComponentResource):
-    """SSH connection, an optional TLS fix, and the read-only preflight.
+    """SSH connection, the opt-in host provisioning steps, an optional TLS
+    fix, and the read-only preflight.
 
     Outputs: `facts` (parsed and checked against the stack: a contradiction
     fails the rollout here, naming the node and the fact), `hostname`,
@@ -59,7 +83,7 @@ class AscendNode(pulumi.ComponentResource):
         node, expect = args.node, args.expect
         self.node = node
         self.connection = args.connection
-        before = []
+        before = self._host_steps(name, args.host_steps)
         if args.fix_tls_script is not None:
             # Runbook 001: set every TLS switch to 0; preflight then reads the result.
             before.append(remote_step(
@@ -81,13 +105,49 @@ class AscendNode(pulumi.ComponentResource):
             raise_first(check_node(
                 facts, devices=expect.devices, tls_policy=expect.tls_policy, declared_ips=node.device_ips,
                 expected_hostname=node.hostname, model_path=expect.model_path, profile=expect.profile)
-                + network_errors)
+                + network_errors + check_host_software(facts, expected=expect.host_versions))
             return facts.to_json()
 
         self.facts = self.preflight.stdout.apply(clearly(checked))
         self.hostname = self.facts.apply(lambda f: f["hostname"])
         self.device_ips = self.facts.apply(lambda f: [d["ip"] for d in f["devices"]])
         self.register_outputs({"facts": self.facts, "hostname": self.hostname, "device_ips": self.device_ips})
+
+    def _host_steps(self, name: str, steps: HostSteps) -> list[pulumi.Resource]:
+        """ascend-inference:host's provisioning, before the preflight that
+        checks its result. Each step is version-gated in its script (it prints
+        "already ..." and does nothing when the node has it) and redone when
+        its script (package path, version) changes; its delete keeps what was
+        installed. Driver before firmware (runbook 001 §2.1), then the reboot
+        when the stack allows it.
+
+        Like the node checks, each runs again at every `up` (`every_up`): its
+        gate then finds the version right and does nothing, and a node that
+        lost it since (a driver rolled back by hand) gets it again instead of
+        only being refused by the preflight."""
+        done: list[pulumi.Resource] = []
+        packages: list[pulumi.Resource] = []
+        for role, step in (("install-driver", steps.driver), ("install-firmware", steps.firmware)):
+            if step is not None:
+                packages = [remote_step(f"{name}-{role}", connection=self.connection, create=step.create,
+                                        delete=step.delete, parent=self, depends_on=packages, timeout="30m",
+                                        replace_to_redo=False, every_up=True)]
+                done += packages
+        if steps.reboot is not None:
+            # A check at every `up`: it does something only when an install of this boot waits.
+            done.append(remote_step(f"{name}-host-reboot", connection=self.connection, create=steps.reboot.create,
+                                    parent=self, depends_on=packages, every_up=True))
+        docker: list[pulumi.Resource] = []
+        if steps.docker_runtime is not None:
+            docker = [remote_step(f"{name}-install-docker-runtime", connection=self.connection,
+                                  create=steps.docker_runtime.create, delete=steps.docker_runtime.delete,
+                                  parent=self, timeout="10m", replace_to_redo=False, every_up=True)]
+            done += docker
+        if steps.runc_owner is not None:
+            done.append(remote_step(f"{name}-fix-runc-owner", connection=self.connection,
+                                    create=steps.runc_owner.create, delete=steps.runc_owner.delete, parent=self,
+                                    depends_on=docker, replace_to_redo=False, every_up=True))
+        return done
 
 
 def facts_from_json(data: dict) -> NodeFacts:

@@ -23,6 +23,8 @@ other than the stand-ins see them too:
                        follow it: the stack's image has another id on this node
     missing_vnpu_cfg   /etc/vnpu.cfg is removed
     gateway_unreachable a blackhole route to the devices' gateway: its ping fails
+    docker             'missing': the docker commands are gone from the node;
+                       'stopped': its daemon's socket is gone (docker cannot connect)
 
 Applying is a reconcile (desired state), so clearing a fault restores the node.
 
@@ -72,7 +74,12 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "gateway_unreachable": ("bool", "the device gateway does not answer (a blackhole route to it on the node)"),
     "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
     "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
+    "docker": ("docker", "'missing' (no docker command on the node) or 'stopped' (its daemon does not answer)"),
 }
+
+# Where a node finds the docker command (the host's, through the overlay's lower layer).
+DOCKER_COMMANDS = ("/usr/bin/docker", "/usr/local/bin/docker")
+DOCKER_SOCKET = "/run/docker.sock"
 
 
 class FaultError(ValueError):
@@ -138,6 +145,10 @@ def normalize(faults: dict, npu_count: int = 8) -> dict:
             out[key] = True
         elif kind == "string":
             out[key] = str(value)
+        elif kind == "docker":
+            if value not in ("missing", "stopped"):
+                raise FaultError(f"{key}: expected 'missing' or 'stopped', got {value!r}")
+            out[key] = value
         elif kind == "number":
             try:
                 out[key] = float(value)
@@ -254,6 +265,7 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
                                marker="differs" if faults.get("image_differs") else "")
     if _load_image_variant(node, variant):
         changed.append(f"runtime image: {variant}")
+    changed += _apply_docker(root, faults.get("docker"))
 
     hostname = faults.get("hostname", node.hostname)
     current = node.current_hostname()
@@ -305,3 +317,29 @@ def _load_image_variant(node: Node, variant: imagelib.Variant) -> bool:
     else:
         record.write_text(json.dumps(wanted) + "\n")
     return True
+def _apply_docker(root: NodeRoot, fault: str | None) -> list[str]:
+    """'missing': the docker commands are removed from the node (a whiteout in
+    its overlay; the host keeps its own), and copied back from the host when
+    the fault is cleared. 'stopped': the daemon's socket is moved aside, so
+    `docker` fails as it does with no daemon ("Cannot connect to the Docker
+    daemon"); dockerd itself and its containers keep running and the socket
+    is moved back when the fault is cleared."""
+    import shutil
+
+    changed = []
+    for command in DOCKER_COMMANDS:
+        present = root.path(command).exists()
+        if fault == "missing" and present:
+            root.path(command).unlink()
+            changed.append(f"{command} removed")
+        elif fault != "missing" and not present and os.path.exists(command):
+            shutil.copy2(command, root.path(command))
+            changed.append(f"{command} restored")
+    socket, aside = root.path(DOCKER_SOCKET), root.path(DOCKER_SOCKET + ".stopped")
+    if fault == "stopped" and socket.exists():
+        os.replace(socket, aside)
+        changed.append("docker daemon socket moved aside")
+    elif fault != "stopped" and aside.exists() and not socket.exists():
+        os.replace(aside, socket)
+        changed.append("docker daemon socket back")
+    return changed

@@ -25,7 +25,9 @@ they vanish by themselves when the node's last process exits):
                  upper = <state>/nodes/<name>/upper  (every write a node makes,
                  e.g. /etc/hccn.conf, /data/models, /root, /tmp, lands here,
                  never on the host)
-    /proc        new procfs for the node's PID namespace
+    /proc        new procfs for the node's PID namespace, with the node's own
+                 boot id (<state>/nodes/<name>/run/boot_id) bound over
+                 /proc/sys/kernel/random/boot_id
     /sys         recursive bind of the host's /sys (cgroup mounts for dockerd)
     /dev         tmpfs with the usual nodes, fresh devpts and /dev/shm, and the
                  fake Ascend devices (character devices with /dev/null's numbers)
@@ -44,6 +46,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -130,6 +133,14 @@ def build_root(spec):
     mount("tmpfs", f"{root}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=256m")
     os.makedirs(f"{root}/run/ascemu")
     mount(spec["run_dir"], f"{root}/run/ascemu", None, MS_BIND)
+    # The node's own boot id over the kernel's (which every node shares): the
+    # host steps tell an install of this boot from one before a reboot by it,
+    # and the emulator's `reboot` stand-in gives the node a new one.
+    boot_id = os.path.join(spec["run_dir"], "boot_id")
+    if not os.path.exists(boot_id):
+        with open(boot_id, "w") as f:
+            f.write(str(uuid.uuid4()) + "\n")
+    mount(boot_id, f"{root}/proc/sys/kernel/random/boot_id", None, MS_BIND)
     os.makedirs(f"{root}/run/sshd", exist_ok=True)  # sshd's privilege-separation dir
     os.makedirs(f"{root}/var/lib/docker", exist_ok=True)
     mount(spec["docker_dir"], f"{root}/var/lib/docker", None, MS_BIND)

@@ -97,6 +97,12 @@ def atlas_300i_duo() -> Hardware:
     return Hardware(chip_name="310P3", npu_count=8, hbm_mb=44280, chips_per_card=2, fabric=False)
 
 
+# Stand-ins for the node's own `reboot` and `systemctl` (standins/host_tools.py),
+# ahead of the host's in root's PATH: the real ones must never run in a node.
+HOST_TOOLS = ("/usr/local/sbin/reboot", "/usr/local/sbin/systemctl",
+              "/usr/local/bin/reboot", "/usr/local/bin/systemctl")
+
+
 def in_upper(upper: Path, node_path: str) -> Path:
     """Where node_path lands in the overlay upper dir.
 
@@ -242,6 +248,13 @@ def populate_upper(upper: Path, *, layout: Layout, hw: Hardware, hostname: str, 
             target = in_upper(upper, link)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(layout.hccn_tool)
+    install_script(STANDINS / "ascend_tools.py", in_upper(upper, layout.hccn_tool))
+    for path in HOST_TOOLS:
+        install_script(STANDINS / "host_tools.py", in_upper(upper, path))
+    for link in layout.hccn_tool_links:
+        target = in_upper(upper, link)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(layout.hccn_tool)
     write(in_upper(upper, f"{layout.driver_dir}/version.info"), driver_version_info(hw.driver_version))
     for lib in ("driver/libascend_hal.so", "common/libc_sec.so"):
         # Placeholders: the runbooks mount driver/lib64 into containers.

@@ -299,6 +299,9 @@ class EnginePlugin:
     # --- cluster --------------------------------------------------------
     # Ray workers join with `--node-ip-address=<their address>`.
     ray_join_with_node_ip: ClassVar[bool] = False
+    # The head starts with `--node-ip-address=<its address>`, so Ray does not
+    # pick another NIC's address on a host with several.
+    ray_head_with_node_ip: ClassVar[bool] = False
 
     def rank_table_path(self, spec: ClusterSpec) -> str | None:
         return None

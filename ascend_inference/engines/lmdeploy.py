@@ -83,6 +83,10 @@ class Lmdeploy(EnginePlugin):
     uses_rank_table = True
     # Runbook 004 §3: workers join Ray with their own address.
     ray_join_with_node_ip = True
+    # Runbook 004 §2.2 starts the head without it; on a host with several NICs
+    # Ray may then take another address than the rank table's server_id and
+    # LMDeploy fails "master address does not match rank table".
+    ray_head_with_node_ip = True
     runbook = "004"
     image_package = EnginePackage("lmdeploy", dist="lmdeploy")
 

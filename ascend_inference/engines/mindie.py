@@ -177,8 +177,9 @@ class Mindie(EnginePlugin):
             ("ASDOPS_LOG_TO_STDOUT", "1"),
             ("MINDIE_LOG_LEVEL", s.log_level),
             ("MINDIE_LOG_TO_STDOUT", "1"),
-            # sic: runbook 001 spells it with two underscores.
-            ("ATB__LOG_LEVEL", s.log_level),
+            # Runbook 001 writes ATB__LOG_LEVEL, a typo: ATB reads
+            # ATB_LOG_LEVEL (next to ATB_LOG_TO_STDOUT), so the typo sets nothing.
+            ("ATB_LOG_LEVEL", s.log_level),
             ("ATB_LOG_TO_STDOUT", "1"),
         ]
         return EnvFile(SET_ENV_SCRIPTS, tuple(apply_env_overrides(variables, s.env)))

@@ -79,8 +79,10 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
            synthetic_npu_smi_cards(devices, chips, profile.chip, profile.device_memory_gb * 1024)
            if chips > 1 and not profile.spod_info else
            synthetic_npu_smi(devices, f"{profile.chip}", profile.device_memory_gb * 1024, chips),
-           "### driver-version", "Version=24.1.rc3", "### firmware-version", "Version=7.5.0.1.129",
-           "### cann-version", "version=8.0.0"]
+           # Nodes matching the stack have the versions it expects (ascend-inference:host).
+           "### driver-version", f"Version={spec.host.driver or '24.1.rc3'}",
+           "### firmware-version", f"Version={spec.host.firmware or '7.5.0.1.129'}",
+           "### cann-version", f"version={spec.host.cann or '8.0.0'}"]
     checks = profile.network
     # Only the sections the profile's preflight prints (none without a fabric).
     for d in range(devices if checks.fabric else 0):
@@ -102,7 +104,8 @@ def synthetic_preflight(loaded: LoadedStack, node_name: str) -> str:
                 out += [f"### device {d} {section}", *lines]
     if profile.spod_info:
         out += synthetic_spod_info(devices, profile.chips_per_npu, server_index=spec.nodes.index(node))
-    out += ["### hccl-rootinfo", "absent", "### model-path", "present", "### end"]
+    out += ["### hccl-rootinfo", "absent", "### model-path", "present",
+            "### docker", "running 26.1.5", "### reboot-pending", "### end"]
     return "\n".join(out) + "\n"
 
 
