@@ -86,7 +86,8 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
         if name.endswith("-weights"):
             node = name[: -len("-weights")]
             return {"stdout": json.dumps({"node": node, "path": loaded.spec.model.path, "files": 163,
-                                          "bytes": 0, "fingerprint": "0" * 64}) + "\n", "stderr": ""}
+                                          "bytes": 0, "disk_bytes": 0, "manifest": "",
+                                          "fingerprint": "0" * 64}) + "\n", "stderr": ""}
         if name == "gpustack-token":
             return {"stdout": "mock-registration-token\n", "stderr": ""}
         if name == "gpustack-admin-password":
