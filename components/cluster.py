@@ -90,7 +90,8 @@ class ModelWeights(pulumi.ComponentResource):
                 copy = remote_step(
                     f"{node.node.name}-weights-copy", connection=node.connection,
                     create=master_check.stdout.apply(copy_for(i)), parent=self, depends_on=[node.preflight],
-                    stdin=pulumi.Output.from_input(args.ssh_private_key).apply(lambda key: key.rstrip("\n") + "\n"),
+                    stdin=pulumi.Output.from_input(args.ssh_private_key).apply(
+                        lambda key: (key or "").rstrip("\n") + "\n"),
                     timeout="1440m", retain_on_delete=True)
                 self.copies.append(copy)
                 after.append(copy)
