@@ -134,3 +134,23 @@ def test_a_full_disk_stops_the_copy_before_it_starts(cluster, master_only, tmp_p
         "node1-weights-copy failed on",
         f"node node1: free space: 16384 bytes free at {COPY}, the copy needs {needed} (fix: free space there"])
     assert "node1-weights" not in {a.resource for a in report.actions}
+
+
+def test_weights_that_differ_from_the_masters_are_named(cluster, tmp_path):
+    """A node with another version of a shard and its own, consistent
+    manifest passes its own check; the cross-node comparison names it (the
+    manifest itself is not counted among the 8 files)."""
+    from ascend_inference.errors import NodeFactError
+
+    cluster.set_fault("node1", model_file_differs=True)
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
+    try:
+        report = rollout.up()
+    finally:
+        rollout.destroy()
+        cluster.clear_faults("node1")
+    assert isinstance(report.error, NodeFactError), report.error
+    message = str(report.error)
+    assert message.startswith(f"node node1: model weights: {MODEL_FIXTURE} has 8 files / "), message
+    assert ", node0 has 8 files / " in message and "\n" not in message.strip(), message
+    assert not {a.resource for a in report.actions} & LATER
