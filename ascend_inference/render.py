@@ -59,6 +59,8 @@ class NodeScripts:
     fix_tls: Script | None = None
     peer_ping: Script
     weights: Script
+    # model.source huggingface: the download, on the master only.
+    weights_download: Script | None = None
     image: Script
     # Always rendered; None only for a NodeScripts built by hand.
     image_check: Script | None = None
@@ -174,7 +176,12 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     if spec.network.fix_tls:
         script("fix-tls", "Set every NPU's HCCL TLS switch to 0")
     scripts["peer_ping"] = render_peer_ping(loaded, index, device_ips)
-    script("weights", "Check the model weights", weights_mode=engine.weights_mode)
+    script("weights", "Check the model weights", weights_mode=engine.weights_mode, manifest_name=MANIFEST_NAME)
+    source = spec.model.source
+    if source.kind == "huggingface" and ctx.is_master:
+        script("weights-download", "Download the model weights", repo=source.repo, revision=source.revision,
+               endpoint=source.endpoint or HF_ENDPOINT, python=source.python, manifest_name=MANIFEST_NAME,
+               marker="ASCEND_INFERENCE_HUB")
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar, image_url=spec.container.image_url,
            image_sha256=spec.container.image_sha256)
@@ -256,6 +263,27 @@ def render_peer_ping(loaded: LoadedStack, index: int, device_ips: dict[str, list
                            node=ctx.node, devices=spec.profile.devices_per_node, remote_dir=ctx.remote_dir,
                            model_path=spec.model.path, peers=peers)
     return Script("peer-ping", text, "host", spec.container.name)
+
+
+# Beside the weights, in the model directory: `size sha256 path` per file
+# (weights_hub.py writes it; the weights check reads it on every node).
+MANIFEST_NAME = ".ascend-inference-manifest"
+HF_ENDPOINT = "https://huggingface.co"
+
+
+def render_weights_copy(loaded: LoadedStack, index: int, master_weights: dict[str, Any]) -> Script:
+    """Node `index`'s copy of the weights from the master, from what the
+    master's weights check printed (`disk_bytes`, `fingerprint`)."""
+    spec = loaded.spec
+    master = spec.nodes[0]
+    login = f"{master.user or spec.ssh.user}@{master.address or master.host}"
+    text = render_template(
+        "weights-copy.sh.j2", purpose="Copy the model weights from the master", stack=loaded.name,
+        node=spec.nodes[index], master=master, model_path=spec.model.path,
+        model_path_slash=spec.model.path.rstrip("/") + "/", needed_bytes=int(master_weights["disk_bytes"]),
+        master_fingerprint=master_weights["fingerprint"], master_login=login,
+        master_port=master.port or spec.ssh.port)
+    return Script("weights-copy", text, "host", spec.container.name)
 
 
 def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ascend_inference.engines import ENGINES
 from ascend_inference.engines.base import EnginePlugin
@@ -175,6 +175,45 @@ class Network(StrictModel):
     gateway: NetworkPolicy = "require"
 
 
+# A hub repository id, `owner/name` (huggingface_hub's own rule, simplified).
+HUB_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class ModelSource(StrictModel):
+    """Where the weights come from (runbooks 000, 001 §5.1, 002, 003 fetch
+    them by hand; nothing downloads them today).
+
+    `local`: already at `model.path` on every node (the default). `copy`:
+    on the master; the other nodes pull them from it over the cluster
+    network with rsync (resumable). `huggingface`: downloaded once on the
+    master with huggingface_hub (resumable), checked against the hub's file
+    list, then pulled by the others as with `copy`."""
+
+    kind: Literal["local", "copy", "huggingface"] = "local"
+    # huggingface: the repository and the revision (branch, tag or commit).
+    repo: Annotated[str, Field(pattern=HUB_REPO)] | None = None
+    revision: Annotated[str, Field(min_length=1)] = "main"
+    # huggingface: the hub's URL (a mirror such as https://hf-mirror.com);
+    # default https://huggingface.co. Passed as HF_ENDPOINT.
+    endpoint: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    # huggingface: the config key of a Pulumi secret holding the hub token
+    # (gated or private repositories); sent on stdin, never in a file.
+    token_secret: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] | None = None
+    # huggingface: the Python on the master that has huggingface_hub.
+    python: Annotated[str, Field(min_length=1)] = "python3"
+
+    @model_validator(mode="after")
+    def _hub_keys(self) -> ModelSource:
+        hub_only = [k for k in ("repo", "endpoint", "token_secret") if getattr(self, k) is not None]
+        if self.kind == "huggingface" and self.repo is None:
+            raise invalid("kind huggingface needs the repository", "add `repo: owner/name` (e.g. "
+                          "deepseek-ai/DeepSeek-R1)")
+        if self.kind != "huggingface" and hub_only:
+            raise invalid(f"{', '.join(hub_only)}: only for kind huggingface (this source is {self.kind})",
+                          f"remove {', '.join(hub_only)}, or set `kind: huggingface`")
+        return self
+
+
 class Model(StrictModel):
     name: Annotated[str, Field(min_length=1)] = "DeepSeek-R1"
     # Identical on every node, mounted at the same path in the container.
@@ -193,6 +232,8 @@ class Model(StrictModel):
     weights_gb: Annotated[float, Field(gt=0)] | None = None
     # Share of usable NPU memory kept free for KV cache and activations.
     kv_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    # Where the weights come from (ModelSource above).
+    source: ModelSource = ModelSource()
 
     _check_path = field_validator("path")(lambda v: _absolute_path(v))
 
@@ -315,8 +356,9 @@ class ClusterSpec(StrictModel):
 
     def secret_keys(self) -> list[str]:
         """Config keys this stack reads as Pulumi secrets."""
-        return [self.ssh.private_key_secret, *self.engine_plugin.secret_keys(self),
-                *sorted(set(self.engine.secret_env.values()))]
+        hub_token = [self.model.source.token_secret] if self.model.source.token_secret else []
+        return list(dict.fromkeys([self.ssh.private_key_secret, *self.engine_plugin.secret_keys(self),
+                                   *sorted(set(self.engine.secret_env.values())), *hub_token]))
 
 
 SECTION_KEYS = tuple(ClusterSpec.model_fields)

@@ -36,20 +36,71 @@ class ModelWeightsArgs:
     nodes: list[AscendNode]
     # The weights check, one script per node in node order.
     scripts: list[str]
+    # model.source: local (already on every node), copy (from the master) or
+    # huggingface (downloaded on the master, then copied).
+    source: str = "local"
+    # huggingface: the master's download script, and its stdin (the hub
+    # token's line, a secret; "\n" without a token).
+    download_script: str | None = None
+    download_stdin: pulumi.Input[str] | None = None
+    # copy, huggingface: node index and the master's check output -> that
+    # node's copy script; the SSH key the copy loads into its ssh-agent.
+    copy_script: Callable[[int, dict[str, Any]], str] | None = None
+    ssh_private_key: pulumi.Input[str] | None = None
 
 
 class ModelWeights(pulumi.ComponentResource):
     """The weights exist at the same path on every node with the same files
-    (a fingerprint of names and sizes), with the runbook's permissions
-    (MindIE: 750). The weights themselves are never created nor deleted by
-    the program: destroying a stack leaves them in place."""
+    (a fingerprint of names and sizes, and of the manifest when there is
+    one), with the runbook's permissions (MindIE: 750), no git-lfs pointer
+    file and no file shorter than the manifest says.
+
+    With `model.source` `huggingface` the master downloads them first
+    (`<master>-weights-download`); with `copy` or `huggingface` every other
+    node pulls them from the master (`<node>-weights-copy`, after the
+    master's check, sized by it) before its own check. The weights are never
+    deleted by the program: destroying a stack leaves them in place."""
 
     def __init__(self, name: str, args: ModelWeightsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:model:ModelWeights", name, None, opts)
-        self.checks = [
-            remote_step(f"{node.node.name}-weights", connection=node.connection, create=script, parent=self,
-                        depends_on=[node.preflight], timeout="30m", retain_on_delete=True)
-            for node, script in zip(args.nodes, args.scripts, strict=True)]
+        master = args.nodes[0]
+        self.download: remote.Command | None = None
+        self.copies: list[remote.Command] = []
+        if args.source == "huggingface":
+            assert args.download_script is not None, "a hub source renders the master's download"
+            self.download = remote_step(
+                f"{master.node.name}-weights-download", connection=master.connection, create=args.download_script,
+                parent=self, depends_on=[master.preflight], stdin=args.download_stdin, timeout="1440m",
+                retain_on_delete=True)
+        fanning_out = args.source in ("copy", "huggingface")
+        master_check = remote_step(
+            f"{master.node.name}-weights", connection=master.connection, create=args.scripts[0], parent=self,
+            depends_on=[master.preflight, *([self.download] if self.download else [])], timeout="30m",
+            retain_on_delete=True, triggers=[self.download.id] if self.download else None)
+        self.checks = [master_check]
+
+        def copy_for(i: int) -> Callable[[str], str]:
+            assert args.copy_script is not None, "a fanned-out source renders the copies"
+            render = args.copy_script
+            return lambda stdout: render(i, json.loads(stdout.strip().splitlines()[-1]))
+
+        for i, (node, script) in enumerate(zip(args.nodes[1:], args.scripts[1:], strict=True), start=1):
+            after: list[pulumi.Resource] = [node.preflight]
+            triggers = None
+            if fanning_out:
+                copy = remote_step(
+                    f"{node.node.name}-weights-copy", connection=node.connection,
+                    create=master_check.stdout.apply(copy_for(i)), parent=self, depends_on=[node.preflight],
+                    stdin=pulumi.Output.from_input(args.ssh_private_key).apply(
+                        lambda key: (key or "").rstrip("\n") + "\n"),
+                    timeout="1440m", retain_on_delete=True)
+                self.copies.append(copy)
+                after.append(copy)
+                # A new copy is checked again.
+                triggers = [copy.id]
+            self.checks.append(remote_step(
+                f"{node.node.name}-weights", connection=node.connection, create=script, parent=self,
+                depends_on=after, timeout="30m", retain_on_delete=True, triggers=triggers))
 
         def same_everywhere(outputs: list) -> str:
             prints = [json.loads(o.strip().splitlines()[-1]) for o in outputs]

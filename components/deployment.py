@@ -1,7 +1,8 @@
 """Deployment: the whole rollout for one stack, wired in dependency order.
 
     AscendNode[i] (fix-tls?, preflight)           -- independent per node
-      -> ModelWeights (same files everywhere, 750 for MindIE)
+      -> ModelWeights (model.source: download on the master, copy to the
+         others; same files everywhere, 750 for MindIE)
       -> PeerCheck: <node>-peer-ping (hccn_tool -ping of the node's peers)
          -> cluster-verified (one gate on the master: cross-node checks; the
             verified device IPs are read from it; later steps wait for it alone)
@@ -18,7 +19,7 @@ here; the components get typed arguments holding only what they use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
@@ -40,6 +41,7 @@ from ascend_inference.render import (
     rank_table,
     render_node,
     render_peer_ping,
+    render_weights_copy,
 )
 from ascend_inference.templating import render_template
 from components.cluster import (
@@ -77,6 +79,8 @@ class DeploymentArgs:
     ssh_private_key: pulumi.Input[str]
     # engine.secret_env's values by config key, as Pulumi secrets.
     engine_secrets: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    # model.source.token_secret's value, as a Pulumi secret.
+    hub_token: pulumi.Output[str] | None = None
 
 
 class Deployment(pulumi.ComponentResource):
@@ -107,13 +111,20 @@ class Deployment(pulumi.ComponentResource):
         self.nodes = [
             AscendNode(n.name, AscendNodeArgs(
                 node=n, connection=connection_for(spec, n, args.ssh_private_key),
-                preflight_script=r.scripts.preflight.command, expect=expect,
+                preflight_script=r.scripts.preflight.command,
+                expect=replace(expect, model_path_required=spec.model.source.kind == "local" or (
+                    i == 0 and spec.model.source.kind == "copy")),
                 fix_tls_script=r.scripts.fix_tls.command if r.scripts.fix_tls else None,
                 host_steps=host_steps(loaded, i, r.scripts)),
                 child)
             for i, (n, r) in enumerate(zip(spec.nodes, self.rendered, strict=True))]
+        download = self.rendered[0].scripts.weights_download
         self.weights = ModelWeights("model-weights", ModelWeightsArgs(
-            self.nodes, [r.scripts.weights.command for r in self.rendered]), child)
+            self.nodes, [r.scripts.weights.command for r in self.rendered], source=spec.model.source.kind,
+            download_script=download.command if download else None,
+            download_stdin=args.hub_token.apply(lambda token: token.strip() + "\n") if args.hub_token else "\n",
+            copy_script=lambda i, master: render_weights_copy(loaded, i, master).command,
+            ssh_private_key=args.ssh_private_key), child)
         self.images = ContainerImages("images", ContainerImagesArgs(
             image=spec.container.image,
             nodes=[NodeImageArgs(node=n, docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(),

@@ -59,7 +59,14 @@ def _run() -> None:
             raise StackError([Problem(file, f"{NAMESPACE}:{secret_key}", "secret not set",
                                       f"run `pulumi config set --secret {NAMESPACE}:{secret_key}`")])
         engine_secrets[secret_key] = value
-    deployment = Deployment(stack, DeploymentArgs(loaded, private_key, engine_secrets))
+    # The hub token model.source.token_secret names (sent on the download's stdin).
+    hub_token = None
+    if token_key := loaded.spec.model.source.token_secret:
+        hub_token = config.get_secret(token_key)
+        if hub_token is None:
+            raise StackError([Problem(file, f"{NAMESPACE}:{token_key}", "secret not set",
+                                      f"run `pulumi config set --secret {NAMESPACE}:{token_key}` (the hub token)")])
+    deployment = Deployment(stack, DeploymentArgs(loaded, private_key, engine_secrets, hub_token))
     pulumi.export("endpoint", deployment.endpoint)
     pulumi.export("world_size", deployment.world_size)
     pulumi.export("rank_table_digest", deployment.rank_table_digest)

@@ -16,6 +16,10 @@ other than the stand-ins see them too:
     stale_rootinfo     /etc/hccl_rootinfo.json exists
     missing_model      the model directory is gone
     model_file_differs one weight shard differs from the other nodes'
+    lfs_pointer_shard  one weight shard is a git-lfs pointer file
+    truncated_shard    one weight shard is shorter than the manifest says
+    full_disk          a 16 KiB tmpfs mounted at the given path (a real full
+                       filesystem: df and writes both see it)
     hostname           the node's UTS hostname (e.g. another node's: duplicate)
     image_engine_version, image_differs
                        the node's runtime image is reloaded as another variant
@@ -63,6 +67,9 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "stale_rootinfo": ("bool", "leave a stale /etc/hccl_rootinfo.json on the node"),
     "missing_model": ("bool", "the model directory is missing on this node"),
     "model_file_differs": ("bool", "one weight shard differs from the other nodes'"),
+    "lfs_pointer_shard": ("bool", "one weight shard is a git-lfs pointer file (a clone without git-lfs)"),
+    "truncated_shard": ("bool", "one weight shard is shorter than the manifest says (an interrupted copy)"),
+    "full_disk": ("string", "a 16 KiB filesystem (tmpfs) is mounted at this path: nothing of size fits there"),
     "hostname": ("string", "this node's hostname (use another node's to make a duplicate)"),
     "server_index": ("number", "A3 nodes: the Server Index `npu-smi info -t spod-info` reports, and the server "
                                 "bits of each SDID (another node's index: the same SDIDs in one super pod)"),
@@ -149,6 +156,8 @@ def normalize(faults: dict, npu_count: int = 8) -> dict:
             if value not in ("missing", "stopped"):
                 raise FaultError(f"{key}: expected 'missing' or 'stopped', got {value!r}")
             out[key] = value
+            if key == "full_disk" and not out[key].startswith("/"):
+                raise FaultError(f"{key}: expected an absolute path, got {value!r}")
         elif kind == "number":
             try:
                 out[key] = float(value)
@@ -245,7 +254,9 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
     elif root.remove(layout.rootinfo):
         changed.append(f"{layout.rootinfo} removed")
 
-    files = model_fixture(differs=bool(faults.get("model_file_differs")))
+    files = model_fixture(differs=bool(faults.get("model_file_differs")),
+                          lfs_pointer=bool(faults.get("lfs_pointer_shard")),
+                          truncated=bool(faults.get("truncated_shard")))
     for model_dir in layout.model_dirs:
         if faults.get("missing_model"):
             if root.remove(model_dir):
@@ -266,6 +277,7 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
     if _load_image_variant(node, variant):
         changed.append(f"runtime image: {variant}")
     changed += _apply_docker(root, faults.get("docker"))
+    changed += _full_disk(node, faults.get("full_disk"))
 
     hostname = faults.get("hostname", node.hostname)
     current = node.current_hostname()
@@ -342,4 +354,26 @@ def _apply_docker(root: NodeRoot, fault: str | None) -> list[str]:
     elif fault != "stopped" and aside.exists() and not socket.exists():
         os.replace(aside, socket)
         changed.append("docker daemon socket back")
+# The source name of the small filesystems `full_disk` mounts: how a later
+# reconcile finds them again (in the node's own mount namespace).
+FULL_DISK_SOURCE = "ascemu-full-disk"
+
+
+def _full_disk(node: Node, wanted: str | None) -> list[str]:
+    """Mount a 16 KiB tmpfs at `wanted` in the node's mount namespace (and
+    unmount any other the fault left); the directory is made if missing and
+    left in place afterwards."""
+    ns = ["nsenter", "-t", str(node.holder_pid), "-m"]
+    # The holder's view is the node's mount namespace.
+    mounts = Path(f"/proc/{node.holder_pid}/mounts").read_text()
+    present = [line.split()[1] for line in mounts.splitlines() if line.split()[0] == FULL_DISK_SOURCE]
+    changed = []
+    for path in present:
+        if path != wanted:
+            subprocess.run(ns + ["umount", path], check=True)
+            changed.append(f"{path}: full filesystem unmounted")
+    if wanted and wanted not in present:
+        subprocess.run(ns + ["mkdir", "-p", wanted], check=True)
+        subprocess.run(ns + ["mount", "-t", "tmpfs", "-o", "size=16k,mode=755", FULL_DISK_SOURCE, wanted], check=True)
+        changed.append(f"{wanted}: a 16 KiB filesystem mounted")
     return changed

@@ -167,13 +167,30 @@ ASCEND_INSTALL_INFO = ("UserName=HwHiAiUser\nUserGroup=HwHiAiUser\nFirmware_Inst
 VNPU_CFG = "vnpu_config_recover:enable\n[vnpu-config start]\n[vnpu-config end]\n"
 
 
-def model_fixture(differs: bool = False) -> dict[str, bytes]:
+# The manifest a model.source download leaves beside the weights
+# (ascend_inference/render.py MANIFEST_NAME; format in weights_hub.py).
+MODEL_MANIFEST = ".ascend-inference-manifest"
+# What `git clone` without git-lfs leaves in place of a file (git-lfs spec v1).
+LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
+               "oid sha256:{sha256}\nsize {size}\n")
+
+
+def weights_manifest(files: dict[str, bytes]) -> bytes:
+    lines = ["# ascend-inference weights manifest: size sha256 path; source emulator fixture"]
+    lines += [f"{len(data)} {hashlib.sha256(data).hexdigest()} {name}" for name, data in sorted(files.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def model_fixture(differs: bool = False, lfs_pointer: bool = False, truncated: bool = False) -> dict[str, bytes]:
     """A tiny stand-in for a DeepSeek-R1 checkpoint directory, identical on every node.
 
     The config carries DeepSeek-R1's real shape numbers (61 layers, 256
     experts...) so layer splits and memory estimates read sensible values;
     the weight shards are valid but empty safetensors files (8-byte header
     length + "{}"). `differs` changes one shard, as a half-copied node would.
+    `lfs_pointer` leaves a git-lfs pointer file in place of the first shard
+    (a clone without git-lfs), `truncated` cuts the second one short (an
+    interrupted copy); the manifest keeps the full files' sizes.
     """
     config = {
         "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
@@ -204,6 +221,14 @@ def model_fixture(differs: bool = False) -> dict[str, bytes]:
     }
     if differs:
         files[shards[1]] = (2).to_bytes(8, "little") + b"{} differs on this node\n"
+    # As a hub download leaves them: the manifest lists every file's size and
+    # sha256 (a node whose shard differs has its own, consistent manifest).
+    files[MODEL_MANIFEST] = weights_manifest(files)
+    if lfs_pointer:
+        shard = files[shards[0]]
+        files[shards[0]] = LFS_POINTER.format(sha256=hashlib.sha256(shard).hexdigest(), size=len(shard)).encode()
+    if truncated:
+        files[shards[1]] = files[shards[1]][:4]
     return files
 
 

@@ -142,7 +142,8 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
         if name.endswith("-weights"):
             node = name[: -len("-weights")]
             return {"stdout": json.dumps({"node": node, "path": loaded.spec.model.path, "files": 163,
-                                          "bytes": 0, "fingerprint": "0" * 64}) + "\n", "stderr": ""}
+                                          "bytes": 0, "disk_bytes": 0, "manifest": "",
+                                          "fingerprint": "0" * 64}) + "\n", "stderr": ""}
         if name.endswith("-image-check") and name[: -len("-image-check")] in node_names:
             # The same image everywhere, holding the versions the stack declares
             # (none found where it declares none: reported, not compared).

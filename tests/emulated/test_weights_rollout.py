@@ -1,0 +1,156 @@
+"""model.source on the emulated cluster: the weights copied from the master
+to the other node over the cluster network (rsync over the nodes' own sshd,
+the stack's key in an ssh-agent on node1 only for the copy), a second `up`
+that does nothing, weights kept on destroy; and the weight faults (a git-lfs
+pointer file, a truncated shard, a full filesystem) each stopping the
+rollout with one line naming node, what was found and what was expected,
+before any container starts."""
+from __future__ import annotations
+
+import pytest
+
+from emulator.executor import StepFailed
+from emulator.rollout import MODEL_FIXTURE, StackRollout
+from tests.emulated.conftest import node_ssh, own_cluster
+
+pytestmark = pytest.mark.emulated
+
+STACK = "tp16-vllm-mindspore"
+COPY = "/data/models/r1-copy"
+AS_COPY = ["model.source.kind=copy"]
+# What comes after the weights: none of it may run when they are wrong.
+LATER = {"node0-container", "node1-container", "node0-ray-head", "node1-ray-worker", "node0-serve",
+         "cluster-verified", "serving-ready", "smoke-test-request"}
+# Steps that run at every `up` (remote_step every_up).
+NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping"}
+
+ssh = node_ssh
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with own_cluster(2, "weights", prefix="ptwts", subnet=237) as c:
+        yield c
+
+
+@pytest.fixture
+def master_only(cluster):
+    """The weights at COPY on the master only, as a copy source starts."""
+    ssh(cluster, "node0", f"rm -rf {COPY} && cp -a {MODEL_FIXTURE} {COPY}")
+    ssh(cluster, "node1", f"rm -rf {COPY}")
+    yield
+    for node in ("node0", "node1"):
+        ssh(cluster, node, f"rm -rf {COPY}")
+
+
+def listing(cluster, node: str) -> str:
+    return ssh(cluster, node, f"cd {COPY} && find . -type f -printf '%P %s %m\\n' | sort && "
+                              "find . -type f -exec sha256sum {} + | sort")
+
+
+def test_copy_fans_out_from_the_master_and_a_second_up_does_nothing(cluster, master_only, tmp_path):
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=print, model_path=COPY)
+    try:
+        report = rollout.up(AS_COPY)
+        assert report.error is None, report.error
+        assert "node1-weights-copy" in report.did("create")
+        assert "node0-weights-copy" not in {a.resource for a in report.actions}
+        assert listing(cluster, "node1") == listing(cluster, "node0")
+        # The key went to an ssh-agent that ended with the copy: no agent nor
+        # its socket is left on node1, and no file the rollout wrote holds the key.
+        key_line = cluster.ssh_key_path.read_text().splitlines()[1]
+        left = ssh(cluster, "node1", f"grep -rlF -- {key_line} {COPY} /etc/ascend-inference /var/tmp 2>/dev/null; "
+                                     "ls -d /tmp/ssh-* 2>/dev/null; pgrep -x ssh-agent; true").strip()
+        assert left == "", left
+
+        again = rollout.up(AS_COPY)
+        assert again.error is None, again.error
+        # Only the per-run node checks run again (an update, same id); the copy is not redone.
+        assert {a.resource: a.kind for a in again.actions if a.kind != "same"} == {c: "update" for c in NODE_CHECKS}
+    finally:
+        rollout.destroy()
+    # Weights stay on destroy, on every node.
+    assert listing(cluster, "node1") == listing(cluster, "node0") != ""
+
+
+def test_a_copy_cut_short_is_resumed_by_the_next_up(cluster, master_only, tmp_path):
+    """A half-copied node (the copy's earlier run was interrupted): the copy
+    completes it from the master instead of failing on it."""
+    ssh(cluster, "node1", f"mkdir -p {COPY} && head -c 4 {MODEL_FIXTURE}/config.json > {COPY}/config.json")
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None, model_path=COPY)
+    try:
+        report = rollout.up(AS_COPY)
+        assert report.error is None, report.error
+        assert listing(cluster, "node1") == listing(cluster, "node0")
+    finally:
+        rollout.destroy()
+
+
+def assert_stopped_with_one_line(report, words: list[str]) -> None:
+    assert isinstance(report.error, StepFailed), report.error
+    message = str(report.error)
+    assert "\n" not in message and "Traceback" not in message, message
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    started = {a.resource for a in report.actions}
+    assert not started & LATER, started & LATER
+
+
+WEIGHT_FAULTS = [
+    ({"lfs_pointer_shard": True}, "node1-weights",
+     ["node node1: model weights: model-00001-of-00002.safetensors is a git-lfs pointer file (",
+      "bytes), expected the file itself (fix: `git lfs pull`"]),
+    ({"truncated_shard": True}, "node1-weights",
+     ["node node1: model weights: model-00002-of-00002.safetensors is 4 bytes, the manifest says 10 "]),
+]
+
+
+@pytest.mark.parametrize("fault,step,words", WEIGHT_FAULTS, ids=[next(iter(f)) for f, _, _ in WEIGHT_FAULTS])
+def test_weight_fault_stops_the_rollout_before_serving(cluster, tmp_path, fault, step, words):
+    cluster.set_fault("node1", **fault)
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
+    try:
+        report = rollout.up()
+    finally:
+        rollout.destroy()
+        cluster.clear_faults("node1")
+    assert_stopped_with_one_line(report, [f"{step} failed on", *words])
+    assert report.error.resource == step
+
+
+def test_a_full_disk_stops_the_copy_before_it_starts(cluster, master_only, tmp_path):
+    cluster.set_fault("node1", full_disk=COPY)
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None, model_path=COPY)
+    try:
+        needed = sum(-(-int(size) // 4096) * 4096 for size in
+                     ssh(cluster, "node0", f"find {COPY} -type f -printf '%s\\n'").split())
+        report = rollout.up(AS_COPY)
+        # Nothing was written to the full filesystem.
+        assert ssh(cluster, "node1", f"ls -A {COPY}").strip() == ""
+    finally:
+        rollout.destroy()
+        cluster.clear_faults("node1")
+    assert_stopped_with_one_line(report, [
+        "node1-weights-copy failed on",
+        f"node node1: free space: 16384 bytes free at {COPY}, the copy needs {needed} (fix: free space there"])
+    assert "node1-weights" not in {a.resource for a in report.actions}
+
+
+def test_weights_that_differ_from_the_masters_are_named(cluster, tmp_path):
+    """A node with another version of a shard and its own, consistent
+    manifest passes its own check; the cross-node comparison names it (the
+    manifest itself is not counted among the 8 files)."""
+    from ascend_inference.errors import NodeFactError
+
+    cluster.set_fault("node1", model_file_differs=True)
+    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
+    try:
+        report = rollout.up()
+    finally:
+        rollout.destroy()
+        cluster.clear_faults("node1")
+    assert isinstance(report.error, NodeFactError), report.error
+    message = str(report.error)
+    assert message.startswith(f"node node1: model weights: {MODEL_FIXTURE} has 8 files / "), message
+    assert ", node0 has 8 files / " in message and "\n" not in message.strip(), message
+    assert not {a.resource for a in report.actions} & LATER
