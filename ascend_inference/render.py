@@ -7,6 +7,7 @@ Pure: no Pulumi import.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from ascend_inference import config_edit
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
 from ascend_inference.errors import Problem
@@ -53,6 +55,10 @@ class NodeScripts:
     weights: Script
     image: Script
     container_name_free: Script
+    # In the started container, before Ray or the engine (None: nothing to check or edit).
+    container_check: Script | None = None
+    config_edit: Script | None = None
+    config_restore: Script | None = None
     ray_start: Script | None = None
     ray_stop: Script | None = None
     ray_verify: Script | None = None
@@ -146,6 +152,16 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar)
     script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
+    checks = engine.container_checks(ctx)
+    if checks:
+        script("container-check", "Check the container before anything starts in it", "container",
+               acl=checks.acl, files_from_env=checks.files_from_env)
+    edit = engine.config_edit(ctx)
+    if edit is not None:
+        script("config-edit", f"Edit the image's {edit.label} in place", "container", label=edit.label,
+               target=edit.target, edits_file=edit.edits_file, source=config_edit_source())
+        script("config-restore", f"Put the image's own {edit.label} back", "container", label=edit.label,
+               target=edit.target)
     if engine.uses_ray:
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
@@ -170,6 +186,12 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
                **engine.smoke_context(spec))
     return NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
                       per_node_variables=per_node, scripts=NodeScripts(**scripts))
+
+
+def config_edit_source() -> str:
+    """The source of `ascend_inference.config_edit`, which config-edit.sh
+    runs with the container's python3 (the module imports only the stdlib)."""
+    return inspect.getsource(config_edit)
 
 
 def render_peer_ping(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]]) -> Script:

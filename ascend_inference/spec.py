@@ -196,6 +196,10 @@ class Container(StrictModel):
     # Mounts beyond the engine's standard Ascend ones, "host:container[:ro]".
     mounts: list[Annotated[str, Field(pattern=r"^[^:]+:/[^:]*(:ro|:rw)?$")]] = []
     restart: Literal["no", "unless-stopped", "always", "on-failure"] = "no"
+    # `import acl` (pyACL) must work in the started container, with the env
+    # file sourced, before Ray or the engine starts; unset: when the engine
+    # forms its cluster over Ray (runbook 000 installs pyACL for Ray).
+    check_acl: bool | None = None
 
     _check_tar = field_validator("image_tar")(lambda v: v if v is None else _absolute_path(v))
 

@@ -26,12 +26,14 @@ from ascend_inference.brought_table import found_ip_problems
 from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
+from ascend_inference.incontainer import judge_config_edit, judge_container_check
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import rank_table_json
 from ascend_inference.render import Script, check_rank_table, rank_table, render_node, render_peer_ping
 from ascend_inference.templating import render_template
 from components.cluster import (
+    ContainerStep,
     HostFile,
     InferenceContainer,
     InferenceContainerArgs,
@@ -196,7 +198,28 @@ class Deployment(pulumi.ComponentResource):
             image_load_script=rendered.scripts.image.command if spec.container.image_tar else None,
             name_check_script=rendered.scripts.container_name_free.command,
             docker_host=f"ssh://{node_spec.user or spec.ssh.user}@{node_spec.host}:{node_spec.port or spec.ssh.port}",
-            ssh_opts=ssh_opts, after=after, secret_env=self.engine_secrets, **extra)
+            ssh_opts=ssh_opts, after=after, secret_env=self.engine_secrets, steps=self._container_steps(i), **extra)
+
+    def _container_steps(self, i: int) -> list[ContainerStep]:
+        """Node i's in-container steps: the container check, then the engine's
+        config edit (MindIE's config.json), as rendered."""
+        rendered, spec = self.rendered[i], self.loaded.spec
+        scripts, node, container = rendered.scripts, spec.nodes[i].name, spec.container.name
+        steps: list[ContainerStep] = []
+        if scripts.container_check is not None:
+            steps.append(ContainerStep(
+                "container-check", scripts.container_check.command,
+                lambda report: judge_container_check(node, container, report)))
+        edit = spec.engine_plugin.config_edit(rendered.ctx)
+        if edit is not None and scripts.config_edit is not None and scripts.config_restore is not None:
+            set_by = dict(edit.set_by)
+            steps.append(ContainerStep(
+                "config-edit", scripts.config_edit.command,
+                lambda report: judge_config_edit(node, spec.container.image, edit.label, report, set_by),
+                # The edits themselves (one trigger each), so a preview and a
+                # diff show which key the step sets to what.
+                delete=scripts.config_restore.command, reads=edit.edit_lines()))
+        return steps
 
     def _gpustack(self, container_args, child: pulumi.ResourceOptions) -> None:
         loaded = self.loaded

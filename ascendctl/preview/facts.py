@@ -87,6 +87,10 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
             node = name[: -len("-weights")]
             return {"stdout": json.dumps({"node": node, "path": loaded.spec.model.path, "files": 163,
                                           "bytes": 0, "fingerprint": "0" * 64}) + "\n", "stderr": ""}
+        if name.endswith("-container-check"):
+            return {"stdout": json.dumps({"python3": True, "acl": "ok", "files": {}}) + "\n", "stderr": ""}
+        if name.endswith("-config-edit"):
+            return {"stdout": json.dumps({"target": "", "missing": [], "edited": []}) + "\n", "stderr": ""}
         if name == "gpustack-token":
             return {"stdout": "mock-registration-token\n", "stderr": ""}
         if name == "gpustack-admin-password":
