@@ -132,13 +132,20 @@ class Deployment(pulumi.ComponentResource):
         self.containers = [InferenceContainer(n.node.name, container_args(i), child)
                            for i, n in enumerate(self.nodes)]
         serve_after: list[pulumi.Resource] = []
+        # Nothing starts in any container (Ray's head, MindIE's daemons)
+        # until every node's in-container steps have been judged good: a
+        # container without acl on node1 stops the rollout before node0's
+        # Ray head. A constant once they pass, so it redoes nothing.
+        checked = [pulumi.Output.all(*[c.container_id for c in self.containers]).apply(
+            lambda _: "every container checked")] if any(c.steps for c in self.containers) else []
+        started_by += checked
         self.ray = None
         if engine.uses_ray:
             self.ray = RayCluster("ray", RayClusterArgs(
                 nodes=self.nodes, containers=self.containers,
                 start_scripts=[self._command(r.scripts.ray_start) for r in self.rendered],
                 stop_scripts=[self._command(r.scripts.ray_stop) for r in self.rendered],
-                verify_script=self._command(self.rendered[0].scripts.ray_verify)), child)
+                verify_script=self._command(self.rendered[0].scripts.ray_verify), checked=checked), child)
             started_by.append(self.ray.verify.id)
         elif self.rank_table is not None:
             serve_after += self.rank_table.copies

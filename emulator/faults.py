@@ -56,6 +56,7 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "hostname": ("string", "this node's hostname (use another node's to make a duplicate)"),
     "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
     "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
+    "acl_missing": ("bool", "containers on this node cannot `import acl` (an image without pyACL)"),
 }
 
 

@@ -38,6 +38,9 @@ IMAGE = "ascemu/runtime:latest"
 STANDINS = Path(__file__).resolve().parent / "standins"
 MINDIE_SERVICE = "/usr/local/Ascend/mindie/latest/mindie-service"
 CANN_VERSION = "8.0.0"
+MINDFORMERS_YAML = "/workspace/mindformers/research/deepseek3/deepseek_r1_671b/predict_deepseek_r1_671b_w8a8.yaml"
+# CANN's python/site-packages (pyACL's acl.so lives there), through the toolkit's `latest` link.
+ACL_SITE_PACKAGES = "/usr/local/Ascend/ascend-toolkit/latest/python/site-packages"
 
 # Copied from the host at build time (symlinks stay symlinks). /etc/alternatives
 # is copied rather than mounted: its links point into /usr, which is mounted.
@@ -108,8 +111,10 @@ def privileged_substitute() -> dict:
 
 def image_env() -> dict[str, str]:
     bins = [f"{p}/bin" for p in reversed(python_prefixes())]
+    # PYTHONPATH: a CANN image's ENV puts pyACL on the path (so does its
+    # set_env.sh); runbook 003's env file sources no set_env.sh at all.
     return {"PATH": ":".join(bins + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
-            "LANG": "C.UTF-8"}
+            "PYTHONPATH": ACL_SITE_PACKAGES, "LANG": "C.UTF-8"}
 
 
 def import_changes() -> list[str]:
@@ -180,7 +185,9 @@ def set_env_scripts() -> dict[str, str]:
             f"export ASCEND_HOME_PATH={toolkit}\nexport ASCEND_OPP_PATH={toolkit}/opp\n"
             f"export ASCEND_AICPU_PATH={toolkit}\n"
             f"export LD_LIBRARY_PATH={toolkit}/lib64:/usr/local/Ascend/driver/lib64/driver:"
-            "/usr/local/Ascend/driver/lib64/common:${LD_LIBRARY_PATH}\n",
+            "/usr/local/Ascend/driver/lib64/common:${LD_LIBRARY_PATH}\n"
+            # As CANN's: pyACL (acl) comes from here.
+            f"export PYTHONPATH={ACL_SITE_PACKAGES}:${{PYTHONPATH:-}}\n",
         "/usr/local/Ascend/nnal/atb/set_env.sh":
             "# emulator stand-in\nexport ATB_HOME_PATH=/usr/local/Ascend/nnal/atb/latest/atb\n",
         "/usr/local/Ascend/atb-models/set_env.sh":
@@ -230,7 +237,51 @@ def build_rootfs(out: Path) -> Path:
         t.file(f"{MINDIE_SERVICE}/conf/config.json", (STANDINS / "mindie_config.json").read_bytes(), 0o640)
         for path, text in set_env_scripts().items():
             t.file(path, text)
+        # A MindFormers checkout's predict yaml (runbook 000's MINDFORMERS_MODEL_CONFIG;
+        # emulator/rollout.py points the stacks that read it from the image here).
+        t.file(MINDFORMERS_YAML, "# emulator stand-in for MindFormers' research/deepseek3 predict yaml\n"
+               "run_mode: 'predict'\nuse_parallel: True\n")
+        # pyACL where CANN installs it (acl.so there; a package here).
+        # (Written under the version directory: `latest` is a symlink entry.)
+        t.file(f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/python/site-packages/acl/__init__.py",
+               (STANDINS / "acl.py").read_bytes())
         t.symlink("/usr/local/Ascend/ascend-toolkit/latest", CANN_VERSION)
         for d in ("opp", "lib64"):
             t.dir(f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{d}")
     return out
+
+
+def mindie_config_variant_script(name: str, *, drop: tuple[str, ...] = (), add: dict | None = None,
+                                  base: str = IMAGE) -> str:
+    """Shell to run on a node: tag `name` as a copy of the runtime image whose
+    MindIE conf/config.json lacks the `drop` keys and has the `add` ones
+    (dotted paths, e.g. `BackendConfig.ScheduleConfig.maxIterTimes`), as
+    another MindIE version's file would. No registry and no Python in the
+    image: the file is edited on the node and copied into a created (never
+    started) container, which is committed."""
+    import shlex
+
+    conf = f"{MINDIE_SERVICE}/conf/config.json"
+    edit = ("import json, sys\n"
+            "path, drops, adds = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])\n"
+            "config = json.load(open(path))\n"
+            "def parent(dotted):\n"
+            "    *keys, last = dotted.split('.')\n"
+            "    node = config\n"
+            "    for key in keys:\n"
+            "        node = node[key]\n"
+            "    return node, last\n"
+            "for dotted in drops:\n"
+            "    node, last = parent(dotted)\n"
+            "    del node[last]\n"
+            "for dotted, value in adds.items():\n"
+            "    node, last = parent(dotted)\n"
+            "    node[last] = value\n"
+            "json.dump(config, open(path, 'w'), indent=4)\n")
+    q = shlex.quote
+    return (f"set -e; work=$(mktemp -d); cid=$(docker create {q(base)} true); "
+            f"docker cp $cid:{q(conf)} $work/config.json; "
+            f"{q(python_path())} -c {q(edit)} $work/config.json {q(json.dumps(list(drop)))} "
+            f"{q(json.dumps(add or {}))}; "
+            f"docker cp $work/config.json $cid:{q(conf)}; docker commit $cid {q(name)} >/dev/null; "
+            f"docker rm $cid >/dev/null; rm -rf $work")
