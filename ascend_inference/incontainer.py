@@ -40,7 +40,7 @@ def judge_container_check(node: str, container: str, stdout: str | None) -> None
                             "use the engine's own image (container.image)")
     acl = report.get("acl")
     if acl not in (None, "ok"):
-        raise NodeFactError(node, fact, f"cannot import acl ({acl}); Ray and the engine need pyACL", PYACL_FIX)
+        raise NodeFactError(node, fact, f"cannot import acl ({acl}); runbook 000 installs pyACL for Ray on Ascend", PYACL_FIX)
     for name, found in sorted((report.get("files") or {}).items()):
         path = found.get("path") or ""
         if not path:

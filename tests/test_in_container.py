@@ -203,7 +203,7 @@ def test_container_without_acl_is_one_line(tmp_path):
         judge_container_check("node1", "vllm-ds", done.stdout)
     message = str(caught.value)
     assert message.startswith("node node1: container vllm-ds: cannot import acl (ModuleNotFoundError: No module "
-                              "named 'acl'); Ray and the engine need pyACL (fix: ")
+                              "named 'acl'); runbook 000 installs pyACL for Ray on Ascend (fix: ")
     assert "Ascend-cann-nnrt" in message and "\n" not in message
 
 

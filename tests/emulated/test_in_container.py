@@ -56,7 +56,7 @@ def test_a_container_without_acl_stops_the_rollout_before_ray(cluster, tmp_path)
     assert isinstance(report.error, NodeFactError), report.error
     message = str(report.error)
     assert message.startswith(f"node node1: container {container}: cannot import acl (ModuleNotFoundError: "
-                              "No module named 'acl'); Ray and the engine need pyACL (fix: "), message
+                              "No module named 'acl'); runbook 000 installs pyACL for Ray on Ascend (fix: "), message
     assert "\n" not in message and "Traceback" not in message
     done = {a.resource for a in report.actions}
     assert {"node0-container-check", "node1-container-check"} <= done
