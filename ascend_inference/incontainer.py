@@ -67,3 +67,13 @@ def judge_config_edit(node: str, image: str, label: str, stdout: str | None,
         raise NodeFactError(node, label, f"image {image}'s {target} has no key {keys}; nothing was changed",
                             "use a MindIE image whose config.json has the key (runbook 001's 2.0 image does): "
                             "a MindIE that lacks it does not read the setting")
+
+
+def judge_pyacl_install(node: str, container: str, nnrt_run: str, stdout: str | None) -> None:
+    """Raise when pyacl-install could not install pyACL from the nnrt .run."""
+    report = _report(node, f"container {container} pyACL install", stdout)
+    if report.get("error"):
+        raise NodeFactError(node, f"container {container}",
+                            f"cannot import acl, and installing pyACL from {nnrt_run} failed: {report['error']}",
+                            "check that container.nnrt_run is CANN's Ascend-cann-nnrt_<version>_linux-<arch>.run "
+                            "for this node's architecture, present on every node")

@@ -26,6 +26,10 @@ from ascend_inference.templating import render_template, wrap
 
 Place = Literal["host", "container"]
 
+# Where pyacl-install puts pyACL in the container (runbook 000's
+# `--install-path=<install_path>`, which it leaves to the reader).
+PYACL_INSTALL_PATH = "/usr/local/Ascend/pyACL"
+
 
 @dataclass(frozen=True)
 class Script:
@@ -56,6 +60,8 @@ class NodeScripts:
     image: Script
     container_name_free: Script
     # In the started container, before Ray or the engine (None: nothing to check or edit).
+    pyacl_install: Script | None = None
+    pyacl_remove: Script | None = None
     container_check: Script | None = None
     config_edit: Script | None = None
     config_restore: Script | None = None
@@ -153,6 +159,10 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
            image_tar=spec.container.image_tar)
     script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
     checks = engine.container_checks(ctx)
+    if checks.nnrt_run:
+        script("pyacl-install", "Install pyACL from the nnrt .run where acl does not import", "container",
+               nnrt_run=checks.nnrt_run, install_path=PYACL_INSTALL_PATH)
+        script("pyacl-remove", "Remove the pyACL this stack installed", "container", install_path=PYACL_INSTALL_PATH)
     if checks:
         script("container-check", "Check the container before anything starts in it", "container",
                acl=checks.acl, files_from_env=checks.files_from_env)

@@ -26,7 +26,7 @@ from ascend_inference.brought_table import found_ip_problems
 from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
-from ascend_inference.incontainer import judge_config_edit, judge_container_check
+from ascend_inference.incontainer import judge_config_edit, judge_container_check, judge_pyacl_install
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import rank_table_json
@@ -213,6 +213,12 @@ class Deployment(pulumi.ComponentResource):
         rendered, spec = self.rendered[i], self.loaded.spec
         scripts, node, container = rendered.scripts, spec.nodes[i].name, spec.container.name
         steps: list[ContainerStep] = []
+        nnrt_run = spec.container.nnrt_run
+        if scripts.pyacl_install is not None and scripts.pyacl_remove is not None and nnrt_run is not None:
+            steps.append(ContainerStep(
+                "pyacl-install", scripts.pyacl_install.command,
+                lambda report: judge_pyacl_install(node, container, nnrt_run, report),
+                delete=scripts.pyacl_remove.command))
         if scripts.container_check is not None:
             steps.append(ContainerStep(
                 "container-check", scripts.container_check.command,

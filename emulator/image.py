@@ -285,3 +285,33 @@ def mindie_config_variant_script(name: str, *, drop: tuple[str, ...] = (), add: 
             f"{q(json.dumps(add or {}))}; "
             f"docker cp $work/config.json $cid:{q(conf)}; docker commit $cid {q(name)} >/dev/null; "
             f"docker rm $cid >/dev/null; rm -rf $work")
+
+
+def nnrt_run_standin(version: str = "8.0.RC1") -> str:
+    """A stand-in for CANN's `Ascend-cann-nnrt_<version>_linux-<arch>.run`
+    (a makeself archive): `--noexec --extract=DIR` writes
+    `DIR/run_package/Ascend-pyACL_<version>_linux-<arch>.run`, which with
+    `--full --install-path=P` installs the `acl` stand-in as
+    `P/CANN-<version>/python/site-packages/acl` (runbook 000's layout).
+    Written to a node by a test; bash only, as the real archives need."""
+    arch = platform.machine()
+    acl = (STANDINS / "acl.py").read_text()
+    marker = "ASCEMU_ACL_EOF"
+    inner = ("#!/usr/bin/env bash\n# emulator stand-in for Ascend-pyACL's .run\nset -e\ntarget=''\n"
+             'for arg in "$@"; do case "$arg" in --install-path=*) target="${arg#--install-path=}";; '
+             '--full) ;; *) echo "unsupported option $arg" >&2; exit 2;; esac; done\n'
+             '[ -n "$target" ] || { echo "--install-path is required" >&2; exit 2; }\n'
+             f'site="$target/CANN-{version}/python/site-packages"\nmkdir -p "$site/acl"\n'
+             f"cat > \"$site/acl/__init__.py\" <<'{marker}'\n{acl}{marker}\n"
+             'echo "pyACL installed to $site"\n')
+    inner_marker = "ASCEMU_PYACL_RUN_EOF"
+    return ("#!/usr/bin/env bash\n# emulator stand-in for CANN's Ascend-cann-nnrt .run (makeself)\nset -e\n"
+            "dir=''; noexec=''\n"
+            'for arg in "$@"; do case "$arg" in --noexec) noexec=1;; --extract=*) dir="${arg#--extract=}";; '
+            '*) echo "unsupported option $arg" >&2; exit 2;; esac; done\n'
+            '[ -n "$noexec" ] && [ -n "$dir" ] || { echo "the stand-in supports --noexec --extract=DIR only" >&2; '
+            'exit 2; }\n'
+            'mkdir -p "$dir/run_package"\n'
+            f"cat > \"$dir/run_package/Ascend-pyACL_{version}_linux-{arch}.run\" <<'{inner_marker}'\n"
+            f"{inner}{inner_marker}\n"
+            f'chmod +x "$dir/run_package/Ascend-pyACL_{version}_linux-{arch}.run"\n')

@@ -18,7 +18,7 @@ import pytest
 from ascend_inference import config_edit
 from ascend_inference.config_edit import apply_edits, edit_in_place, missing_paths, parse_path
 from ascend_inference.errors import NodeFactError
-from ascend_inference.incontainer import judge_config_edit, judge_container_check
+from ascend_inference.incontainer import judge_config_edit, judge_container_check, judge_pyacl_install
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
 from ascend_inference.templating import render_template
@@ -245,3 +245,36 @@ def test_which_stacks_check_what(stack, checks):
     assert script is not None and script.place == "container"
     words = "1" if checks["acl"] else "0"
     assert f"python3 - {' '.join([words, *checks['files_from_env']])} <<" in script.text
+
+
+# --- pyACL from the nnrt .run (container.nnrt_run) ---------------------------
+
+NNRT = "/data/packages/Ascend-cann-nnrt_8.0.RC1_linux-aarch64.run"
+
+
+def test_nnrt_run_adds_the_install_step_and_its_mount():
+    from ascend_inference.render import PYACL_INSTALL_PATH
+    from ascendctl.preview.config import apply_change
+    from ascendctl.preview.stack import loaded_with_config
+
+    base = load_stack("tp16-mindie")
+    ld = loaded_with_config(base, apply_change(base.raw_config, f"container.nnrt_run={NNRT}", base.file))
+    node = render_node(ld, 0)
+    install, remove, check = node.scripts.pyacl_install, node.scripts.pyacl_remove, node.scripts.container_check
+    assert install is not None and remove is not None and check is not None
+    assert install.place == remove.place == check.place == "container"
+    assert f"run={NNRT}" in install.text and f"install_path={PYACL_INSTALL_PATH}" in install.text
+    # nnrt_run turns the acl check on for an engine that does not check by default.
+    assert "python3 - 1 <<" in check.text
+    assert f"{NNRT}:{NNRT}:ro" in node.container.docker_run_line()
+
+
+def test_a_failed_pyacl_install_is_one_line():
+    report = json.dumps({"installed": "no", "error": f"{NNRT} holds no run_package/Ascend-pyACL_*.run"})
+    with pytest.raises(NodeFactError) as caught:
+        judge_pyacl_install("node1", "vllm-ds", NNRT, report + "\n")
+    message = str(caught.value)
+    assert message.startswith(f"node node1: container vllm-ds: cannot import acl, and installing pyACL from {NNRT} "
+                              f"failed: {NNRT} holds no run_package/Ascend-pyACL_*.run (fix: ")
+    assert "\n" not in message
+    judge_pyacl_install("node1", "vllm-ds", NNRT, json.dumps({"installed": "no", "reason": "acl imports already"}))

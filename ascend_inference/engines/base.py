@@ -243,6 +243,8 @@ class ContainerChecks:
 
     acl: bool = False
     files_from_env: tuple[str, ...] = ()
+    # container.nnrt_run: install pyACL from it first when `import acl` fails.
+    nnrt_run: str | None = None
 
     def __bool__(self) -> bool:
         return self.acl or bool(self.files_from_env)
@@ -337,7 +339,7 @@ class EnginePlugin:
         """What the container-check step verifies in the started container:
         by default `import acl` where `container.check_acl` asks for it
         (unset: when the cluster forms over Ray, as runbook 000 says)."""
-        return ContainerChecks(acl=acl_check_wanted(ctx.spec))
+        return ContainerChecks(acl=acl_check_wanted(ctx.spec), nnrt_run=ctx.spec.container.nnrt_run)
 
     def config_edit(self, ctx: NodeContext) -> ConfigEdit | None:
         """The image's config file this engine edits in place, if any."""
@@ -382,10 +384,13 @@ class EnginePlugin:
 
 
 def acl_check_wanted(spec: ClusterSpec) -> bool:
-    """`container.check_acl`, or when unset: does the engine form its cluster
-    over Ray (runbook 000: "on Ascend, Ray needs the pyACL package")."""
+    """`container.check_acl`, or when unset: is pyACL installed from
+    `container.nnrt_run`, or does the engine form its cluster over Ray
+    (runbook 000: "on Ascend, Ray needs the pyACL package")."""
     wanted = spec.container.check_acl
-    return spec.engine_plugin.uses_ray if wanted is None else wanted
+    if wanted is None:
+        return spec.container.nnrt_run is not None or spec.engine_plugin.uses_ray
+    return wanted
 
 
 def apply_env_overrides(variables: list[tuple[str, str]],
@@ -410,9 +415,11 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mou
     carries what differs per engine (command, entrypoint, ...)."""
     spec = ctx.spec
     c = spec.container
+    # The nnrt `.run` pyACL is installed from, inside the container (read-only).
+    nnrt = [Mount(c.nnrt_run, c.nnrt_run, read_only=True)] if c.nnrt_run else []
     mounts = merge_mounts(
         standard_mounts(standard),
-        [Mount(spec.model.path, spec.model.path), *extra],
+        [Mount(spec.model.path, spec.model.path), *extra, *nnrt],
         ctx.stack_dir_mounts() if stack_dir else [],
         standard_mounts(c.mounts),
     )

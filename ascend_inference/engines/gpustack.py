@@ -95,11 +95,12 @@ class Gpustack(EnginePlugin):
         if not 0 < s.npu_memory_fraction <= 1:
             problems.append(Problem(file, "ascend-inference:engine.npu_memory_fraction",
                                     f"{s.npu_memory_fraction} is not in (0, 1]", "use 0.95 (runbook 002)"))
-        if spec.container.check_acl:
-            problems.append(Problem(
-                file, "ascend-inference:container.check_acl",
-                "GPUStack's containers run no steps of this program, so nothing checks `import acl` in them",
-                "remove container.check_acl (GPUStack's image brings its own Ascend runtime)"))
+        for key in ("check_acl", "nnrt_run"):
+            if getattr(spec.container, key):
+                problems.append(Problem(
+                    file, f"ascend-inference:container.{key}",
+                    "GPUStack's containers run no steps of this program, so nothing checks or installs pyACL in them",
+                    f"remove container.{key} (GPUStack's image brings its own Ascend runtime)"))
         return problems
 
     def memory_fraction(self, spec: ClusterSpec) -> float:

@@ -180,7 +180,8 @@ class VllmMindspore(EnginePlugin):
         # that it is there, and the engine only finds out at start.
         s = settings_of(ctx.spec, VllmMindsporeSettings)
         files = ("MINDFORMERS_MODEL_CONFIG",) if s.model_backend == "MindFormers" else ()
-        return ContainerChecks(acl=acl_check_wanted(ctx.spec), files_from_env=files)
+        return ContainerChecks(acl=acl_check_wanted(ctx.spec), files_from_env=files,
+                               nnrt_run=ctx.spec.container.nnrt_run)
 
     def yaml_on_host(self, ctx: NodeContext) -> str:
         config = settings_of(ctx.spec, VllmMindsporeSettings).mindformers_model_config

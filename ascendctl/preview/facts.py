@@ -87,6 +87,8 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
             node = name[: -len("-weights")]
             return {"stdout": json.dumps({"node": node, "path": loaded.spec.model.path, "files": 163,
                                           "bytes": 0, "fingerprint": "0" * 64}) + "\n", "stderr": ""}
+        if name.endswith("-pyacl-install"):
+            return {"stdout": json.dumps({"installed": "no", "reason": "acl imports already"}) + "\n", "stderr": ""}
         if name.endswith("-container-check"):
             return {"stdout": json.dumps({"python3": True, "acl": "ok", "files": {}}) + "\n", "stderr": ""}
         if name.endswith("-config-edit"):

@@ -63,6 +63,41 @@ def test_a_container_without_acl_stops_the_rollout_before_ray(cluster, tmp_path)
     assert not done & LATER, done
 
 
+def test_pyacl_from_the_nnrt_run_makes_a_container_without_acl_serve(cluster, tmp_path):
+    """container.nnrt_run: node1's container has no acl; pyACL is installed
+    there from the nnrt .run (runbook 000's commands), node0's image has it
+    and is left alone; the rollout serves, and a second `up` does nothing."""
+    import base64
+    import platform
+
+    nnrt = f"/data/packages/Ascend-cann-nnrt_8.0.RC1_linux-{platform.machine()}.run"
+    packed = base64.b64encode(imagelib.nnrt_run_standin().encode()).decode()
+    for node in cluster.nodes:
+        node_ssh(cluster, node.name, f"mkdir -p /data/packages && echo {packed} | base64 -d > {nnrt}")
+    cluster.set_fault("node1", acl_missing=True)
+    rollout = StackRollout(cluster, VLLM, tmp_path / "state.json", log=lambda m: None)
+    container = rollout.base.spec.container.name
+    change = [f"container.nnrt_run={nnrt}"]
+    try:
+        report = rollout.up(change)
+        assert report.error is None, report.error
+        assert {"node0-pyacl-install", "node1-pyacl-install", "smoke-test-request"} <= set(report.did("create"))
+        outputs = {k.split("::")[-1]: v["outputs"]["stdout"] for k, v in rollout.executor.state["resources"].items()
+                   if k.endswith("-pyacl-install")}
+        assert json.loads(outputs["node0-pyacl-install"]) == {"installed": "no", "reason": "acl imports already"}
+        installed = json.loads(outputs["node1-pyacl-install"])
+        assert installed["installed"] == "yes"
+        assert installed["site"] == "/usr/local/Ascend/pyACL/CANN-8.0.RC1/python/site-packages"
+        where = in_container(cluster, "node1", container, "python3 -c \"import acl; print(acl.__file__)\"")
+        assert where.strip() == f"{installed['site']}/acl/__init__.py"
+        again = rollout.up(change)
+        assert again.error is None, again.error
+        assert {a.resource for a in again.actions if a.kind not in ("same", "update")} == set()
+    finally:
+        rollout.destroy()
+        cluster.clear_faults("node1")
+
+
 def test_a_missing_mindformers_yaml_stops_the_rollout_before_ray(cluster, tmp_path):
     rollout = StackRollout(cluster, VLLM, tmp_path / "state.json", log=lambda m: None)
     try:
