@@ -13,10 +13,9 @@ from typing import Any
 from ascend_inference.errors import NodeFactError
 
 # Runbook 000 ("安装 pyACL"): where pyACL comes from when the image lacks it.
-PYACL_FIX = ("use an image that has pyACL, or install it in the image as runbook 000 does: "
-             "`./Ascend-cann-nnrt_<version>_linux-<arch>.run --noexec --extract=./`, "
-             "`./run_package/Ascend-pyACL_<version>_linux-<arch>.run --full --install-path=<dir>`, and "
-             "PYTHONPATH=<dir>/CANN-<version>/python/site-packages/ in engine.env")
+PYACL_FIX = ("set container.nnrt_run to CANN's Ascend-cann-nnrt_<version>_linux-<arch>.run on every node "
+             "(pyACL is then installed from it in the container, as runbook 000 does), "
+             "or use an image that has pyACL")
 
 
 def _report(node: str, step: str, stdout: str | None) -> dict[str, Any]:
@@ -40,7 +39,8 @@ def judge_container_check(node: str, container: str, stdout: str | None) -> None
                             "use the engine's own image (container.image)")
     acl = report.get("acl")
     if acl not in (None, "ok"):
-        raise NodeFactError(node, fact, f"cannot import acl ({acl}); runbook 000 installs pyACL for Ray on Ascend", PYACL_FIX)
+        raise NodeFactError(node, fact, f"cannot import acl ({acl}); runbook 000 installs pyACL for Ray on Ascend",
+                            PYACL_FIX)
     for name, found in sorted((report.get("files") or {}).items()):
         path = found.get("path") or ""
         if not path:

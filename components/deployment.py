@@ -136,7 +136,7 @@ class Deployment(pulumi.ComponentResource):
         # until every node's in-container steps have been judged good: a
         # container without acl on node1 stops the rollout before node0's
         # Ray head. A constant once they pass, so it redoes nothing.
-        checked = [pulumi.Output.all(*[c.container_id for c in self.containers]).apply(
+        checked: list[pulumi.Input] = [pulumi.Output.all(*[c.container_id for c in self.containers]).apply(
             lambda _: "every container checked")] if any(c.steps for c in self.containers) else []
         started_by += checked
         self.ray = None

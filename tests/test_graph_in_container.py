@@ -18,8 +18,8 @@ from ascend_inference.errors import NodeFactError
 from ascend_inference.spec import NAMESPACE
 from ascend_inference.stackfile import LoadedStack, load_stack
 from ascendctl.preview import stack as preview_stack
-from ascendctl.preview.stack import loaded_with_config, preview_stack as preview_text
-from ascendctl.preview.stack import record_stack
+from ascendctl.preview.stack import loaded_with_config, record_stack
+from ascendctl.preview.stack import preview_stack as preview_text
 
 pytestmark = pytest.mark.graph
 

@@ -204,7 +204,7 @@ def test_container_without_acl_is_one_line(tmp_path):
     message = str(caught.value)
     assert message.startswith("node node1: container vllm-ds: cannot import acl (ModuleNotFoundError: No module "
                               "named 'acl'); runbook 000 installs pyACL for Ray on Ascend (fix: ")
-    assert "Ascend-cann-nnrt" in message and "\n" not in message
+    assert "container.nnrt_run" in message and "Ascend-cann-nnrt" in message and "\n" not in message
 
 
 def test_a_missing_mindformers_yaml_is_one_line(tmp_path):

@@ -14,6 +14,7 @@ import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
+from ascend_inference.config_edit import apply_edits
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
     ClusterStyle,
@@ -30,7 +31,6 @@ from ascend_inference.engines.base import (
     runbook_container,
     settings_of,
 )
-from ascend_inference.config_edit import apply_edits
 from ascend_inference.errors import Problem
 from ascend_inference.ranktable import RankTableOptions
 
