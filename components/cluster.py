@@ -206,15 +206,15 @@ class HostFile:
 @dataclass(frozen=True)
 class ContainerStep:
     """A step run inside the started container before Ray or the engine
-    starts there (container-check, config-edit). It prints one JSON line;
+    starts there (pyacl-install, container-check, config-edit). It prints one JSON line;
     `judge` raises NodeFactError on it, which stops the rollout there."""
 
     role: str
     create: str
     judge: Callable[[str], None]
     delete: str | None = None
-    # Digests of what the step reads besides its script (the edit list file):
-    # a change redoes the step.
+    # What the step reads besides its script (MindIE's edits, one line each),
+    # as triggers: a change redoes the step.
     reads: tuple[str, ...] = ()
 
 

@@ -208,8 +208,9 @@ class Deployment(pulumi.ComponentResource):
             ssh_opts=ssh_opts, after=after, secret_env=self.engine_secrets, steps=self._container_steps(i), **extra)
 
     def _container_steps(self, i: int) -> list[ContainerStep]:
-        """Node i's in-container steps: the container check, then the engine's
-        config edit (MindIE's config.json), as rendered."""
+        """Node i's in-container steps, as rendered: pyACL from the nnrt .run
+        (container.nnrt_run), the container check, then the engine's config
+        edit (MindIE's config.json)."""
         rendered, spec = self.rendered[i], self.loaded.spec
         scripts, node, container = rendered.scripts, spec.nodes[i].name, spec.container.name
         steps: list[ContainerStep] = []
