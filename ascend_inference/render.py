@@ -7,6 +7,7 @@ Pure: no Pulumi import.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from ascend_inference import config_edit
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
 from ascend_inference.errors import Problem
@@ -24,6 +26,10 @@ from ascend_inference.ranktable import DISCOVERED, SPOD_DISCOVERED, rank_table_f
 from ascend_inference.templating import render_template, wrap
 
 Place = Literal["host", "container"]
+
+# Where pyacl-install puts pyACL in the container (runbook 000's
+# `--install-path=<install_path>`, which it leaves to the reader).
+PYACL_INSTALL_PATH = "/usr/local/Ascend/pyACL"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,12 @@ class NodeScripts:
     image_check: Script | None = None
     container_name_free: Script
     mount_sources: Script | None = None
+    # In the started container, before Ray or the engine (None: nothing to check or edit).
+    pyacl_install: Script | None = None
+    pyacl_remove: Script | None = None
+    container_check: Script | None = None
+    config_edit: Script | None = None
+    config_restore: Script | None = None
     ray_start: Script | None = None
     ray_stop: Script | None = None
     ray_verify: Script | None = None
@@ -191,6 +203,20 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     script("container-name-free", "Check that the container name is free", container_name=spec.container.name)
     script("mount-sources", "Check that every bind-mount source exists on the host",
            sources=mount_sources(container, ctx.remote_dir))
+    checks = engine.container_checks(ctx)
+    if checks.nnrt_run:
+        script("pyacl-install", "Install pyACL from the nnrt .run where acl does not import", "container",
+               nnrt_run=checks.nnrt_run, install_path=PYACL_INSTALL_PATH)
+        script("pyacl-remove", "Remove the pyACL this stack installed", "container", install_path=PYACL_INSTALL_PATH)
+    if checks:
+        script("container-check", "Check the container before anything starts in it", "container",
+               acl=checks.acl, files_from_env=checks.files_from_env)
+    edit = engine.config_edit(ctx)
+    if edit is not None:
+        script("config-edit", f"Edit the image's {edit.label} in place", "container", label=edit.label,
+               target=edit.target, edits_file=edit.edits_file, source=config_edit_source())
+        script("config-restore", f"Put the image's own {edit.label} back", "container", label=edit.label,
+               target=edit.target)
     if engine.uses_ray:
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
@@ -250,6 +276,12 @@ def host_step_undo(loaded: LoadedStack, index: int, what: str) -> str:
     """The delete of a host provisioning step: it keeps what it installed."""
     return render_template("host-step-kept.sh.j2", purpose=f"Keep {what}", stack=loaded.name,
                            node=loaded.spec.nodes[index], what=what)
+
+
+def config_edit_source() -> str:
+    """The source of `ascend_inference.config_edit`, which config-edit.sh
+    runs with the container's python3 (the module imports only the stdlib)."""
+    return inspect.getsource(config_edit)
 
 
 def render_peer_ping(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]]) -> Script:

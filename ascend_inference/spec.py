@@ -263,8 +263,16 @@ class Container(StrictModel):
     image_url: Annotated[str, Field(pattern=r"^https?://[^\s'\"]+$")] | None = None
     # sha256 of the tar: checked before `docker load` (a partial or corrupt copy).
     image_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    # `import acl` (pyACL) must work in the started container, with the env
+    # file sourced, before Ray or the engine starts; unset: when the engine
+    # forms its cluster over Ray (runbook 000 installs pyACL for Ray).
+    check_acl: bool | None = None
+    # CANN's nnrt `.run` on every node (runbook 000: Ascend-cann-nnrt_8.0.RC1_linux-aarch64.run):
+    # when `import acl` fails in the container, pyACL is installed from it there.
+    nnrt_run: str | None = None
 
     _check_tar = field_validator("image_tar")(lambda v: v if v is None else _absolute_path(v))
+    _check_nnrt = field_validator("nnrt_run")(lambda v: v if v is None else _absolute_path(v))
 
 
 class Parallel(StrictModel):
@@ -382,6 +390,10 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
                 first[value] = index
 
     problems += spec.engine.problems(file)
+    if spec.container.nnrt_run and spec.container.check_acl is False:
+        problems.append(Problem(file, f"{NAMESPACE}:container.check_acl",
+                                "is false, but container.nnrt_run installs pyACL for `import acl` to work",
+                                "remove check_acl (nnrt_run turns the check on), or remove nnrt_run"))
     problems += _port_collisions(spec, file)
     problems += _image_tar_problems(spec.container, file)
     problems += _network_for_profile(spec, file)

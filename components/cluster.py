@@ -289,6 +289,21 @@ class HostFile:
 
 
 @dataclass(frozen=True)
+class ContainerStep:
+    """A step run inside the started container before Ray or the engine
+    starts there (pyacl-install, container-check, config-edit). It prints one JSON line;
+    `judge` raises NodeFactError on it, which stops the rollout there."""
+
+    role: str
+    create: str
+    judge: Callable[[str], None]
+    delete: str | None = None
+    # What the step reads besides its script (MindIE's edits, one line each),
+    # as triggers: a change redoes the step.
+    reads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class InferenceContainerArgs:
     stack: str
     node: AscendNode
@@ -315,6 +330,8 @@ class InferenceContainerArgs:
     prepared: PreparedImage | None = None
     # Checks that every bind-mount source exists on the host, before `docker run`.
     mount_check_script: str | None = None
+    # In the started container, in order, before anything else runs there.
+    steps: list[ContainerStep] = field(default_factory=list)
 
 
 class InferenceContainer(pulumi.ComponentResource):
@@ -400,5 +417,27 @@ class InferenceContainer(pulumi.ComponentResource):
                 # The name and host ports are fixed: the old container must go first.
                 delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create="20m")))
-        self.container_id = self.container.id
+        # The in-container steps, one after another. What runs in the
+        # container later (Ray, serving, GPUStack's readers) takes
+        # `container_id`, which passes only once every step's report is
+        # judged good: a bad container stops the rollout here, before them.
+        self.steps: list[remote.Command] = []
+        for step in args.steps:
+            self.steps.append(remote_step(
+                f"{name}-{step.role}", connection=node.connection, create=step.create, delete=step.delete,
+                parent=self, triggers=[self.container.id, *step.reads], depends_on=self.steps[-1:],
+                timeout="10m"))
+        if self.steps:
+            judges = [step.judge for step in args.steps]
+
+            def judged(values: list) -> str:
+                container_id, *reports = values
+                for judge, report in zip(judges, reports, strict=True):
+                    judge(report)
+                return container_id
+
+            self.container_id = pulumi.Output.all(self.container.id, *[c.stdout for c in self.steps]).apply(
+                clearly(judged))
+        else:
+            self.container_id = self.container.id
         self.register_outputs({"container_id": self.container_id, "env_digest": self.env_digest})

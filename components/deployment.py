@@ -30,6 +30,7 @@ from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
 from ascend_inference.facts import NetworkPolicies
 from ascend_inference.images import ImageExpectations
+from ascend_inference.incontainer import judge_config_edit, judge_container_check, judge_pyacl_install
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
 from ascend_inference.ranktable import rank_table_json
@@ -45,6 +46,7 @@ from ascend_inference.render import (
 )
 from ascend_inference.templating import render_template
 from components.cluster import (
+    ContainerStep,
     HostFile,
     InferenceContainer,
     InferenceContainerArgs,
@@ -172,13 +174,20 @@ class Deployment(pulumi.ComponentResource):
         self.containers = [InferenceContainer(n.node.name, container_args(i), child)
                            for i, n in enumerate(self.nodes)]
         serve_after: list[pulumi.Resource] = []
+        # Nothing starts in any container (Ray's head, MindIE's daemons)
+        # until every node's in-container steps have been judged good: a
+        # container without acl on node1 stops the rollout before node0's
+        # Ray head. A constant once they pass, so it redoes nothing.
+        checked: list[pulumi.Input] = [pulumi.Output.all(*[c.container_id for c in self.containers]).apply(
+            lambda _: "every container checked")] if any(c.steps for c in self.containers) else []
+        started_by += checked
         self.ray = None
         if engine.uses_ray:
             self.ray = RayCluster("ray", RayClusterArgs(
                 nodes=self.nodes, containers=self.containers,
                 start_scripts=[self._command(r.scripts.ray_start) for r in self.rendered],
                 stop_scripts=[self._command(r.scripts.ray_stop) for r in self.rendered],
-                verify_script=self._command(self.rendered[0].scripts.ray_verify)), child)
+                verify_script=self._command(self.rendered[0].scripts.ray_verify), checked=checked), child)
             started_by.append(self.ray.verify.id)
         elif self.rank_table is not None:
             serve_after += self.rank_table.copies
@@ -244,7 +253,7 @@ class Deployment(pulumi.ComponentResource):
             name_check_script=rendered.scripts.container_name_free.command,
             mount_check_script=self._command(rendered.scripts.mount_sources),
             docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(), after=after, extra_labels=labels,
-            secret_env=self.engine_secrets, **extra)
+            secret_env=self.engine_secrets, steps=self._container_steps(i), **extra)
 
     def _docker_host(self, i: int) -> str:
         spec = self.loaded.spec
@@ -256,6 +265,34 @@ class Deployment(pulumi.ComponentResource):
         if self.loaded.spec.ssh.jump_host:
             ssh_opts += ["-J", self.loaded.spec.ssh.jump_host]
         return ssh_opts
+
+    def _container_steps(self, i: int) -> list[ContainerStep]:
+        """Node i's in-container steps, as rendered: pyACL from the nnrt .run
+        (container.nnrt_run), the container check, then the engine's config
+        edit (MindIE's config.json)."""
+        rendered, spec = self.rendered[i], self.loaded.spec
+        scripts, node, container = rendered.scripts, spec.nodes[i].name, spec.container.name
+        steps: list[ContainerStep] = []
+        nnrt_run = spec.container.nnrt_run
+        if scripts.pyacl_install is not None and scripts.pyacl_remove is not None and nnrt_run is not None:
+            steps.append(ContainerStep(
+                "pyacl-install", scripts.pyacl_install.command,
+                lambda report: judge_pyacl_install(node, container, nnrt_run, report),
+                delete=scripts.pyacl_remove.command))
+        if scripts.container_check is not None:
+            steps.append(ContainerStep(
+                "container-check", scripts.container_check.command,
+                lambda report: judge_container_check(node, container, report)))
+        edit = spec.engine_plugin.config_edit(rendered.ctx)
+        if edit is not None and scripts.config_edit is not None and scripts.config_restore is not None:
+            set_by = dict(edit.set_by)
+            steps.append(ContainerStep(
+                "config-edit", scripts.config_edit.command,
+                lambda report: judge_config_edit(node, spec.container.image, edit.label, report, set_by),
+                # The edits themselves (one trigger each), so a preview and a
+                # diff show which key the step sets to what.
+                delete=scripts.config_restore.command, reads=edit.edit_lines()))
+        return steps
 
     def _gpustack(self, container_args, child: pulumi.ResourceOptions) -> None:
         loaded = self.loaded

@@ -7,7 +7,7 @@ dependency's whole upstream graph, so each repeat costs time that grows with
 the cluster."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_command import remote
@@ -27,6 +27,9 @@ class RayClusterArgs:
     stop_scripts: list[str]
     # On the master, inside its container.
     verify_script: str
+    # Values the head waits for besides its own container: every node's
+    # in-container checks (a constant once they pass, so nothing is redone).
+    checked: list[pulumi.Input] = field(default_factory=list)
 
 
 class RayCluster(pulumi.ComponentResource):
@@ -44,7 +47,7 @@ class RayCluster(pulumi.ComponentResource):
         self.head = remote_step(
             f"{nodes[0].node.name}-ray-head", connection=nodes[0].connection, parent=self,
             create=args.start_scripts[0], delete=args.stop_scripts[0],
-            triggers=[cluster_env, containers[0].container_id], timeout="10m")
+            triggers=[cluster_env, containers[0].container_id, *args.checked], timeout="10m")
         self.workers = [
             remote_step(
                 f"{nodes[i].node.name}-ray-worker", connection=nodes[i].connection, parent=self,

@@ -82,6 +82,7 @@ FAULT_KEYS: dict[str, tuple[str, str]] = {
     "engine_ready_delay": ("number", "stand-in engine: seconds before it listens/reports ready"),
     "engine_crash_after": ("number", "stand-in engine: exit with status 1 after this many seconds"),
     "docker": ("docker", "'missing' (no docker command on the node) or 'stopped' (its daemon does not answer)"),
+    "acl_missing": ("bool", "containers on this node cannot `import acl` (an image without pyACL)"),
 }
 
 # Where a node finds the docker command (the host's, through the overlay's lower layer).

@@ -51,6 +51,9 @@ ENGINE_VERSIONS = {"vllm_mindspore": "0.3.0", "lmdeploy": "0.7.2", "gpustack": "
 # host's /usr subdirectories are mounted over the rest of /usr).
 SITE_PACKAGES = "/usr/local/lib/python3.11/dist-packages"
 BUILT = 1767225600  # 2026-01-01T00:00:00Z
+MINDFORMERS_YAML = "/workspace/mindformers/research/deepseek3/deepseek_r1_671b/predict_deepseek_r1_671b_w8a8.yaml"
+# CANN's python/site-packages (pyACL's acl.so lives there), through the toolkit's `latest` link.
+ACL_SITE_PACKAGES = "/usr/local/Ascend/ascend-toolkit/latest/python/site-packages"
 
 # Copied from the host at build time (symlinks stay symlinks). /etc/alternatives
 # is copied rather than mounted: its links point into /usr, which is mounted.
@@ -121,8 +124,10 @@ def privileged_substitute() -> dict:
 
 def image_env() -> dict[str, str]:
     bins = [f"{p}/bin" for p in reversed(python_prefixes())]
+    # PYTHONPATH: a CANN image's ENV puts pyACL on the path (so does its
+    # set_env.sh); runbook 003's env file sources no set_env.sh at all.
     return {"PATH": ":".join(bins + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
-            "LANG": "C.UTF-8"}
+            "PYTHONPATH": ACL_SITE_PACKAGES, "LANG": "C.UTF-8"}
 
 
 # --------------------------------------------------------------------------
@@ -190,7 +195,9 @@ def set_env_scripts() -> dict[str, str]:
             f"export ASCEND_HOME_PATH={toolkit}\nexport ASCEND_OPP_PATH={toolkit}/opp\n"
             f"export ASCEND_AICPU_PATH={toolkit}\n"
             f"export LD_LIBRARY_PATH={toolkit}/lib64:/usr/local/Ascend/driver/lib64/driver:"
-            "/usr/local/Ascend/driver/lib64/common:${LD_LIBRARY_PATH}\n",
+            "/usr/local/Ascend/driver/lib64/common:${LD_LIBRARY_PATH}\n"
+            # As CANN's: pyACL (acl) comes from here.
+            f"export PYTHONPATH={ACL_SITE_PACKAGES}:${{PYTHONPATH:-}}\n",
         "/usr/local/Ascend/nnal/atb/set_env.sh":
             "# emulator stand-in\nexport ATB_HOME_PATH=/usr/local/Ascend/nnal/atb/latest/atb\n",
         "/usr/local/Ascend/atb-models/set_env.sh":
@@ -282,6 +289,14 @@ def build_rootfs(out: Path, variant: Variant = Variant()) -> Path:
         t.file(f"{MINDIE_SERVICE}/conf/config.json", (STANDINS / "mindie_config.json").read_bytes(), 0o640)
         for path, text in set_env_scripts().items():
             t.file(path, text)
+        # A MindFormers checkout's predict yaml (runbook 000's MINDFORMERS_MODEL_CONFIG;
+        # emulator/rollout.py points the stacks that read it from the image here).
+        t.file(MINDFORMERS_YAML, "# emulator stand-in for MindFormers' research/deepseek3 predict yaml\n"
+               "run_mode: 'predict'\nuse_parallel: True\n")
+        # pyACL where CANN installs it (acl.so there; a package here).
+        # (Written under the version directory: `latest` is a symlink entry.)
+        t.file(f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/python/site-packages/acl/__init__.py",
+               (STANDINS / "acl.py").read_bytes())
         t.symlink("/usr/local/Ascend/ascend-toolkit/latest", CANN_VERSION)
         for d in ("opp", "lib64"):
             t.dir(f"/usr/local/Ascend/ascend-toolkit/{CANN_VERSION}/{d}")
@@ -326,3 +341,69 @@ def image_id(archive: Path) -> str:
     with tarfile.open(archive) as t:
         manifest = json.loads(t.extractfile("manifest.json").read())  # type: ignore[union-attr]
     return "sha256:" + manifest[0]["Config"].removesuffix(".json")
+
+
+def mindie_config_variant_script(name: str, *, drop: tuple[str, ...] = (), add: dict | None = None,
+                                  base: str = IMAGE) -> str:
+    """Shell to run on a node: tag `name` as a copy of the runtime image whose
+    MindIE conf/config.json lacks the `drop` keys and has the `add` ones
+    (dotted paths, e.g. `BackendConfig.ScheduleConfig.maxIterTimes`), as
+    another MindIE version's file would. No registry and no Python in the
+    image: the file is edited on the node and copied into a created (never
+    started) container, which is committed."""
+    import shlex
+
+    conf = f"{MINDIE_SERVICE}/conf/config.json"
+    edit = ("import json, sys\n"
+            "path, drops, adds = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])\n"
+            "config = json.load(open(path))\n"
+            "def parent(dotted):\n"
+            "    *keys, last = dotted.split('.')\n"
+            "    node = config\n"
+            "    for key in keys:\n"
+            "        node = node[key]\n"
+            "    return node, last\n"
+            "for dotted in drops:\n"
+            "    node, last = parent(dotted)\n"
+            "    del node[last]\n"
+            "for dotted, value in adds.items():\n"
+            "    node, last = parent(dotted)\n"
+            "    node[last] = value\n"
+            "json.dump(config, open(path, 'w'), indent=4)\n")
+    q = shlex.quote
+    return (f"set -e; work=$(mktemp -d); cid=$(docker create {q(base)} true); "
+            f"docker cp $cid:{q(conf)} $work/config.json; "
+            f"{q(python_path())} -c {q(edit)} $work/config.json {q(json.dumps(list(drop)))} "
+            f"{q(json.dumps(add or {}))}; "
+            f"docker cp $work/config.json $cid:{q(conf)}; docker commit $cid {q(name)} >/dev/null; "
+            f"docker rm $cid >/dev/null; rm -rf $work")
+
+
+def nnrt_run_standin(version: str = "8.0.RC1") -> str:
+    """A stand-in for CANN's `Ascend-cann-nnrt_<version>_linux-<arch>.run`
+    (a makeself archive): `--noexec --extract=DIR` writes
+    `DIR/run_package/Ascend-pyACL_<version>_linux-<arch>.run`, which with
+    `--full --install-path=P` installs the `acl` stand-in as
+    `P/CANN-<version>/python/site-packages/acl` (runbook 000's layout).
+    Written to a node by a test; bash only, as the real archives need."""
+    arch = platform.machine()
+    acl = (STANDINS / "acl.py").read_text()
+    marker = "ASCEMU_ACL_EOF"
+    inner = ("#!/usr/bin/env bash\n# emulator stand-in for Ascend-pyACL's .run\nset -e\ntarget=''\n"
+             'for arg in "$@"; do case "$arg" in --install-path=*) target="${arg#--install-path=}";; '
+             '--full) ;; *) echo "unsupported option $arg" >&2; exit 2;; esac; done\n'
+             '[ -n "$target" ] || { echo "--install-path is required" >&2; exit 2; }\n'
+             f'site="$target/CANN-{version}/python/site-packages"\nmkdir -p "$site/acl"\n'
+             f"cat > \"$site/acl/__init__.py\" <<'{marker}'\n{acl}{marker}\n"
+             'echo "pyACL installed to $site"\n')
+    inner_marker = "ASCEMU_PYACL_RUN_EOF"
+    return ("#!/usr/bin/env bash\n# emulator stand-in for CANN's Ascend-cann-nnrt .run (makeself)\nset -e\n"
+            "dir=''; noexec=''\n"
+            'for arg in "$@"; do case "$arg" in --noexec) noexec=1;; --extract=*) dir="${arg#--extract=}";; '
+            '*) echo "unsupported option $arg" >&2; exit 2;; esac; done\n'
+            '[ -n "$noexec" ] && [ -n "$dir" ] || { echo "the stand-in supports --noexec --extract=DIR only" >&2; '
+            'exit 2; }\n'
+            'mkdir -p "$dir/run_package"\n'
+            f"cat > \"$dir/run_package/Ascend-pyACL_{version}_linux-{arch}.run\" <<'{inner_marker}'\n"
+            f"{inner}{inner_marker}\n"
+            f'chmod +x "$dir/run_package/Ascend-pyACL_{version}_linux-{arch}.run"\n')

@@ -9,7 +9,8 @@
 
 The stack keeps every setting of its runbook; only what names the machines
 changes: node hosts, hostnames and device IPs come from the cluster, the model
-path is the cluster's fixture, the SSH key is the cluster's (as a secret).
+path is the cluster's fixture, a MindFormers yaml read from the image is the
+one the emulator's image ships, the SSH key is the cluster's (as a secret).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ascendctl.preview.config import apply_change
 from ascendctl.preview.stack import config_for, loaded_with_config
 from ascendctl.preview.values import Secret
 from emulator.executor import Executor, Report
+from emulator.image import MINDFORMERS_YAML
 
 MODEL_FIXTURE = "/data/models/deepseek-r1"
 
@@ -40,6 +42,13 @@ def emulated_config(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIX
     model = dict(config[f"{NAMESPACE}:model"])
     model["path"] = model_path
     config[f"{NAMESPACE}:model"] = model
+    engine = loaded.spec.engine
+    if getattr(engine, "mindformers_model_config", None) and not getattr(engine, "write_mindformers_yaml", True):
+        # Runbook 000's yaml path is a placeholder for a MindFormers checkout,
+        # as its model path is: point it at the predict yaml the emulator's
+        # image ships (container-check refuses a path that is not there).
+        config[f"{NAMESPACE}:engine"] = {**config[f"{NAMESPACE}:engine"],
+                                         "mindformers_model_config": MINDFORMERS_YAML}
     return config
 
 

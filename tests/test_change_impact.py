@@ -7,8 +7,8 @@ dependency graph after the change (recorded here too), so the expectation
 follows from the stack and the graph rather than from a printout:
 
 * serve flag: only the serving process, its readiness wait and the smoke
-  test (plus MindIE's config.json, which is where MindIE takes the flag from)
-  and all of them are redone;
+  test (plus MindIE's config.json edit list and its in-place edit, which is
+  where MindIE takes the flag from) and all of them are redone;
 * env var: the env files, then containers, Ray, serving, smoke; nothing
   before (no preflight, weights, peer ping, gate, rank table, image);
 * image: images and containers, and everything after the containers;
@@ -56,6 +56,7 @@ ROLES = [
     ("gate", r"cluster-verified"), ("weights", r".+-weights"), ("rank-table", r".+-rank-table"),
     ("env", r".+-env"), ("file", r".+-file-\d+"), ("image", r".+-image"), ("container", r".+-container"),
     ("name-free", r".+-name-free"), ("image-check", r".+-image-check"), ("mounts", r".+-mounts"),
+    ("container-check", r".+-container-check"), ("config-edit", r".+-config-edit"),
     ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("ready", r"serving-ready"),
     ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
     ("gpustack-model", r"gpustack-model-deploy"),
@@ -136,7 +137,8 @@ def describe(changes: list[Change]) -> str:
 def serve_flag(imp: Impact) -> None:
     allowed = set(SERVING_ROLES)
     if imp.kind == "mindie":
-        allowed.add("file")  # MindIE reads its serve settings from config.json
+        # MindIE reads its serve settings from config.json: the edit list and its edit.
+        allowed |= {"file", "config-edit"}
     stray = [c for c in imp.touched() if role(c) not in allowed]
     assert not stray, "a serve flag touched more than the serving process:\n" + describe(stray)
     must = {r.name for r in imp.by_role(*SERVING_ROLES)}

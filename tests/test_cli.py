@@ -80,7 +80,7 @@ def test_render_lists_what_it_wrote(tmp_path):
 
 def test_done_when_mindie(tmp_path):
     """Issue 3 "Done when": a 2-server, 16-rank table with container_ip and a
-    config.json per node with multi-node inference on."""
+    config.json edit list per node that turns multi-node inference on."""
     import json
 
     out = tmp_path / "out"
@@ -90,8 +90,8 @@ def test_done_when_mindie(tmp_path):
     assert sum(len(s["device"]) for s in table["server_list"]) == 16
     assert all(s.get("container_ip") for s in table["server_list"])
     for node in ("node0", "node1"):
-        (config,) = (out / node).glob("files/**/config.json")
-        assert json.loads(config.read_text())["BackendConfig"]["multiNodesInferEnabled"] is True
+        (edits,) = (out / node).glob("files/**/mindie/config-edits.json")
+        assert ["BackendConfig.multiNodesInferEnabled", True] in json.loads(edits.read_text())["edits"]
 
 
 def test_done_when_300iduo(tmp_path):

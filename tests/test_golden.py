@@ -538,12 +538,6 @@ def node_ip(node: dict) -> str:
     return node.get("ip") or node["host"]
 
 
-def get_path(document, path):
-    for part in path:
-        document = document[part]
-    return document
-
-
 def set_path(document, path, value):
     for part in path[:-1]:
         document = document[part]
@@ -603,9 +597,11 @@ def test_mindie_daemon_starts_on_every_node_from_its_install_dir(rendered):
         text = (rendered["tp16-mindie"] / node / "scripts" / "serve-start.sh").read_text()
         assert cd_line in text, text
         assert rendered_serve_command(rendered["tp16-mindie"], node) == daemon
+        # The config.json is the image's own, edited in place before (config-edit), not copied over.
         conf = "/usr/local/Ascend/mindie/latest/mindie-service/conf/config.json"
-        assert re.search(rf"^cp \S+/mindie/config\.json {re.escape(conf)}$", text, re.M), text
-        assert text.index(conf) < text.index(daemon)
+        assert conf not in text, text
+        edit = (rendered["tp16-mindie"] / node / "scripts" / "config-edit.sh").read_text()
+        assert re.search(rf"^python3 - {re.escape(conf)} \S+/mindie/config-edits\.json ", edit, re.M), edit
 
 
 def test_mindie_weights_and_rank_table_permissions(rendered):
@@ -938,38 +934,39 @@ def test_runbook_001_edits_are_the_documented_ones():
     assert edits["modelWeightPath"] == "/data2/DeepSeek-V3-0324-w8a8"
 
 
-def _rendered_mindie_config(rendered, node: str) -> dict:
-    found = list((rendered["tp16-mindie"] / node / "files").glob("**/mindie/config.json"))
+def dotted(path: tuple) -> str:
+    """("A", "B", 0, "c") -> "A.B[0].c", the edit list's path form."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _rendered_mindie_edits(rendered, node: str) -> list:
+    found = list((rendered["tp16-mindie"] / node / "files").glob("**/mindie/config-edits.json"))
     assert len(found) == 1, found
-    return json.loads(found[0].read_text())
+    document = json.loads(found[0].read_text())
+    assert document["file"] == "/usr/local/Ascend/mindie/latest/mindie-service/conf/config.json"
+    return document["edits"]
 
 
 @pytest.mark.parametrize("node_index", [0, 1])
-def test_mindie_config_json_per_node(rendered, node_index):
+def test_mindie_config_edits_per_node(rendered, node_index):
+    """Exactly runbook 001 §6.2's 16 edits, at their real key paths, with its values."""
     node = stack_nodes("tp16-mindie")[node_index]
-    config = _rendered_mindie_config(rendered, node["name"])
-    edits = runbook_001_config_edits()
-    edits["ipAddress"] = node_ip(node)  # the runbook's 192.168.0.20 is "本机ip地址"
-    for key, path in MINDIE_KEY_PATHS.items():
-        assert get_path(config, path) == edits[key], f"{'.'.join(map(str, path))} on {node['name']}"
-    # The brief's list, spelled out.
-    server, backend = config["ServerConfig"], config["BackendConfig"]
-    model = backend["ModelDeployConfig"]["ModelConfig"][0]
-    schedule = backend["ScheduleConfig"]
-    assert server["httpsEnabled"] is False and server["interCommTLSEnabled"] is False
-    assert backend["multiNodesInferEnabled"] is True and backend["interNodeTLSEnabled"] is False
-    assert server["ipAddress"] == node_ip(node) and server["port"] == 1025
-    assert backend["npuDeviceIds"] == [list(range(8))]
-    assert model["modelName"] == "DeepSeek-V3-0324" and model["modelWeightPath"] == "/data2/DeepSeek-V3-0324-w8a8"
-    assert model["worldSize"] == 8
-    assert schedule["maxPrefillBatchSize"] == 10 and schedule["maxPrefillTokens"] == 16384
-    assert schedule["maxBatchSize"] == 200 and schedule["maxIterTimes"] == 8192
-    assert backend["ModelDeployConfig"]["maxSeqLen"] == 24576
-    assert backend["ModelDeployConfig"]["maxInputTokenLen"] == 16384
+    edits = _rendered_mindie_edits(rendered, node["name"])
+    expected = runbook_001_config_edits()
+    expected["ipAddress"] = node_ip(node)  # the runbook's 192.168.0.20 is "本机ip地址"
+    assert len(edits) == len({path for path, _ in edits}) == 16
+    assert dict(edits) == {dotted(MINDIE_KEY_PATHS[key]): value for key, value in expected.items()}
 
 
 @pytest.mark.parametrize("node_index", [0, 1])
-def test_mindie_config_json_leaves_the_rest_of_the_default(rendered, node_index):
+def test_mindie_config_json_from_the_default_keeps_the_rest(rendered, node_index):
+    """On an image holding MindIE's default config.json, the edit list gives
+    the default with the runbook's 16 values and nothing else changed."""
+    from ascend_inference.config_edit import apply_edits
+
     node = stack_nodes("tp16-mindie")[node_index]
     default = json.loads((FIXTURES / "mindie_config.default.json").read_text())
     expected = copy.deepcopy(default)
@@ -977,13 +974,17 @@ def test_mindie_config_json_leaves_the_rest_of_the_default(rendered, node_index)
     edits["ipAddress"] = node_ip(node)
     for key, path in MINDIE_KEY_PATHS.items():
         set_path(expected, path, edits[key])
-    assert _rendered_mindie_config(rendered, node["name"]) == expected
+    config = apply_edits(default, _rendered_mindie_edits(rendered, node["name"]))
+    assert config == expected
+    server, backend = config["ServerConfig"], config["BackendConfig"]
+    assert server["httpsEnabled"] is False and server["interCommTLSEnabled"] is False
+    assert backend["multiNodesInferEnabled"] is True and backend["interNodeTLSEnabled"] is False
+    assert backend["npuDeviceIds"] == [list(range(8))]
 
 
-def test_mindie_configs_differ_only_in_ip_address(rendered):
-    first, second = (_rendered_mindie_config(rendered, n) for n in ("node0", "node1"))
-    assert first["ServerConfig"]["ipAddress"] != second["ServerConfig"]["ipAddress"]
-    second["ServerConfig"]["ipAddress"] = first["ServerConfig"]["ipAddress"]
+def test_mindie_edits_differ_only_in_ip_address(rendered):
+    first, second = (dict(_rendered_mindie_edits(rendered, n)) for n in ("node0", "node1"))
+    assert first.pop("ServerConfig.ipAddress") != second.pop("ServerConfig.ipAddress")
     assert first == second
 
 

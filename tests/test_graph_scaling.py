@@ -66,10 +66,11 @@ def test_rank_table_copies_read_only_the_gate():
 
 @pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-lmdeploy"])
 def test_per_node_steps_wait_for_a_bounded_number_of_resources(stack):
-    """Only the steps that gather the cluster (the gate, Ray verify, the
-    serving start and readiness) wait for something per node."""
+    """Only the steps that gather the cluster (the gate, Ray's head, which
+    waits for every node's in-container checks, Ray verify, the serving start
+    and readiness) wait for something per node."""
     g = scaled_graph(stack, LARGE)
-    gathering = {"cluster-verified", "ray-verify", "node0-serve", "serving-ready"}
+    gathering = {"cluster-verified", "node0-ray-head", "ray-verify", "node0-serve", "serving-ready"}
     for rec in g.resources:
         if rec.custom and rec.name not in gathering:
             assert len(direct(g, rec)) <= 8, f"{rec.name} waits for {sorted(direct(g, rec))}"

@@ -161,6 +161,12 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv.append((CMD, f"{n}-name-free", n))
         inv.append((CMD, f"{n}-mounts", n))
         inv.append((CONTAINER, f"{n}-container", n))
+        # In the started container: `import acl` where the cluster forms over
+        # Ray (runbook 000), MindIE's config.json edited in place.
+        if engine in RAY_ENGINES:
+            inv.append((CMD, f"{n}-container-check", n))
+        if engine == "mindie":
+            inv.append((CMD, f"{n}-config-edit", n))
     if engine in RAY_ENGINES:
         inv.append((RAY_CLUSTER, "ray", top))
         inv.append((CMD, f"{master}-ray-head", "ray"))

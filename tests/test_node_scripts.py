@@ -17,7 +17,8 @@ from tests.conftest import STACKS
 
 pytestmark = pytest.mark.pure
 
-IN_CONTAINER = {"ray-start", "ray-stop", "ray-verify", "serve-start", "serve-stop", "serve-ready"}
+IN_CONTAINER = {"container-check", "config-edit", "config-restore", "ray-start", "ray-stop", "ray-verify",
+                "serve-start", "serve-stop", "serve-ready"}
 
 # Stand-in for `docker exec -i NAME bash -s`: records the container name and
 # what the host fed it on stdin.

@@ -135,19 +135,17 @@ def test_a_container_script_cannot_end_its_heredoc_early(tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_the_engines_pre_start_lines_quote_their_paths(rendered, tmp_path):
-    # MindIE copies its config.json over the image's before the daemon starts;
-    # stand-ins for cp and chmod print the arguments they got, one per line.
-    for tool in ("cp", "chmod"):
-        stub = tmp_path / tool
-        stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$0" "$@"\n')
-        stub.chmod(0o755)
+def test_config_edit_passes_its_paths_as_one_word_each(rendered, tmp_path):
+    # MindIE's config-edit runs the container's python3 on the image's
+    # config.json, the edit list under the (hostile) stack directory and the
+    # kept original; a stand-in python3 prints the arguments it got.
+    stub = tmp_path / "python3"
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\ncat > /dev/null\n')
+    stub.chmod(0o755)
     loaded, _, node = rendered
-    lines = loaded.spec.engine_plugin.pre_start(node.ctx)
-    assert all(line in node.scripts.serve_start.text.splitlines() for line in lines)
-    done = run_bash("\n".join(lines), tmp_path)
+    edit = loaded.spec.engine_plugin.config_edit(node.ctx)
+    assert HOSTILE in edit.edits_file
+    done = run_bash(node.scripts.config_edit.text, tmp_path)
     assert done.returncode == 0, done.stderr
-    conf = f"{loaded.spec.engine.install_path}/conf/config.json"
-    assert done.stdout.splitlines() == [str(tmp_path / "cp"), f"{node.ctx.remote_dir}/mindie/config.json", conf,
-                                        str(tmp_path / "chmod"), "640", conf]
+    assert done.stdout.splitlines() == ["-", edit.target, edit.edits_file, f"{edit.target}.ascend-inference-orig"]
     assert not (tmp_path / "PWNED").exists()

@@ -119,6 +119,15 @@ CASES = [
          mutate=lambda c: nodes(c)[0].__setitem__("name", "Node_0")),
     Case("bad-shm-size", NS + "container.shm_size", ("lots",), mutate=set_in("container", "shm_size", "lots")),
     Case("bad-mount", NS + "container.mounts[0]", ("data",), mutate=set_in("container", "mounts", ["data"])),
+    Case("check-acl-not-a-bool", NS + "container.check_acl", ("true or false",),
+         mutate=set_in("container", "check_acl", "sometimes")),
+    Case("check-acl-on-gpustack", NS + "container.check_acl", ("GPUStack", "remove container.check_acl"),
+         base="dp4-ep32-gpustack", mutate=set_in("container", "check_acl", True)),
+    Case("nnrt-run-relative", NS + "container.nnrt_run", ("absolute",),
+         mutate=set_in("container", "nnrt_run", "Ascend-cann-nnrt_8.0.RC1_linux-aarch64.run")),
+    Case("nnrt-run-without-the-check", NS + "container.check_acl", ("nnrt_run",),
+         mutate=lambda c: section(c, "container").update(
+             check_acl=False, nnrt_run="/data/Ascend-cann-nnrt_8.0.RC1_linux-aarch64.run")),
     # --- nodes ---------------------------------------------------------------
     Case("duplicate-node-names", NS + "nodes[1].name", ("node0",),
          mutate=lambda c: nodes(c)[1].__setitem__("name", "node0")),

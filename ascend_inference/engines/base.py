@@ -15,6 +15,7 @@ shows it for any change, and the graph tests pin it per engine.
 from __future__ import annotations
 
 import enum
+import json
 import re
 import shlex
 from collections.abc import Sequence
@@ -230,6 +231,53 @@ class ServePlan:
     per_node: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ContainerChecks:
+    """What must hold inside a started container before Ray or the engine
+    starts there, with the env file sourced (the engine sees the same env).
+
+    `acl`: `import acl` works (pyACL; runbook 000: Ray on Ascend needs it,
+    and MindSpore reaches the NPUs through it). `files_from_env`: env
+    variables whose value names a file that must exist in the container
+    (runbook 000's MINDFORMERS_MODEL_CONFIG, read by vLLM-MindSpore at start).
+    """
+
+    acl: bool = False
+    files_from_env: tuple[str, ...] = ()
+    # container.nnrt_run: install pyACL from it first when `import acl` fails.
+    nnrt_run: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.acl or bool(self.files_from_env)
+
+
+@dataclass(frozen=True)
+class ConfigEdit:
+    """An engine config file that lives in the image and is edited in place
+    (runbook 001 §6.2: MindIE's conf/config.json), not replaced.
+
+    `target` is the file inside the container; `edits` are `[path, value]`
+    pairs (`ServerConfig.port`, `BackendConfig.ModelDeployConfig.ModelConfig[0].modelName`);
+    `edits_file` is where the program installs the list on the host, under
+    the stack's directory that the container mounts read-only."""
+
+    label: str
+    target: str
+    edits_file: str
+    edits: tuple[tuple[str, Any], ...]
+    # Edit path -> the stack key (or layout fact) that sets it, for messages.
+    set_by: tuple[tuple[str, str], ...] = ()
+
+    def edit_lines(self) -> tuple[str, ...]:
+        """`path = <JSON value>`, one per edit."""
+        return tuple(f"{path} = {json.dumps(value, ensure_ascii=False)}" for path, value in self.edits)
+
+    def edits_json(self) -> str:
+        """`{"file": ..., "edits": [[path, value], ...]}`, one edit per line."""
+        edits = ",\n    ".join(json.dumps(list(e), ensure_ascii=False) for e in self.edits)
+        return f'{{\n  "file": {json.dumps(self.target, ensure_ascii=False)},\n  "edits": [\n    {edits}\n  ]\n}}\n'
+
+
 class ClusterStyle(enum.Enum):
     """How the nodes form one cluster; the Pulumi program builds one shape of
     resources per style, and an engine picks one."""
@@ -296,6 +344,16 @@ class EnginePlugin:
         """Node-local files besides the env file: {absolute path: content}."""
         return {}
 
+    def container_checks(self, ctx: NodeContext) -> ContainerChecks:
+        """What the container-check step verifies in the started container:
+        by default `import acl` where `container.check_acl` asks for it
+        (unset: when the cluster forms over Ray, as runbook 000 says)."""
+        return ContainerChecks(acl=acl_check_wanted(ctx.spec), nnrt_run=ctx.spec.container.nnrt_run)
+
+    def config_edit(self, ctx: NodeContext) -> ConfigEdit | None:
+        """The image's config file this engine edits in place, if any."""
+        return None
+
     # --- cluster --------------------------------------------------------
     # Ray workers join with `--node-ip-address=<their address>`.
     ray_join_with_node_ip: ClassVar[bool] = False
@@ -337,6 +395,16 @@ class EnginePlugin:
         return {}
 
 
+def acl_check_wanted(spec: ClusterSpec) -> bool:
+    """`container.check_acl`, or when unset: is pyACL installed from
+    `container.nnrt_run`, or does the engine form its cluster over Ray
+    (runbook 000: "on Ascend, Ray needs the pyACL package")."""
+    wanted = spec.container.check_acl
+    if wanted is None:
+        return spec.container.nnrt_run is not None or spec.engine_plugin.uses_ray
+    return wanted
+
+
 def apply_env_overrides(variables: list[tuple[str, str]],
                         overrides: dict[str, str | None]) -> list[tuple[str, str]]:
     """Stack `engine.env` entries replace in place, add at the end, or (null) drop."""
@@ -359,9 +427,11 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mou
     carries what differs per engine (command, entrypoint, ...)."""
     spec = ctx.spec
     c = spec.container
+    # The nnrt `.run` pyACL is installed from, inside the container (read-only).
+    nnrt = [Mount(c.nnrt_run, c.nnrt_run, read_only=True)] if c.nnrt_run else []
     mounts = merge_mounts(
         standard_mounts(standard),
-        [Mount(spec.model.path, spec.model.path), *extra],
+        [Mount(spec.model.path, spec.model.path), *extra, *nnrt],
         ctx.stack_dir_mounts() if stack_dir else [],
         standard_mounts(c.mounts),
     )

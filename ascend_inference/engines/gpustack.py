@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import (
     ClusterStyle,
+    ContainerChecks,
     Count,
     EnginePlugin,
     EngineSettingsBase,
@@ -96,6 +97,12 @@ class Gpustack(EnginePlugin):
         if not 0 < s.npu_memory_fraction <= 1:
             problems.append(Problem(file, "ascend-inference:engine.npu_memory_fraction",
                                     f"{s.npu_memory_fraction} is not in (0, 1]", "use 0.95 (runbook 002)"))
+        for key in ("check_acl", "nnrt_run"):
+            if getattr(spec.container, key):
+                problems.append(Problem(
+                    file, f"ascend-inference:container.{key}",
+                    "GPUStack's containers run no steps of this program, so nothing checks or installs pyACL in them",
+                    f"remove container.{key} (GPUStack's image brings its own Ascend runtime)"))
         return problems
 
     def memory_fraction(self, spec: ClusterSpec) -> float:
@@ -119,6 +126,10 @@ class Gpustack(EnginePlugin):
         return runbook_container(ctx, standard, stack_dir=False, command=command, interactive=False,
                                  secret_args=secret_args,
                                  env=tuple((k, v) for k, v in s.env.items() if v is not None))
+
+    def container_checks(self, ctx: NodeContext) -> ContainerChecks:
+        # GPUStack's containers run no scripts of ours and get no env file.
+        return ContainerChecks()
 
     def server_url(self, spec: ClusterSpec) -> str:
         port = "" if spec.engine.port == 80 else f":{spec.engine.port}"

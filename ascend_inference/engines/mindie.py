@@ -2,21 +2,23 @@
 
 Each node runs `mindieservice_daemon` in its container with the same
 config.json but for `ipAddress`, and the same env but for MIES_CONTAINER_IP.
-The config edits the runbook makes with `sed` are made here on the JSON
-itself (key paths from the default config.json MindIE ships, kept in
-data/mindie_config.default.json), so a key that moved is an error, not a
-silent no-op.
+The config edits the runbook makes with `sed` are made on the JSON itself,
+in the image's own conf/config.json, at the key paths of MindIE's default
+config.json (kept in data/mindie_config.default.json); every other key of the
+image's file stays as it is, and a key the image's file lacks is an error
+naming the key and the image, not a silent no-op.
 """
 from __future__ import annotations
 
 import json
-import shlex
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
+from ascend_inference.config_edit import apply_edits
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
     ClusterStyle,
+    ConfigEdit,
     Count,
     EnginePlugin,
     EngineSettingsBase,
@@ -73,8 +75,9 @@ class MindieSettings(EngineSettingsBase):
     log_level: str = "ERROR"
 
     def host_ports(self) -> dict[str, int]:
-        # config.json keeps MindIE's other listening ports at their defaults
-        # (config_json below changes only `port`), so engine.port must avoid them.
+        # config.json keeps MindIE's other listening ports as the image has
+        # them (config_edits changes only `port`); MindIE's defaults are what
+        # can be known offline, so engine.port must avoid them.
         default = json.loads(resources.files("ascend_inference.engines")
                              .joinpath("data/mindie_config.default.json").read_text())
         server, backend = default["ServerConfig"], default["BackendConfig"]
@@ -188,50 +191,61 @@ class Mindie(EnginePlugin):
         table_dir = self.rank_table_path(ctx.spec).rsplit("/", 1)[0]
         return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], command=("bash",))
 
-    def config_json(self, ctx: NodeContext) -> dict[str, Any]:
-        """MindIE's default config.json with runbook 001's edits, per node."""
+    def config_edits(self, ctx: NodeContext) -> list[tuple[str, Any, str]]:
+        """Runbook 001 §6.2's 16 edits as (path, value, what sets it), at
+        their real key paths (docs/formats.md §3a), per node (only ipAddress
+        differs between nodes)."""
         spec, s = ctx.spec, settings_of(ctx.spec, MindieSettings)
+        model = "BackendConfig.ModelDeployConfig.ModelConfig[0]"
+        return [
+            ("ServerConfig.ipAddress", ctx.node.container_ip or ctx.node.address, "nodes[].container_ip or ip"),
+            ("ServerConfig.port", s.port, "engine.port"),
+            ("ServerConfig.httpsEnabled", s.https_enabled, "engine.https_enabled"),
+            ("BackendConfig.multiNodesInferEnabled", len(spec.nodes) > 1, "more than one node"),
+            ("ServerConfig.interCommTLSEnabled", s.inter_comm_tls_enabled, "engine.inter_comm_tls_enabled"),
+            ("BackendConfig.interNodeTLSEnabled", s.inter_node_tls_enabled, "engine.inter_node_tls_enabled"),
+            ("BackendConfig.npuDeviceIds", [list(range(spec.profile.devices_per_node))], "hardware.profile"),
+            (f"{model}.modelName", spec.model.name, "model.name"),
+            (f"{model}.modelWeightPath", spec.model.path, "model.path"),
+            (f"{model}.worldSize", spec.profile.devices_per_node, "hardware.profile"),
+            ("BackendConfig.ScheduleConfig.maxPrefillBatchSize", s.max_prefill_batch_size,
+             "engine.max_prefill_batch_size"),
+            ("BackendConfig.ModelDeployConfig.maxSeqLen", s.max_seq_len, "engine.max_seq_len"),
+            ("BackendConfig.ModelDeployConfig.maxInputTokenLen", s.max_input_token_len, "engine.max_input_token_len"),
+            ("BackendConfig.ScheduleConfig.maxPrefillTokens", s.max_prefill_tokens, "engine.max_prefill_tokens"),
+            ("BackendConfig.ScheduleConfig.maxBatchSize", s.max_batch_size, "engine.max_batch_size"),
+            ("BackendConfig.ScheduleConfig.maxIterTimes", s.max_iter_times, "engine.max_iter_times"),
+        ]
+
+    def config_edit(self, ctx: NodeContext) -> ConfigEdit:
+        # The image's own conf/config.json is edited where runbook 001 edits
+        # it; the edit list reaches the container as a file under the stack's
+        # directory (mounted read-only), and `render` writes it too.
+        s = settings_of(ctx.spec, MindieSettings)
+        edits = self.config_edits(ctx)
+        return ConfigEdit(label="MindIE config.json", target=f"{s.install_path}/conf/config.json",
+                          edits_file=f"{ctx.remote_dir}/mindie/config-edits.json",
+                          edits=tuple((path, value) for path, value, _ in edits),
+                          set_by=tuple((path, key) for path, _, key in edits))
+
+    def config_json(self, ctx: NodeContext) -> dict[str, Any]:
+        """The config.json a node ends up with when its image holds MindIE's
+        default file (data/mindie_config.default.json): what the offline
+        tools can show. On a node the image's own file is edited instead."""
         default = resources.files("ascend_inference.engines").joinpath("data/mindie_config.default.json")
-        config: dict[str, Any] = json.loads(default.read_text())
-        server, backend = config["ServerConfig"], config["BackendConfig"]
-        deploy = backend["ModelDeployConfig"]
-        model, schedule = deploy["ModelConfig"][0], backend["ScheduleConfig"]
-        server["ipAddress"] = ctx.node.container_ip or ctx.node.address
-        server["port"] = s.port
-        server["httpsEnabled"] = s.https_enabled
-        server["interCommTLSEnabled"] = s.inter_comm_tls_enabled
-        backend["multiNodesInferEnabled"] = len(spec.nodes) > 1
-        backend["interNodeTLSEnabled"] = s.inter_node_tls_enabled
-        backend["npuDeviceIds"] = [list(range(spec.profile.devices_per_node))]
-        model["modelName"] = spec.model.name
-        model["modelWeightPath"] = spec.model.path
-        model["worldSize"] = spec.profile.devices_per_node
-        schedule["maxPrefillBatchSize"] = s.max_prefill_batch_size
-        deploy["maxSeqLen"] = s.max_seq_len
-        deploy["maxInputTokenLen"] = s.max_input_token_len
-        schedule["maxPrefillTokens"] = s.max_prefill_tokens
-        schedule["maxBatchSize"] = s.max_batch_size
-        schedule["maxIterTimes"] = s.max_iter_times
-        return config
+        config = json.loads(default.read_text())
+        edited: dict[str, Any] = apply_edits(config, [[path, value] for path, value, _ in self.config_edits(ctx)])
+        return edited
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
-        # Written on the host under the stack's directory (mounted read-only
-        # into the container); serve-start copies it over the image's
-        # conf/config.json, where runbook 001 edits it in place.
-        return {f"{ctx.remote_dir}/mindie/config.json": json.dumps(self.config_json(ctx), indent=4) + "\n"}
+        edit = self.config_edit(ctx)
+        return {edit.edits_file: edit.edits_json()}
 
     def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
         s = settings_of(spec, MindieSettings)
         return ServePlan(
             command="./bin/mindieservice_daemon", where="every-node",
             log_file="mindie.log", workdir=s.install_path)
-
-    def pre_start(self, ctx: NodeContext) -> list[str]:
-        # The image's conf/config.json is where runbook 001 edits it; ours
-        # replaces it (files() writes it under the stack directory).
-        ours = shlex.quote(f"{ctx.remote_dir}/mindie/config.json")
-        conf = shlex.quote(f"{settings_of(ctx.spec, MindieSettings).install_path}/conf/config.json")
-        return [f"cp {ours} {conf}", f"chmod 640 {conf}"]
 
     def endpoint(self, spec: ClusterSpec) -> str:
         master = spec.nodes[0]

@@ -15,6 +15,7 @@ from pydantic import Field
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
     ClusterStyle,
+    ContainerChecks,
     Count,
     EnginePlugin,
     EngineSettingsBase,
@@ -23,6 +24,7 @@ from ascend_inference.engines.base import (
     NodeContext,
     Port,
     ServePlan,
+    acl_check_wanted,
     apply_env_overrides,
     runbook_container,
     settings_of,
@@ -213,6 +215,15 @@ class VllmMindspore(EnginePlugin):
             return {}
         return {self.yaml_on_host(ctx): render_template(
             "mindformers_predict_deepseek_r1_671b.yaml.j2", spec=ctx.spec, plan=ctx.plan)}
+
+    def container_checks(self, ctx: NodeContext) -> ContainerChecks:
+        # Runbook 000: with vLLM_MODEL_BACKEND=MindFormers the engine reads the
+        # predict yaml MINDFORMERS_MODEL_CONFIG names; the runbook never checks
+        # that it is there, and the engine only finds out at start.
+        s = settings_of(ctx.spec, VllmMindsporeSettings)
+        files = ("MINDFORMERS_MODEL_CONFIG",) if s.model_backend == "MindFormers" else ()
+        return ContainerChecks(acl=acl_check_wanted(ctx.spec), files_from_env=files,
+                               nnrt_run=ctx.spec.container.nnrt_run)
 
     def yaml_on_host(self, ctx: NodeContext) -> str:
         config = settings_of(ctx.spec, VllmMindsporeSettings).mindformers_model_config

@@ -153,6 +153,12 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
                 "id": "sha256:" + _input_digest({"name": container.image}) * 4,
                 "engine_version": container.engine_version or "", "cann_version": container.cann_version or ""})
                 + "\n", "stderr": ""}
+        if name.endswith("-pyacl-install"):
+            return {"stdout": json.dumps({"installed": "no", "reason": "acl imports already"}) + "\n", "stderr": ""}
+        if name.endswith("-container-check"):
+            return {"stdout": json.dumps({"python3": True, "acl": "ok", "files": {}}) + "\n", "stderr": ""}
+        if name.endswith("-config-edit"):
+            return {"stdout": json.dumps({"target": "", "missing": [], "edited": []}) + "\n", "stderr": ""}
         if name == "gpustack-token":
             return {"stdout": "mock-registration-token\n", "stderr": ""}
         if name == "gpustack-admin-password":
