@@ -32,13 +32,15 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import image as imagelib
 from .node import ClusterError, Node, run
-from .nodefs import in_upper, write
+from .nodefs import NodeRoot, in_upper, write
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -61,6 +63,7 @@ STATE = "/var/lib/ascemu-gpustack"  # in each node's overlay root: gone with the
 # gpustack-runtime scans sysfs for a PCI device of vendor 0x19e5 before it asks DCMI. The nodes share
 # the host's /sys, which has none, so the worker is told to skip that scan (the one setting that
 # differs from a real Ascend host; detector/ascend.py AscendDetector.is_supported).
+WORKER_CONTAINER = "gpustack-worker"
 WORKER_ENV = {"GPUSTACK_RUNTIME_DETECT_NO_PCI_CHECK": "1", "GPUSTACK_RUNTIME_DETECT": "ascend"}
 
 
@@ -111,6 +114,58 @@ def install_dcmi(cluster: Cluster, upper: Path, run_dir: Path) -> None:
     for path in library_paths(cluster.layout):
         write(in_upper(upper, path), lib, 0o755)
     (run_dir / "dcmi.facts").write_text(dcmi_facts(json.loads((run_dir / "node.json").read_text())))
+
+
+# ---------------------------------------------------------------------------
+# the images a GPUStack worker's deployer asks its node's docker for
+# ---------------------------------------------------------------------------
+
+PAUSE_SOURCE = Path(__file__).resolve().parent / "standins" / "pause.c"
+# gpustack-runtime 0.2.6's defaults (envs.py GPUSTACK_RUNTIME_DOCKER_PAUSE_IMAGE): pulled only when absent.
+PAUSE_IMAGE = "gpustack/runtime:pause"
+
+
+def build_pause_tar(out_dir: Path) -> Path:
+    """A root filesystem holding only a static /pause (standins/pause.c), as a tar for `docker import`."""
+    source = PAUSE_SOURCE.read_bytes()
+    target = out_dir / f"pause-{hashlib.sha256(source).hexdigest()[:12]}.tar"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = out_dir / "pause"
+    got = subprocess.run([shutil.which("gcc") or "gcc", "-O2", "-static", "-o", str(binary), str(PAUSE_SOURCE)],
+                         capture_output=True, text=True, timeout=120)
+    if got.returncode != 0:
+        raise ClusterError(f"building the stand-in pause binary failed (gcc -static needs Debian's libc6-dev): "
+                           f"{got.stderr.strip()}")
+    with tarfile.open(target.with_suffix(".tmp"), "w") as tar:
+        tar.add(binary, arcname="pause")
+    target.with_suffix(".tmp").rename(target)
+    return target
+
+
+RUNC_WRAPPER = Path(__file__).resolve().parent / "standins" / "runc_caps.py"
+
+
+def install_runc_wrapper(node: Node) -> None:
+    """standins/runc_caps.py as the node's /usr/local/sbin/runc (see its docstring: GPUStack
+    starts its backend containers privileged, which runc cannot grant here in full)."""
+    script = f"#!{imagelib.python_path()}\n" + RUNC_WRAPPER.read_text()
+    NodeRoot(node.holder_pid).write_if_changed("/usr/local/sbin/runc", script.encode(), 0o755)
+
+
+def load_worker_images(cluster: Cluster, node: Node, runner_images: list[str]) -> None:
+    """Give the node's dockerd the images a GPUStack worker deploys with, offline: the pause image,
+    and the emulator's runtime image (the stand-in engines) under each runner image name given."""
+    install_runc_wrapper(node)
+    tar = build_pause_tar(cluster.state_dir / "image")
+    got = node.exec(["docker", "import", "--change", 'ENTRYPOINT ["/pause"]', str(tar), PAUSE_IMAGE], timeout=120)
+    if got.returncode != 0:
+        raise ClusterError(f"{node.name}: docker import {PAUSE_IMAGE} failed: {got.stderr.strip()}")
+    for name in runner_images:
+        got = node.exec(["docker", "tag", cluster.image, name], timeout=60)
+        if got.returncode != 0:
+            raise ClusterError(f"{node.name}: docker tag {cluster.image} {name} failed: {got.stderr.strip()}")
 
 
 # ---------------------------------------------------------------------------
@@ -178,6 +233,7 @@ class NodeProcess:
     pid: int  # in the node's PID namespace
     what: str
     log: str  # path inside the node
+    container: str = ""  # a container's id instead of a PID
 
 
 @dataclass
@@ -211,11 +267,18 @@ class GpustackOnCluster:
         return proc
 
     def alive(self, proc: NodeProcess) -> bool:
-        got = proc.node.exec(["sh", "-c", f"test -d /proc/{proc.pid} && ! grep -q '^State:.*Z' /proc/{proc.pid}/status"],
-                             timeout=30)
+        if proc.container:
+            got = proc.node.exec(["docker", "inspect", "-f", "{{.State.Running}}", proc.container], timeout=30)
+            return got.stdout.strip() == "true"
+        status = f"/proc/{proc.pid}/status"
+        got = proc.node.exec(["sh", "-c", f"test -f {status} && ! grep -q '^State:.*Z' {status}"], timeout=30)
         return got.returncode == 0
 
     def stop(self, proc: NodeProcess, timeout_s: float = 30) -> None:
+        if proc.container:
+            proc.node.exec(["docker", "rm", "-f", proc.container], timeout=60)
+            self.processes.remove(proc)
+            return
         proc.node.exec(["kill", "-TERM", str(proc.pid)], timeout=30)
         deadline = time.monotonic() + timeout_s
         while self.alive(proc) and time.monotonic() < deadline:
@@ -230,6 +293,9 @@ class GpustackOnCluster:
             self.stop(proc)
 
     def log_tail(self, proc: NodeProcess, lines: int = 40) -> str:
+        if proc.container:
+            got = proc.node.exec(["docker", "logs", "--tail", str(lines), proc.container], timeout=30)
+            return f"--- {proc.node.name}: docker logs {proc.what}\n{got.stdout}{got.stderr}"
         got = proc.node.exec(["tail", "-n", str(lines), proc.log], timeout=30)
         return f"--- {proc.node.name}:{proc.log}\n{got.stdout}"
 
@@ -286,13 +352,43 @@ class GpustackOnCluster:
         return got.stdout.strip()
 
     # -- workers
-    def start_worker(self, node: Node, env: dict[str, str] | None = None) -> NodeProcess:
-        argv = [str(self.venv / "bin" / "gpustack"), "start",
+    def worker_argv(self, node: Node) -> list[str]:
+        return [str(self.venv / "bin" / "gpustack"), "start",
                 "--server-url", self.server_url,
                 "--data-dir", f"{STATE}/worker", "--worker-ip", node.address,
                 "--worker-name", node.hostname, "--worker-port", str(WORKER_PORT),
                 "--disable-worker-metrics"]
-        return self.spawn(node, "exec " + shlex.join(argv), f"worker-{node.name}",
+
+    def start_worker_container(self, node: Node, env: dict[str, str] | None = None) -> NodeProcess:
+        """The worker as GPUStack's docs and runbook 002 run it: a container on the node with the
+        node's docker socket, NPU devices and driver files, host network. With mirrored deployment
+        on, the worker gives the backend containers it starts its own mounts, devices and
+        environment (gpustack_runtime/deployer/docker.py, _find_self_container): here that carries
+        the emulator's base mounts (the Python the stand-in engines run on) into them."""
+        devices = [f"--device=/dev/davinci{i}" for i in range(self.cluster.hardware.npu_count)]
+        devices += ["--device=/dev/davinci_manager", "--device=/dev/devmm_svm", "--device=/dev/hisi_hdc"]
+        layout = self.cluster.layout
+        mounts = ["-v", f"{layout.dcmi_dir}:{layout.dcmi_dir}", "-v", f"{layout.driver_dir}:{layout.driver_dir}",
+                  "-v", "/usr/local/bin/npu-smi:/usr/local/bin/npu-smi", "-v", "/etc/hccn.conf:/etc/hccn.conf",
+                  "-v", "/data:/data", "-v", "/var/run/docker.sock:/var/run/docker.sock",
+                  "-v", f"{STATE}/worker:{STATE}/worker", "-v", f"{self.venv}:{self.venv}:ro"]
+        worker_env = {**WORKER_ENV, "GPUSTACK_RUNTIME_DEPLOY_MIRRORED_DEPLOYMENT": "true",
+                      "GPUSTACK_RUNTIME_DEPLOY_MIRRORED_NAME": WORKER_CONTAINER, **(env or {})}
+        env_args = [a for k in (*worker_env, "GPUSTACK_TOKEN") for a in ("-e", k)]  # values from the CLI's env
+        argv = (["docker", "run", "-d", f"--name={WORKER_CONTAINER}", "--network=host", "--ipc=host",
+                 "--restart=no", *devices, *mounts, *imagelib.base_docker_args(), *env_args,
+                 self.cluster.image] + self.worker_argv(node))
+        node.exec(["mkdir", "-p", f"{STATE}/worker"], timeout=30)
+        got = run(node.nsenter_argv() + argv, timeout=120,
+                  env={**NODE_ENV, **worker_env, "GPUSTACK_TOKEN": self.token})
+        if got.returncode != 0:
+            raise ClusterError(f"{node.name}: docker run of the GPUStack worker failed: {got.stderr.strip()}")
+        proc = NodeProcess(node, 0, f"worker-{node.name}", "", container=got.stdout.strip())
+        self.processes.append(proc)
+        return proc
+
+    def start_worker(self, node: Node, env: dict[str, str] | None = None) -> NodeProcess:
+        return self.spawn(node, "exec " + shlex.join(self.worker_argv(node)), f"worker-{node.name}",
                           {**WORKER_ENV, "GPUSTACK_TOKEN": self.token, **(env or {})})
 
     # -- the API, asked from inside node0 as a client on the server's machine would

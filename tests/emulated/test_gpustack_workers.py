@@ -1,0 +1,151 @@
+"""Real GPUStack 2.x workers on the emulated cluster (issue 12, part 4: the emulator side).
+
+A real GPUStack server (PyPI, on Debian's PostgreSQL) runs as a process of
+node0; real workers run on the other nodes as containers with the node's
+docker socket, as runbook 002 and GPUStack's docs run them. They register
+over the emulated network and report the NPUs they find through DCMI, which
+on these nodes is the emulator's stand-in libdcmi.so (emulator/gpustack.py,
+emulator/standins/libdcmi.c). Started by hand here, not through the Pulumi
+program (its GPUStack steps are tested elsewhere).
+
+Checked through the server's API, as an operator would: /v2/workers and
+/v2/gpu-devices. A node without the DCMI library and a node that cannot reach
+the server show what GPUStack itself does with them.
+
+Needs what emulator/install-gpustack.sh installs (CI runs it as root); when
+something is missing the test FAILS with what to install, never skips.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from emulator import gpustack
+from emulator.nodefs import NodeRoot
+from tests.emulated.conftest import own_cluster
+
+pytestmark = pytest.mark.emulated
+
+# Slow: GPUStack's server takes ~60 s to answer /healthz here, a worker ~60-120 s to register
+# (2 cores shared with other jobs).
+REGISTER_TIMEOUT_S = 420
+
+
+def require_gpustack() -> None:
+    missing = gpustack.missing_prerequisites()
+    if missing:
+        pytest.fail("GPUStack workers cannot run on the emulated nodes; missing: " + "; ".join(missing)
+                    + f". Install with: {gpustack.INSTALL}", pytrace=False)
+
+
+class Api:
+    """The server's REST API, called with curl from inside node0 (the server's own machine)."""
+
+    def __init__(self, gs: gpustack.GpustackOnCluster):
+        self.gs = gs
+        self.jar = f"{gpustack.STATE}/test-cookies"
+        password = gs.read_server_file("initial_admin_password")
+        got = gs.curl(gs.server_node, ["-sS", "-c", self.jar, "-o", "/dev/null", "-w", "%{http_code}",
+                                       "-X", "POST", "--data-urlencode", "username=admin",
+                                       "--data-urlencode", "password@-", f"{gs.server_url}/auth/login"],
+                      stdin=password)
+        assert got.stdout == "200", f"login: {got.stdout} {got.stderr}"
+
+    def call(self, method: str, path: str, body: dict | None = None):
+        args = ["-sS", "-b", self.jar, "-X", method, "-w", "\n%{http_code}", f"{self.gs.server_url}{path}"]
+        if body is not None:
+            args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
+        got = self.gs.curl(self.gs.server_node, args, stdin=json.dumps(body) if body is not None else None)
+        text, _, code = got.stdout.rpartition("\n")
+        assert code.startswith("2"), f"{method} {path}: HTTP {code} {text[:500]} {got.stderr}"
+        return json.loads(text) if text.strip() else None
+
+    def get(self, path: str):
+        return self.call("GET", path)
+
+    def workers(self) -> dict[str, dict]:
+        return {w["name"]: w for w in self.get("/v2/workers")["items"]}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """node0: server; node1: a worker; node2: a worker on a node without libdcmi.so;
+    node3: a worker whose node cannot reach node0."""
+    require_gpustack()
+    with own_cluster(4, "gpustack", prefix="ptgstk", subnet=244) as cluster:
+        gs = gpustack.GpustackOnCluster(cluster, cluster.nodes[0])
+        try:
+            gs.start_database()
+            gs.start_server()
+            root = NodeRoot(cluster.nodes[2].holder_pid)
+            for path in gpustack.library_paths(cluster.layout):
+                assert root.remove(path), path
+            cluster.set_fault("node3", unreachable=[cluster.nodes[0].address])
+            workers = {node.name: gs.start_worker_container(node) for node in cluster.nodes[1:]}
+            api = Api(gs)
+            yield cluster, gs, api, workers
+        finally:
+            for proc in list(gs.processes):
+                print(gs.log_tail(proc, 60))  # shown by pytest only when a test failed
+            gs.stop_all()
+
+
+def wait_for(predicate, timeout_s: float, what: str, explain):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(3)
+    pytest.fail(f"{what} not within {timeout_s} s: {explain()}", pytrace=False)
+
+
+def test_workers_register_ready_with_8_npus_each(setup):
+    cluster, gs, api, workers = setup
+    good, no_dcmi = cluster.nodes[1], cluster.nodes[2]
+    wait_for(lambda: all(api.workers().get(n.hostname, {}).get("state") == "ready" for n in (good, no_dcmi)),
+             REGISTER_TIMEOUT_S, "workers ready",
+             lambda: json.dumps({k: v.get("state") for k, v in api.workers().items()})
+             + "".join(gs.log_tail(p) for p in gs.processes if p.container))
+    worker = api.workers()[good.hostname]
+    assert worker["ip"] == good.address
+    npus = worker["status"]["gpu_devices"]
+    assert [d["index"] for d in npus] == list(range(8))
+    assert {d["vendor"] for d in npus} == {"ascend"}
+    assert {d["name"] for d in npus} == {cluster.hardware.chip_name}
+    assert {d["memory"]["total"] for d in npus} == {cluster.hardware.hbm_mb * 1024 * 1024}  # 64 GiB
+    assert {d["driver_version"] for d in npus} == {cluster.hardware.driver_version}
+    # The device IPs DCMI reports are the node's (hccn_tool -ip -g, /etc/hccn.conf).
+    assert [d["network"]["inet"] for d in npus] == good.device_ips
+
+    devices = api.get("/v2/gpu-devices")["items"]
+    by_worker: dict[str, list[int]] = {}
+    for d in devices:
+        by_worker.setdefault(d["worker_name"], []).append(d["index"])
+    assert sorted(by_worker[good.hostname]) == list(range(8))
+    # Every NPU is one device cluster-wide: ids carry the worker's name.
+    assert len({d["id"] for d in devices}) == len(devices)
+
+
+def test_a_node_without_libdcmi_registers_without_npus(setup):
+    """GPUStack does not refuse a node whose DCMI library is missing: the worker registers
+    (CPU only) and reports no NPU, which is what an operator then sees."""
+    cluster, gs, api, workers = setup
+    no_dcmi = cluster.nodes[2]
+    worker = wait_for(lambda: api.workers().get(no_dcmi.hostname), REGISTER_TIMEOUT_S,
+                      f"worker {no_dcmi.hostname}", lambda: gs.log_tail(workers[no_dcmi.name]))
+    assert worker["status"]["gpu_devices"] in (None, [])
+    assert no_dcmi.hostname not in {d["worker_name"] for d in api.get("/v2/gpu-devices")["items"]}
+
+
+def test_a_worker_that_cannot_reach_the_server_never_registers(setup):
+    cluster, gs, api, workers = setup
+    cut_off, good = cluster.nodes[3], cluster.nodes[1]
+    # By the time the good worker is ready the cut-off one has had as long to register.
+    wait_for(lambda: api.workers().get(good.hostname, {}).get("state") == "ready", REGISTER_TIMEOUT_S,
+             "worker ready", lambda: json.dumps({k: v.get("state") for k, v in api.workers().items()}))
+    assert cut_off.hostname not in api.workers()
+    log = gs.log_tail(workers[cut_off.name], 200)
+    assert gs.server_url.split("//")[1] in log or "connect" in log.lower(), log
