@@ -125,6 +125,12 @@ PAUSE_SOURCE = Path(__file__).resolve().parent / "standins" / "pause.c"
 PAUSE_IMAGE = "gpustack/runtime:pause"
 
 
+# The runner image GPUStack 2.3.0 asks for with the MindIE backend on a 910B node that has no CANN
+# toolkit installed (so the newest CANN runner of gpustack-runner 0.1.31's catalog, runner.py.json,
+# variant 910b): read from the worker's "Failed to pull image" error on the emulator.
+MINDIE_RUNNER_IMAGE = "gpustack/runner:cann8.5-910b-mindie2.3.0"
+
+
 def build_pause_tar(out_dir: Path) -> Path:
     """A root filesystem holding only a static /pause (standins/pause.c), as a tar for `docker import`."""
     source = PAUSE_SOURCE.read_bytes()

@@ -3,7 +3,8 @@
 # idempotent, as root.
 #  - GPUStack from PyPI in its venv and Debian's PostgreSQL: tests/realsoftware/install.sh
 #    ($GPUSTACK_VENV, default /tmp/gpustack-venv; $GPUSTACK_VERSION, default 2.3.0).
-#  - gcc (Debian): the emulator builds its stand-in libdcmi.so at `up`.
+#  - gcc and libc6-dev (Debian): the emulator builds its stand-in libdcmi.so at `up`, and a static
+#    pause binary for GPUStack's pause image.
 #  - The two tools a 2.x worker fetches from GitHub at start (gpustack/worker/tools_manager.py,
 #    prepare_tools), put where it looks, <site-packages>/gpustack/third_party/bin/<tool>/<tool>,
 #    with the versions it checks in versions.json there, so it fetches nothing (GitHub is not
@@ -26,10 +27,11 @@ gguf_parser_recorded=v0.26.4  # BUILTIN_GGUF_PARSER_VERSION
 
 [ "$(id -u)" = 0 ] || { echo "install-gpustack.sh: run as root" >&2; exit 1; }
 bash tests/realsoftware/install.sh
-dpkg -s gcc >/dev/null 2>&1 || {
+missing=$(for p in gcc libc6-dev; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc >/dev/null
-}
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
 
 bin=$("$venv/bin/python" -c 'import gpustack, pathlib; print(pathlib.Path(gpustack.__file__).parent / "third_party" / "bin")')
 mkdir -p "$bin/fastfetch" "$bin/gguf-parser"

@@ -7,7 +7,8 @@ settings an executor adds"). The Pulumi program's containers are mapped by the e
 GPUStack worker creates its backend containers itself, privileged, through the node's docker
 socket. Installed as /usr/local/sbin/runc on the nodes that run a worker (emulator/gpustack.py),
 ahead of /usr/sbin/runc in dockerd's PATH, it removes from a bundle's config.json only the
-capabilities missing from its own bounding set, then runs the real runc with the same arguments.
+capabilities missing from its own bounding set (and, lacking CAP_SYS_RESOURCE, raises an
+oom_score_adj below its own to its own), then runs the real runc with the same arguments.
 """
 import json
 import os
@@ -46,11 +47,22 @@ def main() -> None:
     if config_path and os.path.isfile(config_path):
         with open(config_path) as f:
             config = json.load(f)
-        caps = config.get("process", {}).get("capabilities") or {}
+        process = config.get("process", {})
+        caps = process.get("capabilities") or {}
         allowed = bounding_set()
+        changed = False
         if any(c not in allowed for kind in caps.values() for c in kind or []):
             for kind, names in caps.items():
                 caps[kind] = [c for c in names or [] if c in allowed]
+            changed = True
+        # Lowering oom_score_adj needs CAP_SYS_RESOURCE too: GPUStack's pause container asks for
+        # -998, and runc's init dies writing it ("can't get final child's PID from pipe: EOF").
+        with open("/proc/self/oom_score_adj") as f:
+            own_oom = int(f.read())
+        if "CAP_SYS_RESOURCE" not in allowed and process.get("oomScoreAdj", own_oom) < own_oom:
+            process["oomScoreAdj"] = own_oom
+            changed = True
+        if changed:
             with open(config_path, "w") as f:
                 json.dump(config, f)
     os.execv(REAL_RUNC, [REAL_RUNC, *sys.argv[1:]])
