@@ -62,6 +62,14 @@ class Api:
         assert code.startswith("2"), f"{method} {path}: HTTP {code} {text[:500]} {got.stderr}"
         return json.loads(text) if text.strip() else None
 
+    def try_call(self, method: str, path: str, body: dict):
+        """The answer, or None while the server answers an error (e.g. a route not made yet)."""
+        got = self.gs.curl(self.gs.server_node, ["-sS", "-b", self.jar, "-X", method, "-w", "\n%{http_code}",
+                                                 "-H", "Content-Type: application/json", "--data-binary", "@-",
+                                                 f"{self.gs.server_url}{path}"], stdin=json.dumps(body))
+        text, _, code = got.stdout.rpartition("\n")
+        return json.loads(text) if code == "200" else None
+
     def get(self, path: str):
         return self.call("GET", path)
 
@@ -170,7 +178,9 @@ def test_a_model_deployed_through_the_api_runs_on_the_stand_in_engine_and_answer
     model = api.call("POST", "/v2/models", {
         "name": MODEL, "source": "local_path", "local_path": cluster.layout.model_dirs[0], "backend": "MindIE",
         "backend_parameters": ["--tensor-parallel-size=8", "--npu-memory-fraction=0.95"],
-        "replicas": 1, "cluster_id": cluster_id, "worker_selector": {"worker-name": node.hostname}})
+        "replicas": 1, "cluster_id": cluster_id, "worker_selector": {"worker-name": node.hostname},
+        # The route /v1/chat/completions resolves a model name through (as the program's request has it).
+        "enable_model_route": True})
 
     def instance():
         items = api.get(f"/v2/model-instances?model_id={model['id']}")["items"]
@@ -199,7 +209,8 @@ def test_a_model_deployed_through_the_api_runs_on_the_stand_in_engine_and_answer
     assert "emulator stand-in mindieservice_daemon" in logs.stdout + logs.stderr
     assert "Daemon start success!" in logs.stdout + logs.stderr
 
-    answer = api.call("POST", "/v1/chat/completions", {
-        "model": MODEL, "messages": [{"role": "user", "content": "Mindspore is"}], "max_tokens": 16})
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "Mindspore is"}], "max_tokens": 16}
+    answer = wait_for(lambda: api.try_call("POST", "/v1/chat/completions", request), 120, "a chat answer",
+                      lambda: json.dumps(api.get("/v2/model-routes")))
     assert answer["object"] == "chat.completion"
     assert answer["choices"][0]["message"]["content"]
