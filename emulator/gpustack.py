@@ -12,12 +12,15 @@ Test tooling, like the rest of the emulator. Two jobs:
 
 2. Running GPUStack on a cluster (`GpustackOnCluster`, used by
    tests/emulated/test_gpustack_workers.py): PostgreSQL and the GPUStack server
-   as processes of node0, a worker as a process of each other node, from the
+   as processes of node0, a worker as a container on each other node, from the
    venv tests/realsoftware/install.sh installs (default /tmp/gpustack-venv,
    which every node sees read-only through its overlay root) with the worker
-   tools emulator/install-gpustack.sh puts in it. Processes, not containers:
-   the worker has to reach the node's own dockerd socket and DCMI library,
-   which a process of the node simply has, and the venv needs no image.
+   tools emulator/install-gpustack.sh puts in it; and what the worker's
+   deployer needs from the node's docker (`load_worker_images`). The worker is
+   a container, as GPUStack's docs and runbook 002 run it, because GPUStack's
+   mirrored deployment then gives the backend containers it starts the
+   worker's own mounts: that is how the stand-in engine gets the Python it
+   runs on.
 
 Everything runs inside the nodes' namespaces: the server listens on node0's
 address on the emulator's bridge, which nothing outside this machine reaches.
@@ -392,10 +395,6 @@ class GpustackOnCluster:
         proc = NodeProcess(node, 0, f"worker-{node.name}", "", container=got.stdout.strip())
         self.processes.append(proc)
         return proc
-
-    def start_worker(self, node: Node, env: dict[str, str] | None = None) -> NodeProcess:
-        return self.spawn(node, "exec " + shlex.join(self.worker_argv(node)), f"worker-{node.name}",
-                          {**WORKER_ENV, "GPUSTACK_TOKEN": self.token, **(env or {})})
 
     # -- the API, asked from inside node0 as a client on the server's machine would
     def curl(self, node: Node, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
