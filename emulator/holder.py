@@ -102,6 +102,9 @@ def build_dev(dev_dir, devices, shm_size):
     for name, major, minor in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7),
                                ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]:
         os.mknod(f"{dev_dir}/{name}", 0o20666, os.makedev(major, minor))
+        # mknod's mode goes through the umask: without this /dev/null is 0644 and
+        # a non-root process on the node (PostgreSQL for GPUStack) cannot open it.
+        os.chmod(f"{dev_dir}/{name}", 0o666)
     for dev in devices:
         os.mknod(f"{dev_dir}/{dev['name']}", 0o20000 | dev.get("mode", 0o666),
                  os.makedev(dev["major"], dev["minor"]))

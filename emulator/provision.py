@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import faults, network
+from . import faults, gpustack, network
 from . import image as imagelib
 from .node import HOLDER, SSH_PORT, SSH_USER, ClusterError, Node, process_alive, run, runs_holder_of, tcp_open
 from .nodefs import BUS_IDS, device_specs, populate_upper, sshd_config
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .cluster import Cluster
 
 REQUIRED_BINARIES = ["ip", "nsenter", "unshare", "sshd", "ssh", "ssh-keygen", "dockerd", "containerd",
-                     "runc", "docker", "ping"]
+                     "runc", "docker", "ping", "gcc"]
 
 Log = Callable[[str], None]
 _SPAWNED: dict[int, subprocess.Popen] = {}  # unshare processes this Python process started
@@ -193,6 +193,8 @@ def prepare_node_files(cluster: Cluster, node: Node, all_hosts: list[tuple[str, 
         "chips_per_npu": hardware.chips_per_npu, "super_pod_id": hardware.super_pod_id,
         "chips_per_card": hardware.chips_per_card, "fabric": hardware.fabric}, indent=2) + "\n")
     faults.write(run_dir, {})
+    # The stand-in DCMI library GPUStack's workers detect NPUs through (gpustack.py).
+    gpustack.install_dcmi(cluster, d / "upper", run_dir)
     spec = {
         "hostname": node.hostname, "root": str(d / "root"), "upper": str(d / "upper"),
         "work": str(d / "work"), "docker_dir": str(d / "docker"), "run_dir": str(run_dir),

@@ -24,7 +24,7 @@ line, exit 1 = start-up failure, both with one clear message):
     stricter, lists MIES_CONTAINER_IP).
 
 What it serves, on the host/port its flags or config give: /health,
-/v1/models, /v1/completions, /v1/chat/completions (a canned deterministic
+/v1/models, MindIE's /info, /v1/completions, /v1/chat/completions (a canned deterministic
 reply naming the model), and MindIE's `POST /` and `/generate`.
 
 Knobs (env, or the node's fault file /run/ascemu/faults.json):
@@ -402,6 +402,15 @@ def make_handler(engine):
                 self.send_json(200, {"object": "list", "data": [
                     {"id": engine.served, "object": "model", "created": created, "owned_by": engine.kind,
                      "root": engine.model, "parent": None}]})
+            elif engine.kind == "mindie" and self.path == "/info":
+                # MindIE's TGI-compatible metadata endpoint, which GPUStack 2.x polls as the
+                # MindIE backend's health check (gpustack/worker/serve_manager.py). Shape after
+                # MindIE's service docs; the numbers are MindIE's defaults, not measured.
+                self.send_json(200, {"version": "1.0.0", "max_concurrent_requests": 200, "max_best_of": 1,
+                                     "max_input_length": 2048, "docker_label": None, "sha": None,
+                                     "models": [{"model_id": engine.served, "model_device_type": "npu",
+                                                 "model_dtype": "bfloat16", "model_pipeline_tag": "text-generation",
+                                                 "model_sha": None, "max_total_tokens": 2560}]})
             else:
                 self.send_json(404, {"detail": "Not Found"})
 
