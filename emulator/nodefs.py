@@ -273,13 +273,8 @@ def populate_upper(upper: Path, *, layout: Layout, hw: Hardware, hostname: str, 
             target = in_upper(upper, link)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(layout.hccn_tool)
-    install_script(STANDINS / "ascend_tools.py", in_upper(upper, layout.hccn_tool))
     for path in HOST_TOOLS:
         install_script(STANDINS / "host_tools.py", in_upper(upper, path))
-    for link in layout.hccn_tool_links:
-        target = in_upper(upper, link)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(layout.hccn_tool)
     write(in_upper(upper, f"{layout.driver_dir}/version.info"), driver_version_info(hw.driver_version))
     for lib in ("driver/libascend_hal.so", "common/libc_sec.so"):
         # Placeholders: the runbooks mount driver/lib64 into containers.

@@ -29,7 +29,7 @@ LATER = {"node0-ray-head", "node1-ray-worker", "ray-verify", "node0-serve", "nod
 
 @pytest.fixture(scope="module")
 def cluster():
-    with own_cluster(2, "in-container", prefix="ptincon", subnet=226) as c:
+    with own_cluster(2, "in-container", prefix="ptincon", subnet=227) as c:
         yield c
 
 
