@@ -60,9 +60,11 @@ def _norm(value: Any) -> Any:
     return None if value in (None, {}, [], "") else value
 
 
-def model_view(model: dict[str, Any], keys: list[str] | tuple[str, ...] = MODEL_FIELDS) -> dict[str, Any]:
-    """The managed fields of a model as the server stores it."""
-    return {k: model.get(k) for k in keys}
+def model_view(stored: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
+    """The requested fields of a model as the server stores them. A field the
+    server does not answer with is a request-only switch (`enable_model_route`
+    makes the model's route and is no column): it keeps the requested value."""
+    return {k: stored[k] if k in stored else v for k, v in requested.items()}
 
 
 def plan_change(olds: dict[str, Any], news: dict[str, Any]) -> Change:
@@ -187,7 +189,7 @@ class GpustackApi:
             chosen = [c for c in clusters if c.get("is_default")] or (clusters if len(clusters) == 1 else [])
         if not chosen:
             have = ", ".join(str(c.get("name")) for c in clusters) or "none"
-            wanted = f"cluster {name!r}" if name else "a default cluster"
+            wanted = f"cluster named {name!r}" if name else "default cluster"
             raise GpustackError(f"GPUStack at {self.server} has no {wanted} to deploy into (clusters: {have}); "
                                 "a 2.x server makes its default cluster when started with --enable-worker or --token")
         return int(chosen[0]["id"])
@@ -344,7 +346,7 @@ def _deploy(api: GpustackApi, props: dict[str, Any], model_id: int | str | None,
     ready_timeout_s = float(props.get("ready_timeout_s") or 0)
     if int(model.get("replicas", 1)) > 0 and ready_timeout_s > 0:
         api.wait_running(stored["id"], model["name"], ready_timeout_s, progress)
-    return str(stored["id"]), {**props, "model": model_view(stored, list(model)),
+    return str(stored["id"]), {**props, "model": model_view(stored, model),
                                "model_id": int(stored["id"]), "cluster_id": cluster_id}
 
 
@@ -363,7 +365,8 @@ def read_model(model_id: str, props: dict[str, Any]) -> dict[str, Any] | None:
     stored = api.get_model(model_id)
     if stored is None:
         return None
-    return {**props, "model": model_view(stored, list(props.get("model") or MODEL_FIELDS)),
+    requested = props.get("model") or dict.fromkeys(MODEL_FIELDS)
+    return {**props, "model": model_view(stored, requested),
             "model_id": int(stored["id"]), "cluster_id": stored.get("cluster_id")}
 
 
