@@ -224,17 +224,20 @@ class GpustackApi:
 
     def get_model(self, model_id: int | str) -> dict[str, Any] | None:
         try:
-            return self.call("GET", f"/v2/models/{model_id}")
+            found: dict[str, Any] = self.call("GET", f"/v2/models/{model_id}")
+            return found
         except GpustackApiError as error:
             if error.code == 404:
                 return None
             raise
 
     def create_model(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", "/v2/models", body)
+        created: dict[str, Any] = self.call("POST", "/v2/models", body)
+        return created
 
     def update_model(self, model_id: int | str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call("PUT", f"/v2/models/{model_id}", body)
+        updated: dict[str, Any] = self.call("PUT", f"/v2/models/{model_id}", body)
+        return updated
 
     def instances(self, model_id: int | str) -> list[dict[str, Any]]:
         return self.items(f"/v2/model-instances?model_id={model_id}")

@@ -103,7 +103,8 @@ class GpustackSettings(EngineSettingsBase):
     ready_timeout_s: Seconds = 5400
     # --- the GPUStack 2.x line -------------------------------------------------
     # The master's built-in worker (`--enable-worker`): its 8 NPUs are needed
-    # for DP4 x TP8 on 4 nodes. False: a server without NPUs, the other nodes serve.
+    # for DP4 x TP8 on 4 nodes. False (`--disable-worker`): a server that serves
+    # no NPUs; refused while the stack's world counts the master's NPUs.
     server_enable_worker: bool = True
     # Host path of the docker socket the workers start the backend through
     # (mounted at /var/run/docker.sock; without it gpustack_runtime stops with
@@ -170,16 +171,21 @@ class Gpustack(EnginePlugin):
                     f"{s.visible_devices} is not a list of distinct NPU indices of {spec.hardware.profile}",
                     f"use indices 0 to {devices - 1}, or leave the key out for all of them"))
                 return problems
+        # The stack's world counts every NPU of every node (topology.plan_for): GPUStack must see them all.
         serving = len(spec.nodes) - (0 if s.server_enable_worker else 1)
         have = serving * len(self.visible_devices(spec))
         world = spec.parallel.tp * spec.parallel.dp * spec.parallel.pp
-        if have < world:
-            why = "" if s.server_enable_worker else " (server_enable_worker is false: the master serves no NPUs)"
+        if have < world and not s.server_enable_worker:
             problems.append(Problem(
                 file, "ascend-inference:engine.server_enable_worker",
-                f"the deployment needs {world} NPUs but GPUStack's workers have {have}{why}",
-                "set server_enable_worker: true (the server's built-in worker uses the master's NPUs) "
-                "or add nodes"))
+                f"the deployment needs {world} NPUs but GPUStack's workers have {have}: without its built-in "
+                "worker the server serves none of the master's NPUs, which the stack's world counts",
+                "set server_enable_worker: true (the server's built-in worker serves the master's NPUs)"))
+        elif have < world:
+            problems.append(Problem(
+                file, "ascend-inference:engine.visible_devices",
+                f"the deployment needs {world} NPUs but GPUStack's workers see {have}",
+                "leave visible_devices out (every NPU of each node is visible)"))
         return problems
 
     def visible_devices(self, spec: ClusterSpec) -> list[int]:

@@ -29,11 +29,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ascend_inference.stackfile import load_stack
 from tests.realengine.conftest import PASSPHRASE, PROJECT_ROOT
 from tests.realsoftware.conftest import gpustack_stack  # noqa: F401  (the real server, a session fixture)
-from tests.realsoftware.test_gpustack_api import Api, STACK
-
-from ascend_inference.stackfile import load_stack
+from tests.realsoftware.test_gpustack_api import STACK, Api
 
 PROGRAM = Path(__file__).parent / "gpustack_model_program"
 PASSWORD = "engine-tier-Adm1n!&="
@@ -117,8 +116,10 @@ def test_model_resource_under_the_real_engine(project, gpustack_stack):  # noqa:
 
     # A hand edit in GPUStack (as the UI does it): refresh sees it, the next up puts the stack's values back.
     api.put(f"/v2/models/{model['id']}", {**updated, "backend_parameters": ["--max-seq-len=2048"], "replicas": 3})
-    refreshed = project.ok("refresh", "--yes")
-    assert "~ 1 updated" in refreshed or "1 updated" in refreshed, refreshed
+    refreshed = project.ok("refresh", "--yes", "--diff")
+    assert "1 updated" in refreshed, refreshed
+    # The drift as read from the server, in the refresh's diff.
+    assert "--max-seq-len=2048" in refreshed, refreshed
     drift = project.ok("preview", "--diff")
     assert "~ 1 to update" in drift, drift
     project.ok("up", "--yes")
@@ -136,6 +137,8 @@ def test_model_resource_under_the_real_engine(project, gpustack_stack):  # noqa:
     assert api.models(name) == []
     assert api.get(f"/v2/model-instances?model_id={model['id']}")["items"] == []
 
+    if os.environ.get("GPUSTACK_ENGINE_PRINTOUT"):
+        Path(os.environ["GPUSTACK_ENGINE_PRINTOUT"]).write_text("\n=====\n".join(project.printed))
     # The admin password: in no printout, and only encrypted in the state.
     for text in project.printed:
         assert PASSWORD not in text

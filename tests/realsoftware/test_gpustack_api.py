@@ -263,3 +263,40 @@ def test_model_resource_create_read_drift_update_diff_delete(gpustack_stack, tmp
     assert outs["password"] == password
     for text in texts + [smoke.stdout, smoke.stderr]:
         assert password not in text
+
+
+def executor(stack, request: dict) -> tuple[dict, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    done = subprocess.run(stack.netns + [sys.executable, "-m", "tests.realsoftware.executor_runner"],
+                          input=json.dumps(request), capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, env=env, timeout=600)
+    assert done.returncode == 0, f"executor: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout), done.stderr
+
+
+def test_emulator_executor_runs_the_model_resource(gpustack_stack, tmp_path):
+    """emulator/executor.py performs the dynamic resource through its own
+    provider, as for a whole-stack rollout: create, nothing on a second up,
+    update in place on a backend parameter, delete at destroy."""
+    password = "executor-Adm1n!"
+    gpustack_stack.start_server("--token", "executor-token", "--bootstrap-password", password)
+    loaded = load_stack(STACK)
+    request = loaded.spec.engine_plugin.deployment_request(loaded.spec, loaded.plan)
+    api = Api(gpustack_stack, password)
+    base = {"state_file": str(tmp_path / "state.json"), "server_url": gpustack_stack.url, "password": password}
+
+    first, log = executor(gpustack_stack, {**base, "op": "up", "model": request})
+    assert first == {"actions": [["gpustack-model-deploy", "create"]], "error": None}, (first, log)
+    [model] = api.models(request["name"])
+    second, _ = executor(gpustack_stack, {**base, "op": "up", "model": request})
+    assert second == {"actions": [["gpustack-model-deploy", "same"]], "error": None}
+    changed = {**request, "backend_parameters": [*request["backend_parameters"], "--max-seq-len=16384"]}
+    third, _ = executor(gpustack_stack, {**base, "op": "up", "model": changed})
+    assert third == {"actions": [["gpustack-model-deploy", "update"]], "error": None}
+    [updated] = api.models(request["name"])
+    assert updated["id"] == model["id"] and updated["backend_parameters"] == changed["backend_parameters"]
+    gone, log = executor(gpustack_stack, {**base, "op": "destroy"})
+    assert gone == {"actions": [["gpustack-model-deploy", "delete"]], "error": None}, (gone, log)
+    assert api.models(request["name"]) == []
+    assert password not in log
