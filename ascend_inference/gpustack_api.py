@@ -340,6 +340,10 @@ def _deploy(api: GpustackApi, props: dict[str, Any], model_id: int | str | None,
         # (GPUStack refuses a second one of the same name).
         existing = api.find_model(model["name"])
         model_id = existing["id"] if existing else None
+    elif api.get_model(model_id) is None:
+        # Deleted outside Pulumi: an update cannot give the resource a new id.
+        raise GpustackError(f"GPUStack model {model['name']} (id {model_id}) is gone from {api.server}; "
+                            "run `pulumi refresh` (it drops the model from the state), then `pulumi up` creates it")
     if model_id is None:
         stored = api.create_model(body)
         progress(f"GPUStack model {model['name']} created (id {stored['id']})")

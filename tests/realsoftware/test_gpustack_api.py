@@ -257,6 +257,11 @@ def test_model_resource_create_read_drift_update_diff_delete(gpustack_stack, tmp
     assert [r for r in api.get("/v2/model-routes")["items"] if r["name"] == name] == []
     gone, _ = provider(gpustack_stack, "read", id=created["id"], props=updated["outs"])
     assert gone["id"] is None
+    # An update of a model deleted by hand (no refresh since) says what to do instead of failing on a 404.
+    stale, _ = provider(gpustack_stack, "update", id=created["id"], olds=updated["outs"], news=more)
+    assert stale["error"] == (f"GPUStack model {name} (id {model['id']}) is gone from {gpustack_stack.url}; run "
+                              "`pulumi refresh` (it drops the model from the state), then `pulumi up` creates it")
+    assert api.models(name) == []
 
     # The admin password is never in a message or a progress line; the outputs keep it
     # (read and delete log in with it), and the program marks that output secret.
