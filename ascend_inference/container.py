@@ -64,6 +64,9 @@ class ContainerSpec:
     # from the caller's environment); the Pulumi layer adds NAME=<secret>.
     secret_env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    # `--runtime`: "ascend" for the Ascend docker runtime (GPUStack 2.x's guide);
+    # None keeps docker's default runtime.
+    runtime: str | None = None
 
     def shm_size_mb(self) -> int:
         """pulumi_docker takes shm_size in MB."""
@@ -88,6 +91,8 @@ class ContainerSpec:
             argv += ["--privileged=true"]
         if self.restart != "no":
             argv += [f"--restart={self.restart}"]
+        if self.runtime:
+            argv += [f"--runtime={self.runtime}"]
         argv += [f"--shm-size={self.shm_size}"]
         for device in self.devices:
             argv += [f"--device={device}"]
@@ -143,6 +148,7 @@ class ContainerSpec:
             "must_run": True,
             # The runbooks' containers run a shell and have no healthcheck.
             "wait": False,
+            "runtime": self.runtime,
         }
         for mount in self.mounts:
             if mount.is_named_volume:
@@ -180,6 +186,7 @@ def spec_from_pulumi_inputs(inputs: dict[str, Any]) -> ContainerSpec:
         command=tuple(inputs.get("command") or ()),
         interactive=bool(inputs.get("tty")),
         labels=tuple((label["label"], label["value"]) for label in inputs.get("labels") or []),
+        runtime=inputs.get("runtime") or None,
     )
 
 

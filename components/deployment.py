@@ -44,7 +44,6 @@ from ascend_inference.render import (
     render_peer_ping,
     render_weights_copy,
 )
-from ascend_inference.templating import render_template
 from components.cluster import (
     ContainerStep,
     HostFile,
@@ -308,15 +307,11 @@ class Deployment(pulumi.ComponentResource):
                                       child)
                    for i, n in enumerate(self.nodes) if i > 0]
         self.containers = [server, *workers]
-        context = {"stack": loaded.name, "node": master.node, "server_url": engine.server_url(spec),
-                   "name": spec.model.name, "timeout_s": spec.engine.ready_timeout_s}
-        request = engine.deployment_request(spec, loaded.plan)
         self.gpustack_model = GpustackDeployment("gpustack-model", GpustackDeploymentArgs(
-            master=master, server=self.gpustack, workers=workers,
-            create_script=render_template("gpustack-deploy.sh.j2", purpose="Deploy the model through GPUStack's API",
-                                          request_json=json.dumps(request, indent=2), **context),
-            delete_script=render_template("gpustack-undeploy.sh.j2", purpose="Delete the model deployment", **context),
-            ready_timeout_s=spec.engine.ready_timeout_s), child)
+            server=self.gpustack, workers=workers, server_url=engine.server_url(spec),
+            request=engine.deployment_request(spec, loaded.plan), expected_workers=engine.expected_workers(spec),
+            worker_timeout_s=engine.worker_ready_timeout_s(spec), ready_timeout_s=spec.engine.ready_timeout_s),
+            child)
         self.smoke = SmokeTest("smoke-test", SmokeTestArgs(
             master=master, script=self._command(self.rendered[0].scripts.smoke), ready=self.gpustack_model.deployment,
             stdin=self.gpustack.admin_password.apply(lambda p: p + "\n")), child)

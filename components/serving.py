@@ -15,6 +15,7 @@ from pulumi_command import remote
 from ascend_inference.templating import render_template
 from components.cluster import InferenceContainer
 from components.common import TOKEN, digest, remote_step
+from components.gpustack_model import GpustackModel, GpustackModelArgs
 from components.node import AscendNode
 
 
@@ -175,28 +176,30 @@ class GpustackServer(pulumi.ComponentResource):
 
 @dataclass(frozen=True)
 class GpustackDeploymentArgs:
-    master: AscendNode
     server: GpustackServer
     workers: list[InferenceContainer]
-    create_script: str
-    delete_script: str
+    server_url: str
+    # The `POST /v2/models` body (without cluster_id).
+    request: dict
+    # [{"name", "npus"}]: the workers that must be Ready first.
+    expected_workers: list[dict]
+    worker_timeout_s: int
     ready_timeout_s: int
 
 
 class GpustackDeployment(pulumi.ComponentResource):
-    """The model deployment, created, updated and deleted through GPUStack's
-    HTTP API by an idempotent command that gets the admin password on stdin.
-    Redeployed when the server or any worker container was recreated."""
+    """The model deployment: a GPUStack model resource that the control host
+    creates, reads, updates and deletes through GPUStack's HTTP API
+    (components/gpustack_model.py), logged in as admin with the password the
+    server wrote (a secret). Redeployed in place when the server or any worker
+    container was recreated (their ids are its triggers)."""
 
     def __init__(self, name: str, args: GpustackDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:gpustack:GpustackDeployment", name, None, opts)
-        # This step was a child of the `gpustack` component until that one
-        # was split; the alias keeps a rolled-out model deployed.
-        self.deployment = remote_step(
-            f"{name}-deploy", connection=args.master.connection, parent=self,
-            create=args.create_script, delete=args.delete_script,
-            stdin=args.server.admin_password.apply(lambda p: p + "\n"),
-            triggers=[args.server.token_reader.id, *[w.container_id for w in args.workers]],
-            timeout=f"{args.ready_timeout_s + 120}s",
-            aliases=[pulumi.Alias(name="gpustack-model", parent=args.server)])
+        self.deployment = GpustackModel(f"{name}-deploy", GpustackModelArgs(
+            server_url=args.server_url, password=args.server.admin_password, model=args.request,
+            workers=args.expected_workers, worker_timeout_s=args.worker_timeout_s,
+            ready_timeout_s=args.ready_timeout_s,
+            triggers=[args.server.token_reader.id, *[w.container_id for w in args.workers]]),
+            pulumi.ResourceOptions(parent=self))
         self.register_outputs({"deployment_id": self.deployment.id})

@@ -13,6 +13,10 @@ only after the resources it depends on have returned):
   docker:index/remoteImage:... no registry here: the emulator's runtime image is
                                tagged with the stack's image name
   pulumi:providers:docker      nothing to do
+  pulumi-python:dynamic:...    the resource's own provider (unpickled from its
+                               `__provider` input, as Pulumi's dynamic-provider
+                               host does): diff, then create / update / delete,
+                               run here on the control host
 
 State (ids, outputs, an input digest, and what is needed to undo each step) is
 kept in a JSON file, so a second `up` compares and skips unchanged resources,
@@ -230,6 +234,8 @@ class Executor:
                      "connection": node, "outputs": {"imageId": out.strip(), "repoDigest": ""}}
             self._record(key, entry)
             return ("replace" if old else "create"), entry
+        if typ == DYNAMIC:
+            return self._apply_dynamic(key, args.name, inputs, digest, old)
         if typ.startswith("pulumi:providers:"):
             host = inputs.get("host", "")
             entry = {"id": f"{args.name}-provider", "digest": digest, "type": typ, "name": args.name,
@@ -237,6 +243,35 @@ class Executor:
             self._record(key, entry)
             return ("replace" if old else "create"), entry
         raise NotImplementedError(f"the emulator's executor cannot perform {typ} ({args.name})")
+
+    def _apply_dynamic(self, key: str, name: str, inputs: dict, digest: str, old: dict | None) -> tuple[str, dict]:
+        """As Pulumi's engine drives a dynamic provider: `diff` against the
+        last outputs, then update in place, or delete and create when it
+        replaces (the program's one dynamic resource asks delete-first)."""
+        provider = _dynamic_provider(inputs[DYNAMIC_PROVIDER_KEY])
+        props = {k: v for k, v in inputs.items() if k != DYNAMIC_PROVIDER_KEY}
+        kind = "create"
+        if old is not None:
+            diff = provider.diff(old["id"], old["outputs"], props)
+            if not diff.changes:
+                entry = {**old, "digest": digest}
+                self._record(key, entry)
+                return "same", entry
+            kind = "replace" if diff.replaces else "update"
+            if kind == "replace":
+                self._delete(key)
+        if kind == "update":
+            assert old is not None
+            resource_id, outs = old["id"], provider.update(old["id"], old["outputs"], props).outs
+        else:
+            created = provider.create(props)
+            resource_id, outs = created.id, created.outs
+        # Kept as Pulumi keeps a dynamic resource's state: its outputs (the provider's
+        # read and delete need them) and the provider itself.
+        entry = {"id": resource_id, "digest": digest, "type": DYNAMIC, "name": name,
+                 "provider": inputs[DYNAMIC_PROVIDER_KEY], "outputs": outs}
+        self._record(key, entry)
+        return kind, entry
 
     def _node_of(self, args) -> dict:
         """The node behind a docker resource: its provider's ssh://user@host:port."""
@@ -298,10 +333,24 @@ class Executor:
         elif typ == "docker:index/container:Container":
             self._ssh(entry["name"], entry["connection"],
                       f"docker rm -f {shlex.quote(entry['container'])} >/dev/null 2>&1 || true")
+        elif typ == DYNAMIC:
+            _dynamic_provider(entry["provider"]).delete(entry["id"], entry["outputs"])
         self._record(key, None)
 
 
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+# Where the Python SDK puts a dynamic resource's pickled provider (pulumi.dynamic.dynamic.PROVIDER_KEY).
+DYNAMIC_PROVIDER_KEY = "__provider"
+
+
+def _dynamic_provider(serialized: str):
+    """The provider object, unpickled as `python -m pulumi.dynamic` does."""
+    import base64
+
+    import dill
+
+    return dill.loads(base64.b64decode(serialized))
 
 
 def _reveal(value):

@@ -68,7 +68,7 @@ SERVING_ROLES = {"serve", "ready", "gpustack-model", "smoke"}
 
 
 def role(rec: ResourceRecord | Change) -> str:
-    if not rec.type.startswith(("command:", "docker:", "pulumi:providers:")):
+    if not rec.type.startswith(("command:", "docker:", "pulumi:providers:", "pulumi-python:dynamic:")):
         return "component"
     if rec.type == DOCKER_PROVIDER:
         return "provider"
@@ -127,6 +127,12 @@ class Impact:
     def replaced(self) -> set[str]:
         return {c.name for c in self.changes if c.action == "replace"}
 
+    def redone(self) -> set[str]:
+        """Replaced, or for GPUStack's model resource updated: its update puts
+        the deployment again (PUT /v2/models/{id}) and waits for it to run."""
+        return self.replaced() | {c.name for c in self.changes
+                                  if c.action == "update" and role(c) == "gpustack-model"}
+
 
 def describe(changes: list[Change]) -> str:
     return "\n".join(f"  {c.action} {c.type} {c.name}: {c.reason}" for c in changes)
@@ -142,7 +148,7 @@ def serve_flag(imp: Impact) -> None:
     stray = [c for c in imp.touched() if role(c) not in allowed]
     assert not stray, "a serve flag touched more than the serving process:\n" + describe(stray)
     must = {r.name for r in imp.by_role(*SERVING_ROLES)}
-    missing = must - imp.replaced()
+    missing = must - imp.redone()
     assert not missing, (f"a serve flag must redo the serving process, its readiness wait and the smoke "
                          f"test; not redone: {sorted(missing)}\nchanges:\n{describe(imp.changes)}")
 
@@ -154,7 +160,7 @@ def _redo_from(imp: Impact, first_roles: set[str], records: frozenset[str] = fro
     g = imp.after
     firsts = imp.by_role(*first_roles)
     assert firsts
-    not_replaced = [f"{c.name}: {c.action}" for c in imp.touched() if c.action != "replace"]
+    not_replaced = [f"{c.name}: {c.action}" for c in imp.touched() if c.name not in imp.redone()]
     assert not not_replaced, f"expected replacements only: {not_replaced}"
     unrelated = [c.name for c in imp.touched()
                  if role(c) not in first_roles and not depends_on_any(g, g.by_urn[c.urn], firsts)]
@@ -164,7 +170,7 @@ def _redo_from(imp: Impact, first_roles: set[str], records: frozenset[str] = fro
     containers = imp.by_role("container")
     must = {r.name for r in firsts} | {r.name for r in containers}
     must |= {r.name for r in customs(g) if depends_on_any(g, r, containers)}
-    missing = must - imp.replaced()
+    missing = must - imp.redone()
     assert not missing, (f"not redone although after a replaced container: {sorted(missing)}\n"
                          f"changes:\n{describe(imp.changes)}")
     # The roles the rule names are all there.

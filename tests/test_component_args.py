@@ -52,10 +52,11 @@ def test_component_args_are_frozen_dataclasses():
         assert not names & {"loaded", "spec"}, (cls.__name__, names)
 
 
-def test_gpustack_deployment_step_is_aliased_to_its_old_name():
-    """It was `gpustack-model` under the `gpustack` component; the alias lets
-    `pulumi up` on a rolled-out stack move it instead of redeploying the model."""
+def test_gpustack_model_is_a_dynamic_resource_not_a_remote_command():
+    """The model deployment moved from an SSH-run script to the control host's
+    GPUStack model resource: a new type, so no alias could carry the old
+    command's state over (a stack rolled out before redeploys its model once)."""
     g = record_stack(load_stack("dp4-ep32-gpustack"))
     step = g.by_name("gpustack-model-deploy")
-    server = g.by_name("gpustack")
-    assert step.options["aliases"] == [{"name": "gpustack-model", "parentUrn": server.urn}]
+    assert step.type == "pulumi-python:dynamic:Resource"
+    assert not step.options.get("aliases")

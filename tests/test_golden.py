@@ -772,7 +772,12 @@ def test_docker_run_matches_the_runbook(rendered, stack):
         assert got["network"] == "host" and want["network"] == "host", where
         assert got["ipc"] == want["ipc"], f"{where}: --ipc={want['ipc']} in the runbook, {got['ipc']} rendered"
         assert got["privileged"] == want["privileged"], where
-        assert got["image"] == want["image"], where
+        if stack == "dp4-ep32-gpustack":
+            # Runbook 002's `latest-npu` is GPUStack 0.x, whose API the program does not
+            # speak: the stack pins the 2.x release instead (README, GPUStack section).
+            assert want["image"] == "gpustack/gpustack:latest-npu" and got["image"] == "gpustack/gpustack:v2.3.0"
+        else:
+            assert got["image"] == want["image"], where
         if want["name"]:
             assert got["name"] == want["name"], where
         if want["restart"]:
@@ -814,9 +819,14 @@ def test_model_path_is_mounted_at_the_same_path(rendered, stack):
 # GPUStack
 # --------------------------------------------------------------------------
 
-def test_gpustack_server_runs_without_registration_args(rendered):
-    _, got = rendered_docker_run(rendered["dp4-ep32-gpustack"], "node0")
-    assert got["args"] == []
+def test_gpustack_server_runs_its_builtin_worker_under_the_node_name(rendered):
+    """GPUStack 2.x: the server uses the master's NPUs only with --enable-worker;
+    it registers no token of its own (it writes one), and its worker is named as the node."""
+    line, got = rendered_docker_run(rendered["dp4-ep32-gpustack"], "node0")
+    assert got["args"] == ["--enable-worker", "--worker-name", "node0"]
+    # 2.x workers start MindIE as a container through the host's docker socket.
+    assert "/var/run/docker.sock:/var/run/docker.sock" in got["mounts"]
+    assert "-e ASCEND_VISIBLE_DEVICES=0,1,2,3,4,5,6,7" in line
 
 
 def test_gpustack_worker_command(rendered):
@@ -825,9 +835,11 @@ def test_gpustack_worker_command(rendered):
     assert want == ["--server-url", "http://your_gpustack_server_ip_or_hostname", "--token", "your_gpustack_token"]
     for node in ("node1", "node2", "node3"):
         line, got = rendered_docker_run(rendered["dp4-ep32-gpustack"], node)
-        assert got["args"] == ["--server-url", f"http://{master}", "--token", "$GPUSTACK_TOKEN"]
+        assert got["args"] == ["--server-url", f"http://{master}", "--token", "$GPUSTACK_TOKEN",
+                               "--worker-name", node]
         # The token is a shell variable reference, double-quoted: never a value in clear.
         assert f'--server-url http://{master} --token "$GPUSTACK_TOKEN"' in line
+        assert "/var/run/docker.sock:/var/run/docker.sock" in got["mounts"]
         assert "your_gpustack_token" not in line
 
 

@@ -176,7 +176,7 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv.append((GPUSTACK, "gpustack", top))
         inv += [(CMD, f"gpustack-{role}", "gpustack") for role in ("token", "admin-password")]
         inv.append((GPUSTACK_DEPLOYMENT, "gpustack-model", top))
-        inv.append((CMD, "gpustack-model-deploy", "gpustack-model"))
+        inv.append(("pulumi-python:dynamic:Resource", "gpustack-model-deploy", "gpustack-model"))
     else:
         inv.append((SERVING, "serving", top))
         serve_nodes = nodes if engine in SERVE_ON_EVERY_NODE else [master]
@@ -552,10 +552,15 @@ def test_gpustack_secrets(stack):
         assert MOCK_TOKEN in [str(v).strip() for v in secret_values(command)], (
             f"{n}-container: token not passed as secret")
         assert not [t for _, t in clear_strings(command) if MOCK_TOKEN in t]
-    # The model deployment and the smoke request get the admin password on stdin, as a secret.
-    for name in ("gpustack-model-deploy", "smoke-test-request"):
-        stdin = named(g, name).inputs.get("stdin")
-        assert isinstance(stdin, Secret) and stdin.value.strip() == MOCK_PASSWORD, f"{name}: stdin"
+    # The smoke request gets the admin password on stdin, as a secret.
+    stdin = named(g, "smoke-test-request").inputs.get("stdin")
+    assert isinstance(stdin, Secret) and stdin.value.strip() == MOCK_PASSWORD, "smoke-test-request: stdin"
+    # The model resource (run on the control host) gets it as a secret input, and keeps it
+    # as a secret output (its read and delete log in with it).
+    model = named(g, "gpustack-model-deploy")
+    password = model.inputs.get("password")
+    assert isinstance(password, Secret) and password.value == MOCK_PASSWORD, "gpustack-model-deploy: password"
+    assert model.options["additional_secret_outputs"] == ["password"]
     assert isinstance(g.outputs.get("gpustack_admin_password"), Secret)
     for needle in (MOCK_TOKEN, MOCK_PASSWORD):
         assert leaks(g, needle) == []

@@ -299,15 +299,16 @@ def test_gpustack_token_is_only_a_variable_reference(rendered):
 
 
 def test_gpustack_server_args_reach_only_the_server_container(tmp_path):
-    """GPUStack 2.x needs `--enable-worker` on the server (tests/realsoftware)."""
+    """Extra `gpustack start` flags go to the server only, after the program's own."""
     doc = load_stack_doc("dp4-ep32-gpustack")
-    doc["config"][NS + "engine"]["server_args"] = ["--enable-worker"]
+    doc["config"][NS + "engine"]["server_args"] = ["--disable-update-check"]
     path = write_stack(tmp_path, "gs2", doc)
     out = tmp_path / "out"
     done = run_cli("render", "--stack", str(path), "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert docker_line(out, "node0").endswith("gpustack/gpustack:latest-npu --enable-worker")
-    assert "--enable-worker" not in docker_line(out, "node1")
+    assert docker_line(out, "node0").endswith(
+        "gpustack/gpustack:v2.3.0 --enable-worker --worker-name node0 --disable-update-check")
+    assert "--disable-update-check" not in docker_line(out, "node1")
 
 
 def test_smoke_request_is_the_runbooks_and_always_valid_json(rendered, tmp_path):

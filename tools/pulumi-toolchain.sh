@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Put the real Pulumi toolchain on PATH: the `pulumi` CLI, the Python language
-# host and (where they can be had) the `command` and `docker` resource plugins.
+# host, the plugin that runs `pulumi.dynamic` resources, and (where they can be
+# had) the `command` and `docker` resource plugins.
 #
 #   bash tools/pulumi-toolchain.sh            # find or build, print the bin dir last
 #   eval "$(bash tools/pulumi-toolchain.sh --env)"   # same, then export PATH etc.
@@ -127,7 +128,29 @@ EOF
   touch "$bin/.python-host-$PULUMI_PYTHON_HOST_VERSION"
 fi
 
-# 3. the resource plugins -----------------------------------------------------
+# 3. the dynamic-provider plugin ------------------------------------------------
+# `pulumi.dynamic` resources (the program's GPUStack model) run in the
+# `pulumi-resource-pulumi-python` plugin: a shell script of the pulumi repo
+# (sdk/python/dist) that starts `python -m pulumi.dynamic` in the project's
+# virtualenv. It comes with the CLI's own sdk/v3 module, already downloaded
+# for the CLI build.
+dynamic_ok() { [ -x "$bin/pulumi-resource-pulumi-python" ] && [ -f "$bin/.dynamic-$PULUMI_CLI_VERSION" ]; }
+if dynamic_ok; then
+  say "cached pulumi-resource-pulumi-python $PULUMI_CLI_VERSION"
+else
+  sdk_dir=$(cd "$cache/build" && GOFLAGS=-mod=mod go mod download -json "github.com/pulumi/pulumi/sdk/v3@$PULUMI_CLI_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p' | head -n 1) || sdk_dir=""
+  if [ -n "$sdk_dir" ] && [ -f "$sdk_dir/python/dist/pulumi-resource-pulumi-python" ]; then
+    install -m 755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$bin/"
+    touch "$bin/.dynamic-$PULUMI_CLI_VERSION"
+    say "installed pulumi-resource-pulumi-python from $sdk_dir/python/dist"
+  else
+    say "pulumi-resource-pulumi-python: not found in github.com/pulumi/pulumi/sdk/v3@$PULUMI_CLI_VERSION (python/dist)"
+    exit 1
+  fi
+fi
+
+# 4. the resource plugins -----------------------------------------------------
 # The CLI finds a plugin on PATH (pulumi-resource-<name>) or in
 # $PULUMI_HOME/plugins (where `pulumi plugin install` puts it). Without one it
 # tries Pulumi's download site at the first preview, which fails offline.

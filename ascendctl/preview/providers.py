@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ascend_inference.gpustack_api import MODEL_REPLACE_FIELDS, RESOURCE_REPLACE_FIELDS
 from ascendctl.preview.graph import ResourceRecord
 
 COMMAND = "command:remote:Command"
@@ -27,8 +28,14 @@ REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 # `docker_image`): a new image `name` is a new image, pulled and replaced
 # (`name` is ForceNew in that schema; `keepLocally`, the program's other
 # input, is not).
+#
+# The program's one dynamic resource, GPUStack's model deployment
+# (components/gpustack_model.py): its `diff` is `gpustack_api.plan_change`,
+# which replaces on these and updates on any other input.
+DYNAMIC = "pulumi-python:dynamic:Resource"
 PROVIDER_REPLACES: dict[str, set[str]] = {
     REMOTE_IMAGE: {"name"},
+    DYNAMIC: {*RESOURCE_REPLACE_FIELDS, *(f"model.{key}" for key in MODEL_REPLACE_FIELDS)},
 }
 
 # pulumi-docker 4.11.2, Container (the bridged terraform-provider-docker's

@@ -7,13 +7,16 @@ source of the binaries: when it cannot produce them the fixture FAILS with its
 message (a skip would only hide a broken setup). `.ci/run` runs the script
 first, so here it only finds its cache.
 
-What this tier cannot do on the development machines: run a resource. The
-`command` and `docker` resource plugins cannot be had here (the Go module
-proxy refuses both provider modules; Pulumi's download site is unreachable),
-so `pulumi preview` gets as far as the program registering its resources and
-then stops at the first plugin load. What the tests show is everything up to
-that point: the CLI's own config typing and secrets, the program's reading of
-them, and bad stacks refused with one line under the real engine.
+What this tier cannot do on the development machines: run the stack's
+`command` and `docker` resources. Those plugins cannot be had here (the Go
+module proxy refuses both provider modules; Pulumi's download site is
+unreachable), so `pulumi preview` of a stack gets as far as the program
+registering its resources and then stops at the first plugin load. What the
+tests show is everything up to that point: the CLI's own config typing and
+secrets, the program's reading of them, and bad stacks refused with one line
+under the real engine. The one dynamic resource, GPUStack's model, runs to
+the end (its plugin is a script the toolchain installs):
+test_gpustack_model_engine.py.
 """
 from __future__ import annotations
 

@@ -284,16 +284,33 @@ class GpustackStack:
                               timeout=timeout, env=env)
 
 
+# One server per session, also when the real-engine tier's test (which imports
+# this fixture) runs in the same session: pytest then holds two definitions of
+# the fixture, and a second stack would clean the first one's state away.
+_shared: dict = {"stack": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def gpustack_stack():
-    version = require_prerequisites()
-    clean_stale_state()
-    stack = GpustackStack(version)
+    if _shared["stack"] is None:
+        version = require_prerequisites()
+        clean_stale_state()
+        stack = GpustackStack(version)
+        _shared["stack"] = stack
+        try:
+            stack.up()
+        except BaseException:
+            _shared["stack"] = None
+            stack.down()
+            raise
+    _shared["users"] += 1
     try:
-        stack.up()
-        yield stack
+        yield _shared["stack"]
     finally:
-        failed_logs = [tail(p) for p in sorted(STATE.glob("*.log"))]
-        stack.down()
-        print("\n".join(failed_logs))  # shown by pytest only when something failed
-        shutil.rmtree(STATE, ignore_errors=True)
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            stack, _shared["stack"] = _shared["stack"], None
+            failed_logs = [tail(p) for p in sorted(STATE.glob("*.log"))]
+            stack.down()
+            print("\n".join(failed_logs))  # shown by pytest only when something failed
+            shutil.rmtree(STATE, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""GPUStack's model deployment as a Pulumi resource with create, read,
+update and delete through GPUStack 2.x's HTTP API, run from the control host
+(a `pulumi.dynamic` provider; the API calls are in
+ascend_inference/gpustack_api.py).
+
+- `diff`: an update when a backend parameter, the replica count, the backend
+  (version), the env or `triggers` change; a replacement (deleted first: names
+  are unique in GPUStack) when the model's name, source or path, the server
+  or the cluster change.
+- `read`: what the server has, so `pulumi refresh` sees a change made by hand
+  in the UI and the next `up` puts the stack's values back.
+- create/update wait for every expected worker to be Ready with its NPUs
+  (runbook 002 step 3; one line naming the worker that is missing), then for
+  an instance to run, printing each state change, and on failure the
+  instance's last log lines (step 5). Delete waits until the instances are gone.
+
+The admin password is a secret input and output (`additional_secret_outputs`)
+and is only ever sent in GPUStack's login form.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from ascend_inference import gpustack_api
+
+
+def _progress(line: str) -> None:
+    # A dynamic provider's stderr is shown by the Pulumi CLI as the resource's messages.
+    print(line, file=sys.stderr, flush=True)
+
+
+class GpustackModelProvider(ResourceProvider):
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        change = gpustack_api.plan_change(olds, news)
+        return DiffResult(changes=bool(change.changes), replaces=change.replaces,
+                          delete_before_replace=bool(change.replaces))
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        model_id, outs = gpustack_api.create_model(props, _progress)
+        return CreateResult(id_=model_id, outs=outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        outs = gpustack_api.read_model(id_, props)
+        # No id: the model is gone, and refresh drops it from the state.
+        return ReadResult(id_=id_ if outs is not None else None, outs=outs or {})
+
+    def update(self, id_: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=gpustack_api.update_model(id_, news, _progress))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        gpustack_api.delete_model(id_, props, _progress)
+
+
+@dataclass(frozen=True)
+class GpustackModelArgs:
+    server_url: pulumi.Input[str]
+    password: pulumi.Input[str]
+    # The `POST /v2/models` body, without cluster_id (looked up at run time).
+    model: dict[str, Any]
+    # [{"name": worker name, "npus": count}] that must be Ready before deploying.
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    cluster: str | None = None
+    username: str = "admin"
+    worker_timeout_s: int = 60
+    ready_timeout_s: int = 5400
+    delete_timeout_s: int = 300
+    triggers: list[pulumi.Input[Any]] = field(default_factory=list)
+
+
+class GpustackModel(Resource):
+    """One model deployment in GPUStack (type pulumi-python:dynamic:Resource)."""
+
+    model_id: pulumi.Output[int]
+    cluster_id: pulumi.Output[int]
+    model: pulumi.Output[dict]
+
+    def __init__(self, name: str, args: GpustackModelArgs, opts: pulumi.ResourceOptions | None = None):
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["password"])
+        props = {
+            "server_url": args.server_url,
+            "username": args.username,
+            "password": pulumi.Output.secret(args.password),
+            "cluster": args.cluster,
+            "model": args.model,
+            "workers": args.workers,
+            "worker_timeout_s": args.worker_timeout_s,
+            "ready_timeout_s": args.ready_timeout_s,
+            "delete_timeout_s": args.delete_timeout_s,
+            "triggers": args.triggers,
+            "model_id": None,
+            "cluster_id": None,
+        }
+        super().__init__(GpustackModelProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret))

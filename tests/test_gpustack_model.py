@@ -1,0 +1,140 @@
+"""GPUStack 2.x: the model resource's diff rules and readiness lines as pure
+functions (ascend_inference/gpustack_api.py), the image-line rule, and the
+2.x container settings (docker socket, Ascend runtime or devices, visible
+devices, --enable-worker). The same provider runs against a real GPUStack
+server in tests/realsoftware and under the real Pulumi engine in
+tests/realengine."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ascend_inference.container import spec_from_pulumi_inputs
+from ascend_inference.engines.base import NodeContext
+from ascend_inference.engines.gpustack import image_line
+from ascend_inference.gpustack_api import plan_change, worker_problems
+from ascend_inference.stackfile import load_stack
+from ascendctl.preview.stack import loaded_with_config
+from tests.conftest import NS
+
+pytestmark = pytest.mark.pure
+
+STACK = "dp4-ep32-gpustack"
+
+
+def props() -> dict:
+    loaded = load_stack(STACK)
+    return {"server_url": "http://192.0.2.11", "cluster": None, "triggers": ["a", "b"],
+            "model": loaded.spec.engine_plugin.deployment_request(loaded.spec, loaded.plan)}
+
+
+@pytest.mark.parametrize("path,value,replaces", [
+    ("model.backend_parameters", ["--data-parallel-size=4"], False),
+    ("model.replicas", 2, False),
+    ("model.backend_version", "2.2.rc1", False),
+    ("model.env", {"ASCEND_RT_VISIBLE_DEVICES": "0"}, False),
+    ("triggers", ["a", "c"], False),
+    ("model.local_path", "/models/other", True),
+    ("model.name", "DeepSeek-V3", True),
+    ("model.source", "huggingface", True),
+    ("server_url", "http://192.0.2.99", True),
+    ("cluster", "other", True),
+])
+def test_diff_updates_in_place_or_replaces(path, value, replaces):
+    olds = props()
+    news = copy.deepcopy(olds)
+    where, _, key = path.rpartition(".")
+    (news[where] if where else news)[key] = value
+    change = plan_change(olds, news)
+    assert change.changes == [path]
+    assert change.replaces == ([path] if replaces else [])
+
+
+def test_diff_ignores_what_the_stack_leaves_to_the_server_and_the_credentials():
+    olds = props()
+    olds["model"]["backend_version"] = "2.3.0"   # the server's default, filled in
+    olds["password"] = "old"
+    news = props()
+    news["model"]["backend_version"] = None
+    news["password"] = "new"
+    news["worker_timeout_s"] = 120
+    assert plan_change(olds, news).changes == []
+
+
+def test_diff_sees_a_hand_edit_that_refresh_read():
+    olds = props()
+    olds["model"]["backend_parameters"] = ["--max-seq-len=2048"]   # changed in the UI, read back by refresh
+    assert plan_change(olds, props()).changes == ["model.backend_parameters"]
+    assert plan_change(olds, props()).replaces == []
+
+
+def ascend(index: int, vendor: str = "ascend") -> dict:
+    return {"index": index, "vendor": vendor, "type": "cann"}
+
+
+def worker(name: str, npus: int, state: str = "ready", message: str | None = None) -> dict:
+    return {"name": name, "state": state, "state_message": message,
+            "status": {"gpu_devices": [ascend(i) for i in range(npus)]}}
+
+
+EXPECTED = [{"name": f"node{i}", "npus": 8} for i in range(4)]
+
+
+def test_workers_all_ready():
+    assert worker_problems(EXPECTED, [worker(f"node{i}", 8) for i in range(4)]) == []
+
+
+def test_worker_that_never_registered_is_named():
+    got = worker_problems(EXPECTED, [worker("node0", 8), worker("node1", 8), worker("node3", 8)])
+    assert got == ["worker node2 has not registered with GPUStack (registered: node0, node1, node3); "
+                   "expected it Ready with 8 NPUs"]
+
+
+def test_worker_with_fewer_npus_or_not_ready_is_named():
+    got = worker_problems(EXPECTED, [worker("node0", 8), worker("node1", 6),
+                                     worker("node2", 8, "not_ready", "Heartbeat lost"), worker("node3", 8)])
+    assert got == ["worker node1 reports 6 NPUs; expected 8",
+                   "worker node2 is not_ready (Heartbeat lost); expected ready"]
+
+
+@pytest.mark.parametrize("image,line", [
+    ("gpustack/gpustack:latest-npu", "0.x"), ("gpustack/gpustack:v0.7.1-npu", "0.x"),
+    ("gpustack/gpustack:0.6.2", "0.x"), ("gpustack/gpustack:v0.7.1", "0.x"),
+    ("gpustack/gpustack:v2.3.0", "2.x"), ("registry.local:5000/gpustack/gpustack:v2.3.0", "2.x"),
+    ("gpustack/gpustack", None), ("gpustack/gpustack:latest", None), ("registry.local:5000/gpustack", None),
+])
+def test_image_line(image, line):
+    assert image_line(image) == line
+
+
+def container(**engine):
+    loaded = load_stack(STACK)
+    config = copy.deepcopy(loaded.raw_config)
+    config[f"{NS}engine"].update(engine)
+    changed = loaded_with_config(loaded, config)
+    spec = changed.spec
+    return [spec.engine_plugin.container(NodeContext(spec, changed.plan, i, n, STACK))
+            for i, n in enumerate(spec.nodes)]
+
+
+def test_containers_mount_the_docker_socket_and_see_every_npu():
+    server, *workers = container()
+    for c in (server, *workers):
+        assert ("/var/run/docker.sock", "/var/run/docker.sock") in [(m.host, m.container) for m in c.mounts]
+        assert ("ASCEND_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7") in c.env
+        assert "/dev/davinci7" in c.devices and c.runtime is None
+    assert server.command == ("--enable-worker", "--worker-name", "node0")
+
+
+def test_ascend_runtime_replaces_the_device_list_and_survives_the_pulumi_mapping():
+    server, *_ = container(ascend_runtime=True, visible_devices=[7, 6, 5, 4, 3, 2, 1, 0],
+                           docker_socket="/run/docker.sock", server_enable_worker=True)
+    assert server.devices == () and server.runtime == "ascend"
+    assert ("ASCEND_VISIBLE_DEVICES", "7,6,5,4,3,2,1,0") in server.env
+    assert ("/run/docker.sock", "/var/run/docker.sock") in [(m.host, m.container) for m in server.mounts]
+    assert "--runtime=ascend" in server.docker_run_argv()
+    args = server.pulumi_docker_args()
+    assert args["runtime"] == "ascend"
+    camel = {"name": args["name"], "image": args["image"], "runtime": args["runtime"], "envs": args["envs"]}
+    assert spec_from_pulumi_inputs(camel).runtime == "ascend"
