@@ -289,7 +289,6 @@ def apply(node: Node, layout: Layout, npu_count: int, default_driver: str, fault
     return changed
 
 
-
 def _docker(node: Node, *args: str) -> str:
     got = node.exec(["docker", "-H", "unix:///run/docker.sock", *args], timeout=120)
     if got.returncode != 0:
@@ -355,6 +354,9 @@ def _apply_docker(root: NodeRoot, fault: str | None) -> list[str]:
     elif fault != "stopped" and aside.exists() and not socket.exists():
         os.replace(aside, socket)
         changed.append("docker daemon socket back")
+    return changed
+
+
 # The source name of the small filesystems `full_disk` mounts: how a later
 # reconcile finds them again (in the node's own mount namespace).
 FULL_DISK_SOURCE = "ascemu-full-disk"
