@@ -101,7 +101,7 @@ def dcmi_facts(facts: dict) -> str:
              f"hbm_mb {facts['hbm_mb']}", f"driver_version {facts['driver_version']}",
              f"node_index {facts['index']}"]
     for dev, ip in enumerate(facts["device_ips"]):
-        lines.append(f"device {dev} {facts['bus_ids'][dev]} {ip} {facts['netmask']} {facts['gateway']}")
+        lines.append(f"device {dev} {facts['bus_ids'][dev % len(facts['bus_ids'])]} {ip} {facts['netmask']} {facts['gateway']}")
     return "\n".join(lines) + "\n"
 
 

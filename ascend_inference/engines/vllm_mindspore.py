@@ -207,7 +207,12 @@ class VllmMindspore(EnginePlugin):
         # MINDFORMERS_MODEL_CONFIG names (runbook 003: /workspace/...).
         yaml_mount = [Mount(self.yaml_on_host(ctx), s.mindformers_model_config, read_only=True)] \
             if s.write_mindformers_yaml else []
-        return runbook_container(ctx, STANDARD_MOUNTS, yaml_mount, command=("bash",))
+        # A profile without a RoCE fabric (300I Duo) has no /etc/hccn.conf:
+        # docker would make an empty directory there, and the mount check
+        # refuses a missing source, so runbook 000's list goes without it.
+        mounts = STANDARD_MOUNTS if ctx.spec.profile.network.fabric else [
+            m for m in STANDARD_MOUNTS if not m.startswith("/etc/hccn.conf:")]
+        return runbook_container(ctx, mounts, yaml_mount, command=("bash",))
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
         s = settings_of(ctx.spec, VllmMindsporeSettings)
@@ -220,8 +225,10 @@ class VllmMindspore(EnginePlugin):
         # Runbook 000: with vLLM_MODEL_BACKEND=MindFormers the engine reads the
         # predict yaml MINDFORMERS_MODEL_CONFIG names; the runbook never checks
         # that it is there, and the engine only finds out at start.
+        # From 0.4.0 there is no such variable (backend_env): nothing to check.
         s = settings_of(ctx.spec, VllmMindsporeSettings)
-        files = ("MINDFORMERS_MODEL_CONFIG",) if s.model_backend == "MindFormers" else ()
+        files = (("MINDFORMERS_MODEL_CONFIG",) if s.model_backend == "MindFormers" and not renamed_env(ctx.spec)
+                 else ())
         return ContainerChecks(acl=acl_check_wanted(ctx.spec), files_from_env=files,
                                nnrt_run=ctx.spec.container.nnrt_run)
 

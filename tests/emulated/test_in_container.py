@@ -7,6 +7,7 @@ key the stack sets stops the rollout before any daemon starts."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -112,6 +113,21 @@ def test_a_missing_mindformers_yaml_stops_the_rollout_before_ray(cluster, tmp_pa
     assert not {a.resource for a in report.actions} & LATER
 
 
+def one_image_everywhere(cluster, image: str, tag: str) -> None:
+    """`docker commit` gives each node's variant its own image id (its
+    creation time), and the image check refuses nodes whose ids differ: make
+    node0's variant the one every node holds. node0 saves it into its overlay
+    (its upper dir on the host); the copy goes to a new file under node0's
+    state directory, which every node sees through the overlay's lower layer."""
+    first = cluster.nodes[0]
+    node_ssh(cluster, first.name, f"docker save -o /var/tmp/{tag}.tar {image}")
+    node_dir = first.run_dir.parent
+    shared = node_dir / f"variant-{tag}.tar"
+    shutil.copyfile(node_dir / "upper" / "var" / "tmp" / f"{tag}.tar", shared)
+    for node in cluster.nodes[1:]:
+        node_ssh(cluster, node.name, f"docker load -i {shared} >/dev/null")
+
+
 def test_mindie_config_is_the_images_own_edited_in_place(cluster, tmp_path):
     """The image's file gains a key only it has; after the rollout that key
     is still there, the runbook's 16 keys hold the stack's values, a second
@@ -121,9 +137,9 @@ def test_mindie_config_is_the_images_own_edited_in_place(cluster, tmp_path):
     container, image = loaded.spec.container.name, loaded.spec.container.image
     rollout._provide_image_tar(loaded)
     marker = "imageOnlyKey"
-    for node in cluster.nodes:
-        # The stack's image as another MindIE version: a key the bundled default lacks.
-        node_ssh(cluster, node.name, imagelib.mindie_config_variant_script(image, add={f"ServerConfig.{marker}": 42}))
+    # The stack's image as another MindIE version: a key the bundled default lacks.
+    node_ssh(cluster, "node0", imagelib.mindie_config_variant_script(image, add={f"ServerConfig.{marker}": 42}))
+    one_image_everywhere(cluster, image, "image-only-key")
     try:
         report = rollout.up()
         assert report.error is None, report.error
@@ -156,23 +172,27 @@ def test_an_image_config_lacking_a_stack_key_stops_before_the_daemons(cluster, t
     loaded, _ = rollout.loaded()
     image = loaded.spec.container.image
     rollout._provide_image_tar(loaded)
-    node_ssh(cluster, "node0", imagelib.mindie_config_variant_script(image))
-    node_ssh(cluster, "node1", imagelib.mindie_config_variant_script(
+    # Every node's image lacks the key (one image everywhere: the image check
+    # would otherwise stop the rollout first); node0's step reports it first.
+    node_ssh(cluster, "node0", imagelib.mindie_config_variant_script(
         image, drop=("BackendConfig.ScheduleConfig.maxIterTimes",)))
+    one_image_everywhere(cluster, image, "lacking-max-iter-times")
     container = loaded.spec.container.name
     try:
         report = rollout.up()
-        # The step ran, reported, and left the image's file as it was.
-        assert "node1-config-edit" in report.did("create")
-        assert in_container(cluster, "node1", container, f"cat {CONF}") == image_config(cluster, "node1", image)
-        assert in_container(cluster, "node1", container, f"ls {CONF}.ascend-inference-orig 2>/dev/null || true") == ""
+        assert isinstance(report.error, NodeFactError), report.error
+        reported = report.error.node
+        # The step ran on the node it names, reported, and left the image's file as it was.
+        assert f"{reported}-config-edit" in report.did("create")
+        assert in_container(cluster, reported, container, f"cat {CONF}") == image_config(cluster, reported, image)
+        assert in_container(cluster, reported, container,
+                            f"ls {CONF}.ascend-inference-orig 2>/dev/null || true") == ""
     finally:
         rollout.destroy()
         for node in cluster.nodes:
             node_ssh(cluster, node.name, f"docker rmi {image} >/dev/null")
-    assert isinstance(report.error, NodeFactError), report.error
     message = str(report.error)
-    assert message.startswith(f"node node1: MindIE config.json: image {image}'s {CONF} has no key "
+    assert message.startswith(f"node {reported}: MindIE config.json: image {image}'s {CONF} has no key "
                               "BackendConfig.ScheduleConfig.maxIterTimes (set by engine.max_iter_times); "
                               "nothing was changed (fix: "), message
     assert "\n" not in message

@@ -70,7 +70,7 @@ def test_a_300i_pro_node_is_refused_by_its_chip_count(cluster, tmp_path):
         rollout.destroy()
         cluster.clear_faults("node1")
     message = str(report.error)
-    assert "node node1: npu-smi info: NPU 2 lists 1 chip(s), hardware.profile atlas-300i-duo has 2 per card" \
+    assert "node node1: npu-smi info: NPU 2 lists 1 chip(s), hardware.profile atlas-300i-duo has 2 per NPU" \
         in message, message
     assert "node node1: npu-smi info: 7 healthy NPUs, the stack needs 8 (1 missing)" in message
     assert not {a.resource for a in report.actions} & {"node0-container", "node1-container", "node0-serve"}

@@ -22,7 +22,8 @@ AS_COPY = ["model.source.kind=copy"]
 LATER = {"node0-container", "node1-container", "node0-ray-head", "node1-ray-worker", "node0-serve",
          "cluster-verified", "serving-ready", "smoke-test-request"}
 # Steps that run at every `up` (remote_step every_up).
-NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping"}
+NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping",
+               "node0-image-check", "node1-image-check"}
 
 ssh = node_ssh
 
