@@ -18,7 +18,7 @@ from typing import Any, Literal
 from ascend_inference import config_edit
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
-from ascend_inference.errors import Problem
+from ascend_inference.errors import NodeFactError, Problem
 from ascend_inference.images import probe_script
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
@@ -336,9 +336,10 @@ def render_image_copy(loaded: LoadedStack, index: int, master_image: dict[str, A
     master = spec.nodes[0]
     missing = [key for key in ("tar_bytes", "tar_sha256") if key not in master_image]
     if missing:
-        # An image step of an older version of this program: it is redone
-        # (its script changed) before the copy reads it.
-        raise ValueError(f"{master.name}-image printed no {', '.join(missing)}: run up again")
+        # Not from this program's image step (whose changed script redoes it
+        # before any copy reads it): say so rather than copy blind.
+        raise NodeFactError(master.name, "image tar", f"{master.name}-image printed no {', '.join(missing)}",
+                            f"pulumi up --replace the {master.name}-image step")
     login = f"{master.user or spec.ssh.user}@{master.address or master.host}"
     text = render_template(
         "image-copy.sh.j2", purpose="Copy the image tar from the master", stack=loaded.name,

@@ -40,10 +40,10 @@ from ascend_inference.render import (
     Script,
     check_rank_table,
     host_step_undo,
-    rank_table,
-    render_node,
     image_fetched_once,
+    rank_table,
     render_image_copy,
+    render_node,
     render_peer_ping,
     render_weights_copy,
 )

@@ -132,4 +132,4 @@ class ContainerImages(pulumi.ComponentResource):
 
 def _copy_for(render: Callable[[dict], str]) -> Callable[[str], str]:
     """The master's image step's last line (JSON) -> the copy script."""
-    return lambda stdout: render(json.loads(stdout.strip().splitlines()[-1]))
+    return clearly(lambda stdout: render(json.loads(stdout.strip().splitlines()[-1])))

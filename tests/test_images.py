@@ -351,7 +351,7 @@ def test_the_other_nodes_load_the_copied_tar_and_fetch_nothing(tmp_path):
     assert done.returncode == 4
     assert done.stderr.strip() == (
         f"node node1: image tar: {tar} is missing, the copy from node0 should have put it there "
-        "(fix: run up again; the copy step checks the tar)")
+        "(fix: pulumi up --replace the node1-image-copy step, which copies it again)")
     tar.parent.mkdir(parents=True)
     tar.write_bytes(b"copied")
     done, tar, loaded = run_image_step(tmp_path, 1, image_url="http://127.0.0.1:9/none.tar",
@@ -468,3 +468,11 @@ def test_image_url_and_sha256_need_the_tar_path(tmp_path):
     assert len(lines) == 2, lines
     for key, line in zip(("image_url", "image_sha256"), lines, strict=True):
         assert f"ascend-inference:container.{key}: needs container.image_tar" in line and "(fix: " in line
+
+
+def test_a_master_output_without_the_tar_facts_is_one_line(tmp_path):
+    loaded, _ = stack_with_tar(tmp_path, image_url="https://images.example.com/mindie.tar")
+    with pytest.raises(NodeFactError) as info:
+        render_image_copy(loaded, 1, {"image": loaded.spec.container.image, "id": "sha256:feed"})
+    assert str(info.value) == ("node node0: image tar: node0-image printed no tar_bytes, tar_sha256 "
+                               "(fix: pulumi up --replace the node0-image step)")
