@@ -443,7 +443,8 @@ def test_a_copy_with_another_sha256_is_one_line_and_removed(tmp_path):
     assert done.returncode == 4
     assert done.stderr.strip() == (
         f"node node1: image tar: {tar} copied from node0 has sha256 {found}, expected {sha} "
-        "(container.image_sha256) (fix: the copy was removed; the next up copies it again)")
+        "(container.image_sha256) (fix: the copy was removed and the next up copies it again; rsync checks what it "
+        "sends, so if it differs again the tar on node0 changed since its image step: check it with sha256sum there)")
     assert not tar.exists() and not tar.with_name(tar.name + ".part").exists()
     again, tar, _ = run_copy(tmp_path, data, sha)
     assert again.returncode == 0, again.stderr
