@@ -18,7 +18,7 @@ from typing import Any, Literal
 from ascend_inference import config_edit
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
-from ascend_inference.errors import Problem
+from ascend_inference.errors import NodeFactError, Problem
 from ascend_inference.images import probe_script
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
@@ -194,9 +194,14 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         script("weights-download", "Download the model weights", repo=source.repo, revision=source.revision,
                endpoint=source.endpoint or HF_ENDPOINT, python=source.python, manifest_name=MANIFEST_NAME,
                marker="ASCEND_INFERENCE_HUB")
+    fetched_once = image_fetched_once(loaded)
     script("image", "Make the container image present", image=spec.container.image,
-           image_tar=spec.container.image_tar, image_url=spec.container.image_url,
-           image_sha256=spec.container.image_sha256)
+           image_tar=spec.container.image_tar,
+           # With image_url only the master fetches; the others copy its tar.
+           image_url=spec.container.image_url if ctx.is_master else None,
+           image_sha256=None if fetched_once and not ctx.is_master else spec.container.image_sha256,
+           keep_tar=fetched_once and ctx.is_master,
+           copied_from=spec.nodes[0].name if fetched_once and not ctx.is_master else None)
     script("image-check", "Read the image id and the engine and CANN versions in the image",
            image=spec.container.image, image_json=json.dumps(spec.container.image),
            node_json=json.dumps(ctx.node.name), probe=probe_script(engine.image_package))
@@ -316,6 +321,33 @@ def render_weights_copy(loaded: LoadedStack, index: int, master_weights: dict[st
         master_fingerprint=master_weights["fingerprint"], master_login=login,
         master_port=master.port or spec.ssh.port)
     return Script("weights-copy", text, "host", spec.container.name)
+
+
+def image_fetched_once(loaded: LoadedStack) -> bool:
+    """container.image_url on a stack of more than one node: the master
+    fetches the tar and every other node copies it from the master."""
+    return loaded.spec.container.image_url is not None and len(loaded.spec.nodes) > 1
+
+
+def render_image_copy(loaded: LoadedStack, index: int, master_image: dict[str, Any]) -> Script:
+    """Node `index`'s copy of the image tar from the master, from what the
+    master's image step printed (`tar_bytes`, `tar_sha256`)."""
+    spec = loaded.spec
+    master = spec.nodes[0]
+    missing = [key for key in ("tar_bytes", "tar_sha256") if key not in master_image]
+    if missing:
+        # Not from this program's image step (whose changed script redoes it
+        # before any copy reads it): say so rather than copy blind.
+        raise NodeFactError(master.name, "image tar", f"{master.name}-image printed no {', '.join(missing)}",
+                            f"pulumi up --replace the {master.name}-image step")
+    login = f"{master.user or spec.ssh.user}@{master.address or master.host}"
+    text = render_template(
+        "image-copy.sh.j2", purpose="Copy the image tar from the master", stack=loaded.name,
+        node=spec.nodes[index], master=master, image=spec.container.image, image_tar=spec.container.image_tar,
+        tar_bytes=int(master_image["tar_bytes"]), tar_sha256=str(master_image["tar_sha256"]),
+        sha256_from="container.image_sha256" if spec.container.image_sha256 else f"the tar on {master.name}",
+        master_login=login, master_port=master.port or spec.ssh.port)
+    return Script("image-copy", text, "host", spec.container.name)
 
 
 def _per_node_variables(loaded: LoadedStack, index: int) -> list[str]:

@@ -19,6 +19,7 @@ here; the components get typed arguments holding only what they use.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,7 +40,9 @@ from ascend_inference.render import (
     Script,
     check_rank_table,
     host_step_undo,
+    image_fetched_once,
     rank_table,
+    render_image_copy,
     render_node,
     render_peer_ping,
     render_weights_copy,
@@ -130,8 +133,10 @@ class Deployment(pulumi.ComponentResource):
             image=spec.container.image,
             nodes=[NodeImageArgs(node=n, docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(),
                                  load_script=r.scripts.image.command if spec.container.image_tar else None,
-                                 check_script=self._command(r.scripts.image_check))
+                                 check_script=self._command(r.scripts.image_check),
+                                 copy_script=self._image_copy(i) if i > 0 and image_fetched_once(loaded) else None)
                    for i, (n, r) in enumerate(zip(self.nodes, self.rendered, strict=True))],
+            ssh_private_key=args.ssh_private_key,
             expect=ImageExpectations(image=spec.container.image, package=engine.image_package,
                                      engine_version=spec.container.engine_version,
                                      cann_version=spec.container.cann_version, env_era=engine.env_era)), child)
@@ -253,6 +258,10 @@ class Deployment(pulumi.ComponentResource):
             mount_check_script=self._command(rendered.scripts.mount_sources),
             docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(), after=after, extra_labels=labels,
             secret_env=self.engine_secrets, steps=self._container_steps(i), **extra)
+
+    def _image_copy(self, i: int) -> Callable[[dict], str]:
+        """Node i's copy of the master's image tar, from what the master's image step printed."""
+        return lambda master_image: render_image_copy(self.loaded, i, master_image).command
 
     def _docker_host(self, i: int) -> str:
         spec = self.loaded.spec

@@ -4,6 +4,10 @@ version in it) stops the rollout before any container starts.
 
     <node>-docker        the node's docker provider (its containers use it too)
     <node>-image         `docker load -i` from container.image_tar, or a pull
+                         (with container.image_url the master fetches the tar)
+    <node>-image-copy    container.image_url, every node but the master: the
+                         master's tar copied over the cluster network (rsync,
+                         the stack's SSH key on stdin), before that node's load
     <node>-image-check   image id, engine and CANN versions (every `up`, read-only)
 
 The cross-node comparison (`ascend_inference.images.check_images`) is part of
@@ -12,6 +16,8 @@ the gate, never start on images that differ; the verified image id is also a
 container label, so an image that changed under the same tag redoes it."""
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -44,6 +50,9 @@ class NodeImageArgs:
     # Runbook 001: `docker load -i <tar>` by this script instead of a pull.
     load_script: str | None
     check_script: str
+    # container.image_url, a node other than the master: what the master's
+    # image step printed -> this node's copy of the master's tar.
+    copy_script: Callable[[dict], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class ContainerImagesArgs:
     image: str
     nodes: list[NodeImageArgs]
     expect: ImageExpectations
+    # The key the tar copies load into their ssh-agent (stdin, a secret).
+    ssh_private_key: pulumi.Input[str] | None = None
 
 
 class ContainerImages(pulumi.ComponentResource):
@@ -63,6 +74,8 @@ class ContainerImages(pulumi.ComponentResource):
         super().__init__(f"{TOKEN}:image:ContainerImages", name, None, opts)
         self.prepared: list[PreparedImage] = []
         self.checks: list[remote.Command] = []
+        self.copies: list[remote.Command] = []
+        master_image: remote.Command | None = None
         for n in args.nodes:
             node = n.node
             label = node.node.name
@@ -71,9 +84,27 @@ class ContainerImages(pulumi.ComponentResource):
             image: remote.Command | docker.RemoteImage
             image_ref: pulumi.Input[str]
             if n.load_script is not None:
-                # The image stays on the node on destroy.
+                after: list[pulumi.Resource] = [node.preflight]
+                triggers = None
+                if n.copy_script is not None:
+                    assert master_image is not None, "the master's image step comes first"
+                    copy = remote_step(
+                        f"{label}-image-copy", connection=node.connection,
+                        create=master_image.stdout.apply(_copy_for(n.copy_script)), parent=self,
+                        depends_on=[node.preflight, master_image],
+                        stdin=pulumi.Output.from_input(args.ssh_private_key).apply(
+                            lambda key: (key or "").rstrip("\n") + "\n"),
+                        timeout="1440m", retain_on_delete=True)
+                    self.copies.append(copy)
+                    after.append(copy)
+                    # A new copy is loaded again (the load skips an image already there).
+                    triggers = [copy.id]
+                # The image (and its tar) stays on the node on destroy.
                 image = remote_step(f"{label}-image", connection=node.connection, create=n.load_script,
-                                    parent=self, depends_on=[node.preflight], timeout="60m", retain_on_delete=True)
+                                    parent=self, depends_on=after, timeout="60m", retain_on_delete=True,
+                                    triggers=triggers)
+                if master_image is None:
+                    master_image = image
                 image_ref = args.image
             else:
                 image = docker.RemoteImage(
@@ -97,3 +128,8 @@ class ContainerImages(pulumi.ComponentResource):
 
         self.verified = pulumi.Output.all(*[c.stdout for c in self.checks]).apply(clearly(verified))
         self.register_outputs({"images": self.verified})
+
+
+def _copy_for(render: Callable[[dict], str]) -> Callable[[str], str]:
+    """The master's image step's last line (JSON) -> the copy script."""
+    return clearly(lambda stdout: render(json.loads(stdout.strip().splitlines()[-1])))

@@ -6,6 +6,7 @@ container is registered; the verified image id labels the container and
 the found versions are a stack output."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -13,7 +14,9 @@ import pytest
 from ascend_inference.errors import NodeFactError
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview import stack as preview_stack
+from ascendctl.preview.config import scaled_config
 from ascendctl.preview.stack import loaded_with_config, record_stack
+from ascendctl.preview.values import contains_secret
 from tests.conftest import NS
 
 pytestmark = pytest.mark.graph
@@ -88,3 +91,67 @@ def test_the_found_versions_are_a_stack_output():
     images = record_stack(loaded, config).outputs["images"]
     assert set(images) == {n.name for n in loaded.spec.nodes}
     assert {(v["engine_version"], v["cann_version"]) for v in images.values()} == {("2.0.T3.B010", "8.0.0")}
+
+
+# --- container.image_url: fetched once on the master, copied to the others ------------
+
+TAR = "/data/images/mindie.tar"
+URL = "https://images.example.com/mindie.tar"
+
+
+def named(g, name: str):
+    found = [r for r in g.resources if r.name == name]
+    assert len(found) == 1, f"{name}: {len(found)} resources"
+    return found[0]
+
+
+def image_steps(g) -> set[str]:
+    return {r.name for r in g.resources if r.custom and r.name.rsplit("-image", 1)[-1] in ("", "-copy")
+            and "-image" in r.name}
+
+
+def test_with_image_url_the_master_fetches_and_the_others_copy_from_it():
+    sha = "ab" * 32
+    loaded, config = with_container("tp16-mindie", image_tar=TAR, image_url=URL, image_sha256=sha)
+    g = record_stack(loaded, config)
+    assert image_steps(g) == {"node0-image", "node1-image-copy", "node1-image"}
+    fetch, copy_step, load = named(g, "node0-image"), named(g, "node1-image-copy"), named(g, "node1-image")
+    # Only the master downloads; node1 loads what the copy put there.
+    assert URL in fetch.inputs["create"] and "curl " in fetch.inputs["create"]
+    assert URL not in load.inputs["create"] and "curl " not in load.inputs["create"]
+    assert URL not in copy_step.inputs["create"]
+    assert g.depends_on(copy_step, fetch) and g.depends_on(copy_step, named(g, "node1-preflight"))
+    assert g.depends_on(load, copy_step) and not g.depends_on(fetch, copy_step)
+    # The copy pulls the master's tar over the cluster network and checks it
+    # against the stack's sha256 (the mocks print 0 bytes).
+    create = copy_step.inputs["create"]
+    assert f"root@192.0.2.11:{TAR} " in create and f"SHA256={sha}\n" in create and "BYTES=0\n" in create
+    # The SSH key reaches the copy only as secret stdin, never in a script.
+    assert contains_secret(copy_step.inputs["stdin"])
+    assert all("PRIVATE KEY" not in str(r.inputs.get("create", "")) for r in g.resources)
+    # The tar and the image stay on destroy.
+    assert copy_step.options["retain_on_delete"] and load.options["retain_on_delete"]
+    assert fetch.options["retain_on_delete"]
+
+
+def test_without_image_url_every_node_loads_its_own_tar_and_nothing_is_copied():
+    loaded, config = with_container("tp16-mindie", image_tar=TAR, image_sha256="ab" * 32)
+    g = record_stack(loaded, config)
+    assert image_steps(g) == {"node0-image", "node1-image"}
+    for name in ("node0-image", "node1-image"):
+        assert "ab" * 32 in named(g, name).inputs["create"] and "curl " not in named(g, name).inputs["create"]
+
+
+def test_copies_wait_for_the_master_only():
+    """8 nodes: each copy waits for the master's fetch, not for the other copies."""
+    loaded, config = with_container("tp16-vllm-mindspore", image_tar=TAR, image_url=URL)
+    config = scaled_config(loaded, 8)
+    g = record_stack(loaded_with_config(loaded, config), copy.deepcopy(config))
+    copies = [r for r in g.resources if r.name.endswith("-image-copy")]
+    assert sorted(r.name for r in copies) == [f"node{i}-image-copy" for i in range(1, 8)]
+    fetch = named(g, "node0-image")
+    for one in copies:
+        assert g.depends_on(one, fetch)
+        assert all(not g.depends_on(one, other) for other in copies if other is not one)
+    # No image_sha256: the copies are checked against the sha256 the master printed.
+    assert "SHA256_FROM='the tar on node0'" in copies[0].inputs["create"]

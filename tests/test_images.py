@@ -21,7 +21,7 @@ import pytest
 
 from ascend_inference.errors import NodeFactError
 from ascend_inference.images import ImageExpectations, ImageFacts, check_images, version_tuple
-from ascend_inference.render import render_node
+from ascend_inference.render import render_image_copy, render_node
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import loaded_with_config
 from tests.conftest import NS, load_stack_doc, run_cli, write_stack
@@ -238,7 +238,7 @@ def test_missing_mount_sources_are_one_line_naming_node_and_paths(tmp_path):
     assert "/etc/ascend-inference" not in lines[0]
 
 
-# --- the image tar fetched by each node (container.image_url, image_sha256) -----------
+# --- the image tar fetched once, on the master (container.image_url, image_sha256) -----
 
 LOAD_STUB = """#!/usr/bin/env bash
 # docker image inspect IMAGE: present once `load` ran; docker load -i TAR: records the tar's bytes.
@@ -252,50 +252,87 @@ esac
 
 @pytest.fixture
 def served_tar(tmp_path):
-    """A tar served over HTTP on 127.0.0.1 (what image_url names)."""
+    """A tar served over HTTP on 127.0.0.1 (what image_url names); the
+    requests it answered are counted."""
     root = tmp_path / "served"
     root.mkdir()
     (root / "mindie.tar").write_bytes(b"layer bytes " * 1000)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    requests: list[str] = []
+
+    class Counting(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    handler = functools.partial(Counting, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/mindie.tar", (root / "mindie.tar").read_bytes()
+        yield f"http://127.0.0.1:{server.server_address[1]}/mindie.tar", (root / "mindie.tar").read_bytes(), requests
     finally:
         server.shutdown()
 
 
-def run_image_step(tmp_path: Path, **container):
+def stack_with_tar(tmp_path: Path, **container):
     base = load_stack("tp16-mindie")
     config = json.loads(json.dumps(base.raw_config))
     tar = tmp_path / "node" / "images" / "mindie.tar"
     config[NS + "container"] = {**config[NS + "container"], "image_tar": str(tar), **container}
-    script = render_node(loaded_with_config(base, config), 1).scripts.image.command
+    return loaded_with_config(base, config), tar
+
+
+def stub_env(tmp_path: Path, image: str) -> tuple[dict[str, str], Path]:
     state = tmp_path / "docker-state"
     state.mkdir(exist_ok=True)
-    stub = tmp_path / "docker"
+    stub = tmp_path / "bin" / "docker"
+    stub.parent.mkdir(exist_ok=True)
     stub.write_text(LOAD_STUB)
     stub.chmod(0o755)
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "STATE": str(state), "IMAGE": base.spec.container.image}
+    return {"PATH": f"{stub.parent}:/usr/bin:/bin", "STATE": str(state), "IMAGE": image}, state / "loaded"
+
+
+def run_image_step(tmp_path: Path, index: int = 0, **container):
+    """Node `index`'s image step under the stand-in docker (node0: the master)."""
+    loaded, tar = stack_with_tar(tmp_path, **container)
+    script = render_node(loaded, index).scripts.image.command
+    env, loaded_file = stub_env(tmp_path, loaded.spec.container.image)
     done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, env=env, timeout=60)
-    return done, tar, state / "loaded"
+    return done, tar, loaded_file
 
 
 def test_a_tar_fetched_from_its_url_and_checked_is_loaded(tmp_path, served_tar):
-    url, data = served_tar
+    url, data, _ = served_tar
     done, tar, loaded = run_image_step(tmp_path, image_url=url, image_sha256=hashlib.sha256(data).hexdigest())
     assert done.returncode == 0, done.stderr
     assert tar.read_bytes() == data and loaded.read_bytes() == data
     assert not tar.with_name(tar.name + ".part").exists()
+    # What the other nodes' copies are checked against.
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (printed["tar_bytes"], printed["tar_sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_the_master_keeps_the_tar_for_the_copies_even_with_the_image_loaded(tmp_path, served_tar):
+    """The image is on the master already but the tar is not: the master
+    fetches it (the others copy it from there); a second run fetches nothing."""
+    url, data, requests = served_tar
+    env, loaded = stub_env(tmp_path, "")
+    loaded.write_bytes(b"an image loaded before")
+    done, tar, loaded = run_image_step(tmp_path, image_url=url)
+    assert done.returncode == 0, done.stderr
+    assert tar.read_bytes() == data and loaded.read_bytes() == b"an image loaded before"
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert printed["tar_sha256"] == hashlib.sha256(data).hexdigest()
+    assert requests == ["/mindie.tar"]
+    again, _, _ = run_image_step(tmp_path, image_url=url)
+    assert again.returncode == 0 and requests == ["/mindie.tar"]
 
 
 def test_a_tar_with_another_checksum_is_one_line_and_is_not_loaded(tmp_path, served_tar):
-    url, data = served_tar
+    url, data, _ = served_tar
     done, tar, loaded = run_image_step(tmp_path, image_url=url, image_sha256="0" * 64)
     assert done.returncode == 4
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"node node1: image tar: {tar} has sha256 {hashlib.sha256(data).hexdigest()}, "
+    assert lines[0].startswith(f"node node0: image tar: {tar} has sha256 {hashlib.sha256(data).hexdigest()}, "
                                f"the stack expects {'0' * 64} (container.image_sha256)"), lines[0]
     assert not loaded.exists() and not tar.exists()
 
@@ -304,8 +341,122 @@ def test_an_unreachable_url_is_one_line(tmp_path):
     done, tar, loaded = run_image_step(tmp_path, image_url="http://127.0.0.1:9/none.tar")
     assert done.returncode == 4
     lines = [line for line in done.stderr.strip().splitlines() if line.startswith("node ")]
-    assert lines and lines[-1].startswith("node node1: image tar: could not fetch http://127.0.0.1:9/none.tar")
+    assert lines and lines[-1].startswith("node node0: image tar: could not fetch http://127.0.0.1:9/none.tar")
     assert not loaded.exists()
+
+
+def test_the_other_nodes_load_the_copied_tar_and_fetch_nothing(tmp_path):
+    done, tar, loaded = run_image_step(tmp_path, 1, image_url="http://127.0.0.1:9/none.tar",
+                                       image_sha256="0" * 64)
+    assert done.returncode == 4
+    assert done.stderr.strip() == (
+        f"node node1: image tar: {tar} is missing, the copy from node0 should have put it there "
+        "(fix: pulumi up --replace the node1-image-copy step, which copies it again)")
+    tar.parent.mkdir(parents=True)
+    tar.write_bytes(b"copied")
+    done, tar, loaded = run_image_step(tmp_path, 1, image_url="http://127.0.0.1:9/none.tar",
+                                       image_sha256="0" * 64)
+    # Loaded as the copy left it: the copy step checked its sha256.
+    assert done.returncode == 0, done.stderr
+    assert loaded.read_bytes() == b"copied"
+
+
+# --- the copy of the master's tar (<node>-image-copy) ---------------------------------
+
+# rsync [opts] -e SSH master:TAR DEST: copies $SOURCE to DEST, cut to $CUT bytes or
+# with its first byte changed ($FLIP) when asked; ssh-agent and ssh-add stand-ins
+# record the key they were given.
+RSYNC_STUB = """#!/usr/bin/env bash
+for last; do :; done
+echo "$*" > "$STATE/rsync-args"
+if [ -n "${CUT:-}" ]; then head -c "$CUT" "$SOURCE" > "$last"
+elif [ -n "${FLIP:-}" ]; then { printf X; tail -c +2 "$SOURCE"; } > "$last"
+else cp "$SOURCE" "$last"; fi
+"""
+AGENT_STUB = """#!/usr/bin/env bash
+[ "${1:-}" = -k ] && exit 0
+echo "SSH_AUTH_SOCK=$STATE/agent; export SSH_AUTH_SOCK;"
+"""
+ADD_STUB = """#!/usr/bin/env bash
+cat > "$STATE/key-seen"
+"""
+
+
+def run_copy(tmp_path: Path, data: bytes, sha256: str | None, **env_extra: str):
+    master_tar = tmp_path / "master" / "mindie.tar"
+    master_tar.parent.mkdir(exist_ok=True)
+    master_tar.write_bytes(data)
+    container = {"image_url": "https://images.example.com/mindie.tar"}
+    if sha256:
+        container["image_sha256"] = sha256
+    loaded, tar = stack_with_tar(tmp_path, **container)
+    script = render_image_copy(loaded, 1, {"image": loaded.spec.container.image, "id": "sha256:feed",
+                                           "tar": str(tar), "tar_bytes": len(data),
+                                           "tar_sha256": hashlib.sha256(data).hexdigest()})
+    env, loaded_file = stub_env(tmp_path, loaded.spec.container.image)
+    bin_dir = Path(env["PATH"].split(":")[0])
+    for name, text in (("rsync", RSYNC_STUB), ("ssh-agent", AGENT_STUB), ("ssh-add", ADD_STUB)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**env, "SOURCE": str(master_tar), **env_extra}
+    # As the program runs it: the script as the command, the SSH key on stdin.
+    done = subprocess.run(["bash", "-c", script.command], input="-----BEGIN TEST KEY-----\n", capture_output=True,
+                          text=True, env=env, timeout=60)
+    return done, tar, Path(env["STATE"])
+
+
+def test_the_copy_pulls_the_masters_tar_with_the_key_from_stdin(tmp_path):
+    data = b"layer bytes " * 1000
+    done, tar, state = run_copy(tmp_path, data, None)
+    assert done.returncode == 0, done.stderr
+    assert tar.read_bytes() == data and not tar.with_name(tar.name + ".part").exists()
+    assert f"root@192.0.2.11:{tar} {tar}.part" in (state / "rsync-args").read_text()
+    # The key went from stdin to ssh-add (the stand-in records what it read).
+    assert (state / "key-seen").read_text() == "-----BEGIN TEST KEY-----\n"
+    assert "BEGIN TEST KEY" not in (state / "rsync-args").read_text()
+    assert json.loads(done.stdout.strip().splitlines()[-1])["copied"] is True
+    again, _, _ = run_copy(tmp_path, data, None)
+    assert again.returncode == 0
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == {
+        "node": "node1", "copied": False, "reason": "tar present already"}
+
+
+def test_a_short_copy_is_one_line_and_the_next_run_resumes_it(tmp_path):
+    data = b"layer bytes " * 1000
+    done, tar, _ = run_copy(tmp_path, data, None, CUT="100")
+    assert done.returncode == 4
+    assert done.stderr.strip() == (
+        f"node node1: image tar: {tar} copied from node0 has 100 bytes, node0's has {len(data)} "
+        "(fix: the copy was cut short; the next up resumes it)")
+    # Kept for rsync to resume from; not in place, so nothing loads it.
+    assert tar.with_name(tar.name + ".part").stat().st_size == 100 and not tar.exists()
+    again, tar, _ = run_copy(tmp_path, data, None)
+    assert again.returncode == 0, again.stderr
+    assert tar.read_bytes() == data
+
+
+def test_a_copy_with_another_sha256_is_one_line_and_removed(tmp_path):
+    data = b"layer bytes " * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    done, tar, _ = run_copy(tmp_path, data, sha, FLIP="1")
+    found = hashlib.sha256(b"X" + data[1:]).hexdigest()
+    assert done.returncode == 4
+    assert done.stderr.strip() == (
+        f"node node1: image tar: {tar} copied from node0 has sha256 {found}, expected {sha} "
+        "(container.image_sha256) (fix: the copy was removed and the next up copies it again; rsync checks what it "
+        "sends, so if it differs again the tar on node0 changed since its image step: check it with sha256sum there)")
+    assert not tar.exists() and not tar.with_name(tar.name + ".part").exists()
+    again, tar, _ = run_copy(tmp_path, data, sha)
+    assert again.returncode == 0, again.stderr
+    assert tar.read_bytes() == data
+
+
+def test_a_node_with_the_image_copies_nothing(tmp_path):
+    env, loaded = stub_env(tmp_path, "")
+    loaded.write_bytes(b"loaded")
+    done, tar, state = run_copy(tmp_path, b"layer bytes", None)
+    assert done.returncode == 0, done.stderr
+    assert not tar.exists() and not (state / "rsync-args").exists()
 
 
 def test_image_url_and_sha256_need_the_tar_path(tmp_path):
@@ -318,3 +469,11 @@ def test_image_url_and_sha256_need_the_tar_path(tmp_path):
     assert len(lines) == 2, lines
     for key, line in zip(("image_url", "image_sha256"), lines, strict=True):
         assert f"ascend-inference:container.{key}: needs container.image_tar" in line and "(fix: " in line
+
+
+def test_a_master_output_without_the_tar_facts_is_one_line(tmp_path):
+    loaded, _ = stack_with_tar(tmp_path, image_url="https://images.example.com/mindie.tar")
+    with pytest.raises(NodeFactError) as info:
+        render_image_copy(loaded, 1, {"image": loaded.spec.container.image, "id": "sha256:feed"})
+    assert str(info.value) == ("node node0: image tar: node0-image printed no tar_bytes, tar_sha256 "
+                               "(fix: pulumi up --replace the node0-image step)")

@@ -144,6 +144,16 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
             return {"stdout": json.dumps({"node": node, "path": loaded.spec.model.path, "files": 163,
                                           "bytes": 0, "disk_bytes": 0, "manifest": "",
                                           "fingerprint": "0" * 64}) + "\n", "stderr": ""}
+        if name.endswith("-image") and name[: -len("-image")] in node_names:
+            # What the image step prints: the image id, and with image_url on
+            # the master the tar the other nodes' copies are checked against.
+            container = loaded.spec.container
+            printed: dict[str, Any] = {"image": container.image,
+                                       "id": "sha256:" + _input_digest({"name": container.image}) * 4}
+            if container.image_tar and container.image_url:
+                printed.update(tar=container.image_tar, tar_bytes=0,
+                               tar_sha256=container.image_sha256 or "0" * 64)
+            return {"stdout": json.dumps(printed) + "\n", "stderr": ""}
         if name.endswith("-image-check") and name[: -len("-image-check")] in node_names:
             # The same image everywhere, holding the versions the stack declares
             # (none found where it declares none: reported, not compared).
