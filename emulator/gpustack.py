@@ -101,7 +101,9 @@ def dcmi_facts(facts: dict) -> str:
              f"hbm_mb {facts['hbm_mb']}", f"driver_version {facts['driver_version']}",
              f"node_index {facts['index']}"]
     for dev, ip in enumerate(facts["device_ips"]):
-        lines.append(f"device {dev} {facts['bus_ids'][dev % len(facts['bus_ids'])]} {ip} {facts['netmask']} {facts['gateway']}")
+        # An A3 node has 16 dies on 8 NPUs (bus ids): the dies of one NPU share its bus.
+        bus = facts["bus_ids"][dev % len(facts["bus_ids"])]
+        lines.append(f"device {dev} {bus} {ip} {facts['netmask']} {facts['gateway']}")
     return "\n".join(lines) + "\n"
 
 
