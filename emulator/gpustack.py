@@ -102,7 +102,7 @@ def dcmi_facts(facts: dict) -> str:
              f"node_index {facts['index']}"]
     for dev, ip in enumerate(facts["device_ips"]):
         # An A3 node has 16 dies on 8 NPUs (bus ids): the dies of one NPU share its bus.
-        bus = facts["bus_ids"][dev % len(facts["bus_ids"])]
+        bus = facts["bus_ids"][(dev // facts.get("chips_per_npu", 1)) % len(facts["bus_ids"])]
         lines.append(f"device {dev} {bus} {ip} {facts['netmask']} {facts['gateway']}")
     return "\n".join(lines) + "\n"
 
