@@ -157,7 +157,8 @@ def test_mindie_config_is_the_images_own_edited_in_place(cluster, tmp_path):
         redone = {a.resource for a in again.actions if a.kind not in ("same", "update")}
         assert redone == set(), redone
         updated = set(again.did("update"))
-        assert updated <= {f"{n.name}-{step}" for n in cluster.nodes for step in ("preflight", "fix-tls", "peer-ping")}
+        assert updated <= {f"{n.name}-{step}" for n in cluster.nodes
+                           for step in ("preflight", "fix-tls", "peer-ping", "image-check")}
     finally:
         rollout.destroy()
     # Destroy removed the containers; the image's own file is what a new one gets.

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.emulated
 
 STACK = "tp32-a3-mindie"
 TABLE = "/data/hm/hccl_2s_32p.json"
-CHECKS = {f"node{i}-{step}" for i in (0, 1) for step in ("preflight", "peer-ping", "fix-tls")}
+# What runs again at every `up`: the node checks and the image checks.
+CHECKS = {f"node{i}-{step}" for i in (0, 1) for step in ("preflight", "peer-ping", "fix-tls", "image-check")}
 
 ssh = node_ssh
 
