@@ -143,7 +143,7 @@ class GpustackApi:
             raise GpustackError(f"GPUStack login as {self._username} at {self.server} refused: "
                                 f"HTTP {error.code} {_message(error)}") from None
         except (urllib.error.URLError, OSError) as error:
-            raise GpustackError(f"GPUStack at {self.server} did not answer the login: {_reason(error)}") from None
+            raise GpustackUnreachable(f"GPUStack at {self.server} did not answer the login: {_reason(error)}") from None
 
     def call(self, method: str, path: str, body: Any = None, *, raw: bool = False, relogin: bool = True) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -295,6 +295,10 @@ class GpustackApi:
             time.sleep(poll_s)
 
 
+class GpustackUnreachable(GpustackError):
+    """No answer from the server at all (not started yet, or gone)."""
+
+
 class GpustackApiError(GpustackError):
     def __init__(self, method: str, path: str, code: int, message: str):
         super().__init__(f"GPUStack {method} {path}: HTTP {code} {message}")
@@ -324,8 +328,18 @@ def _reason(error: BaseException) -> str:
 #   ready_timeout_s (0: do not wait for an instance), delete_timeout_s,
 #   triggers (values whose change redeploys in place).
 
-def _session(props: dict[str, Any]) -> GpustackApi:
-    return GpustackApi(props["server_url"], props.get("username") or "admin", props["password"])
+def _session(props: dict[str, Any], wait_s: float = 0, poll_s: float = 2) -> GpustackApi:
+    """Logged in; for up to wait_s a server that does not answer yet is asked again: a 2.x
+    server writes its token and admin password (which the workers and this resource wait
+    for) before its API listens, so right after the containers start it refuses connections."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return GpustackApi(props["server_url"], props.get("username") or "admin", props["password"])
+        except GpustackUnreachable as error:
+            if time.monotonic() >= deadline:
+                raise GpustackError(f"{error} (after {wait_s:g} s)" if wait_s else str(error)) from None
+            time.sleep(poll_s)
 
 
 def _deploy(api: GpustackApi, props: dict[str, Any], model_id: int | str | None,
@@ -358,11 +372,11 @@ def _deploy(api: GpustackApi, props: dict[str, Any], model_id: int | str | None,
 
 
 def create_model(props: dict[str, Any], progress: Progress) -> tuple[str, dict[str, Any]]:
-    return _deploy(_session(props), props, None, progress)
+    return _deploy(_session(props, float(props.get("worker_timeout_s") or 60)), props, None, progress)
 
 
 def update_model(model_id: str, news: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    return _deploy(_session(news), news, model_id, progress)[1]
+    return _deploy(_session(news, float(news.get("worker_timeout_s") or 60)), news, model_id, progress)[1]
 
 
 def read_model(model_id: str, props: dict[str, Any]) -> dict[str, Any] | None:

@@ -96,6 +96,9 @@ class Executor:
         self.default_key = ""
         self._providers: dict[str, str] = {}
         self._lock = threading.Lock()
+        # image name -> {"mounts": [...], "env": {name: value, "{host}" = the node}}: what the
+        # emulator adds to the program's containers of that image (GPUStack's: emulator/gpustack.py).
+        self.container_extras: dict[str, dict] = {}
         self.state = self._load()
 
     # --- state -------------------------------------------------------------
@@ -181,6 +184,31 @@ class Executor:
         report.seconds = round(time.monotonic() - start, 2)
         return report
 
+    def refresh(self) -> Report:
+        """As `pulumi refresh`: each dynamic resource's provider reads what is there now. Changed
+        outputs replace the recorded ones (and the next `up` diffs the program against them instead
+        of skipping the unchanged inputs); a resource its provider no longer finds leaves the state.
+        Remote commands and containers are not read (pulumi-command's read returns the state as is)."""
+        report = Report()
+        start = time.monotonic()
+        for key in list(self.state["order"]):
+            entry = self.state["resources"][key]
+            if entry["type"] != DYNAMIC:
+                continue
+            read = _dynamic_provider(entry["provider"]).read(entry["id"], entry["outputs"])
+            if read.id is None:
+                self._record(key, None)
+                report.actions.append(Action(entry["name"], "delete", 0.0))
+                self.log(f"  gone     {entry['name']}")
+            elif _digest(read.outs) != _digest(entry["outputs"]):
+                self._record(key, {**entry, "outputs": read.outs, "digest": ""})
+                report.actions.append(Action(entry["name"], "update", 0.0))
+                self.log(f"  refresh  {entry['name']}: changed outside the program")
+            else:
+                report.actions.append(Action(entry["name"], "same", 0.0))
+        report.seconds = round(time.monotonic() - start, 2)
+        return report
+
     # --- per resource type ---------------------------------------------------
 
     def _apply(self, key: str, args) -> tuple[str, dict]:
@@ -231,7 +259,7 @@ class Executor:
                    f"docker image inspect -f '{{{{.Id}}}}' {shlex.quote(name)}")
             out, _ = self._ssh(args.name, node, tag)
             entry = {"id": out.strip(), "digest": digest, "type": typ, "name": args.name, "host": node["host"],
-                     "connection": node, "outputs": {"imageId": out.strip(), "repoDigest": ""}}
+                     "connection": node, "image_name": name, "outputs": {"imageId": out.strip(), "repoDigest": ""}}
             self._record(key, entry)
             return ("replace" if old else "create"), entry
         if typ == DYNAMIC:
@@ -314,13 +342,23 @@ class Executor:
             argv[image_at:image_at] = self.privileged_caps
         image_at = argv.index(spec.image)
         extra = []
-        for mount in self.extra_mounts:
+        extras = self.container_extras.get(self._image_name(spec.image), {})
+        for mount in [*self.extra_mounts, *extras.get("mounts", [])]:
             extra += ["-v", mount]
+        for name, value in extras.get("env", {}).items():
+            extra += ["-e", f"{name}={value.replace('{host}', node['host'])}"]
         argv[image_at:image_at] = extra
         # As pulumi-docker: a container of that name already there fails the create.
         script = " ".join(shlex.quote(a) for a in argv)
         out, _ = self._ssh(resource, node, script)
         return out.strip().splitlines()[-1]
+
+    def _image_name(self, image: str) -> str:
+        """The name of an image a container gives by id (the program runs the RemoteImage's id)."""
+        for entry in self.state["resources"].values():
+            if entry["type"] == "docker:index/remoteImage:RemoteImage" and entry["id"] == image:
+                return str(entry.get("image_name", image))
+        return image
 
     def _delete(self, key: str) -> None:
         entry = self.state["resources"].get(key)

@@ -401,3 +401,112 @@ class GpustackOnCluster:
     # -- the API, asked from inside node0 as a client on the server's machine would
     def curl(self, node: Node, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
         return node.exec(["curl", *args], timeout=60, input=stdin)
+
+
+# ---------------------------------------------------------------------------
+# the program's own GPUStack containers (emulator/rollout.py, the executor)
+# ---------------------------------------------------------------------------
+
+# Where each node carries the entrypoint of the image the program's `container.image` names.
+PROGRAM_ENTRYPOINT = "/usr/local/lib/ascemu/gpustack-entrypoint"
+DATABASE_URL = f"postgresql://gpustack@127.0.0.1:{PG_PORT}/gpustack?sslmode=disable"
+# GPUStack's image keeps its state here; the program mounts its `gpustack-data` volume here.
+IMAGE_DATA_DIR = "/var/lib/gpustack"
+
+
+def program_entrypoint(venv: Path = VENV) -> str:
+    """The entrypoint of the emulator's `gpustack/gpustack:v2.3.0`: `gpustack start` from the venv
+    with the program's arguments, plus what GPUStack's real image brings and the PyPI package
+    lacks: the server's database (PostgreSQL as a process of node0, started by
+    `ProgramGpustack`), no Higress gateway (the server's API then listens on the program's port
+    itself), no Prometheus/Grafana; and the node's address (the emulator gives it as
+    ASCEMU_NODE_ADDRESS: a node has several interfaces and GPUStack would guess)."""
+    return f'''#!{venv}/bin/python
+import os, sys
+args = sys.argv[1:]
+address = os.environ["ASCEMU_NODE_ADDRESS"]
+extra = ["--data-dir", "{IMAGE_DATA_DIR}"]
+if "--server-url" in args:  # a worker
+    extra += ["--worker-ip", address, "--disable-worker-metrics"]
+else:
+    port = "80"
+    if "--port" in args:  # the program's port is where the API answers without a gateway
+        at = args.index("--port")
+        port = args.pop(at + 1)
+        args.pop(at)
+    extra += ["--database-url", os.environ["ASCEMU_GPUSTACK_DATABASE_URL"], "--advertise-address", address,
+              "--api-port", port, "--port", str(int(port) + 1), "--gateway-mode", "disabled",
+              "--disable-builtin-observability", "--disable-metrics", "--disable-update-check"]
+    if "--enable-worker" in args:
+        extra += ["--worker-ip", address, "--disable-worker-metrics"]
+gpustack = "{venv}/bin/gpustack"
+os.execv(gpustack, [gpustack, "start", *args, *extra])
+'''
+
+
+def program_image_archive(runtime_archive: Path, tag: str, out: Path) -> Path:
+    """The runtime image (its one layer, unchanged) with PROGRAM_ENTRYPOINT as entrypoint, tagged
+    `tag`, as a `docker load` archive: built from the same bytes on every node, so every node's
+    copy has the same id (the program's image check compares them)."""
+    with tarfile.open(runtime_archive) as source:
+        manifest = json.loads(source.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = json.loads(source.extractfile(manifest[0]["Config"]).read())  # type: ignore[union-attr]
+        layer_name = manifest[0]["Layers"][0]
+        layer = source.extractfile(layer_name).read()  # type: ignore[union-attr]
+    config["config"]["Entrypoint"] = [PROGRAM_ENTRYPOINT]
+    config["config"]["Cmd"] = []
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    new_manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": [layer_name]}]).encode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out.with_suffix(".tmp"), "w") as archive:
+        for name, data in ((config_name, config_bytes), (layer_name, layer), ("manifest.json", new_manifest)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, _bytes_io(data))
+    out.with_suffix(".tmp").rename(out)
+    return out
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+@dataclass
+class ProgramGpustack:
+    """What the emulated nodes need so that the program's own `docker run` of GPUStack's image
+    starts the real GPUStack 2.x: that image on every node (the runtime image with
+    program_entrypoint), the worker deployer's images, and the server's database on node0.
+    `container_extras()` is what the executor adds to the program's GPUStack containers."""
+
+    cluster: Cluster
+    image: str
+    container_name: str
+    venv: Path = VENV
+    gs: GpustackOnCluster | None = None
+
+    def arrange(self) -> None:
+        runtime = self.cluster.state_dir / "image" / "runtime.tar"
+        archive = program_image_archive(runtime, self.image, self.cluster.state_dir / "image" / "gpustack-program.tar")
+        for node in self.cluster.nodes:
+            NodeRoot(node.holder_pid).write_if_changed(PROGRAM_ENTRYPOINT, program_entrypoint(self.venv).encode(),
+                                                       0o755)
+            got = node.exec(["docker", "load", "-i", str(archive)], timeout=300)
+            if got.returncode != 0:
+                raise ClusterError(f"{node.name}: docker load of {self.image} failed: {got.stderr.strip()}")
+            load_worker_images(self.cluster, node, [MINDIE_RUNNER_IMAGE])
+        self.gs = GpustackOnCluster(self.cluster, self.cluster.nodes[0], self.venv)
+        self.gs.start_database()
+
+    def container_extras(self) -> dict:
+        """Mounts and env (values may name the node as {host}) for containers of self.image."""
+        return {"mounts": [f"{self.venv}:{self.venv}:ro", f"{PROGRAM_ENTRYPOINT}:{PROGRAM_ENTRYPOINT}:ro"],
+                "env": {**WORKER_ENV, "GPUSTACK_RUNTIME_DEPLOY_MIRRORED_DEPLOYMENT": "true",
+                        "GPUSTACK_RUNTIME_DEPLOY_MIRRORED_NAME": self.container_name,
+                        "ASCEMU_NODE_ADDRESS": "{host}", "ASCEMU_GPUSTACK_DATABASE_URL": DATABASE_URL}}
+
+    def stop(self) -> None:
+        if self.gs is not None:
+            self.gs.stop_all()

@@ -91,6 +91,21 @@ class StackRollout:
     def destroy(self) -> Report:
         return self.executor.destroy()
 
+    def refresh(self) -> Report:
+        return self.executor.refresh()
+
+    def arrange_gpustack(self):
+        """For a GPUStack stack: the nodes get what the program's own GPUStack containers need
+        (emulator/gpustack.py ProgramGpustack) and the executor adds its mounts and env to them.
+        Returns the arrangement; its stop() ends the database it started."""
+        from emulator import gpustack
+
+        c = self.base.spec.container
+        arranged = gpustack.ProgramGpustack(self.cluster, c.image, c.name)
+        arranged.arrange()
+        self.executor.container_extras[c.image] = arranged.container_extras()
+        return arranged
+
     def _provide_image_tar(self, loaded: LoadedStack) -> None:
         """Runbook 001 loads its image from a tar on each node. The emulator
         saves its runtime image under the stack's image name to that path (and

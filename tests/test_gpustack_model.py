@@ -138,3 +138,46 @@ def test_ascend_runtime_replaces_the_device_list_and_survives_the_pulumi_mapping
     assert args["runtime"] == "ascend"
     camel = {"name": args["name"], "image": args["image"], "runtime": args["runtime"], "envs": args["envs"]}
     assert spec_from_pulumi_inputs(camel).runtime == "ascend"
+
+
+def test_login_waits_for_a_server_that_is_not_listening_yet():
+    """A 2.x server writes its admin password before its API listens: the model resource
+    asks again until it answers (here a login endpoint that starts listening 1 s late),
+    and names the server when nothing answers within the wait."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from ascend_inference import gpustack_api
+
+    class Login(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server_props = {"server_url": f"http://127.0.0.1:{port}", "password": "x"}
+    refused = rf"127\.0\.0\.1:{port} did not answer the login.*after 0\.5 s"
+    with pytest.raises(gpustack_api.GpustackError, match=refused):
+        gpustack_api._session(server_props, wait_s=0.5, poll_s=0.1)
+
+    started: list[HTTPServer] = []
+    timer = threading.Timer(1.0, lambda: started.append(HTTPServer(("127.0.0.1", port), Login)) or
+                            threading.Thread(target=started[0].serve_forever, daemon=True).start())
+    timer.start()
+    try:
+        api = gpustack_api._session(server_props, wait_s=20, poll_s=0.2)
+        assert api.server == f"http://127.0.0.1:{port}"
+    finally:
+        timer.join()
+        if started:
+            started[0].shutdown()
+            started[0].server_close()

@@ -235,6 +235,7 @@ class Engine:
     def __init__(self, kind, model, served, host, port, headless=False):
         self.kind, self.model, self.served, self.host, self.port = kind, model, served, host, port
         self.headless = headless
+        self.peers = None  # a PeerJoin for a multi-node MindIE daemon
 
 
 def vllm_engine(prog, argv):
@@ -328,10 +329,68 @@ def mindie_engine(prog, argv):
     if missing:
         raise StartupError(f"npuDeviceIds {devices} name devices not visible in this container: {missing}")
     check_model(model_conf.get("modelWeightPath", ""))
+    peers = None
     if backend.get("multiNodesInferEnabled"):
-        check_rank_table()
-    return Engine("mindie", model_conf.get("modelWeightPath"), model_conf.get("modelName", "model"),
-                  server.get("ipAddress", "127.0.0.1"), int(server.get("port", 1025)))
+        servers, container_ip = check_rank_table()
+        if backend.get("multiNodesInferPort") and len(servers) > 1:
+            peers = PeerJoin(servers, container_ip, int(backend["multiNodesInferPort"]))
+    engine = Engine("mindie", model_conf.get("modelWeightPath"), model_conf.get("modelName", "model"),
+                    server.get("ipAddress", "127.0.0.1"), int(server.get("port", 1025)))
+    engine.peers = peers
+    return engine
+
+
+class PeerJoin:
+    """A multi-node MindIE start: the master (the rank table's first server) listens on
+    multiNodesInferPort, every other daemon connects to it and says its container IP, and
+    the master reports itself up (/info) only once all of them have joined, as a real master
+    waits for its peers before it serves. (GPUStack's subordinate workers start their daemon
+    only after they have seen the instance `starting`; a master that answered at once could
+    take the instance to `running` before they look, and they would wait for ever.)"""
+
+    def __init__(self, servers, container_ip, port):
+        self.servers, self.me, self.port = list(servers), container_ip, port
+        self.master = self.servers[0]
+        self.joined = set()
+        self.lock = threading.Lock()
+
+    def ready(self):
+        if self.me != self.master:
+            return True
+        with self.lock:
+            return set(self.servers[1:]) <= self.joined
+
+    def start(self):
+        import socket
+
+        if self.me == self.master:
+            try:
+                listener = socket.create_server((self.me, self.port))
+            except OSError as exc:
+                raise StartupError(f"multiNodesInferPort {self.port} on {self.me}: {exc}") from None
+            log(f"INFO multi-node master: waiting on {self.me}:{self.port} for {', '.join(self.servers[1:])}")
+
+            def accept():
+                while True:
+                    conn, _ = listener.accept()
+                    with conn:
+                        peer = conn.makefile().readline().strip()
+                    with self.lock:
+                        self.joined.add(peer)
+                    log(f"INFO multi-node master: {peer} joined ({len(self.joined)}/{len(self.servers) - 1})")
+            threading.Thread(target=accept, daemon=True).start()
+            return
+
+        def join():
+            while True:
+                try:
+                    with socket.create_connection((self.master, self.port), timeout=5) as conn:
+                        conn.sendall(f"{self.me}\n".encode())
+                    log(f"INFO multi-node: joined the master {self.master}:{self.port}")
+                    return
+                except OSError:
+                    time.sleep(1)
+        threading.Thread(target=join, daemon=True).start()
 
 
 def check_rank_table():
@@ -353,6 +412,7 @@ def check_rank_table():
     ips = [s.get("container_ip", s.get("server_id")) for s in table.get("server_list", [])]
     if container_ip not in ips:
         raise StartupError(f"MIES_CONTAINER_IP {container_ip} is not in the rank table's server_list {ips}")
+    return ips, container_ip
 
 
 # --------------------------------------------------------------------------
@@ -402,6 +462,8 @@ def make_handler(engine):
                 self.send_json(200, {"object": "list", "data": [
                     {"id": engine.served, "object": "model", "created": created, "owned_by": engine.kind,
                      "root": engine.model, "parent": None}]})
+            elif engine.kind == "mindie" and self.path == "/info" and engine.peers and not engine.peers.ready():
+                self.send_json(503, {"error": "waiting for the other servers of the rank table to join"})
             elif engine.kind == "mindie" and self.path == "/info":
                 # MindIE's TGI-compatible metadata endpoint, which GPUStack 2.x polls as the
                 # MindIE backend's health check (gpustack/worker/serve_manager.py). Shape after
@@ -462,6 +524,8 @@ def serve(engine):
         log("INFO headless engine started; serving requests through the head node's API server")
         while True:
             time.sleep(3600)
+    if engine.peers:
+        engine.peers.start()
     try:
         httpd = ThreadingHTTPServer((engine.host, engine.port), make_handler(engine))
     except OSError as exc:
