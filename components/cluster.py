@@ -26,7 +26,7 @@ from ascend_inference.facts import check_cluster, raise_first, super_pods_of
 from ascend_inference.ranktable import rank_table_digest
 from ascend_inference.spec import Node
 from ascend_inference.templating import render_template
-from components.common import TOKEN, clearly, digest, remote_step
+from components.common import TOKEN, clearly, copy_from_master, digest, remote_step
 from components.images import PreparedImage
 from components.node import AscendNode, facts_from_json
 
@@ -88,12 +88,9 @@ class ModelWeights(pulumi.ComponentResource):
             after: list[pulumi.Resource] = [node.preflight]
             triggers = None
             if fanning_out:
-                copy = remote_step(
-                    f"{node.node.name}-weights-copy", connection=node.connection,
-                    create=master_check.stdout.apply(copy_for(i)), parent=self, depends_on=[node.preflight],
-                    stdin=pulumi.Output.from_input(args.ssh_private_key).apply(
-                        lambda key: (key or "").rstrip("\n") + "\n"),
-                    timeout="1440m", retain_on_delete=True)
+                copy = copy_from_master(
+                    f"{node.node.name}-weights-copy", node.connection, master_check.stdout.apply(copy_for(i)),
+                    after=[node.preflight], ssh_private_key=args.ssh_private_key, parent=self)
                 self.copies.append(copy)
                 after.append(copy)
                 # A new copy is checked again.

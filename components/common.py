@@ -162,3 +162,16 @@ def remote_step(
             aliases=list(aliases) if aliases else None,
         ),
     )
+
+
+def copy_from_master(name: str, node_connection: NodeConnection, create: pulumi.Input[str], *,
+                     after: list[pulumi.Resource], ssh_private_key: pulumi.Input[str] | None,
+                     parent: pulumi.Resource) -> remote.Command:
+    """A node's pull of a file set from the master (weights, the image tar)
+    over the cluster network: the stack's SSH key reaches the step only as
+    its secret stdin (into an ssh-agent the script ends), and what was copied
+    stays on destroy."""
+    return remote_step(
+        name, connection=node_connection, create=create, parent=parent, depends_on=after,
+        stdin=pulumi.Output.from_input(ssh_private_key).apply(lambda key: (key or "").rstrip("\n") + "\n"),
+        timeout="1440m", retain_on_delete=True)

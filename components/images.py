@@ -26,7 +26,7 @@ from pulumi_command import remote
 
 from ascend_inference.facts import raise_first
 from ascend_inference.images import ImageExpectations, ImageFacts, check_images
-from components.common import TOKEN, clearly, remote_step
+from components.common import TOKEN, clearly, copy_from_master, remote_step
 from components.node import AscendNode
 
 
@@ -88,13 +88,9 @@ class ContainerImages(pulumi.ComponentResource):
                 triggers = None
                 if n.copy_script is not None:
                     assert master_image is not None, "the master's image step comes first"
-                    copy = remote_step(
-                        f"{label}-image-copy", connection=node.connection,
-                        create=master_image.stdout.apply(_copy_for(n.copy_script)), parent=self,
-                        depends_on=[node.preflight, master_image],
-                        stdin=pulumi.Output.from_input(args.ssh_private_key).apply(
-                            lambda key: (key or "").rstrip("\n") + "\n"),
-                        timeout="1440m", retain_on_delete=True)
+                    copy = copy_from_master(
+                        f"{label}-image-copy", node.connection, master_image.stdout.apply(_copy_for(n.copy_script)),
+                        after=[node.preflight, master_image], ssh_private_key=args.ssh_private_key, parent=self)
                     self.copies.append(copy)
                     after.append(copy)
                     # A new copy is loaded again (the load skips an image already there).
