@@ -107,7 +107,16 @@ def project(tmp_path, toolchain_bin, program_venv) -> PulumiProject:
             shutil.copy2(source, work / name)
     (work / "venv").symlink_to(program_venv)
     (tmp_path / "state").mkdir()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PULUMI_", "ASCEND_INFERENCE_"))}
+    return PulumiProject(work, pulumi_env(tmp_path, toolchain_bin))
+
+
+def pulumi_env(tmp_path: Path, toolchain_bin: Path, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment of a `pulumi` run on a project copy: the toolchain
+    first on PATH, its own home, a file backend under tmp_path and the
+    passphrase; none of the caller's PULUMI_/ASCEND_INFERENCE_ (or `drop`)
+    variables."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PULUMI_", "ASCEND_INFERENCE_", *drop))}
     env.update({
         "PATH": f"{toolchain_bin}:{env.get('PATH', '')}",
         "PULUMI_HOME": str(tmp_path / "pulumi-home"),
@@ -116,7 +125,7 @@ def project(tmp_path, toolchain_bin, program_venv) -> PulumiProject:
         "PULUMI_SKIP_UPDATE_CHECK": "1",
         "NO_COLOR": "1",
     })
-    return PulumiProject(work, env)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from ascend_inference.stackfile import load_stack
-from tests.realengine.conftest import PASSPHRASE, PROJECT_ROOT
+from tests.realengine.conftest import PROJECT_ROOT, pulumi_env
 from tests.realsoftware.conftest import gpustack_stack  # noqa: F401  (the real server, a session fixture)
 from tests.realsoftware.test_gpustack_api import STACK, Api
 
@@ -71,16 +71,7 @@ def project(tmp_path, toolchain_bin, program_venv, gpustack_stack) -> Project:  
         shutil.copy2(PROGRAM / name, work / name)
     (work / "venv").symlink_to(program_venv)
     (tmp_path / "state").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "ASCEND_INFERENCE_", "PYTEST"))}
-    env.update({
-        "PATH": f"{toolchain_bin}:{env.get('PATH', '')}",
-        "PULUMI_HOME": str(tmp_path / "pulumi-home"),
-        "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}",
-        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-        "PULUMI_SKIP_UPDATE_CHECK": "1",
-        "NO_COLOR": "1",
-    })
-    return Project(work, env, gpustack_stack.netns)
+    return Project(work, pulumi_env(tmp_path, toolchain_bin, drop=("PYTEST",)), gpustack_stack.netns)
 
 
 def test_model_resource_under_the_real_engine(project, gpustack_stack):  # noqa: F811
