@@ -18,8 +18,10 @@ def stack_file_for(stack: str) -> str:
 
 
 def run() -> None:
+    from components import cycle_check
     from components.common import StackRunError, begin_run
 
+    cycle_check.install()
     begin_run()
     try:
         _run()

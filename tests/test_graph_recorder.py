@@ -639,3 +639,30 @@ def test_records_hundreds_of_resources() -> None:
     g = record_graph(program, {})
     assert len(g.resources) == 300
     assert g.longest_chain() == 10
+
+
+def test_a_runs_garbage_is_parked_then_collected_by_the_next_run() -> None:
+    """A run leaves its cyclic garbage frozen (a CLI process exits next, and
+    scanning it would cost a fifth of a large preview); the next run in the
+    same process collects it before starting, so a test session does not
+    accumulate runs."""
+    import gc
+    import weakref
+
+    class Marker:
+        pass
+
+    kept: list[weakref.ref] = []
+
+    def program() -> None:
+        marker = Marker()
+        marker.self = marker  # type: ignore[attr-defined]  # a cycle: only the GC frees it
+        kept.append(weakref.ref(marker))
+        remote.Command("c", connection=remote.ConnectionArgs(host="10.0.0.1"), create="true")
+
+    record_graph(program, {})
+    assert kept[0]() is not None, "the first run's garbage is parked, not collected"
+    assert gc.get_freeze_count() > 0
+    record_graph(program, {})
+    assert kept[0]() is None, "the second run collected the first run's garbage"
+    assert kept[1]() is not None
