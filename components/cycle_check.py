@@ -29,6 +29,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pulumi
+import pulumi.runtime
 from pulumi.runtime import resource_cycle_breaker, rpc
 
 _ORDER = "_ascend_inference_order"
@@ -36,17 +38,29 @@ _DEPENDENTS = "_ascend_inference_dependents"
 
 
 class _Order:
-    """Order numbers: a resource first seen as a dependency is placed before
-    everything seen so far, one first seen declaring a dependency after."""
+    """Places in the order, as tuples (compared item by item, so a new place
+    fits between any two). Each resource gets the next place when it is
+    constructed (`place`, run by a stack transformation): a program can only
+    make a resource depend on one that exists, so construction order is
+    almost always a valid order and the checks almost never search. A
+    resource seen without one goes right before the resource that declared
+    it as a dependency, or after everything."""
 
     def __init__(self) -> None:
-        self._low = itertools.count(-1, -1)
-        self._high = itertools.count(1)
+        self._count = itertools.count(1)
 
-    def of(self, resource: Any, *, as_dependency: bool) -> int:
-        order = getattr(resource, _ORDER, None)
+    def place(self, resource: Any) -> None:
+        if getattr(resource, _ORDER, None) is None:
+            setattr(resource, _ORDER, (next(self._count),))
+
+    def of(self, resource: Any, *, before: Any = None) -> tuple[int, ...]:
+        order: tuple[int, ...] | None = getattr(resource, _ORDER, None)
         if order is None:
-            order = next(self._low) if as_dependency else next(self._high)
+            if before is None:
+                order = (next(self._count),)
+            else:
+                # Below `before` (..., a): (..., a - 1, n) with the newest n.
+                order = (*before[:-1], before[-1] - 1, next(self._count))
             setattr(resource, _ORDER, order)
         return order
 
@@ -69,8 +83,8 @@ def declare_dependency(from_resource: Any, to_resource: Any) -> bool:
     `from_resource` is reachable from `to_resource` (a cycle): then False."""
     if from_resource is to_resource:
         return False
-    upper = _order.of(from_resource, as_dependency=False)
-    lower = _order.of(to_resource, as_dependency=True)
+    upper = _order.of(from_resource)
+    lower = _order.of(to_resource, before=upper)
     if lower > upper:
         # `to` sits after `from`: search what lies between them.
         forward = _reach(to_resource, _deps, lambda r: getattr(r, _ORDER) > upper, stop=from_resource)
@@ -111,13 +125,21 @@ def _reach(start: Any, step: Any, inside: Any, stop: Any) -> list[Any] | None:
     return found
 
 
+def _place_on_construction(args: pulumi.ResourceTransformationArgs) -> None:
+    _order.place(args.resource)
+    return None  # the resource as it is
+
+
 def install() -> bool:
     """Use `declare_dependency` for the SDK's cycle check when the SDK calls
-    the function it was written against; True when installed."""
+    the function it was written against; True when installed. Call it inside
+    the program (it registers a stack transformation that only numbers the
+    resources, changing nothing of them)."""
     current = getattr(rpc, "declare_dependency", None)
-    if current is declare_dependency:
-        return True
-    if current is not resource_cycle_breaker.declare_dependency or not hasattr(resource_cycle_breaker, "_add_dep"):
-        return False
-    rpc.declare_dependency = declare_dependency  # type: ignore[assignment]
+    if current is not declare_dependency:
+        if current is not resource_cycle_breaker.declare_dependency or not hasattr(resource_cycle_breaker,
+                                                                                   "_add_dep"):
+            return False
+        rpc.declare_dependency = declare_dependency  # type: ignore[assignment]
+    pulumi.runtime.register_stack_transformation(_place_on_construction)
     return True

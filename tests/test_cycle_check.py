@@ -80,3 +80,18 @@ def test_installed_by_the_program_and_same_graph_as_the_sdk_walk(monkeypatch):
     # differently from run to run.)
     assert ({r.urn: sorted(r.dependencies) for r in with_ours.resources}
             == {r.urn: sorted(r.dependencies) for r in with_sdk.resources})
+
+
+@pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-lmdeploy", "dp4-ep32-gpustack"])
+def test_no_declaration_of_a_stack_needs_a_search(stack, monkeypatch):
+    """Construction order is a valid order for every dependency the program
+    declares, so each check is one comparison: nothing of the graph is
+    walked, whatever the node count (the times: benchmarks/preview_scaling.py)."""
+    searches: list[object] = []
+    real_reach = cycle_check._reach
+    monkeypatch.setattr(cycle_check, "_reach", lambda *a, **k: searches.append(a[0]) or real_reach(*a, **k))
+    base = load_stack(stack)
+    config = scaled_config(base, 24)
+    graph = record_stack(loaded_with_config(base, config), config)
+    assert len(graph.resources) > 200
+    assert searches == []
