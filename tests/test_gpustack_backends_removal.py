@@ -16,11 +16,12 @@ pytestmark = pytest.mark.graph
 
 # ps: the lines in $PS_FILE (id and workload label), emptied once $WORKER_REMOVES_AFTER ps calls
 # have been answered (the worker removing them by itself); rm -f: recorded. Any other call fails.
+PS_ARGS = 'ps -a --filter label=runtime.gpustack.ai/workload --format {{.ID}} {{.Label "runtime.gpustack.ai/workload"}}'
 STUB = """#!/usr/bin/env bash
 if [ -n "${DOCKER_DOWN:-}" ]; then echo "Cannot connect to the Docker daemon" >&2; exit 1; fi
 case "$1" in
   ps)
-    [ "$*" = 'ps -a --filter label=runtime.gpustack.ai/workload --format {{.ID}} {{.Label "runtime.gpustack.ai/workload"}}' ] || exit 64
+    [ "$*" = "$PS_ARGS" ] || exit 64
     calls=$(( $(cat "$CALLS" 2>/dev/null || echo 0) + 1 )); echo "$calls" > "$CALLS"
     if [ -z "${WORKER_REMOVES_AFTER:-}" ] || [ "$calls" -lt "$WORKER_REMOVES_AFTER" ]; then cat "$PS_FILE"; fi ;;
   rm) [ "$2" = "-f" ] || exit 64; shift 2; echo "$*" >> "$REMOVED" ;;
@@ -46,7 +47,7 @@ def run(tmp_path: Path, script: str, ps: list[str], **env: str) -> tuple[subproc
     removed = tmp_path / "removed"
     done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, timeout=120,
                           env={"PATH": f"{tmp_path}:/usr/bin:/bin", "PS_FILE": str(tmp_path / "ps"),
-                               "CALLS": str(tmp_path / "calls"), "REMOVED": str(removed), **env})
+                               "CALLS": str(tmp_path / "calls"), "REMOVED": str(removed), "PS_ARGS": PS_ARGS, **env})
     return done, removed.read_text().split() if removed.exists() else []
 
 
