@@ -269,30 +269,80 @@ class GpustackApi:
 
     def wait_running(self, model_id: int | str, name: str, timeout_s: float, progress: Progress,
                      poll_s: float = 5) -> None:
-        """Runbook 002 step 5: watch the instance come up, printing each state
-        change; on error, the instance's message and the last lines of its log."""
-        deadline = time.monotonic() + timeout_s
-        seen: dict[str, str] = {}
-        while True:
-            instances = self.instances(model_id)
-            for instance in instances:
-                label = str(instance.get("name"))
-                state = str(instance.get("state"))
-                if seen.get(label) != state:
-                    message = f" ({instance['state_message']})" if instance.get("state_message") else ""
-                    progress(f"model {name}: instance {label} {seen.get(label, 'new')} -> {state}{message}")
-                    seen[label] = state
-            if any(i.get("state") == "running" for i in instances):
-                return
-            failed = next((i for i in instances if i.get("state") == "error"), None)
-            if failed is not None:
-                log = self.instance_log(failed["id"])
-                raise GpustackError(f"model {name}: instance {failed.get('name')} failed: "
-                                    f"{failed.get('state_message') or 'no message'}; last log lines:\n{log}")
-            if time.monotonic() >= deadline:
-                states = "; ".join(f"{k}: {v}" for k, v in seen.items()) or "none"
-                raise GpustackError(f"model {name} not running after {timeout_s:g} s (instances: {states})")
-            time.sleep(poll_s)
+        """Runbook 002 step 5 (see wait_instance_running)."""
+        wait_instance_running(self, model_id, name, timeout_s, progress, poll_s)
+
+
+def final_error(model: dict[str, Any] | None, instance: dict[str, Any]) -> str | None:
+    """Why GPUStack will not restart an instance in `error`, or None when it will.
+
+    What GPUStack 2.3.0 does (worker/serve_manager.py): every worker the
+    instance occupies (`worker_id` and its subordinate workers) queues an
+    instance it sees in `error` and restarts it (`_restart_error_model_instance`:
+    back to `scheduled`, backoff 10 s doubling up to 5 min, no limit on the
+    attempts) as long as the model's `restart_on_error` is true
+    (`_auto_restart_enabled`; the schema's default is true). No state message
+    makes an error final on that path: a launch failure such as "Cannot
+    coordinate model ports with worker N" (routes/model_instance_ports.py, the
+    server could not reach a worker's port-reservation API) and the
+    crash-loop verdict "Restarted N times without serving" are both restarted.
+    The errors that stay are the scheduler's (scheduler/scheduler.py: the model
+    could not be evaluated, "not distributable to multiple workers"): they are
+    set before any worker is assigned, so no worker restarts them and the
+    scheduler only picks up pending/analyzing/scheduled instances again."""
+    if model is not None and model.get("restart_on_error") is False:
+        return "the model has restart_on_error off, so GPUStack does not restart it"
+    if instance.get("worker_id") is None:
+        return "no worker was assigned, so GPUStack does not restart it"
+    return None
+
+
+def _state_line(instance: dict[str, Any]) -> str:
+    state = str(instance.get("state"))
+    return f"{state} ({instance['state_message']})" if instance.get("state_message") else state
+
+
+def wait_instance_running(api: GpustackApi, model_id: int | str, name: str, timeout_s: float,
+                          progress: Progress, poll_s: float = 5, *,
+                          clock: Callable[[], float] = time.monotonic,
+                          sleep: Callable[[float], None] = time.sleep) -> None:
+    """Runbook 002 step 5: watch the instance come up, printing each change of
+    state or message. An `error` GPUStack will restart (final_error) is waited
+    through until an instance runs or timeout_s passes; a final one fails at
+    once. Either failure names the instance's last error and gives the last
+    lines of its log."""
+    deadline = clock() + timeout_s
+    seen: dict[str, str] = {}
+    last_error: dict[str, Any] | None = None
+    while True:
+        instances = api.instances(model_id)
+        for instance in instances:
+            label, line = str(instance.get("name")), _state_line(instance)
+            if seen.get(label) != line:
+                before = seen.get(label, "new").split(" (", 1)[0]
+                progress(f"model {name}: instance {label} {before} -> {line}")
+                seen[label] = line
+        if any(i.get("state") == "running" for i in instances):
+            return
+        failed = next((i for i in instances if i.get("state") == "error"), None)
+        if failed is not None:
+            last_error = failed
+            why = final_error(api.get_model(model_id), failed)
+            if why is not None:
+                raise GpustackError(_failure(api, name, failed, f"failed ({why})"))
+        if clock() >= deadline:
+            if last_error is not None:
+                raise GpustackError(_failure(api, name, last_error,
+                                             f"not running after {timeout_s:g} s; GPUStack kept restarting it"))
+            states = "; ".join(f"{k}: {v}" for k, v in seen.items()) or "none"
+            raise GpustackError(f"model {name} not running after {timeout_s:g} s (instances: {states})")
+        sleep(poll_s)
+
+
+def _failure(api: GpustackApi, name: str, instance: dict[str, Any], what: str) -> str:
+    log = api.instance_log(instance["id"])
+    return (f"model {name}: instance {instance.get('name')} {what}; last error: "
+            f"{instance.get('state_message') or 'no message'}; last log lines:\n{log}")
 
 
 class GpustackUnreachable(GpustackError):

@@ -11,8 +11,11 @@ ascend_inference/gpustack_api.py).
   in the UI and the next `up` puts the stack's values back.
 - create/update wait for every expected worker to be Ready with its NPUs
   (runbook 002 step 3; one line naming the worker that is missing), then for
-  an instance to run, printing each state change, and on failure the
-  instance's last log lines (step 5). Delete waits until the instances are gone.
+  an instance to run, printing each state change (step 5). An instance `error`
+  that GPUStack restarts by itself (restart_on_error) is waited through until
+  `ready_timeout_s`; one it will not restart fails at once; either failure
+  gives the last error and the instance's last log lines
+  (gpustack_api.wait_instance_running). Delete waits until the instances are gone.
 
 The admin password is a secret input and output (`additional_secret_outputs`)
 and is only ever sent in GPUStack's login form.

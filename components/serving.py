@@ -185,6 +185,13 @@ class GpustackDeploymentArgs:
     expected_workers: list[dict]
     worker_timeout_s: int
     ready_timeout_s: int
+    # Every GPUStack node (the server's too) with its container: on destroy, each node's
+    # backend containers are waited for and removed between the model and that container.
+    backends_on: list[tuple[AscendNode, InferenceContainer]] = field(default_factory=list)
+    stack: str = ""
+    # The worker stops them within seconds of the model's delete (its 3 s sync, then `docker stop`);
+    # when a container is replaced (the model stays) nothing stops them and this is the whole wait.
+    backend_removal_wait_s: int = 30
 
 
 class GpustackDeployment(pulumi.ComponentResource):
@@ -196,10 +203,24 @@ class GpustackDeployment(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GpustackDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:gpustack:GpustackDeployment", name, None, opts)
+        model_name = args.request["name"]
+        # GPUStack's workers remove a deleted model's backend containers a few seconds later,
+        # asynchronously; without this the workers' containers go first and the backends stay.
+        self.backend_removal = [
+            remote_step(f"{node.node.name}-gpustack-backends", connection=node.connection, parent=self,
+                        create=render_template("gpustack-workloads-remove.sh.j2", undo=False, **common,
+                                               purpose="Nothing at create (its undo removes the backends)"),
+                        delete=render_template("gpustack-workloads-remove.sh.j2", undo=True, **common,
+                                               purpose="Remove the model's backend containers GPUStack started"),
+                        # A replaced container (a new worker) takes the old worker's backends with it.
+                        triggers=[container.container_id])
+            for node, container in args.backends_on
+            for common in [{"stack": args.stack, "node": node.node, "model_name": model_name,
+                            "wait_s": args.backend_removal_wait_s}]]
         self.deployment = GpustackModel(f"{name}-deploy", GpustackModelArgs(
             server_url=args.server_url, password=args.server.admin_password, model=args.request,
             workers=args.expected_workers, worker_timeout_s=args.worker_timeout_s,
             ready_timeout_s=args.ready_timeout_s,
             triggers=[args.server.token_reader.id, *[w.container_id for w in args.workers]]),
-            pulumi.ResourceOptions(parent=self))
+            pulumi.ResourceOptions(parent=self, depends_on=self.backend_removal))
         self.register_outputs({"deployment_id": self.deployment.id})

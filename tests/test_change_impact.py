@@ -59,7 +59,7 @@ ROLES = [
     ("container-check", r".+-container-check"), ("config-edit", r".+-config-edit"),
     ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("ready", r"serving-ready"),
     ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
-    ("gpustack-model", r"gpustack-model-deploy"),
+    ("gpustack-model", r"gpustack-model-deploy"), ("gpustack-backends", r".+-gpustack-backends"),
 ]
 # Everything up to and including the cluster checks: no later change may touch these.
 BEFORE_CONTAINERS = {"preflight", "fix-tls", "weights", "peer-ping", "gate", "rank-table"}

@@ -10,6 +10,7 @@ import copy
 
 import pytest
 
+from ascend_inference import gpustack_api
 from ascend_inference.container import spec_from_pulumi_inputs
 from ascend_inference.engines.base import NodeContext
 from ascend_inference.engines.gpustack import image_line
@@ -181,3 +182,105 @@ def test_login_waits_for_a_server_that_is_not_listening_yet():
         if started:
             started[0].shutdown()
             started[0].server_close()
+
+
+# --- the instance wait (runbook 002 step 5) against a fake API -----------------
+
+class ScriptedApi(gpustack_api.GpustackApi):
+    """GPUStack's answers to the wait, one list of instances per poll (the last one repeats),
+    on a clock that only the wait's sleeps move."""
+
+    def __init__(self, polls: list[list[dict]], restart_on_error: bool = True):
+        self.polls = polls
+        self.model = {"id": 7, "name": "DeepSeek-R1", "restart_on_error": restart_on_error}
+        self.now = 0.0
+        self.asked = 0
+
+    def instances(self, model_id):
+        polls = self.polls[min(self.asked, len(self.polls) - 1)]
+        self.asked += 1
+        return polls
+
+    def get_model(self, model_id):
+        return self.model
+
+    def instance_log(self, instance_id, lines=30):
+        return f"log of instance {instance_id}: HCCL init failed\nexit 1"
+
+    def wait(self, timeout_s: float = 60) -> list[str]:
+        lines: list[str] = []
+
+        def sleep(seconds: float) -> None:
+            self.now += seconds
+
+        gpustack_api.wait_instance_running(self, 7, "DeepSeek-R1", timeout_s, lines.append, poll_s=5,
+                                           clock=lambda: self.now, sleep=sleep)
+        return lines
+
+
+PORTS = "Failed to start model instance: Cannot coordinate model ports with worker 3"
+
+
+def instance(state: str, message: str | None = None, worker_id: int | None = 1) -> dict:
+    return {"id": 11, "name": "DeepSeek-R1-abc", "state": state, "state_message": message, "worker_id": worker_id}
+
+
+def test_wait_goes_on_through_an_error_gpustack_restarts():
+    api = ScriptedApi([[instance("starting")], [instance("error", PORTS)], [instance("scheduled")],
+                       [instance("starting")], [instance("running")]])
+    assert api.wait() == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
+        f"model DeepSeek-R1: instance DeepSeek-R1-abc starting -> error ({PORTS})",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc error -> scheduled",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc scheduled -> starting",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
+
+
+def test_wait_prints_a_new_error_message_of_the_same_state():
+    crash = "Restarted 3 times without serving. No known failure signature was found in its log"
+    api = ScriptedApi([[instance("error", PORTS)], [instance("error", crash)], [instance("running")]])
+    lines = api.wait()
+    assert lines[1] == f"model DeepSeek-R1: instance DeepSeek-R1-abc error -> error ({crash})"
+    assert lines[-1].endswith("error -> running")
+
+
+def test_an_error_repeated_past_the_timeout_names_the_last_error_and_gives_the_log():
+    rejected = "Failed to start model instance: Worker 2 rejected port coordination (409)"
+    api = ScriptedApi([[instance("starting")], [instance("error", PORTS)], [instance("scheduled")],
+                       [instance("error", rejected)]])
+    with pytest.raises(gpustack_api.GpustackError) as raised:
+        api.wait(timeout_s=60)
+    assert str(raised.value) == (
+        "model DeepSeek-R1: instance DeepSeek-R1-abc not running after 60 s; GPUStack kept restarting it; "
+        f"last error: {rejected}; "
+        "last log lines:\nlog of instance 11: HCCL init failed\nexit 1")
+    assert api.now >= 60
+
+
+def test_restart_on_error_off_fails_at_the_first_error():
+    api = ScriptedApi([[instance("starting")], [instance("error", PORTS)], [instance("running")]],
+                      restart_on_error=False)
+    with pytest.raises(gpustack_api.GpustackError) as raised:
+        api.wait()
+    assert str(raised.value) == (
+        "model DeepSeek-R1: instance DeepSeek-R1-abc failed (the model has restart_on_error off, so GPUStack "
+        f"does not restart it); last error: {PORTS}; last log lines:\nlog of instance 11: HCCL init failed\nexit 1")
+    assert api.asked == 2
+
+
+def test_a_scheduler_error_without_a_worker_fails_at_once():
+    """The scheduler's own errors come before any worker is assigned: nobody restarts them."""
+    refused = "The model is not distributable to multiple workers."
+    api = ScriptedApi([[instance("analyzing", worker_id=None)], [instance("error", refused, worker_id=None)]])
+    with pytest.raises(gpustack_api.GpustackError, match="failed \\(no worker was assigned, so GPUStack does not "
+                                                         f"restart it\\); last error: {refused}"):
+        api.wait()
+    assert api.asked == 2
+
+
+def test_no_instance_in_time_lists_what_was_seen():
+    api = ScriptedApi([[instance("pending", "waiting for resources")]])
+    with pytest.raises(gpustack_api.GpustackError) as raised:
+        api.wait(timeout_s=30)
+    assert str(raised.value) == ("model DeepSeek-R1 not running after 30 s "
+                                 "(instances: DeepSeek-R1-abc: pending (waiting for resources))")

@@ -176,6 +176,7 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv.append((GPUSTACK, "gpustack", top))
         inv += [(CMD, f"gpustack-{role}", "gpustack") for role in ("token", "admin-password")]
         inv.append((GPUSTACK_DEPLOYMENT, "gpustack-model", top))
+        inv += [(CMD, f"{n}-gpustack-backends", "gpustack-model") for n in nodes]
         inv.append(("pulumi-python:dynamic:Resource", "gpustack-model-deploy", "gpustack-model"))
     else:
         inv.append((SERVING, "serving", top))
@@ -403,6 +404,11 @@ def test_gpustack_order(stack):
         assert g.depends_on(model, worker), f"gpustack-model-deploy before {n}-container"
     assert g.depends_on(model, token_reader) and g.depends_on(model, password_reader)
     assert g.depends_on(named(g, "smoke-test-request"), model)
+    # Destroy runs the other way: the model, then each node's backend removal, then its container.
+    for n in nodes:
+        backends = named(g, f"{n}-gpustack-backends")
+        assert g.depends_on(backends, named(g, f"{n}-container", CONTAINER)), f"{n}-gpustack-backends"
+        assert g.depends_on(model, backends), f"gpustack-model-deploy before {n}-gpustack-backends"
 
 
 @pytest.mark.parametrize("stack", STACKS)
