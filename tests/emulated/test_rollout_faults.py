@@ -6,7 +6,10 @@ rollout.)"""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -152,11 +155,30 @@ def test_engine_crash_is_reported_with_its_log(cluster, tmp_path):
 def test_teardown_leaves_nothing(cluster, tmp_path):
     rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
     assert rollout.up().error is None
+    # The SSH key the program's commands carry is written for `ssh -i` only inside the state's dir.
+    key_files = {e["key_file"] for e in rollout.executor.state["resources"].values() if e.get("key_file")}
+    assert key_files and all(tmp_path in Path(f).parents for f in key_files), key_files
     report = rollout.destroy()
     assert report.error is None
+    assert not rollout.executor.key_dir.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     for node in cluster.nodes:
         assert ssh(cluster, node.name, "docker ps -aq").strip() == ""
         names = ssh(cluster, node.name, "ps -eo comm").split()
         assert not [n for n in names if n in ("raylet", "gcs_server") or n.startswith(("ray::", "vllm"))], names
         assert ssh(cluster, node.name, "test -e /etc/ascend-inference && echo left || echo gone").strip() == "gone"
     assert rollout.executor.state["resources"] == {}
+    assert temp_files_holding(cluster.ssh_key_path.read_text()) == []
+
+
+def temp_files_holding(text: str) -> list[str]:
+    """Small files directly in the temp directory whose content holds `text`."""
+    found = []
+    for entry in os.scandir(tempfile.gettempdir()):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_size < 65536 and \
+                    text in Path(entry.path).read_text(errors="replace"):
+                found.append(entry.path)
+        except OSError:  # gone or unreadable meanwhile: not ours
+            pass
+    return found
