@@ -133,6 +133,11 @@ SLOW_FIRST = (
     "tests/emulated/test_rollout_a3.py",
     "tests/emulated/test_weights_rollout.py",
     "tests/emulated/test_rollout_4nodes.py",
+    # The real tiers' group (GPUStack server start, real pulumi runs): last, it ran alone
+    # for its last 3 minutes.
+    "tests/realsoftware/test_gpustack_api.py",
+    "tests/realengine/test_gpustack_model_engine.py",
+    "tests/realengine/test_pulumi_cli.py",
 )
 SHARED_SESSION_DIRS = ("tests/realsoftware/", "tests/realengine/")
 
