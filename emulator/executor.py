@@ -30,8 +30,8 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -161,6 +161,7 @@ class Executor:
                     self.log(f"  delete   {key.split('::')[-1]}")
         except BaseException as error:  # the rollout stops here; state keeps what was done
             report.error = error
+        self._forget_keys_when_empty()
         report.seconds = round(time.monotonic() - start, 2)
         changed = [a for a in report.actions if a.kind != "same"]
         self.log(f"{'failed' if report.error else 'done'} in {report.seconds:.1f}s: "
@@ -181,6 +182,7 @@ class Executor:
                 break
             report.actions.append(Action(key.split("::")[-1], "delete", round(time.monotonic() - t0, 2)))
             self.log(f"  delete   {key.split('::')[-1]}")
+        self._forget_keys_when_empty()
         report.seconds = round(time.monotonic() - start, 2)
         return report
 
@@ -313,15 +315,30 @@ class Executor:
         user, _, hostname = userhost.rpartition("@")
         return {"host": hostname, "user": user or "root", "port": int(port or 22), "key_file": self.default_key}
 
+    @property
+    def key_dir(self) -> Path:
+        """Where the connections' private keys are written for `ssh -i`: beside the state
+        file that records their paths (a delete at destroy time needs the key again), in a
+        directory only root can enter, removed once the state holds no resource."""
+        return self.state_file.with_name(self.state_file.name + ".keys")
+
     def _key_file(self, connection: dict) -> str:
         key = connection.get("privateKey")
         if not key:
             return self.default_key
-        path = Path(tempfile.gettempdir()) / f"ascemu-key-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        path = self.key_dir / f"key-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
         if not path.exists():
-            path.write_text(key if key.endswith("\n") else key + "\n")
-            path.chmod(0o600)
+            self.key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created 0600 before the key is written: never readable by others, not even briefly.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(key if key.endswith("\n") else key + "\n")
         return str(path)
+
+    def _forget_keys_when_empty(self) -> None:
+        """No resource left to undo: no key is needed any more."""
+        if not self.state["resources"]:
+            shutil.rmtree(self.key_dir, ignore_errors=True)
 
     def _ssh(self, resource: str, connection: dict, command: str, stdin: str | None = None) -> tuple[str, str]:
         key_file = connection.get("key_file") or self._key_file(connection)

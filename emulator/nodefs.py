@@ -125,12 +125,15 @@ def install_script(source: Path, target: Path) -> None:
     """Copy a stand-in, pointing its shebang at this interpreter.
 
     The interpreter lives on the host root filesystem, so it is there on every
-    node, and in containers through the emulator's base mounts.
+    node, and in containers through the emulator's base mounts. It runs with
+    -S (no `site`): these stand-ins use only the standard library, and reading
+    site-packages and its .pth files is most of an interpreter's start, paid
+    on every one of the dozens of npu-smi/hccn_tool calls of each preflight.
     """
     text = source.read_text()
     lines = text.splitlines(keepends=True)
     if lines and lines[0].startswith("#!"):
-        lines[0] = f"#!{os.path.realpath(sys.executable)}\n"
+        lines[0] = f"#!{os.path.realpath(sys.executable)} -S\n"
     write(target, "".join(lines), 0o755)
 
 

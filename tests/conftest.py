@@ -103,3 +103,98 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} belongs to tier(s) {tiers or 'none'}: mark its module with exactly one of "
                 f"{', '.join(TIERS)} (`pytestmark = pytest.mark.<tier>`)")
+
+
+# --------------------------------------------------------------------------
+# Running modules side by side: pytest-xdist with `-n N --dist loadgroup`
+# (the README's test command). Each test module goes to one worker with all
+# its tests, so a module's fixtures (its own emulated cluster above all) are
+# made once, as in a serial run, while other modules run on other workers.
+# The real-software and real-engine tiers go to one worker together: they
+# share one GPUStack server and PostgreSQL per session (a second worker would
+# clean the first one's away) and the toolchain and program-venv caches they
+# fill on first use. The emulated tier's session cluster is made per worker
+# (tests/emulated/conftest.py). xdist's own loadgroup reads groups from node
+# ids that pytest 9.2 no longer lets it change, so the grouping is done here,
+# by the controller's scheduler, from the test's path.
+
+# Modules sent out first, slowest first (measured with --durations, README
+# "Tests"): a worker that starts a long module last ends the run last. Only
+# the order depends on this list; the rest follow in collection order.
+SLOW_FIRST = (
+    "tests/emulated/test_rollout_faults.py",
+    "tests/emulated/test_gpustack_4nodes.py",
+    "tests/emulated/test_gpustack_rollout.py",
+    "tests/emulated/test_image_checks.py",
+    "tests/emulated/test_host_software.py",
+    "tests/emulated/test_rollout.py",
+    "tests/emulated/test_in_container.py",
+    "tests/emulated/test_gpustack_workers.py",
+    "tests/emulated/test_image_fetch_once.py",
+    "tests/emulated/test_rollout_a3.py",
+    "tests/emulated/test_weights_rollout.py",
+    "tests/emulated/test_rollout_4nodes.py",
+    # The real tiers' group (GPUStack server start, real pulumi runs): after the emulated
+    # modules and before the quick tiers; sent out last, it ran alone for its last 3 minutes.
+    "tests/realsoftware/test_gpustack_api.py",
+    "tests/realengine/test_gpustack_model_engine.py",
+    "tests/realengine/test_pulumi_cli.py",
+)
+SHARED_SESSION_DIRS = ("tests/realsoftware/", "tests/realengine/")
+
+
+def xdist_group(nodeid: str) -> str:
+    """The unit of work one worker runs: the test's module, or the real tiers together."""
+    module = nodeid.split("::", 1)[0]
+    return "real" if module.startswith(SHARED_SESSION_DIRS) else module
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # without pytest-xdist the tests run one after another
+    LoadScopeScheduling = None
+else:
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        """xdist's scope scheduling with xdist_group above as the scope, groups sent in
+        collection order (the workers put SLOW_FIRST first)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist's own choice for --dist loadgroup
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getoption("dist") == "loadgroup":
+            config.option.loadscopereorder = False
+            return ModuleGroupScheduling(config, log)
+        return None
+
+
+class SlowModulesFirst:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, config, items):
+        rank = {module: i for i, module in enumerate(SLOW_FIRST)}
+        # Stable: a module's tests stay together and in their order.
+        items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(SLOW_FIRST)))
+
+
+class XdistWithoutGroups:
+    """Another --dist would spread one module's tests over several workers, each making
+    the module's cluster (same state dir, prefix and subnet) over the others': such tests
+    fail at once, before their fixtures, saying what to run instead."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        if item.nodeid.startswith(("tests/emulated/", *SHARED_SESSION_DIRS)):
+            pytest.fail("the emulated, real-software and real-engine tests run under pytest-xdist only with "
+                        "`--dist loadgroup` (README \"Tests\")", pytrace=False)
+
+
+def pytest_configure(config):
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    # On a worker --dist reads "no"; xdist keeps whether it was loadgroup.
+    if config.getoption("loadgroup", False):
+        config.pluginmanager.register(SlowModulesFirst(), "ascend-inference-slow-modules-first")
+    else:
+        config.pluginmanager.register(XdistWithoutGroups(), "ascend-inference-xdist-without-groups")

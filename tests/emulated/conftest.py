@@ -14,6 +14,7 @@ run that was killed before its teardown is cleaned up by the next one.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import subprocess
 import sys
@@ -30,7 +31,20 @@ from emulator import Cluster, ClusterError, image  # noqa: E402
 from emulator.provision import preflight  # noqa: E402
 
 STATE_ROOT = Path(tempfile.gettempdir()) / "ascemu-tests"
-SESSION = {"prefix": "ptsess", "subnet": 250}
+
+
+def session_cluster_names() -> tuple[str, dict]:
+    """State dir name, prefix and subnet of the session cluster. Under pytest-xdist
+    (README "Tests") every worker that runs a module using it makes its own:
+    worker N gets session-gwN, ptsessN and subnet 200+N (N < 16)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker:
+        return "session", {"prefix": "ptsess", "subnet": 250}
+    n = int(worker.removeprefix("gw"))
+    if n >= 16:
+        pytest.fail(f"the emulated tests have session-cluster subnets for 16 pytest-xdist workers, not {n + 1}",
+                    pytrace=False)
+    return f"session-{worker}", {"prefix": f"ptsess{n}", "subnet": 200 + n}
 
 
 def pytest_configure(config):
@@ -60,9 +74,10 @@ def fresh_state_dir(name: str) -> Path:
 @pytest.fixture(scope="session")
 def cluster():
     require_prerequisites()
-    state = fresh_state_dir("session")
+    name, settings = session_cluster_names()
+    state = fresh_state_dir(name)
     try:
-        c = Cluster.up(2, state, log=print, **SESSION)
+        c = Cluster.up(2, state, log=print, **settings)
     except ClusterError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
