@@ -157,7 +157,7 @@ def tar_server(cluster, tmp_path):
         server.shutdown()
 
 
-def test_each_node_fetches_checks_and_loads_the_image_tar(cluster, tmp_path, tar_server):
+def test_the_image_tar_is_sha_checked_and_ends_loaded_on_every_node(cluster, tmp_path, tar_server):
     url, sha = tar_server
     tar = "/data/images/fetched/mindie.tar"
     rollout = StackRollout(cluster, "tp16-mindie", tmp_path / "state.json", log=lambda m: None)
