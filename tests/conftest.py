@@ -10,6 +10,7 @@ import copy
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,16 @@ def pytest_configure(config):
         config.pluginmanager.register(SlowModulesFirst(), "ascend-inference-slow-modules-first")
     else:
         config.pluginmanager.register(XdistWithoutGroups(), "ascend-inference-xdist-without-groups")
+
+
+def temp_files_holding(text: str) -> list[str]:
+    """Small files directly in the temp directory whose content holds `text`."""
+    found = []
+    for entry in os.scandir(tempfile.gettempdir()):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_size < 65536 and \
+                    text in Path(entry.path).read_text(errors="replace"):
+                found.append(entry.path)
+        except OSError:  # gone or unreadable meanwhile: not ours
+            pass
+    return found

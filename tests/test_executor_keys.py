@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from emulator.executor import Executor
+from tests.conftest import temp_files_holding
 
 pytestmark = pytest.mark.graph
 
@@ -54,18 +54,6 @@ def fake_ssh(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SSH_LOG", str(log))
     return log
 
-
-def temp_files_holding(text: str) -> list[str]:
-    """Small files directly in the temp directory whose content holds `text`."""
-    found = []
-    for entry in os.scandir(tempfile.gettempdir()):
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_size < 65536 and \
-                    text in Path(entry.path).read_text(errors="replace"):
-                found.append(entry.path)
-        except OSError:  # gone or unreadable meanwhile: not ours
-            pass
-    return found
 
 
 def test_keys_stay_beside_the_state_file_and_go_with_the_last_resource(tmp_path, fake_ssh):

@@ -21,9 +21,8 @@ import pytest
 from ascend_inference import gpustack_api
 from ascend_inference.spec import NAMESPACE
 from ascend_inference.stackfile import load_stack
-from emulator.rollout import StackRollout
-from tests.emulated.conftest import node_ssh, own_cluster
-from tests.emulated.test_gpustack_rollout import api_of, backend_logs, require_gpustack, the_model
+from tests.emulated.conftest import node_ssh
+from tests.emulated.test_gpustack_rollout import api_of, backend_logs, gpustack_rollout, the_model
 
 pytestmark = pytest.mark.emulated
 
@@ -38,17 +37,8 @@ NODE_CHECKS = {f"{n}-{c}" for n in NODES for c in ("preflight", "peer-ping", "im
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    require_gpustack()
-    with own_cluster(4, "gpustack-4nodes", prefix="ptgs4n", subnet=247) as cluster:
-        rollout = StackRollout(cluster, STACK, tmp_path_factory.mktemp("state") / "state.json", log=print)
-        arranged = rollout.arrange_gpustack()
-        try:
-            yield cluster, rollout
-        finally:
-            for node in cluster.nodes:
-                print(node.exec(["docker", "logs", "--tail", "40", "gpustack"], timeout=60).stderr[-4000:])
-            rollout.destroy()
-            arranged.stop()
+    with gpustack_rollout(tmp_path_factory, 4, "gpustack-4nodes", prefix="ptgs4n", subnet=247, log_lines=40) as env:
+        yield env
 
 
 def runbook_backend_parameters() -> list[str]:

@@ -17,6 +17,7 @@ changes nothing is checked on runbook 002's own 4-node shape (test_gpustack_4nod
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -47,19 +48,29 @@ def require_gpustack() -> None:
                     + f". Install with: {gpustack.INSTALL}", pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+@contextlib.contextmanager
+def gpustack_rollout(tmp_path_factory, count: int, name: str, *, prefix: str, subnet: int, log_lines: int):
+    """`count` emulated nodes arranged for GPUStack and the stack's rollout on
+    them; on the way out, each node's last GPUStack log lines (for a failed
+    run's log), `destroy`, and the arrangement stopped."""
     require_gpustack()
-    with own_cluster(2, "gpustack-rollout", prefix="ptgsro", subnet=233) as cluster:
+    with own_cluster(count, name, prefix=prefix, subnet=subnet) as cluster:
         rollout = StackRollout(cluster, STACK, tmp_path_factory.mktemp("state") / "state.json", log=print)
         arranged = rollout.arrange_gpustack()
         try:
             yield cluster, rollout
         finally:
             for node in cluster.nodes:
-                print(node.exec(["docker", "logs", "--tail", "60", "gpustack"], timeout=60).stderr[-6000:])
+                logs = node.exec(["docker", "logs", "--tail", str(log_lines), "gpustack"], timeout=60).stderr
+                print(logs[-100 * log_lines:])
             rollout.destroy()
             arranged.stop()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with gpustack_rollout(tmp_path_factory, 2, "gpustack-rollout", prefix="ptgsro", subnet=233, log_lines=60) as env:
+        yield env
 
 
 def up(rollout, *changes):

@@ -6,8 +6,6 @@ rollout.)"""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from ascend_inference.errors import NodeFactError
 from emulator.executor import StepFailed
 from emulator.rollout import StackRollout
+from tests.conftest import temp_files_holding
 from tests.emulated.conftest import node_ssh, own_cluster
 
 pytestmark = pytest.mark.emulated
@@ -173,15 +172,3 @@ def test_teardown_leaves_nothing(cluster, tmp_path):
     assert rollout.executor.state["resources"] == {}
     assert temp_files_holding(cluster.ssh_key_path.read_text()) == []
 
-
-def temp_files_holding(text: str) -> list[str]:
-    """Small files directly in the temp directory whose content holds `text`."""
-    found = []
-    for entry in os.scandir(tempfile.gettempdir()):
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_size < 65536 and \
-                    text in Path(entry.path).read_text(errors="replace"):
-                found.append(entry.path)
-        except OSError:  # gone or unreadable meanwhile: not ours
-            pass
-    return found
