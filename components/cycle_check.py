@@ -38,39 +38,26 @@ _DEPENDENTS = "_ascend_inference_dependents"
 
 
 class _Order:
-    """Places in the order, as tuples (compared item by item, so a new place
-    fits between any two). Each resource gets the next place when it is
+    """Places in the order. Each resource gets the next place when it is
     constructed (`place`, run by a stack transformation): a program can only
     make a resource depend on one that exists, so construction order is
     almost always a valid order and the checks almost never search. A
-    resource seen without one goes right before the resource that declared
-    it as a dependency, or after everything."""
+    resource seen without one (made before the transformation, like the
+    stack itself) gets the next place when first seen; the search below
+    corrects any order, so the first place only decides how often it runs."""
 
     def __init__(self) -> None:
         self._count = itertools.count(1)
 
-    def place(self, resource: Any) -> None:
-        if getattr(resource, _ORDER, None) is None:
-            setattr(resource, _ORDER, (next(self._count),))
-
-    def of(self, resource: Any, *, before: Any = None) -> tuple[int, ...]:
-        order: tuple[int, ...] | None = getattr(resource, _ORDER, None)
+    def of(self, resource: Any) -> int:
+        order: int | None = getattr(resource, _ORDER, None)
         if order is None:
-            if before is None:
-                order = (next(self._count),)
-            else:
-                # Below `before` (..., a): (..., a - 1, n) with the newest n.
-                order = (*before[:-1], before[-1] - 1, next(self._count))
+            order = next(self._count)
             setattr(resource, _ORDER, order)
         return order
 
 
 _order = _Order()
-
-
-def _deps(resource: Any) -> set[Any]:
-    # The SDK's own record of a resource's dependencies.
-    return resource_cycle_breaker._deps(resource)
 
 
 def _dependents(resource: Any) -> set[Any]:
@@ -84,10 +71,11 @@ def declare_dependency(from_resource: Any, to_resource: Any) -> bool:
     if from_resource is to_resource:
         return False
     upper = _order.of(from_resource)
-    lower = _order.of(to_resource, before=upper)
+    lower = _order.of(to_resource)
     if lower > upper:
         # `to` sits after `from`: search what lies between them.
-        forward = _reach(to_resource, _deps, lambda r: getattr(r, _ORDER) > upper, stop=from_resource)
+        forward = _reach(to_resource, resource_cycle_breaker._deps, lambda r: getattr(r, _ORDER) > upper,
+                         stop=from_resource)
         if forward is None:
             return False  # from_resource is among to_resource's dependencies
         backward = _reach(from_resource, _dependents, lambda r: getattr(r, _ORDER) < lower, stop=None)
@@ -126,7 +114,7 @@ def _reach(start: Any, step: Any, inside: Any, stop: Any) -> list[Any] | None:
 
 
 def _place_on_construction(args: pulumi.ResourceTransformationArgs) -> None:
-    _order.place(args.resource)
+    _order.of(args.resource)
     return None  # the resource as it is
 
 
