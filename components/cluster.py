@@ -28,7 +28,7 @@ from ascend_inference.spec import Node
 from ascend_inference.templating import render_template
 from components.common import TOKEN, clearly, copy_from_master, digest, remote_step
 from components.images import PreparedImage
-from components.node import AscendNode, facts_from_json
+from components.node import AscendNode
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,14 @@ class PeerCheck(pulumi.ComponentResource):
                 timeout="10m", every_up=True))
 
         def cross_checked(all_facts: list) -> dict:
-            raise_first(check_cluster([facts_from_json(f) for f in all_facts]))
-            return {f["node"]: [d["ip"] for d in f["devices"]] for f in all_facts}
+            raise_first(check_cluster(all_facts))
+            return {f.node: f.device_ips() for f in all_facts}
 
         device_ips = pulumi.Output.all(*[n.facts for n in nodes]).apply(clearly(cross_checked))
         # Atlas A3: each die's SDID and the super pod (rank table 1.2); None elsewhere,
         # and then the record is what it always was.
         super_pods = pulumi.Output.all(*[n.facts for n in nodes]).apply(
-            lambda all_facts: super_pods_of([facts_from_json(f) for f in all_facts]))
+            lambda all_facts: super_pods_of(all_facts))
         images = args.images if args.images is not None else pulumi.Output.from_input(None)
 
         def record_text(v: list[Any]) -> str:

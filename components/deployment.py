@@ -333,8 +333,8 @@ class Deployment(pulumi.ComponentResource):
         self.world_size = self.loaded.plan.world_size
         self.rank_table_digest = self.rank_table.digest if self.rank_table else pulumi.Output.from_input("")
         self.node_facts = pulumi.Output.all(*[n.facts for n in self.nodes]).apply(
-            lambda facts: {f["node"]: {"hostname": f["hostname"], "driver": f["driver_version"],
-                                       "device_ips": [d["ip"] for d in f["devices"]]} for f in facts})
+            lambda facts: {f.node: {"hostname": f.hostname, "driver": f.driver_version,
+                                    "device_ips": f.device_ips()} for f in facts})
         self.smoke_reply = reply
         # What each node's image holds: id, engine and CANN versions (the stack output `images`).
         self.image_facts = self.peer_check.verified_images

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 import pulumi
 
 from ascend_inference.facts import (
-    DeviceFacts,
     NetworkPolicies,
     NodeFacts,
     check_host_software,
@@ -75,9 +74,17 @@ class AscendNode(pulumi.ComponentResource):
     Outputs: `facts` (parsed and checked against the stack: a contradiction
     fails the rollout here, naming the node and the fact), `hostname`,
     `device_ips` (as discovered, they feed the peer check and the rank table).
+
+    `facts` is an Output of the `NodeFacts` object itself, read only by other
+    applies. The SDK turns a dict or list an apply returns into one Output
+    per key and element, again in every `Output.all` that takes it: as a
+    dict, the facts were two thirds of all the Outputs of a preview (360 per
+    node, three times over). An object it passes through whole. The
+    component's registered outputs (kept in the state) are the small
+    `hostname` and `device_ips`; the stack exports each node's summary.
     """
 
-    facts: pulumi.Output[dict]
+    facts: pulumi.Output[NodeFacts]
     hostname: pulumi.Output[str]
     device_ips: pulumi.Output[list]
 
@@ -98,7 +105,7 @@ class AscendNode(pulumi.ComponentResource):
             # Day-2: a link that went down after a good rollout stops the next `up` here.
             every_up=True)
 
-        def checked(stdout: str) -> dict:
+        def checked(stdout: str) -> NodeFacts:
             # A profile without a fabric (300I Duo) prints no hccn_tool sections.
             fabric_devices = expect.devices if expect.profile.network.fabric else 0
             facts = parse_preflight(node.name, stdout or "", fabric_devices)
@@ -111,12 +118,12 @@ class AscendNode(pulumi.ComponentResource):
             if not expect.model_path_required:
                 problems = [p for p in problems if p.fact != "model path"]
             raise_first(problems + network_errors + check_host_software(facts, expected=expect.host_versions))
-            return facts.to_json()
+            return facts
 
         self.facts = self.preflight.stdout.apply(clearly(checked))
-        self.hostname = self.facts.apply(lambda f: f["hostname"])
-        self.device_ips = self.facts.apply(lambda f: [d["ip"] for d in f["devices"]])
-        self.register_outputs({"facts": self.facts, "hostname": self.hostname, "device_ips": self.device_ips})
+        self.hostname = self.facts.apply(lambda f: f.hostname)
+        self.device_ips = self.facts.apply(lambda f: f.device_ips())
+        self.register_outputs({"hostname": self.hostname, "device_ips": self.device_ips})
 
     def _host_steps(self, name: str, steps: HostSteps) -> list[pulumi.Resource]:
         """ascend-inference:host's provisioning, before the preflight that
@@ -153,9 +160,3 @@ class AscendNode(pulumi.ComponentResource):
                                     create=steps.runc_owner.create, delete=steps.runc_owner.delete, parent=self,
                                     depends_on=docker, replace_to_redo=False, every_up=True))
         return done
-
-
-def facts_from_json(data: dict) -> NodeFacts:
-    raw = dict(data)
-    raw["devices"] = [DeviceFacts(**d) for d in raw["devices"]]
-    return NodeFacts(**raw)
