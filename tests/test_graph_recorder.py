@@ -26,7 +26,7 @@ from ascendctl.preview.diff import diff_graphs
 from ascendctl.preview.graph import Graph, ResourceRecord
 from ascendctl.preview.paths import format_path, parse_path, path_matches
 from ascendctl.preview.printer import format_diff, format_tree
-from ascendctl.preview.recorder import record_graph
+from ascendctl.preview.recorder import _unwrap_sdk_error, record_graph
 from ascendctl.preview.values import UNKNOWN, Secret
 
 pytestmark = pytest.mark.graph
@@ -541,6 +541,29 @@ def test_value_error_inside_apply_feeding_a_resource() -> None:
     with pytest.raises(ValueError) as info:
         record_graph(program, {}, outputs_for=lambda a: {"stdout": "x"})
     assert str(info.value) == "node0: 7 healthy NPUs, stack says 8"
+
+
+def test_an_sdk_wrapper_that_is_its_own_cause_is_returned_as_it_is() -> None:
+    # The SDK's wait re-raises a failed registration `from` the exception it
+    # recorded for it, which can be the same object: the chain then loops.
+    wrapper = ValueError("While processing resource: 'next', type: 'command:remote:Command'\nboom")
+    wrapper.__cause__ = wrapper
+    assert _unwrap_sdk_error(wrapper) is wrapper
+
+
+def test_the_first_failure_is_raised_when_several_resources_fail() -> None:
+    def check(facts: str) -> str:
+        raise ValueError(f"node {facts}: 7 healthy NPUs, stack says 8")
+
+    def program() -> None:
+        for node in ("node0", "node1", "node2"):
+            pre = remote.Command(f"{node}-pre", connection=remote.ConnectionArgs(host="h"), create="npu-smi info")
+            remote.Command(f"{node}-next", connection=remote.ConnectionArgs(host="h"), create=pre.stdout.apply(check))
+
+    for _ in range(3):
+        with pytest.raises(ValueError) as info:
+            record_graph(program, {}, outputs_for=lambda a: {"stdout": a.name.split("-")[0]})
+        assert str(info.value) == "node node0: 7 healthy NPUs, stack says 8"
 
 
 def test_error_inside_unused_apply_and_other_types() -> None:

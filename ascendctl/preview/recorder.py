@@ -287,8 +287,11 @@ def _unwrap_sdk_error(exc: BaseException) -> BaseException:
     intact) with a note naming the resource and input instead.
     """
     notes = []
+    seen: set[int] = set()
     while (
-        isinstance(exc, (ValueError, AssertionError))
+        id(exc) not in seen
+        and not seen.add(id(exc))  # type: ignore[func-returns-value]  # a cause chain may loop
+        and isinstance(exc, (ValueError, AssertionError))
         and isinstance(exc.__cause__, type(exc))
         and str(exc).startswith("While processing ")
     ):

@@ -158,7 +158,61 @@ async def run_program(program: Callable[[], None]) -> None:
     """Stack(), program(), the stack's outputs registered, then every
     registration and every Output awaited (applies nobody uses included);
     the first error is re-raised."""
-    await pulumi.runtime.run_in_stack(program)
+
+    async def program_then_settle() -> None:
+        program()
+        await _settle()
+
+    await pulumi.runtime.run_in_stack(program_then_settle)
+
+
+async def _settle() -> None:
+    """Wait for every registration and Output the program started, in
+    linear time, before the SDK's own wait (`wait_for_rpcs`) runs.
+
+    The SDK's wait yields to the loop once per registration, and then hands
+    all pending Outputs to `asyncio.wait(..., FIRST_COMPLETED)` again and
+    again until none is left: each round adds and removes a callback on
+    every pending Output. Together that was half of a 256-node recording.
+    Here each is awaited in turn, one callback each.
+
+    At the first failure this stops and leaves the rest to the SDK's wait,
+    which then raises the first failure as it would have: the failed
+    registration as the SDK recorded it (`unhandled_exception`), or the
+    failed Output. Failed registrations are taken out of the SDK's list
+    first: its wait re-raises a failed one `from` the recorded exception,
+    which is the same object, so the exception would become its own cause
+    and lose the chain back to the program's own error. After a success
+    the SDK's wait finds nothing left but the stack's outputs."""
+    rpcs = _settings._get_rpc_manager().rpcs
+    outputs = _settings.SETTINGS.outputs
+
+    def failed(task: Any) -> bool:
+        return bool(task.done() and (task.cancelled() or task.exception() is not None))
+
+    def stop() -> None:
+        rpcs[:] = [rpc for rpc in rpcs if not failed(rpc)]
+
+    while True:
+        while rpcs:
+            rpc = rpcs.pop()  # last first, as the SDK's wait takes them
+            try:
+                await rpc
+            except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
+                return stop()
+        with _settings.SETTINGS.lock:
+            tracked = list(outputs)
+        # A done Output leaves the set in a callback; a failed one stays there.
+        if any(failed(task) for task in tracked):
+            return stop()
+        pending = [task for task in tracked if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
+                return stop()
 
 
 def settings_defaults() -> dict[str, Any]:
@@ -176,4 +230,3 @@ def settings_defaults() -> dict[str, Any]:
 def restore_settings_defaults(saved: dict[str, Any]) -> None:
     for name, value in saved.items():
         vars(_settings.Settings)[name]._ContextProperty__default = value
-
