@@ -168,11 +168,11 @@ class PeerCheck(pulumi.ComponentResource):
             raise_first(check_cluster(all_facts))
             return {f.node: f.device_ips() for f in all_facts}
 
-        device_ips = pulumi.Output.all(*[n.facts for n in nodes]).apply(clearly(cross_checked))
+        all_facts = pulumi.Output.all(*[n.facts for n in nodes])
+        device_ips = all_facts.apply(clearly(cross_checked))
         # Atlas A3: each die's SDID and the super pod (rank table 1.2); None elsewhere,
         # and then the record is what it always was.
-        super_pods = pulumi.Output.all(*[n.facts for n in nodes]).apply(
-            lambda all_facts: super_pods_of(all_facts))
+        super_pods = all_facts.apply(super_pods_of)
         images = args.images if args.images is not None else pulumi.Output.from_input(None)
 
         def record_text(v: list[Any]) -> str:

@@ -291,14 +291,14 @@ def _unwrap_sdk_error(exc: BaseException) -> BaseException:
     intact) with a note naming the resource and input instead.
     """
     notes = []
-    seen: set[int] = set()
+    seen: set[int] = set()  # a cause chain may loop (an exception raised from itself)
     while (
         id(exc) not in seen
-        and not seen.add(id(exc))  # type: ignore[func-returns-value]  # a cause chain may loop
         and isinstance(exc, (ValueError, AssertionError))
         and isinstance(exc.__cause__, type(exc))
         and str(exc).startswith("While processing ")
     ):
+        seen.add(id(exc))
         m = _WRAPPED.match(str(exc))
         if m:
             what, name, typ = m.groups()
