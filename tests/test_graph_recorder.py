@@ -566,6 +566,28 @@ def test_the_first_failure_is_raised_when_several_resources_fail() -> None:
         assert str(info.value) == "node node0: 7 healthy NPUs, stack says 8"
 
 
+def test_the_programs_error_whatever_order_the_sdk_sees_the_failures_in() -> None:
+    # Which of a failing apply's Output and the registration it feeds fails
+    # first in the recorder's view follows object addresses; with the
+    # registration still under way when the recorder stopped, the SDK raised
+    # its own wrapper instead (a few runs in a hundred). Vary the addresses.
+    def check(facts: str) -> str:
+        raise ValueError("node0: 7 healthy NPUs, stack says 8")
+
+    def program() -> None:
+        pre = remote.Command("pre", connection=remote.ConnectionArgs(host="h"), create="npu-smi info")
+        remote.Command("next", connection=remote.ConnectionArgs(host="h"), create=pre.stdout.apply(check))
+
+    messages = set()
+    spacers = []
+    for run in range(300):
+        spacers.append([object() for _ in range(run % 37)])
+        with pytest.raises(ValueError) as info:
+            record_graph(program, {}, outputs_for=lambda a: {"stdout": "x"})
+        messages.add(str(info.value))
+    assert messages == {"node0: 7 healthy NPUs, stack says 8"}
+
+
 def test_error_inside_unused_apply_and_other_types() -> None:
     def program() -> None:
         pre = remote.Command("pre", connection=remote.ConnectionArgs(host="h"), create="x")

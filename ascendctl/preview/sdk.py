@@ -176,21 +176,31 @@ async def _settle() -> None:
     every pending Output. Together that was half of a 256-node recording.
     Here each is awaited in turn, one callback each.
 
-    At the first failure this stops and leaves the rest to the SDK's wait,
-    which then raises the first failure as it would have: the failed
-    registration as the SDK recorded it (`unhandled_exception`), or the
-    failed Output. Failed registrations are taken out of the SDK's list
-    first: its wait re-raises a failed one `from` the recorded exception,
-    which is the same object, so the exception would become its own cause
-    and lose the chain back to the program's own error. After a success
+    At the first failure this lets the registrations under way finish and
+    leaves the rest to the SDK's wait, which then raises the first failure
+    as it would have: the failed registration as the SDK recorded it
+    (`unhandled_exception`), or the failed Output. Failed registrations are
+    taken out of the SDK's list first: its wait re-raises a failed one
+    `from` the recorded exception, which is the same object, so the
+    exception would become its own cause and lose the chain back to the
+    program's own error. (Stopping before those registrations finished left
+    a failing one in the list: 4 runs in 150 raised the SDK's wrapper.) After a success
     the SDK's wait finds nothing left but the stack's outputs."""
-    rpcs = _settings._get_rpc_manager().rpcs
+    rpcs: list[Any] = _settings._get_rpc_manager().rpcs  # asyncio futures
     outputs = _settings.SETTINGS.outputs
 
     def failed(task: Any) -> bool:
         return bool(task.done() and (task.cancelled() or task.exception() is not None))
 
-    def stop() -> None:
+    async def stop() -> None:
+        # Registrations still under way finish first (one may be failing from
+        # the same error), then the failed ones leave the SDK's list.
+        while under_way := [rpc for rpc in rpcs if not rpc.done()]:
+            for rpc in under_way:
+                try:
+                    await rpc
+                except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
+                    pass
         rpcs[:] = [rpc for rpc in rpcs if not failed(rpc)]
 
     while True:
@@ -199,12 +209,14 @@ async def _settle() -> None:
             try:
                 await rpc
             except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
-                return stop()
+                await stop()
+                return
         with _settings.SETTINGS.lock:
             tracked = list(outputs)
         # A done Output leaves the set in a callback; a failed one stays there.
         if any(failed(task) for task in tracked):
-            return stop()
+            await stop()
+            return
         pending = [task for task in tracked if not task.done()]
         if not pending:
             return
@@ -212,7 +224,8 @@ async def _settle() -> None:
             try:
                 await task
             except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
-                return stop()
+                await stop()
+                return
 
 
 def settings_defaults() -> dict[str, Any]:
