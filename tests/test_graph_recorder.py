@@ -12,6 +12,8 @@ import asyncio
 import contextvars
 import importlib.metadata
 import json
+import threading
+import types
 from typing import Any
 
 import pulumi
@@ -667,6 +669,25 @@ def test_timeout_instead_of_hang() -> None:
     # The recorder gives up with a clear error instead of waiting forever.
     with pytest.raises(TimeoutError, match="did not finish within 0.5s"):
         record_graph(program, {}, timeout=0.5)
+
+
+def test_the_final_wait_passes_its_own_cancellation_on(monkeypatch) -> None:
+    # At its timeout the recorder cancels every task and waits for them to
+    # end. The final wait once caught the cancellation as if a registration
+    # had failed, and went on waiting for the registrations under way: a task
+    # that does not end when cancelled can hang that clean-up for ever.
+    async def scenario() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        registration = loop.create_future()  # under way, never answered
+        monkeypatch.setattr(sdk._settings, "_get_rpc_manager", lambda: types.SimpleNamespace(rpcs=[registration]))
+        monkeypatch.setattr(sdk._settings, "SETTINGS", types.SimpleNamespace(outputs=set(), lock=threading.Lock()))
+        wait = asyncio.ensure_future(sdk._settle())
+        await asyncio.sleep(0)  # the wait is now on the registration
+        wait.cancel()
+        await asyncio.wait({wait}, timeout=5)
+        return wait.done(), wait.cancelled()
+
+    assert asyncio.run(scenario()) == (True, True)
 
 
 def test_records_hundreds_of_resources() -> None:

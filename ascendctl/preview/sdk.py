@@ -31,6 +31,7 @@ version `versions.py` insists on):
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -192,23 +193,33 @@ async def _settle() -> None:
     def failed(task: Any) -> bool:
         return bool(task.done() and (task.cancelled() or task.exception() is not None))
 
+    async def fails(awaitable: Any) -> bool:
+        # Whether it failed; its error is the SDK's wait's to raise. The
+        # cancellation of this task itself (the recorder's timeout cancels
+        # every task) is passed on: swallowed, the recorder's clean-up would
+        # wait for ever on a task that never ends.
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return True
+        except Exception:  # noqa: BLE001 -- the SDK's wait raises it
+            return True
+        return False
+
     async def stop() -> None:
         # Registrations still under way finish first (one may be failing from
         # the same error), then the failed ones leave the SDK's list.
         while under_way := [rpc for rpc in rpcs if not rpc.done()]:
             for rpc in under_way:
-                try:
-                    await rpc
-                except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
-                    pass
+                await fails(rpc)
         rpcs[:] = [rpc for rpc in rpcs if not failed(rpc)]
 
     while True:
         while rpcs:
-            rpc = rpcs.pop()  # last first, as the SDK's wait takes them
-            try:
-                await rpc
-            except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
+            if await fails(rpcs.pop()):  # last first, as the SDK's wait takes them
                 await stop()
                 return
         with _settings.SETTINGS.lock:
@@ -221,9 +232,7 @@ async def _settle() -> None:
         if not pending:
             return
         for task in pending:
-            try:
-                await task
-            except BaseException:  # noqa: BLE001 -- the SDK's wait raises it
+            if await fails(task):
                 await stop()
                 return
 
