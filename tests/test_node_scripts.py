@@ -6,7 +6,9 @@ into what the host runs (`docker exec -i <container> bash -s`).
 """
 from __future__ import annotations
 
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,50 @@ def test_only_the_master_has_the_smoke_test_and_readiness(rendered):
     assert worker.serve_start is not None and worker.serve_stop is not None
     _, gpustack = rendered["dp4-ep32-gpustack"]
     assert gpustack[0].scripts.serve_start is None and gpustack[0].scripts.ray_start is None
+
+
+def readiness_wait(rendered, tmp_path, pid: int) -> str:
+    """The master's rendered readiness wait with its run directory moved
+    under tmp_path (a log line in its log) and `pid` in its pid file."""
+    _, nodes = rendered["tp16-lmdeploy"]
+    text = nodes[0].scripts.serve_ready.text
+    run_dir, log_name = re.search(r"^pid_file=(\S+)/serve\.pid; log_file=\S+/(\S+)$", text, re.M).groups()
+    (tmp_path / "serve.pid").write_text(f"{pid}\n")
+    (tmp_path / log_name).write_text("engine log line\n")
+    return text.replace(run_dir, str(tmp_path))
+
+
+def run_without_an_answer(script: str, timeout: float) -> subprocess.CompletedProcess:
+    # `curl` stands for an endpoint that does not answer yet.
+    return subprocess.run(["bash", "-s"], input=script.replace("curl ", "false "), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_readiness_takes_a_crashed_engine_left_a_zombie_for_dead(rendered, tmp_path):
+    # `kill -0` succeeds on a zombie: under a container PID 1 that does not
+    # reap adopted children, a crashed engine looked alive until the
+    # readiness timeout (an hour by default) instead of failing at once.
+    crashed = subprocess.Popen(["true"])  # not reaped until wait() below
+    try:
+        stat = Path(f"/proc/{crashed.pid}/stat")
+        for _ in range(500):
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        done = run_without_an_answer(readiness_wait(rendered, tmp_path, crashed.pid), timeout=30)
+    finally:
+        crashed.wait()
+    assert done.returncode == 6, done.stderr
+    assert done.stderr == "the serving process is not running; last log lines:\nengine log line\n"
+
+
+def test_readiness_keeps_waiting_on_a_live_engine(rendered, tmp_path):
+    # The same wait with a live process: no answer yet, so it is still
+    # waiting when stopped (the pid check did not end it).
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            run_without_an_answer(readiness_wait(rendered, tmp_path, live.pid), timeout=5)
+    finally:
+        live.kill()
+        live.wait()
