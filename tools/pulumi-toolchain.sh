@@ -168,9 +168,12 @@ for pair in "command:$PULUMI_COMMAND_VERSION:github.com/pulumi/pulumi-command/pr
     continue
   fi
   # Try the module proxy; on the machines this project is developed on it
-  # refuses both provider modules (HTTP 403), so report exactly that.
-  why=$(cd "$cache/build" && GOFLAGS=-mod=mod go mod download -json "$module" 2>&1 | sed -n 's/.*"Error": "\(.*\)".*/\1/p' | head -n 1 || true)
-  say "plugin $name $version: not on PATH or in \$PULUMI_HOME/plugins, and cannot be built here: ${why:-unknown}"
+  # refuses both provider modules (HTTP 403), so report exactly that. Bounded:
+  # after a refusal go may fall back to git, which on a network that drops
+  # packets instead of refusing them would wait for as long as TCP does.
+  why=$(cd "$cache/build" && GIT_TERMINAL_PROMPT=0 GOFLAGS=-mod=mod timeout 120 go mod download -json "$module" 2>&1 |
+    sed -n 's/.*"Error": "\(.*\)".*/\1/p' | head -n 1 || true)
+  say "plugin $name $version: not on PATH or in \$PULUMI_HOME/plugins, and cannot be built here: ${why:-go gave no reason within 120 s}"
   missing+=("$name")
 done
 printf '%s\n' "${missing[@]}" >"$bin/.missing-plugins"
