@@ -35,9 +35,13 @@ import pytest
 VENV = Path(os.environ.get("GPUSTACK_VENV", "/tmp/gpustack-venv"))
 INSTALL = "bash tests/realsoftware/install.sh (as root; GPUStack goes to $GPUSTACK_VENV, default /tmp/gpustack-venv)"
 STATE = Path(tempfile.gettempdir()) / "ascend-inference-realsoftware"
-PG_PORT = 5432      # inside the private namespace: every port there is free
-API_PORT = 48080    # GPUStack's API (`--api-port`; with the gateway disabled it is the served port)
-PORT = 48081        # `--port` (the embedded gateway's port; unused with the gateway disabled)
+# Inside the private namespace every port is free, but one in the kernel's
+# ephemeral range (32768-60999) can be taken as the source port of an outgoing
+# connection: GPUStack's own pool to PostgreSQL once took 48080 just before
+# its API bound it ("address already in use", two starts in a row in one run).
+PG_PORT = 5432
+API_PORT = 28080    # GPUStack's API (`--api-port`; with the gateway disabled it is the served port)
+PORT = 28081        # `--port` (the embedded gateway's port; unused with the gateway disabled)
 
 
 def pytest_configure(config):
