@@ -15,6 +15,7 @@ import pytest
 
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
+from emulator.node import process_alive
 from tests.conftest import STACKS
 
 pytestmark = pytest.mark.pure
@@ -105,9 +106,8 @@ def test_readiness_takes_a_crashed_engine_left_a_zombie_for_dead(rendered, tmp_p
     # readiness timeout (an hour by default) instead of failing at once.
     crashed = subprocess.Popen(["true"])  # not reaped until wait() below
     try:
-        stat = Path(f"/proc/{crashed.pid}/stat")
-        for _ in range(500):
-            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        for _ in range(500):  # until it has exited (a zombie)
+            if not process_alive(crashed.pid):
                 break
             time.sleep(0.01)
         done = run_without_an_answer(readiness_wait(rendered, tmp_path, crashed.pid), timeout=30)

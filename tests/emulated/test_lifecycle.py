@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from emulator import Cluster, ClusterError, image, network, provision
+from emulator.node import process_alive
 
 from .conftest import REPO, fresh_state_dir, require_prerequisites
 
@@ -20,20 +21,11 @@ def cli(state, *args, timeout=180):
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
-def running(pid: int) -> bool:
-    """Exists and is not a zombie (an exited child waits for its parent to reap it;
-    for processes whose `up` already exited that parent is init)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def leftovers(prefix: str, state: Path, pids: list[int]) -> list[str]:
     found = [f"netns {ns}" for ns in network.netns_list() if ns.startswith(prefix + "-")]
     found += [f"link {name}" for name in (f"{prefix}-br0", f"{prefix}-n0", f"{prefix}-n1")
               if network.link_exists(name)]
-    found += [f"pid {pid}" for pid in pids if running(pid)]
+    found += [f"pid {pid}" for pid in pids if process_alive(pid)]
     mountinfo = Path("/proc/self/mountinfo").read_text()
     found += [f"mount under {state}" for line in mountinfo.splitlines() if str(state) in line.split()[4]]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/{prefix}-node*")]

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from emulator.node import process_alive  # a zombie counts as gone
+
 VENV = Path(os.environ.get("GPUSTACK_VENV", "/tmp/gpustack-venv"))
 INSTALL = "bash tests/realsoftware/install.sh (as root; GPUStack goes to $GPUSTACK_VENV, default /tmp/gpustack-venv)"
 STATE = Path(tempfile.gettempdir()) / "ascend-inference-realsoftware"
@@ -108,14 +110,6 @@ def _record(pid: int, what: str) -> None:
     registry.write_text(json.dumps(entries))
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie, dead but not yet reaped by its parent, counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def stop_pid(pid: int, sig: int = signal.SIGTERM, wait_s: float = 20) -> None:
     """Signal one process we started, wait for it, SIGKILL it if it lingers."""
     try:
@@ -124,14 +118,14 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM, wait_s: float = 20) -> None:
         return
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return
         time.sleep(0.2)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    while _alive(pid) and time.monotonic() < deadline + 10:
+    while process_alive(pid) and time.monotonic() < deadline + 10:
         time.sleep(0.2)
 
 
