@@ -54,7 +54,7 @@ import gc
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
@@ -65,20 +65,24 @@ from ascendctl.preview.values import Secret
 
 
 class RecordingMocks(Mocks):
-    """Each resource's state is its inputs updated with ``outputs_for(args)``;
-    its id is the ``"__id__"`` that ``outputs_for`` returns, else ``<name>-id``.
+    """Each resource's state is its inputs (less those ``not_echoed`` names
+    for its type) updated with ``outputs_for(args)``; its id is the
+    ``"__id__"`` that ``outputs_for`` returns, else ``<name>-id``.
     Invokes return ``call_for(args)`` (default ``{}``)."""
 
     def __init__(
         self,
         outputs_for: Callable[[MockResourceArgs], dict[str, Any]] | None,
         call_for: Callable[[MockCallArgs], dict[str, Any]] | None,
+        not_echoed: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._outputs_for = outputs_for
         self._call_for = call_for
+        self._not_echoed = not_echoed or {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        state = dict(args.inputs)
+        skipped = self._not_echoed.get(args.typ)
+        state = {k: v for k, v in args.inputs.items() if k not in skipped} if skipped else dict(args.inputs)
         if self._outputs_for is not None:
             extra = self._outputs_for(args)
             if extra:
@@ -152,6 +156,7 @@ def record_graph(
     secret_keys: Iterable[str] = (),
     timeout: float = 300.0,
     rpc_workers: int = 1,
+    not_echoed: Mapping[str, frozenset[str]] | None = None,
 ) -> Graph:
     """Run ``program()`` under the SDK's mocks in preview mode and record its graph.
 
@@ -166,6 +171,9 @@ def record_graph(
     Mocked resources get id ``f"{name}-id"`` (or the ``"__id__"`` that
     ``outputs_for`` returns) and state = inputs updated with
     ``outputs_for(args)``; invokes return ``call_for(args)`` (default ``{}``).
+    ``not_echoed`` maps a resource type to input names left out of that state:
+    in preview those outputs are unknown (as a provider's unknown outputs are),
+    and the SDK does not hold a copy of them for every resource.
     ``rpc_workers`` > 1 lets independent registrations run concurrently (for an
     ``outputs_for`` that performs real work) and gives up the fixed order;
     the default of 1 answers one request at a time, in a fixed order.
@@ -192,7 +200,7 @@ def record_graph(
             ctx = contextvars.copy_context()
             return ctx.run(
                 _record, program, config, project, stack, outputs_for, call_for, secret_keys, timeout,
-                rpc_workers,
+                rpc_workers, not_echoed,
             )
         finally:
             sdk.restore_settings_defaults(saved_defaults)
@@ -218,6 +226,7 @@ def _record(
     secret_keys: Iterable[str],
     timeout: float,
     rpc_workers: int = 1,
+    not_echoed: Mapping[str, frozenset[str]] | None = None,
 ) -> Graph:
     values: dict[str, str] = {}
     secrets: set[str] = {_full_key(project, k) for k in secret_keys}
@@ -230,7 +239,7 @@ def _record(
             continue
         values[full] = _config_value(value)
 
-    monitor = sdk.RecordingMonitor(RecordingMocks(outputs_for, call_for))
+    monitor = sdk.RecordingMonitor(RecordingMocks(outputs_for, call_for, not_echoed))
     sdk.install_mocks(monitor, project=project, stack=stack, config=values, secret_keys=sorted(secrets))
 
     # A private loop (never installed as the thread's current loop; inside it
