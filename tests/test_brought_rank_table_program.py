@@ -3,8 +3,8 @@ the user brings is the one every node's rank-table step installs."""
 from __future__ import annotations
 
 import base64
-import gzip
 import json
+import lzma
 
 import pytest
 
@@ -16,12 +16,12 @@ pytestmark = pytest.mark.graph
 
 
 def installed_table(script: str) -> dict:
-    """The table a rank-table install script writes (plain heredoc or gzip+base64)."""
+    """The table a rank-table install script writes (plain heredoc or xz+base64)."""
     body = script.split("<<'", 1)[1].split("\n", 1)[1]
     marker = script.split("<<'", 1)[1].split("'", 1)[0]
     text = body.split(marker, 1)[0]
     if "base64 -d" in script:
-        text = gzip.decompress(base64.b64decode(text)).decode()
+        text = lzma.decompress(base64.b64decode(text)).decode()
     return json.loads(text)
 
 

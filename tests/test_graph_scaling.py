@@ -113,10 +113,11 @@ def test_mindie_refuses_more_nodes_than_it_supports(tmp_path):
 
 
 def test_a_large_rank_table_travels_compressed_and_arrives_intact(tmp_path):
-    """Past COMPRESS_ABOVE the install script carries the table gzip+base64
+    """Past COMPRESS_ABOVE the install script carries the table xz+base64
     (the same script for the same table), and running it with bash writes
     exactly the table, mode 640."""
     import json
+    import shutil
     import subprocess
 
     from ascend_inference.ranktable import rank_table_json
@@ -137,6 +138,20 @@ def test_a_large_rank_table_travels_compressed_and_arrives_intact(tmp_path):
     assert target.read_text() == text
     assert oct(target.stat().st_mode & 0o777) == "0o640"
     assert json.loads(done.stdout)["mode"] == "640"
+    # A node without xz: one line that names the file and the fix, nothing written.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "base64", "mkdir", "dirname", "mktemp", "rm", "chmod", "mv", "cat"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    target.unlink()
+    failed = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True,
+                            env={"PATH": str(bin_dir)})
+    assert failed.returncode == 3, failed.stderr
+    assert failed.stderr.strip() == (f"no xz on this node to unpack {target}: install it "
+                                     "(package xz or xz-utils) and run pulumi up again")
+    assert list(target.parent.iterdir()) == []
     # A small table stays legible.
     small = install_script('{"server_count": "2"}\n', purpose="p", stack=loaded.name, node=loaded.spec.nodes[1],
                            path=str(target), mode="640")

@@ -1,6 +1,7 @@
 """What the offline preview does to keep a large cluster's memory down
 changes nothing it records: the mocks leave a command's scripts out of its
-outputs (`SCRIPTS_NOT_ECHOED`). The memory itself is measured by
+outputs (`SCRIPTS_NOT_ECHOED`), and the records keep one copy of a long
+string that many resources carry. The memory itself is measured by
 benchmarks/preview_scaling.py, not here."""
 from __future__ import annotations
 
@@ -67,3 +68,13 @@ def test_scripts_left_out_of_a_commands_outputs_are_unknown_in_preview():
     echoed = record_graph(program, {})
     assert echoed.outputs["create"] == "echo created"
 
+
+def test_every_nodes_rank_table_copy_shares_one_script_in_the_records():
+    base = load_stack("tp16-lmdeploy")
+    config = scaled_config(base, 48)
+    graph = record_stack(loaded_with_config(base, config), config)
+    scripts = [r.inputs["create"] for r in graph.resources if r.custom and r.name.endswith("-rank-table")]
+    assert len(scripts) == 48 and len(scripts[0]) > 1024
+    assert all(s is scripts[0] for s in scripts)
+    # The script names no node, so one text serves them all.
+    assert "every node" in scripts[0].splitlines()[1]

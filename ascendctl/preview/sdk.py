@@ -49,11 +49,15 @@ from pulumi.runtime import settings as _settings  # noqa: E402
 from pulumi.runtime.mocks import MockMonitor  # noqa: E402
 
 from ascendctl.preview.graph import ResourceRecord, engine_urn  # noqa: E402
+from ascendctl.preview.values import Secret  # noqa: E402
 from ascendctl.preview.wire import default_options, from_wire, options_of  # noqa: E402
 
 if TYPE_CHECKING:
     from google.protobuf import empty_pb2
     from pulumi.runtime.proto import resource_pb2
+
+# Strings this long or longer are kept once in the records (`_shared`).
+_LONG = 1024
 
 
 class RecordingMonitor(MockMonitor):
@@ -66,6 +70,8 @@ class RecordingMonitor(MockMonitor):
         self.stack_outputs: dict[str, Any] = {}
         self._by_urn: dict[str, ResourceRecord] = {}
         self._lock = threading.Lock()
+        # Long strings seen in inputs, each kept once (see `_shared`).
+        self._long_strings: dict[str, str] = {}
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         """URNs as the engine makes them (``Deployment.generateURN``).
@@ -81,6 +87,20 @@ class RecordingMonitor(MockMonitor):
         with self._lock:
             self.records.append(record)
             self._by_urn[record.urn] = record
+
+    def _shared(self, value: Any) -> Any:
+        """`value` with each long string replaced by the first equal one seen:
+        every node's rank-table copy carries the same script (at 1,000 nodes
+        a 73 KB one), which the records would otherwise hold once per node."""
+        if isinstance(value, str):
+            return self._long_strings.setdefault(value, value) if len(value) >= _LONG else value
+        if isinstance(value, dict):
+            return {k: self._shared(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._shared(v) for v in value]
+        if isinstance(value, Secret):
+            return Secret(self._shared(value.value))
+        return value
 
     def RegisterResource(  # noqa: N802 (gRPC method name)
         self, request: resource_pb2.RegisterResourceRequest
@@ -99,7 +119,7 @@ class RecordingMonitor(MockMonitor):
             property_dependencies={
                 k: sorted(set(v.urns)) for k, v in sorted(request.propertyDependencies.items())
             },
-            inputs=from_wire(request.object),
+            inputs=self._shared(from_wire(request.object)),
             options=options_of(request),
             provider=request.provider or None,
         )
