@@ -91,7 +91,7 @@ class RecordingMonitor(MockMonitor):
     def _shared(self, value: Any) -> Any:
         """`value` with each long string replaced by the first equal one seen:
         every node's rank-table copy carries the same script (at 1,000 nodes
-        a 73 KB one), which the records would otherwise hold once per node."""
+        a 32 KB one), which the records would otherwise hold once per node."""
         if isinstance(value, str):
             return self._long_strings.setdefault(value, value) if len(value) >= _LONG else value
         if isinstance(value, dict):
