@@ -16,6 +16,7 @@ from .cluster import DEFAULT_STATE_DIR, Cluster
 from .faults import FAULT_KEYS, FaultError, parse_assignment
 from .node import ClusterError
 from .nodefs import Layout, atlas_300i_duo
+from .userpath import UserPathError
 
 DESCRIPTION = """\
 Emulated Huawei Ascend cluster on this machine, for trying the Pulumi program
@@ -101,6 +102,22 @@ def main(argv=None) -> int:
     sub.add_parser("docker-args", help="print the docker settings an executor must add on the emulator "
                                        "(base mounts, --privileged substitute) as JSON")
 
+    sub.add_parser("env", help="print the exports that point the real `pulumi` at this cluster "
+                               "(eval \"$(python -m emulator env)\")",
+                   description="Print `export` lines: the pinned pulumi CLI (tools/pulumi-toolchain.sh), the "
+                               "test stand-ins for the command and docker plugins with their guard variable, "
+                               "a file backend under the state dir, the emulator's throwaway passphrase and "
+                               "the ssh wrapper docker's ssh:// uses. Then run pulumi as a user does.")
+
+    p = sub.add_parser("configure", help="point the selected stack at this cluster (pulumi config set-all --path)",
+                       description="Run inside the project after `pulumi stack select --create NAME`: sets the "
+                                   "stack's node hosts, hostnames, device IPs and model path to the emulated "
+                                   "cluster's with `pulumi config set-all --path`, and the SSH key with "
+                                   "`pulumi config set --secret`. Every other setting stays the stack's own.")
+    p.add_argument("--stack", required=True, help="stack name (as in stacks/Pulumi.NAME.yaml)")
+    p.add_argument("--model-path", default=None, help="the model directory on the nodes "
+                                                      "(default the emulator's fixture)")
+
     p = sub.add_parser("rollout", help="roll a stack out onto the emulated cluster (what `pulumi up` would do)",
                        description="Run the Pulumi program for STACK against the emulated nodes: the stack's own "
                                    "settings, with the nodes, device IPs, model path and SSH key of the cluster. "
@@ -121,7 +138,7 @@ def main(argv=None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    except (ClusterError, FaultError) as exc:
+    except (ClusterError, FaultError, UserPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -217,6 +234,36 @@ def cmd_docker_args(args) -> int:
     return 0
 
 
+def cmd_env(args) -> int:
+    from emulator import userpath
+
+    cluster = Cluster.load(args.state_dir)
+    env = userpath.environment(cluster)
+    keys = ["PATH", "PULUMI_BACKEND_URL", "PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_SKIP_UPDATE_CHECK",
+            "ASCEMU_DOCKER_SANDBOX", *sorted(k for k in env if k.startswith("ASCEND_INFERENCE_STANDIN"))]
+    print(userpath.export_lines(env, keys))
+    return 0
+
+
+def cmd_configure(args) -> int:
+    from ascend_inference.stackfile import load_stack
+    from emulator import userpath
+
+    cluster = Cluster.load(args.state_dir)
+    loaded = load_stack(args.stack)
+    model = args.model_path or userpath.MODEL_FIXTURE
+    for argv, stdin in userpath.configure_commands(loaded, cluster, model_path=model):
+        shown = " ".join(a if "=" not in a else a.split("=", 1)[0] + "=..." for a in argv[:6])
+        print(f"$ {shown}{' ...' if len(argv) > 6 else ''}{' < ' + str(cluster.ssh_key_path) if stdin else ''}")
+        done = subprocess.run(argv, input=stdin, text=True)
+        if done.returncode != 0:
+            print(f"error: {argv[0]} {argv[1]} {argv[2]} failed (exit {done.returncode}): is a stack selected "
+                  f"(pulumi stack select --create {loaded.name}) and is this the project directory?",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
 def _stack_rollout(args):
     from emulator.rollout import StackRollout
 
@@ -240,7 +287,8 @@ def cmd_destroy(args) -> int:
     return 0
 
 
-COMMANDS = {"rollout": cmd_rollout, "destroy": cmd_destroy, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+COMMANDS = {"env": cmd_env, "configure": cmd_configure,
+            "rollout": cmd_rollout, "destroy": cmd_destroy, "up": cmd_up, "down": cmd_down, "status": cmd_status,
             "exec": cmd_exec, "ssh": cmd_ssh, "fault": cmd_fault, "docker-env": cmd_docker_env,
             "docker-args": cmd_docker_args}
 

@@ -20,22 +20,18 @@ test_gpustack_model_engine.py.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from emulator import userpath
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = PROJECT_ROOT / "tools" / "pulumi-toolchain.sh"
-CACHE = Path(os.environ.get("ASCEND_INFERENCE_CACHE", Path.home() / ".cache" / "ascend-inference"))
-# What a user's clone holds that the program needs (no tests, no emulator).
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "ascend_inference", "components", "stacks")
 PASSPHRASE = "real-engine-tier"
 
 
@@ -62,17 +58,8 @@ def toolchain_bin() -> Path:
 
 @pytest.fixture(scope="session")
 def program_venv() -> Path:
-    """The project's runtime venv (`virtualenv: venv` in Pulumi.yaml), made once
-    per requirements.txt and shared by every copy of the project."""
-    requirements = (PROJECT_ROOT / "requirements.txt").read_bytes()
-    venv = CACHE / f"program-venv-{hashlib.sha256(requirements).hexdigest()[:12]}"
-    if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(PROJECT_ROOT / "requirements.txt")], check=True, timeout=1800)
-        (venv / ".complete").touch()
-    return venv
+    """The project's runtime venv (`virtualenv: venv` in Pulumi.yaml): emulator.userpath.program_venv."""
+    return userpath.program_venv()
 
 
 @dataclass
@@ -98,14 +85,7 @@ class PulumiProject:
 @pytest.fixture
 def project(tmp_path, toolchain_bin, program_venv) -> PulumiProject:
     work = tmp_path / "ascend-inference"
-    work.mkdir()
-    for name in PROJECT_FILES:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, work / name)
-    (work / "venv").symlink_to(program_venv)
+    userpath.copy_project(work)
     (tmp_path / "state").mkdir()
     return PulumiProject(work, pulumi_env(tmp_path, toolchain_bin))
 

@@ -1,0 +1,387 @@
+"""A stack on the emulated cluster, run exactly as a user runs it.
+
+The real `pulumi` CLI (tools/pulumi-toolchain.sh) drives every rollout, with
+a file backend and passphrase secrets, on a copy of the project. The two
+resource plugins that cannot be had here are the test stand-ins of
+emulator/plugins (docs/standin-plugins.md), put on PATH with their guard
+variable by `environment()`; nothing else stands in for the engine.
+
+A person does the same by hand (emulator/README.md):
+
+    python -m emulator up --nodes 2
+    eval "$(python -m emulator env)"
+    pulumi stack select --create tp16-vllm-mindspore
+    python -m emulator configure --stack tp16-vllm-mindspore
+    pulumi preview --diff && pulumi up --yes
+
+`configure` sets only what names the machines (node hosts, hostnames and
+device IPs, the model path, the SSH key as a secret) with `pulumi config
+set-all --path` / `config set --secret`; every other setting is the stack's
+own. Tests drive the same commands through `PulumiRollout`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ascend_inference.spec import NAMESPACE
+from ascend_inference.stackfile import LoadedStack, load_stack
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOOLCHAIN = REPO_ROOT / "tools" / "pulumi-toolchain.sh"
+# What a user's clone holds that the program needs (no tests, no emulator).
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "ascend_inference", "components", "stacks")
+# The passphrase of the emulator's throwaway stacks: they hold only the
+# emulator's own per-cluster key.
+PASSPHRASE = "emulated-cluster"
+MODEL_FIXTURE = "/data/models/deepseek-r1"
+Log = Callable[[str], None]
+
+
+class UserPathError(RuntimeError):
+    """A step of the user path failed for a reason of the harness, not of the stack."""
+
+
+# --------------------------------------------------------------- environment
+
+def toolchain_bin() -> Path:
+    """The bin dir of the pinned `pulumi` CLI and language host (built once, then cached)."""
+    done = subprocess.run(["bash", str(TOOLCHAIN)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserPathError(f"tools/pulumi-toolchain.sh failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ASCEND_INFERENCE_CACHE", Path.home() / ".cache" / "ascend-inference"))
+
+
+def program_venv() -> Path:
+    """The project's runtime venv (`virtualenv: venv` in Pulumi.yaml), made once per
+    requirements.txt outside the clone and shared by every copy of the project."""
+    import hashlib
+    import sys
+
+    requirements = (REPO_ROOT / "requirements.txt").read_bytes()
+    venv = cache_dir() / f"program-venv-{hashlib.sha256(requirements).hexdigest()[:12]}"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "-r", str(REPO_ROOT / "requirements.txt")], check=True)
+        (venv / ".complete").touch()
+    return venv
+
+
+def sandbox_file(cluster) -> Path:
+    return Path(cluster.state_dir) / "docker-sandbox.json"
+
+
+def write_sandbox(cluster, by_image: dict | None = None) -> Path:
+    """The emulator's sandbox mapping for the docker stand-in (docs/standin-plugins.md,
+    "Sandbox mapping"): no `--privileged` here, the base mounts every container needs,
+    the runtime image that stands in for every engine image (no registry), and the
+    extra mounts/env of containers of a given image (GPUStack's: emulator/gpustack.py)."""
+    from emulator import image as imagelib
+
+    args = imagelib.base_docker_args()
+    mapping = {"extra_mounts": [args[i + 1] for i, a in enumerate(args) if a == "-v"],
+               "privileged_caps": imagelib.privileged_substitute()["docker_run_args"],
+               "runtime_image": imagelib.IMAGE,
+               "by_image": by_image or {}}
+    path = sandbox_file(cluster)
+    path.write_text(json.dumps(mapping, indent=1, sort_keys=True))
+    return path
+
+
+def environment(cluster, *, backend_dir: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a user (or a test) runs `pulumi` in against `cluster`: the
+    stand-in plugins on PATH with their guard variable, the pinned CLI, the cluster's
+    `ssh` wrapper (docker's ssh:// transport runs the system ssh; on a real control
+    host that is the user's own ssh with the key in its agent), a file backend and
+    the test passphrase. None of the caller's PULUMI_ variables leak in."""
+    from emulator import plugins
+
+    base = dict(os.environ if base is None else base)
+    env = {k: v for k, v in base.items() if not k.startswith("PULUMI_")}
+    standins = plugins.environment()
+    state = Path(cluster.state_dir)
+    backend_dir = backend_dir or state / "pulumi-backend"
+    backend_dir.mkdir(parents=True, exist_ok=True)
+    env.update(standins)
+    env.update({
+        "PATH": os.pathsep.join([standins["PATH"].split(os.pathsep)[0], str(toolchain_bin()),
+                                 str(cluster.bin_dir), base.get("PATH", "")]),
+        "PULUMI_BACKEND_URL": f"file://{backend_dir}",
+        "PULUMI_HOME": str(backend_dir.parent / (backend_dir.name + "-home")),
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "PULUMI_SKIP_UPDATE_CHECK": "1",
+        "ASCEMU_DOCKER_SANDBOX": str(sandbox_file(cluster)),
+        "NO_COLOR": "1",
+    })
+    if not sandbox_file(cluster).exists():
+        write_sandbox(cluster)
+    return env
+
+
+def export_lines(env: dict[str, str], keys: Sequence[str]) -> str:
+    return "\n".join(f"export {k}={shlex.quote(env[k])}" for k in keys)
+
+
+# ---------------------------------------------------------------- configure
+
+def machine_settings(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIXTURE) -> dict[str, str]:
+    """`--path` key -> value for what names the machines; everything else stays the stack's."""
+    if len(cluster.nodes) != len(loaded.spec.nodes):
+        raise UserPathError(f"stack {loaded.name} has {len(loaded.spec.nodes)} nodes and the emulated cluster "
+                            f"{len(cluster.nodes)}: bring up a cluster of that size "
+                            f"(python -m emulator up --nodes {len(loaded.spec.nodes)})")
+    settings: dict[str, str] = {}
+    declares_device_ips = bool(loaded.spec.profile.network.device_ips)
+    for i, node in enumerate(cluster.nodes):
+        settings[f"{NAMESPACE}:nodes[{i}].host"] = node.address
+        settings[f"{NAMESPACE}:nodes[{i}].hostname"] = node.hostname
+        if declares_device_ips:
+            # A profile without a fabric (300I Duo) has none to declare.
+            for d, ip in enumerate(node.device_ips):
+                settings[f"{NAMESPACE}:nodes[{i}].device_ips[{d}]"] = ip
+    settings[f"{NAMESPACE}:model.path"] = model_path
+    engine = loaded.spec.engine
+    if getattr(engine, "mindformers_model_config", None) and not getattr(engine, "write_mindformers_yaml", True):
+        # Runbook 000's yaml path is a placeholder for a MindFormers checkout,
+        # as its model path is: point it at the predict yaml the emulator's
+        # image ships (container-check refuses a path that is not there).
+        from emulator.image import MINDFORMERS_YAML
+
+        settings[f"{NAMESPACE}:engine.mindformers_model_config"] = MINDFORMERS_YAML
+    return settings
+
+
+def configure_commands(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIXTURE
+                       ) -> list[tuple[list[str], str | None]]:
+    """The `pulumi config` commands (argv, stdin) `python -m emulator configure` runs."""
+    settings = machine_settings(loaded, cluster, model_path=model_path)
+    set_all = ["pulumi", "config", "set-all", "--path"]
+    for key, value in settings.items():
+        set_all += ["--plaintext", f"{key}={value}"]
+    key_name = f"{NAMESPACE}:{loaded.spec.ssh.private_key_secret}"
+    return [(set_all, None),
+            (["pulumi", "config", "set", "--secret", key_name], Path(cluster.ssh_key_path).read_text())]
+
+
+# ------------------------------------------------------------------ reports
+
+@dataclass
+class Action:
+    resource: str
+    kind: str       # create | replace | update | same | delete
+    seconds: float = 0.0
+    node: str = ""
+
+
+@dataclass
+class Report:
+    """What one `pulumi` operation did, read from its engine event log."""
+
+    actions: list[Action] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    output: str = ""
+
+    def did(self, kind: str) -> list[str]:
+        return [a.resource for a in self.actions if a.kind == kind]
+
+    def changed(self) -> dict[str, str]:
+        return {a.resource: a.kind for a in self.actions if a.kind != "same"}
+
+
+# The engine's step ops (apitype.OpType) as the kinds a test asks about.
+_KIND = {"create": "create", "update": "update", "delete": "delete", "same": "same", "read": "same",
+         "refresh": "same", "replace": "replace", "create-replacement": "replace", "delete-replaced": "replace",
+         "discard": "delete", "discard-replaced": "replace"}
+_RANK = {"same": 0, "update": 1, "delete": 2, "create": 3, "replace": 4}
+
+
+def report_from_events(path: Path, *, returncode: int, output: str, seconds: float) -> Report:
+    """The custom resources' steps of one operation (components, the stack and the
+    providers left out), each resource once with its strongest op."""
+    kinds: dict[str, str] = {}
+    started: dict[str, float] = {}
+    took: dict[str, float] = {}
+    errors: list[str] = []
+    lines = path.read_text().splitlines() if path.exists() else []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the engine may be cut mid-line
+        for key in ("resourcePreEvent", "resOutputsEvent", "resOpFailedEvent"):
+            body = event.get(key)
+            if not body or body.get("planning"):
+                continue
+            meta = body["metadata"]
+            state = meta.get("new") or meta.get("old") or {}
+            typ = meta.get("type", "")
+            if not state.get("custom", False) or typ.startswith("pulumi:providers:"):
+                continue
+            name = meta["urn"].rsplit("::", 1)[-1]
+            kind = _KIND.get(meta.get("op", ""), "same")
+            if _RANK[kind] >= _RANK.get(kinds.get(name, "same"), 0):
+                kinds[name] = kind
+            if key == "resourcePreEvent":
+                started.setdefault(name, event.get("timestamp", 0))
+            else:
+                took[name] = event.get("timestamp", 0) - started.get(name, event.get("timestamp", 0))
+        diag = event.get("diagnosticEvent")
+        if diag and diag.get("severity") == "error":
+            errors.append(diag.get("message", "").strip())
+    report = Report(actions=[Action(n, k, float(took.get(n, 0))) for n, k in kinds.items()],
+                    seconds=round(seconds, 2), output=output)
+    if returncode != 0:
+        report.error = "\n".join(e for e in errors if e) or output[-4000:] or f"pulumi exited {returncode}"
+    return report
+
+
+# ----------------------------------------------------------------- rollouts
+
+class PulumiRollout:
+    """One stack of the project rolled out onto `cluster` with the real CLI.
+
+    The project is copied into `workdir` (`pulumi config set` writes the stack
+    file), with its own file backend; `up(changes)` applies `--set`-style
+    changes with `pulumi config set --path` and reverts the ones a later call
+    leaves out, so each call states the whole difference from the stack."""
+
+    def __init__(self, cluster, stack: str, workdir: Path, *, log: Log = print, model_path: str = MODEL_FIXTURE):
+        self.cluster = cluster
+        self.log = log
+        self.base = load_stack(stack)
+        self.stack = self.base.name
+        self.workdir = Path(workdir)
+        self.project = self.workdir / "project"
+        self.events = self.workdir / "events"
+        self.events.mkdir(parents=True, exist_ok=True)
+        copy_project(self.project)
+        self.env = environment(cluster, backend_dir=self.workdir / "backend")
+        self._applied: dict[str, str | None] = {}   # changed key -> its value before (None: absent)
+        self._ops = 0
+        self.ok("stack", "select", "--create", self.stack)
+        for argv, stdin in configure_commands(self.base, cluster, model_path=model_path):
+            self.ok(*argv[1:], stdin=stdin)
+        self._provide_image_tar()
+
+    # --- running the CLI -----------------------------------------------------
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["pulumi", *args, "--non-interactive"], cwd=self.project, env=self.env, input=stdin,
+                              capture_output=True, text=True)
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        done = self.run(*args, stdin=stdin)
+        if done.returncode != 0:
+            raise UserPathError(f"pulumi {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def operation(self, *args: str) -> Report:
+        """`pulumi <args> --event-log FILE`, reported."""
+        self._ops += 1
+        log_file = self.events / f"{self._ops:03d}-{args[0]}.jsonl"
+        start = time.monotonic()
+        done = self.run(*args, "--event-log", str(log_file))
+        report = report_from_events(log_file, returncode=done.returncode, output=done.stdout + done.stderr,
+                                    seconds=time.monotonic() - start)
+        changed = report.changed()
+        self.log(f"pulumi {' '.join(args)}: {'FAILED' if report.error else 'done'} in {report.seconds:.1f}s, "
+                 f"{len(changed)} changed: {json.dumps(changed, sort_keys=True)}")
+        return report
+
+    # --- the user's commands -----------------------------------------------
+
+    def set_changes(self, changes: Sequence[str] | None) -> None:
+        wanted = dict(change.split("=", 1) for change in changes or [])
+        for key in [k for k in self._applied if k not in wanted]:
+            before = self._applied.pop(key)
+            if before is None:
+                self.ok("config", "rm", "--path", f"{NAMESPACE}:{key}")
+            else:
+                self.ok("config", "set", "--path", f"{NAMESPACE}:{key}", before)
+        for key, value in wanted.items():
+            if key not in self._applied:
+                got = self.run("config", "get", "--path", f"{NAMESPACE}:{key}")
+                self._applied[key] = got.stdout.strip() if got.returncode == 0 else None
+            self.ok("config", "set", "--path", f"{NAMESPACE}:{key}", value)
+
+    def up(self, changes: Sequence[str] | None = None, *extra: str) -> Report:
+        self.set_changes(changes)
+        return self.operation("up", "--yes", *extra)
+
+    def preview(self, *extra: str) -> Report:
+        return self.operation("preview", *extra)
+
+    def refresh(self) -> Report:
+        return self.operation("refresh", "--yes")
+
+    def destroy(self) -> Report:
+        return self.operation("destroy", "--yes")
+
+    def resources(self) -> dict[str, dict]:
+        """name -> {"type", "id", "outputs"} of the custom resources in the state (secrets shown)."""
+        state = json.loads(self.ok("stack", "export", "--show-secrets"))
+        found = {}
+        for r in state.get("deployment", {}).get("resources") or []:
+            if r.get("custom") and not r["type"].startswith("pulumi:providers:"):
+                found[r["urn"].rsplit("::", 1)[-1]] = {"type": r["type"], "id": r.get("id", ""),
+                                                       "outputs": r.get("outputs") or {}}
+        return found
+
+    def outputs(self, name: str) -> dict:
+        return self.resources()[name]["outputs"]
+
+    # --- what the emulator provides beside the stack ---------------------------
+
+    def _provide_image_tar(self) -> None:
+        """Runbook 001 loads its image from a tar on each node. The emulator
+        saves its runtime image under the stack's image name to that path (and
+        removes the tag), so the program's own `docker load -i` runs for real."""
+        c = self.base.spec.container
+        if not c.image_tar or c.image_url:
+            return  # with image_url the nodes fetch it themselves
+        image, tar = shlex.quote(c.image), shlex.quote(c.image_tar)
+        for node in self.cluster.nodes:
+            script = (f"test -s {tar} || {{ mkdir -p $(dirname {tar}) && docker tag ascemu/runtime:latest {image}"
+                      f" && docker save -o {tar} {image} && docker rmi {image} >/dev/null; }}")
+            done = self.cluster.ssh(node.name, script, timeout=300)
+            if done.returncode != 0:
+                raise UserPathError(f"{node.name}: could not place {c.image_tar}: {done.stderr.strip()}")
+
+    def arrange_gpustack(self):
+        """For a GPUStack stack: the nodes get what the program's own GPUStack containers need
+        (emulator/gpustack.py ProgramGpustack) and the docker stand-in adds its mounts and env
+        to them (the sandbox mapping). Returns the arrangement; its stop() ends its database."""
+        from emulator import gpustack
+
+        c = self.base.spec.container
+        arranged = gpustack.ProgramGpustack(self.cluster, c.image, c.name)
+        arranged.arrange()
+        write_sandbox(self.cluster, by_image={c.image: arranged.container_extras()})
+        return arranged
+
+
+def copy_project(dest: Path) -> None:
+    """What a user's clone holds, and the project's venv beside it (as `venv`)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if not (dest / "venv").exists():
+        (dest / "venv").symlink_to(program_venv())
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, dest / name)
