@@ -275,7 +275,7 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
             problems.append(Problem(file, key, "unknown key",
                                     hint or (f"valid keys here: {', '.join(choices)}" if choices else "remove it")))
         elif kind == "missing":
-            problems.append(Problem(file, key, "required key is missing", "add it (see README, stack file reference)"))
+            problems.append(Problem(file, key, "required key is missing", "add it (see docs/stack-file.md)"))
         elif kind == "literal_error":
             expected = item.get("ctx", {}).get("expected", "")
             problems.append(Problem(file, key, f"'{given}' is not a valid choice", f"use one of {expected}"))
@@ -311,13 +311,13 @@ def _type_fix(kind: str) -> str:
         "dict_type": "write a YAML mapping",
         "model_type": "write a YAML mapping",
         "model_attributes_type": "write a YAML mapping",
-        "string_pattern_mismatch": "see the README for the allowed form",
+        "string_pattern_mismatch": "see docs/stack-file.md for the allowed form",
         "greater_than_equal": "use a larger value",
         "greater_than": "use a larger value",
         "less_than_equal": "use a smaller value",
         "less_than": "use a smaller value",
-        "value_error": "see the README for this key",
-    }.get(kind, "see the README's stack file reference")
+        "value_error": "see docs/stack-file.md for this key",
+    }.get(kind, "see docs/stack-file.md")
 
 
 def _locate(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
