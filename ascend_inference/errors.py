@@ -1,7 +1,8 @@
 """Errors that reach a user: each names the stack file, the key and the fix.
 
 The CLI and the Pulumi program print these as plain lines (never a traceback)
-and exit with status 2 before anything touches a node.
+before anything touches a node; `python -m ascendctl` then exits with status 3
+for a StackError and 4 for a NodeFactError (docs/cli.md).
 """
 from __future__ import annotations
 

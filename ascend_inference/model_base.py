@@ -55,7 +55,7 @@ FIX_SEPARATOR = "\n(fix) "
 
 def invalid(message: str, fix: str) -> PydanticCustomError:
     """Raise this from a field validator to report `message` with a specific
-    `fix` (a plain ValueError only gets a generic "see the README")."""
+    `fix` (a plain ValueError only gets a generic "see docs/stack-file.md")."""
     return PydanticCustomError(INVALID_VALUE, message + FIX_SEPARATOR + fix)
 
 

@@ -3,7 +3,7 @@
 A stack file is `stacks/Pulumi.<stack>.yaml`; its project config keys live in
 the `ascend-inference:` namespace, one key per section below (`nodes`,
 `hardware`, `network`, `model`, `container`, `engine`, `parallel`, `ssh`).
-Defaults are the runbooks' values (the README lists each with its source).
+Defaults are the runbooks' values (docs/stack-file.md lists each with its source).
 
 Pure: no Pulumi import. Cross-field rules that need several sections at once
 (duplicates, layout, memory) live in `check_spec` here and in `topology`.

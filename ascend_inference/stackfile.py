@@ -192,20 +192,14 @@ def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: d
                 present.add(key)
             else:
                 problems.append(Problem(file, full, "a secret is written in clear in the stack file",
-                                        f"remove it and run `pulumi config set --secret {full}` (for a key file: "
-                                        f"`pulumi config set --secret {full} < ~/.ssh/id_ed25519`)"))
+                                        f"remove it and run `{set_secret_command(spec, key)}`"))
         else:
             hint = suggest(key, [*SECTION_KEYS, *secret_keys])
             problems.append(Problem(file, full, "unknown key",
                                     hint or f"known keys: {', '.join([*SECTION_KEYS, *secret_keys])}"))
-    problems += _clear_secrets_in_sections(sections, file)
+    problems += _clear_secrets_in_sections(sections, file, spec)
     if require_secrets:
-        for key in secret_keys:
-            if key not in present:
-                full = f"{NAMESPACE}:{key}"
-                problems.append(Problem(file, full, "secret not set",
-                                        f"run `pulumi config set --secret {full}` "
-                                        "(it is stored encrypted in the stack file)"))
+        problems += [secret_not_set(spec, file, key) for key in secret_keys if key not in present]
     problems += check_spec(spec, file)
     if problems:
         raise StackError(problems)
@@ -216,7 +210,37 @@ def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: d
     return LoadedStack(name, file, spec, plan, frozenset(present), raw_config or {}, brought)
 
 
-def _clear_secrets_in_sections(sections: dict[str, Any], file: str) -> list[Problem]:
+def set_secret_command(spec: ClusterSpec, key: str) -> str:
+    """The command that stores the secret config key `key`. The one place
+    that builds it, so `validate`, the program and every other message give
+    the same fix (the SSH key is read from its file on stdin)."""
+    command = f"pulumi config set --secret {NAMESPACE}:{key}"
+    if key == spec.ssh.private_key_secret:
+        command += " < ~/.ssh/id_ed25519"
+    return command
+
+
+def secret_purpose(spec: ClusterSpec, key: str) -> str:
+    """What the stack reads secret `key` for, as a message names it."""
+    if key == spec.ssh.private_key_secret:
+        return "the SSH private key the control host logs in to the nodes with"
+    if key == spec.model.source.token_secret:
+        return "the hub token of model.source.token_secret"
+    names = sorted(name for name, secret in spec.engine.secret_env.items() if secret == key)
+    if names:
+        return f"the engine's {', '.join(names)} (engine.secret_env)"
+    return f"read by the {spec.engine.kind} engine"
+
+
+def secret_not_set(spec: ClusterSpec, file: str, key: str) -> Problem:
+    """A secret the stack reads that is not set: `validate --require-secrets`
+    and the program (`pulumi up`, `pulumi preview`) report it with this."""
+    return Problem(file, f"{NAMESPACE}:{key}", "secret not set",
+                   f"run `{set_secret_command(spec, key)}`; {secret_purpose(spec, key)}, "
+                   "stored encrypted in the stack file")
+
+
+def _clear_secrets_in_sections(sections: dict[str, Any], file: str, spec: ClusterSpec) -> list[Problem]:
     problems: list[Problem] = []
 
     def walk(value: object, key: str) -> None:
@@ -228,7 +252,7 @@ def _clear_secrets_in_sections(sections: dict[str, Any], file: str) -> list[Prob
                 walk(v, f"{key}[{i}]")
         elif isinstance(value, str) and looks_like_private_key(value):
             problems.append(Problem(file, key, "a private key is written in clear in the stack file",
-                                    f"remove it and run `pulumi config set --secret {NAMESPACE}:sshPrivateKey < key`"))
+                                    f"remove it and run `{set_secret_command(spec, spec.ssh.private_key_secret)}`"))
 
     for section, value in sections.items():
         walk(value, f"{NAMESPACE}:{section}")
@@ -251,7 +275,7 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
             problems.append(Problem(file, key, "unknown key",
                                     hint or (f"valid keys here: {', '.join(choices)}" if choices else "remove it")))
         elif kind == "missing":
-            problems.append(Problem(file, key, "required key is missing", "add it (see README, stack file reference)"))
+            problems.append(Problem(file, key, "required key is missing", "add it (see docs/stack-file.md)"))
         elif kind == "literal_error":
             expected = item.get("ctx", {}).get("expected", "")
             problems.append(Problem(file, key, f"'{given}' is not a valid choice", f"use one of {expected}"))
@@ -287,13 +311,13 @@ def _type_fix(kind: str) -> str:
         "dict_type": "write a YAML mapping",
         "model_type": "write a YAML mapping",
         "model_attributes_type": "write a YAML mapping",
-        "string_pattern_mismatch": "see the README for the allowed form",
+        "string_pattern_mismatch": "see docs/stack-file.md for the allowed form",
         "greater_than_equal": "use a larger value",
         "greater_than": "use a larger value",
         "less_than_equal": "use a smaller value",
         "less_than": "use a smaller value",
-        "value_error": "see the README for this key",
-    }.get(kind, "see the README's stack file reference")
+        "value_error": "see docs/stack-file.md for this key",
+    }.get(kind, "see docs/stack-file.md")
 
 
 def _locate(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:

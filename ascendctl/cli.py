@@ -6,15 +6,19 @@
     python -m ascendctl diff     --stack NAME --set KEY=VALUE ...
     python -m ascendctl stacks
 
-Exit status: 0 on success, 2 when the stack has problems (one line each,
-naming the stack file, the key and the fix; never a traceback), 3 when
-`preview` or `diff` find a Pulumi SDK other than the pinned one installed.
+Exit status (EXIT_STATUS below, printed by --help, docs/cli.md): 0 on
+success; 2 a usage error (argparse's own, and a `render --out` that cannot be
+written); 3 the stack has problems (one line each, naming the stack file, the
+key and the fix; never a traceback); 4 a node's facts contradict the stack
+(one line naming the node); 5 `preview` or `diff` find a Pulumi SDK other
+than the pinned one installed.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +28,39 @@ from ascendctl.preview.versions import SdkVersionMismatch
 if TYPE_CHECKING:
     from ascend_inference.loaded import LoadedStack
 
-EXIT_STACK_PROBLEM = 2
-EXIT_WRONG_SDK = 3
+EXIT_USAGE = 2  # argparse exits with 2 on a usage error; a bad `render --out` is one too
+EXIT_BAD_STACK = 3
+EXIT_NODE_FAILURE = 4
+EXIT_WRONG_SDK = 5
+
+# What each exit status means, as --help prints it (and docs/cli.md lists it).
+EXIT_STATUS = (
+    (0, "success"),
+    (EXIT_USAGE, "usage error: an unknown command or option, a missing value, a `render --out` that cannot "
+                 "be written"),
+    (EXIT_BAD_STACK, "the stack has problems, each printed as '<file>: <key>: <what is wrong> (fix: <how>)'"),
+    (EXIT_NODE_FAILURE, "a node's facts contradict the stack or another node, printed as "
+                        "'node <name>: <fact>: <what is wrong> (fix: <how>)'"),
+    (EXIT_WRONG_SDK, "preview/diff: the installed Pulumi SDK is not the pinned one (fix: "
+                     "pip install -r requirements.txt)"),
+)
 
 
 DEFAULT_STACK = "tp16-mindie"
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+def project_version() -> str:
+    """The `version` of pyproject.toml's [project] table: the project is a
+    Pulumi program run from its checkout, not an installed distribution, so
+    there is no package metadata to ask."""
+    import tomllib
+
+    try:
+        with PYPROJECT.open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
+        return f"unknown ({PYPROJECT}: {error})"
 
 
 def _stack_arg(parser: argparse.ArgumentParser) -> None:
@@ -40,10 +72,15 @@ def _stack_arg(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ascendctl",
-        description="Plan, render, preview and diff ascend-inference stacks offline "
+        description="Plan, render, preview and diff ascend-inference stacks offline\n"
                     "(no Pulumi CLI, no NPU and no SSH needed). Real rollouts: `pulumi up`.",
-        epilog="Exit status 2 means the stack file has problems; each is printed as "
-               "'<file>: <key>: <what is wrong> (fix: <how>)'.")
+        epilog="exit status:\n" + "\n".join(
+            textwrap.fill(meaning, width=88, initial_indent=f"  {code}  ", subsequent_indent="     ")
+            for code, meaning in EXIT_STATUS),
+        # Keeps the exit-status list one entry per line.
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}",
+                        help="print the project's version (pyproject.toml) and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a stack: keys, types, layout, memory fit, rank table",
@@ -96,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
-        return EXIT_STACK_PROBLEM
+        return EXIT_BAD_STACK
     except NodeFactError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_STACK_PROBLEM
+        return EXIT_NODE_FAILURE
     except SdkVersionMismatch as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_WRONG_SDK
@@ -108,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ascend_inference.stackfile import load_stack
+    from ascend_inference.stackfile import load_stack, set_secret_command
 
     loaded = load_stack(args.stack, require_secrets=args.require_secrets)
     plan, spec = loaded.plan, loaded.spec
@@ -120,10 +157,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if plan.pp > 1:
         print(f"  pipeline layer split {','.join(map(str, plan.pp_layer_split))}")
     print(f"  memory: {plan.memory.summary()}")
-    missing = [k for k in spec.secret_keys() if k not in loaded.secrets_present]
-    if missing:
-        print("  secrets not set yet (needed by `pulumi up`): "
-              + ", ".join(f"ascend-inference:{k}" for k in missing))
+    # Not an error without --require-secrets, but `pulumi up` needs them: the
+    # same fix as the error gives (stackfile.secret_not_set).
+    for key in spec.secret_keys():
+        if key not in loaded.secrets_present:
+            print(f"  secret not set yet (needed by `pulumi up`): ascend-inference:{key} "
+                  f"(fix: run `{set_secret_command(spec, key)}`)")
     if notes is not None:
         print(f"{args.rank_table}: ok for stack {loaded.name}")
         for line in notes:
@@ -185,7 +224,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                        "(fix: pass a directory you may create and write to)")
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_STACK_PROBLEM
+        return EXIT_USAGE
     print(f"rendered stack {loaded.name} ({loaded.spec.engine.kind}, world {loaded.plan.world_size}) "
           f"into {out}: {len(written)} files")
     for path in written:

@@ -6,9 +6,9 @@ import os
 
 import pulumi
 
-from ascend_inference.errors import Problem, StackError
+from ascend_inference.errors import StackError
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS
-from ascend_inference.stackfile import STACKS_DIR, duplicate_keys_in_file, spec_from_sections
+from ascend_inference.stackfile import STACKS_DIR, duplicate_keys_in_file, secret_not_set, spec_from_sections
 
 
 def stack_file_for(stack: str) -> str:
@@ -49,26 +49,18 @@ def _run() -> None:
     # messages, before any resource is registered.
     sections = {key: value for key in SECTION_KEYS if (value := config.get_object(key)) is not None}
     loaded = spec_from_sections(stack, file, sections, _other_keys())
-    key_name = loaded.spec.ssh.private_key_secret
-    private_key = config.get_secret(key_name)
-    if private_key is None:
-        raise StackError([Problem(file, f"{NAMESPACE}:{key_name}", "secret not set",
-                                  f"run `pulumi config set --secret {NAMESPACE}:{key_name} < ~/.ssh/id_ed25519`")])
+    # Every secret the stack reads (the SSH key, engine.secret_env, the hub
+    # token), each missing one reported with `validate --require-secrets`'s line.
+    found = {key: config.get_secret(key) for key in loaded.spec.secret_keys()}
+    if missing := [secret_not_set(loaded.spec, file, key) for key, value in found.items() if value is None]:
+        raise StackError(missing)
+    secrets = {key: value for key, value in found.items() if value is not None}
+    private_key = secrets[loaded.spec.ssh.private_key_secret]
     # Secrets the engine reads from its environment (engine.secret_env).
-    engine_secrets: dict[str, pulumi.Output[str]] = {}
-    for secret_key in sorted(set(loaded.spec.engine.secret_env.values())):
-        value = config.get_secret(secret_key)
-        if value is None:
-            raise StackError([Problem(file, f"{NAMESPACE}:{secret_key}", "secret not set",
-                                      f"run `pulumi config set --secret {NAMESPACE}:{secret_key}`")])
-        engine_secrets[secret_key] = value
+    engine_secrets = {key: secrets[key] for key in sorted(set(loaded.spec.engine.secret_env.values()))}
     # The hub token model.source.token_secret names (sent on the download's stdin).
-    hub_token = None
-    if token_key := loaded.spec.model.source.token_secret:
-        hub_token = config.get_secret(token_key)
-        if hub_token is None:
-            raise StackError([Problem(file, f"{NAMESPACE}:{token_key}", "secret not set",
-                                      f"run `pulumi config set --secret {NAMESPACE}:{token_key}` (the hub token)")])
+    token_key = loaded.spec.model.source.token_secret
+    hub_token = secrets[token_key] if token_key else None
     deployment = Deployment(stack, DeploymentArgs(loaded, private_key, engine_secrets, hub_token))
     pulumi.export("endpoint", deployment.endpoint)
     pulumi.export("world_size", deployment.world_size)

@@ -119,8 +119,8 @@ def pytest_collection_modifyitems(config, items):
 # ids that pytest 9.2 no longer lets it change, so the grouping is done here,
 # by the controller's scheduler, from the test's path.
 
-# Modules sent out first, slowest first (measured with --durations, README
-# "Tests"): a worker that starts a long module last ends the run last. Only
+# Modules sent out first, slowest first (measured with --durations,
+# docs/testing.md): a worker that starts a long module last ends the run last. Only
 # the order depends on this list; the rest follow in collection order.
 SLOW_FIRST = (
     "tests/emulated/test_rollout_faults.py",
@@ -187,7 +187,7 @@ class XdistWithoutGroups:
     def pytest_runtest_setup(self, item):
         if item.nodeid.startswith(("tests/emulated/", *SHARED_SESSION_DIRS)):
             pytest.fail("the emulated, real-software and real-engine tests run under pytest-xdist only with "
-                        "`--dist loadgroup` (README \"Tests\")", pytrace=False)
+                        "`--dist loadgroup` (docs/testing.md)", pytrace=False)
 
 
 def pytest_configure(config):

@@ -269,5 +269,5 @@ def test_mindie_on_a3_needs_tp_over_all_dies(tmp_path):
     doc["config"][NS + "parallel"]["tp"] = 16
     path = write_stack(tmp_path, "a3-tp16", doc)
     done = run_cli("validate", "--stack", str(path))
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.returncode == 3 and "Traceback" not in done.stderr
     assert "ascend-inference:parallel.tp" in done.stderr and "set tp: 32" in done.stderr

@@ -1,7 +1,8 @@
 """Bad input beyond the stack file's keys: where `render` writes, duplicate
 YAML keys under `pulumi up` as under `validate`, and what the new rules must
 still let through. Each refusal is one `error:` line naming the path or the
-stack file, the key and a fix, exit 2, no traceback, nothing written.
+stack file, the key and a fix, exit 3 (2 for an unusable `render --out`), no traceback,
+nothing written.
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from tests.conftest import NS, STACKS_DIR, load_stack_doc, run_cli, write_stack
 pytestmark = pytest.mark.graph
 
 
-def one_error_line(result) -> str:
+def one_error_line(result, *, exit_status: int = 3) -> str:
+    """The one `error:` line of a refusal; a bad stack exits 3, an unusable
+    `render --out` 2 (a usage error: the stack is fine)."""
     shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == 2, shown
+    assert result.returncode == exit_status, shown
     assert "Traceback" not in result.stdout + result.stderr, shown
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), shown
@@ -34,7 +37,7 @@ def one_error_line(result) -> str:
 def test_render_onto_an_existing_file_is_refused_and_the_file_kept(tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("mine")
-    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", target))
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", target), exit_status=2)
     assert f"render --out {target}: is an existing file, not a directory" in line
     assert target.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"], "staging left behind"
@@ -43,7 +46,7 @@ def test_render_onto_an_existing_file_is_refused_and_the_file_kept(tmp_path):
 def test_render_under_a_regular_file_is_refused(tmp_path):
     (tmp_path / "plain").write_text("")
     out = tmp_path / "plain" / "sub" / "out"
-    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", out))
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", out), exit_status=2)
     assert f"{tmp_path / 'plain'} is a file" in line
 
 
@@ -61,7 +64,7 @@ def test_render_into_a_read_only_directory(tmp_path):
             assert result.returncode == 0, result.stderr
             assert (locked / "out" / "plan.json").is_file()
         else:
-            line = one_error_line(result)
+            line = one_error_line(result, exit_status=2)
             assert f"cannot write to {locked}" in line
             assert list(locked.iterdir()) == []
     finally:
@@ -70,14 +73,14 @@ def test_render_into_a_read_only_directory(tmp_path):
 
 def test_render_where_even_root_cannot_write():
     """procfs takes no new entries, whoever asks: refused before writing."""
-    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", "/proc/self/out"))
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", "/proc/self/out"), exit_status=2)
     assert "render --out /proc/self/out: cannot write to /proc/self" in line
 
 
 def test_render_failure_the_checks_cannot_foresee_is_still_one_line():
     """/proc is writable for root by its mode, yet refuses a new directory:
     the write itself fails, and that failure is reported, not a traceback."""
-    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", "/proc/not-a-pid/out"))
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", "/proc/not-a-pid/out"), exit_status=2)
     assert line.startswith("error: render --out /proc/not-a-pid/out: ")
 
 
@@ -87,7 +90,7 @@ def test_render_never_replaces_a_directory_it_did_not_write(tmp_path):
     precious = tmp_path / "home"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", precious))
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", precious), exit_status=2)
     assert f"render --out {precious}: is a directory with other content" in line
     assert (precious / "notes.txt").read_text() == "keep me"
     # An earlier render's directory, or an empty one, is replaced as before.

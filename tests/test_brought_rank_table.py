@@ -81,7 +81,7 @@ def test_the_tables_ascends_tools_make_are_accepted(tmp_path, stack, container_i
 
 def test_mindie_without_the_hand_added_container_ip(tmp_path):
     code, _, err = validate(tmp_path, "tp16-mindie", tools_table("tp16-mindie", container_ip=False))
-    assert code == 2
+    assert code == 3
     assert "container_ip" in err and "192.0.2.11" in err and "Traceback" not in err
 
 
@@ -90,7 +90,7 @@ def test_servers_merged_in_the_wrong_order(tmp_path):
     nodes = stack_nodes("tp16-lmdeploy")
     table = merge_hccl([hccl_tools_file(n["host"], n["device_ips"]) for n in reversed(nodes)])
     code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
-    assert code == 2
+    assert code == 3
     assert "rank 0 is server 192.0.2.12 device 0, but the stack's master is node0 (192.0.2.11)" in err
     assert "the first server is 192.0.2.12" in err and "Ray's head" in err
 
@@ -99,7 +99,7 @@ def test_a_device_ip_typed_wrong(tmp_path):
     table = tools_table("tp16-lmdeploy", container_ip=False)
     table["server_list"][1]["device"][5]["device_ip"] = "198.51.100.99"
     code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
-    assert code == 2
+    assert code == 3
     line = one_error(err)
     assert "server_list[1].device[5].device_ip" in line
     assert "server 192.0.2.12 device 5 has device_ip 198.51.100.99" in line
@@ -111,21 +111,21 @@ def test_devices_four_to_seven_accepted_by_hccl_but_not_the_plans_world_size(tmp
     nodes = stack_nodes("tp16-lmdeploy")
     table = merge_hccl([hccl_tools_file(n["host"], n["device_ips"], 4, 8) for n in nodes])
     code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
-    assert code == 2
+    assert code == 3
     line = one_error(err)
     assert "8 ranks but the stack's plan has world size 16" in line
 
 
 def test_not_json(tmp_path):
     code, _, err = validate(tmp_path, "tp16-mindie", '{"server_count": "2",\n  "server_list": [}')
-    assert code == 2
+    assert code == 3
     line = one_error(err)
     assert "brought.json: (file): is not JSON (line 2" in line
 
 
 def test_a_stack_without_a_rank_table(tmp_path):
     code, _, err = validate(tmp_path, "tp16-vllm-mindspore", tools_table("tp16-lmdeploy", container_ip=False))
-    assert code == 2
+    assert code == 3
     line = one_error(err)
     assert "Pulumi.tp16-vllm-mindspore.yaml: ascend-inference:engine.kind" in line
     assert "uses no HCCL rank table" in line
@@ -161,14 +161,14 @@ def test_a_broken_brought_table_stops_validate(tmp_path):
     table = tools_table("tp16-mindie", container_ip=True)
     table["server_list"][1]["device"][5]["device_ip"] = "198.51.100.99"
     result = run_cli("validate", "--stack", stack_using(tmp_path, "tp16-mindie", table))
-    assert result.returncode == 2
+    assert result.returncode == 3
     line = one_error(result.stderr)
     assert "brought.json: server_list[1].device[5].device_ip" in line and "declares 198.51.100.22" in line
 
 
 def test_a_missing_brought_table_names_the_key(tmp_path):
     result = run_cli("validate", "--stack", stack_using(tmp_path, "tp16-lmdeploy", None, file_name="nowhere.json"))
-    assert result.returncode == 2
+    assert result.returncode == 3
     line = one_error(result.stderr)
     assert f"{NS}network.rank_table_file: " in line and "nowhere.json cannot be read" in line
 
@@ -176,7 +176,7 @@ def test_a_missing_brought_table_names_the_key(tmp_path):
 def test_an_engine_without_rank_table_refuses_the_key(tmp_path):
     table = tools_table("tp16-lmdeploy", container_ip=False)
     result = run_cli("validate", "--stack", stack_using(tmp_path, "tp16-vllm-mindspore", table))
-    assert result.returncode == 2
+    assert result.returncode == 3
     line = one_error(result.stderr)
     assert f"{NS}network.rank_table_file: engine vllm-mindspore uses no HCCL rank table" in line
 

@@ -1,19 +1,21 @@
-"""The offline CLI's contract (README, "Offline CLI"): `validate`, `render`,
-`stacks` and the help of every command; exit 0 on success, 2 on a stack
-problem, never a traceback."""
+"""The offline CLI's contract (docs/cli.md): `validate`, `render`, `stacks`,
+`--version` and the help of every command; exit 0 on success, 2 on a usage
+error, 3 on a stack problem, never a traceback."""
 from __future__ import annotations
 
 import re
+import tomllib
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, STACKS, STACKS_DIR, run_cli
+from ascendctl.cli import EXIT_STATUS
+from tests.conftest import NS, PROJECT_ROOT, STACKS, STACKS_DIR, load_stack_doc, run_cli, write_stack
 
 pytestmark = pytest.mark.pure
 
 HELP_MUST_EXPLAIN = {
     # command: words its --help must contain
-    None: ("validate", "render", "preview", "diff", "stacks", "exit status 2"),
+    None: ("validate", "render", "preview", "diff", "stacks", "--version", "exit status", "usage error"),
     "validate": ("--stack", "--require-secrets", "memory"),
     "render": ("--stack", "--out", "plan.json", "rank_table.json", "replaced"),
     "preview": ("--stack", "mocks", "secrets"),
@@ -117,7 +119,72 @@ def test_usage_errors_exit_2_without_traceback(args):
 
 def test_unknown_stack_name_suggests_the_close_one():
     result = run_cli("render", "--stack", "tp16-lmdepoly", "--out", PROJECT_ROOT / "never-written")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "did you mean 'tp16-lmdeploy'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (PROJECT_ROOT / "never-written").exists()
+
+
+def test_version_is_the_projects():
+    version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"python -m ascendctl {version}\n"
+
+
+def exit_status_section(help_text: str) -> dict[int, str]:
+    """`--help`'s "exit status:" list as {code: meaning}."""
+    section = help_text.split("exit status:\n", 1)[1]
+    entries: dict[int, str] = {}
+    for line in section.splitlines():
+        if match := re.match(r"  (\d)  (.*)", line):
+            code = int(match.group(1))
+            entries[code] = match.group(2)
+        elif line.startswith("     ") and entries:
+            entries[code] += " " + line.strip()
+    return entries
+
+
+def test_help_and_docs_list_every_exit_status():
+    """Usage 2, bad stack 3, node failure 4 (and the wrong SDK 5) are told
+    apart, in --help and in docs/cli.md, each code once."""
+    listed = exit_status_section(run_cli("--help").stdout)
+    assert listed == dict(EXIT_STATUS)
+    assert sorted(listed) == [0, 2, 3, 4, 5]
+    assert "usage" in listed[2] and "stack" in listed[3] and "node" in listed[4]
+    docs = (PROJECT_ROOT / "docs" / "cli.md").read_text()
+    table = dict(re.findall(r"^\| (\d) \| (.+?) \|$", docs, re.M))
+    assert sorted(map(int, table)) == [0, 2, 3, 4, 5], table
+
+
+def test_a_usage_error_a_bad_stack_and_a_bad_out_exit_differently(tmp_path):
+    usage = run_cli("validate", "--stak", "tp16-mindie")
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "parallel"]["tp"] = 8
+    bad_stack = run_cli("validate", "--stack", write_stack(tmp_path, "bad", doc))
+    (tmp_path / "file").write_text("")
+    bad_out = run_cli("render", "--stack", "tp16-mindie", "--out", tmp_path / "file")
+    assert (usage.returncode, bad_stack.returncode, bad_out.returncode) == (2, 3, 2)
+    assert "usage:" in usage.stderr
+    assert "ascend-inference:parallel" in bad_stack.stderr and "(fix: " in bad_stack.stderr
+    assert "render --out" in bad_out.stderr
+
+
+SSH_KEY_FIX = f"pulumi config set --secret {NS}sshPrivateKey < ~/.ssh/id_ed25519"
+
+
+def test_a_missing_ssh_key_gives_the_whole_fix(tmp_path):
+    """`validate` (its note, and the error with --require-secrets) names the
+    key file to read, as the program's message does (test_secret_env.py)."""
+    note = run_cli("validate", "--stack", "tp16-mindie")
+    assert note.returncode == 0
+    assert f"ascend-inference:sshPrivateKey (fix: run `{SSH_KEY_FIX}`)" in note.stdout
+    required = run_cli("validate", "--stack", "tp16-mindie", "--require-secrets")
+    assert required.returncode == 3
+    [line] = required.stderr.splitlines()
+    assert line.startswith(f"error: {STACKS_DIR / 'Pulumi.tp16-mindie.yaml'}: {NS}sshPrivateKey: secret not set "
+                           f"(fix: run `{SSH_KEY_FIX}`;")
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "sshPrivateKey"] = "not-encrypted"
+    clear = run_cli("validate", "--stack", write_stack(tmp_path, "clear", doc))
+    assert clear.returncode == 3 and f"remove it and run `{SSH_KEY_FIX}`" in clear.stderr

@@ -774,7 +774,7 @@ def test_docker_run_matches_the_runbook(rendered, stack):
         assert got["privileged"] == want["privileged"], where
         if stack == "dp4-ep32-gpustack":
             # Runbook 002's `latest-npu` is GPUStack 0.x, whose API the program does not
-            # speak: the stack pins the 2.x release instead (README, GPUStack section).
+            # speak: the stack pins the 2.x release instead (docs/gpustack.md).
             assert want["image"] == "gpustack/gpustack:latest-npu" and got["image"] == "gpustack/gpustack:v2.3.0"
         else:
             assert got["image"] == want["image"], where

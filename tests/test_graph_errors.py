@@ -4,8 +4,8 @@ stack (read by the preflight) fails it with a NodeFactError naming the node
 and the fact.
 
 Three ways a stack reaches the checks are compared:
-* `python -m ascendctl validate --stack FILE` (exit 2, one `error:` line per problem);
-* `python -m ascendctl preview --stack FILE` (the same lines, exit 2);
+* `python -m ascendctl validate --stack FILE` (exit 3, one `error:` line per problem);
+* `python -m ascendctl preview --stack FILE` (the same lines, exit 3);
 * the program itself (`components.program.run` under the mocks, via
   `ascendctl.preview.stack.record_stack`), given the bad file's config as Pulumi's config: it
   must raise StackError with the same problems, before any resource.
@@ -112,13 +112,13 @@ def program_error_lines(stack: str, path: Path, config: dict) -> list[str]:
 def test_bad_stack_same_error_in_validate_preview_and_program(tmp_path, stack, mutate):
     path, config = write_bad(tmp_path, stack, mutate)
     validate = run_cli("validate", "--stack", path)
-    assert validate.returncode == 2, validate.stdout + validate.stderr
+    assert validate.returncode == 3, validate.stdout + validate.stderr
     assert "Traceback" not in validate.stderr
     lines = validate.stderr.splitlines()
     assert lines and all(line.startswith(f"error: {path}: ") for line in lines), validate.stderr
 
     preview = run_cli("preview", "--stack", path)
-    assert preview.returncode == 2 and "Traceback" not in preview.stderr
+    assert preview.returncode == 3 and "Traceback" not in preview.stderr
     assert preview.stderr.splitlines() == lines
     assert preview.stdout == ""
 
@@ -232,11 +232,11 @@ def test_unhealthy_npu(monkeypatch):
 
 
 def test_node_fact_error_through_the_cli(monkeypatch, capsys):
-    """`preview` prints a node fact contradiction as one `error:` line, exit 2, no traceback."""
+    """`preview` prints a node fact contradiction as one `error:` line, exit 4, no traceback."""
     stack = "tp16-lmdeploy"
     node = loaded(stack).spec.nodes[1].name
     patched_preflight(monkeypatch, node, in_section("device 3 link", "link status: UP", "link status: DOWN"))
-    assert cli.main(["preview", "--stack", stack]) == 2
+    assert cli.main(["preview", "--stack", stack]) == 4
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: node {node}: device 3 link: is DOWN")
     assert "Traceback" not in captured.err

@@ -104,7 +104,7 @@ def test_mindie_refuses_more_nodes_than_it_supports(tmp_path):
     config[NS + "parallel"]["tp"] = 8 * len(nodes)
     path = write_stack(tmp_path, "mindie5", doc)
     result = run_cli("validate", "--stack", path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
     line = next(line for line in result.stderr.splitlines() if f"{NS}nodes:" in line)
     assert str(path) in line and "at most 4 servers" in line and "(fix: use at most 4 nodes" in line, line
     # Four nodes are accepted.

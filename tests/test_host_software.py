@@ -127,7 +127,7 @@ def refused(tmp_path_factory):
 def test_bad_host_key_is_refused_clearly(refused, case):
     file, result = refused[case.id]
     shown = f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr, shown
+    assert result.returncode == 3 and "Traceback" not in result.stdout + result.stderr, shown
     lines = [line for line in result.stderr.splitlines() if file in line and case.key in line and "(fix: " in line]
     assert lines, shown
     for word in case.words:

@@ -212,13 +212,13 @@ def test_a_bad_version_and_a_yaml_the_engine_would_not_read_are_refused(tmp_path
     doc["config"][NS + "container"]["engine_version"] = "latest"
     doc["config"][NS + "container"]["cann_version"] = "8.0.0"
     bad_version = run_cli("validate", "--stack", write_stack(tmp_path, "bad-version", doc))
-    assert bad_version.returncode == 2 and "Traceback" not in bad_version.stderr
+    assert bad_version.returncode == 3 and "Traceback" not in bad_version.stderr
     assert "ascend-inference:container.engine_version" in bad_version.stderr and "(fix: " in bad_version.stderr
 
     doc["config"][NS + "container"]["engine_version"] = "0.4.0"
     doc["config"][NS + "engine"]["write_mindformers_yaml"] = True
     stale_yaml = run_cli("validate", "--stack", write_stack(tmp_path, "stale-yaml", doc))
-    assert stale_yaml.returncode == 2, stale_yaml.stdout + stale_yaml.stderr
+    assert stale_yaml.returncode == 3, stale_yaml.stdout + stale_yaml.stderr
     lines = [line for line in stale_yaml.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "ascend-inference:engine.write_mindformers_yaml" in lines[0], lines
     assert "refuses MINDFORMERS_MODEL_CONFIG" in lines[0] and "(fix: " in lines[0]
@@ -464,7 +464,7 @@ def test_image_url_and_sha256_need_the_tar_path(tmp_path):
     doc["config"][NS + "container"]["image_url"] = "https://example.com/x.tar"
     doc["config"][NS + "container"]["image_sha256"] = "a" * 64
     done = run_cli("validate", "--stack", write_stack(tmp_path, "no-tar", doc))
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.returncode == 3 and "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 2, lines
     for key, line in zip(("image_url", "image_sha256"), lines, strict=True):

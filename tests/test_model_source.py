@@ -1,5 +1,5 @@
 """`model.source`: each bad value refused by `validate` with one line naming
-the stack file, the key and the fix (exit 2, no traceback); the hub token a
+the stack file, the key and the fix (exit 3, no traceback); the hub token a
 secret like any other; what `render` writes for each kind."""
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_a_bad_source_is_refused_clearly(tmp_path, label, source, key, words):
     path = stack_with(tmp_path, label, source)
     result = run_cli("validate", "--stack", path)
     shown = result.stdout + result.stderr
-    assert result.returncode == 2 and "Traceback" not in shown, shown
+    assert result.returncode == 3 and "Traceback" not in shown, shown
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, shown
     assert lines[0].startswith(f"error: {path}: {NS}{key}: ") and "(fix: " in lines[0], lines[0]
@@ -53,12 +53,12 @@ def test_a_bad_source_is_refused_clearly(tmp_path, label, source, key, words):
 def test_the_hub_token_is_a_secret(tmp_path):
     source = {"kind": "huggingface", "repo": "deepseek-ai/DeepSeek-R1", "token_secret": "hfToken"}
     missing = run_cli("validate", "--stack", stack_with(tmp_path, "missing", source), "--require-secrets")
-    assert missing.returncode == 2 and f"{NS}hfToken: secret not set" in missing.stderr, missing.stderr
+    assert missing.returncode == 3 and f"{NS}hfToken: secret not set" in missing.stderr, missing.stderr
     clear = run_cli("validate", "--stack", stack_with(tmp_path, "clear", source, hfToken=TOKEN))
-    assert clear.returncode == 2 and f"{NS}hfToken: a secret is written in clear" in clear.stderr, clear.stderr
+    assert clear.returncode == 3 and f"{NS}hfToken: a secret is written in clear" in clear.stderr, clear.stderr
     assert TOKEN not in clear.stdout + clear.stderr
     path = stack_with(tmp_path, "set", source, hfToken={"secure": CIPHERTEXT})
-    assert run_cli("validate", "--stack", path, "--require-secrets").returncode == 2  # only the SSH key missing
+    assert run_cli("validate", "--stack", path, "--require-secrets").returncode == 3  # only the SSH key missing
     out = tmp_path / "out"
     assert run_cli("render", "--stack", path, "--out", out).returncode == 0
     every_file = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())

@@ -98,13 +98,13 @@ def test_wire_signatures_are_the_sdks():
 @pytest.mark.parametrize("command", [["preview"], ["diff", "--set", "engine.max_num_seqs=128"]])
 def test_cli_with_another_sdk_prints_one_line(command):
     """`python -m ascendctl preview|diff` where the installed pulumi reports
-    another version: one line naming both versions and the fix, exit 3."""
+    another version: one line naming both versions and the fix, exit 5."""
     pretend = ("import importlib.metadata as m, sys; real = m.version; "
                "m.version = lambda name: '3.100.0' if name == 'pulumi' else real(name); "
                "from ascendctl.cli import main; sys.exit(main(sys.argv[1:]))")
     result = subprocess.run([sys.executable, "-c", pretend, *command, "--stack", "tp16-vllm-mindspore"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 5, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr

@@ -240,7 +240,7 @@ def test_failing_render_leaves_the_existing_directory_untouched(tmp_path):
     doc["config"][NS + "parallel"]["tp"] = 8
     bad = write_stack(tmp_path, "bad", doc)
     result = run_cli("render", "--stack", bad, "--out", out)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert snapshot(out) == before
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("out", bad.name)]

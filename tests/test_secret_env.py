@@ -42,7 +42,7 @@ def stack_with(tmp_path, label: str, *, secret_env=None, env=None, secret_value=
 def test_a_token_in_clear_points_at_secret_env(tmp_path):
     path = stack_with(tmp_path, "clear", env={"HF_TOKEN": TOKEN})
     result = run_cli("validate", "--stack", path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "Traceback" not in result.stderr
     line = result.stderr.strip()
     assert line.count("\n") == 0, result.stderr
     assert f"{NS}engine.env.HF_TOKEN: looks like a credential written in clear" in line
@@ -60,14 +60,14 @@ def test_the_fix_the_message_gives_validates(tmp_path):
 def test_the_secret_is_required_and_may_not_be_in_clear(tmp_path):
     missing = stack_with(tmp_path, "missing", secret_env={"HF_TOKEN": "hfToken"})
     result = run_cli("validate", "--stack", missing, "--require-secrets")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert f"{NS}hfToken: secret not set" in result.stderr
     # Without --require-secrets it is listed as still to set.
     assert f"{NS}hfToken" in run_cli("validate", "--stack", missing).stdout
 
     clear = stack_with(tmp_path, "inclear", secret_env={"HF_TOKEN": "hfToken"}, secret_value=TOKEN)
     result = run_cli("validate", "--stack", clear)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert f"{NS}hfToken: a secret is written in clear" in result.stderr
     assert TOKEN not in result.stderr + result.stdout
 
@@ -79,7 +79,7 @@ def test_bad_secret_env_entries(tmp_path):
         ("twice", {"HF_HOME": "hfHome"}, {"HF_HOME": "/data/hf"}, "HF_HOME is also set in engine.env"),
     ):
         result = run_cli("validate", "--stack", stack_with(tmp_path, label, secret_env=secret_env, env=env))
-        assert result.returncode == 2, label
+        assert result.returncode == 3, label
         assert words in result.stderr and "Traceback" not in result.stderr, (label, result.stderr)
 
 
@@ -125,6 +125,30 @@ def test_the_program_refuses_a_missing_engine_secret(tmp_path):
         os.environ.pop("ASCEND_INFERENCE_STACK_FILE", None)
     [problem] = caught.value.problems
     assert str(problem).endswith(f"{NAMESPACE}:hfToken: secret not set "
-                                 f"(fix: run `pulumi config set --secret {NAMESPACE}:hfToken`)")
+                                 f"(fix: run `pulumi config set --secret {NAMESPACE}:hfToken`; "
+                                 "the engine's HF_TOKEN (engine.secret_env), stored encrypted in the stack file)")
     preview = run_cli("preview", "--stack", path)
     assert "placeholders used" in preview.stdout and f"{NAMESPACE}:hfToken" in preview.stdout
+
+
+def test_the_program_and_validate_give_one_line_for_a_missing_ssh_key(tmp_path):
+    """The same problem, the same fix, built in one place
+    (stackfile.secret_not_set): `pulumi up` without the SSH key stops with
+    exactly the line `validate --require-secrets` prints, which names the key
+    file to read."""
+    doc = load_stack_doc("tp16-mindie")
+    path = write_stack(tmp_path, "nokey", doc)
+    loaded = load_stack(str(path))
+    config = config_for(loaded, loaded.raw_config)
+    del config[f"{NAMESPACE}:sshPrivateKey"]  # never set
+    os.environ["ASCEND_INFERENCE_STACK_FILE"] = str(path)
+    try:
+        with pytest.raises(StackError) as caught:
+            record_graph(run, config, project=NAMESPACE, stack=loaded.name)
+    finally:
+        os.environ.pop("ASCEND_INFERENCE_STACK_FILE", None)
+    [problem] = caught.value.problems
+    validate = run_cli("validate", "--stack", path, "--require-secrets")
+    assert validate.returncode == 3
+    assert validate.stderr.splitlines() == [f"error: {problem}"]
+    assert f"(fix: run `pulumi config set --secret {NAMESPACE}:sshPrivateKey < ~/.ssh/id_ed25519`;" in str(problem)

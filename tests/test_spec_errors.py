@@ -1,6 +1,6 @@
 """Bad input: every case is a small stack file (a real stack, loaded with yaml
 and mutated, or broken text) run through `python -m ascendctl validate
---stack <path>`. Each must exit 2 with a line that names the stack file, the
+--stack <path>`. Each must exit 3 with a line that names the stack file, the
 key and a fix, and never print a traceback.
 """
 from __future__ import annotations
@@ -329,7 +329,7 @@ def test_bad_stack_is_refused_clearly(results, case):
     file, result = results[case.id]
     shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "Traceback" not in result.stdout + result.stderr, shown
-    assert result.returncode == 2, shown
+    assert result.returncode == 3, shown
     assert ": ok" not in result.stdout, shown
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines, shown
@@ -352,7 +352,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
     config[NS + "nodes"][0]["device_ips"].pop()
     path = write_stack(tmp_path, "many", doc)
     result = run_cli("validate", "--stack", path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "Traceback" not in result.stderr
     for key in (NS + "nodes[1].name", NS + "nodes[1].hostname", NS + "nodes[0].device_ips"):
         assert key in result.stderr, result.stderr
 
@@ -364,7 +364,7 @@ def test_unknown_keys_in_several_sections_are_all_reported(tmp_path):
     config[NS + "container"]["shm"] = "1g"
     path = write_stack(tmp_path, "keys", doc)
     result = run_cli("validate", "--stack", path)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "engine.max_num_seq" in result.stderr and "container.shm" in result.stderr, result.stderr
 
 
@@ -373,7 +373,7 @@ def test_render_refuses_a_bad_stack_the_same_way(tmp_path):
     doc["config"][NS + "parallel"]["tp"] = "16"
     path = write_stack(tmp_path, "bad-render", doc)
     result = run_cli("render", "--stack", path, "--out", tmp_path / "out")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert f"{path}: {NS}parallel.tp" in result.stderr
     assert not (tmp_path / "out").exists()

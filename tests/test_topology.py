@@ -242,7 +242,7 @@ def test_a_pipeline_stage_that_does_not_fit_is_refused(tmp_path):
     doc["config"][NS + "parallel"]["pp_layer_split"] = [60, 1]
     path = write_stack(tmp_path, "stage", doc)
     result = run_cli("validate", "--stack", path)
-    assert result.returncode == 2, result.stdout
+    assert result.returncode == 3, result.stdout
     worst = max(want["per_stage_required_gb"])
     match = re.search(r"largest pipeline stage needs (\d+) GB of (\d+) GB", result.stderr)
     assert match, result.stderr

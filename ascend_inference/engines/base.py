@@ -303,7 +303,7 @@ class EnginePlugin:
     supports_pp: ClassVar[bool] = False
     supports_dp: ClassVar[bool] = False
     supports_ep: ClassVar[bool] = False
-    # Runbook the defaults come from (cited in README and errors).
+    # Runbook the defaults come from (cited in docs/stack-file.md and errors).
     runbook: ClassVar[str] = ""
     # Where the engine's version is read inside its image (the image check).
     image_package: ClassVar[EnginePackage]

@@ -1,4 +1,4 @@
-"""Fixtures for the emulated-cluster tests (the emulated tier in the README's Tests table).
+"""Fixtures for the emulated-cluster tests (the emulated tier in docs/testing.md).
 
 Every test here is marked `emulated`. They need root, the Debian packages in
 emulator/apt-packages.txt and the pip packages in
@@ -35,7 +35,7 @@ STATE_ROOT = Path(tempfile.gettempdir()) / "ascemu-tests"
 
 def session_cluster_names() -> tuple[str, dict]:
     """State dir name, prefix and subnet of the session cluster. Under pytest-xdist
-    (README "Tests") every worker that runs a module using it makes its own:
+    (docs/testing.md) every worker that runs a module using it makes its own:
     worker N gets session-gwN, ptsessN and subnet 200+N (N < 16)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker:

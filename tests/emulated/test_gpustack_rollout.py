@@ -180,7 +180,7 @@ def test_backend_parameter_change_updates_the_model_in_place(env):
     assert after["id"] == before["id"]
     assert "--npu-memory-fraction=0.9" in after["backend_parameters"]
     # GPUStack restarts the instance after the PUT; the resource's wait can still see the old
-    # `running` (README: GPUStack section), so the test waits for the restarted one to answer.
+    # `running` (docs/gpustack.md), so the test waits for the restarted one to answer.
     wait_serving(api, after["id"])
 
 

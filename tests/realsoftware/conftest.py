@@ -1,4 +1,4 @@
-"""Fixtures of tier 4 (README, "What is and is not exercised on this machine"): real software
+"""Fixtures of tier 4 (docs/testing.md, "What is and is not exercised on this machine"): real software
 where it installs. Here: a real GPUStack 2.x server (PyPI) on a real
 PostgreSQL (Debian), to run the program's GPUStack scripts against.
 
