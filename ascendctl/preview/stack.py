@@ -20,6 +20,7 @@ from ascendctl.preview.config import apply_change
 from ascendctl.preview.diff import Change, diff_graphs
 from ascendctl.preview.facts import mock_outputs
 from ascendctl.preview.graph import Graph
+from ascendctl.preview.picture import Picture, build_picture
 from ascendctl.preview.printer import format_diff, format_plan
 from ascendctl.preview.providers import replace_keys
 from ascendctl.preview.recorder import record_graph
@@ -133,3 +134,17 @@ def _loaded_from_config(name: str, file: str, config: dict[str, Any]) -> LoadedS
 def loaded_with_config(loaded: LoadedStack, config: dict[str, Any]) -> LoadedStack:
     """`loaded`'s stack as if its file held `config`."""
     return _loaded_from_config(loaded.name, loaded.file, config)
+
+
+def picture_of(name_or_path: str, assignments: list[str]) -> Picture:
+    """The resource graph to draw (`python -m ascendctl graph`): the stack as
+    it is, or as `assignments` change it, with what they change marked."""
+    loaded = load_stack(name_or_path)
+    nodes = [n.name for n in loaded.spec.nodes]
+    if not assignments:
+        return build_picture(record_stack(loaded), nodes, f"stack {loaded.name}: resource graph")
+    changes, _before, after = recorded_changes(name_or_path, assignments)
+    keys = ", ".join(a.split("=", 1)[0] for a in assignments)  # the keys only: a value may be a secret
+    counts = {a: sum(1 for c in changes if c.action == a) for a in ("replace", "update", "create", "delete")}
+    summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n) or "no changes"
+    return build_picture(after, nodes, f"stack {loaded.name}, changing {keys}: {summary}", changes)
