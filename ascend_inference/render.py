@@ -201,7 +201,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     if source.kind == "huggingface" and ctx.is_master:
         script("weights-download", "Download the model weights", repo=source.repo, revision=source.revision,
                endpoint=source.endpoint or HF_ENDPOINT, python=source.python, manifest_name=MANIFEST_NAME,
-               marker="ASCEND_INFERENCE_HUB")
+               marker="ASCEND_INFERENCE_HUB", progress_every_s=PROGRESS_EVERY_S)
     fetched_once = image_fetched_once(loaded)
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar,
