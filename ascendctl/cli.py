@@ -69,11 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory, replaced as a whole (default: out/<stack>)")
 
     p = sub.add_parser("preview", help="the Pulumi resource tree, under the SDK's mocks",
-                       description="Run the Pulumi program under pulumi.runtime mocks and print every "
-                                   "resource (type, name, parent, dependencies, inputs; secrets masked), "
-                                   "like `pulumi preview`.")
+                       description="Run the Pulumi program under pulumi.runtime mocks and print every step "
+                                   "in rollout order (each node's steps, the cluster gate, each node's chain), "
+                                   "per node, with dependencies, options and inputs, like `pulumi preview`: "
+                                   "secrets as [secret], what only a rollout learns as output<string> "
+                                   "(docs/cli.md).")
     _stack_arg(p)
-    p.add_argument("--json", action="store_true", help="print the recorded graph as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the recorded graph as JSON (the mocks' stand-ins kept, listed in after_apply)")
     p.add_argument("--no-inputs", action="store_true", help="print only the tree")
 
     p = sub.add_parser("diff", help="which resources a config change would update or replace, and why",
