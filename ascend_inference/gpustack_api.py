@@ -305,13 +305,19 @@ def _state_line(instance: dict[str, Any]) -> str:
 def wait_instance_running(api: GpustackApi, model_id: int | str, name: str, timeout_s: float,
                           progress: Progress, poll_s: float = 5, *,
                           clock: Callable[[], float] = time.monotonic,
-                          sleep: Callable[[float], None] = time.sleep) -> None:
+                          sleep: Callable[[float], None] = time.sleep,
+                          progress_every_s: float = 30) -> None:
     """Runbook 002 step 5: watch the instance come up, printing each change of
-    state or message. An `error` GPUStack will restart (final_error) is waited
+    state or message, and while nothing changes a line every
+    progress_every_s (the time waited, the limit, the states): the dynamic
+    provider's lines are what `pulumi up` shows during a wait of up to
+    timeout_s. An `error` GPUStack will restart (final_error) is waited
     through until an instance runs or timeout_s passes; a final one fails at
     once. Either failure names the instance's last error and gives the last
     lines of its log."""
-    deadline = clock() + timeout_s
+    started = clock()
+    deadline = started + timeout_s
+    reported = started
     seen: dict[str, str] = {}
     last_error: dict[str, Any] | None = None
     while True:
@@ -322,6 +328,12 @@ def wait_instance_running(api: GpustackApi, model_id: int | str, name: str, time
                 before = seen.get(label, "new").split(" (", 1)[0]
                 progress(f"model {name}: instance {label} {before} -> {line}")
                 seen[label] = line
+                reported = clock()
+        if clock() - reported >= progress_every_s and not any(i.get("state") == "running" for i in instances):
+            states = "; ".join(f"{k} {v}" for k, v in seen.items()) or "no instance yet"
+            progress(f"model {name}: waiting for an instance to run: {clock() - started:.0f} s of "
+                     f"{timeout_s:g} s ({states})")
+            reported = clock()
         if any(i.get("state") == "running" for i in instances):
             return
         failed = next((i for i in instances if i.get("state") == "error"), None)

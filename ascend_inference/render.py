@@ -161,6 +161,14 @@ def check_rank_table(loaded: LoadedStack, table: dict[str, Any], source: str) ->
         require_container_ip=spec.engine_plugin.rank_table_options(spec).container_ip)
 
 
+# Long steps (the readiness wait, copies and downloads) print a progress line
+# this often: pulumi-command shows a step's output while it runs, so these
+# lines are what `pulumi up` shows during an hour-long wait.
+PROGRESS_EVERY_S = 30
+# How often the readiness wait asks the endpoint.
+READY_POLL_S = 2
+
+
 def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]] | None = None) -> NodeRender:
     spec, plan = loaded.spec, loaded.plan
     engine = spec.engine_plugin
@@ -193,7 +201,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     if source.kind == "huggingface" and ctx.is_master:
         script("weights-download", "Download the model weights", repo=source.repo, revision=source.revision,
                endpoint=source.endpoint or HF_ENDPOINT, python=source.python, manifest_name=MANIFEST_NAME,
-               marker="ASCEND_INFERENCE_HUB")
+               marker="ASCEND_INFERENCE_HUB", progress_every_s=PROGRESS_EVERY_S)
     fetched_once = image_fetched_once(loaded)
     script("image", "Make the container image present", image=spec.container.image,
            image_tar=spec.container.image_tar,
@@ -240,7 +248,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         script("serve-stop", f"Stop {engine.kind}", "container", run_dir=run_dir)
         if ctx.is_master:
             script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir,
-                   log_file=serve.log_file, ready=engine.readiness(spec))
+                   log_file=serve.log_file, ready=engine.readiness(spec), progress_every_s=PROGRESS_EVERY_S,
+                   poll_s=READY_POLL_S)
     if ctx.is_master:
         script("smoke", "Smoke request", template=engine.smoke_template, smoke=engine.smoke_request(spec),
                **engine.smoke_context(spec))
@@ -308,7 +317,8 @@ MANIFEST_NAME = ".ascend-inference-manifest"
 HF_ENDPOINT = "https://huggingface.co"
 
 
-def render_weights_copy(loaded: LoadedStack, index: int, master_weights: dict[str, Any]) -> Script:
+def render_weights_copy(loaded: LoadedStack, index: int, master_weights: dict[str, Any], *,
+                        progress_every_s: int = PROGRESS_EVERY_S) -> Script:
     """Node `index`'s copy of the weights from the master, from what the
     master's weights check printed (`disk_bytes`, `fingerprint`)."""
     spec = loaded.spec
@@ -319,7 +329,7 @@ def render_weights_copy(loaded: LoadedStack, index: int, master_weights: dict[st
         node=spec.nodes[index], master=master, model_path=spec.model.path,
         model_path_slash=spec.model.path.rstrip("/") + "/", needed_bytes=int(master_weights["disk_bytes"]),
         master_fingerprint=master_weights["fingerprint"], master_login=login,
-        master_port=master.port or spec.ssh.port)
+        master_port=master.port or spec.ssh.port, progress_every_s=progress_every_s)
     return Script("weights-copy", text, "host", spec.container.name)
 
 
@@ -329,7 +339,8 @@ def image_fetched_once(loaded: LoadedStack) -> bool:
     return loaded.spec.container.image_url is not None and len(loaded.spec.nodes) > 1
 
 
-def render_image_copy(loaded: LoadedStack, index: int, master_image: dict[str, Any]) -> Script:
+def render_image_copy(loaded: LoadedStack, index: int, master_image: dict[str, Any], *,
+                      progress_every_s: int = PROGRESS_EVERY_S) -> Script:
     """Node `index`'s copy of the image tar from the master, from what the
     master's image step printed (`tar_bytes`, `tar_sha256`)."""
     spec = loaded.spec
@@ -346,7 +357,7 @@ def render_image_copy(loaded: LoadedStack, index: int, master_image: dict[str, A
         node=spec.nodes[index], master=master, image=spec.container.image, image_tar=spec.container.image_tar,
         tar_bytes=int(master_image["tar_bytes"]), tar_sha256=str(master_image["tar_sha256"]),
         sha256_from="container.image_sha256" if spec.container.image_sha256 else f"the tar on {master.name}",
-        master_login=login, master_port=master.port or spec.ssh.port)
+        master_login=login, master_port=master.port or spec.ssh.port, progress_every_s=progress_every_s)
     return Script("image-copy", text, "host", spec.container.name)
 
 

@@ -4,6 +4,7 @@
     python -m ascendctl render   --stack NAME --out DIR
     python -m ascendctl preview  --stack NAME
     python -m ascendctl diff     --stack NAME --set KEY=VALUE ...
+    python -m ascendctl graph    --stack NAME [--set KEY=VALUE ...] [--format svg|dot|mermaid] [--out FILE]
     python -m ascendctl stacks
 
 Exit status (EXIT_STATUS below, printed by --help, docs/cli.md): 0 on
@@ -44,6 +45,8 @@ EXIT_STATUS = (
     (EXIT_WRONG_SDK, "preview/diff: the installed Pulumi SDK is not the pinned one (fix: "
                      "pip install -r requirements.txt)"),
 )
+# `graph --format svg` without Graphviz: the DOT was written instead.
+EXIT_GRAPH_FALLBACK = 1
 
 
 DEFAULT_STACK = "tp16-mindie"
@@ -103,11 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory, replaced as a whole (default: out/<stack>)")
 
     p = sub.add_parser("preview", help="the Pulumi resource tree, under the SDK's mocks",
-                       description="Run the Pulumi program under pulumi.runtime mocks and print every "
-                                   "resource (type, name, parent, dependencies, inputs; secrets masked), "
-                                   "like `pulumi preview`.")
+                       description="Run the Pulumi program under pulumi.runtime mocks and print every step "
+                                   "in rollout order (each node's steps, the cluster gate, each node's chain), "
+                                   "per node, with dependencies, options and inputs, like `pulumi preview`: "
+                                   "secrets as [secret], what only a rollout learns as output<string> "
+                                   "(docs/cli.md).")
     _stack_arg(p)
-    p.add_argument("--json", action="store_true", help="print the recorded graph as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the recorded graph as JSON (the mocks' stand-ins kept, listed in after_apply)")
     p.add_argument("--no-inputs", action="store_true", help="print only the tree")
 
     p = sub.add_parser("diff", help="which resources a config change would update or replace, and why",
@@ -120,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a config change, typed as `pulumi config set --path` types it: true/false and integers "
                         "are typed, anything else is a string that the schema then reads (0.5 for a number); "
                         "a value starting with [ or { is YAML")
+
+    p = sub.add_parser("graph", help="draw the resource graph: per-node lanes, the cluster gate, the serving chain",
+                       description="Write the stack's resource graph: every step in a lane per node, the cluster "
+                                   "gate, the cluster-wide serving steps, an arrow to each step from what it waits "
+                                   "for (bold: the step is replaced when that one is). With --set, what the change "
+                                   "replaces/updates is filled and the arrows carrying a replacement are red. SVG "
+                                   "needs Graphviz's `dot` (Debian package graphviz); DOT and Mermaid need nothing.")
+    _stack_arg(p)
+    p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config change to highlight, as for `diff` (repeatable)")
+    p.add_argument("--format", choices=["svg", "dot", "mermaid"], default="svg", help="default: svg")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="where to write it, `-` for standard output (default: out/graph-<stack>.<format>)")
 
     sub.add_parser("stacks", help="list the stacks in stacks/",
                    description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")
@@ -246,6 +265,40 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from ascend_inference.stackfile import resolve_stack
+    from ascendctl.preview.picture import GraphvizMissing, to_dot, to_mermaid, to_svg
+    from ascendctl.preview.stack import picture_of
+
+    picture = picture_of(args.stack, args.changes)
+    suffix = {"svg": "svg", "dot": "dot", "mermaid": "mmd"}[args.format]
+    out = args.out or Path("out") / f"graph-{resolve_stack(args.stack)[0]}.{suffix}"
+    status = 0
+    if args.format == "svg":
+        try:
+            text = to_svg(picture)
+        except GraphvizMissing as missing:
+            # Fall back to what needs nothing, and say so in one line.
+            text, status = to_dot(picture), EXIT_GRAPH_FALLBACK
+            if str(out) != "-":
+                out = out.with_suffix(".dot")
+            print(f"graph: {missing}; wrote DOT instead to {out} (render it with `dot -Tsvg`)", file=sys.stderr)
+    else:
+        text = to_dot(picture) if args.format == "dot" else to_mermaid(picture)
+    if str(out) == "-":
+        sys.stdout.write(text)
+        return status
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as error:
+        print(f"error: graph --out {out}: {error.strerror or error} (fix: pass a file path you may write)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {out}: {len(picture.steps)} steps in {len(picture.lanes)} lanes, {len(picture.edges)} arrows")
+    return status
+
+
 def cmd_stacks(args: argparse.Namespace) -> int:
     from ascend_inference.stackfile import stack_names
 
@@ -255,7 +308,7 @@ def cmd_stacks(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "preview": cmd_preview, "diff": cmd_diff,
-            "stacks": cmd_stacks}
+            "graph": cmd_graph, "stacks": cmd_stacks}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -20,6 +20,7 @@ HELP_MUST_EXPLAIN = {
     "render": ("--stack", "--out", "plan.json", "rank_table.json", "replaced"),
     "preview": ("--stack", "mocks", "secrets"),
     "diff": ("--stack", "--set", "KEY=VALUE"),
+    "graph": ("--stack", "--set", "--format", "svg", "mermaid", "graphviz", "lane", "gate"),
     "stacks": ("stacks/",),
 }
 

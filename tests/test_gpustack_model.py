@@ -236,6 +236,17 @@ def test_wait_goes_on_through_an_error_gpustack_restarts():
         "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
 
 
+def test_a_long_wait_prints_a_line_every_30_s_while_nothing_changes():
+    # 5 s per poll: starting from 0 to 75 s, then running.
+    api = ScriptedApi([[instance("starting")]] * 16 + [[instance("running")]])
+    lines = api.wait(timeout_s=3600)
+    assert lines == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
+        "model DeepSeek-R1: waiting for an instance to run: 30 s of 3600 s (DeepSeek-R1-abc starting)",
+        "model DeepSeek-R1: waiting for an instance to run: 60 s of 3600 s (DeepSeek-R1-abc starting)",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
+
+
 def test_wait_prints_a_new_error_message_of_the_same_state():
     crash = "Restarted 3 times without serving. No known failure signature was found in its log"
     api = ScriptedApi([[instance("error", PORTS)], [instance("error", crash)], [instance("running")]])

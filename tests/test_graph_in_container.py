@@ -104,7 +104,7 @@ def test_an_image_config_lacking_a_key_stops_the_program_before_serving(monkeypa
 
 def test_the_preview_shows_each_edit():
     text = preview_text("tp16-mindie")
-    block = text.split("Command node1-config-edit\n", 1)[1].split("\n        + ", 1)[0]
+    block = text.split("Command node1-config-edit", 1)[1].split("\n    + ", 1)[0]
     for line in ('"ServerConfig.ipAddress = \\"192.0.2.12\\""', '"BackendConfig.ScheduleConfig.maxIterTimes = 8192"',
                  '"BackendConfig.npuDeviceIds = [[0, 1, 2, 3, 4, 5, 6, 7]]"'):
         assert line in block, block

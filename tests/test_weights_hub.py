@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ import pytest
 
 from ascend_inference.render import MANIFEST_NAME, render_node
 from ascend_inference.stackfile import load_stack
+from ascend_inference.templating import render_template
 from tests.conftest import NS, load_stack_doc, write_stack
 
 pytestmark = pytest.mark.pure
@@ -52,6 +55,8 @@ class Hub:
         # path -> the size the file list claims (a lie, for the free-space check)
         self.claimed_size: dict[str, int] = {}
         self.tokens: list[str | None] = []
+        # path -> (bytes to send of the first GET, then wait for this event before the rest)
+        self.pause_first_get: dict[str, tuple[int, threading.Event]] = {}
 
     def tree(self) -> list[dict]:
         out = []
@@ -100,6 +105,16 @@ def handler_for(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
             self.end_headers()
             if head:
                 return
+            pause = hub.pause_first_get.pop(path, None)
+            if pause is not None:
+                # A slow download: part of the file, then the rest once the
+                # test saw the progress line it waits for (the timeout only
+                # ends a failing test).
+                sent, resume = pause
+                self.wfile.write(body[:sent])
+                self.wfile.flush()
+                resume.wait(60)
+                body = body[sent:]
             cut = hub.cut_first_get.pop(path, None)
             if cut is not None:
                 # A dropped connection mid-file, as a long download meets one.
@@ -161,7 +176,8 @@ def run(script: str, tmp_path: Path, stdin: str = "\n") -> subprocess.CompletedP
 
 
 def one_line(done: subprocess.CompletedProcess) -> str:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    # Progress lines (every 30 s of a download) are not part of the message.
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not PROGRESS.fullmatch(line)]
     assert len(lines) == 1, done.stderr
     return lines[0]
 
@@ -294,3 +310,47 @@ def test_a_file_shorter_than_the_manifest_is_named(hub, tmp_path):
     assert one_line(done) == (
         "node node0: model weights: model-00002-of-00002.safetensors is 4096 bytes, the manifest says 262144 "
         "(a partial copy or download: `pulumi up` again resumes it)"), done.stderr
+
+
+PROGRESS = re.compile(r"node node0: downloading deepseek-ai/DeepSeek-R1-tiny: [\d.]+ (B|KiB|MiB) of ([\d.]+ KiB) "
+                      r"\(\d+%\), [\d.]+ (B|KiB|MiB|GiB)/s, ETA (\d+:\d\d:\d\d|\?)")
+
+
+def test_a_download_prints_progress_while_it_runs(hub, tmp_path):
+    """A line per interval while the client downloads (set to 0.05 s here):
+    the hub holds the shard mid-way until the test has read one, so the test
+    waits for the line, not for the clock."""
+    state, endpoint = hub
+    shard = "model-00001-of-00002.safetensors"
+    resume = threading.Event()
+    state.pause_first_get[shard] = (100 * 1024, resume)
+    model = tmp_path / "weights"
+    loaded = hub_stack(tmp_path, endpoint, model, token_secret="hfToken")
+    source = loaded.spec.model.source
+    script = render_template("weights-download.sh.j2", purpose="Download", stack=loaded.name,
+                             node=loaded.spec.nodes[0], model_path=str(model), repo=source.repo,
+                             revision=source.revision, endpoint=endpoint, python=sys.executable,
+                             manifest_name=MANIFEST_NAME, marker="ASCEND_INFERENCE_HUB", progress_every_s=0.05)
+    assert f'{shlex.quote(MANIFEST_NAME)} 0.05' in script
+    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf-home")})
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write("hf_secret_token\n")
+    proc.stdin.close()
+    seen = []
+    for line in proc.stderr:
+        seen.append(line.rstrip("\n"))
+        if PROGRESS.fullmatch(seen[-1]):
+            resume.set()  # the line came while the shard was still arriving
+    resume.set()
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait()
+    assert proc.returncode == 0, "\n".join(seen)
+    progress = [m for m in map(PROGRESS.fullmatch, seen) if m]
+    assert progress and len(progress) == len(seen), seen  # nothing else on stderr
+    total = sum(len(d) for d in state.files.values())
+    assert progress[0].group(2) == f"{total / 1024:.1f} KiB"
+    assert not any("hf_secret_token" in line for line in seen)
+    assert json.loads(out.strip().splitlines()[-1])["bytes"] == total

@@ -4,7 +4,11 @@ list (sizes, and sha256 for the files the hub stores in LFS); then write the
 manifest the weights check on every node reads.
 
 Runs on the master (weights-download.sh.j2 feeds it to the Python that has
-huggingface_hub): python3 -c PROGRAM MODEL_DIR REPO REVISION NODE MANIFEST_NAME.
+huggingface_hub): python3 -c PROGRAM MODEL_DIR REPO REVISION NODE MANIFEST_NAME
+[PROGRESS_EVERY_S]. While it downloads, a line every PROGRESS_EVERY_S seconds
+(default 30) on stderr says how much is on disk, the rate and the time left:
+huggingface_hub's own progress bars are for a terminal (and off here), and
+pulumi-command shows a step's output lines as they come.
 The hub token, if any, is the first line of stdin (never an argument nor a
 file); the hub URL is HF_ENDPOINT, which huggingface_hub reads itself.
 Every failure is one line on stderr naming the node, and exit status 3.
@@ -16,6 +20,8 @@ import json
 import os
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -47,8 +53,59 @@ def existing_ancestor(path: Path) -> Path:
     return path
 
 
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path`, the client's partial downloads
+    (.cache/huggingface/download/*.incomplete) included."""
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # moved into place meanwhile
+                pass
+    return total
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class DownloadProgress(threading.Thread):
+    """Every `every` seconds until stopped, one line on stderr: what is on
+    disk of the `total` bytes, the rate since the start and the time left.
+    A walk of the directory per line: the repository's files, not its bytes."""
+
+    def __init__(self, node: str, repo: str, target: Path, total: int, every: float) -> None:
+        super().__init__(daemon=True)
+        self.node, self.repo, self.target, self.total, self.every = node, repo, target, total, every
+        self.stopped = threading.Event()
+        self.start_bytes = tree_bytes(target)
+        self.started = time.monotonic()
+
+    def line(self) -> str:
+        done = min(tree_bytes(self.target), self.total)
+        elapsed = max(time.monotonic() - self.started, 1e-3)
+        rate = max(done - self.start_bytes, 0) / elapsed
+        left = "?"
+        if rate:
+            seconds = int((self.total - done) / rate)
+            left = f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        percent = 100 * done / self.total if self.total else 100
+        return (f"node {self.node}: downloading {self.repo}: {human(done)} of {human(self.total)} "
+                f"({percent:.0f}%), {human(rate)}/s, ETA {left}")
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            print(self.line(), file=sys.stderr, flush=True)
+
+
 def main(argv: list[str]) -> None:
-    model_dir, repo, revision, node, manifest_name = argv
+    model_dir, repo, revision, node, manifest_name = argv[:5]
+    progress_every_s = float(argv[5]) if len(argv) > 5 else 30.0
     try:
         from huggingface_hub import HfApi, snapshot_download
         from huggingface_hub.hf_api import RepoFile
@@ -77,10 +134,18 @@ def main(argv: list[str]) -> None:
     if needed > free:
         fail(node, "free space", f"{free} bytes free at {where}, the download needs {needed} "
              f"({needed / 2**30:.1f} GiB; fix: free space there, or choose another model.path)")
+    progress = DownloadProgress(node, repo, target, sum(f.size for f in files), progress_every_s)
+    progress.start()
+    failure: Exception | None = None
     try:
         snapshot_download(repo, revision=commit, local_dir=str(target), token=token, endpoint=endpoint)
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:  # reported below, after the last progress line
+        failure = error
+    finally:
+        progress.stopped.set()
+        progress.join()
+    if failure is not None:
+        first = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
         fail(node, "download", f"{repo}@{commit}: {first} (`pulumi up` again resumes it)")
     lines = [f"# ascend-inference weights manifest: size sha256 path; source huggingface {endpoint} {repo}@{commit}"]
     for f in sorted(files, key=lambda f: f.path):

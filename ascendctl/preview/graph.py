@@ -70,6 +70,11 @@ class Graph:
     resources: list[ResourceRecord] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     stack_urn: str | None = None
+    # Per stack output, the custom resources its value was computed from.
+    output_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    # Values the caller's mocks made up in place of what a rollout learns
+    # (ids, image ids, command output): see `unknowns.py`. Not compared.
+    mock_values: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._index: dict[str, ResourceRecord] | None = None
@@ -216,6 +221,11 @@ class Graph:
         for rec in self.resources:
             compute(rec.urn, set())
         return level, via
+
+    def levels(self) -> dict[str, int]:
+        """Per URN, the number of create steps up to and including it along
+        its longest wait path (see `longest_chain`)."""
+        return self._levels()[0]
 
     def longest_chain(self) -> int:
         """Length of the longest wait path, counted in custom resources.

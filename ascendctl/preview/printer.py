@@ -6,6 +6,7 @@ their first line with a length and digest. (`--json` is `Graph.to_json`.)"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from typing import Any
 
 from ascendctl.preview.diff import MISSING, Change
 from ascendctl.preview.graph import Graph, ResourceRecord
-from ascendctl.preview.paths import PathPart, format_path
+from ascendctl.preview.paths import PathPart, format_path, parse_path
+from ascendctl.preview.unknowns import AfterApply, known_inputs, known_outputs
 from ascendctl.preview.values import (
     SECRET_MASK,
     UNKNOWN_TEXT,
@@ -45,6 +47,8 @@ def render_value(value: Any) -> str:
         return SECRET_MASK
     if isinstance(value, Unknown):
         return UNKNOWN_TEXT
+    if isinstance(value, AfterApply):
+        return repr(value)
     if isinstance(value, ResourceReference):
         return f"<resource {value.urn.rsplit('::', 1)[-1]}>"
     if isinstance(value, str):
@@ -183,8 +187,16 @@ def format_tree(graph: Graph, *, show_inputs: bool = True) -> str:
 _SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "+-"}
 
 
-def format_diff(changes: list[Change]) -> str:
-    """Human-readable diff; any value that is or contains a secret prints ``[secret]``."""
+# A changed script or file prints as a unified diff of at most this many lines.
+DIFF_LINES = 60
+
+
+def format_diff(changes: list[Change], *, before: Graph | None = None, after: Graph | None = None) -> str:
+    """Human-readable diff; any value that is or contains a secret prints
+    ``[secret]``. A changed script or file (a string of several lines)
+    prints as a unified diff of its lines. Given the two recordings, a value
+    only a rollout knows (`unknowns.py`) prints as `output<string>`, never
+    as the mocks' stand-in, and gets no line diff."""
     if not changes:
         return "No changes.\n"
     lines = []
@@ -194,12 +206,57 @@ def format_diff(changes: list[Change]) -> str:
         lines.append(f"{_SYMBOL[ch.action]:<2} {ch.action:<7} {ch.type} {ch.name}")
         if ch.reason:
             lines.append(f"           reason: {ch.reason}")
+        old_known = _known_of(before, ch.urn)
+        new_known = _known_of(after, ch.urn)
         for path, old, new in ch.details:
             mark = "  (forces replacement)" if path in ch.replace_paths else ""
-            lines.append(f"           {path}: {_diff_value(old)} -> {_diff_value(new)}{mark}")
+            parts = parse_path(path)
+            old_shown = _value_at(old_known, parts, old)
+            new_shown = _value_at(new_known, parts, new)
+            if _is_text(old_shown) and _is_text(new_shown) and "\n" in old_shown + new_shown:
+                old_lines, new_lines = old_shown.splitlines(), new_shown.splitlines()
+                lines.append(f"           {path}: changed ({len(old_lines)} -> {len(new_lines)} lines){mark}")
+                lines.extend(_unified(old_lines, new_lines, path))
+                continue
+            lines.append(f"           {path}: {_diff_value(old_shown)} -> {_diff_value(new_shown)}{mark}")
     summary = ", ".join(f"{counts[a]} to {a}" for a in ("create", "update", "replace", "delete") if a in counts)
     lines.append(f"Resources: {summary}")
     return "\n".join(lines) + "\n"
+
+
+def _known_of(graph: Graph | None, urn: str) -> dict[str, Any] | None:
+    rec = graph.by_urn.get(urn) if graph is not None else None
+    return known_inputs(rec, graph.mock_values) if rec is not None and graph is not None else None
+
+
+def _value_at(known: dict[str, Any] | None, parts: list[PathPart], recorded: Any) -> Any:
+    """The value at `parts` as the preview shows it (`AfterApply` for what
+    only a rollout knows), or the recorded one where there is no such view."""
+    if known is None or recorded is MISSING:
+        return recorded
+    value: Any = known
+    for part in parts:
+        if isinstance(value, AfterApply):
+            return value
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return recorded
+    return value
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _unified(old: list[str], new: list[str], path: str) -> list[str]:
+    body = list(difflib.unified_diff(old, new, f"{path} (now)", f"{path} (after the change)", n=2, lineterm=""))
+    shown = body[:DIFF_LINES]
+    if len(body) > DIFF_LINES:
+        shown.append(f"... {len(body) - DIFF_LINES} more diff lines (python -m ascendctl render shows the files)")
+    return ["             | " + line for line in shown]
 
 
 def _diff_value(v: Any) -> str:
@@ -208,3 +265,143 @@ def _diff_value(v: Any) -> str:
     if contains_secret(v):
         return SECRET_MASK
     return render_value(v)
+
+
+# --------------------------------------------------------------------------------------
+# The stack preview: steps in the order a rollout runs them, per node
+# --------------------------------------------------------------------------------------
+
+# The program's one cross-node step (components/cluster.py): every node's
+# steps up to it run first, every step after it waits for it.
+CLUSTER_GATE = "cluster-verified"
+CLUSTER_WIDE = "cluster-wide"
+
+
+def node_of(name: str, nodes: set[str]) -> str | None:
+    """The node a resource belongs to: the longest node name it starts with
+    (`node0-preflight` is node0's); None for cluster-wide resources. A lookup
+    per dash, so it does not grow with the number of nodes."""
+    found = name if name in nodes else None
+    for i, ch in enumerate(name):
+        if ch == "-" and name[:i] in nodes:
+            found = name[:i]
+    return found
+
+
+def _after_gate(graph: Graph, gate: str | None) -> set[str]:
+    """URNs of the resources that wait (directly or not) for the gate."""
+    if gate is None:
+        return set()
+    memo: dict[str, bool] = {gate: True}
+    index = graph.by_urn
+
+    def waits(urn: str) -> bool:
+        if urn not in memo:
+            memo[urn] = False  # a cycle cannot come out of the SDK; stop on one anyway
+            memo[urn] = any(waits(e) for e in graph.waits_for(urn) if e in index)
+        return memo[urn]
+
+    return {r.urn for r in graph.resources if r.urn != gate and waits(r.urn)}
+
+
+def _flatten_compact(value: Any, parts: list[PathPart], limit: int = 140) -> Iterator[tuple[str, str]]:
+    """Like `_flatten`, but a list's element that is a small object prints
+    on one line (`devices[0]: {hostPath: "/dev/davinci0", ...}`)."""
+    if isinstance(value, dict) and value and not is_asset_or_archive(value):
+        for k, v in value.items():
+            yield from _flatten_compact(v, parts + [k], limit)
+        return
+    if isinstance(value, list) and value:
+        rendered = render_value(value)
+        if len(rendered) <= limit:
+            yield format_path(parts), rendered
+            return
+        for i, v in enumerate(value):
+            one = render_value(v)
+            if isinstance(v, dict) and len(one) <= limit and not any(isinstance(x, (dict, list)) for x in v.values()):
+                yield format_path(parts + [i]), one
+            else:
+                yield from _flatten_compact(v, parts + [i], limit)
+        return
+    yield format_path(parts), render_value(value)
+
+
+def format_plan(graph: Graph, node_names: list[str], *, show_inputs: bool = True,
+                gate_name: str = CLUSTER_GATE) -> str:
+    """The stack preview: the steps in the order a rollout runs them (each
+    node's steps, the cluster gate, then each node's chain after it), grouped
+    per node with a count per node; in each group by dependency level.
+    Values only a rollout learns print as `output<string>` (`unknowns.py`),
+    secrets as `[secret]`."""
+    nodes = set(node_names)
+    names = _display_names(graph)
+    level = graph.levels()
+    gate = next((r.urn for r in graph.resources if r.name == gate_name and r.custom), None)
+    after = _after_gate(graph, gate)
+    steps = [r for r in graph.resources if r.custom]
+    phases: dict[str, dict[str, list[ResourceRecord]]] = {"before": {}, "gate": {}, "after": {}}
+    for rec in steps:
+        phase = "gate" if rec.urn == gate else "after" if rec.urn in after else "before"
+        owner = node_of(rec.name, nodes) or CLUSTER_WIDE
+        phases[phase].setdefault(owner, []).append(rec)
+    for groups in phases.values():
+        for members in groups.values():
+            members.sort(key=lambda r: (level.get(r.urn, 0), r.name))
+
+    lines: list[str] = []
+
+    def emit(rec: ResourceRecord) -> None:
+        mark = ">" if rec.options.get("read_id") else "+"
+        parent = graph.by_urn.get(rec.parent_urn or "")
+        lines.append(f"    {mark} {rec.type} {rec.name}" + (f"  (in {parent.name})" if parent else ""))
+        sub = "          "
+        deps = sorted((u for u in rec.dependencies if u in graph.by_urn),
+                      key=lambda u: (level.get(u, 0), names.get(u, u)))
+        if deps:
+            lines.append(f"{sub}after: {', '.join(names[u] for u in deps)}")
+        if rec.provider_urn:
+            lines.append(f"{sub}provider: {names.get(rec.provider_urn, rec.provider_urn.rsplit('::', 1)[-1])}")
+        opts = _option_summary(rec)
+        if opts:
+            lines.append(f"{sub}options: {opts}")
+        if show_inputs and rec.inputs:
+            for path, text in _flatten_compact(known_inputs(rec, graph.mock_values), []):
+                lines.append(f"{sub}{path}: {text}")
+
+    def emit_groups(groups: dict[str, list[ResourceRecord]]) -> None:
+        order = [n for n in node_names if n in groups] + ([CLUSTER_WIDE] if CLUSTER_WIDE in groups else [])
+        for owner in order:
+            members = groups[owner]
+            lines.append(f"  {owner}: {len(members)} to create")
+            for rec in members:
+                emit(rec)
+
+    stack_name = graph.stack_urn.rsplit("::", 1)[-1] if graph.stack_urn else "stack"
+    lines.append(f"+ pulumi:pulumi:Stack {stack_name}")
+    if gate is None:
+        lines.append("Steps, per node:")
+        emit_groups(phases["before"])
+    else:
+        lines.append(f"Before the cluster gate ({gate_name}), per node:")
+        emit_groups(phases["before"])
+        lines.append("The cluster gate: every node's steps above, checked together on the master:")
+        for rec in phases["gate"].get(node_of(gate_name, nodes) or CLUSTER_WIDE, []):
+            emit(rec)
+        lines.append("After the cluster gate, per node:")
+        emit_groups(phases["after"])
+    if graph.outputs:
+        lines.append("Outputs:")
+        for path, text in _flatten(known_outputs(graph), []):
+            lines.append(f"    {path}: {text}")
+
+    per_owner: dict[str, int] = {}
+    for groups in phases.values():
+        for owner, members in groups.items():
+            per_owner[owner] = per_owner.get(owner, 0) + len(members)
+    n_read = sum(1 for r in steps if r.options.get("read_id"))
+    n_components = len(graph.resources) - len(steps)
+    subtotals = ", ".join(f"{owner} {per_owner[owner]}" for owner in [*node_names, CLUSTER_WIDE] if owner in per_owner)
+    lines.append(f"Resources: {len(graph.resources) - n_read} to create ({len(steps) - n_read} steps, "
+                 f"{n_components} components)" + (f", {n_read} to read" if n_read else "")
+                 + f"; steps per node: {subtotals}; longest chain {graph.longest_chain()}")
+    return "\n".join(lines) + "\n"

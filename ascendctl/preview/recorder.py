@@ -239,6 +239,7 @@ def _record(
             continue
         values[full] = _config_value(value)
 
+    export_dependencies: dict[str, list[str]] = {}
     monitor = sdk.RecordingMonitor(RecordingMocks(outputs_for, call_for, not_echoed))
     sdk.install_mocks(monitor, project=project, stack=stack, config=values, secret_keys=sorted(secrets))
 
@@ -258,7 +259,7 @@ def _record(
         pass
 
     async def main() -> None:
-        task = asyncio.ensure_future(sdk.run_program(program))
+        task = asyncio.ensure_future(sdk.run_program(program, export_dependencies.update))
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             raise _Timeout
@@ -285,7 +286,8 @@ def _record(
         finally:
             loop.close()
 
-    return Graph(resources=list(monitor.records), outputs=monitor.stack_outputs, stack_urn=monitor.stack_urn)
+    return Graph(resources=list(monitor.records), outputs=monitor.stack_outputs, stack_urn=monitor.stack_urn,
+                 output_dependencies=export_dependencies)
 
 
 _WRAPPED = re.compile(r"^While processing (resource|input): (.*?)(?:, type[: ] (.*?))?\n", re.S)

@@ -175,16 +175,37 @@ def install_mocks(monitor: RecordingMonitor, *, project: str, stack: str,
     _settings.ROOT.set(None)
 
 
-async def run_program(program: Callable[[], None]) -> None:
+async def run_program(program: Callable[[], None],
+                      on_export_dependencies: Callable[[dict[str, list[str]]], None] | None = None) -> None:
     """Stack(), program(), the stack's outputs registered, then every
     registration and every Output awaited (applies nobody uses included);
-    the first error is re-raised."""
+    the first error is re-raised. `on_export_dependencies`, when given, is
+    handed the URNs of the custom resources each stack output was computed
+    from (the registration of the stack's outputs does not carry them)."""
 
     async def program_then_settle() -> None:
         program()
         await _settle()
+        if on_export_dependencies is not None:
+            root = _settings.get_root_resource()
+            on_export_dependencies(await _export_dependencies(getattr(root, "outputs", None) or {}))
 
     await pulumi.runtime.run_in_stack(program_then_settle)
+
+
+async def _export_dependencies(exports: dict[str, Any]) -> dict[str, list[str]]:
+    """Per stack output, the custom resources its value was computed from:
+    an Output's resource set, which every `apply` and `Output.all` carries
+    on. An output that failed is left out (the SDK's wait raises its error)."""
+    found: dict[str, list[str]] = {}
+    for name, value in exports.items():
+        try:
+            resources = await pulumi.Output.from_input(value).resources()
+            found[name] = sorted({await r.urn.future() or "" for r in resources
+                                  if isinstance(r, pulumi.CustomResource)} - {""})
+        except Exception:  # noqa: BLE001,S112 -- the SDK's wait reports the failure
+            continue
+    return found
 
 
 async def _settle() -> None:

@@ -5,8 +5,9 @@ answers, and the result printed or compared."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.spec import NAMESPACE
@@ -19,10 +20,15 @@ from ascendctl.preview.config import apply_change
 from ascendctl.preview.diff import Change, diff_graphs
 from ascendctl.preview.facts import mock_outputs
 from ascendctl.preview.graph import Graph
-from ascendctl.preview.printer import format_diff, format_tree
+from ascendctl.preview.picture import Picture, build_picture
+from ascendctl.preview.printer import format_diff, format_plan
 from ascendctl.preview.providers import replace_keys
 from ascendctl.preview.recorder import record_graph
+from ascendctl.preview.unknowns import annotated_json, mock_values_of
 from ascendctl.preview.values import Secret
+
+if TYPE_CHECKING:
+    from pulumi.runtime import MockResourceArgs
 
 
 def config_for(loaded: LoadedStack, config: dict[str, Any]) -> dict[str, Any]:
@@ -56,10 +62,20 @@ def record_stack(loaded: LoadedStack, config: dict[str, Any] | None = None, *,
     config = loaded.raw_config if config is None else config
     previous = os.environ.get("ASCEND_INFERENCE_STACK_FILE")
     os.environ["ASCEND_INFERENCE_STACK_FILE"] = loaded.file
+    answers = mock_outputs(loaded)
+    made_up: set[str] = set()
+
+    def outputs_for(args: MockResourceArgs) -> dict[str, Any]:
+        answer = answers(args)
+        made_up.update(mock_values_of(answer))
+        return answer
+
     try:
-        return record_graph(run, config_for(loaded, config), project=NAMESPACE, stack=loaded.name,
-                            outputs_for=mock_outputs(loaded),
-                            not_echoed=SCRIPTS_NOT_ECHOED if not_echoed is None else not_echoed)
+        graph = record_graph(run, config_for(loaded, config), project=NAMESPACE, stack=loaded.name,
+                             outputs_for=outputs_for,
+                             not_echoed=SCRIPTS_NOT_ECHOED if not_echoed is None else not_echoed)
+        graph.mock_values = made_up
+        return graph
     finally:
         if previous is None:
             os.environ.pop("ASCEND_INFERENCE_STACK_FILE", None)
@@ -72,7 +88,7 @@ def preview_stack(name_or_path: str, *, as_json: bool = False, show_inputs: bool
     loaded = load_stack(name_or_path)
     graph = record_stack(loaded)
     if as_json:
-        return graph.to_json()
+        return json.dumps(annotated_json(graph), indent=2, default=str)
     missing = [k for k in loaded.spec.secret_keys() if k not in loaded.secrets_present]
     header = [f"Previewing stack {loaded.name} ({loaded.file}) offline, under the Pulumi SDK's mocks:",
               f"{len(graph.resources)} resources, longest dependency chain {graph.longest_chain()}."]
@@ -80,25 +96,32 @@ def preview_stack(name_or_path: str, *, as_json: bool = False, show_inputs: bool
         header.append("Note: secret(s) not set yet, placeholders used: "
                       + ", ".join(f"{NAMESPACE}:{k}" for k in missing)
                       + " (`pulumi up` refuses to run without them).")
-    return "\n".join(header) + "\n\n" + format_tree(graph, show_inputs=show_inputs)
+    return "\n".join(header) + "\n\n" + format_plan(graph, [n.name for n in loaded.spec.nodes],
+                                                       show_inputs=show_inputs)
 
 
 def diff_stack(name_or_path: str, assignments: list[str]) -> str:
     """What `python -m ascendctl diff --set ...` prints."""
     name, _ = resolve_stack(name_or_path)
     head = f"Changes to stack {name} from {', '.join(assignments)} (offline, under mocks):\n"
-    return head + format_diff(changes_for(name_or_path, assignments))
+    changes, before, after = recorded_changes(name_or_path, assignments)
+    return head + format_diff(changes, before=before, after=after)
 
 
 def changes_for(name_or_path: str, assignments: list[str]) -> list[Change]:
     """Per-resource changes that `assignments` make to the stack's graph."""
+    return recorded_changes(name_or_path, assignments)[0]
+
+
+def recorded_changes(name_or_path: str, assignments: list[str]) -> tuple[list[Change], Graph, Graph]:
+    """The changes `assignments` make, with the recordings before and after."""
     name, path = resolve_stack(name_or_path)
     changed = read_config(path)
     for assignment in assignments:
         changed = apply_change(changed, assignment, str(path))
     before = record_stack(load_stack(name_or_path))
     after = record_stack(_loaded_from_config(name, str(path), changed), changed)
-    return diff_graphs(before, after, replace_keys=replace_keys)
+    return diff_graphs(before, after, replace_keys=replace_keys), before, after
 
 
 def _loaded_from_config(name: str, file: str, config: dict[str, Any]) -> LoadedStack:
@@ -111,3 +134,17 @@ def _loaded_from_config(name: str, file: str, config: dict[str, Any]) -> LoadedS
 def loaded_with_config(loaded: LoadedStack, config: dict[str, Any]) -> LoadedStack:
     """`loaded`'s stack as if its file held `config`."""
     return _loaded_from_config(loaded.name, loaded.file, config)
+
+
+def picture_of(name_or_path: str, assignments: list[str]) -> Picture:
+    """The resource graph to draw (`python -m ascendctl graph`): the stack as
+    it is, or as `assignments` change it, with what they change marked."""
+    loaded = load_stack(name_or_path)
+    nodes = [n.name for n in loaded.spec.nodes]
+    if not assignments:
+        return build_picture(record_stack(loaded), nodes, f"stack {loaded.name}: resource graph")
+    changes, _before, after = recorded_changes(name_or_path, assignments)
+    keys = ", ".join(a.split("=", 1)[0] for a in assignments)  # the keys only: a value may be a secret
+    counts = {a: sum(1 for c in changes if c.action == a) for a in ("replace", "update", "create", "delete")}
+    summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n) or "no changes"
+    return build_picture(after, nodes, f"stack {loaded.name}, changing {keys}: {summary}", changes)

@@ -1,0 +1,93 @@
+"""A stack rolled out onto the emulated cluster by the real `pulumi` CLI, the
+way the README's user path runs it: `pulumi stack select --create`,
+`python -m emulator configure` (config set-all --path, config set --secret),
+`pulumi preview --diff`, `pulumi up --yes`, `pulumi refresh --yes`,
+`pulumi destroy --yes`. The `command` and `docker` plugins are the test
+stand-ins of emulator/plugins (docs/standin-plugins.md); the engine, the
+language host and the program are the real ones."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emulator.userpath import PulumiRollout
+from tests.emulated.conftest import node_ssh, own_cluster
+
+pytestmark = pytest.mark.emulated
+
+STACK = "tp16-vllm-mindspore"
+SERVING = {"node0-serve", "serving-ready", "smoke-test-request"}
+ssh = node_ssh
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with own_cluster(2, "pulumi-userpath", prefix="ptreal", subnet=223) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rolled_out(cluster, tmp_path_factory):
+    rollout = PulumiRollout(cluster, STACK, tmp_path_factory.mktemp("userpath"), log=print)
+    report = rollout.up()
+    try:
+        yield rollout, report
+    finally:
+        rollout.destroy()
+
+
+def container_ids(cluster, name) -> dict:
+    return {n.name: ssh(cluster, n.name, f"docker inspect -f '{{{{.Id}}}}' {name}").strip() for n in cluster.nodes}
+
+
+def test_pulumi_up_rolls_the_stack_out(cluster, rolled_out):
+    rollout, report = rolled_out
+    assert report.error is None, report.error
+    done = set(report.did("create"))
+    for node in ("node0", "node1"):
+        assert {f"{node}-preflight", f"{node}-weights", f"{node}-peer-ping", f"{node}-env", f"{node}-container"} <= done
+    assert {"node0-ray-head", "node1-ray-worker", "ray-verify", *SERVING} <= done
+    # The stand-ins were the plugins the engine used, and said so.
+    assert "using pulumi-resource-command from $PATH" in report.output
+    assert "using pulumi-resource-docker from $PATH" in report.output
+    resources = rollout.resources()
+    preflight = resources["node1-preflight"]["outputs"]["stdout"]
+    assert "### npu-smi-info" in preflight and "link status: UP" in preflight
+    assert '"choices"' in resources["smoke-test-request"]["outputs"]["stdout"]
+    container = rollout.base.spec.container.name
+    for node in cluster.nodes:
+        info = json.loads(ssh(cluster, node.name, f"docker inspect {container}"))[0]
+        assert info["State"]["Running"]
+        assert info["Config"]["Labels"]["ascend-inference/stack"] == STACK
+        assert resources[f"{node.name}-container"]["id"] == info["Id"]
+    status = ssh(cluster, "node0", f"docker exec {container} ray status")
+    assert "16.0 NPU" in status, status
+
+
+def test_preview_of_the_rolled_out_stack_expects_no_changes(rolled_out):
+    rollout, _ = rolled_out
+    report = rollout.preview("--diff", "--expect-no-changes")
+    assert report.error is None, report.output[-3000:]
+
+
+def test_a_serve_flag_change_replaces_only_serving(cluster, rolled_out):
+    rollout, _ = rolled_out
+    container = rollout.base.spec.container.name
+    ids = container_ids(cluster, container)
+    report = rollout.up(["engine.max_num_seqs=128"])
+    assert report.error is None, report.error
+    assert set(report.did("replace")) == SERVING
+    assert not any(r.endswith(("-container", "-ray-head", "-ray-worker", "-env")) for r in report.changed())
+    assert container_ids(cluster, container) == ids
+    assert "--max-num-seqs=128" in ssh(cluster, "node0", f"docker exec {container} ps -eo args")
+
+
+def test_destroy_leaves_no_container(cluster, rolled_out):
+    rollout, _ = rolled_out
+    report = rollout.destroy()
+    assert report.error is None, report.error
+    assert rollout.resources() == {}
+    container = rollout.base.spec.container.name
+    for node in cluster.nodes:
+        assert ssh(cluster, node.name, f"docker ps -aq --filter name=^{container}$").strip() == ""
