@@ -1,0 +1,255 @@
+"""The stand-in `pulumi-resource-command` (emulator/plugins/command.py) under
+the REAL `pulumi` CLI, against an sshd this module starts on 127.0.0.1.
+
+A tiny program (standin_command_program/) makes `remote.Command` resources
+from the stack's config. Shown, each through `pulumi up` / `preview --diff` /
+`refresh` / `destroy` as a user runs them: a create; a changed `create` is an
+update that keeps the id; a changed `triggers` replaces (the old `delete`
+first); a replacement with a new port deletes over the old connection; a
+wrong `hostKey` refuses to connect; a jump host (`proxy`); stdin, environment
+and the logging switch; a failing command shows pulumi-command's failure
+text; output lines stream to the console while the command runs; `refresh`
+changes nothing. And the guard: neither plugin starts without the fixture's
+variable.
+
+With ASCEND_INFERENCE_REAL_PLUGINS=1 the stand-ins stay off PATH and the
+same tests run on the real plugin (installed with `pulumi plugin install`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from emulator import plugins
+from tests.realengine.projects import Project, program_copy
+
+PROGRAM = Path(__file__).parent / "standin_command_program"
+PROJECT = "standin-command"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    """One sshd on 127.0.0.1 listening on two ports (so a test can move a
+    connection from one to the other), with its own host key and one
+    authorized client key. Sessions record their server port in files the
+    test reads (`${SSH_CONNECTION##* }`)."""
+
+    dir: Path
+    ports: tuple[int, int]
+    client_key: str
+    host_public_key: str
+    other_public_key: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def log(self) -> str:
+        return (self.dir / "sshd.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory) -> Iterator[Sshd]:
+    home = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key", "other_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(home / name)],
+                       check=True)
+    shutil.copy(home / "client_key.pub", home / "authorized_keys")
+    (home / "authorized_keys").chmod(0o600)
+    ports = (_free_port(), _free_port())
+    (home / "sshd_config").write_text("\n".join([
+        *(f"Port {p}" for p in ports),
+        "ListenAddress 127.0.0.1",
+        f"HostKey {home / 'host_key'}",
+        f"AuthorizedKeysFile {home / 'authorized_keys'}",
+        f"PidFile {home / 'sshd.pid'}",
+        "UsePAM no", "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password", "AllowTcpForwarding yes",
+        # The `environment` input is sent with SSH setenv, which sshd refuses unless AcceptEnv allows it.
+        "AcceptEnv ASCEND_STANDIN_*",
+        # DEBUG1 logs the jump host's forwarding (`server_request_direct_tcpip`).
+        "LogLevel DEBUG1", ""]))
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory (Debian's unit makes it)
+    process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(home / "sshd_config"), "-E", str(home / "sshd.log")])
+    try:
+        for port in ports:
+            for _ in range(200):
+                assert process.poll() is None, f"sshd ended: {(home / 'sshd.log').read_text()}"
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                    break
+                except OSError:
+                    process_wait(process)
+            else:
+                pytest.fail(f"sshd does not listen on {port}: {(home / 'sshd.log').read_text()}")
+        yield Sshd(home, ports, (home / "client_key").read_text(), (home / "host_key.pub").read_text().strip(),
+                   (home / "other_key.pub").read_text().strip(), process)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def process_wait(process: subprocess.Popen[bytes]) -> None:
+    """Give a starting sshd a moment (bounded by the caller's attempt count)."""
+    try:
+        process.wait(timeout=0.05)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@pytest.fixture
+def project(tmp_path, toolchain_bin, program_venv, sshd) -> Project:
+    project = program_copy(tmp_path, PROGRAM, PROJECT, toolchain_bin, program_venv)
+    project.ok("config", "set", "--secret", "privateKey", stdin=sshd.client_key)
+    return project
+
+
+def connection(port: int, **more) -> dict:
+    return {"host": "127.0.0.1", "port": port, **more}
+
+
+def console(printed: str) -> str:
+    """What `pulumi up` printed while it ran, without the stack outputs it prints at the end."""
+    return printed.rsplit("\nOutputs:", 1)[0]
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_create_update_replace_refresh_destroy(project, sshd, tmp_path):
+    a, b = sshd.ports
+    record = tmp_path / "remote.log"
+    where = "via ${SSH_CONNECTION##* }"
+
+    def step(version: str, port: int, triggers: list, update: str | None = None) -> dict:
+        return {"name": "step", "connection": connection(port), "triggers": triggers,
+                "create": f'echo "create {version} {where}" >> {record}; echo out-line-1; echo err-line-1 >&2; '
+                          f"echo out-line-2",
+                "update": update, "delete": f'echo "delete {where}" >> {record}'}
+
+    project.set_commands([step("v1", a, ["t1"])])
+    up = project.ok("up", "--yes")
+    assert lines(record) == [f"create v1 via {a}"]
+    first = project.outputs()["step"]
+    assert (first["stdout"], first["stderr"]) == ("out-line-1\nout-line-2", "err-line-1")
+    # The lines reached the console while the command ran (pulumi-command logs both streams by default,
+    # as ephemeral status lines: the display shows a row's latest one whenever it redraws, so which of
+    # them it shows depends on timing; the one-line commands of the next test show which stream is logged).
+    assert any(line in console(up) for line in ("out-line-1", "err-line-1", "out-line-2")), up
+    project.ok("preview", "--expect-no-changes")
+
+    # A changed `create` is an update: the same id, the new script runs (no `update` given).
+    project.set_commands([step("v2", a, ["t1"])])
+    diff = project.ok("preview", "--diff")
+    assert "~ 1 to update" in diff and "replace" not in diff.split("Resources:")[-1], diff
+    project.ok("up", "--yes")
+    assert project.outputs()["step"]["id"] == first["id"]
+    assert lines(record)[-1] == f"create v2 via {a}"
+
+    # With an `update` script, an update runs that instead.
+    project.set_commands([step("v2", a, ["t1"], update=f'echo "update {where}" >> {record}')])
+    project.ok("up", "--yes")
+    assert lines(record)[-1] == f"update via {a}" and project.outputs()["step"]["id"] == first["id"]
+
+    # A changed `triggers` replaces: the old `delete` first (delete_before_replace), then `create`.
+    project.set_commands([step("v3", a, ["t2"])])
+    diff = project.ok("preview", "--diff")
+    assert "+-1 to replace" in diff, diff
+    project.ok("up", "--yes")
+    assert lines(record)[-2:] == [f"delete via {a}", f"create v3 via {a}"]
+    replaced = project.outputs()["step"]["id"]
+    assert replaced != first["id"]
+
+    # A replacement that also moves the connection: the delete runs over the OLD connection.
+    project.set_commands([step("v4", b, ["t3"])])
+    project.ok("up", "--yes")
+    assert lines(record)[-2:] == [f"delete via {a}", f"create v4 via {b}"]
+
+    # refresh: pulumi-command's Read returns the state as it is; nothing runs, nothing changes.
+    before = lines(record)
+    refreshed = project.ok("refresh", "--yes")
+    assert "2 unchanged" in refreshed and "updated" not in refreshed.split("Resources:")[-1], refreshed
+    assert lines(record) == before
+    project.ok("preview", "--expect-no-changes")
+
+    project.ok("destroy", "--yes")
+    assert lines(record)[-1] == f"delete via {b}"
+    # The client key is a secret: in no printout.
+    assert not any(sshd.client_key.strip().splitlines()[1] in text for text in project.printed)
+
+
+def test_jump_host_stdin_environment_logging(project, sshd):
+    a, b = sshd.ports
+    project.set_commands([
+        # Through the jump host on port b to the "node" on port a, the host keys pinned.
+        {"name": "jumped", "create": 'echo "ran ${SSH_CONNECTION##* }"',
+         "connection": connection(a, hostKey=sshd.host_public_key,
+                                  proxy={"host": "127.0.0.1", "port": b, "hostKey": sshd.host_public_key})},
+        # stdin is sent, `environment` travels by setenv, and logging "none" keeps both streams off the console.
+        {"name": "quiet", "create": 'cat; echo "value=$ASCEND_STANDIN_VALUE"; echo quiet-err >&2',
+         "stdin": "from-stdin-line\n", "environment": {"ASCEND_STANDIN_VALUE": "set-by-setenv"},
+         "logging": "none", "connection": connection(a)},
+        # logging "stderr": only stderr reaches the console.
+        {"name": "errs", "create": "echo stdout-hidden; echo stderr-shown >&2", "logging": "stderr",
+         "connection": connection(a)},
+    ])
+    up = project.ok("up", "--yes")
+    outputs = project.outputs()
+    assert outputs["jumped"]["stdout"] == f"ran {a}"
+    assert f"target 127.0.0.1 port {a}" in sshd.log  # the jump host opened the tunnel (direct-tcpip)
+    assert outputs["quiet"]["stdout"] == "from-stdin-line\nvalue=set-by-setenv"
+    assert outputs["quiet"]["stderr"] == "quiet-err"
+    assert "from-stdin-line" not in console(up) and "quiet-err" not in console(up), up
+    assert outputs["errs"]["stdout"] == "stdout-hidden"
+    assert "stderr-shown" in console(up) and "stdout-hidden" not in console(up), up
+    project.ok("destroy", "--yes")
+
+
+def test_wrong_host_key_and_failing_command(project, sshd, tmp_path):
+    a, _ = sshd.ports
+    touched = tmp_path / "touched"
+    # A host key that is not the server's: the handshake is refused (ssh.FixedHostKey), nothing runs.
+    project.set_commands([{"name": "pinned", "create": f"touch {touched}",
+                           "connection": connection(a, hostKey=sshd.other_public_key, dialErrorLimit=1)}])
+    refused = project.fails("up", "--yes")
+    assert "after 1 failed attempts: ssh: handshake failed: ssh: host key mismatch" in refused, refused
+    assert not touched.exists()
+
+    # A failing command: pulumi-command's text, the script Go-quoted on one line, then the output.
+    script = 'echo first-line\necho "the fault" >&2\nexit 3'
+    project.set_commands([{"name": "failing", "create": script, "connection": connection(a)}])
+    failed = project.fails("up", "--yes")
+    expected = 'Process exited with status 3: running "echo first-line\\necho \\"the fault\\" >&2\\nexit 3":'
+    assert expected in failed, failed
+    after = failed.split(expected, 1)[1]
+    assert "first-line" in after and "the fault" in after, failed
+    project.ok("destroy", "--yes")
+
+
+@pytest.mark.parametrize("plugin", ["pulumi-resource-command", "pulumi-resource-docker"])
+def test_guard_refuses_without_the_variable(plugin):
+    env = {k: v for k, v in os.environ.items() if k != plugins.GUARD_VARIABLE}
+    done = subprocess.run([str(plugins.BIN_DIR / plugin), "127.0.0.1:1"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert plugins.GUARD_VARIABLE in line and "tests only" in line
+    # And the fixtures' environment is what lets it start (unless the real plugins are asked for).
+    added = plugins.environment("/usr/bin")
+    if plugins.use_real_plugins():
+        assert added == {}
+    else:
+        assert added == {"PATH": f"{plugins.BIN_DIR}:/usr/bin", plugins.GUARD_VARIABLE: "1"}
