@@ -235,12 +235,15 @@ def cmd_docker_args(args) -> int:
 
 
 def cmd_env(args) -> int:
-    from emulator import userpath
+    from emulator import plugins, userpath
 
     cluster = Cluster.load(args.state_dir)
     env = userpath.environment(cluster)
     keys = ["PATH", "PULUMI_BACKEND_URL", "PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_SKIP_UPDATE_CHECK",
             "ASCEMU_DOCKER_SANDBOX", *sorted(k for k in env if k.startswith("ASCEND_INFERENCE_STANDIN"))]
+    if plugins.use_real_plugins():
+        keys.append(plugins.REAL_PLUGINS_VARIABLE)
+        env[plugins.REAL_PLUGINS_VARIABLE] = "1"
     print(userpath.export_lines(env, keys))
     return 0
 

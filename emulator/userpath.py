@@ -111,14 +111,14 @@ def environment(cluster, *, backend_dir: Path | None = None, base: dict[str, str
 
     base = dict(os.environ if base is None else base)
     env = {k: v for k, v in base.items() if not k.startswith("PULUMI_")}
-    standins = plugins.environment()
     state = Path(cluster.state_dir)
     backend_dir = backend_dir or state / "pulumi-backend"
     backend_dir.mkdir(parents=True, exist_ok=True)
-    env.update(standins)
+    # The stand-ins first (none with ASCEND_INFERENCE_REAL_PLUGINS=1: then the
+    # real plugins installed in PULUMI_HOME or on PATH run the same steps).
+    path = os.pathsep.join([str(toolchain_bin()), str(cluster.bin_dir), base.get("PATH", "")])
+    env.update({"PATH": path, **plugins.environment(path)})
     env.update({
-        "PATH": os.pathsep.join([standins["PATH"].split(os.pathsep)[0], str(toolchain_bin()),
-                                 str(cluster.bin_dir), base.get("PATH", "")]),
         "PULUMI_BACKEND_URL": f"file://{backend_dir}",
         "PULUMI_HOME": str(backend_dir.parent / (backend_dir.name + "-home")),
         "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
@@ -290,11 +290,13 @@ class PulumiRollout:
         return done.stdout
 
     def operation(self, *args: str) -> Report:
-        """`pulumi <args> --event-log FILE`, reported."""
+        """`pulumi <args> --event-log FILE`, reported. The CLI registers `--event-log`
+        (its engine events as JSON lines) only with PULUMI_DEBUG_COMMANDS set."""
         self._ops += 1
         log_file = self.events / f"{self._ops:03d}-{args[0]}.jsonl"
         start = time.monotonic()
-        done = self.run(*args, "--event-log", str(log_file))
+        done = subprocess.run(["pulumi", *args, "--non-interactive", "--event-log", str(log_file)], cwd=self.project,
+                              env={**self.env, "PULUMI_DEBUG_COMMANDS": "true"}, capture_output=True, text=True)
         report = report_from_events(log_file, returncode=done.returncode, output=done.stdout + done.stderr,
                                     seconds=time.monotonic() - start)
         changed = report.changed()
