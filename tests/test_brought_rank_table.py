@@ -107,13 +107,17 @@ def test_a_device_ip_typed_wrong(tmp_path):
 
 
 def test_devices_four_to_seven_accepted_by_hccl_but_not_the_plans_world_size(tmp_path):
-    """A table of devices 4-7 is valid for HCCL (noted), but tp16 needs 16 ranks."""
+    """A table of devices 4-7 is valid for HCCL (noted), but tp16 needs 16
+    ranks, and LMDeploy would open NPUs 0-3 (the place in the list) for it."""
     nodes = stack_nodes("tp16-lmdeploy")
     table = merge_hccl([hccl_tools_file(n["host"], n["device_ips"], 4, 8) for n in nodes])
     code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
-    assert code == 2
-    line = one_error(err)
-    assert "8 ranks but the stack's plan has world size 16" in line
+    assert code == 2 and "Traceback" not in err
+    lines = err.splitlines()
+    assert all(line.startswith("error: ") for line in lines), err
+    assert any("8 ranks but the stack's plan has world size 16" in line for line in lines), err
+    assert any("server_list[1].device[0].device_id: server 192.0.2.12: device_id '4' is listed at place 0" in line
+               and "lmdeploy opens" in line for line in lines), err
 
 
 def test_not_json(tmp_path):
