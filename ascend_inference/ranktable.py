@@ -115,9 +115,11 @@ def hccl_number(value: object) -> int | None:
     """The number HCCL reads from `value` (a JSON string of ASCII digits up to
     0xFFFFFFFF), or None where HCCL refuses it or would read another number."""
     if isinstance(value, str) and _HCCL_DIGITS.fullmatch(value):
-        number = int(value)
-        if number <= _HCCL_NUMBER_MAX:
-            return number
+        # Longer than 0xFFFFFFFF's 10 digits is out of range (and int() of
+        # thousands of digits would raise).
+        digits = value.lstrip("0") or "0"
+        if len(digits) <= 10 and int(digits) <= _HCCL_NUMBER_MAX:
+            return int(digits)
     return None
 
 
