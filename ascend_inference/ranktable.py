@@ -123,12 +123,25 @@ def hccl_number(value: object) -> int | None:
     return None
 
 
+# Control characters and line separators in a table's strings, written as
+# escapes: a message is one line (also for str.splitlines).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """`text` for a message: control characters escaped, at most `limit` characters."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def json_kind(value: object) -> str:
     """What a JSON value is, for a message: "the JSON number 1.0", "'abc'"."""
     if isinstance(value, bool):
         return f"the JSON boolean {json.dumps(value)}"
     if isinstance(value, (int, float)):
-        return f"the JSON number {json.dumps(value)}"
+        text = repr(value) if isinstance(value, float) else str(value) if value.bit_length() < 200 else "(long)"
+        return f"the JSON number {text}"
     if value is None:
         return "null"
     if isinstance(value, list):
@@ -141,7 +154,8 @@ def json_kind(value: object) -> str:
 def as_string_fix(key: str, value: object) -> str:
     """The fix for a number (or other value) where HCCL reads a string."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f'write "{key}": "{json.dumps(value)}" (HCCL reads every value as a JSON string)'
+        number = json_kind(value).removeprefix("the JSON number ")
+        return f'write "{key}": "{number}" (HCCL reads every value as a JSON string)'
     return f'write "{key}" as a JSON string'
 
 
@@ -184,11 +198,11 @@ def validate_rank_table(
     problems: list[Problem] = []
 
     def bad(key: str, message: str, fix: str = "") -> None:
-        problems.append(Problem(source, key, message, fix))
+        problems.append(Problem(source, key, one_line(message), one_line(fix)))
 
     def note(text: str) -> None:
         if notes is not None:
-            notes.append(f"{source}: {text}")
+            notes.append(f"{source}: {one_line(text)}")
 
     if not isinstance(table, dict):
         bad("(root)", f"is {json_kind(table)}, but a rank table is a JSON object",
@@ -415,7 +429,7 @@ def _super_pod_problems(table: dict[str, Any], source: str, servers: list[Any]) 
     problems: list[Problem] = []
 
     def bad(key: str, message: str, fix: str = "") -> None:
-        problems.append(Problem(source, key, message, fix))
+        problems.append(Problem(source, key, one_line(message), one_line(fix)))
 
     pods = table.get("super_pod_list")
     if not isinstance(pods, list) or not pods:
@@ -581,7 +595,7 @@ def check_rank_table_for_stack(
     problems: list[Problem] = []
 
     def bad(key: str, message: str, fix: str = "") -> None:
-        problems.append(Problem(source, key, message, fix))
+        problems.append(Problem(source, key, one_line(message), one_line(fix)))
 
     by_address: dict[object, StackServer] = {s.address: s for s in servers}
     master = servers[0]
