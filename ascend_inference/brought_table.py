@@ -57,9 +57,13 @@ def load_brought_table(spec: ClusterSpec, plan: Plan, stack_file: str, path: Pat
         raise StackError([Problem(stack_file, key, f"{path} cannot be read: {error.strerror}",
                                   "give the path of the rank table JSON file (relative paths are relative "
                                   "to the stack file)")]) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError: JSONDecodeError, or a number of more digits than Python
+        # converts; RecursionError: nesting deeper than the parser goes.
         where = f"line {error.lineno} column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
-        not_json = Problem(source, "(file)", f"is not JSON ({where}{getattr(error, 'msg', error)})",
+        what = ("is JSON nested too deeply to read" if isinstance(error, RecursionError)
+                else f"is not JSON ({where}{getattr(error, 'msg', error)})")
+        not_json = Problem(source, "(file)", what,
                            "a rank table is one JSON object; start from `python -m ascendctl render`")
         raise StackError([not_json]) from None
     options = engine.rank_table_options(spec)

@@ -107,13 +107,17 @@ def test_a_device_ip_typed_wrong(tmp_path):
 
 
 def test_devices_four_to_seven_accepted_by_hccl_but_not_the_plans_world_size(tmp_path):
-    """A table of devices 4-7 is valid for HCCL (noted), but tp16 needs 16 ranks."""
+    """A table of devices 4-7 is valid for HCCL (noted), but tp16 needs 16
+    ranks, and LMDeploy would open NPUs 0-3 (the place in the list) for it."""
     nodes = stack_nodes("tp16-lmdeploy")
     table = merge_hccl([hccl_tools_file(n["host"], n["device_ips"], 4, 8) for n in nodes])
     code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
-    assert code == 3
-    line = one_error(err)
-    assert "8 ranks but the stack's plan has world size 16" in line
+    assert code == 3 and "Traceback" not in err
+    lines = err.splitlines()
+    assert all(line.startswith("error: ") for line in lines), err
+    assert any("8 ranks but the stack's plan has world size 16" in line for line in lines), err
+    assert any("server_list[1].device[0].device_id: server 192.0.2.12: device_id '4' is listed at place 0" in line
+               and "lmdeploy opens" in line for line in lines), err
 
 
 def test_not_json(tmp_path):
@@ -194,3 +198,53 @@ def test_found_device_ips_that_differ_from_the_brought_table():
     [problem] = found_ip_problems(table, loaded.spec, loaded.plan, "brought.json", found)
     assert "server 192.0.2.12 device 2 has device_ip 198.51.100.19" in str(problem)
     assert "preflight found 198.51.100.77 on node1 device 2" in str(problem)
+
+
+# --------------------------------------------------------------------------
+# Through the CLI: the cases of issue 23 a user meets first
+# --------------------------------------------------------------------------
+
+def test_a_wrong_container_ip_on_a_stack_that_declares_none(tmp_path):
+    """tp16-mindie declares no container_ip, so each node's MIES_CONTAINER_IP
+    is its address; MindIE on node1 would find no entry for its server."""
+    assert all("container_ip" not in n for n in stack_nodes("tp16-mindie"))
+    table = tools_table("tp16-mindie", container_ip=True)
+    table["server_list"][1]["container_ip"] = "192.0.2.99"
+    code, _, err = validate(tmp_path, "tp16-mindie", table)
+    assert code == 3
+    line = one_error(err)
+    assert "brought.json: server_list[1].container_ip: server 192.0.2.12 has container_ip 192.0.2.99" in line
+    assert "looks itself up by 192.0.2.12" in line and "no entry" in line
+    assert 'set "container_ip": "192.0.2.12"' in line
+
+
+def test_no_server_count_is_a_note_for_lmdeploy_and_a_refusal_for_mindie(tmp_path):
+    table = tools_table("tp16-lmdeploy", container_ip=False)
+    del table["server_count"]
+    code, out, err = validate(tmp_path, "tp16-lmdeploy", table)
+    assert code == 0, err
+    assert "note:" in out and "no server_count" in out
+    table = tools_table("tp16-mindie", container_ip=True)
+    del table["server_count"]
+    code, _, err = validate(tmp_path, "tp16-mindie", table)
+    assert code == 3
+    line = one_error(err)
+    assert "brought.json: server_count: missing; mindie reads server_count itself" in line
+    assert 'add "server_count": "2"' in line
+
+
+def test_a_superscript_rank_id_is_one_clean_line(tmp_path):
+    table = tools_table("tp16-lmdeploy", container_ip=False)
+    table["server_list"][0]["device"][2]["rank_id"] = "²"
+    code, _, err = validate(tmp_path, "tp16-lmdeploy", table)
+    assert code == 3
+    line = one_error(err)
+    assert "server_list[0].device[2].rank_id: server 192.0.2.11 device 2: rank_id '²' is not a number" in line
+
+
+@pytest.mark.parametrize("text, words", [("[" * 100_000, "nested too deeply"),
+                                         ('{"server_count": ' + "9" * 5000 + "}", "is not JSON")])
+def test_json_python_cannot_read_is_one_clean_line(tmp_path, text, words):
+    code, _, err = validate(tmp_path, "tp16-lmdeploy", text)
+    assert code == 3
+    assert words in one_error(err)

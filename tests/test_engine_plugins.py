@@ -107,10 +107,14 @@ def stacks():
 
 def test_rank_table_options_per_engine(stacks):
     mindie, lmdeploy = stacks["tp16-mindie"], stacks["tp16-lmdeploy"]
+    # MindIE-LLM's ranktable_config.cpp and LMDeploy's ray_executor.py (docs/formats.md §3e).
     assert mindie.spec.engine_plugin.rank_table_options(mindie.spec) == RankTableOptions(
-        engine="mindie", container_ip=True, server_count_range=(2, 60), max_devices_per_server=32)
+        engine="mindie", container_ip=True, server_count_range=(2, 60), max_devices_per_server=32,
+        server_count_required=True, same_devices_per_server=True, single_device_ip=True, max_rank_id=511,
+        rank_zero_as_text=True, container_ip_finds_the_server=True)
     assert lmdeploy.spec.engine_plugin.rank_table_options(lmdeploy.spec) == RankTableOptions(
-        engine="lmdeploy", device_port=lmdeploy.spec.engine.device_port, first_server_is_master=True)
+        engine="lmdeploy", device_port=lmdeploy.spec.engine.device_port, first_server_is_master=True,
+        ranks_follow_the_listing=True)
     mindie_table = rank_table(mindie, declared_device_ips(mindie))
     lmdeploy_table = rank_table(lmdeploy, declared_device_ips(lmdeploy))
     assert all("container_ip" in s for s in mindie_table["server_list"])

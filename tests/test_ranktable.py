@@ -463,3 +463,239 @@ def test_a3_without_super_pod_list(a3_table):
     del a3_table["super_pod_list"]
     problems = [str(p) for p in validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2")]
     assert_problem(problems, words=("super_pod_list",))
+
+
+# --------------------------------------------------------------------------
+# Judged as HCCL's reader and each engine's reader judge them (sources in
+# ascend_inference/ranktable.py and docs/formats.md §3e)
+# --------------------------------------------------------------------------
+
+def engine_rules(stack: str) -> RankTableOptions:
+    """The options the engine module really gives (not a copy in the test)."""
+    from ascend_inference.stackfile import load_stack
+
+    spec = load_stack(stack).spec
+    return spec.engine_plugin.rank_table_options(spec)
+
+
+@pytest.fixture(scope="module")
+def mindie_rules() -> RankTableOptions:
+    return engine_rules("tp16-mindie")
+
+
+@pytest.fixture(scope="module")
+def lmdeploy_rules() -> RankTableOptions:
+    return engine_rules("tp16-lmdeploy")
+
+
+@pytest.mark.parametrize("field, text", [("device_id", "²"), ("rank_id", "¹⁵"), ("rank_id", "١٥"),
+                                         ("device_id", "٣"), ("rank_id", "1a"), ("rank_id", " 3"),
+                                         ("rank_id", "-1"), ("rank_id", "99999999999")])
+def test_numbers_hccls_stoull_refuses(table, field, text):
+    """str.isdigit() takes "²" and "¹⁵" (int() then raises), int() reads "١٥";
+    HCCL's std::stoull reads ASCII digits only, up to 0xFFFFFFFF."""
+    table["server_list"][1]["device"][2][field] = text
+    problems = problems_of(table)
+    assert_problem(problems, server=(WORKER, 1), device=2, words=(f"{field} '{text}'", "ASCII digits"))
+
+
+def test_digits_with_leading_zeros_are_hccls_numbers(table):
+    """stoull reads "08" as 8: HCCL accepts it, so does the check."""
+    table["server_list"][1]["device"][0]["rank_id"] = "08"
+    assert problems_of(table) == []
+
+
+def test_mixed_ip_families_are_refused(table):
+    """HCCL (config.cc CheckRankIpFamily): "device ip family ... is not same as others"."""
+    table["server_list"][1]["device"][4]["device_ip"] = "2001:db8::5"
+    assert_problem(problems_of(table), server=(WORKER, 1), device=4,
+                   words=("2001:db8::5 is IPv6", "IPv4", "is not same as others"))
+
+
+def test_mixed_ip_families_on_one_server_are_hccls_business_only_with_several(table):
+    """HCCL checks the families only when the table has more than one server."""
+    single = {**table, "server_list": table["server_list"][:1], "server_count": "1"}
+    single["server_list"][0]["device"][4]["device_ip"] = "2001:db8::5"
+    assert problems_of(single, server_count=1) == []
+
+
+def test_comma_separated_device_ips_are_accepted(table):
+    """HCCL splits device_ip on commas (GetSingleDeviceIp -> SplitString)."""
+    for n, device in enumerate(d for s in table["server_list"] for d in s["device"]):
+        device["device_ip"] += f",198.51.100.{101 + n}"
+    assert problems_of(table) == []
+
+
+def test_comma_separated_device_ips_each_checked(table):
+    devices = table["server_list"][1]["device"]
+    devices[1]["device_ip"] += ",198.51.100.300"
+    problems = problems_of(table)
+    assert_problem(problems, server=(WORKER, 1), device=1, words=("'198.51.100.300'", "not an IP address"))
+    # GetDeviceList: as many addresses on every device as on the first.
+    assert_problem(problems, server=(WORKER, 1), device=1, words=("2 device IPs", "has 1"))
+    devices[1]["device_ip"] = f"{devices[1]['device_ip'].split(',')[0]},{devices[0]['device_ip']}"
+    assert_problem(problems_of(table), server=(WORKER, 1), device=1, words=("already used",))
+
+
+def test_missing_server_count_is_hccls_to_count(table):
+    """HCCL warns and counts server_list (GetServerList); noted, not refused."""
+    del table["server_count"]
+    problems, notes = notes_of(table)
+    assert problems == []
+    assert any("no server_count" in n and "MindIE requires it" in n for n in notes), notes
+
+
+def test_missing_server_count_refused_for_mindie_only(table, mindie_rules, lmdeploy_rules):
+    """MindIE-LLM's ReadRanktableData reads server_count itself; LMDeploy never reads it."""
+    del table["server_count"]
+    assert_problem(stack_problems(table, rules=mindie_rules), words=("server_count: missing", "mindie", '"2"'))
+    assert stack_problems(table, rules=lmdeploy_rules) == []
+
+
+def test_version_as_a_json_number_is_named_as_such(table):
+    table["version"] = 1.0
+    problems = problems_of(table)
+    assert_problem(problems, words=("version: is the JSON number 1.0", "only as a string", '"version": "1.0"'))
+    assert not any("missing" in p for p in problems), problems
+
+
+def test_server_id_as_a_json_number_is_named_as_such(table):
+    table["server_list"][1]["server_id"] = 12
+    problems = problems_of(table)
+    assert_problem(problems, words=("server_list[1].server_id: is the JSON number 12", '"server_id": "12"'))
+    assert not any("missing" in p for p in problems), problems
+
+
+def test_null_rank_id_is_named_as_null(table):
+    table["server_list"][0]["device"][1]["rank_id"] = None
+    assert_problem(problems_of(table), server=(MASTER, 0), device=1, words=("rank_id is null",))
+
+
+def test_a_wrong_container_ip_when_the_stack_declares_none(table, mindie_rules):
+    """MindIE-LLM (InitFromJson) finds its own server by container_ip ==
+    MIES_CONTAINER_IP, which is the node's address when the stack declares
+    no container_ip: node1 would find no entry."""
+    assert STACK_SERVERS[1].container_ip is None
+    table["server_list"][1]["container_ip"] = "192.0.2.99"
+    assert_problem(stack_problems(table, rules=mindie_rules), server=(WORKER, 1),
+                   words=("container_ip 192.0.2.99", "looks itself up by 192.0.2.12", "no entry"))
+
+
+def test_a_declared_container_ip_is_what_mindie_looks_up(table, mindie_rules):
+    servers = [STACK_SERVERS[0], StackServer("node1", WORKER, container_ip="172.17.0.2")]
+    assert_problem(stack_problems(table, rules=mindie_rules, servers=servers), server=(WORKER, 1),
+                   words=("container_ip 192.0.2.12", "looks itself up by 172.17.0.2", "its container_ip"))
+    table["server_list"][1]["container_ip"] = "172.17.0.2"
+    assert stack_problems(table, rules=mindie_rules, servers=servers) == []
+
+
+def test_mindie_reads_one_device_ip(table, mindie_rules, lmdeploy_rules):
+    """MindIE-LLM's CheckParam -> CheckIp: one address, not 0.0.0.0; LMDeploy passes device_ip on to HCCL."""
+    for n, device in enumerate(d for s in table["server_list"] for d in s["device"]):
+        device["device_ip"] += f",198.51.100.{101 + n}"
+    assert_problem(stack_problems(table, rules=mindie_rules), server=(MASTER, 0), device=0,
+                   words=("has 2 addresses", "mindie reads it as one address"))
+    assert stack_problems(table, rules=lmdeploy_rules) == []
+    table["server_list"][0]["device"][0]["device_ip"] = "0.0.0.0"
+    assert_problem(stack_problems(table, rules=mindie_rules), server=(MASTER, 0), device=0,
+                   words=("0.0.0.0", "refuses"))
+
+
+def test_mindie_finds_its_master_by_the_text_0(table, mindie_rules, lmdeploy_rules):
+    """HCCL reads "00" as rank 0; MindIE-LLM's FillServerEle compares with "0"."""
+    table["server_list"][0]["device"][0]["rank_id"] = "00"
+    assert problems_of(table) == []
+    assert_problem(stack_problems(table, rules=mindie_rules), server=(MASTER, 0), device=0,
+                   words=("'00'", 'text "0"'))
+    assert stack_problems(table, rules=lmdeploy_rules) == []
+
+
+def test_mindie_wants_as_many_devices_on_every_server(table, mindie_rules):
+    table["server_list"][1]["device"].pop()
+    assert_problem(stack_problems(table, rules=mindie_rules, world_size=15), server=(WORKER, 1),
+                   words=("7 devices", "lists 8", "as many on every server"))
+
+
+def test_mindie_rank_ids_stop_at_511(mindie_rules):
+    """CheckRankId: 0..511. 33 servers of 16 NPUs have ranks up to 527."""
+    servers = [{"server_id": f"10.0.{n}.1", "device_ips": [f"10.1.{n}.{d + 1}" for d in range(16)]}
+               for n in range(33)]
+    big = rank_table_for(servers, 16, version="1.0", with_container_ip=True)
+    stack = [StackServer(f"node{n}", s["server_id"]) for n, s in enumerate(servers)]
+    problems = stack_problems(big, rules=mindie_rules, world_size=33 * 16, servers=stack)
+    assert_problem(problems, server=("10.0.32.1", 32), device=0, words=("rank_id 512", "0..511"))
+    assert not any("rank_id 511" in p for p in problems), problems
+
+
+def test_lmdeploy_gives_rank_k_to_the_kth_device_listed(table, lmdeploy_rules, mindie_rules):
+    """ray_executor.py: worker k sits on the server of the k-th device listed
+    and joins HCCL as rank k; a rank on another server's place breaks it.
+    Within one server any order works (the worker opens its device's place)."""
+    first, second = table["server_list"]
+    first["device"][3]["rank_id"], second["device"][4]["rank_id"] = "12", "3"
+    assert problems_of(table) == []  # HCCL accepts any order
+    assert_problem(stack_problems(table, rules=lmdeploy_rules), server=(MASTER, 0), device=3,
+                   words=("rank_id 12", "server then device order"))
+    assert stack_problems(table, rules=mindie_rules) == []
+    first["device"][3]["rank_id"], second["device"][4]["rank_id"] = "3", "12"
+    first["device"][1]["rank_id"], first["device"][2]["rank_id"] = "2", "1"
+    assert stack_problems(table, rules=lmdeploy_rules) == []
+
+
+def test_lmdeploy_opens_the_npu_at_the_devices_place(table, lmdeploy_rules, mindie_rules):
+    """HCCL reads device_id in any order; LMDeploy opens NPU <place in the list>."""
+    devices = table["server_list"][1]["device"]
+    devices[0]["device_id"], devices[1]["device_id"] = "1", "0"
+    assert problems_of(table) == []
+    assert_problem(stack_problems(table, rules=lmdeploy_rules), server=(WORKER, 1),
+                   words=("device_id '1' is listed at place 0", "lmdeploy opens"))
+    assert stack_problems(table, rules=mindie_rules) == []
+
+
+# Rank table 1.2: HCCL's GetSingleSuperPod / GetSingleSuperPodSever / CheckSuperPodInfo.
+
+def a3_problems(a3_table) -> list[str]:
+    return [str(p) for p in validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2")]
+
+
+def test_a3_super_pod_server_missing_from_server_list(a3_table):
+    a3_table["super_pod_list"][1]["server_list"].append({"server_id": "172.16.0.199"})
+    assert_problem(a3_problems(a3_table), words=("super_pod_list[1].server_list[2].server_id",
+                                                 "172.16.0.199 is not in server_list"))
+
+
+def test_a3_two_super_pods_with_one_id(a3_table):
+    a3_table["super_pod_list"][1]["super_pod_id"] = "0"
+    assert_problem(a3_problems(a3_table), words=("super_pod_list[1].super_pod_id", "listed twice",
+                                                 "super_pod_list[0]"))
+
+
+def test_a3_empty_super_pod_id(a3_table):
+    a3_table["super_pod_list"][0]["super_pod_id"] = ""
+    problems = a3_problems(a3_table)
+    assert_problem(problems, words=("super_pod_list[0].super_pod_id", "is empty"))
+    # Its servers are not reported again as in no super pod.
+    assert not any("in no super pod" in p for p in problems), problems
+
+
+def test_a3_a_server_listed_twice_in_one_pod_is_accepted(a3_table):
+    """HCCL looks each member up in server_list and sets the pod again: harmless."""
+    a3_table["super_pod_list"][0]["server_list"].append({"server_id": "172.16.0.100"})
+    assert a3_problems(a3_table) == []
+
+
+def test_a3_a_server_in_two_pods_is_refused(a3_table):
+    """HCCL would silently keep the last pod; the table contradicts itself."""
+    a3_table["super_pod_list"][1]["server_list"].append({"server_id": "172.16.0.100"})
+    assert_problem(a3_problems(a3_table), words=("172.16.0.100 is in super pod 0", "and in 1"))
+
+
+def test_a3_unhashable_member_is_a_clean_refusal(a3_table):
+    a3_table["super_pod_list"][0]["server_list"][0] = {"server_id": ["172.16.0.100"]}
+    assert_problem(a3_problems(a3_table), words=("super_pod_list[0].server_list[0].server_id", "a list"))
+
+
+def test_a3_super_device_id_in_superscript(a3_table):
+    a3_table["server_list"][0]["device"][1]["super_device_id"] = "¹"
+    assert_problem(a3_problems(a3_table), server=("172.16.0.100", 0), device=1,
+                   words=("super_device_id", "ASCII digits"))

@@ -112,9 +112,13 @@ class Lmdeploy(EnginePlugin):
         return settings_of(spec, LmdeploySettings).rank_table_path
 
     def rank_table_options(self, spec: ClusterSpec) -> RankTableOptions:
-        # LMDeploy asserts that the first server of the table is Ray's head.
+        # LMDeploy 0.8-0.14 (lmdeploy/pytorch/engine/executor/ray_executor.py,
+        # get_ascend_device_rank_mapping and _init_ascend_distributed_environment):
+        # asserts that server_list[0] is Ray's head; gives rank k to the Ray
+        # worker of the k-th device listed and opens NPU `index in its server's
+        # device list` (not device_id); reads neither server_count nor container_ip.
         return RankTableOptions(engine=self.kind, device_port=settings_of(spec, LmdeploySettings).device_port,
-                                first_server_is_master=True)
+                                first_server_is_master=True, ranks_follow_the_listing=True)
 
     def env(self, ctx: NodeContext) -> EnvFile:
         spec, s = ctx.spec, settings_of(ctx.spec, LmdeploySettings)

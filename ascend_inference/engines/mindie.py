@@ -150,10 +150,19 @@ class Mindie(EnginePlugin):
         return f"/data/hm/hccl_{servers}s_{servers * spec.profile.devices_per_node}p.json"
 
     def rank_table_options(self, spec: ClusterSpec) -> RankTableOptions:
-        # MindIE-LLM's rank table reader (src/config_manager/ranktable_config.cpp)
-        # takes 2 to 60 servers of 1 to 32 NPUs; runbook 001 adds container_ip.
+        # MindIE-LLM's rank table reader (Ascend/MindIE-LLM
+        # src/config_manager/ranktable_config.cpp): ReadRanktableData reads
+        # server_count as a string (a table without one is "invalid");
+        # CheckParam takes 2 to 60 servers, each with as many NPUs (1 to 32) as
+        # the first and a non-empty container_ip, device_ip one address
+        # (CheckIp, 0.0.0.0 refused), rank_id 0..511; FillServerEle makes the
+        # server whose rank_id is the text "0" the master; InitFromJson finds
+        # the local server by container_ip == MIES_CONTAINER_IP (HOST_IP ==
+        # server_id would also do, but the program sets no HOST_IP).
         return RankTableOptions(engine=self.kind, container_ip=True, server_count_range=(2, 60),
-                                max_devices_per_server=32)
+                                max_devices_per_server=32, server_count_required=True,
+                                same_devices_per_server=True, single_device_ip=True, max_rank_id=511,
+                                rank_zero_as_text=True, container_ip_finds_the_server=True)
 
     def env(self, ctx: NodeContext) -> EnvFile:
         spec, s = ctx.spec, settings_of(ctx.spec, MindieSettings)
