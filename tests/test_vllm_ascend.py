@@ -171,17 +171,39 @@ def test_the_data_file_is_the_pinned_pair_and_holds_the_tutorials_names():
     assert {"eplb_config", "enable_shared_expert_dp", "ascend_compilation_config"} <= set(data["additional_config"])
 
 
-def test_the_emulators_vllm_stand_in_parses_both_commands(rendered):
-    """emulator/standins/engine.py's `vllm serve` parser takes every node's command."""
+NAMES_FILE = PROJECT_ROOT / "ascend_inference/engines/data/vllm_ascend_names.json"
+
+
+def standin_engine():
     spec = importlib.util.spec_from_file_location("standin_engine", PROJECT_ROOT / "emulator/standins/engine.py")
     assert spec and spec.loader
     engine = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(engine)
+    return engine
+
+
+def test_the_emulators_vllm_stand_in_parses_every_nodes_command_and_joins_the_ranks(rendered):
+    """emulator/standins/engine.py's `vllm serve` parser (built from the same
+    names file) takes every node's command; the master waits for ranks 1..3,
+    each headless node joins as its start rank."""
+    engine = standin_engine()
+    master_address = node_ip(stack_nodes(FOUR)[0])
     for index, node in enumerate(stack_nodes(FOUR)):
         argv = shlex.split(rendered_serve_command(rendered[FOUR], node["name"]))[2:]
-        args = engine.vllm_parser("vllm serve").parse_args(engine.flexible_argv(argv))
+        args = engine.vllm_ascend_parser("vllm serve", NAMES_FILE).parse_args(engine.flexible_argv(argv))
         assert (args.headless, args.data_parallel_start_rank) == ((True, index) if index else (False, None))
         assert (args.data_parallel_size, args.tensor_parallel_size, args.quantization) == (4, 8, "ascend")
+        assert args.compilation_config == {"cudagraph_mode": "FULL_DECODE_ONLY"}
+        peers = engine.data_parallel_peers(args, 4, 1)
+        assert peers.master == master_address and peers.port == 13389
+        assert peers.servers == ([master_address, "dp-rank-1", "dp-rank-2", "dp-rank-3"] if index == 0
+                                 else [master_address, f"dp-rank-{index}"])
+
+
+def test_the_emulators_vllm_stand_in_refuses_a_flag_the_release_lacks():
+    engine = standin_engine()
+    with pytest.raises(SystemExit):
+        engine.vllm_ascend_parser("vllm serve", NAMES_FILE).parse_args(["/m", "--enable-reasoning"])
 
 
 # --- refused at validate, one line each ---------------------------------------

@@ -10,7 +10,7 @@ master serves the API and hosts the DP coordinator at
 nothing in vllm_ascend/ reads one (its HCCL groups come from torch.distributed
 over the host network that HCCL_IF_IP and HCCL_SOCKET_IFNAME name), and the
 tutorial's only multi-node check is its installation page's hccn_tool pings
-(docs/source/installation.md "Verify Multi-node Communication"), which the
+(docs/source/installation.md "Verify Multi-Node Communication"), which the
 peer-ping step does.
 
 Every flag, `VLLM_*` env name and additional_config key a stack can give is
