@@ -253,3 +253,25 @@ def test_tp_across_nodes_is_refused_as_the_unbuilt_ray_form(tmp_path):
 def test_an_ep_other_than_dp_times_tp_is_refused(tmp_path):
     line = _refused(tmp_path, "ep", lambda c: c["ascend-inference:parallel"].update(ep=8))
     assert "parallel.ep" in line and "set ep: 16" in line
+
+
+def test_the_tutorials_own_dp4_tp4_layout_validates(tmp_path):
+    doc = load_stack_doc(TWO)
+    doc["config"]["ascend-inference:parallel"].update(tp=4, dp=4, ep=16)
+    result = run_cli("validate", "--stack", write_stack(tmp_path, "dp4tp4", doc))
+    assert result.returncode == 0, result.stderr
+
+
+def test_dp_ranks_that_do_not_split_evenly_over_the_nodes_are_refused(tmp_path):
+    def three_nodes(config):
+        nodes = config["ascend-inference:nodes"]
+        nodes.append({"name": "node2", "host": "192.0.2.13", "hostname": "atlas-800i-a2-2",
+                      "device_ips": [f"198.51.100.{33 + d}" for d in range(8)]})
+        config["ascend-inference:parallel"].update(tp=6, dp=4, ep=1)
+    line = _refused(tmp_path, "dp3n", three_nodes)
+    assert "parallel.dp" in line and "dp 4 x tp 6" in line and "3 nodes" in line
+
+
+def test_gpu_memory_utilization_out_of_range_is_refused(tmp_path):
+    line = _refused(tmp_path, "mem", _engine(gpu_memory_utilization=1.5))
+    assert "engine.gpu_memory_utilization" in line and "(0, 1]" in line

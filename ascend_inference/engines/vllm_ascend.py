@@ -8,10 +8,11 @@ master serves the API and hosts the DP coordinator at
 `--data-parallel-address:--data-parallel-rpc-port`; the other nodes run
 `--headless` with `--data-parallel-start-rank`. No Ray and no rank table:
 nothing in vllm_ascend/ reads one (its HCCL groups come from torch.distributed
-over the host network that HCCL_IF_IP and HCCL_SOCKET_IFNAME name), and the
-tutorial's only multi-node check is its installation page's hccn_tool pings
-(docs/source/installation.md "Verify Multi-Node Communication"), which the
-peer-ping step does.
+over the host network that HCCL_IF_IP and HCCL_SOCKET_IFNAME name). The
+multi-node checks vllm-ascend asks for (docs/source/installation.md "Verify
+Multi-Node Communication": per node hccn_tool link, net_health, netdetect,
+gateway, /etc/hccn.conf; across nodes hccn_tool pings between device IPs) are
+what preflight and the peer-ping step already do.
 
 Every flag, `VLLM_*` env name and additional_config key a stack can give is
 checked at validate against data/vllm_ascend_names.json, extracted from the
@@ -173,7 +174,8 @@ class VllmAscend(EnginePlugin):
                 file, "ascend-inference:parallel.dp",
                 f"dp {p.dp} x tp {p.tp} does not put the same whole DP ranks on each of the {nodes} nodes' "
                 f"{per_node} NPUs (--data-parallel-size-local is dp / nodes, each rank takes tp NPUs)",
-                f"use dp: {nodes * max(1, per_node // p.tp)} with tp: {p.tp}"))
+                f"use a tp that divides {per_node} with dp: {nodes} x {per_node} / tp "
+                f"(e.g. tp: {per_node}, dp: {nodes})"))
         # vLLM's expert parallel flattens TP across DP: EP = DP x TP
         # (vllm/model_executor/layers/fused_moe/config.py FusedMoEParallelConfig.make).
         if p.ep > 1 and p.ep != p.tp * p.dp:

@@ -106,3 +106,22 @@ def test_destroy_leaves_nothing(cluster, rolled_out):
         names = node_ssh(cluster, node.name, "ps -eo comm").split()
         assert not [n for n in names if n.startswith("vllm")], names
         assert node_ssh(cluster, node.name, "test -e /etc/ascend-inference && echo left || echo gone").strip() == "gone"
+
+
+def test_four_node_dp4_ep32_rollout_and_teardown(tmp_path):
+    """The 4-node stack on its own cluster: nodes 1-3 headless with start
+    ranks 1, 2, 3; the master answers only once all three have joined."""
+    with own_cluster(4, "rollout-vllm-ascend-4", prefix="ptvas4", subnet=220) as four:
+        rollout = StackRollout(four, "dp4-tp8-ep32-vllm-ascend", tmp_path / "state.json", log=print)
+        report = rollout.up()
+        try:
+            assert report.error is None, report.error
+            assert {f"node{i}-serve" for i in range(4)} | {"serving-ready", "smoke-test-request"} <= set(
+                report.did("create"))
+            for i in range(1, 4):
+                assert f"--headless --data-parallel-size 4 --data-parallel-size-local 1 " \
+                       f"--data-parallel-start-rank {i}" in serve_args(four, f"node{i}")
+        finally:
+            assert rollout.destroy().error is None
+        for node in four.nodes:
+            assert node_ssh(four, node.name, "docker ps -aq").strip() == ""
