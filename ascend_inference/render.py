@@ -244,7 +244,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         pre_start = engine.pre_start(ctx)
         run_dir = ctx.run_dir
         script("serve-start", f"Start {engine.kind}", "container", run_dir=run_dir, log_file=serve.log_file,
-               workdir=serve.workdir, command=serve.command, pre_start=pre_start)
+               workdir=serve.workdir, command=serve.per_node.get(ctx.node.name, serve.command),
+               pre_start=pre_start)
         script("serve-stop", f"Stop {engine.kind}", "container", run_dir=run_dir)
         if ctx.is_master:
             script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir,

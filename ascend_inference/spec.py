@@ -22,6 +22,7 @@ from ascend_inference.engines.base import EnginePlugin
 from ascend_inference.engines.gpustack import GpustackSettings
 from ascend_inference.engines.lmdeploy import LmdeploySettings
 from ascend_inference.engines.mindie import MindieSettings
+from ascend_inference.engines.vllm_ascend import VllmAscendSettings
 from ascend_inference.engines.vllm_mindspore import VllmMindsporeSettings
 from ascend_inference.errors import Problem
 from ascend_inference.hardware import PROFILES, HardwareProfile
@@ -337,7 +338,7 @@ class Host(StrictModel):
 # Named one by one so that type checkers know each engine's fields;
 # tests/test_engine_plugins.py checks that it lists exactly ENGINES' models.
 EngineSettings = Annotated[
-    VllmMindsporeSettings | MindieSettings | LmdeploySettings | GpustackSettings,
+    VllmMindsporeSettings | MindieSettings | LmdeploySettings | GpustackSettings | VllmAscendSettings,
     Field(discriminator="kind"),
 ]
 

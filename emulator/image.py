@@ -41,12 +41,15 @@ from pathlib import Path
 
 IMAGE = "ascemu/runtime:latest"
 STANDINS = Path(__file__).resolve().parent / "standins"
+VLLM_ASCEND_NAMES = Path(__file__).resolve().parent.parent / "ascend_inference/engines/data/vllm_ascend_names.json"
 MINDIE_SERVICE = "/usr/local/Ascend/mindie/latest/mindie-service"
 CANN_VERSION = "8.0.0"
 # The engines' versions in the image, as pip (and MindIE's version.info)
 # record them. vllm-mindspore: the runbooks' era, before 0.4.0 renamed its
 # variables (the stacks render that env unless container.engine_version says).
-ENGINE_VERSIONS = {"vllm_mindspore": "0.3.0", "lmdeploy": "0.7.2", "gpustack": "2.3.0", "mindie": "2.0.T3.B010"}
+ENGINE_VERSIONS = {"vllm_mindspore": "0.3.0", "lmdeploy": "0.7.2", "gpustack": "2.3.0", "mindie": "2.0.T3.B010",
+                   # vllm-ascend: the release whose names ascend_inference/engines/data/vllm_ascend_names.json holds.
+                   "vllm_ascend": "0.23.0.post1"}
 # Where the stand-ins' pip records go: /usr/local belongs to the image (the
 # host's /usr subdirectories are mounted over the rest of /usr).
 SITE_PACKAGES = "/usr/local/lib/python3.11/dist-packages"
@@ -270,7 +273,7 @@ def build_rootfs(out: Path, variant: Variant = Variant()) -> Path:
         for path, source in shell_files().items():
             t.file(path, Path(source).read_bytes(), 0o755)
         versions = variant.versions()
-        for dist in ("vllm_mindspore", "lmdeploy", "gpustack"):
+        for dist in ("vllm_mindspore", "lmdeploy", "gpustack", "vllm_ascend"):
             # What pip leaves: NAME-VERSION.dist-info/METADATA (read by the image check).
             name = dist.replace("_", "-")
             t.file(f"{SITE_PACKAGES}/{dist}-{versions[dist]}.dist-info/METADATA",
@@ -283,6 +286,8 @@ def build_rootfs(out: Path, variant: Variant = Variant()) -> Path:
                f"Platform : {platform.machine()}\n")
         for name in ("engine.py", "vllm_serve_usage.txt", "lmdeploy_flags.json"):
             t.file(f"/opt/ascemu/{name}", (STANDINS / name).read_bytes())
+        # The names validate checks vllm-ascend stacks against; the `vllm` stand-in parses with them.
+        t.file("/opt/ascemu/vllm_ascend_names.json", VLLM_ASCEND_NAMES.read_bytes())
         for cmd in ("vllm-mindspore", "vllm", "lmdeploy"):
             t.file(f"/usr/local/bin/{cmd}", python_launcher("engine", cmd), 0o755)
         t.file(f"{MINDIE_SERVICE}/bin/mindieservice_daemon", python_launcher("engine", "mindieservice_daemon"), 0o755)

@@ -30,6 +30,9 @@ STACK_RUNBOOK = {
     "tp16-lmdeploy": "004",
     # Atlas A3 (issue 11): no field runbook; runbook 001's MindIE settings.
     "tp32-a3-mindie": None,
+    # vllm-ascend (issue 27): no field runbook; vllm-ascend's own DeepSeek-R1 tutorial.
+    "dp2-tp8-ep16-vllm-ascend": None,
+    "dp4-tp8-ep32-vllm-ascend": None,
 }
 STACKS = tuple(STACK_RUNBOOK)
 

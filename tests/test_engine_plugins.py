@@ -77,7 +77,7 @@ def test_the_scan_finds_each_form_of_kind_branch():
 
 
 def test_every_registered_engine_is_a_complete_plugin():
-    assert set(ENGINES) == {"vllm-mindspore", "mindie", "lmdeploy", "gpustack"}
+    assert set(ENGINES) == {"vllm-mindspore", "mindie", "lmdeploy", "gpustack", "vllm-ascend"}
     for kind, plugin in ENGINES.items():
         assert isinstance(plugin, EnginePlugin) and plugin.kind == kind
         assert isinstance(plugin.cluster_style, ClusterStyle), f"{kind} declares no cluster_style"
@@ -102,7 +102,7 @@ def test_the_spec_accepts_exactly_the_registered_engines_settings():
 @pytest.fixture(scope="module")
 def stacks():
     return {name: load_stack(name) for name in
-            ("tp16-vllm-mindspore", "tp16-mindie", "dp4-ep32-gpustack", "tp16-lmdeploy")}
+            ("tp16-vllm-mindspore", "tp16-mindie", "dp4-ep32-gpustack", "tp16-lmdeploy", "dp2-tp8-ep16-vllm-ascend")}
 
 
 def test_rank_table_options_per_engine(stacks):
@@ -133,7 +133,8 @@ def test_rank_table_options_per_engine(stacks):
 def test_cluster_style_per_engine(stacks):
     styles = {name: loaded.spec.engine_plugin.cluster_style for name, loaded in stacks.items()}
     assert styles == {"tp16-vllm-mindspore": ClusterStyle.RAY, "tp16-mindie": ClusterStyle.RANK_TABLE,
-                      "dp4-ep32-gpustack": ClusterStyle.GPUSTACK, "tp16-lmdeploy": ClusterStyle.RAY}
+                      "dp4-ep32-gpustack": ClusterStyle.GPUSTACK, "tp16-lmdeploy": ClusterStyle.RAY,
+                      "dp2-tp8-ep16-vllm-ascend": ClusterStyle.ENGINE_PEERS}
     for loaded in stacks.values():
         assert plan_document(loaded)["cluster"] == loaded.spec.engine_plugin.cluster_style.value
 

@@ -72,12 +72,13 @@ COMPONENT_TYPES = {DEPLOYMENT, ASCEND_NODE, PEER_CHECK, MODEL_WEIGHTS, RANK_TABL
                    RAY_CLUSTER, SERVING, SMOKE, GPUSTACK, GPUSTACK_DEPLOYMENT, CONTAINER_IMAGES}
 
 # What each engine needs (issue 4 and runbooks 000-004): an HCCL rank table
-# (MindIE, LMDeploy), a Ray cluster (vLLM-MindSpore, LMDeploy), a daemon on
-# every node (MindIE) or one serve process on the head (the Ray engines), or
+# (MindIE, LMDeploy), a Ray cluster (vLLM-MindSpore, LMDeploy), a serving process on
+# every node (MindIE's daemon, vllm-ascend's `vllm serve` with --headless off the
+# master) or one serve process on the head (the Ray engines), or
 # GPUStack's server/workers and a model deployment through its API.
 RANK_TABLE_ENGINES = {"mindie", "lmdeploy"}
 RAY_ENGINES = {"vllm-mindspore", "lmdeploy"}
-SERVE_ON_EVERY_NODE = {"mindie"}
+SERVE_ON_EVERY_NODE = {"mindie", "vllm-ascend"}
 GPUSTACK_ENGINES = {"gpustack"}
 
 
@@ -233,7 +234,7 @@ def test_counts_per_type(stack):
     assert ends("-rank-table") == (n if engine in RANK_TABLE_ENGINES else 0)
     assert ends("-ray-head") == (1 if engine in RAY_ENGINES else 0)
     assert ends("-ray-worker") == (n - 1 if engine in RAY_ENGINES else 0)
-    assert ends("-serve") == {"mindie": n, "gpustack": 0}.get(engine, 1)
+    assert ends("-serve") == (n if engine in SERVE_ON_EVERY_NODE else 0 if engine in GPUSTACK_ENGINES else 1)
     if spec.container.image_tar:
         # Runbook 001: `docker load -i <tar>` as a remote command, not a pull.
         assert all(named(g, f"{x}-image").type == CMD for x in nodes)

@@ -22,6 +22,8 @@ PER_NODE_VARIABLES = {
     "tp8-pp2-300iduo": set(),
     "tp16-lmdeploy": {"HCCL_IF_IP"},
     "tp32-a3-mindie": {"MIES_CONTAINER_IP"},
+    "dp2-tp8-ep16-vllm-ascend": {"HCCL_IF_IP"},
+    "dp4-tp8-ep32-vllm-ascend": {"HCCL_IF_IP"},
 }
 
 

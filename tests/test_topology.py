@@ -148,6 +148,11 @@ STACK_MEMORY = {
     "tp16-lmdeploy": dict(quantization="w8a8", profile="atlas-800t-a2", nodes=2, fraction=0.9, tp=16),
     # No runbook: MindIE's 0.95 of runbook 001 on 2 x 800I A3, one TP group over 32 dies.
     "tp32-a3-mindie": dict(quantization="w8a8", profile="atlas-800i-a3", nodes=2, fraction=0.95, tp=32),
+    # No runbook: vllm-ascend's tutorial, --gpu-memory-utilization 0.92, one DP rank (TP8) per server, EP = DP x TP.
+    "dp2-tp8-ep16-vllm-ascend": dict(quantization="w8a8", profile="atlas-800i-a2", nodes=2, fraction=0.92, tp=8,
+                                     dp=2, ep=16, moe_tp=1),
+    "dp4-tp8-ep32-vllm-ascend": dict(quantization="w8a8", profile="atlas-800i-a2", nodes=4, fraction=0.92, tp=8,
+                                     dp=4, ep=32, moe_tp=1),
 }
 
 

@@ -289,6 +289,10 @@ class ClusterStyle(enum.Enum):
     # GPUStack's own server and registered workers; the model is deployed
     # through its HTTP API (components/serving.py knows that API).
     GPUSTACK = "gpustack"
+    # One serving process per node that the engine joins itself: vLLM's data
+    # parallel coordinator on the master (`--data-parallel-address`), the
+    # other nodes `--headless`; neither Ray nor a rank table (vllm-ascend).
+    ENGINE_PEERS = "engine peers"
 
 
 class EnginePlugin:

@@ -11,9 +11,16 @@ Installed in the emulator image `ascemu/runtime:latest` as
 
 What is checked, as the real engine would at start-up (exit 2 = bad command
 line, exit 1 = start-up failure, both with one clear message):
-  * every flag against the real engine's flag list: vLLM's from
-    vllm_serve_usage.txt, LMDeploy's from lmdeploy_flags.json (extracted from
-    lmdeploy 0.18.0's own parser); MindIE takes none and reads its config;
+  * every flag against the real engine's flag list: vLLM-MindSpore's from
+    vllm_serve_usage.txt, `vllm serve` (vllm-ascend's) from
+    vllm_ascend_names.json (extracted from the vLLM 0.23.0 wheel's own parser
+    source by emulator/tools/extract_vllm_ascend_names.py), LMDeploy's from
+    lmdeploy_flags.json (extracted from lmdeploy 0.18.0's own parser); MindIE
+    takes none and reads its config;
+  * vllm-ascend multi-node data parallel: the master listens on
+    --data-parallel-address:--data-parallel-rpc-port, each --headless node
+    connects to it, and the master answers /v1/models only once every DP
+    rank has joined (as vLLM's API server starts only after its engines);
   * the model directory exists and holds config.json;
   * enough NPUs: the node's /dev/davinciN visible in the container (and
     ASCEND_RT_VISIBLE_DEVICES), or, when the world size exceeds one node or
@@ -122,6 +129,33 @@ def vllm_parser(prog):
         elif flag in JSON_FLAGS:
             kwargs["type"] = json_arg
         parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def vllm_ascend_parser(prog, names=None):
+    """`vllm serve`'s options at the pinned vLLM (vllm_ascend_names.json)."""
+    data = json.load(open(names or os.path.join(HERE, "vllm_ascend_names.json")))
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False)
+    parser.add_argument("model_tag", nargs="?")
+    for flag, kind in data["serve_options"].items():
+        if flag == "model_tag" or not flag.startswith("-"):
+            continue
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif kind == "flag":
+            parser.add_argument(flag, action="store_true")
+        elif kind == "optional-value":
+            parser.add_argument(flag, nargs="?", const=True)
+        elif flag in INT_FLAGS:
+            parser.add_argument(flag, type=int)
+        elif flag in FLOAT_FLAGS:
+            parser.add_argument(flag, type=float)
+        elif flag in JSON_FLAGS or flag == "--compilation-config":
+            parser.add_argument(flag, type=json_arg)
+        elif flag == "--served-model-name":
+            parser.add_argument(flag, nargs="+")
+        else:
+            parser.add_argument(flag)
     return parser
 
 
@@ -242,7 +276,10 @@ def vllm_engine(prog, argv):
     if not argv or argv[0] != "serve":
         sys.stderr.write(f"{os.path.basename(prog)}: the emulator only emulates `{os.path.basename(prog)} serve`\n")
         sys.exit(2)
-    args = vllm_parser(f"{os.path.basename(prog)} serve").parse_args(flexible_argv(argv[1:]))
+    name = f"{os.path.basename(prog)} serve"
+    # The program runs `vllm serve` only for vllm-ascend; vllm-mindspore has its own command.
+    ascend = os.path.basename(prog) == "vllm" and os.path.exists(os.path.join(HERE, "vllm_ascend_names.json"))
+    args = (vllm_ascend_parser if ascend else vllm_parser)(name).parse_args(flexible_argv(argv[1:]))
     model = args.model_tag or args.model or "facebook/opt-125m"
     check_model(model)
     tp, pp = args.tensor_parallel_size or 1, args.pipeline_parallel_size or 1
@@ -257,7 +294,30 @@ def vllm_engine(prog, argv):
     if os.path.basename(prog) == "vllm-mindspore":
         check_vllm_mindspore_env()
     served = (args.served_model_name or [model])[0]
-    return Engine("vllm", model, served, args.host or "0.0.0.0", args.port or 8000, headless=args.headless)
+    engine = Engine("vllm", model, served, args.host or "0.0.0.0", args.port or 8000, headless=args.headless)
+    if dp > 1 and dp_local is not None and dp_local < dp:
+        engine.peers = data_parallel_peers(args, dp, dp_local)
+    return engine
+
+
+def data_parallel_peers(args, dp, dp_local):
+    """vLLM's multi-node DP: the master (no --headless) hosts the coordinator at
+    --data-parallel-address:--data-parallel-rpc-port; each headless node's ranks
+    start at --data-parallel-start-rank and connect to it."""
+    address, port = args.data_parallel_address, args.data_parallel_rpc_port
+    if not address or not port:
+        raise StartupError("ValueError: multi-node data parallel needs --data-parallel-address and "
+                           "--data-parallel-rpc-port")
+    start = args.data_parallel_start_rank or 0
+    if args.headless and not start:
+        raise StartupError("ValueError: a --headless node needs --data-parallel-start-rank > 0")
+    if start % dp_local or start >= dp:
+        raise StartupError(f"ValueError: --data-parallel-start-rank {start} is not a multiple of "
+                           f"--data-parallel-size-local {dp_local} below --data-parallel-size {dp}")
+    ranks = [f"dp-rank-{r}" for r in range(dp_local, dp, dp_local)]
+    if args.headless:
+        return PeerJoin([address, f"dp-rank-{start}"], f"dp-rank-{start}", int(port))
+    return PeerJoin([address, *ranks], address, int(port))
 
 
 def installed_version(dist):
@@ -454,6 +514,8 @@ def make_handler(engine):
                                  "type": "NotFoundError", "param": None, "code": 404})
 
         def do_GET(self):
+            if engine.kind == "vllm" and engine.peers and not engine.peers.ready():
+                return self.send_json(503, {"error": "waiting for the headless data parallel ranks to join"})
             if self.path == "/health":
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -520,12 +582,12 @@ def serve(engine):
     if delay:
         log(f"INFO loading model (emulator: ready in {delay:g} s)")
         time.sleep(delay)
+    if engine.peers:
+        engine.peers.start()
     if engine.headless:
         log("INFO headless engine started; serving requests through the head node's API server")
         while True:
             time.sleep(3600)
-    if engine.peers:
-        engine.peers.start()
     try:
         httpd = ThreadingHTTPServer((engine.host, engine.port), make_handler(engine))
     except OSError as exc:
