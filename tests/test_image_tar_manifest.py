@@ -151,3 +151,12 @@ def test_a_tar_without_a_manifest_is_not_loaded(tmp_path):
                                    f"an image archive (docker save or an OCI layout) (fix: put the tar of {IMAGE} "
                                    "there)")
     assert "load" not in calls
+
+
+def test_a_missing_tar_is_named_before_docker_load(tmp_path):
+    tar = tmp_path / "absent.tar"
+    done, calls = run_image_step(tmp_path, tar)
+    assert done.returncode == 4
+    assert done.stderr.strip() == (f"node node0: image tar: {tar} is missing or empty (fix: put the tar of {IMAGE} "
+                                   "there, or give container.image_url to fetch it from)")
+    assert "load" not in calls
