@@ -66,6 +66,13 @@ class EnginePackage:
 VERSION_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
 
 
+def image_tag(image: str) -> str:
+    """The tag of an image reference ("" for none or a digest): `repo:a2-v0.14.0` -> `a2-v0.14.0`."""
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else ""
+
+
 def version_tuple(text: str) -> tuple[int, ...]:
     """The leading numbers of a version: `0.4.0rc1` -> (0, 4, 0), `2.0.T3` -> (2, 0)."""
     numbers = []
@@ -110,6 +117,12 @@ class ImageExpectations:
     # Which env an engine of a version takes (EnginePlugin.env_era; None: the
     # runbooks' version). Images whose era differs from the rendered one are refused.
     env_era: Callable[[str | None], str]
+    # The version the env was rendered for: engine_version, or the one the
+    # image tag names (EnginePlugin.engine_version); None: not known.
+    rendered_version: str | None = None
+    # (what, fix) when a found version is outside a window the stack needs
+    # (EnginePlugin.version_refusal); None: inside every window.
+    refusal: Callable[[str], tuple[str, str] | None] = lambda version: None
 
 
 def short_id(image_id: str) -> str:
@@ -142,7 +155,13 @@ def _version_errors(facts: ImageFacts, expect: ImageExpectations) -> list[NodeFa
     package = expect.package
     key = "ascend-inference:container"
     label = f"image {facts.image} has {package.label}"
-    if expect.engine_version is not None:
+    refused = expect.refusal(facts.engine_version) if facts.engine_version else None
+    if refused is not None:
+        # Outside a window: the one line that matters (another version than
+        # the declared one follows from it, and its fix would not help).
+        what, fix = refused
+        errors.append(NodeFactError(facts.node, "engine version", f"image {facts.image}: {what}", fix))
+    elif expect.engine_version is not None:
         if facts.engine_version != expect.engine_version:
             errors.append(NodeFactError(
                 facts.node, "engine version",
@@ -151,7 +170,7 @@ def _version_errors(facts: ImageFacts, expect: ImageExpectations) -> list[NodeFa
                 f"set {key}.engine_version to {facts.engine_version}" if facts.engine_version else
                 f"use an image with {package.label} {expect.engine_version}"))
     elif facts.engine_version:
-        mine, rendered = expect.env_era(facts.engine_version), expect.env_era(None)
+        mine, rendered = expect.env_era(facts.engine_version), expect.env_era(expect.rendered_version)
         if mine != rendered:
             errors.append(NodeFactError(
                 facts.node, "engine version",

@@ -26,6 +26,7 @@ from ascend_inference.engines.vllm_ascend import VllmAscendSettings
 from ascend_inference.engines.vllm_mindspore import VllmMindsporeSettings
 from ascend_inference.errors import Problem
 from ascend_inference.hardware import PROFILES, HardwareProfile
+from ascend_inference.images import image_tag
 from ascend_inference.model_base import StrictModel, invalid
 
 NAMESPACE = "ascend-inference"
@@ -397,6 +398,7 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
                                 "remove check_acl (nnrt_run turns the check on), or remove nnrt_run"))
     problems += _port_collisions(spec, file)
     problems += _image_tar_problems(spec.container, file)
+    problems += _engine_version_problems(spec, file)
     problems += _network_for_profile(spec, file)
     problems += _host_package_versions(spec, file)
     nodes = list(enumerate(spec.nodes))
@@ -454,6 +456,53 @@ def _image_tar_problems(container: Container, file: str) -> list[Problem]:
                     "each node", "add image_tar (e.g. /data/images/<name>.tar)")
             for key in ("image_url", "image_sha256")
             if getattr(container, key) is not None and container.image_tar is None]
+def _engine_version_problems(spec: ClusterSpec, file: str) -> list[Problem]:
+    """The engine version the stack is rendered for (docs/engine-versions.md):
+    known where the engine's behaviour changes across releases, the same as
+    the one the image tag names, and inside the windows the stack's features
+    need."""
+    plugin, container = spec.engine_plugin, spec.container
+    label = plugin.image_package.label
+    key = f"{NAMESPACE}:container.engine_version"
+    from_tag = plugin.version_from_image(container.image)
+    declared = container.engine_version
+    if declared is not None and from_tag is not None and version_key(declared) != version_key(from_tag):
+        return [Problem(file, key, f"{declared}, but the image tag {_shown_tag(container.image)}names {label} "
+                        f"{from_tag}",
+                        f"set engine_version to {from_tag}, or use the image of {label} {declared}")]
+    version = declared or from_tag
+    if version is None:
+        why = plugin.version_matters(spec)
+        if not why:
+            return []
+        return [Problem(file, key, f"is not set and the image tag {_shown_tag(container.image)}names no {label} "
+                        "version; "
+                        f"{why}",
+                        f"set container.engine_version to the {label} version in the image (docs/engine-versions.md "
+                        "lists the releases each feature needs), and pin the image by a tag or digest")]
+    refused = plugin.version_refusal(spec, version)
+    if refused is None:
+        return []
+    what, fix = refused
+    return [Problem(file, key if declared else f"{NAMESPACE}:container.image", what, fix)]
+
+
+# Docker's tag grammar: what may be quoted back from container.image (a value
+# pasted there by mistake, a private key say, is never repeated).
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _shown_tag(image: str) -> str:
+    """`'a2-latest' ` for a well-formed tag, "" otherwise (no tag, or not a tag)."""
+    tag = image_tag(image)
+    return f"'{tag}' " if _TAG.match(tag) else ("" if tag or "\n" in image else "(none) ")
+
+
+def version_key(version: str) -> str:
+    """A version as pip normalises the parts that matter here: `v0.14.0` and `0.14.0` are one."""
+    return version.lower().removeprefix("v")
+
+
 def _network_for_profile(spec: ClusterSpec, file: str) -> list[Problem]:
     """Network keys that ask for a check the hardware profile does not have
     (the 300I Duo has no RoCE fabric: runbook 003 has no hccn step). Refused
@@ -528,10 +577,35 @@ def _host_package_versions(spec: ClusterSpec, file: str) -> list[Problem]:
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
+    """`did you mean 'x'?` for a misspelling of a known name, "" otherwise.
+
+    Only a near spelling is offered (a letter or two added, dropped, changed or
+    swapped, case aside): a name that merely looks alike is another setting
+    (MindIE's `max_seq_len` is not vLLM's `max_num_seqs`), and offering it
+    would send the reader to change the wrong thing."""
     import difflib
 
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    limit = 1 if len(word) <= 5 else 2
+    for candidate in close:
+        if _spelling_distance(word.lower(), candidate.lower()) <= limit:
+            return f"did you mean '{candidate}'?"
+    return ""
+
+
+def _spelling_distance(a: str, b: str) -> int:
+    """Edits from `a` to `b`: insertions, deletions, substitutions and swaps
+    of two neighbouring letters (optimal string alignment distance)."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(rows[i - 1][j] + 1, row[j - 1] + 1, rows[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[i - 2][j - 2] + 1)
+        rows.append(row)
+    return rows[len(a)][len(b)]
 
 
 _SECRET_LOOKING = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")

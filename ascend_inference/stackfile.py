@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from ascend_inference.brought_table import load_brought_table, resolve
 from ascend_inference.engines import ENGINES
+from ascend_inference.engines.base import EngineSettingsBase
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.loaded import LoadedStack  # re-exported: callers import it from here too
 from ascend_inference.model_base import FIX_SEPARATOR, INVALID_VALUE
@@ -272,6 +273,16 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
             last = str(item["loc"][-1])
             choices = list(model.model_fields) if model else []
             hint = suggest(last, choices)
+            elsewhere = [kind for kind, plugin in ENGINES.items()
+                         if model is not None and plugin.settings_model is not model
+                         and issubclass(model, EngineSettingsBase) and last in plugin.settings_model.model_fields]
+            if elsewhere and not hint:
+                # Another engine's setting (the README's day-2 `engine.max_num_seqs` on a MindIE
+                # stack): say so, rather than offer a look-alike key that sets something else.
+                problems.append(Problem(file, key, f"unknown key: {last} is a setting of engine kind "
+                                        f"{', '.join(elsewhere)}, not of this stack's engine",
+                                        f"remove it; this engine's keys: {', '.join(choices)}"))
+                continue
             problems.append(Problem(file, key, "unknown key",
                                     hint or (f"valid keys here: {', '.join(choices)}" if choices else "remove it")))
         elif kind == "missing":

@@ -64,6 +64,18 @@ def _expandable(value: object) -> ShellText:
     return ShellText("".join(out))
 
 
+def _references(value: object) -> list[str]:
+    """The variable names a value refers to (`$NAME`, `${NAME}`), in order, once each."""
+    names = [m.group().strip("${}") for m in _VARIABLE.finditer(str(value))]
+    return list(dict.fromkeys(names))
+
+
+def _all_set(names: list[str]) -> ShellText:
+    """A shell test that every named variable is set (`${NAME+x}` does not
+    trip `set -u`). The names come from `_references`: identifiers only."""
+    return ShellText(" && ".join(f'[ -n "${{{name}+x}}" ]' for name in names))
+
+
 def _comment(value: object) -> ShellText:
     return ShellText(" ".join(str(value).splitlines()))
 
@@ -98,6 +110,8 @@ _SHELL.filters.update(
     shquote=lambda value: ShellText(shlex.quote(str(value))),
     dq=_in_double_quotes,
     expandable=_expandable,
+    references=_references,
+    all_set=_all_set,
     comment=_comment,
     heredoc_marker=lambda text, base: ShellText(heredoc_marker(text, base)),
 )

@@ -139,7 +139,9 @@ class Deployment(pulumi.ComponentResource):
             ssh_private_key=args.ssh_private_key,
             expect=ImageExpectations(image=spec.container.image, package=engine.image_package,
                                      engine_version=spec.container.engine_version,
-                                     cann_version=spec.container.cann_version, env_era=engine.env_era)), child)
+                                     cann_version=spec.container.cann_version, env_era=engine.env_era,
+                                     rendered_version=engine.engine_version(spec),
+                                     refusal=lambda version: engine.version_refusal(spec, version))), child)
         count = len(self.nodes)
         # A profile without a fabric (300I Duo) has no device IPs to ping.
         pinging = spec.network.ping_peers and spec.profile.network.peer_ping and count > 1

@@ -45,10 +45,13 @@ VLLM_ASCEND_NAMES = Path(__file__).resolve().parent.parent / "ascend_inference/e
 MINDIE_SERVICE = "/usr/local/Ascend/mindie/latest/mindie-service"
 CANN_VERSION = "8.0.0"
 # The engines' versions in the image, as pip (and MindIE's version.info)
-# record them. vllm-mindspore: the runbooks' era, before 0.4.0 renamed its
-# variables (the stacks render that env unless container.engine_version says).
-ENGINE_VERSIONS = {"vllm_mindspore": "0.3.0", "lmdeploy": "0.7.2", "gpustack": "2.3.0", "mindie": "2.0.T3.B010",
-                   # vllm-ascend: the release whose names ascend_inference/engines/data/vllm_ascend_names.json holds.
+# record them: the ones the shipped stacks pin (docs/engine-versions.md).
+# vllm-mindspore: tp16-vllm-mindspore's 0.3.0, before 0.4.0 renamed its
+# variables; a stack pinning another version (tp8-pp2-300iduo's 0.4.0) gets
+# an image of its own under its image name (emulator/rollout.py).
+# lmdeploy: tp16-lmdeploy's 0.14.0, the last with the rank-table reader.
+# vllm-ascend: the release whose names ascend_inference/engines/data/vllm_ascend_names.json holds.
+ENGINE_VERSIONS = {"vllm_mindspore": "0.3.0", "lmdeploy": "0.14.0", "gpustack": "2.3.0", "mindie": "2.0.T3.B010",
                    "vllm_ascend": "0.23.0.post1"}
 # Where the stand-ins' pip records go: /usr/local belongs to the image (the
 # host's /usr subdirectories are mounted over the rest of /usr).

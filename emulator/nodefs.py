@@ -49,7 +49,7 @@ class Layout:
     npu_log_dirs: tuple[str, ...] = ("/var/log/npu/slog", "/var/log/npu/profiling", "/var/log/npu/dump")
     # Host paths the runbooks bind into their containers; they must exist.
     extra_dirs: tuple[str, ...] = ("/usr/local/Ascend/add-ons", "/data", "/data2", "/lib/modules")
-    slog_conf: str = "/usr/log/npu/conf/slog/slog.conf"
+    slog_conf: str = "/var/log/npu/conf/slog/slog.conf"
     model_dirs: tuple[str, ...] = ("/data/models/deepseek-r1",)
     rootinfo: str = "/etc/hccl_rootinfo.json"
 

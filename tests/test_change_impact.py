@@ -260,7 +260,7 @@ ROWS = [
     Row("serve flag", "tp16-mindie", ("engine.max_batch_size=100",), serve_flag),
     Row("serve flag", "tp16-lmdeploy", ("engine.cache_max_entry_count=0.5",), serve_flag),
     *[Row("env var", s, ('engine.env.MS_ENABLE_LCCL="on"',), env_var) for s in STACKS],
-    *[Row("image", s, ("container.image=example/x:2",), image) for s in STACKS],
+    *[Row("image", s, ("container.image=example/x:2.1.RC1",), image) for s in STACKS],
     # tp 24 = 3 nodes x 8 NPUs: the layout check accepts it for LMDeploy.
     Row("add node", "tp16-lmdeploy", (f"nodes[2]={json.dumps(NEW_NODE)}", "parallel.tp=24"), add_node),
     Row("device ip", "tp16-mindie", ("nodes[1].device_ips[0]=198.51.100.99",),

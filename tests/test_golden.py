@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import FIXTURES, NS, container_mount_for, load_stack_doc
+from tests.conftest import FIXTURES, NS, container_mount_for, load_stack_doc, run_cli, write_stack
 
 pytestmark = pytest.mark.pure
 
@@ -557,6 +557,11 @@ SERVE_CASES = {
 }
 
 
+# Flags the program passes beyond its runbook, each on purpose: prefix caching
+# is said either way, as vLLM's default differs between its V0 (off) and V1 (on) engines.
+SERVE_BEYOND_THE_RUNBOOK = {"tp16-vllm-mindspore": {"--enable-prefix-caching": True}}
+
+
 def _stack_value(stack: str, dotted: str):
     section, key = dotted.split(".")
     return load_stack_doc(stack)["config"][NS + section][key]
@@ -569,6 +574,7 @@ def test_serve_command_has_exactly_the_runbook_flags(rendered, stack):
         runbook = runbook.replace(placeholder, _stack_value(stack, dotted))
     expected = parse_serve(runbook.strip(), prefix)
     expected.pop(">", None)
+    expected.update(SERVE_BEYOND_THE_RUNBOOK.get(stack, {}))
     actual = parse_serve(rendered_serve_command(rendered[stack], "node0"), prefix)
     missing = {k: v for k, v in expected.items() if k not in actual}
     wrong = {k: (v, actual[k]) for k, v in expected.items() if k in actual and actual[k] != v}
@@ -640,8 +646,23 @@ BEYOND_THE_RUNBOOK = {
     # ATB_LOG_LEVEL is the name ATB reads; the runbook's ATB__LOG_LEVEL is a typo.
     "tp16-mindie": {"RANK_TABLE_FILE", "ATB_LOG_LEVEL"},
 }
-# Runbook variables the program does not render, each on purpose: name -> the one rendered instead.
-RUNBOOK_TYPOS = {"tp16-mindie": {"ATB__LOG_LEVEL": "ATB_LOG_LEVEL"}}
+# Runbook variables the program renders under another name, each on purpose: name -> the one rendered instead.
+RUNBOOK_TYPOS = {
+    "tp16-mindie": {"ATB__LOG_LEVEL": "ATB_LOG_LEVEL"},
+    # The stack pins vllm-mindspore 0.4.0 (runbook 003's vLLM 0.9.1), which reads the new name.
+    "tp8-pp2-300iduo": {"vLLM_MODEL_BACKEND": "VLLM_MS_MODEL_BACKEND"},
+}
+# Runbook variables the program does not render, each on purpose (docs/runbooks.md says why).
+WITHOUT_A_READER = {
+    # Read only by build scripts (MindSpore's CMake), nothing at run time.
+    "tp16-vllm-mindspore": {"ASCEND_CUSTOM_PATH"},
+    # DISABLE_SHAPE_RESAHPE: no reader in MindSpore or vllm-mindspore. MINDFORMERS_MODEL_CONFIG:
+    # vllm-mindspore 0.4.0 raises at import when it is set.
+    "tp8-pp2-300iduo": {"DISABLE_SHAPE_RESAHPE", "MINDFORMERS_MODEL_CONFIG"},
+}
+# Runbook values the program changes, each on purpose: MindSpore reads
+# MS_ENABLE_TRACE_MEMORY only as "off" (its 310P scripts export off), so `on` does nothing.
+CHANGED_VALUES = {"tp8-pp2-300iduo": {"MS_ENABLE_TRACE_MEMORY": "off"}}
 
 
 @pytest.mark.parametrize("stack", sorted(ENV_CASES))
@@ -653,6 +674,9 @@ def test_env_file_has_exactly_the_runbook_variables(rendered, stack):
             expected[name] = str(_stack_value(stack, placeholders[value]))
     for typo, right in RUNBOOK_TYPOS.get(stack, {}).items():
         expected[right] = expected.pop(typo)
+    for name in WITHOUT_A_READER.get(stack, set()):
+        del expected[name]
+    expected.update(CHANGED_VALUES.get(stack, {}))
     for node in stack_nodes(stack):
         env_text = (rendered[stack] / node["name"] / "env.sh").read_text()
         actual = dict(parse_exports(env_text))
@@ -673,7 +697,8 @@ def test_env_file_keeps_the_runbook_order_and_sources(rendered, stack):
     runbook_order = [name for name, _ in parse_exports(block)]
     env_text = (rendered[stack] / "node0" / "env.sh").read_text()
     typos = RUNBOOK_TYPOS.get(stack, {})
-    runbook_order = [typos.get(name, name) for name in runbook_order]
+    runbook_order = [typos.get(name, name) for name in runbook_order
+                     if name not in WITHOUT_A_READER.get(stack, set())]
     rendered_order = [name for name, _ in parse_exports(env_text) if name in runbook_order]
     assert rendered_order == runbook_order
     assert parse_sources(env_text) == parse_sources(block)
@@ -759,10 +784,24 @@ DOCKER_CASES = {
 }
 
 
+# Runbook mounts the program fixes, each on purpose: runbook 004's slog.conf
+# source is a path no Ascend host has; the driver puts it under /var/log/npu.
+MOUNTS_FIXED = {"tp16-lmdeploy": {"/usr/log/npu/conf/slog/slog.conf:/var/log/npu/conf/slog/slog.conf":
+                                  "/var/log/npu/conf/slog/slog.conf:/var/log/npu/conf/slog/slog.conf"}}
+# Runbook images the program pins instead, each on purpose (docs/engine-versions.md):
+# runbook 002's `latest-npu` is GPUStack 0.x, whose API the program does not speak;
+# runbook 004's `a2-latest` names no LMDeploy release, and multi-node needs 0.8.0 to 0.14.x.
+IMAGES_PINNED = {"dp4-ep32-gpustack": ("gpustack/gpustack:latest-npu", "gpustack/gpustack:v2.3.0"),
+                 "tp16-lmdeploy": ("crpi-4crprmm5baj1v8iv.cn-hangzhou.personal.cr.aliyuncs.com/lmdeploy_dlinfer/"
+                                   "ascend:a2-latest", "lmdeploy_dlinfer:a2-v0.14.0")}
+
+
 @pytest.mark.parametrize("stack", sorted(DOCKER_CASES))
 def test_docker_run_matches_the_runbook(rendered, stack):
     for node, runbook in DOCKER_CASES[stack].items():
         want = parse_docker_run(runbook.strip())
+        fixed = MOUNTS_FIXED.get(stack, {})
+        want["mounts"] = [fixed.get(m, m) for m in want["mounts"]]
         _, got = rendered_docker_run(rendered[stack], node)
         where = f"{stack} {node}"
         assert sorted(got["devices"]) == sorted(want["devices"]), where
@@ -772,10 +811,8 @@ def test_docker_run_matches_the_runbook(rendered, stack):
         assert got["network"] == "host" and want["network"] == "host", where
         assert got["ipc"] == want["ipc"], f"{where}: --ipc={want['ipc']} in the runbook, {got['ipc']} rendered"
         assert got["privileged"] == want["privileged"], where
-        if stack == "dp4-ep32-gpustack":
-            # Runbook 002's `latest-npu` is GPUStack 0.x, whose API the program does not
-            # speak: the stack pins the 2.x release instead (docs/gpustack.md).
-            assert want["image"] == "gpustack/gpustack:latest-npu" and got["image"] == "gpustack/gpustack:v2.3.0"
+        if stack in IMAGES_PINNED:
+            assert (want["image"], got["image"]) == IMAGES_PINNED[stack], where
         else:
             assert got["image"] == want["image"], where
         if want["name"]:
@@ -1014,10 +1051,28 @@ def _parse_yaml(file: Path):
                     f"it ends with: ...{tail!r}")
 
 
+# The shipped 300I Duo stack pins vllm-mindspore 0.4.0, which reads no predict
+# yaml; an image of the runbook's own era (before 0.4.0) still gets runbook
+# 003's yaml written with `write_mindformers_yaml`.
+RUNBOOK_003_YAML = "/workspace/predict_deepseek_r1_671b_300iduo.yaml"
+
+
+@pytest.fixture(scope="module")
+def rendered_pre_0_4(tmp_path_factory) -> dict[str, Path]:
+    doc = load_stack_doc("tp8-pp2-300iduo")
+    doc["config"][NS + "container"]["engine_version"] = "0.3.0"
+    doc["config"][NS + "engine"].update(mindformers_model_config=RUNBOOK_003_YAML, write_mindformers_yaml=True)
+    base = tmp_path_factory.mktemp("pre-0.4")
+    target = base / "out"
+    result = run_cli("render", "--stack", write_stack(base, "tp8-pp2-300iduo-pre-0-4", doc), "--out", target)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {"tp8-pp2-300iduo": target}
+
+
 def _rendered_mindformers_yaml(rendered, node: str) -> tuple[Path, str]:
     """The host file the program writes for the yaml, found through the
     container's -v mount that shows it at MINDFORMERS_MODEL_CONFIG's path."""
-    path = load_stack_doc("tp8-pp2-300iduo")["config"][NS + "engine"]["mindformers_model_config"]
+    path = RUNBOOK_003_YAML
     line = (rendered["tp8-pp2-300iduo"] / node / "docker-run.sh").read_text().splitlines()[-1]
     argv = shlex.split(line)
     mounts = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-v"]
@@ -1029,8 +1084,8 @@ def _rendered_mindformers_yaml(rendered, node: str) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("node", ["node0", "node1"])
-def test_mindformers_yaml_parses_with_the_runbook_layout(rendered, node):
-    file, _ = _rendered_mindformers_yaml(rendered, node)
+def test_mindformers_yaml_parses_with_the_runbook_layout(rendered_pre_0_4, node):
+    file, _ = _rendered_mindformers_yaml(rendered_pre_0_4, node)
     document = _parse_yaml(file)
     assert document["parallel_config"]["model_parallel"] == 8
     assert document["parallel_config"]["pipeline_stage"] == 2
@@ -1039,13 +1094,13 @@ def test_mindformers_yaml_parses_with_the_runbook_layout(rendered, node):
     assert document["moe_config"]["expert_num"] == 256
 
 
-def test_mindformers_yaml_equals_the_runbooks(rendered):
-    file, _ = _rendered_mindformers_yaml(rendered, "node0")
+def test_mindformers_yaml_equals_the_runbooks(rendered_pre_0_4):
+    file, _ = _rendered_mindformers_yaml(rendered_pre_0_4, "node0")
     want = yaml.safe_load((FIXTURES / "runbook003_predict_deepseek_r1_671b_300iduo.yaml").read_text())
     assert _parse_yaml(file) == want
 
 
-def test_mindformers_yaml_is_what_the_env_points_to(rendered):
-    _, path = _rendered_mindformers_yaml(rendered, "node0")
-    env = dict(parse_exports((rendered["tp8-pp2-300iduo"] / "node0" / "env.sh").read_text()))
+def test_mindformers_yaml_is_what_the_env_points_to(rendered_pre_0_4):
+    _, path = _rendered_mindformers_yaml(rendered_pre_0_4, "node0")
+    env = dict(parse_exports((rendered_pre_0_4["tp8-pp2-300iduo"] / "node0" / "env.sh").read_text()))
     assert env["MINDFORMERS_MODEL_CONFIG"] == path == "/workspace/predict_deepseek_r1_671b_300iduo.yaml"

@@ -87,10 +87,10 @@ def test_an_engine_version_other_than_declared_stops_the_program(monkeypatch):
 
 
 def test_the_found_versions_are_a_stack_output():
-    loaded, config = with_container("tp16-mindie", engine_version="2.0.T3.B010", cann_version="8.0.0")
+    loaded, config = with_container("tp16-mindie", engine_version="2.0.T9.B020", cann_version="8.0.0")
     images = record_stack(loaded, config).outputs["images"]
     assert set(images) == {n.name for n in loaded.spec.nodes}
-    assert {(v["engine_version"], v["cann_version"]) for v in images.values()} == {("2.0.T3.B010", "8.0.0")}
+    assert {(v["engine_version"], v["cann_version"]) for v in images.values()} == {("2.0.T9.B020", "8.0.0")}
 
 
 # --- container.image_url: fetched once on the master, copied to the others ------------

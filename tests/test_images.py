@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import io
 import json
 import subprocess
+import tarfile
 import threading
 from pathlib import Path
 
@@ -113,9 +115,11 @@ def expectations(stack: str, **container) -> ImageExpectations:
     loaded = load_stack(stack)
     spec = loaded.spec.model_copy(update={"container": loaded.spec.container.model_copy(update=container)})
     engine = spec.engine_plugin
+    # As components/deployment.py builds them.
     return ImageExpectations(image=spec.container.image, package=engine.image_package,
                              engine_version=spec.container.engine_version, cann_version=spec.container.cann_version,
-                             env_era=engine.env_era)
+                             env_era=engine.env_era, rendered_version=engine.engine_version(spec),
+                             refusal=lambda version: engine.version_refusal(spec, version))
 
 
 def facts(node: str, image_id: str = "sha256:" + "cd" * 32, engine: str = "0.3.0", cann: str = "8.0.0"):
@@ -148,15 +152,38 @@ def test_a_declared_engine_version_is_compared():
 
 
 def test_an_undeclared_version_is_refused_only_when_it_needs_another_env():
-    expect = expectations("tp16-vllm-mindspore")
+    # (validate requires the version for vllm-mindspore; the image check does not rely on it)
+    expect = expectations("tp16-vllm-mindspore", engine_version=None)
     assert check_images([facts("node0", engine="0.3.0"), facts("node1", engine="0.3.0")], expect) == []
     assert check_images([facts("node0", engine=""), facts("node1", engine="")], expect) == []
     message = one_error(check_images([facts("node0", engine="0.4.1")], expect))
     assert "has vllm-mindspore 0.4.1 (vllm-mindspore 0.4.0 or later), the env is rendered for vllm-mindspore " \
            "before 0.4.0" in message and "set ascend-inference:container.engine_version to 0.4.1" in message
-    # Engines whose env never changed: any version is reported, none refused.
-    assert check_images([ImageFacts("node0", "lmdeploy", "sha256:1", "0.9.9", "8.0.0")],
-                        expectations("tp16-lmdeploy")) == []
+    # Engines whose env never changed: a version inside the stack's windows is reported, not refused.
+    assert check_images([ImageFacts("node0", "lmdeploy", "sha256:1", "0.14.0", "8.0.0")],
+                        expectations("tp16-lmdeploy", engine_version=None)) == []
+
+
+@pytest.mark.parametrize("found", ["0.15.0", "0.16.0", "0.7.2"])
+def test_a_found_version_outside_the_stacks_window_is_the_one_line(found):
+    # Declared 0.14.0, found outside 0.8.0..0.14.x: the window line, not "set engine_version to ...".
+    for declared in ("0.14.0", None):
+        message = one_error(check_images([ImageFacts("node0", "lmdeploy_dlinfer:a2-v0.14.0", "sha256:1", found, "")],
+                                         expectations("tp16-lmdeploy", engine_version=declared)))
+        assert message == (f"node node0: engine version: image lmdeploy_dlinfer:a2-v0.14.0: lmdeploy {found} is "
+                           "outside 0.8.0 to 0.14.x, the releases multi-node LMDeploy on Ascend over the HCCL rank "
+                           "table needs (multi-node Ascend support first appears in 0.8.0; 0.15.0 removed the "
+                           "rank-table reader (InternLM/lmdeploy commit e1b73cd1) and forms the cluster from Ray "
+                           "alone, which this program does not render) (fix: use an image with lmdeploy 0.8.0 to "
+                           "0.14.x and set ascend-inference:container.engine_version to its version "
+                           "(docs/engine-versions.md))"), message
+
+
+def test_a_found_mindie_before_2_0_is_refused():
+    message = one_error(check_images([ImageFacts("node0", "mindie:x", "sha256:1", "1.0.RC3", "")],
+                                     expectations("tp16-mindie")))
+    assert message.startswith("node node0: engine version: image mindie:x: MindIE 1.0.RC3 is outside 2.0 or later"), \
+        message
 
 
 def test_another_version_is_the_one_line_even_though_the_id_differs_too():
@@ -195,8 +222,9 @@ def env_of(stack: str, **container) -> dict[str, str]:
 def test_vllm_mindspore_env_follows_the_engine_version(stack):
     old = env_of(stack, engine_version="0.3.0")
     assert old["vLLM_MODEL_BACKEND"] == "MindFormers" and "MINDFORMERS_MODEL_CONFIG" in old
-    assert env_of(stack) == old
     new = env_of(stack, engine_version="0.4.1")
+    # As shipped: runbook 000's stack pins 0.3.0, runbook 003's 0.4.0 (its vLLM 0.9.1).
+    assert env_of(stack) == (old if stack == "tp16-vllm-mindspore" else new)
     assert new["VLLM_MS_MODEL_BACKEND"] == "MindFormers"
     # 0.4.0 raises ValueError when MINDFORMERS_MODEL_CONFIG is set with the MindFormers backend.
     assert "vLLM_MODEL_BACKEND" not in new and "MINDFORMERS_MODEL_CONFIG" not in new
@@ -250,13 +278,31 @@ esac
 """
 
 
+MINDIE_IMAGE = "mindie:2.0.T9.B020-800I-A2-py3.11-openeuler24.03-lts-aarch64"
+
+
+def image_tar_bytes(image: str = MINDIE_IMAGE, layer: bytes = b"layer bytes " * 1000) -> bytes:
+    """A tar in docker save's layout holding `image` (the image step reads its
+    manifest.json before `docker load`)."""
+    config = json.dumps({"os": "linux", "layer": hashlib.sha256(layer).hexdigest()}).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data in ((config_name, config), ("layer/layer.tar", layer), ("manifest.json", json.dumps(
+                [{"Config": config_name, "RepoTags": [image], "Layers": ["layer/layer.tar"]}]).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 @pytest.fixture
 def served_tar(tmp_path):
     """A tar served over HTTP on 127.0.0.1 (what image_url names); the
     requests it answered are counted."""
     root = tmp_path / "served"
     root.mkdir()
-    (root / "mindie.tar").write_bytes(b"layer bytes " * 1000)
+    (root / "mindie.tar").write_bytes(image_tar_bytes())
     requests: list[str] = []
 
     class Counting(http.server.SimpleHTTPRequestHandler):
@@ -353,12 +399,13 @@ def test_the_other_nodes_load_the_copied_tar_and_fetch_nothing(tmp_path):
         f"node node1: image tar: {tar} is missing, the copy from node0 should have put it there "
         "(fix: pulumi up --replace the node1-image-copy step, which copies it again)")
     tar.parent.mkdir(parents=True)
-    tar.write_bytes(b"copied")
+    copied = image_tar_bytes(layer=b"copied")
+    tar.write_bytes(copied)
     done, tar, loaded = run_image_step(tmp_path, 1, image_url="http://127.0.0.1:9/none.tar",
                                        image_sha256="0" * 64)
     # Loaded as the copy left it: the copy step checked its sha256.
     assert done.returncode == 0, done.stderr
-    assert loaded.read_bytes() == b"copied"
+    assert loaded.read_bytes() == copied
 
 
 # --- the copy of the master's tar (<node>-image-copy) ---------------------------------

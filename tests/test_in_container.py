@@ -229,7 +229,8 @@ def test_no_report_or_no_python_is_one_line(stdout):
 
 @pytest.mark.parametrize("stack,checks", [
     ("tp16-vllm-mindspore", {"acl": True, "files_from_env": ("MINDFORMERS_MODEL_CONFIG",)}),
-    ("tp8-pp2-300iduo", {"acl": True, "files_from_env": ("MINDFORMERS_MODEL_CONFIG",)}),
+    # vllm-mindspore 0.4.0 (the stack's pin) reads no predict yaml: nothing to look for.
+    ("tp8-pp2-300iduo", {"acl": True, "files_from_env": ()}),
     ("tp16-lmdeploy", {"acl": True, "files_from_env": ()}),
     ("tp16-mindie", None),
     ("dp4-ep32-gpustack", None),

@@ -70,15 +70,16 @@ def test_a_path_stays_one_word_and_runs_nothing(rendered, tmp_path):
 
 
 def test_a_value_in_a_message_is_shown_as_it_is(rendered, tmp_path):
-    # docker stand-in: no image present, and `docker load` loads nothing, so
-    # image.sh reports the tar and image by name.
+    # docker stand-in: no image present. The tar is not there, so image.sh
+    # reports it (and the image) by name before any `docker load`.
     stub = tmp_path / "docker"
     stub.write_text('#!/usr/bin/env bash\n[ "$1" = load ] && exit 0\nexit 1\n')
     stub.chmod(0o755)
     loaded, _, node = rendered
     done = run_bash(node.scripts.image.text, tmp_path)
     assert done.returncode == 4, done.stderr
-    assert f"{loaded.spec.container.image_tar} did not contain image {loaded.spec.container.image}" in done.stderr
+    assert (f"image tar: {loaded.spec.container.image_tar} is missing or empty (fix: put the tar of "
+            f"{loaded.spec.container.image} there") in done.stderr
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -90,7 +91,7 @@ def test_env_values_are_literal_except_set_env_references(rendered, tmp_path):
     done = run_bash(f'set -u; ASCEND_HOME_PATH=/opt/cann; source {env_file} 2>/dev/null; '
                     'printf "%s\\n" "$EXTRA_FLAGS" "$FROM_SET_ENV"', tmp_path)
     assert done.returncode == 0, done.stderr
-    # A value that refers to a variable (as runbook 000's ASCEND_CUSTOM_PATH
+    # A value that refers to a variable (as runbook 000's $ASCEND_HOME_PATH/../ one
     # does) gets that variable expanded, and nothing else: `$(...)` and
     # backticks stay text.
     assert done.stdout.splitlines() == [HOSTILE.replace("$HOME", "/nonexistent"), "/opt/cann/lib:/opt/cann"]

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from ascend_inference.container import ContainerSpec, Mount, ascend_devices, merge_mounts, standard_mounts
 from ascend_inference.errors import Problem
-from ascend_inference.images import EnginePackage
+from ascend_inference.images import EnginePackage, version_tuple
 from ascend_inference.model_base import StrictModel
 from ascend_inference.ranktable import RankTableOptions
 
@@ -295,6 +295,37 @@ class ClusterStyle(enum.Enum):
     ENGINE_PEERS = "engine peers"
 
 
+@dataclass(frozen=True)
+class VersionWindow:
+    """The engine releases a feature of the rendered stack works with: from
+    `low` (included) up to `below` (excluded); None leaves that side open.
+    `why` says what changes at the edges, with its source (docs/engine-versions.md
+    has one table per engine)."""
+
+    feature: str
+    low: tuple[int, ...] | None
+    below: tuple[int, ...] | None
+    why: str
+
+    def holds(self, version: str) -> bool:
+        found = version_tuple(version)
+        return (self.low is None or found >= self.low) and (self.below is None or found < self.below)
+
+    def describe(self) -> str:
+        def text(numbers: tuple[int, ...]) -> str:
+            return ".".join(str(n) for n in numbers)
+
+        if self.low is not None and self.below is not None:
+            major, minor = (self.below + (0, 0))[:2]
+            if self.below[2:] in ((), (0,)) and minor > 0:
+                # below 0.15.0: the last release line is 0.14.x
+                return f"{text(self.low)} to {major}.{minor - 1}.x"
+            return f"{text(self.low)} up to (not including) {text(self.below)}"
+        if self.low is not None:
+            return f"{text(self.low)} or later"
+        return f"before {text(self.below or ())}"
+
+
 class EnginePlugin:
     """One engine. Every engine-specific choice the renderer and the program
     make is an attribute or method here; nothing outside the engine modules
@@ -313,10 +344,44 @@ class EnginePlugin:
     image_package: ClassVar[EnginePackage]
 
     def env_era(self, version: str | None) -> str:
-        """Which env the engine takes at this version (None: the runbooks'
-        version). The image check refuses an image whose era differs from the
-        one the env was rendered for; an engine whose env never changed has one."""
+        """Which env the engine takes at this version (None: not known). The
+        image check refuses an image whose era differs from the one the env
+        was rendered for; an engine whose env never changed has one."""
         return "any"
+
+    def version_matters(self, spec: ClusterSpec) -> str:
+        """Why what the program renders for this stack depends on the
+        engine's release ("": it does not). Then the stack must say which
+        release: `container.engine_version`, or an image tag that names it."""
+        return ""
+
+    def version_from_image(self, image: str) -> str | None:
+        """The engine version an image reference pins by its tag, if the
+        engine's images name it there (`...:a2-v0.14.0`); None otherwise
+        (`latest`, a digest, a tag without a version)."""
+        return None
+
+    def engine_version(self, spec: ClusterSpec) -> str | None:
+        """The engine version the stack is rendered for: `container.engine_version`,
+        else the one the image tag names."""
+        return spec.container.engine_version or self.version_from_image(spec.container.image)
+
+    def version_windows(self, spec: ClusterSpec) -> list[VersionWindow]:
+        """The windows this stack's features need (e.g. multi-node over a
+        rank table); a version outside one is refused at validate (declared)
+        and by the image check (found)."""
+        return []
+
+    def version_refusal(self, spec: ClusterSpec, version: str) -> tuple[str, str] | None:
+        """(what, fix) when `version` is outside a window this stack needs."""
+        label = self.image_package.label
+        for window in self.version_windows(spec):
+            if not window.holds(version):
+                return (f"{label} {version} is outside {window.describe()}, the releases {window.feature} needs "
+                        f"({window.why})",
+                        f"use an image with {label} {window.describe()} and set "
+                        "ascend-inference:container.engine_version to its version (docs/engine-versions.md)")
+        return None
 
     # --- layout ---------------------------------------------------------
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:

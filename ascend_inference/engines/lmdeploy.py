@@ -7,10 +7,11 @@ on the head with `--eager-mode` (multi-node supports eager mode only).
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -22,12 +23,13 @@ from ascend_inference.engines.base import (
     NodeContext,
     Port,
     ServePlan,
+    VersionWindow,
     apply_env_overrides,
     runbook_container,
     settings_of,
 )
 from ascend_inference.errors import Problem
-from ascend_inference.images import EnginePackage
+from ascend_inference.images import EnginePackage, image_tag
 from ascend_inference.model_base import invalid
 from ascend_inference.ranktable import RankTableOptions
 
@@ -35,19 +37,38 @@ if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
     from ascend_inference.topology import Plan
 
-# Runbook 004's `docker run -v` list.
+# Runbook 004's `docker run -v` list, with one fix: the runbook mounts
+# /usr/log/npu/conf/slog/slog.conf, a path no Ascend host has; the driver
+# installs slog.conf under /var/log/npu/conf/slog/ and every public Ascend
+# `docker run` (LMDeploy's own Ascend guide among them) mounts it from there.
 STANDARD_MOUNTS = [
     "/usr/local/Ascend/driver:/usr/local/Ascend/driver",
     "/usr/local/Ascend/add-ons/:/usr/local/Ascend/add-ons",
     "/usr/local/sbin/:/usr/local/sbin",
     "/usr/local/sbin/npu-smi:/usr/local/sbin/npu-smi",
-    "/usr/log/npu/conf/slog/slog.conf:/var/log/npu/conf/slog/slog.conf",
+    "/var/log/npu/conf/slog/slog.conf:/var/log/npu/conf/slog/slog.conf",
     "/var/log/npu/slog/:/var/log/npu/slog/",
     "/var/log/npu/profiling/:/var/log/npu/profiling/",
     "/var/log/npu/dump/:/var/log/npu/dump/",
     "/var/log/npu/:/usr/slog",
     "/lib/modules:/lib/modules",
 ]
+
+
+# Multi-node LMDeploy on Ascend reads the HCCL rank table this program writes
+# (ASCEND_RANK_TABLE_FILE_PATH, `get_ascend_device_rank_mapping` in
+# lmdeploy/pytorch/engine/executor/ray_executor.py, which asserts that the
+# master is `server_list[0]`) from v0.8.0, the first release with multi-node
+# Ascend support, to v0.14.x. v0.15.0 removed that reader (commit e1b73cd1,
+# "Refine multi-node support on ascend-A3"): it places each Ray worker on the
+# device of its index within its node and needs no rank table; the program
+# does not render that path yet, so a 0.15+ image is refused with this fix.
+RANK_TABLE_WINDOW = VersionWindow(
+    "multi-node LMDeploy on Ascend over the HCCL rank table", (0, 8, 0), (0, 15, 0),
+    "multi-node Ascend support first appears in 0.8.0; 0.15.0 removed the rank-table reader "
+    "(InternLM/lmdeploy commit e1b73cd1) and forms the cluster from Ray alone, which this program does not render")
+# A version in an image tag: `a2-v0.14.0`, `v0.14.0-ascend`, `0.14.0`.
+TAG_VERSION = re.compile(r"(?:^|[-_])v?(\d+\.\d+\.\d+(?:\.post\d+)?)(?=$|[-_])")
 
 
 class LmdeploySettings(EngineSettingsBase):
@@ -62,11 +83,22 @@ class LmdeploySettings(EngineSettingsBase):
     # HCCL's port on each NPU's own network (rank table `device_port`), not a host port.
     device_port: str = "16667"
     # Share of free NPU memory LMDeploy gives the KV cache (its own default).
-    cache_max_entry_count: Annotated[float, Field(gt=0, le=1)] = 0.8
+    # LMDeploy asserts `0 < cache_max_entry_count < 1`, "invalid
+    # cache_max_entry_count" (PytorchEngineConfig.__post_init__,
+    # lmdeploy/messages.py, v0.8.0 to v0.14.0).
+    cache_max_entry_count: float = 0.8
     log_file: str = "lmdeploy.log"
 
     def host_ports(self) -> dict[str, int]:
         return {**super().host_ports(), "engine.ray_port": self.ray_port}
+
+    @field_validator("cache_max_entry_count")
+    @classmethod
+    def _cache_share(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise invalid(f"{value}: LMDeploy refuses it at start (\"invalid cache_max_entry_count\": it must be "
+                          "between 0 and 1, both excluded)", "use e.g. 0.8 (LMDeploy's default)")
+        return value
 
     @field_validator("device_port")
     @classmethod
@@ -89,6 +121,19 @@ class Lmdeploy(EnginePlugin):
     ray_head_with_node_ip = True
     runbook = "004"
     image_package = EnginePackage("lmdeploy", dist="lmdeploy")
+
+    def version_matters(self, spec: ClusterSpec) -> str:
+        if len(spec.nodes) < 2:
+            return ""
+        return ("LMDeploy reads the rank table only from 0.8.0 up to 0.14.x (multi-node Ascend appears in 0.8.0, "
+                "0.15.0 removed the reader)")
+
+    def version_from_image(self, image: str) -> str | None:
+        match = TAG_VERSION.search(image_tag(image))
+        return match.group(1) if match else None
+
+    def version_windows(self, spec: ClusterSpec) -> list[VersionWindow]:
+        return [RANK_TABLE_WINDOW] if len(spec.nodes) > 1 else []
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         if plan is not None:

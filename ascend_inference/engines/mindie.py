@@ -11,6 +11,7 @@ naming the key and the image, not a silent no-op.
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,12 +28,13 @@ from ascend_inference.engines.base import (
     NodeContext,
     Port,
     ServePlan,
+    VersionWindow,
     apply_env_overrides,
     runbook_container,
     settings_of,
 )
 from ascend_inference.errors import Problem
-from ascend_inference.images import EnginePackage
+from ascend_inference.images import EnginePackage, image_tag
 from ascend_inference.ranktable import RankTableOptions
 
 if TYPE_CHECKING:
@@ -88,6 +90,15 @@ class MindieSettings(EngineSettingsBase):
         return ports
 
 
+# The config.json edits are made at MindIE 2.x's key paths (docs/formats.md
+# §3a); 1.0.RC3 and older have another layout (no ServerConfig.interCommTLSEnabled,
+# which the edits set, §3b), where the config edit would stop the rollout.
+CONFIG_LAYOUT_WINDOW = VersionWindow(
+    "the config.json edits at MindIE 2.x's key paths", (2, 0), None,
+    "MindIE 1.0.RC3 and older lack ServerConfig.interCommTLSEnabled and metricsPort, docs/formats.md §3b")
+# MindIE's image tags start with the release: `2.0.T9.B020-800I-A2-...`, `2.1.RC1-800I-A3-...`.
+TAG_VERSION = re.compile(r"^(\d+\.\d+\.(?:RC\d+|T\d+)(?:\.B\d+)?)(?=$|-)")
+
 # MindIE's installation guide, "Multi-Node Inference", constraints (MindIE
 # 1.0.0 and later): at most four Atlas 800I A2 servers, 32 NPUs.
 MULTI_NODE_LIMIT = 4
@@ -105,6 +116,16 @@ class Mindie(EnginePlugin):
     # `mindie-service: 2.0.T3.B010` (MindIE's install guide).
     image_package = EnginePackage("MindIE", version_file="/usr/local/Ascend/mindie/latest/version.info",
                                   version_key="mindie-service")
+
+    def version_matters(self, spec: ClusterSpec) -> str:
+        return "the config.json key paths the program edits changed after MindIE 1.0 (docs/formats.md §3b)"
+
+    def version_from_image(self, image: str) -> str | None:
+        match = TAG_VERSION.match(image_tag(image))
+        return match.group(1) if match else None
+
+    def version_windows(self, spec: ClusterSpec) -> list[VersionWindow]:
+        return [CONFIG_LAYOUT_WINDOW]
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         s = settings_of(spec, MindieSettings)
@@ -134,6 +155,15 @@ class Mindie(EnginePlugin):
             problems.append(Problem(file, "ascend-inference:engine.max_input_token_len",
                                     f"{s.max_input_token_len} exceeds max_seq_len {s.max_seq_len}",
                                     "keep max_input_token_len <= max_seq_len"))
+        if s.max_prefill_tokens < s.max_input_token_len:
+            # MindIE-LLM refuses the config at start (ConfigManager::Impl::CheckAllParam,
+            # src/config_manager/config_manager_impl.cpp; templateType "Mix" excepted,
+            # which the program never sets).
+            problems.append(Problem(
+                file, "ascend-inference:engine.max_prefill_tokens",
+                f"{s.max_prefill_tokens} is below max_input_token_len {s.max_input_token_len}: MindIE refuses it at "
+                "start (\"The value of maxPrefillTokens should not be less than maxInputTokenLen.\")",
+                f"set max_prefill_tokens to at least {s.max_input_token_len} (runbook 001 uses 16384 for both)"))
         if not 0 < s.npu_memory_fraction <= 1:
             problems.append(Problem(file, "ascend-inference:engine.npu_memory_fraction",
                                     f"{s.npu_memory_fraction} is not in (0, 1]", "use 0.95 (runbook 001)"))

@@ -10,7 +10,7 @@ import json
 import shlex
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -31,6 +31,7 @@ from ascend_inference.engines.base import (
 )
 from ascend_inference.errors import Problem
 from ascend_inference.images import EnginePackage, version_tuple
+from ascend_inference.model_base import invalid
 from ascend_inference.templating import render_template
 
 if TYPE_CHECKING:
@@ -53,17 +54,59 @@ STANDARD_MOUNTS = [
 ]
 
 # Runbook 003 ("300I Duo 新增"): kernels and memory settings the 310P needs.
+# Two departures, each for want of a reader (docs/runbooks.md, runbook 003):
+# - DISABLE_SHAPE_RESAHPE=on is left out: neither MindSpore nor vllm-mindspore
+#   reads that name (only env scripts that copy it set it).
+# - MS_ENABLE_TRACE_MEMORY is `off`, not the runbook's `on`: MindSpore reads
+#   it only as `== "off"` (mindspore/ccsrc/runtime/graph_scheduler/actor/
+#   actor_common.cc, EnableTraceMemory), so `on` changes nothing; MindSpore's
+#   own 310P scripts ("310P 新增") export `off`, which is what turns trace
+#   memory off there.
+# DEVICE_NUM_PER_NODE stays: MindFormers reads it (its env var list: NPUs per
+# server, 8 when unset) and vllm-mindspore's CLI sets 16 when it is unset
+# (vllm_mindspore/scripts.py, env_setup), wrong for an 8-device 300I Duo.
 ATLAS_300I_DUO_ENV = [
     ("MS_SUBMODULE_LOG_v", "{PARSER:2,ANALYZER:2}"),
     ("DEVICE_NUM_PER_NODE", "{devices}"),
     ("MS_ENABLE_INTERNAL_BOOST", "off"),
-    ("MS_ENABLE_TRACE_MEMORY", "on"),
-    ("DISABLE_SHAPE_RESAHPE", "on"),  # sic: the variable MindSpore reads is spelt this way
+    ("MS_ENABLE_TRACE_MEMORY", "off"),
     ("MS_DEV_RUNTIME_CONF", "only_local_comm:true"),
     ("MS_ALLOC_CONF", "enable_vmm:true"),
     ("MS_INTERNAL_ENABLE_CUSTOM_KERNEL_LIST",
      "AddRmsNorm,RmsNormQuant,InferenceSwiGLU,TransposeBatchMatmulTranspose"),
 ]
+
+
+# vLLM's own rules on the flags the serve command passes, as its parser and
+# config classes state them (docs/formats.md §4d):
+# `--dtype` choices: vllm/engine/arg_utils.py (ModelConfig's dtype), the same
+# from vLLM 0.7 to 0.9.
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# `--block-size` choices: vllm/engine/arg_utils.py `choices=[8, 16, 32, 64, 128]`
+# up to 0.8.x; from 0.9 vllm/config.py `BlockSize = Literal[1, 8, 16, 32, 64, 128]`.
+VLLM_BLOCK_SIZES = (8, 16, 32, 64, 128)
+VLLM_BLOCK_SIZES_FROM_0_9_1 = (1, *VLLM_BLOCK_SIZES)
+# The vLLM each vllm-mindspore release runs on (vllm-mindspore's install
+# guides: 0.2 with vLLM 0.7.3, 0.3 with 0.8.3, 0.4 with 0.9.1; runbook 003
+# pairs vLLM 0.9.1 with vllm-mindspore 0.4.0).
+VLLM_OF_VLLM_MINDSPORE: dict[tuple[int, ...], tuple[int, ...]] = {
+    (0, 2): (0, 7, 3), (0, 3): (0, 8, 3), (0, 4): (0, 9, 1)}
+
+
+def vllm_version(vllm_mindspore: str | None) -> tuple[int, ...] | None:
+    """The vLLM a vllm-mindspore release runs on (None: not known)."""
+    if vllm_mindspore is None:
+        return None
+    return VLLM_OF_VLLM_MINDSPORE.get(version_tuple(vllm_mindspore)[:2])
+
+
+def block_size_choices(vllm_mindspore: str | None) -> tuple[int, ...]:
+    """`--block-size` choices of the vLLM under this vllm-mindspore (the
+    narrower, older set when the pairing is not known)."""
+    vllm = vllm_version(vllm_mindspore)
+    if vllm is None and vllm_mindspore is not None and version_tuple(vllm_mindspore) >= (0, 5):
+        vllm = (0, 9, 1)  # later releases run later vLLMs
+    return VLLM_BLOCK_SIZES_FROM_0_9_1 if vllm is not None and vllm >= (0, 9, 1) else VLLM_BLOCK_SIZES
 
 
 class VllmMindsporeSettings(EngineSettingsBase):
@@ -76,7 +119,10 @@ class VllmMindsporeSettings(EngineSettingsBase):
     block_size: Count = 128
     gpu_memory_utilization: float = 0.9
     trust_remote_code: bool = True
-    # Runbook 003 passes --no-enable-prefix-caching.
+    # Runbook 003 passes --no-enable-prefix-caching. Rendered either way
+    # (--enable-prefix-caching / --no-enable-prefix-caching): vLLM's default
+    # differs between its V0 engine (off) and V1 (on), so the stack's word,
+    # not the release's default, decides.
     enable_prefix_caching: bool = True
     # Runbook 003 passes --dtype float16.
     dtype: str | None = None
@@ -94,6 +140,15 @@ class VllmMindsporeSettings(EngineSettingsBase):
     def host_ports(self) -> dict[str, int]:
         return {**super().host_ports(), "engine.ray_port": self.ray_port}
 
+    @field_validator("dtype")
+    @classmethod
+    def _vllm_dtype(cls, value: str | None) -> str | None:
+        if value is not None and value not in VLLM_DTYPES:
+            choices = ", ".join(f"'{c}'" for c in VLLM_DTYPES)
+            raise invalid(f"vLLM refuses it at start (\"argument --dtype: invalid choice: '{value}' (choose from "
+                          f"{choices})\")", "use float16 (runbook 003) or bfloat16, or leave dtype out (auto)")
+        return value
+
 
 # vllm-mindspore 0.4.0 (with vLLM 0.9.1): `VLLM_MS_MODEL_BACKEND` replaces
 # `vLLM_MODEL_BACKEND`, and the MindFormers backend reads the model's own
@@ -105,9 +160,9 @@ VLLM_MS_RENAME = (0, 4, 0)
 
 
 def renamed_env(spec: ClusterSpec) -> bool:
-    """Whether the image's vllm-mindspore (container.engine_version) takes
-    the 0.4.0 names. Not declared: the runbooks' version, the old names."""
-    version = spec.container.engine_version
+    """Whether the image's vllm-mindspore (container.engine_version, which
+    validate requires for this engine) takes the 0.4.0 names."""
+    version = PLUGIN.engine_version(spec)
     return version is not None and version_tuple(version) >= VLLM_MS_RENAME
 
 
@@ -131,6 +186,10 @@ class VllmMindspore(EnginePlugin):
     runbook = "000/003"
     image_package = EnginePackage("vllm-mindspore", dist="vllm_mindspore")
 
+    def version_matters(self, spec: ClusterSpec) -> str:
+        return ("vllm-mindspore 0.4.0 renamed its env (VLLM_MS_MODEL_BACKEND; MINDFORMERS_MODEL_CONFIG raises at "
+                "import), so the env file depends on the release")
+
     def env_era(self, version: str | None) -> str:
         if version is not None and version_tuple(version) >= VLLM_MS_RENAME:
             return "vllm-mindspore 0.4.0 or later"
@@ -142,6 +201,20 @@ class VllmMindspore(EnginePlugin):
         if plan is None and not 0 < s.gpu_memory_utilization <= 1:
             problems.append(Problem(file, "ascend-inference:engine.gpu_memory_utilization",
                                     f"{s.gpu_memory_utilization} is not in (0, 1]", "use e.g. 0.9 (runbook 000)"))
+        version = self.engine_version(spec)
+        sizes = block_size_choices(version)
+        if plan is None and s.block_size not in sizes:
+            problems.append(Problem(
+                file, "ascend-inference:engine.block_size",
+                f"vLLM{_under(version)} refuses it at start (\"argument --block-size: invalid choice: {s.block_size} "
+                f"(choose from {', '.join(str(n) for n in sizes)})\")", "use 128 (runbooks 000 and 003)"))
+        if plan is None and s.max_num_batched_tokens < s.max_num_seqs:
+            # vLLM's SchedulerConfig check (vllm/config.py, _verify_args).
+            problems.append(Problem(
+                file, "ascend-inference:engine.max_num_batched_tokens",
+                f"vLLM refuses it at start (\"max_num_batched_tokens ({s.max_num_batched_tokens}) must be greater "
+                f"than or equal to max_num_seqs ({s.max_num_seqs})\")",
+                f"raise max_num_batched_tokens to at least {s.max_num_seqs}, or lower max_num_seqs"))
         if plan is None and s.max_num_batched_tokens < s.block_size:
             problems.append(Problem(file, "ascend-inference:engine.max_num_batched_tokens",
                                     f"{s.max_num_batched_tokens} is below block_size {s.block_size}",
@@ -149,7 +222,7 @@ class VllmMindspore(EnginePlugin):
         if renamed_env(spec) and s.write_mindformers_yaml:
             problems.append(Problem(
                 file, "ascend-inference:engine.write_mindformers_yaml",
-                f"vllm-mindspore {spec.container.engine_version} reads the model's own config.json and refuses "
+                f"vllm-mindspore {self.engine_version(spec)} reads the model's own config.json and refuses "
                 "MINDFORMERS_MODEL_CONFIG, so the predict yaml would never be read",
                 "remove write_mindformers_yaml, or set container.engine_version to the image's pre-0.4.0 version"))
         return problems
@@ -182,10 +255,11 @@ class VllmMindspore(EnginePlugin):
             variables += model_config
             sources: tuple[str, ...] = ()
         else:
-            # Runbook 000's block, in its order.
+            # Runbook 000's block, in its order, less ASCEND_CUSTOM_PATH: only
+            # build scripts read it (MindSpore's CMake, to find CANN), nothing
+            # at run time (docs/runbooks.md, runbook 000).
             sources = ("/usr/local/Ascend/ascend-toolkit/set_env.sh",)
             variables += [
-                ("ASCEND_CUSTOM_PATH", "$ASCEND_HOME_PATH/../"),
                 ("GLOO_SOCKET_IFNAME", ifname),
                 ("HCCL_SOCKET_IFNAME", ifname),
                 ("TP_SOCKET_IFNAME", ifname),
@@ -241,8 +315,7 @@ class VllmMindspore(EnginePlugin):
         argv = ["vllm-mindspore", "serve", spec.model.path]
         if s.trust_remote_code:
             argv.append("--trust-remote-code")
-        if not s.enable_prefix_caching:
-            argv.append("--no-enable-prefix-caching")
+        argv.append("--enable-prefix-caching" if s.enable_prefix_caching else "--no-enable-prefix-caching")
         if s.dtype:
             argv += ["--dtype", s.dtype]
         argv.append(f"--tensor-parallel-size={plan.tp}")
@@ -280,6 +353,14 @@ class VllmMindspore(EnginePlugin):
         body = json.dumps({"model": spec.model.path, "prompt": s.smoke_prompt, "max_tokens": 120, "temperature": 0,
                            "top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0})
         return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
+
+
+def _under(vllm_mindspore: str | None) -> str:
+    """` 0.9.1 (under vllm-mindspore 0.4.0)`, or "" when the pairing is not known."""
+    vllm = vllm_version(vllm_mindspore)
+    if vllm is None:
+        return ""
+    return f" {'.'.join(str(n) for n in vllm)} (under vllm-mindspore {vllm_mindspore})"
 
 
 PLUGIN = VllmMindspore()

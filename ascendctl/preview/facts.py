@@ -161,7 +161,8 @@ def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, 
             return {"stdout": json.dumps({
                 "node": name[: -len("-image-check")], "image": container.image,
                 "id": "sha256:" + _input_digest({"name": container.image}) * 4,
-                "engine_version": container.engine_version or "", "cann_version": container.cann_version or ""})
+                "engine_version": loaded.spec.engine_plugin.engine_version(loaded.spec) or "",
+                "cann_version": container.cann_version or ""})
                 + "\n", "stderr": ""}
         if name.endswith("-pyacl-install"):
             return {"stdout": json.dumps({"installed": "no", "reason": "acl imports already"}) + "\n", "stderr": ""}

@@ -49,17 +49,17 @@ FAULTS = [
      (NodeFactError, "node node1: engine version: image {image} has vllm-mindspore 0.4.1, the stack expects 0.3.0 "
                      "(ascend-inference:container.engine_version) (fix: set ascend-inference:container.engine_version "
                      "to 0.4.1)")),
-    # Not declared: the stack renders the runbooks' env, which 0.4.1 refuses.
+    # As shipped: the stack pins runbook 000's 0.3.0 (its env), which a 0.4.1 image would refuse.
     ({"image_engine_version": "0.4.1"}, [],
-     (NodeFactError, "node node1: engine version: image {image} has vllm-mindspore 0.4.1 (vllm-mindspore 0.4.0 or "
-                     "later), the env is rendered for vllm-mindspore before 0.4.0")),
+     (NodeFactError, "node node1: engine version: image {image} has vllm-mindspore 0.4.1, the stack expects 0.3.0 "
+                     "(ascend-inference:container.engine_version)")),
     ({"missing_vnpu_cfg": True}, [],
      (StepFailed, "node node1: mount sources: missing on the host: /etc/vnpu.cfg (fix: ")),
 ]
 
 
 @pytest.mark.parametrize("fault,changes,expected", FAULTS,
-                         ids=["image differs", "engine version declared", "engine version not declared",
+                         ids=["image differs", "engine version declared", "engine version as shipped",
                               "mount source missing"])
 def test_an_image_fault_stops_the_rollout_before_serving(cluster, tmp_path, fault, changes, expected):
     kind, start = expected
