@@ -126,18 +126,21 @@ def pytest_collection_modifyitems(config, items):
 # docs/testing.md): a worker that starts a long module last ends the run last. Only
 # the order depends on this list; the rest follow in collection order.
 SLOW_FIRST = (
+    "tests/emulated/test_pulumi_userpath.py",
     "tests/emulated/test_rollout_faults.py",
     "tests/emulated/test_gpustack_4nodes.py",
     "tests/emulated/test_gpustack_rollout.py",
     "tests/emulated/test_image_checks.py",
     "tests/emulated/test_host_software.py",
     "tests/emulated/test_rollout.py",
+    "tests/emulated/test_rollout_vllm_ascend.py",
     "tests/emulated/test_in_container.py",
     "tests/emulated/test_gpustack_workers.py",
     "tests/emulated/test_image_fetch_once.py",
     "tests/emulated/test_rollout_a3.py",
     "tests/emulated/test_weights_rollout.py",
     "tests/emulated/test_rollout_4nodes.py",
+    "tests/emulated/test_standin_docker.py",
     # The real tiers' group (GPUStack server start, real pulumi runs): after the emulated
     # modules and before the quick tiers; sent out last, it ran alone for its last 3 minutes.
     "tests/realsoftware/test_gpustack_api.py",
