@@ -6,8 +6,10 @@ RemoteImage and a Container the way components/cluster.py does. Shown, with
 `pulumi up` / `preview --diff` / `refresh` / `destroy`: a container name
 already taken fails with the daemon's conflict text; a create; a `restart`
 change is an update in place (`docker update`, the same container); a label
-change replaces the container (the old one removed first); `refresh` drops a
-container removed by hand and the next `up` makes it again; `refresh` of a
+change replaces the container (the old one removed first); a new image name
+shows the container replaced in the preview (its image id is unknown there)
+and keeps it in the up (the same id); `refresh` drops a container removed by
+hand and the next `up` makes it again; `refresh` of a
 stopped container that must run removes it and drops it; `destroy` removes
 the container and keeps the image (keep_locally).
 
@@ -105,6 +107,16 @@ def test_container_lifecycle(project, cluster):
     assert replaced is not None and replaced["Id"] != first["Id"] and replaced["State"]["Running"]
     assert replaced["Config"]["Labels"]["generation"] == "2"
     assert project.outputs()["container_id"] == replaced["Id"]
+
+    # Another image name replaces the RemoteImage, so in the preview the container's `image` (the
+    # image id) is unknown, and an unknown ForceNew value is a replacement; in the up the sandbox's
+    # "pull" gives the same image id, the container's inputs are the same, and it stays.
+    project.set_config("image", IMAGE + "-renamed")
+    diff = project.ok("preview", "--diff")
+    assert "+-2 to replace" in diff, diff
+    project.ok("up", "--yes")
+    kept = inspect(cluster)
+    assert kept is not None and kept["Id"] == replaced["Id"]
 
     # Removed by hand: refresh drops it from the state, the next up makes it again.
     node_ssh(cluster, "node0", f"docker rm -f {NAME}")
