@@ -190,9 +190,12 @@ class ScriptedApi(gpustack_api.GpustackApi):
     """GPUStack's answers to the wait, one list of instances per poll (the last one repeats),
     on a clock that only the wait's sleeps move."""
 
-    def __init__(self, polls: list[list[dict]], restart_on_error: bool = True):
+    def __init__(self, polls: list[list[dict]], restart_on_error: bool | None | str = True):
+        # restart_on_error="absent": the model as a server that does not send the key gives it.
         self.polls = polls
-        self.model = {"id": 7, "name": "DeepSeek-R1", "restart_on_error": restart_on_error}
+        self.model = {"id": 7, "name": "DeepSeek-R1"}
+        if restart_on_error != "absent":
+            self.model["restart_on_error"] = restart_on_error
         self.now = 0.0
         self.asked = 0
 
@@ -265,6 +268,25 @@ def test_restart_on_error_off_fails_at_the_first_error():
     assert str(raised.value) == (
         "model DeepSeek-R1: instance DeepSeek-R1-abc failed (the model has restart_on_error off, so GPUStack "
         f"does not restart it); last error: {PORTS}; last log lines:\nlog of instance 11: HCCL init failed\nexit 1")
+    assert api.asked == 2
+
+
+def test_restart_on_error_absent_is_gpustacks_default_true_and_the_wait_goes_on():
+    # GPUStack's Model schema defaults restart_on_error to true: a model without the key is restarted.
+    api = ScriptedApi([[instance("starting")], [instance("error", PORTS)], [instance("running")]],
+                      restart_on_error="absent")
+    assert api.wait()[-1] == "model DeepSeek-R1: instance DeepSeek-R1-abc error -> running"
+    assert api.asked == 3
+
+
+def test_restart_on_error_null_fails_at_the_first_error():
+    # GPUStack's worker queues an error for restart only `if model.restart_on_error:`; null is not restarted,
+    # so waiting for a restart that never comes would only run out the timeout.
+    api = ScriptedApi([[instance("starting")], [instance("error", PORTS)], [instance("running")]],
+                      restart_on_error=None)
+    with pytest.raises(gpustack_api.GpustackError, match="failed \\(the model has restart_on_error off, so GPUStack "
+                                                         "does not restart it\\)"):
+        api.wait()
     assert api.asked == 2
 
 
