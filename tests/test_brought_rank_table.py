@@ -236,7 +236,10 @@ def test_servers_and_devices_the_other_checks_refuse_are_skipped_not_fatal():
     table["server_list"].insert(0, {"server_id": "203.0.113.9", "device": [{"device_id": "0"}]})
     devices = table["server_list"][1]["device"]
     devices[0]["device_id"], devices[1]["device_id"] = "99", "x"
+    devices[2]["super_device_id"] = "8"  # after the skipped devices, on the same server
     table["server_list"][2]["device"][0]["super_device_id"] = "7"
     assert sdid_problems(table, loaded, found) == [
+        "server_list[1].device[2].super_device_id: server 192.0.2.31 device 2 has super_device_id 8, "
+        "but preflight found SDID 2 on node0 die 2",
         "server_list[2].device[0].super_device_id: server 192.0.2.32 device 0 has super_device_id 7, "
         "but preflight found SDID 1000 on node1 die 0"]
