@@ -206,7 +206,8 @@ def a3_table_and_found():
     loaded = load_stack("tp32-a3-mindie")
     found = {n.name: {"super_pod_id": "0", "super_device_ids": [str(1000 * i + d) for d in range(16)]}
              for i, n in enumerate(loaded.spec.nodes)}
-    return loaded, rank_table(loaded, declared_device_ips(loaded), found), found
+    # Through JSON, as a brought table is read: its strings are not preflight's objects.
+    return loaded, json.loads(json.dumps(rank_table(loaded, declared_device_ips(loaded), found))), found
 
 
 def sdid_problems(table, loaded, found):
@@ -235,7 +236,7 @@ def test_servers_and_devices_the_other_checks_refuse_are_skipped_not_fatal():
     loaded, table, found = a3_table_and_found()
     table["server_list"].insert(0, {"server_id": "203.0.113.9", "device": [{"device_id": "0"}]})
     devices = table["server_list"][1]["device"]
-    devices[0]["device_id"], devices[1]["device_id"] = "99", "x"
+    devices[0]["device_id"], devices[1]["device_id"], devices[3]["device_id"] = "99", "x", "16"  # dies 0..15
     devices[2]["super_device_id"] = "8"  # after the skipped devices, on the same server
     table["server_list"][2]["device"][0]["super_device_id"] = "7"
     assert sdid_problems(table, loaded, found) == [
