@@ -16,7 +16,8 @@ import json
 import pytest
 import yaml
 
-from ascend_inference.brought_table import found_sdid_problems
+from ascend_inference.brought_table import found_sdid_problems, load_brought_table
+from ascend_inference.errors import StackError
 from ascend_inference.render import declared_device_ips, rank_table
 from ascend_inference.stackfile import load_stack
 from tests.conftest import NS, STACKS_DIR, load_stack_doc, run_cli, write_stack
@@ -244,3 +245,21 @@ def test_servers_and_devices_the_other_checks_refuse_are_skipped_not_fatal():
         "but preflight found SDID 2 on node0 die 2",
         "server_list[2].device[0].super_device_id: server 192.0.2.32 device 0 has super_device_id 7, "
         "but preflight found SDID 1000 on node1 die 0"]
+
+
+def test_a_node_that_printed_no_spod_info_is_left_to_the_fact_checks():
+    loaded, table, found = a3_table_and_found()
+    table["server_list"][0]["device"][1]["super_device_id"] = "9"
+    del found["node1"]  # its preflight printed no SDID: check_super_pod_facts names that node
+    assert sdid_problems(table, loaded, found) == [
+        "server_list[0].device[1].super_device_id: server 192.0.2.31 device 1 has super_device_id 9, "
+        "but preflight found SDID 1 on node0 die 1"]
+
+
+@pytest.mark.parametrize(("key", "drop"), [(None, "network.rank_table_file"), ("--rank-table", "--rank-table")])
+def test_an_engine_without_a_rank_table_names_what_to_drop(tmp_path, key, drop):
+    loaded = load_stack("tp16-vllm-mindspore")
+    with pytest.raises(StackError) as raised:
+        load_brought_table(loaded.spec, loaded.plan, loaded.file, tmp_path / "rank_table.json",
+                           **({"key": key} if key else {}))
+    assert raised.value.problems[0].fix.startswith(f"drop {drop}, or use an engine that reads one")
