@@ -281,7 +281,11 @@ def final_error(model: dict[str, Any] | None, instance: dict[str, Any]) -> str |
     instance it sees in `error` and restarts it (`_restart_error_model_instance`:
     back to `scheduled`, backoff 10 s doubling up to 5 min, no limit on the
     attempts) as long as the model's `restart_on_error` is true
-    (`_auto_restart_enabled`; the schema's default is true). No state message
+    (gpustack/gpustack worker/serve_manager.py at 009d123,
+    `_handle_model_instance_event` queues it only `if model.restart_on_error:`). The
+    schema's default is true (schemas/models.py, `Optional[bool] = True`), so
+    a model without the key is restarted, but one that stores null is not: a
+    truth test, not `is False`. No state message
     makes an error final on that path: a launch failure such as "Cannot
     coordinate model ports with worker N" (routes/model_instance_ports.py, the
     server could not reach a worker's port-reservation API) and the
@@ -290,7 +294,7 @@ def final_error(model: dict[str, Any] | None, instance: dict[str, Any]) -> str |
     could not be evaluated, "not distributable to multiple workers"): they are
     set before any worker is assigned, so no worker restarts them and the
     scheduler only picks up pending/analyzing/scheduled instances again."""
-    if model is not None and model.get("restart_on_error") is False:
+    if model is not None and not model.get("restart_on_error", True):
         return "the model has restart_on_error off, so GPUStack does not restart it"
     if instance.get("worker_id") is None:
         return "no worker was assigned, so GPUStack does not restart it"

@@ -400,6 +400,13 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     problems += _image_tar_problems(spec.container, file)
     problems += _engine_version_problems(spec, file)
     problems += _network_for_profile(spec, file)
+    if spec.network.fix_tls and spec.network.hccl_tls == "enabled" and spec.profile.network.tls:
+        # fix-tls runs `hccn_tool -i N -tls -s enable 0` before preflight, which then wants 1: every rollout
+        # would stop at preflight with a fix that names fix_tls itself.
+        problems.append(Problem(file, f"{NAMESPACE}:network.fix_tls",
+                                "sets every NPU's HCCL TLS switch to 0 (runbook 001), but network.hccl_tls: "
+                                "enabled requires 1, so preflight would refuse every node after it",
+                                "set network.hccl_tls: disabled (runbook 001 recommends all 0), or remove fix_tls"))
     problems += _host_package_versions(spec, file)
     nodes = list(enumerate(spec.nodes))
     seen_twice([(i, n.name) for i, n in nodes], "name", "give every node its own name")

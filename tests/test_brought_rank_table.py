@@ -16,6 +16,10 @@ import json
 import pytest
 import yaml
 
+from ascend_inference.brought_table import found_sdid_problems, load_brought_table
+from ascend_inference.errors import StackError
+from ascend_inference.render import declared_device_ips, rank_table
+from ascend_inference.stackfile import load_stack
 from tests.conftest import NS, STACKS_DIR, load_stack_doc, run_cli, write_stack
 
 pytestmark = pytest.mark.pure
@@ -248,3 +252,68 @@ def test_json_python_cannot_read_is_one_clean_line(tmp_path, text, words):
     code, _, err = validate(tmp_path, "tp16-lmdeploy", text)
     assert code == 3
     assert words in one_error(err)
+
+
+# --- a brought rank table 1.2 (Atlas A3) against the SDIDs preflight found --------
+
+def a3_table_and_found():
+    """tp32-a3-mindie's table built from SDIDs as preflight reports them, and those SDIDs."""
+    loaded = load_stack("tp32-a3-mindie")
+    found = {n.name: {"super_pod_id": "0", "super_device_ids": [str(1000 * i + d) for d in range(16)]}
+             for i, n in enumerate(loaded.spec.nodes)}
+    # Through JSON, as a brought table is read: its strings are not preflight's objects.
+    return loaded, json.loads(json.dumps(rank_table(loaded, declared_device_ips(loaded), found))), found
+
+
+def sdid_problems(table, loaded, found):
+    return [f"{p.key}: {p.message}" for p in found_sdid_problems(table, loaded.spec, "brought.json", found)]
+
+
+def test_a_brought_a3_table_with_the_found_sdids_passes():
+    loaded, table, found = a3_table_and_found()
+    assert sdid_problems(table, loaded, found) == []
+
+
+def test_a_super_device_id_that_is_not_its_dies_sdid_is_named():
+    loaded, table, found = a3_table_and_found()
+    table["server_list"][1]["device"][3]["super_device_id"] = "1002"  # lower than the found 1003
+    table["server_list"][0]["device"][5]["super_device_id"] = "9"     # higher than the found 5
+    assert sdid_problems(table, loaded, found) == [
+        "server_list[0].device[5].super_device_id: server 192.0.2.31 device 5 has super_device_id 9, "
+        "but preflight found SDID 5 on node0 die 5",
+        "server_list[1].device[3].super_device_id: server 192.0.2.32 device 3 has super_device_id 1002, "
+        "but preflight found SDID 1003 on node1 die 3"]
+
+
+def test_servers_and_devices_the_other_checks_refuse_are_skipped_not_fatal():
+    # A server that is no node, a device_id past the node's dies or not a number: the table checks name
+    # those; this check goes on to the servers after them.
+    loaded, table, found = a3_table_and_found()
+    table["server_list"].insert(0, {"server_id": "203.0.113.9", "device": [{"device_id": "0"}]})
+    devices = table["server_list"][1]["device"]
+    devices[0]["device_id"], devices[1]["device_id"], devices[3]["device_id"] = "99", "x", "16"  # dies 0..15
+    devices[2]["super_device_id"] = "8"  # after the skipped devices, on the same server
+    table["server_list"][2]["device"][0]["super_device_id"] = "7"
+    assert sdid_problems(table, loaded, found) == [
+        "server_list[1].device[2].super_device_id: server 192.0.2.31 device 2 has super_device_id 8, "
+        "but preflight found SDID 2 on node0 die 2",
+        "server_list[2].device[0].super_device_id: server 192.0.2.32 device 0 has super_device_id 7, "
+        "but preflight found SDID 1000 on node1 die 0"]
+
+
+def test_a_node_that_printed_no_spod_info_is_left_to_the_fact_checks():
+    loaded, table, found = a3_table_and_found()
+    table["server_list"][0]["device"][1]["super_device_id"] = "9"
+    del found["node1"]  # its preflight printed no SDID: check_super_pod_facts names that node
+    assert sdid_problems(table, loaded, found) == [
+        "server_list[0].device[1].super_device_id: server 192.0.2.31 device 1 has super_device_id 9, "
+        "but preflight found SDID 1 on node0 die 1"]
+
+
+@pytest.mark.parametrize(("key", "drop"), [(None, "network.rank_table_file"), ("--rank-table", "--rank-table")])
+def test_an_engine_without_a_rank_table_names_what_to_drop(tmp_path, key, drop):
+    loaded = load_stack("tp16-vllm-mindspore")
+    with pytest.raises(StackError) as raised:
+        load_brought_table(loaded.spec, loaded.plan, loaded.file, tmp_path / "rank_table.json",
+                           **({"key": key} if key else {}))
+    assert raised.value.problems[0].fix.startswith(f"drop {drop}, or use an engine that reads one")

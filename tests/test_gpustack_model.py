@@ -190,9 +190,12 @@ class ScriptedApi(gpustack_api.GpustackApi):
     """GPUStack's answers to the wait, one list of instances per poll (the last one repeats),
     on a clock that only the wait's sleeps move."""
 
-    def __init__(self, polls: list[list[dict]], restart_on_error: bool = True):
+    def __init__(self, polls: list[list[dict]], restart_on_error: bool | None | str = True):
+        # restart_on_error="absent": the model as a server that does not send the key gives it.
         self.polls = polls
-        self.model = {"id": 7, "name": "DeepSeek-R1", "restart_on_error": restart_on_error}
+        self.model = {"id": 7, "name": "DeepSeek-R1"}
+        if restart_on_error != "absent":
+            self.model["restart_on_error"] = restart_on_error
         self.now = 0.0
         self.asked = 0
 
@@ -279,6 +282,25 @@ def test_restart_on_error_off_fails_at_the_first_error():
     assert api.asked == 2
 
 
+def test_restart_on_error_absent_is_gpustacks_default_true_and_the_wait_goes_on():
+    # GPUStack's Model schema defaults restart_on_error to true: a model without the key is restarted.
+    api = ScriptedApi([[instance("starting")], [instance("error", PORTS)], [instance("running")]],
+                      restart_on_error="absent")
+    assert api.wait()[-1] == "model DeepSeek-R1: instance DeepSeek-R1-abc error -> running"
+    assert api.asked == 3
+
+
+def test_restart_on_error_null_fails_at_the_first_error():
+    # GPUStack's worker queues an error for restart only `if model.restart_on_error:`; null is not restarted,
+    # so waiting for a restart that never comes would only run out the timeout.
+    api = ScriptedApi([[instance("starting")], [instance("error", PORTS)], [instance("running")]],
+                      restart_on_error=None)
+    with pytest.raises(gpustack_api.GpustackError, match="failed \\(the model has restart_on_error off, so GPUStack "
+                                                         "does not restart it\\)"):
+        api.wait()
+    assert api.asked == 2
+
+
 def test_a_scheduler_error_without_a_worker_fails_at_once():
     """The scheduler's own errors come before any worker is assigned: nobody restarts them."""
     refused = "The model is not distributable to multiple workers."
@@ -295,3 +317,121 @@ def test_no_instance_in_time_lists_what_was_seen():
         api.wait(timeout_s=30)
     assert str(raised.value) == ("model DeepSeek-R1 not running after 30 s "
                                  "(instances: DeepSeek-R1-abc: pending (waiting for resources))")
+
+
+# --- the workers wait (runbook 002 step 3) and the delete wait, on a fake clock ---------
+
+class FakeClock:
+    """gpustack_api's `time` for the waits that read the module's clock: only sleeps move it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class WorkersApi(gpustack_api.GpustackApi):
+    def __init__(self, polls: list[list[dict]]):
+        self.polls, self.asked = polls, 0
+
+    def workers(self, cluster_id):
+        answer = self.polls[min(self.asked, len(self.polls) - 1)]
+        self.asked += 1
+        return answer
+
+
+def test_the_workers_wait_prints_each_new_problem_once_then_ready(monkeypatch):
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    api = WorkersApi([[worker("node0", 8)], [worker("node0", 8)],
+                      [worker("node0", 8), worker("node1", 8, "not_ready")],
+                      [worker("node0", 8), worker("node1", 8)]])
+    lines: list[str] = []
+    api.wait_workers(1, EXPECTED[:2], 60, lines.append)
+    assert lines == [
+        "waiting for GPUStack workers: worker node1 has not registered with GPUStack (registered: node0); "
+        "expected it Ready with 8 NPUs",
+        "waiting for GPUStack workers: worker node1 is not_ready; expected ready",
+        "GPUStack workers ready: node0, node1"]
+    assert api.asked == 4
+
+
+def test_the_workers_wait_gives_up_with_the_first_problem(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(gpustack_api, "time", clock)
+    api = WorkersApi([[worker("node0", 8), worker("node1", 6)]])
+    with pytest.raises(gpustack_api.GpustackError) as raised:
+        api.wait_workers(1, EXPECTED[:2], 10, lambda line: None)
+    assert str(raised.value) == "worker node1 reports 6 NPUs; expected 8 (after 10 s)"
+    assert clock.now >= 10
+
+
+def test_no_expected_worker_asks_nothing():
+    api = WorkersApi([])
+    api.wait_workers(1, [], 10, lambda line: None)
+    assert api.asked == 0
+
+
+def test_only_ascend_npus_are_counted():
+    devices = [ascend(0), ascend(1, vendor="Huawei"), {"index": 2, "vendor": "", "type": "CANN"},
+               {"index": 3, "vendor": "nvidia", "type": "cuda"}, {"index": 4}]
+    assert gpustack_api.npu_count({"status": {"gpu_devices": devices}}) == 3
+    assert gpustack_api.npu_count({"status": None}) == gpustack_api.npu_count({}) == 0
+
+
+class DeleteApi(gpustack_api.GpustackApi):
+    server = "http://192.0.2.11"
+
+    def __init__(self, polls: list[tuple[list[dict], dict | None]], delete_code: int | None = None):
+        self.polls, self.asked, self.delete_code, self.calls = polls, 0, delete_code, []
+
+    def call(self, method, path, body=None, raw=False):
+        self.calls.append((method, path))
+        if self.delete_code is not None:
+            raise gpustack_api.GpustackApiError(method, path, self.delete_code, "refused")
+        return {}
+
+    def instances(self, model_id):
+        # One poll: the instances, then the model as the same poll has it.
+        self.current = self.polls[min(self.asked, len(self.polls) - 1)]
+        self.asked += 1
+        return self.current[0]
+
+    def get_model(self, model_id):
+        return self.current[1]
+
+
+def test_delete_waits_until_the_instances_and_the_model_are_gone(monkeypatch):
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    api = DeleteApi([([instance("running")], {"id": 7}), ([], {"id": 7}), ([], None)])
+    lines: list[str] = []
+    api.delete_model(7, 60, lines.append)
+    assert api.calls == [("DELETE", "/v2/models/7")] and api.asked == 3
+    assert lines == ["GPUStack model 7 deleted"]
+
+
+def test_a_model_already_gone_is_deleted(monkeypatch):
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    lines: list[str] = []
+    DeleteApi([([], None)], delete_code=404).delete_model(7, 60, lines.append)
+    assert lines == ["GPUStack model 7 deleted"]
+
+
+def test_a_refused_delete_is_raised(monkeypatch):
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    with pytest.raises(gpustack_api.GpustackApiError, match="HTTP 403 refused"):
+        DeleteApi([([], None)], delete_code=403).delete_model(7, 60, lambda line: None)
+
+
+@pytest.mark.parametrize(("poll", "left"), [(([instance("running")], {"id": 7}), "DeepSeek-R1-abc (running)"),
+                                            (([], {"id": 7}), "the model itself")])
+def test_a_delete_not_done_in_time_names_what_is_left(monkeypatch, poll, left):
+    clock = FakeClock()
+    monkeypatch.setattr(gpustack_api, "time", clock)
+    with pytest.raises(gpustack_api.GpustackError) as raised:
+        DeleteApi([poll]).delete_model(7, 30, lambda line: None)
+    assert str(raised.value) == f"GPUStack model 7 still there 30 s after its delete: {left}"
+    assert clock.now >= 30

@@ -60,6 +60,19 @@ def test_single_node_has_no_peers():
         ping_targets(4, 4)
 
 
+@pytest.mark.parametrize("index", [-1, 4, 5, 100])
+def test_an_index_outside_the_cluster_is_refused(index):
+    with pytest.raises(ValueError, match=f"node index {index} is not in a cluster of 4"):
+        ping_targets(4, index)
+
+
+def test_the_all_pairs_limit_is_16_nodes():
+    # The docstring's figure (128 NPUs, 15 sequential pings per device): 16 nodes all pairs, 17 the ring.
+    assert ALL_PAIRS_UP_TO == 16
+    assert len(ping_targets(16, 5)) == 15 and shape(16) == "all pairs"
+    assert ping_targets(17, 5) == [0, 4, 6] and shape(17) == "ring neighbours and the master"
+
+
 def pinged_ips(script: str) -> list[tuple[str, str]]:
     """(peer, ip) lines of the here-documents the script feeds to ping_peers."""
     return re.findall(r"^(node\d+) (\S+)$", script, flags=re.M)

@@ -654,6 +654,67 @@ def test_lmdeploy_opens_the_npu_at_the_devices_place(table, lmdeploy_rules, mind
 
 # Rank table 1.2: HCCL's GetSingleSuperPod / GetSingleSuperPodSever / CheckSuperPodInfo.
 
+
+
+# --- table shapes HCCL cannot read, each named where it is (issue 24: branch coverage) -------------
+
+def _set(path: tuple, value):
+    def change(table):
+        target = table
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+def _drop(path: tuple):
+    def change(table):
+        target = table
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+    return change
+
+
+BROKEN_SHAPES = [
+    ("empty server_list", _set(("server_list",), []), "server_list: must be a non-empty list"),
+    ("a server that is no object", _set(("server_list", 1), "192.0.2.12"), "server_list[1]: must be an object"),
+    ("a server without server_id", _drop(("server_list", 1, "server_id")),
+     "server_list[1].server_id: missing (fix: set it to the node's IP)"),
+    ("a server without devices", _set(("server_list", 1, "device"), []),
+     "server_list[1].device: server 192.0.2.12 has no devices"),
+    ("a server with more devices than NPUs",
+     lambda t: t["server_list"][1]["device"].append(dict(t["server_list"][1]["device"][0])),
+     "server_list[1].device: server 192.0.2.12 lists 9 devices but the node has 8"),
+    ("a device that is no object", _set(("server_list", 1, "device", 2), "0"),
+     "server_list[1].device[2]: must be an object"),
+    ("a device without device_ip", _drop(("server_list", 1, "device", 2, "device_ip")),
+     "server_list[1].device[2].device_ip: server 192.0.2.12 device 2: missing"),
+    ("a rank_id that is no number", _set(("server_list", 1, "device", 2, "rank_id"), "ten"),
+     "server_list[1].device[2].rank_id: server 192.0.2.12 device 2: rank_id 'ten' is not a number"),
+]
+
+
+@pytest.mark.parametrize(("what", "change", "problem"), BROKEN_SHAPES, ids=[c[0] for c in BROKEN_SHAPES])
+def test_a_broken_table_shape_is_named(table, what, change, problem):
+    change(table)
+    assert any(p.startswith(f"rank_table.json: {problem}") for p in problems_of(table)), problems_of(table)
+
+
+def test_a_table_without_any_rank_id_checks_no_rank_numbering(table):
+    for server in table["server_list"]:
+        for device in server["device"]:
+            del device["rank_id"]
+    problems = problems_of(table)
+    assert len(problems) == 16 and all(".rank_id: " in p and p.endswith(": missing") for p in problems)
+
+
+def test_a_version_hccl_reads_but_not_this_chip_generation(table):
+    assert problems_of(table, version="1.2") == [
+        "rank_table.json: version: is '1.0' but this chip generation reads version '1.2' "
+        "(fix: set \"version\": \"1.2\")"]
+
+
 def a3_problems(a3_table) -> list[str]:
     return [str(p) for p in validate_rank_table(a3_table, source="a3", devices_per_node=4, version="1.2")]
 
@@ -699,3 +760,30 @@ def test_a3_super_device_id_in_superscript(a3_table):
     a3_table["server_list"][0]["device"][1]["super_device_id"] = "¹"
     assert_problem(a3_problems(a3_table), server=("172.16.0.100", 0), device=1,
                    words=("super_device_id", "ASCII digits"))
+
+
+def test_a3_a_super_pod_entry_without_id_or_servers(a3_table):
+    a3_table["super_pod_list"][1] = {"server_list": [{"server_id": "172.16.0.102"}]}
+    problems = a3_problems(a3_table)
+    assert "a3: super_pod_list[1]: needs a super_pod_id string and a server_list" in problems
+
+
+def test_a3_a_server_in_two_super_pods(a3_table):
+    a3_table["super_pod_list"][1]["server_list"].append({"server_id": "172.16.0.100"})
+    assert ("a3: super_pod_list[1]: server 172.16.0.100 is in super pod 0 and 1 (fix: put each server in one "
+            "super pod)") in a3_problems(a3_table)
+
+
+def test_a3_a_host_ip_that_is_no_address(a3_table):
+    a3_table["server_list"][2]["host_ip"] = "node2"
+    assert a3_problems(a3_table) == ["a3: server_list[2].host_ip: server 172.16.0.102: host_ip 'node2' is not an "
+                                     "IP address"]
+
+
+def test_a3_servers_and_devices_that_are_no_objects_are_named_once(a3_table):
+    a3_table["server_list"][3]["device"][1] = "1"
+    a3_table["server_list"].append("172.16.0.104")
+    problems = a3_problems(a3_table)
+    assert "a3: server_list[3].device[1]: must be an object" in problems
+    assert "a3: server_list[4]: must be an object" in problems
+    assert not any("super_device_id" in p or "super pod" in p for p in problems)

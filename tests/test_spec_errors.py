@@ -64,6 +64,9 @@ def bf16_weights(config: dict) -> None:
 
 CASES = [
     # --- YAML and document shape ------------------------------------------
+    Case("fix-tls-against-hccl-tls-enabled", NS + "network.fix_tls",
+         ("switch to 0", "hccl_tls: enabled requires 1", "set network.hccl_tls: disabled"),
+         mutate=lambda c: section(c, "network").update(fix_tls=True, hccl_tls="enabled")),
     Case("yaml-tab-indentation", "line 10", ("not valid YAML", "tabs"),
          text=lambda t: t.replace("    - name: node1", "\t- name: node1")),
     Case("yaml-unclosed-bracket", "line", ("not valid YAML",),

@@ -1,0 +1,141 @@
+"""The node-fact rules' branches the sample-based tests do not reach (issue
+24, found by branch coverage): each rule of check_node / check_cluster on a
+node that breaks only that rule, the helpers' edge cases, and raise_first's
+one-message form. Facts are built in memory; test_facts_samples.py runs the
+same rules on real tool output."""
+from __future__ import annotations
+
+import pytest
+
+from ascend_inference.errors import NodeFactError
+from ascend_inference.facts import (
+    DeviceFacts,
+    NodeFacts,
+    _subnet,
+    check_cluster,
+    check_node,
+    check_super_pod_facts,
+    raise_first,
+    split_sections,
+    super_pods_of,
+)
+from ascend_inference.hardware import PROFILES
+from tests.test_policy_values import healthy_device, node_facts
+
+pytestmark = pytest.mark.pure
+
+A2 = PROFILES["atlas-800i-a2"]
+A3 = PROFILES["atlas-800i-a3"]
+
+
+def errors_of(facts: NodeFacts, **overrides) -> list[str]:
+    args = {"devices": 8, "tls_policy": "disabled", "declared_ips": None, "expected_hostname": "host0",
+            "model_path": "/data/model", "profile": A2, **overrides}
+    return [str(e) for e in check_node(facts, **args)]
+
+
+def test_a_healthy_node_has_no_error():
+    assert errors_of(node_facts()) == []
+
+
+def test_no_npu_listed():
+    facts = node_facts()
+    facts.npus = []
+    assert errors_of(facts) == ["node node0: npu-smi info: no NPU listed "
+                                "(fix: check the driver: `npu-smi info` must list the NPUs)"]
+
+
+def test_another_hostname():
+    assert errors_of(node_facts(), expected_hostname="host9") == [
+        "node node0: hostname: is 'host0', the stack expects 'host9' "
+        "(fix: run `hostname host9` on the node or update nodes[].hostname)"]
+    assert errors_of(node_facts(), expected_hostname=None) == []
+
+
+@pytest.mark.parametrize(("link", "shown"), [("DOWN", "DOWN"), (None, "unknown")])
+def test_a_link_not_up(link, shown):
+    facts = node_facts()
+    facts.devices[2] = healthy_device(2, link=link)
+    assert errors_of(facts) == [f"node node0: device 2 link: is {shown} "
+                                "(fix: check the cable/optics (`hccn_tool -i 2 -link -g`))"]
+
+
+def test_missing_weights():
+    facts = node_facts()
+    facts.model_present = False
+    assert errors_of(facts) == ["node node0: model path: /data/model does not exist "
+                                "(fix: copy the weights to the same path on every node)"]
+    facts.model_present = None  # not looked at: no verdict
+    assert errors_of(facts) == []
+
+
+def test_sections_before_the_first_header_are_ignored():
+    assert split_sections("noise\n### a\none\n\n### b\ntwo\n") == {"a": "one", "b": "two"}
+
+
+def test_facts_to_json_keep_every_field():
+    facts = node_facts()
+    data = facts.to_json()
+    assert data["node"] == "node0" and data["devices"][3]["ip"] == "10.0.0.13" and data["model_present"] is True
+
+
+def test_an_a3_node_without_spod_info_is_named_per_die_and_nothing_else_is_compared():
+    facts = NodeFacts(node="node0", devices=[DeviceFacts(i) for i in range(2)])
+    errors = [str(e) for e in check_super_pod_facts(facts, A3)]
+    assert len(errors) == 2 and errors[1].startswith(
+        "node node0: device 1 spod-info: `npu-smi info -t spod-info -i 0 -c 1` printed no SDID")
+    assert super_pods_of([facts]) is None
+
+
+@pytest.mark.parametrize(("ip", "netmask"), [(None, "255.255.255.0"), ("10.0.0.1", None), ("10.0.0.1", "garbage")])
+def test_no_subnet_without_a_valid_address_and_netmask(ip, netmask):
+    assert _subnet(DeviceFacts(0, ip=ip, netmask=netmask)) is None
+
+
+def second_node(**device_changes) -> NodeFacts:
+    other = node_facts(**device_changes)
+    other.node, other.hostname = "node1", "host1"
+    for d in other.devices:
+        d.ip = f"10.0.1.{d.index}"
+    return other
+
+
+def test_two_nodes_with_one_hostname():
+    one, other = node_facts(), second_node()
+    other.hostname = "host0"
+    assert [str(e) for e in check_cluster([one, other])] == [
+        "node node1: hostname: 'host0' is also the hostname of node0 (fix: Ray needs distinct hostnames: "
+        "`hostname <new-name>` on one of them (runbook 000))"]
+
+
+def test_versions_differ_and_one_is_unreadable():
+    one, other, third = node_facts(), second_node(), second_node()
+    third.node, third.hostname = "node2", "host2"
+    for d in third.devices:
+        d.ip = f"10.0.2.{d.index}"
+    one.driver_version, other.driver_version, third.driver_version = "24.1.0", "23.0.7", None
+    errors = [str(e) for e in check_cluster([one, other, third])]
+    assert errors == [
+        "node node2: driver version: cannot be read (its version file is missing), node0 has 24.1.0 "
+        "(fix: install the same version on every node)",
+        "node node1: driver version: is 23.0.7, node0 has 24.1.0 (fix: install the same version on every node)"]
+
+
+def test_devices_without_an_ip_are_not_duplicates():
+    one, other = node_facts(ip=None), second_node()
+    for d in other.devices:
+        d.ip = None
+    assert check_cluster([one, other]) == []
+
+
+def test_raise_first_raises_nothing_for_no_error_the_error_itself_for_one_all_for_many():
+    raise_first([])
+    one = NodeFactError("node0", "hostname", "is 'a'", "fix it")
+    with pytest.raises(NodeFactError) as raised:
+        raise_first([one])
+    assert raised.value is one
+    two = NodeFactError("node1", "tls", "differs")
+    with pytest.raises(NodeFactError) as raised:
+        raise_first([one, two])
+    assert str(raised.value) == "node node0: hostname: is 'a' (fix: fix it)\nnode node1: tls: differs"
+    assert (raised.value.node, raised.value.fact) == ("node0", "hostname")
