@@ -151,10 +151,14 @@ def out_dir_problem(out: Path) -> str | None:
         return (f"render --out {out}: is an existing file, not a directory (fix: pass a directory path; "
                 "render writes DIR/plan.json and DIR/<node>/..., replacing DIR as a whole)")
     # DIR is replaced as a whole: never a directory render did not write
-    # (`--out ~` must not delete a home directory).
-    if out.is_dir() and any(out.iterdir()) and not (out / "plan.json").is_file():
-        return (f"render --out {out}: is a directory with other content (no plan.json from an earlier render), "
-                "and render replaces DIR as a whole (fix: pass a new or empty directory, or one render wrote)")
+    # (`--out ~` must not delete a home directory), nor one where something
+    # was added after the render (render_stack checks again before deleting).
+    from ascend_inference.render import foreign_content
+
+    foreign = foreign_content(out)
+    if foreign is not None:
+        return (f"render --out {out}: is a directory that {foreign}, and render replaces DIR as a whole "
+                "(fix: pass a new or empty directory, or one render wrote)")
     # The directory is created (with its parents) next to where it goes, so
     # the nearest existing ancestor must be a writable directory.
     ancestor = out.absolute().parent

@@ -82,7 +82,8 @@ def test_rank_table_only_for_engines_that_use_one(rendered, stack):
 def test_every_node_gets_its_files(rendered, stack):
     names = node_names(stack)
     top = sorted(p.name for p in rendered[stack].iterdir())
-    assert top == sorted(["plan.json", *names, *(["rank_table.json"] if stack in USES_RANK_TABLE else [])])
+    assert top == sorted([".ascend-inference-render.json", "plan.json", *names,
+                          *(["rank_table.json"] if stack in USES_RANK_TABLE else [])])
     for index, node in enumerate(names):
         base = rendered[stack] / node
         assert (base / "env.sh").is_file()
@@ -222,9 +223,11 @@ def snapshot(directory) -> dict[str, bytes]:
 def test_render_replaces_an_existing_directory_whole(tmp_path, rendered):
     out = tmp_path / "out"
     (out / "node9" / "scripts").mkdir(parents=True)
-    (out / "plan.json").write_text("{}")  # an earlier render's directory, with leftovers
+    (out / "plan.json").write_text("{}")  # an earlier render's directory, with files this one does not write
     (out / "stale.txt").write_text("old")
     (out / "node9" / "scripts" / "old.sh").write_text("echo old")
+    (out / ".ascend-inference-render.json").write_text(json.dumps(
+        {"render_id": "0" * 32, "files": ["plan.json", "stale.txt", "node9/scripts/old.sh"]}))
     result = run_cli("render", "--stack", "tp16-mindie", "--out", out)
     assert result.returncode == 0, result.stderr
     assert not (out / "stale.txt").exists() and not (out / "node9").exists()
