@@ -321,8 +321,19 @@ def render_weights_copy(loaded: LoadedStack, index: int, master_weights: dict[st
         node=spec.nodes[index], master=master, model_path=spec.model.path,
         model_path_slash=spec.model.path.rstrip("/") + "/", needed_bytes=int(master_weights["disk_bytes"]),
         master_fingerprint=master_weights["fingerprint"], master_login=login,
-        master_port=master.port or spec.ssh.port)
+        master_port=master.port or spec.ssh.port, **_master_key(loaded))
     return Script("weights-copy", text, "host", spec.container.name)
+
+
+def _master_key(loaded: LoadedStack) -> dict[str, Any]:
+    """The master's pinned host key for the node-to-master copies (None:
+    the stack opted out of host keys; `pulumi up` refuses a stack that
+    neither pins nor opts out)."""
+    from ascend_inference.host_keys import MASTER_ALIAS
+
+    spec = loaded.spec
+    key = None if spec.ssh.insecure_ignore_host_keys else spec.nodes[0].host_key
+    return {"master_host_key": key, "master_alias": MASTER_ALIAS}
 
 
 def image_fetched_once(loaded: LoadedStack) -> bool:
@@ -348,7 +359,7 @@ def render_image_copy(loaded: LoadedStack, index: int, master_image: dict[str, A
         node=spec.nodes[index], master=master, image=spec.container.image, image_tar=spec.container.image_tar,
         tar_bytes=int(master_image["tar_bytes"]), tar_sha256=str(master_image["tar_sha256"]),
         sha256_from="container.image_sha256" if spec.container.image_sha256 else f"the tar on {master.name}",
-        master_login=login, master_port=master.port or spec.ssh.port)
+        master_login=login, master_port=master.port or spec.ssh.port, **_master_key(loaded))
     return Script("image-copy", text, "host", spec.container.name)
 
 

@@ -257,6 +257,11 @@ def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: d
             problems.append(Problem(file, full, "unknown key",
                                     hint or f"known keys: {', '.join([*SECTION_KEYS, *secret_keys])}"))
     spec_problems = check_spec(spec, file)
+    if require_secrets:
+        # What `pulumi up` refuses too: connections to unpinned host keys.
+        from ascend_inference.host_keys import missing_host_keys
+
+        spec_problems += missing_host_keys(spec, file)
     # A clear credential whose key a spec rule already refuses (a secret-looking
     # env name) is one problem, reported by that rule.
     named = {p.key for p in spec_problems}

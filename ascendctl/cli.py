@@ -5,6 +5,7 @@
     python -m ascendctl preview  --stack NAME
     python -m ascendctl diff     --stack NAME --set KEY=VALUE ...
     python -m ascendctl stacks
+    python -m ascendctl hostkeys --stack NAME [--write]
 
 Exit status: 0 on success, 2 when the stack has problems (one line each,
 naming the stack file, the key and the fix; never a traceback), 3 when
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a config change, typed as `pulumi config set --path` types it: true/false and integers "
                         "are typed, anything else is a string that the schema then reads (0.5 for a number); "
                         "a value starting with [ or { is YAML")
+
+    p = sub.add_parser("hostkeys", help="collect the nodes' SSH host keys to pin them in the stack",
+                       description="Ask every node (and the jump host) for its SSH host key with ssh-keyscan "
+                                   "and print each key's SHA256 fingerprint, to compare with what the node's "
+                                   "administrator reads (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`). "
+                                   "Nothing is written unless --write is given. This command uses the network.")
+    _stack_arg(p)
+    p.add_argument("--write", action="store_true",
+                   help="write the collected keys into the stack file (nodes[].host_key, ssh.jump_host_key)")
+    p.add_argument("--timeout", type=int, default=5, metavar="SECONDS",
+                   help="how long ssh-keyscan waits for each host (default 5; hosts are asked in parallel)")
 
     sub.add_parser("stacks", help="list the stacks in stacks/",
                    description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")
@@ -219,8 +232,52 @@ def cmd_stacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hostkeys(args: argparse.Namespace) -> int:
+    from ascend_inference import host_keys
+    from ascend_inference.spec import host_key_fingerprint
+    from ascend_inference.stackfile import load_stack
+
+    loaded = load_stack(args.stack)
+    timeout = max(1, min(int(args.timeout), 60))
+    points = host_keys.endpoints(loaded.spec)
+    try:
+        offered = host_keys.scan([(host, port) for _, host, port in points], timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as error:
+        print(f"error: hostkeys: ssh-keyscan failed: {error} (fix: install the OpenSSH client)", file=sys.stderr)
+        return EXIT_STACK_PROBLEM
+    pinned = {f"nodes[{i}]": n.host_key for i, n in enumerate(loaded.spec.nodes)}
+    pinned["ssh.jump_host"] = loaded.spec.ssh.jump_host_key
+    collected: dict[str, str] = {}
+    unanswered = 0
+    for what, host, port in points:
+        where = what.split()[0]
+        key = host_keys.preferred(offered.get((host, port), []))
+        if key is None:
+            unanswered += 1
+            print(f"{what} {host}:{port}: no answer within {timeout}s")
+            continue
+        collected[where] = key
+        old = pinned.get(where)
+        state = ("pinned" if old == key else f"CHANGED from {host_key_fingerprint(old)}" if old
+                 and old.split()[0] == key.split()[0] else "new")
+        print(f"{what} {host}:{port}: {key.split()[0]} {host_key_fingerprint(key)} ({state})")
+    if not args.write:
+        print("Compare each fingerprint with the node's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), "
+              "then run again with --write.")
+        return 0 if not unanswered else EXIT_STACK_PROBLEM
+    path = Path(loaded.file)
+    try:
+        text = host_keys.write_host_keys(path.read_text(encoding="utf-8"), collected)
+    except ValueError as error:
+        print(f"error: {loaded.file}: {error}", file=sys.stderr)
+        return EXIT_STACK_PROBLEM
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {len(collected)} host key(s) into {loaded.file}")
+    return 0 if not unanswered else EXIT_STACK_PROBLEM
+
+
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "preview": cmd_preview, "diff": cmd_diff,
-            "stacks": cmd_stacks}
+            "stacks": cmd_stacks, "hostkeys": cmd_hostkeys}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -203,7 +203,8 @@ def _set(section: str, key: str, value):
     return lambda c: c.setdefault(NS + section, {}).__setitem__(key, value)
 
 
-PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAA" * 12 + "\n-----END OPENSSH PRIVATE KEY-----\n"
+PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAA" * 12
+               + "\n-----END OPENSSH PRIVATE KEY-----\n")
 
 # (stack, change, key the line names, words of the message)
 BAD_VALUES = {
