@@ -438,6 +438,7 @@ def render_stack(loaded: LoadedStack, out_dir: Path) -> list[Path]:
             content.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
         marker.write_text(json.dumps({"render_id": content.hexdigest()[:32], "stack": loaded.name,
                                       "files": files}, indent=1) + "\n", encoding="utf-8")
+        written.append(marker)
         staging.chmod(0o755)  # mkdtemp makes it 0700
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -70,6 +70,7 @@ def node_path(value: str, *, what: str = "path") -> str:
     doubled or trailing slash, no control character, no leading `-`."""
     if not value.strip():
         raise invalid("is empty", f"write an absolute {what}, e.g. /data/models/DeepSeek-R1")
+    no_credential(value)
     shown = masked(value)[:120]
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise invalid(f"{shown!r} contains a control character (newline, tab, ...)",
@@ -122,7 +123,20 @@ DNS_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 VOLUME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
+def no_credential(value: str) -> None:
+    """A credential pasted into a field with a format check: said as such,
+    with the secret's fix, never quoted."""
+    kind = credential_kind(value)
+    if kind == "a private key":
+        raise invalid("holds a private key, written in clear in the stack file",
+                      "remove it and run `pulumi config set --secret ascend-inference:sshPrivateKey < key`")
+    if kind:
+        raise invalid(f"holds {kind}, written in clear in the stack file",
+                      "store it as a Pulumi secret (`pulumi config set --secret ascend-inference:<name>`)")
+
+
 def login_name(value: str) -> str:
+    no_credential(value)
     if not LOGIN.match(value):
         raise invalid(f"'{masked(value)[:40]}' is not a login name (letters, digits, `_.-`, not starting with `-`)",
                       "write the account's name, e.g. root or admin")
@@ -130,6 +144,7 @@ def login_name(value: str) -> str:
 
 
 def image_reference(value: str) -> str:
+    no_credential(value)
     if not IMAGE.match(value):
         raise invalid(f"'{masked(value)[:80]}' is not a docker image reference",
                       "write registry/path:tag (e.g. swr.cn-south-1.myhuaweicloud.com/ascendhub/mindie:2.0.RC2), "
@@ -162,6 +177,7 @@ def _unusable_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | Non
 def host_name(value: str) -> str:
     """An SSH host: an IP address (not unspecified, loopback, multicast or
     IPv4-mapped) or a DNS name; nothing ssh or a shell could read otherwise."""
+    no_credential(value)
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import NS, STACKS, container_mount_for, load_stack_doc, run_cli, write_stack
+from tests.conftest import NS, STACKS, container_mount_for, load_stack_doc, pin_host_keys, run_cli, write_stack
 
 pytestmark = pytest.mark.pure
 
@@ -276,7 +276,7 @@ TOKEN = "tok-3b9f0c1e-never-in-files"
 def test_secrets_never_appear_in_rendered_files(tmp_path, stack):
     doc = load_stack_doc(stack)
     doc["config"][NS + "sshPrivateKey"] = {"secure": CIPHERTEXT}
-    path = write_stack(tmp_path, stack, doc)
+    path = write_stack(tmp_path, stack, pin_host_keys(doc))
     out = tmp_path / "out"
     result = run_cli("render", "--stack", path, "--out", out,
                      env={"GPUSTACK_TOKEN": TOKEN, "GPUSTACK_API_KEY": TOKEN})
