@@ -475,7 +475,7 @@ def _write_all(loaded: LoadedStack, root: Path) -> list[Path]:
     for index, node in enumerate(loaded.spec.nodes):
         rendered = render_node(loaded, index, ips)
         base = node.name
-        put(f"{base}/env.sh", rendered.env_text)
+        put(f"{base}/env.sh", rendered.env_text, 0o600)
         put(f"{base}/docker-run.sh", "#!/usr/bin/env bash\n# Equivalent of the container resource.\n"
             + rendered.container.docker_run_line() + "\n", 0o755)
         for path, content in rendered.files.items():
