@@ -95,9 +95,13 @@ class StackRollout:
         values[f"{NAMESPACE}:{loaded.spec.ssh.private_key_secret}"] = Secret(self.cluster.ssh_key_path.read_text())
         os.environ["ASCEND_INFERENCE_STACK_FILE"] = loaded.file
         # The executor runs the program in preview mode; this rollout really
-        # changes the nodes, so the program checks host keys as `pulumi up` does.
+        # changes the nodes, so the program checks host keys as `pulumi up`
+        # does (for this run only: previews in the same process stay previews).
         os.environ["ASCEND_INFERENCE_CHECK_HOST_KEYS"] = "1"
-        return self.executor.up(run, values, stack=loaded.name)
+        try:
+            return self.executor.up(run, values, stack=loaded.name)
+        finally:
+            os.environ.pop("ASCEND_INFERENCE_CHECK_HOST_KEYS", None)
 
     def destroy(self) -> Report:
         return self.executor.destroy()
