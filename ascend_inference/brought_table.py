@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.ranktable import StackServer, check_rank_table_for_stack, validate_rank_table
+from ascend_inference.safe_values import NotARegularFile, read_bounded
 
 if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
     from ascend_inference.topology import Plan
 
 KEY = "ascend-inference:network.rank_table_file"
+# A table for 1,000 nodes of 16 NPUs, indented, is about 3 MB.
+MAX_RANK_TABLE_BYTES = 16 * 2**20
 
 
 def resolve(stack_file: str, path: str) -> Path:
@@ -52,7 +55,11 @@ def load_brought_table(spec: ClusterSpec, plan: Plan, stack_file: str, path: Pat
                                   f"drop {'network.rank_table_file' if in_stack else '--rank-table'}, or use an "
                                   "engine that reads one (mindie, lmdeploy)")])
     try:
-        table = json.loads(path.read_text(encoding="utf-8"))
+        table = json.loads(read_bounded(path, MAX_RANK_TABLE_BYTES).decode("utf-8"))
+    except NotARegularFile as error:
+        raise StackError([Problem(stack_file, key, str(error),
+                                  "give the path of the rank table JSON file, a regular file (1,000 A3 nodes "
+                                  "take about 3 MB)")]) from None
     except OSError as error:
         raise StackError([Problem(stack_file, key, f"{path} cannot be read: {error.strerror}",
                                   "give the path of the rank table JSON file (relative paths are relative "

@@ -79,6 +79,11 @@ class ContainerSpec:
     def docker_run_argv(self, *, reveal: dict[str, str] | None = None) -> list[str]:
         """argv of the equivalent `docker run -d`. Secret args appear as
         "$VAR" unless `reveal` maps the variable to its value (executor only)."""
+        return [arg for arg, _ in self._argv(reveal)]
+
+    def _argv(self, reveal: dict[str, str] | None) -> list[tuple[str, bool]]:
+        """argv with, for each argument, whether it is a secret's variable
+        reference (which the shell line leaves to the shell to expand)."""
         argv = ["docker", "run", "-d"]
         if self.interactive:
             argv += ["-it"]
@@ -109,19 +114,29 @@ class ContainerSpec:
         argv.append(self.image)
         if self.entrypoint and len(self.entrypoint) > 1:
             argv += list(self.entrypoint[1:])
+        marked = [(arg, False) for arg in argv]
         for arg in self.command:
             if arg in self.secret_args:
                 var = self.secret_args[arg]
-                argv.append(reveal[var] if reveal and var in reveal else f"${var}")
+                if reveal is not None and var in reveal:
+                    marked.append((reveal[var], False))
+                else:
+                    marked.append((f"${var}", True))
             else:
-                argv.append(arg)
-        return argv
+                marked.append((arg, False))
+        return marked
 
     def docker_run_line(self) -> str:
-        """Shell line for the rendered files; secret args stay "$VAR"."""
+        """Shell line for the rendered files. Every argument is single-quoted
+        (`shlex.quote`) but a secret's own variable reference, which is
+        written "$VAR" so the shell expands that variable and nothing else
+        (a stack value that merely starts with `$` stays a literal word)."""
         out = []
-        for arg in self.docker_run_argv():
-            out.append(f'"{arg}"' if arg.startswith("$") else shlex.quote(arg))
+        for arg, is_secret_ref in self._argv(None):
+            if is_secret_ref and re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", arg):
+                out.append(f'"{arg}"')
+            else:
+                out.append(shlex.quote(arg))
         return " ".join(out)
 
     def pulumi_docker_args(self) -> dict[str, Any]:

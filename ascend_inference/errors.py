@@ -6,6 +6,7 @@ for a StackError and 4 for a NodeFactError (docs/cli.md).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -19,10 +20,15 @@ class Problem:
     fix: str = ""
 
     def __str__(self) -> str:
+        from ascend_inference.safe_values import masked
+
         text = f"{self.file}: {self.key}: {self.message}"
         if self.fix:
             text += f" (fix: {self.fix})"
-        return text
+        # A value that looks like a credential is quoted only by its first
+        # characters, whichever check quotes it.
+        # One line, whatever the value held (a newline would split it).
+        return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], masked(text))
 
 
 class StackError(Exception):

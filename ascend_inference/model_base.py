@@ -60,7 +60,9 @@ def invalid(message: str, fix: str) -> PydanticCustomError:
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # No infinite or NaN number: `weights_gb: .inf` would overflow the
+    # memory plan's arithmetic (`int(inf)`) instead of being refused.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

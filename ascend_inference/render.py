@@ -7,8 +7,10 @@ Pure: no Pulumi import.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import posixpath
 import shutil
 import tempfile
 from dataclasses import dataclass, fields
@@ -18,7 +20,7 @@ from typing import Any, Literal
 from ascend_inference import config_edit
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import EnvFile, NodeContext
-from ascend_inference.errors import NodeFactError, Problem
+from ascend_inference.errors import NodeFactError, Problem, StackError
 from ascend_inference.images import probe_script
 from ascend_inference.loaded import LoadedStack
 from ascend_inference.peers import ping_targets
@@ -330,8 +332,20 @@ def render_weights_copy(loaded: LoadedStack, index: int, master_weights: dict[st
         node=spec.nodes[index], master=master, model_path=spec.model.path,
         model_path_slash=spec.model.path.rstrip("/") + "/", needed_bytes=int(master_weights["disk_bytes"]),
         master_fingerprint=master_weights["fingerprint"], master_login=login,
-        master_port=master.port or spec.ssh.port, progress_every_s=progress_every_s)
+        master_port=master.port or spec.ssh.port, progress_every_s=progress_every_s,
+        **_master_key(loaded))
     return Script("weights-copy", text, "host", spec.container.name)
+
+
+def _master_key(loaded: LoadedStack) -> dict[str, Any]:
+    """The master's pinned host key for the node-to-master copies (None:
+    the stack opted out of host keys; `pulumi up` refuses a stack that
+    neither pins nor opts out)."""
+    from ascend_inference.host_keys import MASTER_ALIAS
+
+    spec = loaded.spec
+    key = None if spec.ssh.insecure_ignore_host_keys else spec.nodes[0].host_key
+    return {"master_host_key": key, "master_alias": MASTER_ALIAS}
 
 
 def image_fetched_once(loaded: LoadedStack) -> bool:
@@ -358,7 +372,8 @@ def render_image_copy(loaded: LoadedStack, index: int, master_image: dict[str, A
         node=spec.nodes[index], master=master, image=spec.container.image, image_tar=spec.container.image_tar,
         tar_bytes=int(master_image["tar_bytes"]), tar_sha256=str(master_image["tar_sha256"]),
         sha256_from="container.image_sha256" if spec.container.image_sha256 else f"the tar on {master.name}",
-        master_login=login, master_port=master.port or spec.ssh.port, progress_every_s=progress_every_s)
+        master_login=login, master_port=master.port or spec.ssh.port, progress_every_s=progress_every_s,
+        **_master_key(loaded))
     return Script("image-copy", text, "host", spec.container.name)
 
 
@@ -392,15 +407,52 @@ def plan_document(loaded: LoadedStack) -> dict[str, Any]:
     return doc
 
 
+# Written last into every render's directory: the render's own id (the
+# digest of what it wrote) and every file it wrote. `render --out DIR` replaces DIR only when this file is there
+# and DIR holds nothing it does not list, so it never deletes what it did not write.
+RENDER_MARKER = ".ascend-inference-render.json"
+
+
+def foreign_content(out_dir: Path) -> str | None:
+    """Why `out_dir` may not be replaced by a render, or None: it is missing
+    or empty, or exactly what an earlier render wrote (its marker's list)."""
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return None
+    marker = out_dir / RENDER_MARKER
+    try:
+        listed = set(json.loads(marker.read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"has content and no {RENDER_MARKER} of an earlier render"
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        if path.is_symlink() or (not path.is_dir() and rel not in listed and rel != RENDER_MARKER):
+            return f"holds {rel}, which no earlier render wrote"
+    return None
+
+
 def render_stack(loaded: LoadedStack, out_dir: Path) -> list[Path]:
     """Write plan.json, rank_table.json (when used) and DIR/<node>/...; return
     the files written. Writes into a temp dir first, so a failure leaves
     nothing half-written."""
     out_dir = Path(out_dir)
+    foreign = foreign_content(out_dir)
+    if foreign is not None:
+        raise StackError([Problem(str(out_dir), "render --out", foreign,
+                                  "pass a new or empty directory, or one an earlier render wrote")])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir.parent))
     try:
         written = _write_all(loaded, staging)
+        marker = staging / RENDER_MARKER
+        files = [p.relative_to(staging).as_posix() for p in written]
+        # The id is the digest of what was written, so equal renders are
+        # byte-for-byte equal, marker included.
+        content = hashlib.sha256()
+        for rel, path in zip(files, written, strict=True):
+            content.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        marker.write_text(json.dumps({"render_id": content.hexdigest()[:32], "stack": loaded.name,
+                                      "files": files}, indent=1) + "\n", encoding="utf-8")
+        written.append(marker)
         staging.chmod(0o755)  # mkdtemp makes it 0700
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -415,7 +467,14 @@ def _write_all(loaded: LoadedStack, root: Path) -> list[Path]:
     written: list[Path] = []
 
     def put(rel: str, text: str, mode: int = 0o644) -> None:
-        path = root / rel
+        # Node paths come from the stack: normalised, and confined to the
+        # output directory whatever they hold (the spec refuses `..` too).
+        normal = posixpath.normpath("/" + rel).lstrip("/")
+        if not normal or normal.startswith("../") or normal != rel.lstrip("/") or normal == RENDER_MARKER:
+            raise StackError([Problem(loaded.file, "(render)", f"the rendered path {rel!r} is not a plain path "
+                                      "inside the output directory", "write the stack's node paths as absolute "
+                                      "paths without `..` or `.`")])
+        path = root / normal
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         path.chmod(mode)
@@ -430,7 +489,7 @@ def _write_all(loaded: LoadedStack, root: Path) -> list[Path]:
     for index, node in enumerate(loaded.spec.nodes):
         rendered = render_node(loaded, index, ips)
         base = node.name
-        put(f"{base}/env.sh", rendered.env_text)
+        put(f"{base}/env.sh", rendered.env_text, 0o600)
         put(f"{base}/docker-run.sh", "#!/usr/bin/env bash\n# Equivalent of the container resource.\n"
             + rendered.container.docker_run_line() + "\n", 0o755)
         for path, content in rendered.files.items():

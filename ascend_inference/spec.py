@@ -28,6 +28,18 @@ from ascend_inference.errors import Problem
 from ascend_inference.hardware import PROFILES, HardwareProfile
 from ascend_inference.images import image_tag
 from ascend_inference.model_base import StrictModel, invalid
+from ascend_inference.safe_values import (
+    cluster_ip,
+    credential_kind,
+    host_name,
+    image_reference,
+    login_name,
+    masked,
+    node_path,
+    owned_file,
+    owned_path,
+    volume_or_path,
+)
 
 NAMESPACE = "ascend-inference"
 
@@ -54,7 +66,8 @@ def _ip(value: str) -> str:
 
 
 # `[user@]host[:port]`, as `ssh -J` takes it (components/common.py splits it the same way).
-JUMP_HOST = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+JUMP_HOST = re.compile(r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]{0,31})@)?"
+                       r"(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
                        r"(?::(?P<port>\d{1,5}))?$")
 
 
@@ -62,15 +75,7 @@ def _login_name(value: str | None, *, fix: str) -> str | None:
     # ssh would fall back to the local user name, which is rarely the intent.
     if value is not None and not value.strip():
         raise invalid("the login name is empty", fix)
-    return value
-
-
-def _absolute_path(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    if not value.startswith("/"):
-        raise ValueError(f"'{value}' is not an absolute path")
-    return value
+    return value if value is None else login_name(value)
 
 
 class Node(StrictModel):
@@ -79,7 +84,7 @@ class Node(StrictModel):
 
     name: Annotated[str, Field(pattern=NODE_NAME)]
     # Address the control host reaches over SSH (IP or DNS name).
-    host: Annotated[str, Field(min_length=1)]
+    host: Annotated[str, Field(min_length=1, max_length=253)]
     # Address on the socket interface: rank-table server_id, Ray node IP,
     # MIES_CONTAINER_IP, HCCL_IF_IP. Defaults to `host` when that is an IP.
     ip: str | None = None
@@ -93,7 +98,22 @@ class Node(StrictModel):
     # MindIE rank table `container_ip`; defaults to the node ip.
     container_ip: str | None = None
 
-    _check_ip = field_validator("ip", "container_ip")(lambda v: v if v is None else _ip(v))
+    # The SSH public host key (`ssh-ed25519 AAAA...`, as `ssh-keyscan` or
+    # /etc/ssh/ssh_host_*_key.pub prints it): every connection to the node
+    # is refused unless the node proves it holds this key (docs/security.md).
+    host_key: str | None = None
+
+    _check_host = field_validator("host")(lambda v: host_name(v))
+    _check_ip = field_validator("ip", "container_ip")(lambda v: v if v is None else cluster_ip(v))
+    _check_host_key = field_validator("host_key")(lambda v: v if v is None else host_key_line(v))
+
+    @model_validator(mode="after")
+    def _cluster_address(self) -> Node:
+        if self.ip is None and is_ip(self.host) and ipaddress.ip_address(self.host).version == 6:
+            raise invalid(f"host '{self.host}' is IPv6 and no `ip:` is given; the rank tables, Ray and the "
+                          "serving URLs are built for IPv4 cluster addresses",
+                          "add `ip:` with the node's IPv4 address on the socket interface")
+        return self
     _check_user = field_validator("user")(
         lambda v: _login_name(v, fix="write the login name, or leave `user` out to use ssh.user"))
 
@@ -130,6 +150,13 @@ class SshSettings(StrictModel):
     private_key_secret: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = "sshPrivateKey"
     # Optional jump host, `[user@]host[:port]`.
     jump_host: str | None = None
+    # The jump host's SSH public host key (same form as nodes[].host_key).
+    jump_host_key: str | None = None
+    # Throwaway labs only: connect without checking host keys. `preview`
+    # names it as a warning; docs/security.md says what it gives away.
+    insecure_ignore_host_keys: bool = False
+
+    _check_jump_host_key = field_validator("jump_host_key")(lambda v: v if v is None else host_key_line(v))
 
     _check_user = field_validator("user")(
         lambda v: _login_name(v, fix="write the login name (e.g. root), or leave `user` out for root"))
@@ -140,8 +167,8 @@ class SshSettings(StrictModel):
         if value is None:
             return value
         match = JUMP_HOST.match(value)
-        if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
-            raise invalid(f"'{value}' is not [user@]host[:port]",
+        if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535) or value.startswith("-"):
+            raise invalid(f"'{masked(value)[:80]}' is not [user@]host[:port]",
                           "write e.g. admin@bastion.example.com:2222, or leave jump_host out")
         return value
 
@@ -197,7 +224,7 @@ class ModelSource(StrictModel):
     revision: Annotated[str, Field(min_length=1)] = "main"
     # huggingface: the hub's URL (a mirror such as https://hf-mirror.com);
     # default https://huggingface.co. Passed as HF_ENDPOINT.
-    endpoint: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    endpoint: Annotated[str, Field(pattern=r"^https?://[^\s'\"$`\\]+$")] | None = None
     # huggingface: the config key of a Pulumi secret holding the hub token
     # (gated or private repositories); sent on stdin, never in a file.
     token_secret: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] | None = None
@@ -222,22 +249,24 @@ class Model(StrictModel):
     path: str
     quantization: Literal["bf16", "w8a8", "a8w4"] = "w8a8"
     # Architecture facts the plan needs (DeepSeek-R1 671B by default).
-    parameters_b: Annotated[float, Field(gt=0)] = 671.0
+    parameters_b: Annotated[float, Field(gt=0, le=1_000_000)] = 671.0
     # Routed-expert share of the parameters: 58 MoE layers x 256 experts x
     # 3 x 7168 x 2048 = ~654B. Experts shard over EP; the rest is replicated
     # per data-parallel group.
-    expert_parameters_b: Annotated[float, Field(ge=0)] = 654.0
-    layers: Annotated[int, Field(ge=1)] = 61
-    experts: Annotated[int, Field(ge=0)] = 256
+    expert_parameters_b: Annotated[float, Field(ge=0, le=1_000_000)] = 654.0
+    # Bounded: the plan loops over layers and experts.
+    layers: Annotated[int, Field(ge=1, le=4096)] = 61
+    experts: Annotated[int, Field(ge=0, le=65536)] = 256
     # Measured size of the weights on disk (`du -s --block-size=1G`), when
     # known; otherwise estimated from parameters and quantization.
-    weights_gb: Annotated[float, Field(gt=0)] | None = None
+    weights_gb: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
     # Share of usable NPU memory kept free for KV cache and activations.
     kv_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
     # Where the weights come from (ModelSource above).
     source: ModelSource = ModelSource()
 
-    _check_path = field_validator("path")(lambda v: _absolute_path(v))
+    # MindIE's weights step runs `chmod -R 750` on it and copies fill it as root.
+    _check_path = field_validator("path")(lambda v: owned_path(v, what="weights directory"))
 
 
 class Container(StrictModel):
@@ -250,6 +279,17 @@ class Container(StrictModel):
     ipc_host: bool = True
     # Mounts beyond the engine's standard Ascend ones, "host:container[:ro]".
     mounts: list[Annotated[str, Field(pattern=r"^[^:]+:/[^:]*(:ro|:rw)?$")]] = []
+
+    _check_image = field_validator("image")(lambda v: image_reference(v))
+
+    @field_validator("mounts")
+    @classmethod
+    def _check_mounts(cls, value: list[str]) -> list[str]:
+        for mount in value:
+            host, container = mount.split(":")[:2]
+            volume_or_path(host)
+            node_path(container, what="container path")
+        return value
     restart: Literal["no", "unless-stopped", "always", "on-failure"] = "no"
     # The engine's version inside the image (pip's for vllm-mindspore,
     # lmdeploy and GPUStack, version.info's mindie-service for MindIE). The
@@ -273,27 +313,34 @@ class Container(StrictModel):
     # when `import acl` fails in the container, pyACL is installed from it there.
     nnrt_run: str | None = None
 
-    _check_tar = field_validator("image_tar")(lambda v: v if v is None else _absolute_path(v))
-    _check_nnrt = field_validator("nnrt_run")(lambda v: v if v is None else _absolute_path(v))
+    # The tar is downloaded to and removed from this path as root.
+    _check_tar = field_validator("image_tar")(lambda v: v if v is None else owned_file(v, what="image tar"))
+    _check_nnrt = field_validator("nnrt_run")(lambda v: v if v is None else node_path(v, what="installer path"))
+
+
+
+# Bounded so that nothing sized by them (loops, tables) can grow without end.
+Degree = Annotated[int, Field(ge=1, le=65536)]
 
 
 class Parallel(StrictModel):
-    tp: Annotated[int, Field(ge=1)]
-    pp: Annotated[int, Field(ge=1)] = 1
-    dp: Annotated[int, Field(ge=1)] = 1
-    ep: Annotated[int, Field(ge=1)] = 1
+    tp: Degree
+    pp: Degree = 1
+    dp: Degree = 1
+    ep: Degree = 1
     # MoE tensor parallel (GPUStack/MindIE `--moe-tensor-parallel-size`).
     # Defaults to tp when ep is 1, else 1.
-    moe_tp: Annotated[int, Field(ge=1)] | None = None
+    moe_tp: Degree | None = None
     # Layers per pipeline stage (VLLM_PP_LAYER_PARTITION); computed if absent.
-    pp_layer_split: list[Annotated[int, Field(ge=1)]] | None = None
+    pp_layer_split: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(max_length=65536)] | None = None
 
 
 class Paths(StrictModel):
     # Where the program keeps env files, scripts, pid and log files per stack.
     remote_dir: str = "/etc/ascend-inference"
 
-    _check = field_validator("remote_dir")(lambda v: _absolute_path(v))
+    # Files are written, chmodded and removed under it as root.
+    _check = field_validator("remote_dir")(lambda v: owned_path(v, what="directory"))
 
 
 # A version as the Ascend version files print it (`Version=24.1.rc3`,
@@ -314,7 +361,7 @@ class HostPackages(StrictModel):
     docker_runtime: str | None = None
 
     _check = field_validator("driver", "firmware", "docker_runtime")(
-        lambda v: v if v is None else _absolute_path(v))
+        lambda v: v if v is None else node_path(v, what="installer path"))
 
 
 class Host(StrictModel):
@@ -344,8 +391,13 @@ EngineSettings = Annotated[
 ]
 
 
+# The most nodes a stack may list: what the scaling benchmarks cover
+# (1,000); beyond it `render` alone writes gigabytes.
+MAX_NODES = 1000
+
+
 class ClusterSpec(StrictModel):
-    nodes: Annotated[list[Node], Field(min_length=1)]
+    nodes: Annotated[list[Node], Field(min_length=1, max_length=MAX_NODES)]
     hardware: Hardware
     model: Model
     container: Container
@@ -392,6 +444,8 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
                 first[value] = index
 
     problems += spec.engine.problems(file)
+    problems += _secret_env_problems(spec, file)
+    problems += _hub_token_problems(spec, file)
     if spec.container.nnrt_run and spec.container.check_acl is False:
         problems.append(Problem(file, f"{NAMESPACE}:container.check_acl",
                                 "is false, but container.nnrt_run installs pyACL for `import acl` to work",
@@ -457,12 +511,40 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     return problems
 
 
+def _secret_env_problems(spec: ClusterSpec, file: str) -> list[Problem]:
+    """The SSH key opens every node as root: it never goes into a container."""
+    return [Problem(file, f"{NAMESPACE}:engine.secret_env.{name}",
+                    f"names {key}, the stack's SSH private key (ssh.private_key_secret); it would be in the "
+                    "container's environment", "make a secret of its own for the container "
+                    f"(`pulumi config set --secret {NAMESPACE}:<name>`) and name that one")
+            for name, key in spec.engine.secret_env.items() if key == spec.ssh.private_key_secret]
+
+
 def _image_tar_problems(container: Container, file: str) -> list[Problem]:
     """`image_url` and `image_sha256` are about the tar: they need its path."""
-    return [Problem(file, f"{NAMESPACE}:container.{key}", "needs container.image_tar, the path of the tar on "
-                    "each node", "add image_tar (e.g. /data/images/<name>.tar)")
-            for key in ("image_url", "image_sha256")
-            if getattr(container, key) is not None and container.image_tar is None]
+    problems = [Problem(file, f"{NAMESPACE}:container.{key}", "needs container.image_tar, the path of the tar on "
+                        "each node", "add image_tar (e.g. /data/images/<name>.tar)")
+                for key in ("image_url", "image_sha256")
+                if getattr(container, key) is not None and container.image_tar is None]
+    # The image runs privileged on the host network: fetched over plain
+    # http, only its sha256 says it is the one meant.
+    if container.image_url and container.image_url.startswith("http://") and container.image_sha256 is None:
+        problems.append(Problem(file, f"{NAMESPACE}:container.image_url",
+                                f"'{container.image_url[:80]}' is plain http and no container.image_sha256 checks "
+                                "what arrives", "use an https:// URL, or add image_sha256 (`sha256sum` of the tar); "
+                                "both is best"))
+    return problems
+
+
+def _hub_token_problems(spec: ClusterSpec, file: str) -> list[Problem]:
+    source = spec.model.source
+    if source.token_secret and source.endpoint and not source.endpoint.startswith("https://"):
+        return [Problem(file, f"{NAMESPACE}:model.source.endpoint",
+                        f"'{source.endpoint[:80]}' is plain http, and the hub token would cross the network in clear",
+                        "use the mirror's https:// URL (or drop token_secret for a public repository)")]
+    return []
+
+
 def _engine_version_problems(spec: ClusterSpec, file: str) -> list[Problem]:
     """The engine version the stack is rendered for (docs/engine-versions.md):
     known where the engine's behaviour changes across releases, the same as
@@ -615,8 +697,44 @@ def _spelling_distance(a: str, b: str) -> int:
     return rows[len(a)][len(b)]
 
 
-_SECRET_LOOKING = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+def looks_like_credential(text: str) -> str | None:
+    """What kind of credential a clear stack value holds, or None."""
+    return credential_kind(text)
 
 
-def looks_like_private_key(text: str) -> bool:
-    return bool(_SECRET_LOOKING.search(text))
+# --- SSH host keys ------------------------------------------------------------
+
+# The key types OpenSSH writes into ssh_host_*_key.pub and ssh-keyscan prints.
+HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+
+
+def host_key_line(value: str) -> str:
+    """`type base64` (a trailing comment is dropped by the caller's tools
+    too): the key type, and a blob that starts with that same type."""
+    import base64
+    import struct
+
+    parts = value.split()
+    fix = ("paste the node's public host key as `ssh-keyscan` prints it (without the host name), or run "
+           "`python3 -m ascendctl hostkeys --stack NAME --write`")
+    if len(parts) not in (2, 3) or parts[0] not in HOST_KEY_TYPES:
+        raise invalid(f"'{masked(value)[:40]}' is not an SSH public host key (`type base64`, type one of "
+                      f"{', '.join(HOST_KEY_TYPES)})", fix)
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        inner = blob[4:4 + length].decode("ascii")
+    except (ValueError, struct.error, UnicodeDecodeError):
+        raise invalid(f"the key of type {parts[0]} is not valid base64 of an SSH key", fix) from None
+    if inner != parts[0]:
+        raise invalid(f"the key says {parts[0]} but its data is a {inner[:30]} key", fix)
+    return f"{parts[0]} {parts[1]}"
+
+
+def host_key_fingerprint(line: str) -> str:
+    """`SHA256:...` as `ssh-keygen -lf` prints it."""
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

@@ -20,13 +20,22 @@ from ascend_inference.engines.base import EngineSettingsBase
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.loaded import LoadedStack  # re-exported: callers import it from here too
 from ascend_inference.model_base import FIX_SEPARATOR, INVALID_VALUE
-from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_private_key, suggest
+from ascend_inference.safe_values import NotARegularFile, read_bounded
+from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_credential, suggest
 from ascend_inference.topology import plan_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
 # Top-level keys Pulumi itself writes into a stack file.
 PULUMI_TOP_LEVEL = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
+# A stack of 1,000 Atlas A3 nodes with every optional key is under 1 MB;
+# beyond this, reading alone would take minutes.
+MAX_STACK_BYTES = 4 * 2**20
+# YAML aliases repeat a node without copying it; a few dozen levels of them
+# (an "alias bomb") expand to billions. The expanded size is bounded, and so
+# is the number of aliases (no stack needs them).
+MAX_STACK_NODES = 1_000_000
+MAX_STACK_ALIASES = 1000
 
 
 def stack_names() -> list[str]:
@@ -39,6 +48,11 @@ def resolve_stack(name_or_path: str) -> tuple[str, Path]:
     if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
         stem = candidate.name
         name = stem[len("Pulumi."):].rsplit(".", 1)[0] if stem.startswith("Pulumi.") else candidate.stem
+        if candidate.suffix not in (".yaml", ".yml"):
+            # Never read (and then quote as "unknown keys") a file that is
+            # not a stack file, such as /etc/shadow.
+            raise StackError([Problem(str(candidate), "(file)", "is not a stack file (a stack file is named "
+                                      "Pulumi.<stack>.yaml)", "pass a Pulumi.<stack>.yaml or a stack name")])
         if not candidate.is_file():
             raise StackError([Problem(str(candidate), "(file)", "no such stack file",
                                       "pass an existing Pulumi.<stack>.yaml")])
@@ -80,8 +94,46 @@ def duplicate_keys(text: str, file: str) -> list[Problem]:
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
+        too_big = _expansion_problem(root, file)
+        if too_big:
+            return [too_big]
         walk(root, "")
     return problems
+
+
+def _expansion_problem(root: yaml.Node, file: str) -> Problem | None:
+    """The number of nodes the document expands to (aliases repeated), counted
+    once per distinct node, so an alias bomb is measured, never expanded."""
+    size: dict[int, int] = {}
+    aliases = 0
+    order: list[yaml.Node] = []
+    stack: list[yaml.Node] = [root]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            aliases += 1
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(child for pair in node.value for child in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    if aliases > MAX_STACK_ALIASES:
+        return Problem(file, "(yaml)", f"uses more than {MAX_STACK_ALIASES} YAML aliases (*name)",
+                       "write the values out; a stack file needs no aliases")
+    for node in reversed(order):  # children before parents
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        size[id(node)] = min(1 + sum(size.get(id(c), 1) for c in children), MAX_STACK_NODES + 1)
+    if size[id(root)] > MAX_STACK_NODES:
+        return Problem(file, "(yaml)", f"expands to more than {MAX_STACK_NODES:,} values through YAML aliases",
+                       "write the values out instead of repeating aliases of aliases")
+    return None
 
 
 def duplicate_keys_in_file(file: str) -> list[Problem]:
@@ -89,7 +141,10 @@ def duplicate_keys_in_file(file: str) -> list[Problem]:
     CLI has already parsed it and `pulumi.Config` hands over one value per
     key. A file it could read but we cannot is left to `pulumi.Config`."""
     try:
-        return duplicate_keys(Path(file).read_text(encoding="utf-8"), file)
+        return duplicate_keys(read_bounded(file, MAX_STACK_BYTES).decode("utf-8"), file)
+    except NotARegularFile as error:
+        return [Problem(file, "(file)", str(error), "a stack file is a regular YAML file of at most "
+                        f"{MAX_STACK_BYTES // 2**20} MB")]
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
 
@@ -98,11 +153,14 @@ def read_config(path: Path) -> dict[str, Any]:
     """The stack file's `config:` mapping (namespace kept), or StackError."""
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_STACK_BYTES).decode("utf-8")
         duplicates = duplicate_keys(text, file)
         if duplicates:
             raise StackError(duplicates)
         document = yaml.safe_load(text)
+    except NotARegularFile as error:
+        raise StackError([Problem(file, "(file)", str(error), "a stack file is a regular YAML file of at most "
+                                  f"{MAX_STACK_BYTES // 2**20} MB")]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
@@ -118,7 +176,7 @@ def read_config(path: Path) -> dict[str, Any]:
     for key in document:
         if key not in PULUMI_TOP_LEVEL:
             hint = suggest(str(key), PULUMI_TOP_LEVEL)
-            problems.append(Problem(file, str(key), "unknown top-level key",
+            problems.append(Problem(file, str(key)[:40], "unknown top-level key",
                                     hint or f"only {', '.join(PULUMI_TOP_LEVEL)} belong at the top"))
     config = document.get("config")
     if not isinstance(config, dict):
@@ -198,10 +256,19 @@ def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: d
             hint = suggest(key, [*SECTION_KEYS, *secret_keys])
             problems.append(Problem(file, full, "unknown key",
                                     hint or f"known keys: {', '.join([*SECTION_KEYS, *secret_keys])}"))
-    problems += _clear_secrets_in_sections(sections, file, spec)
+    spec_problems = check_spec(spec, file)
+    if require_secrets:
+        # What `pulumi up` refuses too: connections to unpinned host keys.
+        from ascend_inference.host_keys import missing_host_keys
+
+        spec_problems += missing_host_keys(spec, file)
+    # A clear credential whose key a spec rule already refuses (a secret-looking
+    # env name) is one problem, reported by that rule.
+    named = {p.key for p in spec_problems}
+    problems += [p for p in _clear_secrets_in_sections(sections, file, spec) if p.key not in named]
     if require_secrets:
         problems += [secret_not_set(spec, file, key) for key in secret_keys if key not in present]
-    problems += check_spec(spec, file)
+    problems += spec_problems
     if problems:
         raise StackError(problems)
     plan = plan_for(spec, file)
@@ -251,9 +318,13 @@ def _clear_secrets_in_sections(sections: dict[str, Any], file: str, spec: Cluste
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 walk(v, f"{key}[{i}]")
-        elif isinstance(value, str) and looks_like_private_key(value):
-            problems.append(Problem(file, key, "a private key is written in clear in the stack file",
-                                    f"remove it and run `{set_secret_command(spec, spec.ssh.private_key_secret)}`"))
+        elif isinstance(value, str) and (kind := looks_like_credential(value)):
+            if kind == "a private key":
+                fix = f"remove it and run `{set_secret_command(spec, spec.ssh.private_key_secret)}`"
+            else:
+                fix = (f"store it as a Pulumi secret (`pulumi config set --secret {NAMESPACE}:<name>`) and pass it "
+                       "by `engine.secret_env: {VARIABLE: <name>}`")
+            problems.append(Problem(file, key, f"holds {kind}, written in clear in the stack file", fix))
 
     for section, value in sections.items():
         walk(value, f"{NAMESPACE}:{section}")

@@ -6,6 +6,7 @@
     python -m ascendctl diff     --stack NAME --set KEY=VALUE ...
     python -m ascendctl graph    --stack NAME [--set KEY=VALUE ...] [--format svg|dot|mermaid] [--out FILE]
     python -m ascendctl stacks
+    python -m ascendctl hostkeys --stack NAME [--write]
 
 Exit status (EXIT_STATUS below, printed by --help, docs/cli.md): 0 on
 success; 2 a usage error (argparse's own, and a `render --out` that cannot be
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -41,7 +43,7 @@ EXIT_STATUS = (
                  "be written"),
     (EXIT_BAD_STACK, "the stack has problems, each printed as '<file>: <key>: <what is wrong> (fix: <how>)'"),
     (EXIT_NODE_FAILURE, "a node's facts contradict the stack or another node, printed as "
-                        "'node <name>: <fact>: <what is wrong> (fix: <how>)'"),
+                        "'node <name>: <fact>: <what is wrong> (fix: <how>)'; `hostkeys`: a node did not answer"),
     (EXIT_WRONG_SDK, "preview/diff: the installed Pulumi SDK is not the pinned one (fix: "
                      "pip install -r requirements.txt)"),
 )
@@ -140,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="where to write it, `-` for standard output (default: out/graph-<stack>.<format>)")
 
+    p = sub.add_parser("hostkeys", help="collect the nodes' SSH host keys to pin them in the stack",
+                       description="Ask every node (and the jump host) for its SSH host key with ssh-keyscan "
+                                   "and print each key's SHA256 fingerprint, to compare with what the node's "
+                                   "administrator reads (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`). "
+                                   "Nothing is written unless --write is given. This command uses the network.")
+    _stack_arg(p)
+    p.add_argument("--write", action="store_true",
+                   help="write the collected keys into the stack file (nodes[].host_key, ssh.jump_host_key)")
+    p.add_argument("--timeout", type=int, default=5, metavar="SECONDS",
+                   help="how long ssh-keyscan waits for each host (default 5; hosts are asked in parallel)")
+
     sub.add_parser("stacks", help="list the stacks in stacks/",
                    description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")
     return parser
@@ -209,10 +222,14 @@ def out_dir_problem(out: Path) -> str | None:
         return (f"render --out {out}: is an existing file, not a directory (fix: pass a directory path; "
                 "render writes DIR/plan.json and DIR/<node>/..., replacing DIR as a whole)")
     # DIR is replaced as a whole: never a directory render did not write
-    # (`--out ~` must not delete a home directory).
-    if out.is_dir() and any(out.iterdir()) and not (out / "plan.json").is_file():
-        return (f"render --out {out}: is a directory with other content (no plan.json from an earlier render), "
-                "and render replaces DIR as a whole (fix: pass a new or empty directory, or one render wrote)")
+    # (`--out ~` must not delete a home directory), nor one where something
+    # was added after the render (render_stack checks again before deleting).
+    from ascend_inference.render import foreign_content
+
+    foreign = foreign_content(out)
+    if foreign is not None:
+        return (f"render --out {out}: is a directory that {foreign}, and render replaces DIR as a whole "
+                "(fix: pass a new or empty directory, or one render wrote)")
     # The directory is created (with its parents) next to where it goes, so
     # the nearest existing ancestor must be a writable directory.
     ancestor = out.absolute().parent
@@ -307,8 +324,52 @@ def cmd_stacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hostkeys(args: argparse.Namespace) -> int:
+    from ascend_inference import host_keys
+    from ascend_inference.spec import host_key_fingerprint
+    from ascend_inference.stackfile import load_stack
+
+    loaded = load_stack(args.stack)
+    timeout = max(1, min(int(args.timeout), 60))
+    points = host_keys.endpoints(loaded.spec)
+    try:
+        offered = host_keys.scan([(host, port) for _, host, port in points], timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as error:
+        print(f"error: hostkeys: ssh-keyscan failed: {error} (fix: install the OpenSSH client)", file=sys.stderr)
+        return EXIT_USAGE
+    pinned = {f"nodes[{i}]": n.host_key for i, n in enumerate(loaded.spec.nodes)}
+    pinned["ssh.jump_host"] = loaded.spec.ssh.jump_host_key
+    collected: dict[str, str] = {}
+    unanswered = 0
+    for what, host, port in points:
+        where = what.split()[0]
+        key = host_keys.preferred(offered.get((host, port), []))
+        if key is None:
+            unanswered += 1
+            print(f"{what} {host}:{port}: no answer within {timeout}s")
+            continue
+        collected[where] = key
+        old = pinned.get(where)
+        state = ("pinned" if old == key else f"CHANGED from {host_key_fingerprint(old)}" if old
+                 and old.split()[0] == key.split()[0] else "new")
+        print(f"{what} {host}:{port}: {key.split()[0]} {host_key_fingerprint(key)} ({state})")
+    if not args.write:
+        print("Compare each fingerprint with the node's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), "
+              "then run again with --write.")
+        return 0 if not unanswered else EXIT_NODE_FAILURE
+    path = Path(loaded.file)
+    try:
+        text = host_keys.write_host_keys(path.read_text(encoding="utf-8"), collected)
+    except ValueError as error:
+        print(f"error: {loaded.file}: {error}", file=sys.stderr)
+        return EXIT_BAD_STACK
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {len(collected)} host key(s) into {loaded.file}")
+    return 0 if not unanswered else EXIT_NODE_FAILURE
+
+
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "preview": cmd_preview, "diff": cmd_diff,
-            "graph": cmd_graph, "stacks": cmd_stacks}
+            "graph": cmd_graph, "stacks": cmd_stacks, "hostkeys": cmd_hostkeys}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -186,7 +186,7 @@ class PeerCheck(pulumi.ComponentResource):
         master = nodes[0]
         install = record.apply(lambda text: render_template(
             "install-file.sh.j2", purpose="Record the verified cluster facts", stack=args.stack, node=master.node,
-            path=args.record_path, content=text, mode="644"))
+            path=args.record_path, content=text, mode="600"))
         remove = render_template("remove-file.sh.j2", purpose="Remove the verified cluster facts", stack=args.stack,
                                  node=master.node, path=args.record_path)
         # The record is also the gate's last trigger, so that what it verified
@@ -352,8 +352,11 @@ class InferenceContainer(pulumi.ComponentResource):
         self.files = []
         by_path = sorted([args.env_file, *args.files], key=lambda f: f.path)
         for n, file in enumerate(by_path):
+            # The env file may hold anything the stack's env says: root's only;
+            # the engine's other files are read by root in the container.
+            mode = "600" if file is args.env_file else "640"
             script = render_template("install-file.sh.j2", purpose=f"Install {file.path}", stack=args.stack,
-                                     node=node.node, path=file.path, content=file.content, mode="644")
+                                     node=node.node, path=file.path, content=file.content, mode=mode)
             # The env file goes last on destroy (everything else needs it), so
             # its undo also removes the run directory and the emptied stack dir.
             remove = render_template("remove-file.sh.j2", purpose=f"Remove {file.path}", stack=args.stack,

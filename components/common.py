@@ -62,21 +62,47 @@ class NodeConnection:
 
 
 def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str]) -> NodeConnection:
+    """pulumi-command's connection to `node`. Its `host_key` (and the
+    proxy's) is the pinned key. Without one pulumi-command accepts any key:
+    its SDK (pulumi_command/remote/_inputs.py, ConnectionArgs.host_key, 1.2.1)
+    says "If not provided, the host key will be ignored", and its provider's
+    provider/pkg/provider/remote/connection.go (pulumi/pulumi-command) sets
+    `HostKeyCallback: ssh.InsecureIgnoreHostKey()` in that case."""
     ssh = spec.ssh
     proxy = None
     if ssh.jump_host:
         user, _, rest = ssh.jump_host.rpartition("@")
         host, _, jump_port = rest.partition(":")
         proxy = remote.ProxyConnectionArgs(host=host, user=user or ssh.user, port=int(jump_port or 22),
-                                           private_key=private_key)
+                                           private_key=private_key, host_key=ssh.jump_host_key)
     port, user = node.port or ssh.port, node.user or ssh.user
     args = remote.ConnectionArgs(
-        host=node.host, port=port, user=user,
+        host=node.host, port=port, user=user, host_key=node.host_key,
         private_key=private_key, proxy=proxy,
         # Ascend servers under load answer slowly; retry the dial a few times.
         dial_error_limit=10, per_dial_timeout=30)
     identity = f"ssh://{user}@{node.host}:{port}" + (f" via {ssh.jump_host}" if ssh.jump_host else "")
     return NodeConnection(args, identity)
+
+
+def known_hosts_file(stack: str, text: str) -> str:
+    """Write the stack's pinned keys as a known_hosts file the docker
+    provider's ssh reads (`UserKnownHostsFile`), in a directory of the
+    program's own beside the project (.ascend-inference/<stack>/, mode 700,
+    the file 600); returns its path. Rewritten whole at every run."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    directory = Path(__file__).resolve().parent.parent / ".ascend-inference" / stack
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    path = directory / "known_hosts"
+    fd, staging = tempfile.mkstemp(dir=directory, prefix=".known_hosts-")  # mode 600
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(staging, path)
+    return str(path)
 
 
 # One value per run of the program (`pulumi up` starts a new process; the

@@ -30,6 +30,7 @@ from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
 from ascend_inference.facts import NetworkPolicies
+from ascend_inference.host_keys import jump_endpoint, known_hosts_text
 from ascend_inference.images import ImageExpectations
 from ascend_inference.incontainer import judge_config_edit, judge_container_check, judge_pyacl_install
 from ascend_inference.loaded import LoadedStack
@@ -59,7 +60,7 @@ from components.cluster import (
     RankTable,
     RankTableArgs,
 )
-from components.common import TOKEN, connection_for, digest
+from components.common import TOKEN, connection_for, digest, known_hosts_file
 from components.images import ContainerImages, ContainerImagesArgs, NodeImageArgs
 from components.node import AscendNode, AscendNodeArgs, FactExpectations, HostStep, HostSteps
 from components.serving import (
@@ -271,9 +272,26 @@ class Deployment(pulumi.ComponentResource):
         return f"ssh://{node.user or spec.ssh.user}@{node.host}:{node.port or spec.ssh.port}"
 
     def _ssh_opts(self) -> list[str]:
-        ssh_opts = ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
-        if self.loaded.spec.ssh.jump_host:
-            ssh_opts += ["-J", self.loaded.spec.ssh.jump_host]
+        """ssh options of the docker provider's ssh:// connections. With
+        pinned keys: only those keys are accepted, from a known_hosts file the
+        program writes (components/common.py known_hosts_file); the jump is a
+        ProxyCommand so that the jump host's key is checked against the same
+        file (`-J` would start its own ssh with the user's defaults)."""
+        spec = self.loaded.spec
+        if not spec.ssh.insecure_ignore_host_keys and known_hosts_text(spec):
+            check = ["-o", "StrictHostKeyChecking=yes",
+                     "-o", f"UserKnownHostsFile={known_hosts_file(self.loaded.name, known_hosts_text(spec))}"]
+        else:
+            # The stack opted out (or, under preview only, pins nothing yet:
+            # `pulumi up` refuses that).
+            check = ["-o", "StrictHostKeyChecking=accept-new"]
+        ssh_opts = [*check, "-o", "BatchMode=yes"]
+        jump = jump_endpoint(spec)
+        if jump:
+            user = spec.ssh.jump_host.rpartition("@")[0] if spec.ssh.jump_host else ""
+            proxy = ["ssh", *check, "-o", "BatchMode=yes", "-p", str(jump[1]), "-W", "%h:%p",
+                     f"{user or spec.ssh.user}@{jump[0]}"]
+            ssh_opts += ["-o", "ProxyCommand=" + " ".join(proxy)]
         return ssh_opts
 
     def _container_steps(self, i: int) -> list[ContainerStep]:

@@ -49,6 +49,7 @@ def _run() -> None:
     # messages, before any resource is registered.
     sections = {key: value for key in SECTION_KEYS if (value := config.get_object(key)) is not None}
     loaded = spec_from_sections(stack, file, sections, _other_keys())
+    _host_keys(loaded)
     # Every secret the stack reads (the SSH key, engine.secret_env, the hub
     # token), each missing one reported with `validate --require-secrets`'s line.
     found = {key: config.get_secret(key) for key in loaded.spec.secret_keys()}
@@ -70,6 +71,36 @@ def _run() -> None:
     pulumi.export("smoke_reply", deployment.smoke_reply)
     if deployment.gpustack is not None:
         pulumi.export("gpustack_admin_password", deployment.gpustack.admin_password)
+
+
+def _host_keys(loaded) -> None:
+    """`pulumi up` connects only to pinned host keys (or with the stack's
+    explicit opt-out, named as a warning), and stops before anything runs
+    when a node offers another key than its pinned one: one line per node
+    with both fingerprints. A preview only warns; the emulator's rollout
+    (a preview-mode run that really executes) asks for the up's checks with
+    ASCEND_INFERENCE_CHECK_HOST_KEYS=1."""
+    import os
+
+    from ascend_inference.host_keys import changed_host_keys, insecure_host_keys_warning, missing_host_keys
+    from ascend_inference.safe_values import masked
+
+    spec, file = loaded.spec, loaded.file
+    if spec.ssh.insecure_ignore_host_keys:
+        pulumi.log.warn(insecure_host_keys_warning(file))
+    missing = missing_host_keys(spec, file)
+    really_up = not pulumi.runtime.is_dry_run() or os.environ.get("ASCEND_INFERENCE_CHECK_HOST_KEYS") == "1"
+    if not really_up:
+        return
+    if missing:
+        raise StackError(missing)
+    changed = changed_host_keys(spec)
+    if changed:
+        from components.common import NodeFactRunError
+
+        error = NodeFactRunError("(host keys)", "SSH host key", "")
+        error.args = ("\n".join(masked(line) for line in changed),)
+        raise error
 
 
 def _other_keys() -> dict:

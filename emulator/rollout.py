@@ -33,7 +33,10 @@ def emulated_config(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIX
     config = copy.deepcopy(loaded.raw_config)
     nodes = []
     for node in cluster.nodes:
-        entry = {"name": node.name, "host": node.address, "hostname": node.hostname}
+        entry = {"name": node.name, "host": node.address, "hostname": node.hostname,
+                 # The node's real sshd host key (emulator/provision.py makes it):
+                 # the emulated rollout pins keys as a real stack must.
+                 "host_key": node_host_key(node)}
         if loaded.spec.profile.network.device_ips:
             # A profile without a fabric (300I Duo) has none to declare.
             entry["device_ips"] = list(node.device_ips)
@@ -50,6 +53,11 @@ def emulated_config(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIX
         config[f"{NAMESPACE}:engine"] = {**config[f"{NAMESPACE}:engine"],
                                          "mindformers_model_config": MINDFORMERS_YAML}
     return config
+
+
+def node_host_key(node) -> str:
+    """`type base64` of the emulated node's sshd host key, as the node holds it now."""
+    return " ".join((Path(node.dir) / "run" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
 
 
 class StackRollout:
@@ -87,7 +95,14 @@ class StackRollout:
         values = config_for(loaded, config)
         values[f"{NAMESPACE}:{loaded.spec.ssh.private_key_secret}"] = Secret(self.cluster.ssh_key_path.read_text())
         os.environ["ASCEND_INFERENCE_STACK_FILE"] = loaded.file
-        return self.executor.up(run, values, stack=loaded.name)
+        # The executor runs the program in preview mode; this rollout really
+        # changes the nodes, so the program checks host keys as `pulumi up`
+        # does (for this run only: previews in the same process stay previews).
+        os.environ["ASCEND_INFERENCE_CHECK_HOST_KEYS"] = "1"
+        try:
+            return self.executor.up(run, values, stack=loaded.name)
+        finally:
+            os.environ.pop("ASCEND_INFERENCE_CHECK_HOST_KEYS", None)
 
     def destroy(self) -> Report:
         return self.executor.destroy()

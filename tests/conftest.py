@@ -47,6 +47,18 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
+# A well-formed ed25519 public host key (not any machine's) for stacks that
+# must pin keys (`validate --require-secrets`, `pulumi up`).
+TEST_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+
+
+def pin_host_keys(doc: dict) -> dict:
+    """The stack document with TEST_HOST_KEY pinned for every node."""
+    for node in doc["config"][NS + "nodes"]:
+        node["host_key"] = TEST_HOST_KEY
+    return doc
+
+
 def load_stack_doc(name: str) -> dict:
     """The parsed YAML document of stacks/Pulumi.<name>.yaml (a fresh copy)."""
     return copy.deepcopy(yaml.safe_load((STACKS_DIR / f"Pulumi.{name}.yaml").read_text(encoding="utf-8")))

@@ -7,6 +7,7 @@ nothing written.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_render_never_replaces_a_directory_it_did_not_write(tmp_path):
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
     line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", precious), exit_status=2)
-    assert f"render --out {precious}: is a directory with other content" in line
+    assert f"render --out {precious}: is a directory that has content and no " in line
     assert (precious / "notes.txt").read_text() == "keep me"
     # An earlier render's directory, or an empty one, is replaced as before.
     earlier = tmp_path / "earlier"
@@ -101,6 +102,28 @@ def test_render_never_replaces_a_directory_it_did_not_write(tmp_path):
     empty.mkdir()
     assert run_cli("render", "--stack", "tp16-mindie", "--out", empty).returncode == 0
     assert (empty / "plan.json").is_file()
+
+
+def test_render_never_replaces_a_directory_holding_a_foreign_plan_json(tmp_path):
+    """Before: any plan.json (a Terraform plan) was taken for an earlier render."""
+    terraform = tmp_path / "tf"
+    terraform.mkdir()
+    (terraform / "plan.json").write_text('{"format_version": "1.2"}')
+    (terraform / "main.tf").write_text("keep")
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", terraform))
+    assert "no .ascend-inference-render.json of an earlier render" in line
+    assert (terraform / "main.tf").read_text() == "keep"
+
+
+def test_render_never_deletes_a_file_added_to_its_output(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("render", "--stack", "tp16-mindie", "--out", out).returncode == 0
+    marker = json.loads((out / ".ascend-inference-render.json").read_text())
+    assert len(marker["render_id"]) == 32 and "plan.json" in marker["files"]
+    (out / "node0" / "my-notes.txt").write_text("keep")
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", out))
+    assert "holds node0/my-notes.txt, which no earlier render wrote" in line
+    assert (out / "node0" / "my-notes.txt").read_text() == "keep"
 
 
 # --- duplicate YAML keys --------------------------------------------------------
@@ -171,3 +194,166 @@ def test_a_value_is_quoted_as_written_even_with_braces(tmp_path):
     doc["config"][NS + "ssh"] = {"jump_host": "{fix}"}
     line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "braces", doc)))
     assert f"{NS}ssh.jump_host: '{{fix}}' is not [user@]host[:port] (fix: write e.g. " in line
+
+
+# --- issue 22: values that could run code, escape their place or leak ------------------
+
+def _node(i: int, key: str, value):
+    return lambda c: c[NS + "nodes"][i].__setitem__(key, value)
+
+
+def _set(section: str, key: str, value):
+    return lambda c: c.setdefault(NS + section, {}).__setitem__(key, value)
+
+
+PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAA" * 12
+               + "\n-----END OPENSSH PRIVATE KEY-----\n")
+
+# (stack, change, key the line names, words of the message)
+BAD_VALUES = {
+    "infinite weights_gb": ("tp16-mindie", _set("model", "weights_gb", float("inf")), "model.weights_gb", "finite"),
+    "layers 10^18": ("tp16-mindie", _set("model", "layers", 10**18), "model.layers", "less than or equal"),
+    "host with a space": ("tp16-mindie", _node(0, "host", "192.0.2.11 x"), "nodes[0].host", "neither an IP"),
+    "host with a newline": ("tp16-mindie", _node(0, "host", "node\nx"), "nodes[0].host", "neither an IP"),
+    "host as an ssh option": ("tp16-mindie", _node(0, "host", "-oProxyCommand=id"), "nodes[0].host",
+                              "neither an IP"),
+    "host 0.0.0.0": ("tp16-mindie", _node(0, "host", "0.0.0.0"), "nodes[0].host", "unspecified"),
+    "host loopback": ("tp16-mindie", _node(0, "host", "127.0.0.1"), "nodes[0].host", "loopback"),
+    "IPv4-mapped IPv6 beside its IPv4": ("tp16-mindie", _node(1, "host", "::ffff:192.0.2.11"), "nodes[1].host",
+                                         "192.0.2.11 written as IPv6"),
+    "IPv6 host that URLs would use": ("tp16-vllm-mindspore", _node(0, "host", "2001:db8::11"), "nodes[0]",
+                                      "IPv6"),
+    "IPv6 cluster ip": ("tp16-vllm-mindspore", _node(0, "ip", "2001:db8::11"), "nodes[0].ip", "IPv6"),
+    "ssh.user as an option": ("tp16-mindie", _set("ssh", "user", "-oProxyCommand=id"), "ssh.user",
+                              "not a login name"),
+    "node user as an option": ("tp16-mindie", _node(0, "user", "-oProxyCommand=id"), "nodes[0].user",
+                               "not a login name"),
+    "image as a docker option": ("tp16-mindie", _set("container", "image", "--privileged"), "container.image",
+                                 "not a docker image reference"),
+    "image running a command": ("tp16-mindie", _set("container", "image", "$(touch canary)"), "container.image",
+                                "not a docker image reference"),
+    "jump host running a command": ("tp16-mindie", _set("ssh", "jump_host", "$(id)@bastion"), "ssh.jump_host",
+                                    "is not [user@]host[:port]"),
+    "relative rank_table_path": ("tp16-mindie", _set("engine", "rank_table_path", "hm/rank_table.json"),
+                                 "engine.rank_table_path", "not an absolute path"),
+    "rank_table_path climbing out": ("tp16-lmdeploy", _set("engine", "rank_table_path", "/../../../../etc/x.json"),
+                                     "engine.rank_table_path", "`..`"),
+    "rank_table_path in /etc": ("tp16-lmdeploy", _set("engine", "rank_table_path", "/etc/passwd"),
+                                "engine.rank_table_path", "system directory"),
+    "remote_dir climbing out": ("tp16-mindie", _set("paths", "remote_dir", "/../../tmp/x"), "paths.remote_dir",
+                                "`..`"),
+    "model.path /": ("tp16-mindie", _set("model", "path", "/"), "model.path", "system directory"),
+    "model.path /usr": ("tp16-mindie", _set("model", "path", "/usr"), "model.path", "system directory"),
+    "model.path with ..": ("tp16-mindie", _set("model", "path", "/data/../../"), "model.path", "`..`"),
+    "model.path relative": ("tp16-mindie", _set("model", "path", "data/models"), "model.path",
+                            "not an absolute path"),
+    "mount host running a command": ("tp16-mindie", _set("container", "mounts", ["$(touch c):/x"]),
+                                     "container.mounts", "neither an absolute path nor a docker volume"),
+    "data_volume running a command": ("dp4-ep32-gpustack", _set("engine", "data_volume", "$(touch c)"),
+                                      "engine.data_volume", "neither an absolute path nor a docker volume"),
+    "http image without sha256": ("tp16-mindie", lambda c: c[NS + "container"].update(
+        image_tar="/data/images/i.tar", image_url="http://images.example.com/i.tar"), "container.image_url",
+        "plain http"),
+    "hub token over http": ("tp16-mindie", _set("model", "source", {
+        "kind": "huggingface", "repo": "deepseek-ai/DeepSeek-R1", "endpoint": "http://hf-mirror.example.com",
+        "token_secret": "hfToken"}), "model.source.endpoint", "in clear"),
+    "password in a proxy URL": ("tp16-vllm-mindspore", _set("engine", "env", {
+        "HTTPS_PROXY": "http://alice:S3cretPw@proxy:3128"}), "engine.env.HTTPS_PROXY", "password in a URL"),
+    "hub token in env": ("tp16-vllm-mindspore", _set("engine", "env", {"X": "hf_" + "a1B2" * 8}),
+                         "engine.env.X", "access token"),
+    "GitHub token in server_args": ("dp4-ep32-gpustack", _set("engine", "server_args", ["ghp_" + "Z9" * 18]),
+                                    "engine.server_args[0]", "access token"),
+    "API key in env": ("tp16-vllm-mindspore", _set("engine", "env", {"EXTRA_FLAGS": "--auth sk-" + "x7" * 16}),
+                       "engine.env.EXTRA_FLAGS", "access token"),
+    "secret_env naming the SSH key": ("tp16-vllm-mindspore", _set("engine", "secret_env", {"LEAK": "sshPrivateKey"}),
+                                      "engine.secret_env.LEAK", "SSH private key"),
+    "1,001 nodes": ("tp16-mindie", lambda c: c[NS + "nodes"].extend(
+        {"name": f"extra{i}", "host": f"10.9.{i // 250}.{i % 250 + 1}"} for i in range(999)), "nodes",
+        "at most 1000"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_value_is_one_line_with_file_key_and_fix(tmp_path, case):
+    stack, change, key, words = BAD_VALUES[case]
+    doc = load_stack_doc(stack)
+    change(doc["config"])
+    path = write_stack(tmp_path, "bad", doc)
+    line = one_error_line(run_cli("validate", "--stack", path))
+    assert line.startswith(f"error: {path}: {NS}{key}: "), line
+    assert words in line, line
+
+
+@pytest.mark.parametrize("field", ["model.path", "ssh.jump_host", "ssh.private_key_secret"])
+def test_a_private_key_pasted_into_a_checked_field_is_never_echoed(tmp_path, field):
+    section, key = field.split(".")
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"].setdefault(NS + section, {})[key] = PRIVATE_KEY
+    result = run_cli("validate", "--stack", write_stack(tmp_path, "pk", doc))
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert f"{NS}{field}" in result.stderr
+    assert "b3BlbnNzaC1rZXkt" not in result.stdout + result.stderr, result.stderr
+
+
+def test_a_token_in_an_error_is_cut_to_a_short_prefix(tmp_path):
+    token = "hf_" + "Q" * 34
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "ssh"] = {"jump_host": f"{token} bastion"}
+    result = run_cli("validate", "--stack", write_stack(tmp_path, "tok", doc))
+    assert result.returncode == 3 and token not in result.stderr and "hf_QQQ" in result.stderr, result.stderr
+
+
+def test_a_rank_table_file_that_never_ends_is_refused(tmp_path):
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "network"]["rank_table_file"] = "/dev/zero"
+    line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "zero", doc)))
+    assert f"{NS}network.rank_table_file: /dev/zero is not a regular file" in line
+
+
+def test_a_fifo_as_rank_table_file_does_not_block(tmp_path):
+    fifo = tmp_path / "table.json"
+    os.mkfifo(fifo)
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "network"]["rank_table_file"] = str(fifo)
+    line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "fifo", doc)))
+    assert f"{fifo} is not a regular file" in line
+
+
+def test_a_huge_rank_table_is_refused_unread(tmp_path):
+    from ascend_inference.brought_table import MAX_RANK_TABLE_BYTES
+
+    big = tmp_path / "big.json"
+    with big.open("wb") as handle:
+        handle.truncate(MAX_RANK_TABLE_BYTES + 1)  # sparse: no disk used
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "network"]["rank_table_file"] = str(big)
+    line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "big", doc)))
+    assert "more than the" in line and "bytes allowed" in line
+
+
+def test_a_yaml_alias_bomb_is_measured_not_expanded(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    text = "config:\n" + "".join(f"  {line}\n" for line in levels)
+    line = one_error_line(run_cli("validate", "--stack", write_stack(tmp_path, "bomb", text=text)))
+    assert "(yaml): expands to more than" in line
+
+
+def test_a_huge_stack_file_is_refused_unread(tmp_path):
+    from ascend_inference.stackfile import MAX_STACK_BYTES
+
+    path = tmp_path / "Pulumi.huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_STACK_BYTES + 1)
+    line = one_error_line(run_cli("validate", "--stack", path))
+    assert f"{path}: (file): " in line and "bytes allowed" in line
+
+
+def test_a_file_that_is_not_a_stack_file_is_never_read(tmp_path):
+    """`--stack /etc/shadow` printed its entries as unknown keys."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$salted$hash:19000:0:99999:7:::\n")
+    line = one_error_line(run_cli("validate", "--stack", secret))
+    assert "is not a stack file" in line and "$6$" not in line
+    line = one_error_line(run_cli("validate", "--stack", "/etc/shadow"))
+    assert "is not a stack file" in line

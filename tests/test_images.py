@@ -362,13 +362,14 @@ def test_the_master_keeps_the_tar_for_the_copies_even_with_the_image_loaded(tmp_
     url, data, requests = served_tar
     env, loaded = stub_env(tmp_path, "")
     loaded.write_bytes(b"an image loaded before")
-    done, tar, loaded = run_image_step(tmp_path, image_url=url)
+    sha = hashlib.sha256(data).hexdigest()
+    done, tar, loaded = run_image_step(tmp_path, image_url=url, image_sha256=sha)
     assert done.returncode == 0, done.stderr
     assert tar.read_bytes() == data and loaded.read_bytes() == b"an image loaded before"
     printed = json.loads(done.stdout.strip().splitlines()[-1])
     assert printed["tar_sha256"] == hashlib.sha256(data).hexdigest()
     assert requests == ["/mindie.tar"]
-    again, _, _ = run_image_step(tmp_path, image_url=url)
+    again, _, _ = run_image_step(tmp_path, image_url=url, image_sha256=sha)
     assert again.returncode == 0 and requests == ["/mindie.tar"]
 
 
@@ -384,7 +385,7 @@ def test_a_tar_with_another_checksum_is_one_line_and_is_not_loaded(tmp_path, ser
 
 
 def test_an_unreachable_url_is_one_line(tmp_path):
-    done, tar, loaded = run_image_step(tmp_path, image_url="http://127.0.0.1:9/none.tar")
+    done, tar, loaded = run_image_step(tmp_path, image_url="http://127.0.0.1:9/none.tar", image_sha256="0" * 64)
     assert done.returncode == 4
     lines = [line for line in done.stderr.strip().splitlines() if line.startswith("node ")]
     assert lines and lines[-1].startswith("node node0: image tar: could not fetch http://127.0.0.1:9/none.tar")

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import NS, STACKS, container_mount_for, load_stack_doc, run_cli, write_stack
+from tests.conftest import NS, STACKS, container_mount_for, load_stack_doc, pin_host_keys, run_cli, write_stack
 
 pytestmark = pytest.mark.pure
 
@@ -84,7 +84,8 @@ def test_rank_table_only_for_engines_that_use_one(rendered, stack):
 def test_every_node_gets_its_files(rendered, stack):
     names = node_names(stack)
     top = sorted(p.name for p in rendered[stack].iterdir())
-    assert top == sorted(["plan.json", *names, *(["rank_table.json"] if stack in USES_RANK_TABLE else [])])
+    assert top == sorted([".ascend-inference-render.json", "plan.json", *names,
+                          *(["rank_table.json"] if stack in USES_RANK_TABLE else [])])
     for index, node in enumerate(names):
         base = rendered[stack] / node
         assert (base / "env.sh").is_file()
@@ -224,9 +225,11 @@ def snapshot(directory) -> dict[str, bytes]:
 def test_render_replaces_an_existing_directory_whole(tmp_path, rendered):
     out = tmp_path / "out"
     (out / "node9" / "scripts").mkdir(parents=True)
-    (out / "plan.json").write_text("{}")  # an earlier render's directory, with leftovers
+    (out / "plan.json").write_text("{}")  # an earlier render's directory, with files this one does not write
     (out / "stale.txt").write_text("old")
     (out / "node9" / "scripts" / "old.sh").write_text("echo old")
+    (out / ".ascend-inference-render.json").write_text(json.dumps(
+        {"render_id": "0" * 32, "files": ["plan.json", "stale.txt", "node9/scripts/old.sh"]}))
     result = run_cli("render", "--stack", "tp16-mindie", "--out", out)
     assert result.returncode == 0, result.stderr
     assert not (out / "stale.txt").exists() and not (out / "node9").exists()
@@ -275,7 +278,7 @@ TOKEN = "tok-3b9f0c1e-never-in-files"
 def test_secrets_never_appear_in_rendered_files(tmp_path, stack):
     doc = load_stack_doc(stack)
     doc["config"][NS + "sshPrivateKey"] = {"secure": CIPHERTEXT}
-    path = write_stack(tmp_path, stack, doc)
+    path = write_stack(tmp_path, stack, pin_host_keys(doc))
     out = tmp_path / "out"
     result = run_cli("render", "--stack", path, "--out", out,
                      env={"GPUSTACK_TOKEN": TOKEN, "GPUSTACK_API_KEY": TOKEN})

@@ -18,7 +18,7 @@ from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.stack import config_for, record_stack
 from ascendctl.preview.values import contains_secret
 from components.program import run
-from tests.conftest import NS, load_stack_doc, run_cli, write_stack
+from tests.conftest import NS, load_stack_doc, pin_host_keys, run_cli, write_stack
 
 pytestmark = pytest.mark.graph
 
@@ -36,7 +36,7 @@ def stack_with(tmp_path, label: str, *, secret_env=None, env=None, secret_value=
     if secret_value is not None:
         doc["config"][NS + "hfToken"] = secret_value
     doc["config"][NS + "sshPrivateKey"] = {"secure": CIPHERTEXT}
-    return write_stack(tmp_path, label, doc)
+    return write_stack(tmp_path, label, pin_host_keys(doc))
 
 
 def test_a_token_in_clear_points_at_secret_env(tmp_path):

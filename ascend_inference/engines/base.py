@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 # A port a process listens on or connects to.
 Port = Annotated[int, Field(ge=1, le=65535)]
 # A count or size that must be at least one (batch sizes, token limits, replicas).
-Count = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 # Seconds to wait for something; at least one.
-Seconds = Annotated[int, Field(ge=1)]
+Seconds = Annotated[int, Field(ge=1, le=7 * 24 * 3600)]
 
 # `export NAME=...` needs NAME to be a shell identifier; anything else breaks
 # the env file on every node (or, worse, runs as a command).

@@ -28,6 +28,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import field_validator
+
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import (
     ClusterStyle,
@@ -47,6 +49,7 @@ from ascend_inference.engines.base import (
 )
 from ascend_inference.errors import Problem
 from ascend_inference.images import EnginePackage
+from ascend_inference.safe_values import volume_or_path
 
 if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
@@ -96,6 +99,7 @@ class GpustackSettings(EngineSettingsBase):
     # Backend parameters beyond the parallel layout and memory fraction.
     extra_backend_parameters: list[str] = []
     data_volume: str = "gpustack-data"
+    _check_volume = field_validator("data_volume")(lambda v: volume_or_path(v))
     # Extra arguments of the server container. Runbook 002's `latest-npu`
     # image (pre-2.x) embeds a worker in the server by default; a GPUStack
     # 2.x server needs `--enable-worker` for that (and only then writes the

@@ -32,6 +32,7 @@ from ascend_inference.errors import Problem
 from ascend_inference.images import EnginePackage, image_tag
 from ascend_inference.model_base import invalid
 from ascend_inference.ranktable import RankTableOptions
+from ascend_inference.safe_values import owned_file
 
 if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
@@ -80,6 +81,8 @@ class LmdeploySettings(EngineSettingsBase):
     # Multi-node runs in eager mode only (runbook 004 §0 and §4).
     eager_mode: bool = True
     rank_table_path: str = "/data/hm/rank_table.json"
+    # Written as root on every node.
+    _check_table = field_validator("rank_table_path")(lambda v: owned_file(v, what="rank table"))
     # HCCL's port on each NPU's own network (rank table `device_port`), not a host port.
     device_port: str = "16667"
     # Share of free NPU memory LMDeploy gives the KV cache (its own default).

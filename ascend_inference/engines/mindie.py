@@ -15,6 +15,8 @@ import re
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import field_validator
+
 from ascend_inference.config_edit import apply_edits
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
@@ -36,6 +38,7 @@ from ascend_inference.engines.base import (
 from ascend_inference.errors import Problem
 from ascend_inference.images import EnginePackage, image_tag
 from ascend_inference.ranktable import RankTableOptions
+from ascend_inference.safe_values import node_path, owned_file
 
 if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
@@ -75,6 +78,10 @@ class MindieSettings(EngineSettingsBase):
     # Default: /data/hm/hccl_<servers>s_<ranks>p.json, as runbook 001 names it.
     rank_table_path: str | None = None
     log_level: str = "ERROR"
+
+    _check_paths = field_validator("install_path")(lambda v: node_path(v, what="install path"))
+    # Written as root on every node.
+    _check_table = field_validator("rank_table_path")(lambda v: v if v is None else owned_file(v, what="rank table"))
 
     def host_ports(self) -> dict[str, int]:
         # config.json keeps MindIE's other listening ports as the image has

@@ -32,6 +32,7 @@ from ascend_inference.engines.base import (
 from ascend_inference.errors import Problem
 from ascend_inference.images import EnginePackage, version_tuple
 from ascend_inference.model_base import invalid
+from ascend_inference.safe_values import node_path
 from ascend_inference.templating import render_template
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ class VllmMindsporeSettings(EngineSettingsBase):
     distributed_executor_backend: Literal["ray", "mp"] | None = None
     model_backend: str = "MindFormers"
     mindformers_model_config: str = "/path/to/research/deepseek3/deepseek_r1_671b/predict_deepseek_r1_671b_w8a8.yaml"
+    _check_config = field_validator("mindformers_model_config")(lambda v: node_path(v, what="config path"))
     # Write runbook 003's MindFormers predict yaml to `mindformers_model_config`
     # on every node (otherwise the one shipped in the image is used).
     write_mindformers_yaml: bool = False

@@ -92,6 +92,13 @@ def preview_stack(name_or_path: str, *, as_json: bool = False, show_inputs: bool
     missing = [k for k in loaded.spec.secret_keys() if k not in loaded.secrets_present]
     header = [f"Previewing stack {loaded.name} ({loaded.file}) offline, under the Pulumi SDK's mocks:",
               f"{len(graph.resources)} resources, longest dependency chain {graph.longest_chain()}."]
+    from ascend_inference.host_keys import insecure_host_keys_warning, missing_host_keys
+
+    if loaded.spec.ssh.insecure_ignore_host_keys:
+        header.append(f"Warning: {insecure_host_keys_warning(loaded.file)}")
+    elif unpinned := missing_host_keys(loaded.spec, loaded.file):
+        header.append(f"Note: {len(unpinned)} SSH host key(s) not pinned yet (`pulumi up` refuses to run without "
+                      "them): python3 -m ascendctl hostkeys --stack NAME")
     if missing:
         header.append("Note: secret(s) not set yet, placeholders used: "
                       + ", ".join(f"{NAMESPACE}:{k}" for k in missing)
