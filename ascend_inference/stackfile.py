@@ -350,7 +350,8 @@ def problems_from_validation(error: ValidationError, file: str) -> list[Problem]
             if elsewhere and not hint:
                 # Another engine's setting (the README's day-2 `engine.max_num_seqs` on a MindIE
                 # stack): say so, rather than offer a look-alike key that sets something else.
-                problems.append(Problem(file, key, f"unknown key: {last} is a setting of engine kind "
+                kinds = "engine kind" if len(elsewhere) == 1 else "engine kinds"
+                problems.append(Problem(file, key, f"unknown key: {last} is a setting of {kinds} "
                                         f"{', '.join(elsewhere)}, not of this stack's engine",
                                         f"remove it; this engine's keys: {', '.join(choices)}"))
                 continue

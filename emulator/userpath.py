@@ -14,8 +14,8 @@ A person does the same by hand (emulator/README.md):
     python -m emulator configure --stack tp16-vllm-mindspore
     pulumi preview --diff && pulumi up --yes
 
-`configure` sets only what names the machines (node hosts, hostnames and
-device IPs, the model path, the SSH key as a secret) with `pulumi config
+`configure` sets only what names the machines (node hosts, hostnames, host
+keys and device IPs, the model path, the SSH key as a secret) with `pulumi config
 set-all --path` / `config set --secret`; every other setting is the stack's
 own. Tests drive the same commands through `PulumiRollout`.
 """
@@ -145,9 +145,13 @@ def machine_settings(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FI
                             f"(python -m emulator up --nodes {len(loaded.spec.nodes)})")
     settings: dict[str, str] = {}
     declares_device_ips = bool(loaded.spec.profile.network.device_ips)
+    from emulator.rollout import node_host_key
+
     for i, node in enumerate(cluster.nodes):
         settings[f"{NAMESPACE}:nodes[{i}].host"] = node.address
         settings[f"{NAMESPACE}:nodes[{i}].hostname"] = node.hostname
+        # The node's real sshd host key, pinned as `python -m ascendctl hostkeys --write` would.
+        settings[f"{NAMESPACE}:nodes[{i}].host_key"] = node_host_key(node)
         if declares_device_ips:
             # A profile without a fabric (300I Duo) has none to declare.
             for d, ip in enumerate(node.device_ips):

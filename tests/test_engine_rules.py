@@ -195,8 +195,8 @@ def test_another_engines_setting_is_named_as_such_not_matched_to_a_look_alike(tm
     problem = one(problems_of(tmp_path, "tp16-mindie", engine={"max_num_seqs": 128}))
     assert problem.key == f"{NS}engine.max_num_seqs"
     assert "max_seq_len" not in problem.message and "did you mean" not in problem.fix
-    assert problem.message == "unknown key: max_num_seqs is a setting of engine kind vllm-mindspore, not of this " \
-                              "stack's engine"
+    assert problem.message == "unknown key: max_num_seqs is a setting of engine kinds vllm-mindspore, " \
+                              "vllm-ascend, not of this stack's engine"
     assert problem.fix.startswith("remove it; this engine's keys: ") and "max_batch_size" in problem.fix
 
 
