@@ -30,7 +30,7 @@ import yaml
 from ascend_inference.stackfile import _split_config, read_config, spec_from_sections
 from ascendctl.cli import DEFAULT_STACK
 from ascendctl.preview.config import apply_change
-from tests.conftest import NS, PROJECT_ROOT, STACKS_DIR
+from tests.conftest import NS, PROJECT_ROOT, STACKS_DIR, TEST_HOST_KEY
 
 README = PROJECT_ROOT / "README.md"
 CIPHERTEXT = "v1:c2VjcmV0LWJ5dGVz:bm90LXJlYWxseS1lbmNyeXB0ZWQ="
@@ -113,11 +113,29 @@ def ascendctl(replay: Replay, words: list[str], run_sdk: bool) -> str | None:
     workdir.mkdir(exist_ok=True)  # `render` without --out writes out/<stack> here
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("PYTHONWARNINGS", None)
+    if command == "hostkeys":
+        # The README's hosts are a user's (10.0.0.11): a stand-in ssh-keyscan answers
+        # for them, so no packet leaves this machine.
+        env["PATH"] = f"{keyscan_standin(replay.tmp)}:{env['PATH']}"
     done = subprocess.run([sys.executable, "-m", "ascendctl", *args], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"`{' '.join(words)}` exits {done.returncode}:\n{done.stdout}\n{done.stderr}"
     assert "Traceback" not in done.stdout + done.stderr
+    if command == "hostkeys" and "--write" in args:
+        # What it wrote into the stack file is the stack from now on.
+        replay.configs[replay.stack] = read_config(Path(args[args.index("--stack") + 1]))
     return done.stdout
+
+
+def keyscan_standin(tmp: Path) -> Path:
+    """A bin dir whose `ssh-keyscan` offers TEST_HOST_KEY for every host it is asked about (`-f -`)."""
+    bin_dir = tmp.parent / "keyscan-bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        script = bin_dir / "ssh-keyscan"
+        script.write_text("#!/bin/sh\nwhile read -r host; do echo \"$host " + TEST_HOST_KEY + "\"; done\n")
+        script.chmod(0o755)
+    return bin_dir
 
 
 def replay_readme(tmp_path: Path, *, run_sdk: bool) -> dict[str, str]:
