@@ -59,7 +59,7 @@ from components.cluster import (
     RankTable,
     RankTableArgs,
 )
-from components.common import TOKEN, connection_for, digest
+from components.common import TOKEN, connection_for, digest, system_ssh_options
 from components.images import ContainerImages, ContainerImagesArgs, NodeImageArgs
 from components.node import AscendNode, AscendNodeArgs, FactExpectations, HostStep, HostSteps
 from components.serving import (
@@ -269,10 +269,7 @@ class Deployment(pulumi.ComponentResource):
         return f"ssh://{node.user or spec.ssh.user}@{node.host}:{node.port or spec.ssh.port}"
 
     def _ssh_opts(self) -> list[str]:
-        ssh_opts = ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
-        if self.loaded.spec.ssh.jump_host:
-            ssh_opts += ["-J", self.loaded.spec.ssh.jump_host]
-        return ssh_opts
+        return system_ssh_options(self.loaded.spec)
 
     def _container_steps(self, i: int) -> list[ContainerStep]:
         """Node i's in-container steps, as rendered: pyACL from the nnrt .run

@@ -94,6 +94,8 @@ class Executor:
         self.log = log
         self.workers = workers
         self.default_key = ""
+        # The environment of local commands (the node checks' system ssh).
+        self.local_env: dict[str, str] = dict(os.environ)
         self._providers: dict[str, str] = {}
         self._lock = threading.Lock()
         # image name -> {"mounts": [...], "env": {name: value, "{host}" = the node}}: what the
@@ -150,7 +152,7 @@ class Executor:
 
         self.log(f"rollout of stack {stack} onto the emulated cluster")
         try:
-            record_graph(program, config, project=project, stack=stack, outputs_for=perform,
+            record_graph(program, config, project=project, stack=stack, outputs_for=perform, call_for=self._invoke,
                          rpc_workers=self.workers, timeout=3600)
             # Resources the program no longer declares: undo, newest first.
             for key in reversed(list(self.state["order"])):
@@ -210,6 +212,26 @@ class Executor:
                 report.actions.append(Action(entry["name"], "same", 0.0))
         report.seconds = round(time.monotonic() - start, 2)
         return report
+
+    # --- invokes ------------------------------------------------------------
+
+    def _invoke(self, args) -> dict:
+        """pulumi-command's `local.run` (the node checks), as its provider runs it
+        (local/commandOutputs.go `run`): the interpreter argv plus the command, stdin,
+        the environment added to this process's (`local_env`: the cluster's ssh
+        wrapper first on PATH), stdout and stderr with one trailing newline cut, and
+        on failure `exit status N: running "<command>":` and the output."""
+        if args.token != "command:local:run":
+            raise NotImplementedError(f"the emulator's executor cannot invoke {args.token}")
+        inputs = _reveal(args.args)
+        argv = [*(inputs.get("interpreter") or ["/bin/sh", "-c"]), inputs["command"]]
+        env = {**self.local_env, **(inputs.get("environment") or {})}
+        done = subprocess.run(argv, input=inputs.get("stdin") or "", capture_output=True, text=True, env=env,
+                              timeout=3600)
+        if done.returncode != 0:
+            raise RuntimeError(f"exit status {done.returncode}: running {json.dumps(inputs['command'])}:\n"
+                               f"{done.stdout}{done.stderr}")
+        return {"stdout": done.stdout.removesuffix("\n"), "stderr": done.stderr.removesuffix("\n")}
 
     # --- per resource type ---------------------------------------------------
 

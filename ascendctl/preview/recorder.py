@@ -93,9 +93,8 @@ class RecordingMocks(Mocks):
         return state.pop("__id__", None) or f"{args.name}-id", state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        if self._call_for is not None:
-            return self._call_for(args) or {}, None
-        return {}, None
+        # No failures is [], not None: the SDK's mock monitor iterates them.
+        return (self._call_for(args) or {}) if self._call_for is not None else {}, []
 
 
 _RUN_LOCK = threading.Lock()

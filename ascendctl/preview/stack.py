@@ -17,7 +17,7 @@ from ascend_inference.stackfile import (
 )
 from ascendctl.preview.config import apply_change
 from ascendctl.preview.diff import Change, diff_graphs
-from ascendctl.preview.facts import mock_outputs
+from ascendctl.preview.facts import mock_calls, mock_outputs
 from ascendctl.preview.graph import Graph
 from ascendctl.preview.printer import format_diff, format_tree
 from ascendctl.preview.providers import replace_keys
@@ -56,9 +56,10 @@ def record_stack(loaded: LoadedStack, config: dict[str, Any] | None = None, *,
     config = loaded.raw_config if config is None else config
     previous = os.environ.get("ASCEND_INFERENCE_STACK_FILE")
     os.environ["ASCEND_INFERENCE_STACK_FILE"] = loaded.file
+    outputs = mock_outputs(loaded)
     try:
         return record_graph(run, config_for(loaded, config), project=NAMESPACE, stack=loaded.name,
-                            outputs_for=mock_outputs(loaded),
+                            outputs_for=outputs, call_for=mock_calls(outputs),
                             not_echoed=SCRIPTS_NOT_ECHOED if not_echoed is None else not_echoed)
     finally:
         if previous is None:
