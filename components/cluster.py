@@ -164,8 +164,11 @@ class PeerCheck(pulumi.ComponentResource):
             peers = [nodes[j] for j in targets]
             script = pulumi.Output.all(node.facts, *[p.device_ips for p in peers]).apply(
                 ping_script(index, [p.node.name for p in peers]))
-            self.pings.append(node_check(f"{node.node.name}-peer-ping", connection=node.connection,
-                                         script=script, parent=self))
+            # The wait the script's data already implies, said in depends_on
+            # too: the recorder reads which checks a ping waited for there.
+            self.pings.append(node_check(f"{node.node.name}-peer-ping", node=node.node.name,
+                                         connection=node.connection, script=script, parent=self,
+                                         depends_on=[node.preflight, *[p.preflight for p in peers]]))
 
         def cross_checked(all_facts: list) -> dict:
             raise_first(check_cluster(all_facts))
@@ -198,7 +201,11 @@ class PeerCheck(pulumi.ComponentResource):
         # then depends on this one step, not on every node.
         self.verified = remote_step(
             "cluster-verified", connection=master.connection, create=install, delete=remove, parent=self,
-            triggers=[record], depends_on=[after(ping) for ping in self.pings])
+            # Every check it records (facts, pings, images) in depends_on too,
+            # though the record's data already waits for them: the offline
+            # recorder reads a step's checks from depends_on.
+            triggers=[record], depends_on=[*[n.preflight for n in nodes], *[after(ping) for ping in self.pings],
+                                           *([after(args.images)] if args.images is not None else [])])
         # What the gate verified, by value: its readers wait for the gate
         # (depends_on) and take the record itself, so a gate rewritten with the
         # same facts (a new install script) redoes none of them. One Output

@@ -101,13 +101,14 @@ class NodeCheckRunError(pulumi.RunError):
     printed comes first, since its scripts name the node and the fault."""
 
 
-# Set in a check's environment: names the check in the control host's
-# process list, and lets the offline preview's mocks answer for it.
+# Set in a check's environment: names the check (and its node) in the control
+# host's process list, and lets the offline preview's mocks answer for it.
 CHECK_ENV = "ASCEND_INFERENCE_CHECK"
+CHECK_NODE_ENV = "ASCEND_INFERENCE_NODE"
 
 
-def node_check(name: str, *, connection: NodeConnection, script: pulumi.Input[str], parent: pulumi.Resource,
-               depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.Output[str]:
+def node_check(name: str, *, node: str, connection: NodeConnection, script: pulumi.Input[str],
+               parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.Output[str]:
     """A read-only check of a node (preflight, peer pings, the image check) that
     runs at every `pulumi preview` and every `pulumi up`: pulumi-command's
     `local.run` invoke, documented as "a local command to be executed
@@ -123,7 +124,7 @@ def node_check(name: str, *, connection: NodeConnection, script: pulumi.Input[st
     lines the script printed."""
     result = local.run_output(
         interpreter=list(connection.ssh_argv), command="bash -s", stdin=script,
-        environment={CHECK_ENV: name}, add_previous_output_in_env=False,
+        environment={CHECK_ENV: name, CHECK_NODE_ENV: node}, add_previous_output_in_env=False,
         # stdout is the facts (kilobytes of tool output): only stderr reaches the console.
         logging=local.Logging.STDERR,
         opts=pulumi.InvokeOutputOptions(parent=parent, depends_on=list(depends_on) or None))
@@ -137,8 +138,25 @@ def node_check(name: str, *, connection: NodeConnection, script: pulumi.Input[st
         except Exception as error:  # noqa: BLE001 - the invoke's error, made one message
             raise NodeCheckRunError(_check_failure(name, connection, str(error))) from None
 
-    return pulumi.Output(clean(stdout.resources()), clean(stdout.future()), clean(stdout.is_known()),
-                         clean(stdout.is_secret()))
+    return from_checks(pulumi.Output(clean(stdout.resources()), clean(stdout.future()), clean(stdout.is_known()),
+                                     clean(stdout.is_secret())), [name])
+
+
+# The attribute naming the node checks an Output was computed from (`from_checks`).
+NODE_CHECKS = "node_checks"
+
+
+def from_checks(value: pulumi.Output[T], checks: Sequence[str]) -> pulumi.Output[T]:
+    """`value`, marked as computed from these node checks (by name): `after(value)`
+    carries the mark into `depends_on`, where the offline preview's recorder reads
+    which checks a step waited for (checks are no resources, so no URN says it)."""
+    setattr(value, NODE_CHECKS, tuple(checks))
+    return value
+
+
+def node_checks_of(value: object) -> tuple[str, ...]:
+    """The node checks `value` is marked as computed from (`from_checks`)."""
+    return tuple(getattr(value, NODE_CHECKS, ()))
 
 
 def _check_failure(name: str, connection: NodeConnection, error: str) -> str:
@@ -167,7 +185,7 @@ def after(value: pulumi.Output[Any]) -> pulumi.Resource:
     touches the node) and adds the resources it came from as plain
     dependencies, no property dependency. Typed as a Resource for the SDK's
     annotation, which lists only resources though it takes Outputs of them."""
-    return cast(pulumi.Resource, value.apply(lambda _: None))
+    return cast(pulumi.Resource, from_checks(value.apply(lambda _: None), node_checks_of(value)))
 
 
 def remote_step(

@@ -27,7 +27,7 @@ from pulumi_command import remote
 
 from ascend_inference.facts import raise_first
 from ascend_inference.images import ImageExpectations, ImageFacts, check_images
-from components.common import TOKEN, clearly, copy_from_master, node_check, remote_step
+from components.common import TOKEN, clearly, copy_from_master, from_checks, node_check, node_checks_of, remote_step
 from components.node import AscendNode
 
 
@@ -114,7 +114,7 @@ class ContainerImages(pulumi.ComponentResource):
             # Every preview and up: an image re-tagged on one node after a good
             # rollout is caught by the next one (what follows is redone only
             # when the facts it prints change).
-            self.checks.append(node_check(f"{label}-image-check", connection=node.connection,
+            self.checks.append(node_check(f"{label}-image-check", node=label, connection=node.connection,
                                           script=n.check_script, parent=self, depends_on=[image]))
 
         def verified(outputs: list[str]) -> dict:
@@ -122,7 +122,8 @@ class ContainerImages(pulumi.ComponentResource):
             raise_first(check_images(found, args.expect))
             return {f.node: f.to_json() for f in found}
 
-        self.verified = pulumi.Output.all(*self.checks).apply(clearly(verified))
+        self.verified = from_checks(pulumi.Output.all(*self.checks).apply(clearly(verified)),
+                                    [name for check in self.checks for name in node_checks_of(check)])
         self.register_outputs({"images": self.verified})
 
 

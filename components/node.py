@@ -17,7 +17,17 @@ from ascend_inference.facts import (
 )
 from ascend_inference.hardware import HardwareProfile
 from ascend_inference.spec import Node
-from components.common import TOKEN, NodeConnection, after, by_value, clearly, node_check, remote_step
+from components.common import (
+    TOKEN,
+    NodeConnection,
+    after,
+    by_value,
+    clearly,
+    from_checks,
+    node_check,
+    node_checks_of,
+    remote_step,
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class AscendNode(pulumi.ComponentResource):
                 f"{name}-fix-tls", connection=self.connection, create=args.fix_tls_script, parent=self))
         # At every preview and up (an invoke, never a change): a link that went
         # down after a good rollout stops the next `up` here.
-        self.preflight_stdout = node_check(f"{name}-preflight", connection=self.connection,
+        self.preflight_stdout = node_check(f"{name}-preflight", node=node.name, connection=self.connection,
                                            script=args.preflight_script, parent=self, depends_on=before)
 
         def checked(stdout: str) -> NodeFacts:
@@ -120,7 +130,8 @@ class AscendNode(pulumi.ComponentResource):
             raise_first(problems + network_errors + check_host_software(facts, expected=expect.host_versions))
             return facts
 
-        self.facts = by_value(self.preflight_stdout.apply(clearly(checked)))
+        self.facts = from_checks(by_value(self.preflight_stdout.apply(clearly(checked))),
+                                 node_checks_of(self.preflight_stdout))
         # What a node's steps wait for: its facts judged good.
         self.preflight = after(self.facts)
         self.hostname = self.facts.apply(lambda f: f.hostname)

@@ -29,6 +29,9 @@ class ResourceRecord:
     options: dict[str, Any] = field(default_factory=dict)
     provider: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # component register_outputs
+    # Node checks (by name) whose facts this registration waited for: its
+    # depends_on held `after(...)` of them (see recorder.py).
+    after_checks: list[str] = field(default_factory=list)
 
     @property
     def provider_urn(self) -> str | None:
@@ -60,7 +63,27 @@ class ResourceRecord:
             "options": masked(self.options),
             "inputs": masked(self.inputs),
             "outputs": masked(self.outputs),
+            "after_checks": list(self.after_checks),
         }
+
+
+@dataclass
+class CheckRecord:
+    """One node check: a `command:local:run` invoke named by its environment
+    (see recorder.py). `ran`: the invoke reached the monitor (its inputs were
+    known); `dependencies`: the resources its depends_on named (URNs);
+    `after_checks`: the checks whose facts its depends_on held."""
+
+    name: str
+    node: str
+    args: dict[str, Any] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    after_checks: list[str] = field(default_factory=list)
+    ran: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "node": self.node, "ran": self.ran, "dependencies": list(self.dependencies),
+                "after_checks": list(self.after_checks), "args": masked(self.args)}
 
 
 @dataclass
@@ -70,6 +93,8 @@ class Graph:
     resources: list[ResourceRecord] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     stack_urn: str | None = None
+    # The node checks (invokes, no resources), in the order the program asked for them.
+    checks: list[CheckRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._index: dict[str, ResourceRecord] | None = None
@@ -77,10 +102,11 @@ class Graph:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return (self.resources, self.outputs, self.stack_urn) == (
+        return (self.resources, self.outputs, self.stack_urn, self.checks) == (
             other.resources,
             other.outputs,
             other.stack_urn,
+            other.checks,
         )
 
     # -- lookup ---------------------------------------------------------------------
@@ -121,7 +147,52 @@ class Graph:
                 stack.append(child.urn)
         return out
 
+    def check(self, name: str) -> CheckRecord:
+        """The node check with this name (KeyError if none)."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no node check named {name!r}")
+
+    def checks_on(self, node: str) -> list[CheckRecord]:
+        return [c for c in self.checks if c.node == node]
+
     # -- ordering -------------------------------------------------------------------
+
+    def checks_before(self, what: str | ResourceRecord | CheckRecord, transitive: bool = True) -> set[str]:
+        """Names of the node checks a resource (or a check) waits for: those its
+        depends_on held `after(...)` of, and with ``transitive`` (default) those
+        of every resource and check it waits for (`waits_for`, parents included)."""
+        found: set[str] = set()
+        seen_checks: set[str] = set()
+        seen: set[str] = set()
+        if isinstance(what, CheckRecord):
+            direct, resources = list(what.after_checks), list(what.dependencies)
+        else:
+            rec = self.by_urn[_urn_of(what)]
+            direct, resources = list(rec.after_checks), self.waits_for(rec)
+        pending_checks = direct
+        if not transitive:
+            return set(direct)
+        while pending_checks or resources:
+            while pending_checks:
+                name = pending_checks.pop()
+                found.add(name)
+                if name in seen_checks:
+                    continue
+                seen_checks.add(name)
+                c = self.check(name)
+                pending_checks.extend(c.after_checks)
+                resources.extend(c.dependencies)
+            while resources:
+                u = resources.pop()
+                if u in seen or u not in self.by_urn:
+                    continue
+                seen.add(u)
+                pending_checks.extend(self.by_urn[u].after_checks)
+                resources.extend(self.waits_for(u))
+        return found
+
 
     def waits_for(self, urn: str | ResourceRecord) -> list[str]:
         """URNs the resource cannot be created before (its "wait edges").
@@ -250,6 +321,7 @@ class Graph:
         return {
             "stack_urn": self.stack_urn,
             "resources": [r.to_dict() for r in self.resources],
+            "checks": [c.to_dict() for c in self.checks],
             "outputs": masked(self.outputs),
         }
 
