@@ -255,6 +255,9 @@ class RankTableArgs:
     # Rank table 1.2 (Atlas A3): each node's SDIDs and super pod, read back
     # from the same gate.
     super_pods: pulumi.Output | None = None
+    # The `cluster-verified` gate: the values above come by value (without
+    # it), so each copy waits for it with depends_on.
+    gate: pulumi.Resource | None = None
 
 
 class RankTable(pulumi.ComponentResource):
@@ -281,10 +284,10 @@ class RankTable(pulumi.ComponentResource):
         for node in args.nodes:
             remove = render_template("remove-file.sh.j2", purpose="Remove the HCCL rank table", stack=args.stack,
                                      node=node.node, path=args.path)
-            # The script carries the gate (through the content); no depends_on needed.
+            # The content is the gate's record by value: the gate itself is waited for here.
             self.copies.append(remote_step(
                 f"{node.node.name}-rank-table", connection=node.connection, create=script, delete=remove,
-                parent=self, triggers=[self.digest]))
+                parent=self, triggers=[self.digest], depends_on=[args.gate] if args.gate is not None else None))
         self.register_outputs({"digest": self.digest, "path": args.path})
 
 

@@ -160,7 +160,7 @@ class Deployment(pulumi.ComponentResource):
                 stack=loaded.name, nodes=self.nodes, device_ips=self.peer_check.verified_device_ips,
                 table_json=self._rank_table_json, path=table_path,
                 super_pods=(self.peer_check.verified_super_pods
-                            if spec.profile.rank_table_version == "1.2" else None)), child)
+                            if spec.profile.rank_table_version == "1.2" else None), gate=gate), child)
             started_by.append(self.rank_table.digest)
 
         def container_args(i: int, **extra) -> InferenceContainerArgs:

@@ -76,13 +76,14 @@ class CheckRecord:
 
     name: str
     node: str
+    parent_urn: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     dependencies: list[str] = field(default_factory=list)
     after_checks: list[str] = field(default_factory=list)
     ran: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "node": self.node, "ran": self.ran, "dependencies": list(self.dependencies),
+        return {"name": self.name, "node": self.node, "parent_urn": self.parent_urn, "ran": self.ran, "dependencies": list(self.dependencies),
                 "after_checks": list(self.after_checks), "args": masked(self.args)}
 
 
@@ -158,6 +159,30 @@ class Graph:
         return [c for c in self.checks if c.node == node]
 
     # -- ordering -------------------------------------------------------------------
+
+    def check_waits_for(self, check: str | CheckRecord, urn: str | ResourceRecord) -> bool:
+        """Whether a node check runs only after the resource: its depends_on
+        named it, or a resource or check it waits for waits for it."""
+        c = self.check(check) if isinstance(check, str) else check
+        target = _urn_of(urn)
+        pending = [c]
+        seen: set[str] = set()
+        while pending:
+            current = pending.pop()
+            if current.name in seen:
+                continue
+            seen.add(current.name)
+            for dep in current.dependencies:
+                if dep == target or (dep in self.by_urn and self.depends_on(dep, target)):
+                    return True
+            pending.extend(self.check(name) for name in current.after_checks)
+        return False
+
+    def runs_after(self, a: str | ResourceRecord, b: str | ResourceRecord) -> bool:
+        """Whether resource ``a`` waits for resource ``b``: through resources
+        (`depends_on`), or through a node check it waits for that waits for ``b``
+        (a node's steps wait for its preflight, which waits for its TLS fix)."""
+        return self.depends_on(a, b) or any(self.check_waits_for(c, b) for c in self.checks_before(a))
 
     def checks_before(self, what: str | ResourceRecord | CheckRecord, transitive: bool = True) -> set[str]:
         """Names of the node checks a resource (or a check) waits for: those its

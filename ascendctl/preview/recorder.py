@@ -301,6 +301,7 @@ def _record(
         finally:
             loop.close()
 
+    monitor.finish_checks()
     return Graph(resources=list(monitor.records), outputs=monitor.stack_outputs, stack_urn=monitor.stack_urn,
                  checks=list(monitor.checks))
 

@@ -131,6 +131,9 @@ def _watch_sdk() -> None:
                 # The resources its depends_on names (URNs once they are registered, see Invoke).
                 monitor._check_resources[check.name] = [
                     (entry._type, entry._name) for entry in _entries(opts) if isinstance(entry, pulumi.Resource)]
+                parent = getattr(opts, "parent", None)
+                if parent is not None:
+                    monitor._check_parents[check.name] = (parent._type, parent._name)
         return invoke(tok, props, opts, *args, **kwargs)
 
     prepare_resource._recording = True  # type: ignore[attr-defined]
@@ -156,6 +159,8 @@ class RecordingMonitor(MockMonitor):
         self._after_checks: dict[tuple[str, str], list[str]] = {}
         # check name -> (type, name) of the resources its depends_on named.
         self._check_resources: dict[str, list[tuple[str, str]]] = {}
+        # check name -> (type, name) of its parent component.
+        self._check_parents: dict[str, tuple[str, str]] = {}
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         """URNs as the engine makes them (``Deployment.generateURN``).
@@ -220,13 +225,20 @@ class RecordingMonitor(MockMonitor):
                 for check in self.checks:
                     if check.name == name and not check.ran:
                         check.ran, check.args = True, self._shared(args)
-                        # The SDK gates the invoke on those resources itself (the mock
-                        # monitor leaves out INVOKE_DEPENDS_ON), so they are registered.
-                        wanted = set(self._check_resources.pop(name, []))
-                        check.dependencies = sorted(
-                            r.urn for r in self.records if (r.type, r.name) in wanted)
                         break
         return super().Invoke(request)  # type: ignore[no-untyped-call]  # MockMonitor is unannotated
+
+    def finish_checks(self) -> None:
+        """Each check's parent and depends_on resources as URNs, once the run
+        registered them all: (type, name) is unique for custom resources, and
+        for a parent among components (a node's AscendNode and its
+        InferenceContainer share the node's name, not the type)."""
+        urns = {(r.type, r.name): r.urn for r in self.records}
+        for check in self.checks:
+            wanted = self._check_resources.pop(check.name, [])
+            check.dependencies = sorted(urns[key] for key in wanted if key in urns)
+            parent = self._check_parents.pop(check.name, None)
+            check.parent_urn = urns.get(parent) if parent is not None else None
 
     def ReadResource(  # noqa: N802
         self, request: resource_pb2.ReadResourceRequest
