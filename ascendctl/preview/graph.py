@@ -83,7 +83,8 @@ class CheckRecord:
     ran: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "node": self.node, "parent_urn": self.parent_urn, "ran": self.ran, "dependencies": list(self.dependencies),
+        return {"name": self.name, "node": self.node, "parent_urn": self.parent_urn, "ran": self.ran,
+                "dependencies": list(self.dependencies),
                 "after_checks": list(self.after_checks), "args": masked(self.args)}
 
 
