@@ -41,8 +41,7 @@ import pytest
 
 from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 from ascendctl.preview.config import apply_change
-from ascendctl.preview.diff import Change
-from ascendctl.preview.diff import diff_graphs
+from ascendctl.preview.diff import Change, diff_graphs
 from ascendctl.preview.graph import CheckRecord, Graph, ResourceRecord
 from ascendctl.preview.providers import replace_keys
 from ascendctl.preview.stack import changes_for, loaded_with_config, record_stack
