@@ -65,9 +65,13 @@ class Action:
 
 @dataclass
 class Report:
+    """Resources only in `actions`; the node checks (invokes, never a change)
+    that ran in `checks`, by name, in the order they finished."""
+
     actions: list[Action] = field(default_factory=list)
     seconds: float = 0.0
     error: BaseException | None = None
+    checks: list[str] = field(default_factory=list)
 
     def did(self, kind: str) -> list[str]:
         return [a.resource for a in self.actions if a.kind == kind]
@@ -101,6 +105,10 @@ class Executor:
         # image name -> {"mounts": [...], "env": {name: value, "{host}" = the node}}: what the
         # emulator adds to the program's containers of that image (GPUStack's: emulator/gpustack.py).
         self.container_extras: dict[str, dict] = {}
+        # The node checks' stdout of the latest run, by check name (not state:
+        # a check is read again at every run).
+        self.check_outputs: dict[str, str] = {}
+        self._report: Report | None = None
         self.state = self._load()
 
     # --- state -------------------------------------------------------------
@@ -151,6 +159,7 @@ class Executor:
             return {"__id__": entry["id"], **entry["outputs"]}
 
         self.log(f"rollout of stack {stack} onto the emulated cluster")
+        self._report = report
         try:
             record_graph(program, config, project=project, stack=stack, outputs_for=perform, call_for=self._invoke,
                          rpc_workers=self.workers, timeout=3600)
@@ -163,6 +172,8 @@ class Executor:
                     self.log(f"  delete   {key.split('::')[-1]}")
         except BaseException as error:  # the rollout stops here; state keeps what was done
             report.error = error
+        finally:
+            self._report = None
         self._forget_keys_when_empty()
         report.seconds = round(time.monotonic() - start, 2)
         changed = [a for a in report.actions if a.kind != "same"]
@@ -226,12 +237,20 @@ class Executor:
         inputs = _reveal(args.args)
         argv = [*(inputs.get("interpreter") or ["/bin/sh", "-c"]), inputs["command"]]
         env = {**self.local_env, **(inputs.get("environment") or {})}
+        t0 = time.monotonic()
         done = subprocess.run(argv, input=inputs.get("stdin") or "", capture_output=True, text=True, env=env,
                               timeout=3600)
+        name = (inputs.get("environment") or {}).get("ASCEND_INFERENCE_CHECK", inputs["command"])
         if done.returncode != 0:
+            self.log(f"  check    {name:<28} {time.monotonic() - t0:6.1f}s  failed")
             raise RuntimeError(f"exit status {done.returncode}: running {json.dumps(inputs['command'])}:\n"
                                f"{done.stdout}{done.stderr}")
-        return {"stdout": done.stdout.removesuffix("\n"), "stderr": done.stderr.removesuffix("\n")}
+        stdout = done.stdout.removesuffix("\n")
+        with self._lock:
+            self.check_outputs[name] = stdout
+            if self._report is not None:
+                self._report.checks.append(name)
+        return {"stdout": stdout, "stderr": done.stderr.removesuffix("\n")}
 
     # --- per resource type ---------------------------------------------------
 
