@@ -3,16 +3,17 @@ checks with the one cross-node gate, the rank table and the containers.
 
 Cross-node data flows through one step, `cluster-verified` on the master:
 it takes every node's facts and the weights fingerprint, and what it
-recorded (`verified_device_ips`, read back from its own output) is what the
-rank-table copies read. So each copy depends on that one step rather than on
-every node, and the graph (which the Pulumi SDK walks once for every
-dependency it registers) grows linearly with the node count."""
+recorded (`verified_device_ips`, the record by value, without the resources
+it came from) is what the rank-table copies read, after the gate. So each
+copy depends on that one step rather than on every node, and the graph
+(which the Pulumi SDK walks once for every dependency it registers) grows
+linearly with the node count."""
 from __future__ import annotations
 
 import base64
 import json
 import lzma
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from ascend_inference.facts import check_cluster, raise_first, super_pods_of
 from ascend_inference.ranktable import rank_table_digest
 from ascend_inference.spec import Node
 from ascend_inference.templating import render_template
-from components.common import TOKEN, clearly, copy_from_master, digest, remote_step
+from components.common import TOKEN, after, by_value, clearly, copy_from_master, digest, node_check, remote_step
 from components.images import PreparedImage
 from components.node import AscendNode
 
@@ -145,23 +146,29 @@ class PeerCheck(pulumi.ComponentResource):
     def __init__(self, name: str, args: PeerCheckArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:cluster:PeerCheck", name, None, opts)
         nodes = args.nodes
-        self.pings: list[remote.Command] = []
+        # Each node's ping output, at every preview and up (node checks, no resources).
+        self.pings: list[pulumi.Output[str]] = []
 
-        def ping_script(i: int, names: list[str]) -> Callable[[list[list[str]]], str]:
-            """Node i's ping script from its peers' device IPs (in `names` order)."""
-            return lambda ips: args.ping_script(i, dict(zip(names, ips, strict=True)))
+        def ping_script(i: int, names: list[str]) -> Callable[[list[Any]], str]:
+            """Node i's ping script from its peers' device IPs (in `names` order),
+            once its own facts (the first value) have been judged."""
+            return lambda values: args.ping_script(i, dict(zip(names, values[1:], strict=True)))
 
         for index, (node, targets) in enumerate(zip(nodes, args.ping_targets, strict=True)):
             if not targets:
                 continue
             # Only the pinged peers' facts: a ping depends on a bounded number
-            # of nodes, not on the whole cluster.
+            # of nodes, not on the whole cluster. Its own facts come first, so a
+            # link its preflight finds down is reported as that, never as a
+            # peer's failed ping.
             peers = [nodes[j] for j in targets]
-            script = pulumi.Output.all(*[p.device_ips for p in peers]).apply(
+            script = pulumi.Output.all(node.facts, *[p.device_ips for p in peers]).apply(
                 ping_script(index, [p.node.name for p in peers]))
-            self.pings.append(remote_step(
-                f"{node.node.name}-peer-ping", connection=node.connection, create=script, parent=self,
-                timeout="10m", every_up=True))
+            # The wait the script's data already implies, said in depends_on
+            # too: the recorder reads which checks a ping waited for there.
+            self.pings.append(node_check(f"{node.node.name}-peer-ping", node=node.node.name,
+                                         connection=node.connection, script=script, parent=self,
+                                         depends_on=[node.preflight, *[p.preflight for p in peers]]))
 
         def cross_checked(all_facts: list) -> dict:
             raise_first(check_cluster(all_facts))
@@ -194,22 +201,20 @@ class PeerCheck(pulumi.ComponentResource):
         # then depends on this one step, not on every node.
         self.verified = remote_step(
             "cluster-verified", connection=master.connection, create=install, delete=remove, parent=self,
-            triggers=[record], depends_on=self.pings)
-        def recorded_device_ips(triggers: Sequence[Any] | None) -> Any:
-            # Never None: the gate is created with triggers, the record last.
-            assert triggers is not None
-            return json.loads(triggers[-1])["device_ips"]
-
-        self.verified_device_ips = self.verified.triggers.apply(recorded_device_ips)
-        self.verified_super_pods = self.verified.triggers.apply(
-            lambda triggers: json.loads(triggers[-1]).get("super_pods") if triggers else None)
-
-        def recorded_images(triggers: Sequence[Any] | None) -> Any:
-            assert triggers is not None
-            return json.loads(triggers[-1]).get("images", {})
-
+            # Every check it records (facts, pings, images) in depends_on too,
+            # though the record's data already waits for them: the offline
+            # recorder reads a step's checks from depends_on.
+            triggers=[record], depends_on=[*[n.preflight for n in nodes], *[after(ping) for ping in self.pings],
+                                           *([after(args.images)] if args.images is not None else [])])
+        # What the gate verified, by value: its readers wait for the gate
+        # (depends_on) and take the record itself, so a gate rewritten with the
+        # same facts (a new install script) redoes none of them. One Output
+        # without resources: a reader depends on no node's step.
+        verified = by_value(record.apply(json.loads))
+        self.verified_device_ips = verified.apply(lambda v: v["device_ips"])
+        self.verified_super_pods = verified.apply(lambda v: v.get("super_pods"))
         # {node: {image, id, engine_version, cann_version}}, as the gate verified them.
-        self.verified_images = self.verified.triggers.apply(recorded_images)
+        self.verified_images = verified.apply(lambda v: v.get("images", {}))
         self.register_outputs({"device_ips": self.verified_device_ips})
 
 
@@ -250,6 +255,9 @@ class RankTableArgs:
     # Rank table 1.2 (Atlas A3): each node's SDIDs and super pod, read back
     # from the same gate.
     super_pods: pulumi.Output | None = None
+    # The `cluster-verified` gate: the values above come by value (without
+    # it), so each copy waits for it with depends_on.
+    gate: pulumi.Resource | None = None
 
 
 class RankTable(pulumi.ComponentResource):
@@ -276,10 +284,10 @@ class RankTable(pulumi.ComponentResource):
         for node in args.nodes:
             remove = render_template("remove-file.sh.j2", purpose="Remove the HCCL rank table", stack=args.stack,
                                      node=node.node, path=args.path)
-            # The script carries the gate (through the content); no depends_on needed.
+            # The content is the gate's record by value: the gate itself is waited for here.
             self.copies.append(remote_step(
                 f"{node.node.name}-rank-table", connection=node.connection, create=script, delete=remove,
-                parent=self, triggers=[self.digest]))
+                parent=self, triggers=[self.digest], depends_on=[args.gate] if args.gate is not None else None))
         self.register_outputs({"digest": self.digest, "path": args.path})
 
 

@@ -3,17 +3,18 @@ commands with the options every stateful step needs, digests."""
 from __future__ import annotations
 
 import hashlib
-import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import pulumi
-from pulumi_command import remote
+from pulumi_command import local, remote
 
 from ascend_inference.errors import NodeFactError, StackError
 from ascend_inference.spec import ClusterSpec, Node
 
 TOKEN = "ascend-inference"
+T = TypeVar("T")
 
 
 class StackRunError(StackError, pulumi.RunError):
@@ -55,13 +56,46 @@ class NodeConnection:
     would run again on the new machine and nothing would be undone on the old
     one. The identity is therefore part of every step's triggers, so a new
     host, port or user replaces the step (its delete runs on the old machine
-    with the old connection). A new key for the same machine stays an update."""
+    with the old connection). A new key for the same machine stays an update.
+
+    `ssh_argv`: the system `ssh` up to the destination, with the same options
+    as the docker provider's `ssh://` (`system_ssh_options`), for the node
+    checks that run from the control host (`node_check`)."""
 
     args: remote.ConnectionArgs
     identity: str
+    ssh_argv: tuple[str, ...] = ()
 
 
-def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str]) -> NodeConnection:
+def system_ssh_options(spec: ClusterSpec, stack: str) -> list[str]:
+    """Options of every system `ssh` the control host runs to a node: the docker
+    provider's `ssh://` transport and the node checks. The key comes from the
+    user's ssh-agent or ~/.ssh/config, as for `docker -H ssh://`. With pinned
+    keys only those keys are accepted, from a known_hosts file the program
+    writes (`known_hosts_file`); the jump is a ProxyCommand so that the jump
+    host's key is checked against the same file (`-J` would start its own ssh
+    with the user's defaults)."""
+    from ascend_inference.host_keys import jump_endpoint, known_hosts_text
+
+    if not spec.ssh.insecure_ignore_host_keys and known_hosts_text(spec):
+        check = ["-o", "StrictHostKeyChecking=yes",
+                 "-o", f"UserKnownHostsFile={known_hosts_file(stack, known_hosts_text(spec))}"]
+    else:
+        # The stack opted out (or, under preview only, pins nothing yet:
+        # `pulumi up` refuses that).
+        check = ["-o", "StrictHostKeyChecking=accept-new"]
+    options = [*check, "-o", "BatchMode=yes"]
+    jump = jump_endpoint(spec)
+    if jump:
+        user = spec.ssh.jump_host.rpartition("@")[0] if spec.ssh.jump_host else ""
+        proxy = ["ssh", *check, "-o", "BatchMode=yes", "-p", str(jump[1]), "-W", "%h:%p",
+                 f"{user or spec.ssh.user}@{jump[0]}"]
+        options += ["-o", "ProxyCommand=" + " ".join(proxy)]
+    return options
+
+
+def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str],
+                   ssh_options: Sequence[str]) -> NodeConnection:
     """pulumi-command's connection to `node`. Its `host_key` (and the
     proxy's) is the pinned key. Without one pulumi-command accepts any key:
     its SDK (pulumi_command/remote/_inputs.py, ConnectionArgs.host_key, 1.2.1)
@@ -82,7 +116,9 @@ def connection_for(spec: ClusterSpec, node: Node, private_key: pulumi.Input[str]
         # Ascend servers under load answer slowly; retry the dial a few times.
         dial_error_limit=10, per_dial_timeout=30)
     identity = f"ssh://{user}@{node.host}:{port}" + (f" via {ssh.jump_host}" if ssh.jump_host else "")
-    return NodeConnection(args, identity)
+    # `ssh_options`: system_ssh_options, computed once per run.
+    ssh_argv = ("ssh", *ssh_options, "-o", "ConnectTimeout=30", "-p", str(port), f"{user}@{node.host}")
+    return NodeConnection(args, identity, ssh_argv)
 
 
 def known_hosts_file(stack: str, text: str) -> str:
@@ -105,16 +141,96 @@ def known_hosts_file(stack: str, text: str) -> str:
     return str(path)
 
 
-# One value per run of the program (`pulumi up` starts a new process; the
-# offline tools and the emulator call `begin_run`). Steps that must run at
-# every `pulumi up` (the node checks) carry it in their `update` command.
-_run_id = uuid.uuid4().hex
+class NodeCheckRunError(pulumi.RunError):
+    """A node check that failed on the node (exit status other than 0): what it
+    printed comes first, since its scripts name the node and the fault."""
 
 
-def begin_run() -> str:
-    global _run_id
-    _run_id = uuid.uuid4().hex
-    return _run_id
+# Set in a check's environment: names the check (and its node) in the control
+# host's process list, and lets the offline preview's mocks answer for it.
+CHECK_ENV = "ASCEND_INFERENCE_CHECK"
+CHECK_NODE_ENV = "ASCEND_INFERENCE_NODE"
+
+
+def node_check(name: str, *, node: str, connection: NodeConnection, script: pulumi.Input[str],
+               parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.Output[str]:
+    """A read-only check of a node (preflight, peer pings, the image check) that
+    runs at every `pulumi preview` and every `pulumi up`: pulumi-command's
+    `local.run` invoke, documented as "a local command to be executed
+    unconditionally ... on any preview or deployment", running the script on the
+    node through the system `ssh` (`NodeConnection.ssh_argv`) with the script on
+    stdin. An invoke is no resource: it is never a change in a plan, so an
+    unchanged stack previews and updates with no changes
+    (`--expect-no-changes`), and a node that broke after a good rollout stops
+    the next preview or up at its check. What it prints flows on by value
+    (`by_value`): steps are redone when the facts change, never because a
+    check's script did. The short command (`bash -s`) keeps pulumi-command's
+    failure text (`exit status N: running "bash -s":` then the output) to the
+    lines the script printed."""
+    result = local.run_output(
+        interpreter=list(connection.ssh_argv), command="bash -s", stdin=script,
+        environment={CHECK_ENV: name, CHECK_NODE_ENV: node}, add_previous_output_in_env=False,
+        # stdout is the facts (kilobytes of tool output): only stderr reaches the console.
+        logging=local.Logging.STDERR,
+        opts=pulumi.InvokeOutputOptions(parent=parent, depends_on=list(depends_on) or None))
+    stdout = result.stdout
+
+    async def clean(awaitable):
+        try:
+            return await awaitable
+        except NodeCheckRunError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the invoke's error, made one message
+            raise NodeCheckRunError(_check_failure(name, connection, str(error))) from None
+
+    return from_checks(pulumi.Output(clean(stdout.resources()), clean(stdout.future()), clean(stdout.is_known()),
+                                     clean(stdout.is_secret())), [name])
+
+
+# The attribute naming the node checks an Output was computed from (`from_checks`).
+NODE_CHECKS = "node_checks"
+
+
+def from_checks(value: pulumi.Output[T], checks: Sequence[str]) -> pulumi.Output[T]:
+    """`value`, marked as computed from these node checks (by name): `after(value)`
+    carries the mark into `depends_on`, where the offline preview's recorder reads
+    which checks a step waited for (checks are no resources, so no URN says it)."""
+    setattr(value, NODE_CHECKS, tuple(checks))
+    return value
+
+
+def node_checks_of(value: object) -> tuple[str, ...]:
+    """The node checks `value` is marked as computed from (`from_checks`)."""
+    return tuple(getattr(value, NODE_CHECKS, ()))
+
+
+def _check_failure(name: str, connection: NodeConnection, error: str) -> str:
+    """pulumi-command's failure text (`<status>: running "bash -s":\n<output>`, wrapped by
+    the SDK's `invoke of command:local:run failed: `) -> the script's own lines first."""
+    head, _, printed = error.partition('running "bash -s":')
+    status = head.split("failed:", 1)[-1].strip().rstrip(":").strip() or "failed"
+    lines = [line for line in printed.strip().splitlines() if line.strip()]
+    where = f"(check {name} on {connection.identity}: {status})"
+    return "\n".join([*lines[-20:], where]) if lines else f"{name}: {error.strip()} {where}"
+
+
+def by_value(value: pulumi.Output[T]) -> pulumi.Output[T]:
+    """`value` without the resources it was computed from. Its readers' inputs
+    then depend on no upstream step, so an upstream step that is updated or
+    replaced (a rewritten check script, a gate record rewritten with the same
+    facts) reaches them only if the value itself changes; readers that must
+    also run after those steps say so with `depends_on`."""
+    # future() is None where the value is unknown; is_known says so beside it.
+    return pulumi.Output(set(), cast("Awaitable[T]", value.future()), value.is_known(), value.is_secret())
+
+
+def after(value: pulumi.Output[Any]) -> pulumi.Resource:
+    """`value` as an entry of `depends_on`: the SDK waits for it (a check that
+    raised fails the dependent's registration, so nothing after a failed check
+    touches the node) and adds the resources it came from as plain
+    dependencies, no property dependency. Typed as a Resource for the SDK's
+    annotation, which lists only resources though it takes Outputs of them."""
+    return cast(pulumi.Resource, from_checks(value.apply(lambda _: None), node_checks_of(value)))
 
 
 def remote_step(
@@ -131,7 +247,6 @@ def remote_step(
     secret_stdout: bool = False,
     replace_to_redo: bool = True,
     retain_on_delete: bool = False,
-    every_up: bool = False,
     aliases: Sequence[pulumi.Alias] | None = None,
 ) -> remote.Command:
     """A remote command as a resource, redone exactly when it must be.
@@ -144,32 +259,17 @@ def remote_step(
     (upstream ids and digests): a change to any of them replaces the step
     and, through its new id, what depends on it. With `replace_to_redo` the
     old step is undone (its delete runs) before the new one is created, since
-    two copies of a process or a file cannot coexist on one node.
-
-    `every_up`: a read-only check that runs again at every `pulumi up`, so a
-    node that broke after a good rollout is caught (and one that was fixed
-    passes) without `--replace`. Its `update` is its script plus this run's
-    id, an update keeps its id, and what depends on it reads its output by
-    value: downstream is redone only when the facts it prints change. A
-    preview ignores that per-run change (`ignore_changes`), so
-    `pulumi preview` of a rolled-out stack shows no change.
+    two copies of a process or a file cannot coexist on one node. Read-only
+    checks are no resources: see `node_check`.
 
     `secret_stdout`: the output is marked secret and the provider logs only
     stderr (pulumi-command logs stdout to the console by default, secret or
     not)."""
     redo = pulumi.Output.all(create, delete or "").apply(lambda scripts: digest("\n".join(scripts)))
-    update = None
-    ignore_changes = None
-    if every_up:
-        run_id = _run_id
-        update = pulumi.Output.from_input(create).apply(lambda script: f"{script}\n# ascend-inference run {run_id}\n")
-        if pulumi.runtime.is_dry_run():
-            ignore_changes = ["update"]
     return remote.Command(
         name,
         connection=connection.args,
         create=create,
-        update=update,
         delete=delete,
         triggers=[connection.identity, redo, *(triggers or [])],
         stdin=stdin,
@@ -182,7 +282,6 @@ def remote_step(
             depends_on=list(depends_on) if depends_on else None,
             delete_before_replace=replace_to_redo,
             retain_on_delete=retain_on_delete,
-            ignore_changes=ignore_changes,
             custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout) if timeout else None,
             additional_secret_outputs=["stdout"] if secret_stdout else None,
             aliases=list(aliases) if aliases else None,

@@ -30,7 +30,6 @@ from ascend_inference.engines.base import ClusterStyle
 from ascend_inference.engines.gpustack import Gpustack
 from ascend_inference.errors import NodeFactError
 from ascend_inference.facts import NetworkPolicies
-from ascend_inference.host_keys import jump_endpoint, known_hosts_text
 from ascend_inference.images import ImageExpectations
 from ascend_inference.incontainer import judge_config_edit, judge_container_check, judge_pyacl_install
 from ascend_inference.loaded import LoadedStack
@@ -60,7 +59,7 @@ from components.cluster import (
     RankTable,
     RankTableArgs,
 )
-from components.common import TOKEN, connection_for, digest, known_hosts_file
+from components.common import TOKEN, connection_for, digest, system_ssh_options
 from components.images import ContainerImages, ContainerImagesArgs, NodeImageArgs
 from components.node import AscendNode, AscendNodeArgs, FactExpectations, HostStep, HostSteps
 from components.serving import (
@@ -107,6 +106,9 @@ class Deployment(pulumi.ComponentResource):
         self.gpustack_model: GpustackDeployment | None = None
         # Each node rendered once; the components take their parts.
         self.rendered = [render_node(loaded, i) for i in range(len(spec.nodes))]
+        # The system ssh's options (docker's ssh://, the node checks), and the
+        # known_hosts file of the pinned keys they read: made once per run.
+        self.ssh_options = system_ssh_options(spec, loaded.name)
         expect = FactExpectations(devices=spec.profile.devices_per_node, tls_policy=spec.network.hccl_tls,
                                   model_path=spec.model.path, profile=spec.profile,
                                   network_policies=NetworkPolicies(spec.network.lldp, spec.network.netdetect,
@@ -115,7 +117,7 @@ class Deployment(pulumi.ComponentResource):
                                                  "cann": spec.host.cann})
         self.nodes = [
             AscendNode(n.name, AscendNodeArgs(
-                node=n, connection=connection_for(spec, n, args.ssh_private_key),
+                node=n, connection=connection_for(spec, n, args.ssh_private_key, self.ssh_options),
                 preflight_script=r.scripts.preflight.command,
                 expect=replace(expect, model_path_required=spec.model.source.kind == "local" or (
                     i == 0 and spec.model.source.kind == "copy")),
@@ -132,7 +134,7 @@ class Deployment(pulumi.ComponentResource):
             ssh_private_key=args.ssh_private_key), child)
         self.images = ContainerImages("images", ContainerImagesArgs(
             image=spec.container.image,
-            nodes=[NodeImageArgs(node=n, docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(),
+            nodes=[NodeImageArgs(node=n, docker_host=self._docker_host(i), ssh_opts=self.ssh_options,
                                  load_script=r.scripts.image.command if spec.container.image_tar else None,
                                  check_script=self._command(r.scripts.image_check),
                                  copy_script=self._image_copy(i) if i > 0 and image_fetched_once(loaded) else None)
@@ -163,7 +165,7 @@ class Deployment(pulumi.ComponentResource):
                 stack=loaded.name, nodes=self.nodes, device_ips=self.peer_check.verified_device_ips,
                 table_json=self._rank_table_json, path=table_path,
                 super_pods=(self.peer_check.verified_super_pods
-                            if spec.profile.rank_table_version == "1.2" else None)), child)
+                            if spec.profile.rank_table_version == "1.2" else None), gate=gate), child)
             started_by.append(self.rank_table.digest)
 
         def container_args(i: int, **extra) -> InferenceContainerArgs:
@@ -259,7 +261,7 @@ class Deployment(pulumi.ComponentResource):
             image_load_script=None, prepared=self.images.prepared[i],
             name_check_script=rendered.scripts.container_name_free.command,
             mount_check_script=self._command(rendered.scripts.mount_sources),
-            docker_host=self._docker_host(i), ssh_opts=self._ssh_opts(), after=after, extra_labels=labels,
+            docker_host=self._docker_host(i), ssh_opts=self.ssh_options, after=after, extra_labels=labels,
             secret_env=self.engine_secrets, steps=self._container_steps(i), **extra)
 
     def _image_copy(self, i: int) -> Callable[[dict], str]:
@@ -270,29 +272,6 @@ class Deployment(pulumi.ComponentResource):
         spec = self.loaded.spec
         node = spec.nodes[i]
         return f"ssh://{node.user or spec.ssh.user}@{node.host}:{node.port or spec.ssh.port}"
-
-    def _ssh_opts(self) -> list[str]:
-        """ssh options of the docker provider's ssh:// connections. With
-        pinned keys: only those keys are accepted, from a known_hosts file the
-        program writes (components/common.py known_hosts_file); the jump is a
-        ProxyCommand so that the jump host's key is checked against the same
-        file (`-J` would start its own ssh with the user's defaults)."""
-        spec = self.loaded.spec
-        if not spec.ssh.insecure_ignore_host_keys and known_hosts_text(spec):
-            check = ["-o", "StrictHostKeyChecking=yes",
-                     "-o", f"UserKnownHostsFile={known_hosts_file(self.loaded.name, known_hosts_text(spec))}"]
-        else:
-            # The stack opted out (or, under preview only, pins nothing yet:
-            # `pulumi up` refuses that).
-            check = ["-o", "StrictHostKeyChecking=accept-new"]
-        ssh_opts = [*check, "-o", "BatchMode=yes"]
-        jump = jump_endpoint(spec)
-        if jump:
-            user = spec.ssh.jump_host.rpartition("@")[0] if spec.ssh.jump_host else ""
-            proxy = ["ssh", *check, "-o", "BatchMode=yes", "-p", str(jump[1]), "-W", "%h:%p",
-                     f"{user or spec.ssh.user}@{jump[0]}"]
-            ssh_opts += ["-o", "ProxyCommand=" + " ".join(proxy)]
-        return ssh_opts
 
     def _container_steps(self, i: int) -> list[ContainerStep]:
         """Node i's in-container steps, as rendered: pyACL from the nnrt .run

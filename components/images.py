@@ -8,7 +8,8 @@ version in it) stops the rollout before any container starts.
     <node>-image-copy    container.image_url, every node but the master: the
                          master's tar copied over the cluster network (rsync,
                          the stack's SSH key on stdin), before that node's load
-    <node>-image-check   image id, engine and CANN versions (every `up`, read-only)
+    <node>-image-check   image id, engine and CANN versions (a node check: at every
+                         preview and up, read-only, no resource)
 
 The cross-node comparison (`ascend_inference.images.check_images`) is part of
 what the `cluster-verified` gate records, so the containers, which wait for
@@ -26,7 +27,7 @@ from pulumi_command import remote
 
 from ascend_inference.facts import raise_first
 from ascend_inference.images import ImageExpectations, ImageFacts, check_images
-from components.common import TOKEN, clearly, copy_from_master, remote_step
+from components.common import TOKEN, clearly, copy_from_master, from_checks, node_check, node_checks_of, remote_step
 from components.node import AscendNode
 
 
@@ -73,7 +74,7 @@ class ContainerImages(pulumi.ComponentResource):
     def __init__(self, name: str, args: ContainerImagesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:image:ContainerImages", name, None, opts)
         self.prepared: list[PreparedImage] = []
-        self.checks: list[remote.Command] = []
+        self.checks: list[pulumi.Output[str]] = []
         self.copies: list[remote.Command] = []
         master_image: remote.Command | None = None
         for n in args.nodes:
@@ -110,19 +111,19 @@ class ContainerImages(pulumi.ComponentResource):
                 # The image id input carries the dependency.
                 image_ref = image.image_id
             self.prepared.append(PreparedImage(provider=provider, image=image, image_ref=image_ref))
-            # Every `up`: an image re-tagged on one node after a good rollout
-            # is caught by the next `up` (what follows is redone only when
-            # the facts it prints change).
-            self.checks.append(remote_step(
-                f"{label}-image-check", connection=node.connection, create=n.check_script, parent=self,
-                depends_on=[image], timeout="10m", every_up=True))
+            # Every preview and up: an image re-tagged on one node after a good
+            # rollout is caught by the next one (what follows is redone only
+            # when the facts it prints change).
+            self.checks.append(node_check(f"{label}-image-check", node=label, connection=node.connection,
+                                          script=n.check_script, parent=self, depends_on=[image]))
 
         def verified(outputs: list[str]) -> dict:
             found = [ImageFacts.from_output(o) for o in outputs]
             raise_first(check_images(found, args.expect))
             return {f.node: f.to_json() for f in found}
 
-        self.verified = pulumi.Output.all(*[c.stdout for c in self.checks]).apply(clearly(verified))
+        self.verified = from_checks(pulumi.Output.all(*self.checks).apply(clearly(verified)),
+                                    [name for check in self.checks for name in node_checks_of(check)])
         self.register_outputs({"images": self.verified})
 
 

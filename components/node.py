@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
+from pulumi_command import remote
 
 from ascend_inference.facts import (
     NetworkPolicies,
@@ -16,7 +17,17 @@ from ascend_inference.facts import (
 )
 from ascend_inference.hardware import HardwareProfile
 from ascend_inference.spec import Node
-from components.common import TOKEN, NodeConnection, clearly, remote_step
+from components.common import (
+    TOKEN,
+    NodeConnection,
+    after,
+    by_value,
+    clearly,
+    from_checks,
+    node_check,
+    node_checks_of,
+    remote_step,
+)
 
 
 @dataclass(frozen=True)
@@ -95,15 +106,14 @@ class AscendNode(pulumi.ComponentResource):
         self.connection = args.connection
         before = self._host_steps(name, args.host_steps)
         if args.fix_tls_script is not None:
-            # Runbook 001: set every TLS switch to 0; preflight then reads the result.
+            # Runbook 001: set every TLS switch to 0 (redone when the script changes);
+            # preflight then reads the result at every preview and up.
             before.append(remote_step(
-                f"{name}-fix-tls", connection=self.connection, create=args.fix_tls_script, parent=self,
-                every_up=True))
-        self.preflight = remote_step(
-            f"{name}-preflight", connection=self.connection, create=args.preflight_script, parent=self,
-            depends_on=before, timeout="5m",
-            # Day-2: a link that went down after a good rollout stops the next `up` here.
-            every_up=True)
+                f"{name}-fix-tls", connection=self.connection, create=args.fix_tls_script, parent=self))
+        # At every preview and up (an invoke, never a change): a link that went
+        # down after a good rollout stops the next `up` here.
+        self.preflight_stdout = node_check(f"{name}-preflight", node=node.name, connection=self.connection,
+                                           script=args.preflight_script, parent=self, depends_on=before)
 
         def checked(stdout: str) -> NodeFacts:
             # A profile without a fabric (300I Duo) prints no hccn_tool sections.
@@ -120,7 +130,10 @@ class AscendNode(pulumi.ComponentResource):
             raise_first(problems + network_errors + check_host_software(facts, expected=expect.host_versions))
             return facts
 
-        self.facts = self.preflight.stdout.apply(clearly(checked))
+        self.facts = from_checks(by_value(self.preflight_stdout.apply(clearly(checked))),
+                                 node_checks_of(self.preflight_stdout))
+        # What a node's steps wait for: its facts judged good.
+        self.preflight = after(self.facts)
         self.hostname = self.facts.apply(lambda f: f.hostname)
         self.device_ips = self.facts.apply(lambda f: f.device_ips())
         self.register_outputs({"hostname": self.hostname, "device_ips": self.device_ips})
@@ -133,30 +146,32 @@ class AscendNode(pulumi.ComponentResource):
         installed. Driver before firmware (runbook 001 §2.1), then the reboot
         when the stack allows it.
 
-        Like the node checks, each runs again at every `up` (`every_up`): its
-        gate then finds the version right and does nothing, and a node that
-        lost it since (a driver rolled back by hand) gets it again instead of
-        only being refused by the preflight."""
+        Each runs when it is created or its script changes; the preflight
+        reads the versions at every preview and up, so a node that lost one
+        since (a driver rolled back by hand) is refused there with the fix.
+        The reboot step takes the installs' ids as triggers: a new install is
+        followed by the reboot it may need."""
         done: list[pulumi.Resource] = []
         packages: list[pulumi.Resource] = []
         for role, step in (("install-driver", steps.driver), ("install-firmware", steps.firmware)):
             if step is not None:
                 packages = [remote_step(f"{name}-{role}", connection=self.connection, create=step.create,
                                         delete=step.delete, parent=self, depends_on=packages, timeout="30m",
-                                        replace_to_redo=False, every_up=True)]
+                                        replace_to_redo=False)]
                 done += packages
         if steps.reboot is not None:
-            # A check at every `up`: it does something only when an install of this boot waits.
+            # It does something only when an install of this boot waits.
             done.append(remote_step(f"{name}-host-reboot", connection=self.connection, create=steps.reboot.create,
-                                    parent=self, depends_on=packages, every_up=True))
+                                    parent=self, depends_on=packages,
+                                    triggers=[step.id for step in done if isinstance(step, remote.Command)]))
         docker: list[pulumi.Resource] = []
         if steps.docker_runtime is not None:
             docker = [remote_step(f"{name}-install-docker-runtime", connection=self.connection,
                                   create=steps.docker_runtime.create, delete=steps.docker_runtime.delete,
-                                  parent=self, timeout="10m", replace_to_redo=False, every_up=True)]
+                                  parent=self, timeout="10m", replace_to_redo=False)]
             done += docker
         if steps.runc_owner is not None:
             done.append(remote_step(f"{name}-fix-runc-owner", connection=self.connection,
                                     create=steps.runc_owner.create, delete=steps.runc_owner.delete, parent=self,
-                                    depends_on=docker, replace_to_redo=False, every_up=True))
+                                    depends_on=docker, replace_to_redo=False))
         return done

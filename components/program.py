@@ -19,11 +19,10 @@ def stack_file_for(stack: str) -> str:
 
 def run() -> None:
     from components import cycle_check, source_positions
-    from components.common import StackRunError, begin_run
+    from components.common import StackRunError
 
     cycle_check.install()
     source_positions.install()
-    begin_run()
     try:
         _run()
     except StackError as error:

@@ -65,9 +65,13 @@ class Action:
 
 @dataclass
 class Report:
+    """Resources only in `actions`; the node checks (invokes, never a change)
+    that ran in `checks`, by name, in the order they finished."""
+
     actions: list[Action] = field(default_factory=list)
     seconds: float = 0.0
     error: BaseException | None = None
+    checks: list[str] = field(default_factory=list)
 
     def did(self, kind: str) -> list[str]:
         return [a.resource for a in self.actions if a.kind == kind]
@@ -94,11 +98,17 @@ class Executor:
         self.log = log
         self.workers = workers
         self.default_key = ""
+        # The environment of local commands (the node checks' system ssh).
+        self.local_env: dict[str, str] = dict(os.environ)
         self._providers: dict[str, str] = {}
         self._lock = threading.Lock()
         # image name -> {"mounts": [...], "env": {name: value, "{host}" = the node}}: what the
         # emulator adds to the program's containers of that image (GPUStack's: emulator/gpustack.py).
         self.container_extras: dict[str, dict] = {}
+        # The node checks' stdout of the latest run, by check name (not state:
+        # a check is read again at every run).
+        self.check_outputs: dict[str, str] = {}
+        self._report: Report | None = None
         self.state = self._load()
 
     # --- state -------------------------------------------------------------
@@ -149,8 +159,9 @@ class Executor:
             return {"__id__": entry["id"], **entry["outputs"]}
 
         self.log(f"rollout of stack {stack} onto the emulated cluster")
+        self._report = report
         try:
-            record_graph(program, config, project=project, stack=stack, outputs_for=perform,
+            record_graph(program, config, project=project, stack=stack, outputs_for=perform, call_for=self._invoke,
                          rpc_workers=self.workers, timeout=3600)
             # Resources the program no longer declares: undo, newest first.
             for key in reversed(list(self.state["order"])):
@@ -161,6 +172,8 @@ class Executor:
                     self.log(f"  delete   {key.split('::')[-1]}")
         except BaseException as error:  # the rollout stops here; state keeps what was done
             report.error = error
+        finally:
+            self._report = None
         self._forget_keys_when_empty()
         report.seconds = round(time.monotonic() - start, 2)
         changed = [a for a in report.actions if a.kind != "same"]
@@ -210,6 +223,34 @@ class Executor:
                 report.actions.append(Action(entry["name"], "same", 0.0))
         report.seconds = round(time.monotonic() - start, 2)
         return report
+
+    # --- invokes ------------------------------------------------------------
+
+    def _invoke(self, args) -> dict:
+        """pulumi-command's `local.run` (the node checks), as its provider runs it
+        (local/commandOutputs.go `run`): the interpreter argv plus the command, stdin,
+        the environment added to this process's (`local_env`: the cluster's ssh
+        wrapper first on PATH), stdout and stderr with one trailing newline cut, and
+        on failure `exit status N: running "<command>":` and the output."""
+        if args.token != "command:local:run":
+            raise NotImplementedError(f"the emulator's executor cannot invoke {args.token}")
+        inputs = _reveal(args.args)
+        argv = [*(inputs.get("interpreter") or ["/bin/sh", "-c"]), inputs["command"]]
+        env = {**self.local_env, **(inputs.get("environment") or {})}
+        t0 = time.monotonic()
+        done = subprocess.run(argv, input=inputs.get("stdin") or "", capture_output=True, text=True, env=env,
+                              timeout=3600)
+        name = (inputs.get("environment") or {}).get("ASCEND_INFERENCE_CHECK", inputs["command"])
+        if done.returncode != 0:
+            self.log(f"  check    {name:<28} {time.monotonic() - t0:6.1f}s  failed")
+            raise RuntimeError(f"exit status {done.returncode}: running {json.dumps(inputs['command'])}:\n"
+                               f"{done.stdout}{done.stderr}")
+        stdout = done.stdout.removesuffix("\n")
+        with self._lock:
+            self.check_outputs[name] = stdout
+            if self._report is not None:
+                self._report.checks.append(name)
+        return {"stdout": stdout, "stderr": done.stderr.removesuffix("\n")}
 
     # --- per resource type ---------------------------------------------------
 

@@ -77,6 +77,8 @@ class StackRollout:
             ssh_options=[o for o in cluster.ssh_opts() if o != "-i" and not o.endswith("id_ed25519")],
             log=log)
         self.executor.default_key = str(cluster.ssh_key_path)
+        # The node checks run the system ssh, as docker's ssh:// does: the cluster's wrapper knows the key.
+        self.executor.local_env = cluster.docker_env(cluster.nodes[0].name)
 
     def loaded(self, changes: list[str] | None = None) -> tuple[LoadedStack, dict]:
         config = self.config

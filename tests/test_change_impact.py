@@ -15,9 +15,15 @@ follows from the stack and the graph rather than from a printout:
   nothing before;
 * adding a node: the new node's resources are created, the rank table and
   what follows it change, the existing nodes' preflight and weights do not;
-* a declared device IP: the rank table and its dependents, plus the peer
-  pings that target the IP and the gate that records the verified IPs; not
+* a declared device IP: the rank table and its dependents and the gate that
+  records the verified IPs; the peer pings that target the IP ping it (node
+  checks: they run at every preview and up and are never a change); not
   preflight, weights, env, images or containers.
+
+Two rewrites that change no fact (issue 21, 3): a rewritten node-check script
+changes no resource at all, and a gate rewritten with the same facts is
+replaced alone, no container, Ray or serving input reaching it (so the
+engine's delete-before-replace does not spread from it either).
 """
 from __future__ import annotations
 
@@ -35,8 +41,9 @@ import pytest
 
 from ascend_inference.stackfile import LoadedStack, load_stack, stack_names
 from ascendctl.preview.config import apply_change
-from ascendctl.preview.diff import Change
-from ascendctl.preview.graph import Graph, ResourceRecord
+from ascendctl.preview.diff import Change, diff_graphs
+from ascendctl.preview.graph import CheckRecord, Graph, ResourceRecord
+from ascendctl.preview.providers import replace_keys
 from ascendctl.preview.stack import changes_for, loaded_with_config, record_stack
 
 pytestmark = pytest.mark.graph
@@ -67,7 +74,9 @@ BEFORE_CONTAINERS = {"preflight", "fix-tls", "weights", "peer-ping", "gate", "ra
 SERVING_ROLES = {"serve", "ready", "gpustack-model", "smoke"}
 
 
-def role(rec: ResourceRecord | Change) -> str:
+def role(rec: ResourceRecord | Change | CheckRecord) -> str:
+    if isinstance(rec, CheckRecord):
+        return next(name for name, pattern in ROLES if re.fullmatch(pattern, rec.name))
     if not rec.type.startswith(("command:", "docker:", "pulumi:providers:", "pulumi-python:dynamic:")):
         return "component"
     if rec.type == DOCKER_PROVIDER:
@@ -221,9 +230,13 @@ def device_ip(imp: Impact, node_index: int) -> None:
     node = imp.nodes[node_index]
     copies = imp.by_role("rank-table")
     assert copies and {r.name for r in copies} <= imp.replaced()
-    pings = {c.name for c in imp.touched() if role(c) == "peer-ping"}
+    # The peer pings are node checks (invokes, never a change): those that
+    # target the node ping the new IP (it is in their script), the others do not.
+    new_ip = imp.assignments[0].partition("=")[2]
+    pings = {c.name for c in g.checks if role(c) == "peer-ping" and new_ip in str(c.args.get("stdin", ""))}
     assert pings == {f"{n}-peer-ping" for n in imp.nodes if n != node}, \
-        f"peer pings changed: {sorted(pings)} (only those that target {node}'s device IPs should)"
+        f"peer pings with {new_ip}: {sorted(pings)} (only those that target {node}'s device IPs should)"
+    assert not [c.name for c in imp.touched() if role(c) in {"peer-ping", "preflight", "image-check"}]
     forbidden = [c.name for c in imp.touched()
                  if role(c) in {"preflight", "fix-tls", "weights", "env", "file", "image", "container", "provider"}]
     assert not forbidden, f"changed for a declared device IP: {forbidden}"
@@ -303,3 +316,62 @@ def test_diff_cli_reports_what_changes_for_reports():
     expected = {c.name for c in changes_for(stack, [change])}
     assert listed == expected
     assert {role(c) for c in changes_for(stack, [change])} <= SERVING_ROLES
+
+
+# --- rewrites that change no fact ----------------------------------------------
+
+REWRITTEN = "\n# rewritten by an upgrade of this project\n"
+
+
+@pytest.mark.parametrize("stack", ["tp16-mindie", "tp16-lmdeploy", "dp4-ep32-gpustack"])
+def test_a_rewritten_check_script_changes_nothing(stack, monkeypatch):
+    """Every node check's script rewritten (an upgrade that touches its
+    template; the facts it prints stay the same): not one resource changes,
+    since the checks are invokes and their facts flow on by value."""
+    import components.cluster
+    import components.images
+    import components.node
+    from components.common import node_check
+
+    before = after_graph(stack, [])
+
+    def rewritten(name, *, script, **kwargs):
+        import pulumi
+        return node_check(name, script=pulumi.Output.from_input(script).apply(lambda text: text + REWRITTEN),
+                          **kwargs)
+
+    for module in (components.node, components.cluster, components.images):
+        monkeypatch.setattr(module, "node_check", rewritten)
+    after = after_graph(stack, [])
+    assert all(REWRITTEN in str(c.args["stdin"]) for c in after.checks) and after.checks
+    assert diff_graphs(before, after, replace_keys=replace_keys) == []
+
+
+@pytest.mark.parametrize("stack", ["tp16-mindie", "tp16-lmdeploy", "dp4-ep32-gpustack"])
+def test_a_gate_rewritten_with_the_same_facts_is_replaced_alone(stack, monkeypatch):
+    """The gate's install script rewritten, the facts it records the same:
+    the gate is replaced and nothing else changes; no input of any other
+    resource reaches it (its readers take the record by value and wait for it
+    with depends_on), so the engine's delete-before-replace, which redoes the
+    dependents whose inputs reach a replaced resource, redoes nothing either."""
+    import components.cluster
+
+    before = after_graph(stack, [])
+    render = components.cluster.render_template
+
+    def rewritten(template, **kwargs):
+        text = render(template, **kwargs)
+        return text + REWRITTEN if kwargs.get("purpose") == "Record the verified cluster facts" else text
+
+    monkeypatch.setattr(components.cluster, "render_template", rewritten)
+    after = after_graph(stack, [])
+    changes = diff_graphs(before, after, replace_keys=replace_keys)
+    assert [(c.name, c.action) for c in changes] == [("cluster-verified", "replace")]
+    gate = after.by_name("cluster-verified")
+    reaching = [r.name for r in after.resources
+                if any(gate.urn in urns for urns in r.property_dependencies.values())]
+    assert reaching == []
+    # Still waited for: the containers (and so Ray and serving) and the rank tables.
+    for r in after.resources:
+        if role(r) in {"container", "rank-table"}:
+            assert gate.urn in r.dependencies, r.name

@@ -59,10 +59,12 @@ def test_every_step_on_every_node_before_its_preflight(stack):
     nodes = [n.name for n in load_stack(stack).spec.nodes]
     for node in nodes:
         steps = {role: g.by_name(f"{node}-{role}") for role in ROLES}
-        preflight = g.by_name(f"{node}-preflight")
+        # The preflight is a node check (an invoke): it runs after every step.
+        preflight = g.check(f"{node}-preflight")
+        assert preflight.node == node and preflight.ran
         for role, step in steps.items():
             assert step.type == "command:remote:Command", role
-            assert g.depends_on(preflight, step), f"{node}-preflight does not wait for {node}-{role}"
+            assert g.check_waits_for(preflight, step), f"{node}-preflight does not wait for {node}-{role}"
             # Under the node's component, next to its preflight.
             assert step.parent_urn == preflight.parent_urn, role
         # Runbook 001 §2.1: the driver, then the firmware; the reboot after both.
@@ -74,6 +76,7 @@ def test_every_step_on_every_node_before_its_preflight(stack):
         for other in nodes:
             if other != node:
                 assert not g.depends_on(steps["install-firmware"], g.by_name(f"{other}-install-driver"))
+                assert not g.check_waits_for(preflight, g.by_name(f"{other}-install-driver"))
 
 
 def test_the_undo_keeps_what_was_installed():

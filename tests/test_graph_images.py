@@ -53,12 +53,20 @@ def with_container(stack: str, **container):
 @pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-mindie"])
 def test_every_container_waits_for_every_image_check(stack):
     g = record_stack(load_stack(stack))
-    checks = [r for r in g.resources if r.name.endswith("-image-check")]
+    # The image checks are node checks (invokes, no resources), each after its node's image.
+    checks = [c for c in g.checks if c.name.endswith("-image-check")]
+    assert not [r for r in g.resources if r.name.endswith("-image-check")]
     containers = [r for r in g.resources if r.type == CONTAINER]
     assert len(checks) == len(containers) == len(load_stack(stack).spec.nodes)
+    for check in checks:
+        assert check.ran and g.check_waits_for(check, g.by_name(f"{check.node}-image"))
     for container in containers:
+        # Every image check and the gate (which records what they found).
+        gate = g.by_name("cluster-verified")
+        assert g.depends_on(container, gate)
         for check in checks:
-            assert g.depends_on(container, check), f"{container.name} does not wait for {check.name}"
+            assert check.name in g.checks_before(container), f"{container.name} does not wait for {check.name}"
+            assert check.name in g.checks_before(gate)
         mounts = next(r for r in g.resources if r.name == container.name.replace("-container", "-mounts"))
         assert g.depends_on(container, mounts)
         labels = {label["label"]: label["value"] for label in container.inputs["labels"]}
@@ -120,7 +128,7 @@ def test_with_image_url_the_master_fetches_and_the_others_copy_from_it():
     assert URL in fetch.inputs["create"] and "curl " in fetch.inputs["create"]
     assert URL not in load.inputs["create"] and "curl " not in load.inputs["create"]
     assert URL not in copy_step.inputs["create"]
-    assert g.depends_on(copy_step, fetch) and g.depends_on(copy_step, named(g, "node1-preflight"))
+    assert g.depends_on(copy_step, fetch) and "node1-preflight" in g.checks_before(copy_step)
     assert g.depends_on(load, copy_step) and not g.depends_on(fetch, copy_step)
     # The copy pulls the master's tar over the cluster network and checks it
     # against the stack's sha256 (the mocks print 0 bytes).

@@ -22,20 +22,18 @@ NS = "ascend-inference:"
 CMD = "command:remote:Command"
 
 
-def commands(stack: str) -> dict[str, str]:
-    graph = record_stack(load_stack(stack))
-    return {r.name: str(r.inputs.get("create", "")) for r in graph.of_type(CMD)}
-
-
 def test_300i_duo_stack_has_no_fabric_steps():
     stack = load_stack("tp8-pp2-300iduo")
     graph = record_stack(stack)
     names = {r.name for r in graph.of_type(CMD)}
+    checks = {c.name for c in graph.checks}
     nodes = [n.name for n in stack.spec.nodes]
-    assert {f"{n}-preflight" for n in nodes} <= names
-    assert not [n for n in names if n.endswith("-peer-ping") or n.endswith("-fix-tls")]
+    assert {f"{n}-preflight" for n in nodes} <= checks
+    assert not [n for n in names | checks if n.endswith("-peer-ping") or n.endswith("-fix-tls")]
     for node in nodes:
-        preflight = str(graph.by_name(f"{node}-preflight").inputs["create"])
+        # The node check's script goes to the node on stdin.
+        preflight = str(graph.check(f"{node}-preflight").args["stdin"])
+        assert preflight.strip()
         assert '"$HCCN_TOOL" -i' not in preflight and "### device" not in preflight
     # The rollout goes on past the gate to serving, with no device IPs recorded.
     assert "cluster-verified" in names and "smoke-test-request" in names
@@ -44,10 +42,11 @@ def test_300i_duo_stack_has_no_fabric_steps():
 
 
 def test_a2_stack_keeps_its_fabric_steps():
-    names = commands("tp16-vllm-mindspore")
-    assert {"node0-peer-ping", "node1-peer-ping"} <= set(names)
-    assert '"$HCCN_TOOL" -i "$i" -lldp -g' in names["node0-preflight"]
-    assert '-ping -g address "$gw"' in names["node0-preflight"]
+    graph = record_stack(load_stack("tp16-vllm-mindspore"))
+    assert {"node0-peer-ping", "node1-peer-ping"} <= {c.name for c in graph.checks if c.ran}
+    preflight = str(graph.check("node0-preflight").args["stdin"])
+    assert '"$HCCN_TOOL" -i "$i" -lldp -g' in preflight
+    assert '-ping -g address "$gw"' in preflight
 
 
 @pytest.mark.parametrize("section,old,new,fact,words", [

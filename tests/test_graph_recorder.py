@@ -732,3 +732,48 @@ def test_a_runs_garbage_is_parked_then_collected_by_the_next_run() -> None:
     record_graph(program, {})
     assert kept[0]() is None, "the second run collected the first run's garbage"
     assert kept[1]() is not None
+
+
+# --- node checks (local.run invokes) -------------------------------------------
+
+
+def test_node_checks_and_the_registrations_that_waited_for_them():
+    """A check is recorded with its name, node, parent and the resources its
+    depends_on named; a registration's `after_checks` are exactly the checks
+    its depends_on held `after(...)` of. A resource registered after a check
+    answered, without waiting for it, has none: the record is what
+    depends_on held, not what had happened to answer first."""
+    from components.common import CHECK_ENV, NodeConnection, after, node_check
+
+    def program() -> None:
+        group = pulumi.ComponentResource("test:index:Node", "n0")
+        connection = NodeConnection(remote.ConnectionArgs(host="10.0.0.1"), "ssh://root@10.0.0.1:22",
+                                    ("ssh", "root@10.0.0.1"))
+        setup = remote.Command("n0-setup", connection=connection.args, create="true",
+                               opts=pulumi.ResourceOptions(parent=group))
+        facts = node_check("n0-preflight", node="n0", connection=connection, script="echo facts", parent=group,
+                           depends_on=[setup])
+        ping = node_check("n0-ping", node="n0", connection=connection, script=facts.apply(lambda f: f"echo {f}"),
+                          parent=group, depends_on=[after(facts)])
+        remote.Command("n0-step", connection=connection.args, create="true",
+                       opts=pulumi.ResourceOptions(parent=group, depends_on=[after(facts), after(ping)]))
+        remote.Command("n0-unrelated", connection=connection.args, create="true",
+                       opts=pulumi.ResourceOptions(parent=group, depends_on=[setup]))
+        pulumi.export("ping", ping)
+
+    def call_for(args) -> dict:
+        return {"stdout": f"ran {args.args['environment'][CHECK_ENV]}", "stderr": ""}
+
+    g = record_graph(program, {}, call_for=call_for)
+    assert [c.name for c in g.checks] == ["n0-preflight", "n0-ping"]
+    preflight, ping = g.check("n0-preflight"), g.check("n0-ping")
+    assert preflight.ran and ping.ran and preflight.node == ping.node == "n0"
+    assert preflight.parent_urn == g.by_name("n0").urn
+    assert preflight.dependencies == [g.by_name("n0-setup").urn] and preflight.after_checks == []
+    assert ping.after_checks == ["n0-preflight"] and ping.args["stdin"] == "echo ran n0-preflight"
+    assert g.by_name("n0-step").after_checks == ["n0-preflight", "n0-ping"]
+    assert g.by_name("n0-unrelated").after_checks == [] and g.checks_before(g.by_name("n0-unrelated")) == set()
+    assert g.checks_before(g.by_name("n0-step")) == {"n0-preflight", "n0-ping"}
+    assert g.check_waits_for(ping, g.by_name("n0-setup"))
+    assert g.runs_after(g.by_name("n0-step"), g.by_name("n0-setup"))
+    assert g.outputs["ping"] == "ran n0-ping"

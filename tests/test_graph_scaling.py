@@ -49,19 +49,26 @@ def test_dependency_edges_grow_linearly(stack):
 def test_each_ping_waits_only_for_its_targets():
     g = scaled_graph("tp16-vllm-mindspore", LARGE)
     for i in range(LARGE):
-        ping = g.by_name(f"node{i}-peer-ping")
-        assert direct(g, ping) == {f"node{j}-preflight" for j in ping_targets(LARGE, i)}, ping.name
+        # A node check: it waits for its own node's facts (so its own link
+        # down is reported by its preflight, never as a peer's failed ping)
+        # and its targets' facts, nothing else.
+        ping = g.check(f"node{i}-peer-ping")
+        assert ping.ran and ping.dependencies == []
+        assert set(ping.after_checks) == {f"node{j}-preflight" for j in [i, *ping_targets(LARGE, i)]}, ping.name
+        assert len(ping.after_checks) == 1 + len(ping_targets(LARGE, i))
 
 
 def test_rank_table_copies_read_only_the_gate():
-    """The copies get the verified device IPs from `cluster-verified`'s own
-    output: one edge each, not one per node."""
+    """The copies take the verified device IPs as the gate recorded them (by
+    value) and wait for `cluster-verified` itself: one edge each, not one per
+    node, and no node check of their own."""
     g = scaled_graph("tp16-lmdeploy", LARGE)
     gate = g.by_name("cluster-verified")
-    assert {f"node{i}-preflight" for i in range(LARGE)} <= direct(g, gate)
-    assert {f"node{i}-peer-ping" for i in range(LARGE)} <= direct(g, gate)
+    assert {f"node{i}-preflight" for i in range(LARGE)} <= set(gate.after_checks)
+    assert {f"node{i}-peer-ping" for i in range(LARGE)} <= set(gate.after_checks)
     for i in range(LARGE):
-        assert direct(g, g.by_name(f"node{i}-rank-table")) == {"cluster-verified"}
+        copy = g.by_name(f"node{i}-rank-table")
+        assert direct(g, copy) == {"cluster-verified"} and copy.after_checks == []
 
 
 @pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-lmdeploy"])

@@ -138,20 +138,16 @@ def expected_inventory(stack: str) -> collections.Counter:
     inv: list[tuple[str, str, str | None]] = [(DEPLOYMENT, top, None)]
     for n in nodes:
         inv.append((ASCEND_NODE, n, top))
-        inv.append((CMD, f"{n}-preflight", n))
         if spec.network.fix_tls:
             inv.append((CMD, f"{n}-fix-tls", n))
     inv.append((PEER_CHECK, "peer-check", top))
     inv.append((CMD, "cluster-verified", "peer-check"))
-    if pings(stack):
-        inv += [(CMD, f"{n}-peer-ping", "peer-check") for n in nodes]
     inv.append((MODEL_WEIGHTS, "model-weights", top))
     inv += [(CMD, f"{n}-weights", "model-weights") for n in nodes]
     inv.append((CONTAINER_IMAGES, "images", top))
     for n in nodes:
         inv.append((DOCKER_PROVIDER, f"{n}-docker", "images"))
         inv.append((CMD if spec.container.image_tar else REMOTE_IMAGE, f"{n}-image", "images"))
-        inv.append((CMD, f"{n}-image-check", "images"))
     if engine in RANK_TABLE_ENGINES:
         inv.append((RANK_TABLE, "rank-table", top))
         inv += [(CMD, f"{n}-rank-table", "rank-table") for n in nodes]
@@ -189,6 +185,22 @@ def expected_inventory(stack: str) -> collections.Counter:
     return collections.Counter(inv)
 
 
+def expected_checks(stack: str) -> collections.Counter:
+    """(name, node, parent name) of every node check (an invoke, no resource)
+    the program should run, from the stack alone."""
+    nodes = node_names(stack)
+    checks = [(f"{n}-preflight", n, n) for n in nodes]
+    if pings(stack):
+        checks += [(f"{n}-peer-ping", n, "peer-check") for n in nodes]
+    checks += [(f"{n}-image-check", n, "images") for n in nodes]
+    return collections.Counter(checks)
+
+
+def actual_checks(g: Graph) -> collections.Counter:
+    return collections.Counter((c.name, c.node, g.by_urn[c.parent_urn].name if c.parent_urn else None)
+                               for c in g.checks)
+
+
 def actual_inventory(g: Graph) -> collections.Counter:
     out = []
     for r in g.resources:
@@ -200,10 +212,16 @@ def actual_inventory(g: Graph) -> collections.Counter:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_inventory_matches_the_stack(stack):
-    """Exactly the resources the stack calls for: nothing missing, nothing extra."""
-    expected, actual = expected_inventory(stack), actual_inventory(graph(stack))
+    """Exactly the resources and node checks the stack calls for: nothing
+    missing, nothing extra; every check ran (the preview's mocks answered it)."""
+    g = graph(stack)
+    expected, actual = expected_inventory(stack), actual_inventory(g)
     missing, extra = expected - actual, actual - expected
     assert not missing and not extra, f"missing: {sorted(missing)}\nextra: {sorted(extra)}"
+    expected, actual = expected_checks(stack), actual_checks(g)
+    missing, extra = expected - actual, actual - expected
+    assert not missing and not extra, f"missing checks: {sorted(missing)}\nextra checks: {sorted(extra)}"
+    assert all(c.ran for c in g.checks), [c.name for c in g.checks if not c.ran]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -228,8 +246,12 @@ def test_counts_per_type(stack):
 
     names = [r.name for r in customs(g)]
     ends = lambda suffix: sum(1 for x in names if x.endswith(suffix))  # noqa: E731
-    assert ends("-preflight") == n
-    assert ends("-peer-ping") == (n if pings(stack) else 0)
+    # The node checks are invokes, never resources.
+    assert ends("-preflight") == ends("-peer-ping") == ends("-image-check") == 0
+    checks = [c.name for c in g.checks]
+    assert sum(1 for x in checks if x.endswith("-preflight")) == n
+    assert sum(1 for x in checks if x.endswith("-peer-ping")) == (n if pings(stack) else 0)
+    assert sum(1 for x in checks if x.endswith("-image-check")) == n
     assert ends("-weights") == n
     assert ends("-rank-table") == (n if engine in RANK_TABLE_ENGINES else 0)
     assert ends("-ray-head") == (1 if engine in RAY_ENGINES else 0)
@@ -297,10 +319,13 @@ def test_nodes_start_independently(stack):
     """Preflight is per node: it waits for nothing but the node's own TLS fix."""
     g, nodes = graph(stack), node_names(stack)
     for n in nodes:
-        pre = named(g, f"{n}-preflight")
+        pre = g.check(f"{n}-preflight")
         allowed = {named(g, f"{n}-fix-tls").urn} if loaded(stack).spec.network.fix_tls else set()
         waits = {u for u in pre.dependencies if u in g.by_urn and g.by_urn[u].custom}
         assert waits == allowed, f"{n}-preflight waits for {[g.by_urn[u].name for u in waits]}"
+        assert pre.after_checks == [], f"{n}-preflight waits for the checks {pre.after_checks}"
+        for u in allowed:
+            assert not g.checks_before(u), f"{g.by_urn[u].name} waits for a check"
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -313,7 +338,7 @@ def test_rank_table_after_every_preflight(stack):
     for n in nodes:
         copy = named(g, f"{n}-rank-table")
         for m in nodes:
-            assert g.depends_on(copy, named(g, f"{m}-preflight")), f"{n}-rank-table before {m}-preflight"
+            assert f"{m}-preflight" in g.checks_before(copy), f"{n}-rank-table before {m}-preflight"
         # The table holds discovered device IPs, so it waits for the peer check too.
         assert g.depends_on(copy, gate)
 
@@ -328,15 +353,15 @@ def test_containers_after_the_cluster_checks(stack):
     for m in nodes:
         assert g.depends_on(gate, named(g, f"{m}-weights"))
         if pings(stack):
-            assert g.depends_on(gate, named(g, f"{m}-peer-ping"))
+            assert f"{m}-peer-ping" in g.checks_before(gate)
     for n in nodes:
         container = named(g, f"{n}-container", CONTAINER)
         assert gate.urn in container.dependencies, f"{n}-container does not wait for the gate itself"
         for m in nodes:
             assert g.depends_on(container, named(g, f"{m}-weights")), f"{n}-container before {m}-weights"
-            assert g.depends_on(container, named(g, f"{m}-preflight"))
+            assert f"{m}-preflight" in g.checks_before(container)
             if pings(stack):
-                assert g.depends_on(container, named(g, f"{m}-peer-ping")), f"{n}-container before {m}-peer-ping"
+                assert f"{m}-peer-ping" in g.checks_before(container), f"{n}-container before {m}-peer-ping"
         if kind(stack) in RANK_TABLE_ENGINES:
             assert g.depends_on(container, named(g, f"{n}-rank-table")), f"{n}-container before its rank table"
         # The node's own files and image, through its own provider.
@@ -420,13 +445,17 @@ def test_smoke_test_is_last(stack):
     delete hook (`ray stop`, the serve stop, GPUStack's undeploy and the file
     removals are the deletes of the same resources that do the work at
     create), and the docker Providers are reached through their containers'
-    provider edge. Nothing waits for the smoke request."""
+    provider edge. Nothing waits for the smoke request. A resource only a
+    node check waits for (the TLS fix, before its preflight) counts as before."""
     g = graph(stack)
     smoke = named(g, "smoke-test-request")
-    not_before = [r.name for r in customs(g) if r is not smoke and not g.depends_on(smoke, r)]
+    # Through the node checks too: the TLS fix is before the preflight it feeds.
+    not_before = [r.name for r in customs(g) if r is not smoke and not g.runs_after(smoke, r)]
     assert not_before == []
-    after = [r.name for r in customs(g) if r is not smoke and g.depends_on(r, smoke)]
+    after = [r.name for r in customs(g) if r is not smoke and g.runs_after(r, smoke)]
     assert after == []
+    # And every node check is before it.
+    assert g.checks_before(smoke) == {c.name for c in g.checks}
 
 
 # --- 4. secrets --------------------------------------------------------------
@@ -521,9 +550,14 @@ def test_ssh_key_through_a_jump_host_stays_secret(distinct_key):
     ld = loaded("tp16-vllm-mindspore")
     config = apply_change(ld.raw_config, "ssh.jump_host=ops@203.0.113.5:2222", ld.file)
     g = record_stack(loaded_with_config(ld, config), config)
-    pre = named(g, f"{node_names('tp16-vllm-mindspore')[0]}-preflight")
-    proxy = pre.inputs["connection"].value["proxy"]
+    node0 = node_names("tp16-vllm-mindspore")[0]
+    step = named(g, f"{node0}-weights")
+    proxy = step.inputs["connection"].value["proxy"]
     assert proxy["host"] == "203.0.113.5" and proxy["port"] == 2222 and proxy["privateKey"] == distinct_key
+    # The node check runs the system ssh through the same jump host, the key
+    # from the user's agent (as docker's ssh://): none in its arguments.
+    argv = g.check(f"{node0}-preflight").args["interpreter"]
+    assert argv[argv.index("-J") + 1] == "ops@203.0.113.5:2222"
     assert leaks(g, TEST_KEY_MARK) == []
     assert TEST_KEY_MARK not in g.to_json() + format_tree(g)
 
@@ -535,7 +569,7 @@ def test_ssh_key_not_in_a_diff_printout(distinct_key):
     node1 = node_names(stack)[1]
     changes = changes_for(stack, ["nodes[1].host=192.0.2.99"])
     touched = {c.name for c in changes}
-    assert f"{node1}-preflight" in touched
+    assert f"{node1}-weights" in touched
     text = format_diff(changes)
     assert "[secret]" in text
     assert TEST_KEY_MARK not in text

@@ -55,7 +55,7 @@ def test_copy_pulls_from_the_master_check_on_every_other_node(tmp_path):
     assert weight_steps(g) == {"node0-weights", "node1-weights-copy", "node1-weights"}
     copy_step, master, check = named(g, "node1-weights-copy"), named(g, "node0-weights"), named(g, "node1-weights")
     assert host_of(copy_step) == host_of(check) == "ssh://root@192.0.2.12:22"
-    assert g.depends_on(copy_step, master) and g.depends_on(copy_step, named(g, "node1-preflight"))
+    assert g.depends_on(copy_step, master) and "node1-preflight" in g.checks_before(copy_step)
     assert g.depends_on(check, copy_step)
     # The SSH key on stdin, as a secret; the weights stay on destroy.
     assert contains_secret(copy_step.inputs["stdin"])

@@ -20,7 +20,7 @@ import pytest
 from ascend_inference.spec import NAMESPACE
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview import sdk, wire
-from ascendctl.preview.facts import mock_outputs
+from ascendctl.preview.facts import CHECK_ENV, LOCAL_RUN, mock_calls, mock_outputs
 from ascendctl.preview.stack import config_for, record_stack
 from ascendctl.preview.values import Secret
 from ascendctl.preview.versions import (
@@ -117,10 +117,13 @@ def test_recorder_sees_what_the_public_mock_api_sees(stack):
     """The program run the way Pulumi's unit-testing guide runs one
     (`pulumi.runtime.set_mocks` with a `Mocks`, config set, the program
     called inside `pulumi.runtime.test`) registers the same resources that
-    the recorder, which reads the requests below that API, records."""
+    the recorder, which reads the requests below that API, records, and asks
+    for the same node checks (`local.run` invokes)."""
     loaded = load_stack(stack)
     answers = mock_outputs(loaded)
+    checks = mock_calls(answers)
     registered = []
+    invoked = []
 
     class PublicMocks(pulumi.runtime.Mocks):
         def new_resource(self, args):
@@ -129,7 +132,10 @@ def test_recorder_sees_what_the_public_mock_api_sees(stack):
             return state.pop("__id__"), state
 
         def call(self, args):
-            return {}, None
+            if args.token == LOCAL_RUN:
+                invoked.append(args.args["environment"][CHECK_ENV])
+            # No failures is [], not None: the SDK's mock monitor iterates them.
+            return checks(args), []
 
     def run_with_public_mocks():
         values, secret_keys = {}, []
@@ -161,6 +167,7 @@ def test_recorder_sees_what_the_public_mock_api_sees(stack):
     recorded = record_stack(loaded)
     assert len(registered) > len(loaded.spec.nodes)
     assert sorted(registered) == sorted((r.type, r.name, r.custom) for r in recorded.resources)
+    assert invoked and sorted(invoked) == sorted(c.name for c in recorded.checks if c.ran)
 
 
 def test_registration_order_does_not_depend_on_how_fast_the_mocks_answer():

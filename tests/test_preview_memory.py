@@ -11,7 +11,6 @@ import pulumi
 import pytest
 from pulumi_command import remote
 
-import components.common
 from ascend_inference.stackfile import load_stack, stack_names
 from ascendctl.preview.config import scaled_config
 from ascendctl.preview.recorder import record_graph
@@ -22,12 +21,13 @@ pytestmark = pytest.mark.graph
 
 
 def as_recorded(graph) -> dict:
-    """The graph as JSON, with this run's id (a fresh one per recording, see
-    `components.common.begin_run`) made the same for every run and the
-    resources in URN order (independent resources may register in another
+    """The graph as JSON (no per-run value left in it: the node checks are
+    invokes, not resources with a run id), with the resources in URN order
+    and the node checks in name order (independent ones may come in another
     order from one recording to the next: `ascendctl/preview/recorder.py`)."""
-    recorded = json.loads(graph.to_json().replace(components.common._run_id, "<this run>"))
+    recorded = json.loads(graph.to_json())
     recorded["resources"].sort(key=lambda r: r["urn"])
+    recorded["checks"].sort(key=lambda c: c["name"])
     return recorded
 
 
@@ -45,7 +45,7 @@ def test_a_scaled_rank_table_stack_records_the_same_graph_with_its_scripts_echoe
     loaded = loaded_with_config(base, config)
     echoed = as_recorded(record_stack(loaded, config, not_echoed={}))
     trimmed = record_stack(loaded, config)
-    assert len(trimmed.resources) > 48 * 10
+    assert len(trimmed.resources) > 48 * 10 and len(trimmed.checks) == 48 * 3
     assert echoed == as_recorded(trimmed)
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ascend_inference.loaded import LoadedStack
 from ascendctl.preview.providers import COMMAND, REMOTE_IMAGE, identity_inputs
 
 if TYPE_CHECKING:
-    from pulumi.runtime import MockResourceArgs
+    from pulumi.runtime import MockCallArgs, MockResourceArgs
 
 
 def synthetic_npu_smi(devices: int, name: str, hbm_mb: int, chips_per_npu: int = 1) -> str:
@@ -184,3 +184,34 @@ def _input_digest(inputs: object) -> str:
         return "<unknown>" if type(value).__name__ == "Unknown" else str(value)
 
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=stable).encode()).hexdigest()[:8]
+
+
+# pulumi-command's invoke that runs the node checks (components.common.node_check).
+LOCAL_RUN = "command:local:run"
+# The environment variable a check is named by (components.common.CHECK_ENV; the
+# offline tooling does not import the program's modules at load time).
+CHECK_ENV = "ASCEND_INFERENCE_CHECK"
+
+
+def mock_calls(outputs: Callable[[MockResourceArgs], dict[str, Any]]) -> Callable[[MockCallArgs], dict[str, Any]]:
+    """The `call_for` of `recorder.record_graph` beside `outputs` (a stack's
+    `mock_outputs`): the node checks (`local.run` invokes, named by CHECK_ENV in
+    their environment) print what a mock step of the same name would."""
+
+    def call_for(args: MockCallArgs) -> dict[str, Any]:
+        if args.token != LOCAL_RUN:
+            return {}
+        name = (args.args.get("environment") or {}).get(CHECK_ENV, "")
+        printed = outputs(cast("MockResourceArgs", _CheckAsCommand(name, args.args)))
+        return {"stdout": printed.get("stdout", "").removesuffix("\n"), "stderr": ""}
+
+    return call_for
+
+
+class _CheckAsCommand:
+    """The fields of MockResourceArgs that `mock_outputs` reads, for a check named like its step."""
+
+    typ = COMMAND
+
+    def __init__(self, name: str, inputs: dict[str, Any]):
+        self.name, self.inputs = name, inputs

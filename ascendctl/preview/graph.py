@@ -29,6 +29,9 @@ class ResourceRecord:
     options: dict[str, Any] = field(default_factory=dict)
     provider: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # component register_outputs
+    # Node checks (by name) whose facts this registration waited for: its
+    # depends_on held `after(...)` of them (see recorder.py).
+    after_checks: list[str] = field(default_factory=list)
 
     @property
     def provider_urn(self) -> str | None:
@@ -60,7 +63,29 @@ class ResourceRecord:
             "options": masked(self.options),
             "inputs": masked(self.inputs),
             "outputs": masked(self.outputs),
+            "after_checks": list(self.after_checks),
         }
+
+
+@dataclass
+class CheckRecord:
+    """One node check: a `command:local:run` invoke named by its environment
+    (see recorder.py). `ran`: the invoke reached the monitor (its inputs were
+    known); `dependencies`: the resources its depends_on named (URNs);
+    `after_checks`: the checks whose facts its depends_on held."""
+
+    name: str
+    node: str
+    parent_urn: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    after_checks: list[str] = field(default_factory=list)
+    ran: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "node": self.node, "parent_urn": self.parent_urn, "ran": self.ran,
+                "dependencies": list(self.dependencies),
+                "after_checks": list(self.after_checks), "args": masked(self.args)}
 
 
 @dataclass
@@ -75,6 +100,8 @@ class Graph:
     # Values the caller's mocks made up in place of what a rollout learns
     # (ids, image ids, command output): see `unknowns.py`. Not compared.
     mock_values: set[str] = field(default_factory=set)
+    # The node checks (invokes, no resources), in the order the program asked for them.
+    checks: list[CheckRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._index: dict[str, ResourceRecord] | None = None
@@ -82,10 +109,11 @@ class Graph:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return (self.resources, self.outputs, self.stack_urn) == (
+        return (self.resources, self.outputs, self.stack_urn, self.checks) == (
             other.resources,
             other.outputs,
             other.stack_urn,
+            other.checks,
         )
 
     # -- lookup ---------------------------------------------------------------------
@@ -126,7 +154,76 @@ class Graph:
                 stack.append(child.urn)
         return out
 
+    def check(self, name: str) -> CheckRecord:
+        """The node check with this name (KeyError if none)."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no node check named {name!r}")
+
+    def checks_on(self, node: str) -> list[CheckRecord]:
+        return [c for c in self.checks if c.node == node]
+
     # -- ordering -------------------------------------------------------------------
+
+    def check_waits_for(self, check: str | CheckRecord, urn: str | ResourceRecord) -> bool:
+        """Whether a node check runs only after the resource: its depends_on
+        named it, or a resource or check it waits for waits for it."""
+        c = self.check(check) if isinstance(check, str) else check
+        target = _urn_of(urn)
+        pending = [c]
+        seen: set[str] = set()
+        while pending:
+            current = pending.pop()
+            if current.name in seen:
+                continue
+            seen.add(current.name)
+            for dep in current.dependencies:
+                if dep == target or (dep in self.by_urn and self.depends_on(dep, target)):
+                    return True
+            pending.extend(self.check(name) for name in current.after_checks)
+        return False
+
+    def runs_after(self, a: str | ResourceRecord, b: str | ResourceRecord) -> bool:
+        """Whether resource ``a`` waits for resource ``b``: through resources
+        (`depends_on`), or through a node check it waits for that waits for ``b``
+        (a node's steps wait for its preflight, which waits for its TLS fix)."""
+        return self.depends_on(a, b) or any(self.check_waits_for(c, b) for c in self.checks_before(a))
+
+    def checks_before(self, what: str | ResourceRecord | CheckRecord, transitive: bool = True) -> set[str]:
+        """Names of the node checks a resource (or a check) waits for: those its
+        depends_on held `after(...)` of, and with ``transitive`` (default) those
+        of every resource and check it waits for (`waits_for`, parents included)."""
+        found: set[str] = set()
+        seen_checks: set[str] = set()
+        seen: set[str] = set()
+        if isinstance(what, CheckRecord):
+            direct, resources = list(what.after_checks), list(what.dependencies)
+        else:
+            rec = self.by_urn[_urn_of(what)]
+            direct, resources = list(rec.after_checks), self.waits_for(rec)
+        pending_checks = direct
+        if not transitive:
+            return set(direct)
+        while pending_checks or resources:
+            while pending_checks:
+                name = pending_checks.pop()
+                found.add(name)
+                if name in seen_checks:
+                    continue
+                seen_checks.add(name)
+                c = self.check(name)
+                pending_checks.extend(c.after_checks)
+                resources.extend(c.dependencies)
+            while resources:
+                u = resources.pop()
+                if u in seen or u not in self.by_urn:
+                    continue
+                seen.add(u)
+                pending_checks.extend(self.by_urn[u].after_checks)
+                resources.extend(self.waits_for(u))
+        return found
+
 
     def waits_for(self, urn: str | ResourceRecord) -> list[str]:
         """URNs the resource cannot be created before (its "wait edges").
@@ -260,6 +357,7 @@ class Graph:
         return {
             "stack_urn": self.stack_urn,
             "resources": [r.to_dict() for r in self.resources],
+            "checks": [c.to_dict() for c in self.checks],
             "outputs": masked(self.outputs),
         }
 

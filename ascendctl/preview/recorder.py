@@ -18,6 +18,23 @@ does not show:
   unknowns as `UNKNOWN`), stack outputs and component `register_outputs`.
   An exception raised by the program, inside an `apply` or by a mock comes out
   of `record_graph` unchanged (same type, same message).
+* Node checks: the program's read-only checks are pulumi-command `local.run`
+  invokes, not resources (components.common.node_check), so no request names
+  them as a dependency. Each is recorded as a `CheckRecord` in `Graph.checks`
+  (its name and node from the `ASCEND_INFERENCE_CHECK`/`_NODE` environment the
+  program sets; `ran` once its invoke reached the mock monitor, with its
+  arguments; the resources its depends_on named). Which registrations waited
+  for which checks is read, not guessed: the program marks each Output computed
+  from checks with their names (`from_checks`), `after(value)` carries the mark
+  into `depends_on`, and `sdk._watch_sdk` reads the marks in the options the
+  SDK itself resolves before it sends the request (`prepare_resource` for a
+  resource, `_invoke` for a check). So `ResourceRecord.after_checks` is what
+  that registration's depends_on held, and `Graph.checks_before` follows it
+  through the resources and checks it waits for. (Recording which checks had
+  answered when a request arrived would not do: one request is answered at a
+  time, so everything earlier has, needed or not.) A wait that only data
+  carries (a check's output in an input) is not recorded; the program states
+  each wait it relies on in depends_on too.
 * Not shown: no provider is loaded, so provider defaults, provider-side
   validation and the provider's own update-or-replace decision are invisible
   (`diff.py` approximates the last with `providers.py`); there is no state, so
@@ -93,9 +110,8 @@ class RecordingMocks(Mocks):
         return state.pop("__id__", None) or f"{args.name}-id", state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        if self._call_for is not None:
-            return self._call_for(args) or {}, None
-        return {}, None
+        # No failures is [], not None: the SDK's mock monitor iterates them.
+        return (self._call_for(args) or {}) if self._call_for is not None else {}, []
 
 
 _RUN_LOCK = threading.Lock()
@@ -286,8 +302,9 @@ def _record(
         finally:
             loop.close()
 
+    monitor.finish_checks()
     return Graph(resources=list(monitor.records), outputs=monitor.stack_outputs, stack_urn=monitor.stack_urn,
-                 output_dependencies=export_dependencies)
+                 output_dependencies=export_dependencies, checks=list(monitor.checks))
 
 
 _WRAPPED = re.compile(r"^While processing (resource|input): (.*?)(?:, type[: ] (.*?))?\n", re.S)

@@ -26,12 +26,20 @@ version `versions.py` insists on):
   the Stack, runs the program, registers its outputs and waits for every RPC;
 * the SDK sends each monitor request through the running event loop's
   default executor (`run_in_executor(None, ...)`), which `recorder.py` sets
-  to answer one request at a time.
+  to answer one request at a time;
+* `pulumi.runtime.resource.prepare_resource(res, ty, custom, remote, props,
+  opts, ...)` (every registration's options, before its request) and
+  `pulumi.runtime.invoke._invoke(tok, props, opts, ...)` (every invoke's
+  arguments and options, called by `invoke_output` through the module's
+  globals): wrapped (`_watch_sdk`) to read what a request cannot show, the
+  node checks a registration's or a check's `depends_on` held (see recorder.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,11 +52,17 @@ check_sdk_versions()
 
 import pulumi  # noqa: E402
 import pulumi.runtime  # noqa: E402
+import pulumi.runtime.invoke  # noqa: E402
+import pulumi.runtime.resource  # noqa: E402
 from pulumi.runtime import Mocks  # noqa: E402
 from pulumi.runtime import settings as _settings  # noqa: E402
 from pulumi.runtime.mocks import MockMonitor  # noqa: E402
 
-from ascendctl.preview.graph import ResourceRecord, engine_urn  # noqa: E402
+# The modules (`pulumi.runtime` exports functions of the same names).
+_sdk_invoke = sys.modules["pulumi.runtime.invoke"]
+_sdk_resource = sys.modules["pulumi.runtime.resource"]
+
+from ascendctl.preview.graph import CheckRecord, ResourceRecord, engine_urn  # noqa: E402
 from ascendctl.preview.values import Secret  # noqa: E402
 from ascendctl.preview.wire import default_options, from_wire, options_of  # noqa: E402
 
@@ -58,6 +72,73 @@ if TYPE_CHECKING:
 
 # Strings this long or longer are kept once in the records (`_shared`).
 _LONG = 1024
+
+# pulumi-command's invoke that runs the node checks, and the environment
+# variables naming a check and its node (components.common.node_check).
+LOCAL_RUN = "command:local:run"
+CHECK_ENV = "ASCEND_INFERENCE_CHECK"
+CHECK_NODE_ENV = "ASCEND_INFERENCE_NODE"
+# The attribute of an Output naming the checks it came from (components.common.from_checks).
+NODE_CHECKS = "node_checks"
+
+# The monitor of the run in this context (set by install_mocks).
+_RECORDING: contextvars.ContextVar[RecordingMonitor | None] = contextvars.ContextVar("recording", default=None)
+
+
+def _entries(opts: Any) -> list[Any]:
+    """The entries of ``opts.depends_on`` (the program passes lists)."""
+    depends_on = getattr(opts, "depends_on", None)
+    if not isinstance(depends_on, (list, tuple)):
+        return [depends_on] if depends_on is not None else []
+    return list(depends_on)
+
+
+def _checks_in(opts: Any) -> list[str]:
+    """Names of the node checks behind the entries of ``opts.depends_on``."""
+    names: list[str] = []
+    for entry in _entries(opts):
+        for name in getattr(entry, NODE_CHECKS, ()):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _watch_sdk() -> None:
+    """Wrap the two SDK functions that see a request's options (once per
+    process; outside a recording the wrappers only call through)."""
+    if getattr(_sdk_resource.prepare_resource, "_recording", False):
+        return
+    prepare, invoke = _sdk_resource.prepare_resource, _sdk_invoke._invoke
+
+    async def prepare_resource(res: Any, ty: str, custom: bool, remote: bool, props: Any, opts: Any,
+                               *args: Any, **kwargs: Any) -> Any:
+        monitor = _RECORDING.get()
+        if monitor is not None:
+            checks = _checks_in(opts)
+            if checks:
+                with monitor._lock:
+                    monitor._after_checks[(ty, res._name)] = checks
+        return await prepare(res, ty, custom, remote, props, opts, *args, **kwargs)
+
+    def _invoke(tok: str, props: Any, opts: Any, *args: Any, **kwargs: Any) -> Any:
+        monitor = _RECORDING.get()
+        environment = props.get("environment") if isinstance(props, dict) else None
+        if monitor is not None and tok == LOCAL_RUN and isinstance(environment, dict) and CHECK_ENV in environment:
+            with monitor._lock:
+                check = CheckRecord(name=str(environment[CHECK_ENV]), node=str(environment.get(CHECK_NODE_ENV, "")),
+                                    after_checks=_checks_in(opts))
+                monitor.checks.append(check)
+                # The resources its depends_on names (URNs once they are registered, see Invoke).
+                monitor._check_resources[check.name] = [
+                    (entry._type, entry._name) for entry in _entries(opts) if isinstance(entry, pulumi.Resource)]
+                parent = getattr(opts, "parent", None)
+                if parent is not None:
+                    monitor._check_parents[check.name] = (parent._type, parent._name)
+        return invoke(tok, props, opts, *args, **kwargs)
+
+    prepare_resource._recording = True  # type: ignore[attr-defined]
+    setattr(_sdk_resource, "prepare_resource", prepare_resource)  # noqa: B010 - the module's global
+    setattr(_sdk_invoke, "_invoke", _invoke)  # noqa: B010
 
 
 class RecordingMonitor(MockMonitor):
@@ -72,6 +153,14 @@ class RecordingMonitor(MockMonitor):
         self._lock = threading.Lock()
         # Long strings seen in inputs, each kept once (see `_shared`).
         self._long_strings: dict[str, str] = {}
+        # The node checks, as the program asked for them (`_watch_sdk`).
+        self.checks: list[CheckRecord] = []
+        # (type, name) -> the checks its depends_on held, until its request comes.
+        self._after_checks: dict[tuple[str, str], list[str]] = {}
+        # check name -> (type, name) of the resources its depends_on named.
+        self._check_resources: dict[str, list[tuple[str, str]]] = {}
+        # check name -> (type, name) of its parent component.
+        self._check_parents: dict[str, tuple[str, str]] = {}
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         """URNs as the engine makes them (``Deployment.generateURN``).
@@ -123,8 +212,33 @@ class RecordingMonitor(MockMonitor):
             options=options_of(request),
             provider=request.provider or None,
         )
+        with self._lock:
+            record.after_checks = self._after_checks.pop((request.type, request.name), [])
         self._keep(record)
         return super().RegisterResource(request)  # type: ignore[no-untyped-call,no-any-return]  # MockMonitor is unannotated
+
+    def Invoke(self, request: resource_pb2.ResourceInvokeRequest) -> Any:  # noqa: N802
+        if request.tok == LOCAL_RUN:
+            args = from_wire(request.args)
+            name = (args.get("environment") or {}).get(CHECK_ENV)
+            with self._lock:
+                for check in self.checks:
+                    if check.name == name and not check.ran:
+                        check.ran, check.args = True, self._shared(args)
+                        break
+        return super().Invoke(request)  # type: ignore[no-untyped-call]  # MockMonitor is unannotated
+
+    def finish_checks(self) -> None:
+        """Each check's parent and depends_on resources as URNs, once the run
+        registered them all: (type, name) is unique for custom resources, and
+        for a parent among components (a node's AscendNode and its
+        InferenceContainer share the node's name, not the type)."""
+        urns = {(r.type, r.name): r.urn for r in self.records}
+        for check in self.checks:
+            wanted = self._check_resources.pop(check.name, [])
+            check.dependencies = sorted(urns[key] for key in wanted if key in urns)
+            parent = self._check_parents.pop(check.name, None)
+            check.parent_urn = urns.get(parent) if parent is not None else None
 
     def ReadResource(  # noqa: N802
         self, request: resource_pb2.ReadResourceRequest
@@ -166,6 +280,8 @@ def install_mocks(monitor: RecordingMonitor, *, project: str, stack: str,
     mode, with ``config`` as the stack's configuration."""
     # Fresh settings (new RPC manager, output set, lock; no root resource).
     pulumi.runtime.reset_options(project=project, stack=stack, preview=True)
+    _watch_sdk()
+    _RECORDING.set(monitor)
     pulumi.runtime.set_all_config(config, secret_keys)  # [] also clears earlier secret keys
     token = _settings.ROOT.set(_NoStack())  # type: ignore[arg-type]
     try:

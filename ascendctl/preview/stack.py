@@ -18,7 +18,7 @@ from ascend_inference.stackfile import (
 )
 from ascendctl.preview.config import apply_change
 from ascendctl.preview.diff import Change, diff_graphs
-from ascendctl.preview.facts import mock_outputs
+from ascendctl.preview.facts import mock_calls, mock_outputs
 from ascendctl.preview.graph import Graph
 from ascendctl.preview.picture import Picture, build_picture
 from ascendctl.preview.printer import format_diff, format_plan
@@ -72,7 +72,7 @@ def record_stack(loaded: LoadedStack, config: dict[str, Any] | None = None, *,
 
     try:
         graph = record_graph(run, config_for(loaded, config), project=NAMESPACE, stack=loaded.name,
-                             outputs_for=outputs_for,
+                             outputs_for=outputs_for, call_for=mock_calls(outputs_for),
                              not_echoed=SCRIPTS_NOT_ECHOED if not_echoed is None else not_echoed)
         graph.mock_values = made_up
         return graph

@@ -57,7 +57,8 @@ def tar_server(cluster, tmp_path):
 
 
 def stdout_of(rollout: StackRollout, name: str) -> dict:
-    stdout = rollout.executor.state["resources"][f"command:remote:Command::{name}"]["outputs"]["stdout"]
+    # The image checks are node checks (invokes): what they printed in the latest run.
+    stdout = rollout.executor.check_outputs[name]
     return json.loads(stdout.strip().splitlines()[-1])
 
 

@@ -55,11 +55,13 @@ def test_full_rollout(cluster, rolled_out):
     assert report.error is None, report.error
     done = set(report.did("create"))
     for node in ("node0", "node1"):
-        assert {f"{node}-preflight", f"{node}-weights", f"{node}-peer-ping", f"{node}-env", f"{node}-container"} <= done
+        assert {f"{node}-weights", f"{node}-env", f"{node}-container"} <= done
+        # The node checks ran (invokes, not resources).
+        assert {f"{node}-preflight", f"{node}-peer-ping", f"{node}-image-check"} <= set(report.checks)
     assert {"node0-ray-head", "node1-ray-worker", "ray-verify", *SERVING} <= done
     state = rollout.executor.state["resources"]
     # Preflight facts were collected and parsed from the stand-ins' real formats.
-    preflight = state["command:remote:Command::node1-preflight"]["outputs"]["stdout"]
+    preflight = rollout.executor.check_outputs["node1-preflight"]
     assert "### npu-smi-info" in preflight and "link status: UP" in preflight
     container = rollout.base.spec.container.name
     for node in cluster.nodes:
@@ -90,8 +92,9 @@ def test_second_run_only_repeats_the_node_checks(rolled_out):
     rollout, _ = rolled_out
     report = rollout.up()
     assert report.error is None
-    # The checks run at every up (an update: same id); nothing else is redone.
-    assert {a.resource: a.kind for a in report.actions if a.kind != "same"} == {c: "update" for c in NODE_CHECKS}
+    # The checks run at every up (invokes: never a change); no resource changes.
+    assert set(report.checks) == NODE_CHECKS and len(report.checks) == len(NODE_CHECKS)
+    assert {a.resource: a.kind for a in report.actions if a.kind != "same"} == {}
     assert len(report.actions) == len(rollout.executor.state["resources"])
 
 
@@ -104,12 +107,17 @@ def test_a_fault_after_a_good_rollout_stops_the_next_up(cluster, rolled_out):
         report = rollout.up()
     finally:
         cluster.clear_faults("node1")
-    assert "node node1: device 3 link: is DOWN" in str(report.error), report.error
-    assert {a.resource for a in report.actions if a.kind != "same"} <= NODE_CHECKS
-    # Fixed: the next up passes without --replace, and still redoes nothing else.
+    # node1's own preflight names the cause first (its gateway line may
+    # follow), never a peer's failed ping: the pings wait for it and did not run.
+    assert str(report.error).startswith("node node1: device 3 link: is DOWN"), report.error
+    assert " -> node0 device 3" not in str(report.error), report.error
+    assert "node1-peer-ping" not in report.checks and "node0-peer-ping" not in report.checks
+    assert {a.resource for a in report.actions if a.kind != "same"} == set()
+    # Fixed: the next up passes without --replace, and changes nothing.
     report = rollout.up()
     assert report.error is None, report.error
-    assert {a.resource for a in report.actions if a.kind != "same"} == NODE_CHECKS
+    assert set(report.checks) == NODE_CHECKS
+    assert {a.resource for a in report.actions if a.kind != "same"} == set()
     assert container_ids(cluster, container) == ids
 
 
@@ -120,7 +128,8 @@ def test_serve_flag_restarts_only_the_serving_process(cluster, rolled_out):
     report = rollout.up(["engine.max_num_seqs=128"])
     assert report.error is None, report.error
     assert set(report.did("replace")) == SERVING
-    assert {a.resource for a in report.actions if a.kind not in ("same", "replace")} == NODE_CHECKS
+    assert {a.resource for a in report.actions if a.kind not in ("same", "replace")} == set()
+    assert set(report.checks) == NODE_CHECKS
     assert container_ids(cluster, container) == ids
     assert ray_head_started(cluster, container) == ray_start
     processes = ssh(cluster, "node0", f"docker exec {container} ps -eo args")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ascend_inference.errors import NodeFactError
+from components.common import NodeCheckRunError
 from emulator.executor import StepFailed
 from emulator.rollout import StackRollout
 from tests.conftest import temp_files_holding
@@ -85,7 +86,9 @@ def test_fault_stops_the_rollout_before_serving(cluster, tmp_path, fault, words)
     finally:
         rollout.destroy()
         cluster.clear_faults("node1")
-    assert isinstance(report.error, (NodeFactError, StepFailed)), report.error
+    # A fact judged wrong (NodeFactError), a node check whose script failed on
+    # the node (a ping: NodeCheckRunError, the script's lines first) or a step.
+    assert isinstance(report.error, (NodeFactError, NodeCheckRunError, StepFailed)), report.error
     message = str(report.error)
     for word in words:
         options = word if isinstance(word, tuple) else (word,)

@@ -21,7 +21,7 @@ AS_COPY = ["model.source.kind=copy"]
 # What comes after the weights: none of it may run when they are wrong.
 LATER = {"node0-container", "node1-container", "node0-ray-head", "node1-ray-worker", "node0-serve",
          "cluster-verified", "serving-ready", "smoke-test-request"}
-# Steps that run at every `up` (remote_step every_up).
+# The node checks: local.run invokes at every `up` (report.checks), never a change.
 NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping",
                "node0-image-check", "node1-image-check"}
 
@@ -66,8 +66,9 @@ def test_copy_fans_out_from_the_master_and_a_second_up_does_nothing(cluster, mas
 
         again = rollout.up(AS_COPY)
         assert again.error is None, again.error
-        # Only the per-run node checks run again (an update, same id); the copy is not redone.
-        assert {a.resource: a.kind for a in again.actions if a.kind != "same"} == {c: "update" for c in NODE_CHECKS}
+        # Only the node checks run again (invokes, never a change); the copy is not redone.
+        assert set(again.checks) == NODE_CHECKS
+        assert {a.resource: a.kind for a in again.actions if a.kind != "same"} == {}
     finally:
         rollout.destroy()
     # Weights stay on destroy, on every node.
