@@ -111,8 +111,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("configure", help="point the selected stack at this cluster (pulumi config set-all --path)",
                        description="Run inside the project after `pulumi stack select --create NAME`: sets the "
-                                   "stack's node hosts, hostnames, pinned host keys, device IPs and model path to the emulated "
-                                   "cluster's with `pulumi config set-all --path`, and the SSH key with "
+                                   "stack's node hosts, hostnames, pinned host keys, device IPs and model path to "
+                                   "the emulated cluster's with `pulumi config set-all --path`, and the SSH key with "
                                    "`pulumi config set --secret`. Every other setting stays the stack's own.")
     p.add_argument("--stack", required=True, help="stack name (as in stacks/Pulumi.NAME.yaml)")
     p.add_argument("--model-path", default=None, help="the model directory on the nodes "

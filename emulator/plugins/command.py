@@ -1,5 +1,7 @@
 """Stand-in `pulumi-resource-command` (reports 1.2.1), FOR TESTS ONLY:
-`command:remote:Command`, the one resource of the package this program uses.
+`command:remote:Command`, the one resource of the package this program uses,
+and `command:local:run`, the invoke its node checks run at every preview and
+up (the system `ssh` to the node, the script on stdin).
 
 Follows pulumi-command v1.2.1 (provider/pkg/provider/remote/*.go, built on
 pulumi-go-provider v1.3.0 `infer`); docs/standin-plugins.md lists every rule
@@ -439,6 +441,85 @@ class RemoteCommand(ResourceType):
         run(call, state, command)
 
 
+LOCAL_RUN = "command:local:run"
+
+
+def local_run(console: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """local/runController.go (*Run).Invoke and local/commandOutputs.go `run`:
+    argv is `interpreter` (default `/bin/sh -c`) then `command`; the working
+    directory `dir`, else the plugin's own; the plugin's environment plus
+    `environment`; stdin only when non-empty; stdout and stderr streamed to
+    the console per `logging` (util.LogOutput, an invoke has no resource), kept
+    with one trailing newline cut; a failure is `<exec error>: running
+    <command, %q>:\n<stdout and stderr as they came>`. The outputs repeat the
+    inputs (RunOutputs embeds RunInputs). No previous output exists for an
+    invoke, so addPreviousOutputInEnv adds nothing."""
+    import subprocess
+
+    command = args.get("command") or ""
+    argv = [*(args.get("interpreter") or ["/bin/sh", "-c"]), command]
+    env = {**os.environ, **{k: str(v) for k, v in (args.get("environment") or {}).items()}}
+    logging = args.get("logging") or "stdoutAndStderr"
+    logged = {"stdout": logging in ("stdout", "stdoutAndStderr"), "stderr": logging in ("stderr", "stdoutAndStderr")}
+    stdin = args.get("stdin") or ""
+    try:
+        process = subprocess.Popen(argv, cwd=args.get("dir") or os.getcwd(), env=env,
+                                   stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as error:
+        raise ProviderError(f"{error.strerror or error}: running {go_quote(command)}:\n") from None
+    both: list[bytes] = []
+    both_lock = threading.Lock()
+    kept: dict[str, bytes] = {}
+
+    def pump(name: str, stream: Any) -> None:
+        data = b""
+        pending = b""
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            data += chunk
+            with both_lock:
+                both.append(chunk)
+            if logged[name]:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    console.log("", line.decode(errors="replace"))
+        if logged[name] and pending:
+            console.log("", pending.decode(errors="replace"))
+        kept[name] = data
+
+    threads = [threading.Thread(target=pump, args=(name, stream), daemon=True)
+               for name, stream in (("stdout", process.stdout), ("stderr", process.stderr))]
+    for thread in threads:
+        thread.start()
+    if stdin:
+        assert process.stdin is not None
+        try:
+            process.stdin.write(stdin.encode())
+        except BrokenPipeError:
+            pass
+        process.stdin.close()
+    code = process.wait()
+    for thread in threads:
+        thread.join()
+    if code != 0:
+        # Go's exec.ExitError prints "exit status N" (a signal: "signal: <name>").
+        status = f"exit status {code}" if code > 0 else f"signal: {_signal_name(-code)}"
+        raise ProviderError(f"{status}: running {go_quote(command)}:\n{b''.join(both).decode(errors='replace')}")
+    return {**args, "stdout": kept.get("stdout", b"").decode(errors="replace").removesuffix("\n"),
+            "stderr": kept.get("stderr", b"").decode(errors="replace").removesuffix("\n")}
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return {signal.SIGKILL: "killed", signal.SIGTERM: "terminated", signal.SIGINT: "interrupt"}.get(
+            signal.Signals(number), signal.Signals(number).name.lower().removeprefix("sig"))
+    except ValueError:
+        return str(number)
+
+
 class CommandProvider(Provider):
     name = "command"
     version = VERSION
@@ -446,7 +527,7 @@ class CommandProvider(Provider):
 
 def main() -> None:
     guard("pulumi-resource-command")
-    serve(CommandProvider([RemoteCommand()]), sys.argv[1:])
+    serve(CommandProvider([RemoteCommand()], {LOCAL_RUN: local_run}), sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -287,8 +287,11 @@ class Provider:
     name = ""
     version = ""
 
-    def __init__(self, resource_types: list[ResourceType]):
+    def __init__(self, resource_types: list[ResourceType],
+                 functions: dict[str, Callable[[Console, dict[str, Any]], dict[str, Any]]] | None = None):
         self.types = {t.token: t for t in resource_types}
+        # Invokes: token -> (console, plain args) -> plain result.
+        self.functions = dict(functions or {})
         self.config: dict[str, Any] = {}
 
     def check_config(self, call: Call, news: dict[str, Any], olds: dict[str, Any]) -> dict[str, Any]:
@@ -399,6 +402,15 @@ def _servicer(provider: Provider, console: Console) -> Any:
             if not resource_id:
                 return provider_pb2.ReadResponse()
             return provider_pb2.ReadResponse(id=resource_id, properties=to_struct(state), inputs=to_struct(inputs))
+
+        @failing
+        def Invoke(self, request: Any, context: Any) -> Any:
+            function = provider.functions.get(request.tok)
+            if function is None:
+                raise ProviderError(f"{provider.name} stand-in plugin: function {request.tok} is not covered "
+                                    "(docs/standin-plugins.md lists what is)")
+            result = function(console, reveal(from_struct(request.args)))
+            return provider_pb2.InvokeResponse(**{"return": to_struct(result)})
 
         def Cancel(self, request: Any, context: Any) -> Any:
             return empty_pb2.Empty()
