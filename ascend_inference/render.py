@@ -232,7 +232,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
                target=edit.target, edits_file=edit.edits_file, source=config_edit_source())
         script("config-restore", f"Put the image's own {edit.label} back", "container", label=edit.label,
                target=edit.target)
-    if engine.uses_ray:
+    if engine.uses_ray(spec):
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
                ray_port=port, head_address=spec.nodes[0].address,
@@ -401,7 +401,7 @@ def plan_document(loaded: LoadedStack) -> dict[str, Any]:
                   for i, n in enumerate(spec.nodes)],
         "endpoint": engine.endpoint(spec),
         "rank_table_path": engine.rank_table_path(spec),
-        "cluster": engine.cluster_style.value,
+        "cluster": engine.cluster_style_for(spec).value,
     }
     doc["node_count"] = doc.pop("nodes_count", plan.nodes)
     return doc

@@ -176,7 +176,7 @@ class Deployment(pulumi.ComponentResource):
                 after.append(self.rank_table.copies[i])
             return self._container_args(i, after, **extra)
 
-        if engine.cluster_style is ClusterStyle.GPUSTACK:
+        if engine.cluster_style_for(spec) is ClusterStyle.GPUSTACK:
             self._gpustack(container_args, child)
             return
 
@@ -191,7 +191,7 @@ class Deployment(pulumi.ComponentResource):
             lambda _: "every container checked")] if any(c.steps for c in self.containers) else []
         started_by += checked
         self.ray = None
-        if engine.uses_ray:
+        if engine.uses_ray(spec):
             self.ray = RayCluster("ray", RayClusterArgs(
                 nodes=self.nodes, containers=self.containers,
                 start_scripts=[self._command(r.scripts.ray_start) for r in self.rendered],

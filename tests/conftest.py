@@ -33,6 +33,8 @@ STACK_RUNBOOK = {
     # vllm-ascend (issue 27): no field runbook; vllm-ascend's own DeepSeek-R1 tutorial.
     "dp2-tp8-ep16-vllm-ascend": None,
     "dp4-tp8-ep32-vllm-ascend": None,
+    # Its Ray form (TP16 across nodes): vllm-ascend's docs/source/tutorials/features/ray.md.
+    "tp16-vllm-ascend-ray": None,
 }
 STACKS = tuple(STACK_RUNBOOK)
 
@@ -146,6 +148,7 @@ SLOW_FIRST = (
     "tests/emulated/test_host_software.py",
     "tests/emulated/test_rollout.py",
     "tests/emulated/test_rollout_vllm_ascend.py",
+    "tests/emulated/test_rollout_vllm_ascend_ray.py",
     "tests/emulated/test_in_container.py",
     "tests/emulated/test_gpustack_workers.py",
     "tests/emulated/test_image_fetch_once.py",

@@ -55,6 +55,7 @@ DOCKER_PROVIDER = "pulumi:providers:docker"
 
 RANK_TABLE_ENGINES = {"mindie", "lmdeploy"}
 RAY_ENGINES = {"vllm-mindspore", "lmdeploy"}
+RAY_STACKS = {"tp16-vllm-ascend-ray"}  # vllm-ascend's Ray form (tests/test_graph_stacks.py)
 
 # Role of a custom resource, from its name (see tests/test_graph_stacks.py
 # for the inventory that pins these names per stack).
@@ -183,7 +184,7 @@ def _redo_from(imp: Impact, first_roles: set[str], records: frozenset[str] = fro
     assert not missing, (f"not redone although after a replaced container: {sorted(missing)}\n"
                          f"changes:\n{describe(imp.changes)}")
     # The roles the rule names are all there.
-    expected_roles = {"container", "smoke"} | ({"ray"} if imp.kind in RAY_ENGINES else set())
+    expected_roles = {"container", "smoke"} | ({"ray"} if imp.kind in RAY_ENGINES or imp.stack in RAY_STACKS else set())
     expected_roles |= {"gpustack-model"} if imp.kind == "gpustack" else {"serve", "ready"}
     assert expected_roles <= {role(c) for c in imp.touched()}
 

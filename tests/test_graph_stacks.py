@@ -80,6 +80,9 @@ RANK_TABLE_ENGINES = {"mindie", "lmdeploy"}
 RAY_ENGINES = {"vllm-mindspore", "lmdeploy"}
 SERVE_ON_EVERY_NODE = {"mindie", "vllm-ascend"}
 GPUSTACK_ENGINES = {"gpustack"}
+# vllm-ascend's Ray form: its TP group (16) is wider than a node (8 NPUs), so a
+# Ray cluster and one serve process on the head, as the Ray engines.
+RAY_STACKS = {"tp16-vllm-ascend-ray"}
 
 
 # --- recording (each stack once per module) ----------------------------------
@@ -107,6 +110,14 @@ def pings(stack: str) -> bool:
 
 def kind(stack: str) -> str:
     return loaded(stack).spec.engine.kind
+
+
+def over_ray(stack: str) -> bool:
+    return kind(stack) in RAY_ENGINES or stack in RAY_STACKS
+
+
+def serves_on_every_node(stack: str) -> bool:
+    return kind(stack) in SERVE_ON_EVERY_NODE and not over_ray(stack)
 
 
 def named(g: Graph, name: str, type_: str | None = None) -> ResourceRecord:
@@ -160,11 +171,11 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv.append((CONTAINER, f"{n}-container", n))
         # In the started container: `import acl` where the cluster forms over
         # Ray (runbook 000), MindIE's config.json edited in place.
-        if engine in RAY_ENGINES:
+        if over_ray(stack):
             inv.append((CMD, f"{n}-container-check", n))
         if engine == "mindie":
             inv.append((CMD, f"{n}-config-edit", n))
-    if engine in RAY_ENGINES:
+    if over_ray(stack):
         inv.append((RAY_CLUSTER, "ray", top))
         inv.append((CMD, f"{master}-ray-head", "ray"))
         inv += [(CMD, f"{n}-ray-worker", "ray") for n in nodes[1:]]
@@ -177,7 +188,7 @@ def expected_inventory(stack: str) -> collections.Counter:
         inv.append(("pulumi-python:dynamic:Resource", "gpustack-model-deploy", "gpustack-model"))
     else:
         inv.append((SERVING, "serving", top))
-        serve_nodes = nodes if engine in SERVE_ON_EVERY_NODE else [master]
+        serve_nodes = nodes if serves_on_every_node(stack) else [master]
         inv += [(CMD, f"{n}-serve", "serving") for n in serve_nodes]
         inv.append((CMD, "serving-ready", "serving"))
     inv.append((SMOKE, "smoke-test", top))
@@ -238,7 +249,7 @@ def test_counts_per_type(stack):
     assert count[CONTAINER] == n
     assert count[REMOTE_IMAGE] == (0 if spec.container.image_tar else n)
     assert count[RANK_TABLE] == (1 if engine in RANK_TABLE_ENGINES else 0)
-    assert count[RAY_CLUSTER] == (1 if engine in RAY_ENGINES else 0)
+    assert count[RAY_CLUSTER] == (1 if over_ray(stack) else 0)
     assert count[SERVING] == (0 if engine in GPUSTACK_ENGINES else 1)
     assert count[GPUSTACK] == (1 if engine in GPUSTACK_ENGINES else 0)
     assert count[SMOKE] == 1
@@ -254,13 +265,13 @@ def test_counts_per_type(stack):
     assert sum(1 for x in checks if x.endswith("-image-check")) == n
     assert ends("-weights") == n
     assert ends("-rank-table") == (n if engine in RANK_TABLE_ENGINES else 0)
-    assert ends("-ray-head") == (1 if engine in RAY_ENGINES else 0)
-    assert ends("-ray-worker") == (n - 1 if engine in RAY_ENGINES else 0)
-    assert ends("-serve") == (n if engine in SERVE_ON_EVERY_NODE else 0 if engine in GPUSTACK_ENGINES else 1)
+    assert ends("-ray-head") == (1 if over_ray(stack) else 0)
+    assert ends("-ray-worker") == (n - 1 if over_ray(stack) else 0)
+    assert ends("-serve") == (n if serves_on_every_node(stack) else 0 if engine in GPUSTACK_ENGINES else 1)
     if spec.container.image_tar:
         # Runbook 001: `docker load -i <tar>` as a remote command, not a pull.
         assert all(named(g, f"{x}-image").type == CMD for x in nodes)
-    if engine in RAY_ENGINES:
+    if over_ray(stack):
         assert named(g, f"{nodes[0]}-ray-head").parent_urn == named(g, "ray", RAY_CLUSTER).urn
 
 
@@ -374,7 +385,7 @@ def test_containers_after_the_cluster_checks(stack):
                 assert g.depends_on(serve, named(g, f"{m}-rank-table")), f"{serve.name} before {m}-rank-table"
 
 
-@pytest.mark.parametrize("stack", [s for s in STACKS if load_stack(s).spec.engine.kind in RAY_ENGINES])
+@pytest.mark.parametrize("stack", [s for s in STACKS if over_ray(s)])
 def test_ray_order(stack):
     g, nodes = graph(stack), node_names(stack)
     head = named(g, f"{nodes[0]}-ray-head")

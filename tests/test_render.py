@@ -24,6 +24,7 @@ PER_NODE_VARIABLES = {
     "tp32-a3-mindie": {"MIES_CONTAINER_IP"},
     "dp2-tp8-ep16-vllm-ascend": {"HCCL_IF_IP"},
     "dp4-tp8-ep32-vllm-ascend": {"HCCL_IF_IP"},
+    "tp16-vllm-ascend-ray": {"HCCL_IF_IP"},
 }
 
 

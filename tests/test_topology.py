@@ -153,6 +153,9 @@ STACK_MEMORY = {
                                      dp=2, ep=16, moe_tp=1),
     "dp4-tp8-ep32-vllm-ascend": dict(quantization="w8a8", profile="atlas-800i-a2", nodes=4, fraction=0.92, tp=8,
                                      dp=4, ep=32, moe_tp=1),
+    # Its Ray form: ray.md's --gpu-memory-utilization 0.9, one TP16 group over both servers, EP = TP.
+    "tp16-vllm-ascend-ray": dict(quantization="w8a8", profile="atlas-800i-a2", nodes=2, fraction=0.9, tp=16,
+                                 ep=16, moe_tp=1),
 }
 
 

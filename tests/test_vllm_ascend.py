@@ -245,9 +245,7 @@ def test_a_release_outside_the_window_is_refused(tmp_path):
     assert "container.engine_version" in line and "0.23.0.post1" in line
 
 
-def test_tp_across_nodes_is_refused_as_the_unbuilt_ray_form(tmp_path):
-    line = _refused(tmp_path, "ray", lambda c: c["ascend-inference:parallel"].update(tp=16, dp=1, ep=16))
-    assert "parallel.tp" in line and "Ray form" in line
+# TP across nodes is the Ray form, built since: tests/test_vllm_ascend_ray.py.
 
 
 def test_an_ep_other_than_dp_times_tp_is_refused(tmp_path):

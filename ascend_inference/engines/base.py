@@ -395,9 +395,14 @@ class EnginePlugin:
     def secret_keys(self, spec: ClusterSpec) -> list[str]:
         return []
 
-    @property
-    def uses_ray(self) -> bool:
-        return self.cluster_style is ClusterStyle.RAY
+    def cluster_style_for(self, spec: ClusterSpec) -> ClusterStyle:
+        """The style this stack's layout is built with. One per engine
+        (`cluster_style`) unless the engine has more than one form:
+        vllm-ascend forms a Ray cluster only for a TP/PP group wider than a node."""
+        return self.cluster_style
+
+    def uses_ray(self, spec: ClusterSpec) -> bool:
+        return self.cluster_style_for(spec) is ClusterStyle.RAY
 
     # --- per node -------------------------------------------------------
     # `chmod -R` mode the weights check sets on the model directory ("": leave it).
@@ -470,7 +475,7 @@ def acl_check_wanted(spec: ClusterSpec) -> bool:
     (runbook 000: "on Ascend, Ray needs the pyACL package")."""
     wanted = spec.container.check_acl
     if wanted is None:
-        return spec.container.nnrt_run is not None or spec.engine_plugin.uses_ray
+        return spec.container.nnrt_run is not None or spec.engine_plugin.uses_ray(spec)
     return wanted
 
 

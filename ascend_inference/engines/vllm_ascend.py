@@ -1,4 +1,5 @@
-"""vllm-ascend (vLLM's own Ascend plugin), multi-node data parallel with expert parallel.
+"""vllm-ascend (vLLM's own Ascend plugin): multi-node data parallel with
+expert parallel, or tensor/pipeline parallel across nodes over Ray.
 
 Not from a field runbook: from vllm-ascend 0.23.0.post1's own tutorial
 (docs/source/tutorials/models/DeepSeek-R1.md §5.2 "Multi-Node Data Parallel
@@ -19,8 +20,16 @@ checked at validate against data/vllm_ascend_names.json, extracted from the
 real vLLM 0.23.0 wheel and vllm-ascend 0.23.0.post1 sdist by
 emulator/tools/extract_vllm_ascend_names.py.
 
-The Ray form (TP/PP across nodes, docs/source/tutorials/features/ray.md) is
-not built: a stack whose TP group spans nodes is refused with that message.
+The Ray form, for a TP x PP group wider than one node's NPUs (vllm-ascend
+0.23.0.post1 docs/source/tutorials/features/ray.md "Ray Distributed"): the
+tutorial's env on every node before Ray starts (HCCL_IF_IP, GLOO_ and
+TP_SOCKET_IFNAME, RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES=1,
+ASCEND_RT_VISIBLE_DEVICES), `ray start --head` on node 0 and `ray start
+--address=<head>:6379 --node-ip-address=<node>` on the others, then one
+`vllm serve ... --distributed-executor-backend ray --tensor-parallel-size
+<tp> [--pipeline-parallel-size <pp>]` on the head only ("You only need to run
+the vllm command on one node"). Which form a stack gets follows from its
+layout alone (`cluster_style_for`); there is no setting to choose it.
 """
 from __future__ import annotations
 
@@ -112,6 +121,9 @@ class VllmAscendSettings(EngineSettingsBase):
     port: Port = 8000
     # The DP coordinator's port on the master (tutorial: 13389), same on every node.
     data_parallel_rpc_port: Port = 13389
+    # Ray's GCS port on the head, in the Ray form only (ray.md: `ray start --head`,
+    # Ray's default 6379; the workers join `<head>:6379`).
+    ray_port: Port = 6379
     served_model_name: Annotated[str, Field(min_length=1)] | None = None
     # "ascend": vllm-ascend's quantization method (vllm_ascend/platform.py
     # pre_register_and_update adds it to --quantization's choices); W8A8 weights need it.
@@ -133,17 +145,31 @@ class VllmAscendSettings(EngineSettingsBase):
     log_file: str = "vllm.log"
 
     def host_ports(self) -> dict[str, int]:
-        return {**super().host_ports(), "engine.data_parallel_rpc_port": self.data_parallel_rpc_port}
+        return {**super().host_ports(), "engine.data_parallel_rpc_port": self.data_parallel_rpc_port,
+                "engine.ray_port": self.ray_port}
 
 
 class VllmAscend(EnginePlugin):
     kind = "vllm-ascend"
     settings_model = VllmAscendSettings
+    # The data parallel form's style; a TP x PP group wider than a node is the
+    # Ray form (cluster_style_for).
     cluster_style = ClusterStyle.ENGINE_PEERS
+    supports_pp = True
     supports_dp = True
     supports_ep = True
+    # ray.md's worker line: `ray start --address='{head_node_ip}:6379' --node-ip-address={local_ip}`;
+    # its head line is a bare `ray start --head`.
+    ray_join_with_node_ip = True
     runbook = "vllm-ascend's DeepSeek-R1 tutorial"
     image_package = EnginePackage("vllm-ascend", dist="vllm_ascend")
+
+    def cluster_style_for(self, spec: ClusterSpec) -> ClusterStyle:
+        p = spec.parallel
+        return ClusterStyle.RAY if p.tp * p.pp > spec.profile.devices_per_node else ClusterStyle.ENGINE_PEERS
+
+    def ray_port(self, spec: ClusterSpec) -> int:
+        return settings_of(spec, VllmAscendSettings).ray_port
 
     def check(self, spec: ClusterSpec, plan: Plan | None, file: str) -> list[Problem]:
         if plan is not None:
@@ -164,11 +190,20 @@ class VllmAscend(EnginePlugin):
             problems.append(Problem(file, f"{key}.gpu_memory_utilization",
                                     f"{s.gpu_memory_utilization} is not in (0, 1]", "use e.g. 0.92 (the tutorial)"))
         p, nodes, per_node = spec.parallel, len(spec.nodes), spec.profile.devices_per_node
-        if p.pp > 1 or p.tp > per_node:
+        if self.uses_ray(spec):
+            # ray.md: "vLLM will utilize NPU resources across all nodes in the Ray
+            # cluster"; one model instance over every NPU, no data parallel.
+            if p.dp != 1:
+                problems.append(Problem(
+                    file, "ascend-inference:parallel.dp",
+                    f"dp {p.dp} with tp {p.tp} x pp {p.pp} wider than a node: the Ray form runs one instance "
+                    "over every NPU of the cluster", f"set dp: 1 and tp x pp = {nodes} x {per_node}, or keep "
+                    f"tp x pp within a node (<= {per_node}) for the data parallel form"))
+        elif p.pp > 1:
             problems.append(Problem(
-                file, "ascend-inference:parallel.tp",
-                f"tp {p.tp} x pp {p.pp} spans nodes: that is vllm-ascend's Ray form, which this program does "
-                "not build", f"keep tp x pp within a node (tp <= {per_node}, pp: 1) and scale with dp"))
+                file, "ascend-inference:parallel.pp",
+                f"pp {p.pp} within a node: this program builds pipeline parallel only across nodes (Ray form)",
+                f"set pp: 1 and scale with dp, or make tp x pp = {nodes} x {per_node}"))
         elif p.dp % nodes or (p.dp // nodes) * p.tp != per_node:
             problems.append(Problem(
                 file, "ascend-inference:parallel.dp",
@@ -213,6 +248,17 @@ class VllmAscend(EnginePlugin):
         s = settings_of(ctx.spec, VllmAscendSettings)
         ifname = ctx.spec.network.socket_ifname
         assert ctx.node.address is not None, "check_spec refuses a node without an address"
+        if self.uses_ray(ctx.spec):
+            # ray.md's "Start Ray Cluster" block, the same on head and workers but
+            # HCCL_IF_IP; it must be set before `ray start` (ray-start.sh sources it).
+            variables = [
+                ("HCCL_IF_IP", ctx.node.address),
+                ("GLOO_SOCKET_IFNAME", ifname),
+                ("TP_SOCKET_IFNAME", ifname),
+                ("RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES", "1"),
+                ("ASCEND_RT_VISIBLE_DEVICES", ",".join(str(i) for i in range(ctx.spec.profile.devices_per_node))),
+            ]
+            return EnvFile(SET_ENV_SCRIPTS, tuple(apply_env_overrides(variables, s.env)))
         # The tutorial's §5.2 block, in its order, the same on every node but HCCL_IF_IP.
         variables = [
             ("HCCL_IF_IP", ctx.node.address),
@@ -236,12 +282,18 @@ class VllmAscend(EnginePlugin):
         return settings_of(spec, VllmAscendSettings).served_model_name or spec.model.name
 
     def serve_argv(self, spec: ClusterSpec, plan: Plan, index: int) -> list[str]:
-        """Node `index`'s `vllm serve`: the tutorial's Node 0 form on the
-        master, its Node 1 form (`--headless`, `--data-parallel-start-rank`)
-        on the others."""
+        """Node `index`'s `vllm serve`. Data parallel form: the tutorial's
+        Node 0 form on the master, its Node 1 form (`--headless`,
+        `--data-parallel-start-rank`) on the others. Ray form (head only):
+        ray.md's `--distributed-executor-backend ray` with the TP/PP sizes."""
         s = settings_of(spec, VllmAscendSettings)
-        local = plan.dp // plan.nodes
         argv = ["vllm", "serve", spec.model.path, "--host", "0.0.0.0", "--port", str(s.port)]
+        if self.uses_ray(spec):
+            argv += ["--distributed-executor-backend", "ray", "--tensor-parallel-size", str(plan.tp)]
+            if plan.pp > 1:
+                argv += ["--pipeline-parallel-size", str(plan.pp)]
+            return argv + self._model_args(spec, plan)
+        local = plan.dp // plan.nodes
         if index > 0:
             argv.append("--headless")
         argv += ["--data-parallel-size", str(plan.dp), "--data-parallel-size-local", str(local)]
@@ -250,6 +302,12 @@ class VllmAscend(EnginePlugin):
         argv += ["--data-parallel-address", str(spec.nodes[0].address),
                  "--data-parallel-rpc-port", str(s.data_parallel_rpc_port),
                  "--tensor-parallel-size", str(plan.tp)]
+        return argv + self._model_args(spec, plan)
+
+    def _model_args(self, spec: ClusterSpec, plan: Plan) -> list[str]:
+        """The flags after the layout's, the same in both forms."""
+        s = settings_of(spec, VllmAscendSettings)
+        argv: list[str] = []
         if s.quantization:
             argv += ["--quantization", s.quantization]
         if s.seed is not None:
@@ -272,6 +330,9 @@ class VllmAscend(EnginePlugin):
         return argv + s.extra_args
 
     def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
+        log_file = settings_of(spec, VllmAscendSettings).log_file
+        if self.uses_ray(spec):
+            return ServePlan(command=shlex.join(self.serve_argv(spec, plan, 0)), where="head", log_file=log_file)
         commands = {node.name: " ".join(shlex.quote(a) for a in self.serve_argv(spec, plan, i))
                     for i, node in enumerate(spec.nodes)}
         return ServePlan(command=commands[spec.nodes[0].name], where="every-node",

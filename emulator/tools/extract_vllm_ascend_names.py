@@ -33,8 +33,10 @@ vllm-ascend adds no option of its own: NPUPlatform.pre_register_and_update
 
 (pip may stop after fetching the sdist when it cannot build its metadata
 without torch; the tarball it fetched is what this tool reads.)
-Dev-time tool only; nothing at run time imports it. tests/test_vllm_ascend.py
-runs it against the real packages when they are present.
+Dev-time tool only; nothing at run time imports it.
+tests/realsoftware/test_vllm_ascend_release.py runs it against the real
+packages (fetched by tests/realsoftware/install.sh) and compares with the
+committed file.
 """
 from __future__ import annotations
 

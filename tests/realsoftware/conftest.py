@@ -49,7 +49,8 @@ PORT = 28081        # `--port` (the embedded gateway's port; unused with the gat
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "realsoftware: runs real third-party software installed by tests/realsoftware/install.sh "
-                   "(GPUStack 2.x server on PostgreSQL in a loopback-only network namespace); needs root")
+                   "(GPUStack 2.x server on PostgreSQL in a loopback-only network namespace; the vLLM 0.23.0 "
+                   "wheel and vllm-ascend 0.23.0.post1 sdist, read, not installed)")
 
 
 # ----------------------------------------------------------------- prerequisites

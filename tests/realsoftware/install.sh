@@ -7,6 +7,9 @@
 #    $GPUSTACK_VENV, default /tmp/gpustack-venv; version $GPUSTACK_VERSION
 #    (default 2.3.0, the one the tests were written against); the Python that
 #    makes the venv is $GPUSTACK_PYTHON (default python3; GPUStack wants 3.10-3.12).
+#  - The real vLLM 0.23.0 wheel and vllm-ascend 0.23.0.post1 sdist, downloaded (never
+#    installed, no dependencies) into $ASCEND_INFERENCE_CACHE/vllm-ascend-0.23.0.post1
+#    (default ~/.cache/ascend-inference) by fetch_vllm_ascend.py: ~290 MB cold, nothing warm.
 set -euo pipefail
 
 venv=${GPUSTACK_VENV:-/tmp/gpustack-venv}
@@ -33,5 +36,7 @@ if [ "$installed" != "$version" ]; then
     || { cat "$log" >&2; rm -f "$log"; echo "install.sh: pip install gpustack==$version failed" >&2; exit 1; }
   rm -f "$log"
 fi
+python3 "$(dirname "$0")/fetch_vllm_ascend.py"
+
 echo "== GPUStack $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("gpustack"))') in $venv;" \
      "PostgreSQL $(ls /usr/lib/postgresql | sort -n | tail -n 1)"
