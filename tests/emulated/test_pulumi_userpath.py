@@ -71,6 +71,49 @@ def test_preview_of_the_rolled_out_stack_expects_no_changes(rolled_out):
     assert report.error is None, report.output[-3000:]
 
 
+def test_an_unchanged_stack_updates_with_no_changes(rolled_out):
+    """The node checks run at every `up` (invokes), yet an unchanged stack is no change."""
+    rollout, _ = rolled_out
+    report = rollout.up([], "--expect-no-changes")
+    assert report.error is None, report.output[-3000:]
+    assert report.changed() == {}
+
+
+def test_a_rewritten_check_script_redoes_nothing(rolled_out):
+    """A new preflight script (an upgrade of this project) with the same facts
+    replaces no container, Ray or serving step: facts flow by value."""
+    rollout, _ = rolled_out
+    template = rollout.project / "ascend_inference" / "templates" / "preflight.sh.j2"
+    original = template.read_text()
+    template.write_text(original + "\n# a line an upgrade of this project might add\n")
+    try:
+        report = rollout.up([], "--expect-no-changes")
+    finally:
+        template.write_text(original)
+    assert report.error is None, report.output[-3000:]
+    assert report.changed() == {}
+
+
+def test_a_link_down_after_a_good_up_stops_the_next_up_naming_it(cluster, rolled_out):
+    rollout, _ = rolled_out
+    container = rollout.base.spec.container.name
+    ids = container_ids(cluster, container)
+    cluster.set_fault("node1", link_down=[3])
+    try:
+        report = rollout.up()
+    finally:
+        cluster.clear_faults("node1")
+    assert report.error is not None
+    # The cause, from node1's own preflight, not a peer's failed ping.
+    assert "node node1: device 3 link: is DOWN" in report.error, report.error
+    assert "packet loss" not in report.error, report.error
+    assert report.changed() == {}
+    # Fixed: the next up passes without --replace and redoes nothing.
+    report = rollout.up([], "--expect-no-changes")
+    assert report.error is None, report.output[-3000:]
+    assert container_ids(cluster, container) == ids
+
+
 def test_a_serve_flag_change_replaces_only_serving(cluster, rolled_out):
     rollout, _ = rolled_out
     container = rollout.base.spec.container.name
