@@ -120,6 +120,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if plan.pp > 1:
         print(f"  pipeline layer split {','.join(map(str, plan.pp_layer_split))}")
     print(f"  memory: {plan.memory.summary()}")
+    for line in spec.insecure_warnings():
+        print(f"  {line}")
     missing = [k for k in spec.secret_keys() if k not in loaded.secrets_present]
     if missing:
         print("  secrets not set yet (needed by `pulumi up`): "

@@ -204,8 +204,11 @@ class Deployment(pulumi.ComponentResource):
             ready_script=self._command(self.rendered[0].scripts.serve_ready),
             ready_timeout_s=spec.engine.ready_timeout_s, endpoint=engine.endpoint(spec),
             after=serve_after, started_by=started_by), child)
+        # The serving API key on the smoke request's stdin (a secret input).
+        api_key = engine.api_key_secret(spec)
         self.smoke = SmokeTest("smoke-test", SmokeTestArgs(
-            master=self.nodes[0], script=self._command(self.rendered[0].scripts.smoke), ready=self.serving.ready),
+            master=self.nodes[0], script=self._command(self.rendered[0].scripts.smoke), ready=self.serving.ready,
+            stdin=self.engine_secrets[api_key].apply(lambda key: key.strip() + "\n") if api_key else None),
             child)
         self._finish(self.smoke.reply)
 

@@ -54,9 +54,15 @@ def _run() -> None:
     if private_key is None:
         raise StackError([Problem(file, f"{NAMESPACE}:{key_name}", "secret not set",
                                   f"run `pulumi config set --secret {NAMESPACE}:{key_name} < ~/.ssh/id_ed25519`")])
-    # Secrets the engine reads from its environment (engine.secret_env).
+    # The runbook defaults the stack keeps on purpose (no API key, ...):
+    # named at every run, as `python -m ascendctl preview` names them.
+    for line in loaded.spec.insecure_warnings():
+        pulumi.log.warn(line)
+    # Secrets the engine reads from its environment (engine.secret_env) and
+    # its serving API key (engine.api_key_secret).
     engine_secrets: dict[str, pulumi.Output[str]] = {}
-    for secret_key in sorted(set(loaded.spec.engine.secret_env.values())):
+    plugin = loaded.spec.engine_plugin
+    for secret_key in sorted(set(loaded.spec.engine.secret_env.values()) | set(plugin.secret_keys(loaded.spec))):
         value = config.get_secret(secret_key)
         if value is None:
             raise StackError([Problem(file, f"{NAMESPACE}:{secret_key}", "secret not set",

@@ -76,6 +76,7 @@ def preview_stack(name_or_path: str, *, as_json: bool = False, show_inputs: bool
     missing = [k for k in loaded.spec.secret_keys() if k not in loaded.secrets_present]
     header = [f"Previewing stack {loaded.name} ({loaded.file}) offline, under the Pulumi SDK's mocks:",
               f"{len(graph.resources)} resources, longest dependency chain {graph.longest_chain()}."]
+    header += [line[0].upper() + line[1:] for line in loaded.spec.insecure_warnings()]
     if missing:
         header.append("Note: secret(s) not set yet, placeholders used: "
                       + ", ".join(f"{NAMESPACE}:{k}" for k in missing)
