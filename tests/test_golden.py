@@ -845,10 +845,10 @@ def test_gpustack_worker_command(rendered):
     assert want == ["--server-url", "http://your_gpustack_server_ip_or_hostname", "--token", "your_gpustack_token"]
     for node in ("node1", "node2", "node3"):
         line, got = rendered_docker_run(rendered["dp4-ep32-gpustack"], node)
-        assert got["args"] == ["--server-url", f"http://{master}", "--token", "$GPUSTACK_TOKEN",
-                               "--worker-name", node]
-        # The token is a shell variable reference, double-quoted: never a value in clear.
-        assert f'--server-url http://{master} --token "$GPUSTACK_TOKEN"' in line
+        # The runbook's `--token` departs (docs/security.md#endpoints): the token is the
+        # container's GPUSTACK_TOKEN env, taken from docker's caller (`-e NAME`), never an argument.
+        assert got["args"] == ["--server-url", f"http://{master}", "--worker-name", node]
+        assert "GPUSTACK_TOKEN" in got["env"] and "--token" not in line
         assert "/var/run/docker.sock:/var/run/docker.sock" in got["mounts"]
         assert "your_gpustack_token" not in line
 
