@@ -219,3 +219,18 @@ def test_readiness_sends_the_key_from_the_container_env(tmp_path):
     assert result.returncode == 0 and '"ready": true' in result.stdout, result.stderr
     assert server.seen == [f"Bearer {KEY}"]
     assert KEY not in (tmp_path / "argv.log").read_text() and KEY not in script
+
+
+@pytest.mark.graph
+def test_gpustack_workers_get_the_token_as_secret_env_not_an_argument(tmp_path):
+    doc = load_stack_doc("dp4-ep32-gpustack")
+    doc["config"][NS + "sshPrivateKey"] = {"secure": CIPHERTEXT}
+    loaded = load_stack(str(write_stack(tmp_path, "gs", doc)))
+    graph = record_stack(loaded, loaded.raw_config)
+    containers = {r.name: r for r in graph.resources if r.type == "docker:index/container:Container"}
+    workers = [r for name, r in containers.items() if not name.startswith(loaded.spec.nodes[0].name)]
+    assert len(workers) == len(loaded.spec.nodes) - 1
+    for worker in workers:
+        assert contains_secret(worker.inputs["envs"])
+        command = worker.inputs.get("command") or []
+        assert "--token" not in command and not contains_secret(command)
