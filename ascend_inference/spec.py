@@ -416,6 +416,13 @@ class ClusterSpec(StrictModel):
     def engine_plugin(self) -> EnginePlugin:
         return ENGINES[self.engine.kind]
 
+    def insecure_warnings(self) -> list[str]:
+        """One line per insecure runbook default the stack keeps on purpose
+        (`engine.insecure_no_api_key: true`, ...), for preview, validate and
+        the program's warnings."""
+        return [f"warning: {NAMESPACE}:{key}: {what} (an explicit stack choice; see docs/security.md#endpoints)"
+                for key, what in self.engine.insecure_choices()]
+
     def secret_keys(self) -> list[str]:
         """Config keys this stack reads as Pulumi secrets."""
         hub_token = [self.model.source.token_secret] if self.model.source.token_secret else []
@@ -446,6 +453,11 @@ def check_spec(spec: ClusterSpec, file: str) -> list[Problem]:
     problems += spec.engine.problems(file)
     problems += _secret_env_problems(spec, file)
     problems += _hub_token_problems(spec, file)
+    api_key = spec.engine_plugin.api_key_secret(spec)
+    if api_key is not None and api_key == spec.ssh.private_key_secret:
+        problems.append(Problem(file, f"{NAMESPACE}:engine.api_key_secret",
+                                f"names the SSH private key's secret ({api_key}), which would become the API key",
+                                "use a config key of its own, e.g. servingApiKey"))
     if spec.container.nnrt_run and spec.container.check_acl is False:
         problems.append(Problem(file, f"{NAMESPACE}:container.check_acl",
                                 "is false, but container.nnrt_run installs pyACL for `import acl` to work",

@@ -189,6 +189,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if plan.pp > 1:
         print(f"  pipeline layer split {','.join(map(str, plan.pp_layer_split))}")
     print(f"  memory: {plan.memory.summary()}")
+    for line in spec.insecure_warnings():
+        print(f"  {line}")
     # Not an error without --require-secrets, but `pulumi up` needs them: the
     # same fix as the error gives (stackfile.secret_not_set).
     for key in spec.secret_keys():

@@ -27,7 +27,7 @@ import pulumi
 
 from ascend_inference.brought_table import found_ip_problems, found_sdid_problems
 from ascend_inference.engines.base import ClusterStyle
-from ascend_inference.engines.gpustack import Gpustack
+from ascend_inference.engines.gpustack import WORKER_TOKEN_SECRET, Gpustack
 from ascend_inference.errors import NodeFactError
 from ascend_inference.facts import NetworkPolicies
 from ascend_inference.images import ImageExpectations
@@ -209,8 +209,11 @@ class Deployment(pulumi.ComponentResource):
             ready_script=self._command(self.rendered[0].scripts.serve_ready),
             ready_timeout_s=spec.engine.ready_timeout_s, endpoint=engine.endpoint(spec),
             after=serve_after, started_by=started_by), child)
+        # The serving API key on the smoke request's stdin (a secret input).
+        api_key = engine.api_key_secret(spec)
         self.smoke = SmokeTest("smoke-test", SmokeTestArgs(
-            master=self.nodes[0], script=self._command(self.rendered[0].scripts.smoke), ready=self.serving.ready),
+            master=self.nodes[0], script=self._command(self.rendered[0].scripts.smoke), ready=self.serving.ready,
+            stdin=self.engine_secrets[api_key].apply(lambda key: key.strip() + "\n") if api_key else None),
             child)
         self._finish(self.smoke.reply)
 
@@ -262,7 +265,7 @@ class Deployment(pulumi.ComponentResource):
             name_check_script=rendered.scripts.container_name_free.command,
             mount_check_script=self._command(rendered.scripts.mount_sources),
             docker_host=self._docker_host(i), ssh_opts=self.ssh_options, after=after, extra_labels=labels,
-            secret_env=self.engine_secrets, steps=self._container_steps(i), **extra)
+            secret_env=extra.pop("secret_env", self.engine_secrets), steps=self._container_steps(i), **extra)
 
     def _image_copy(self, i: int) -> Callable[[dict], str]:
         """Node i's copy of the master's image tar, from what the master's image step printed."""
@@ -311,8 +314,9 @@ class Deployment(pulumi.ComponentResource):
         server = InferenceContainer(master.node.name, container_args(0), child)
         self.gpustack = GpustackServer("gpustack", GpustackServerArgs(
             stack=loaded.name, master=master, server=server, container_name=spec.container.name), child)
-        workers = [InferenceContainer(n.node.name, container_args(i, secrets={"GPUSTACK_TOKEN": self.gpustack.token}),
-                                      child)
+        # The registration token reaches each worker as its secret GPUSTACK_TOKEN env.
+        worker_secrets = {**self.engine_secrets, WORKER_TOKEN_SECRET: self.gpustack.token}
+        workers = [InferenceContainer(n.node.name, container_args(i, secret_env=worker_secrets), child)
                    for i, n in enumerate(self.nodes) if i > 0]
         self.containers = [server, *workers]
         self.gpustack_model = GpustackDeployment("gpustack-model", GpustackDeploymentArgs(

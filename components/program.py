@@ -56,8 +56,15 @@ def _run() -> None:
         raise StackError(missing)
     secrets = {key: value for key, value in found.items() if value is not None}
     private_key = secrets[loaded.spec.ssh.private_key_secret]
-    # Secrets the engine reads from its environment (engine.secret_env).
-    engine_secrets = {key: secrets[key] for key in sorted(set(loaded.spec.engine.secret_env.values()))}
+    # The runbook defaults the stack keeps on purpose (no API key, ...):
+    # named at every run, as `python -m ascendctl preview` names them.
+    for line in loaded.spec.insecure_warnings():
+        pulumi.log.warn(line)
+    # Secrets the engine reads from its environment (engine.secret_env) and
+    # its serving API key (engine.api_key_secret).
+    plugin = loaded.spec.engine_plugin
+    engine_secrets = {key: secrets[key] for key in sorted(set(loaded.spec.engine.secret_env.values())
+                                                           | set(plugin.secret_keys(loaded.spec)))}
     # The hub token model.source.token_secret names (sent on the download's stdin).
     token_key = loaded.spec.model.source.token_secret
     hub_token = secrets[token_key] if token_key else None

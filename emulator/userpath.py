@@ -176,8 +176,15 @@ def configure_commands(loaded: LoadedStack, cluster, *, model_path: str = MODEL_
     for key, value in settings.items():
         set_all += ["--plaintext", f"{key}={value}"]
     key_name = f"{NAMESPACE}:{loaded.spec.ssh.private_key_secret}"
-    return [(set_all, None),
-            (["pulumi", "config", "set", "--secret", key_name], Path(cluster.ssh_key_path).read_text())]
+    commands = [(set_all, None),
+                (["pulumi", "config", "set", "--secret", key_name], Path(cluster.ssh_key_path).read_text())]
+    if api_key := loaded.spec.engine_plugin.api_key_secret(loaded.spec):
+        # The serving API key (docs/security.md#endpoints): a fresh one per configure.
+        import secrets
+
+        commands.append((["pulumi", "config", "set", "--secret", f"{NAMESPACE}:{api_key}"],
+                         secrets.token_urlsafe(32)))
+    return commands
 
 
 # ------------------------------------------------------------------ reports

@@ -576,11 +576,20 @@ def test_serve_command_has_exactly_the_runbook_flags(rendered, stack):
     expected.pop(">", None)
     expected.update(SERVE_BEYOND_THE_RUNBOOK.get(stack, {}))
     actual = parse_serve(rendered_serve_command(rendered[stack], "node0"), prefix)
+    # The one departure: the serving API key (docs/security.md#endpoints),
+    # which the runbooks do not set. LMDeploy takes it only as a flag; vLLM
+    # reads it from its container env (VLLM_API_KEY), so no flag there.
+    for flag, value in API_KEY_FLAGS.get(stack, {}).items():
+        assert actual.pop(flag, None) == value, f"{stack}: serving API key flag {flag} {value} missing"
     missing = {k: v for k, v in expected.items() if k not in actual}
     wrong = {k: (v, actual[k]) for k, v in expected.items() if k in actual and actual[k] != v}
     extra = {k: v for k, v in actual.items() if k not in expected}
     assert not missing and not wrong and not extra, (
         f"{stack}: runbook flags missing {missing}, different (runbook, rendered) {wrong}, not in the runbook {extra}")
+
+
+# Flags the program adds to the runbooks' serve commands for the API key.
+API_KEY_FLAGS = {"tp16-lmdeploy": {"--api-keys": "$ASCEND_INFERENCE_API_KEY"}}
 
 
 @pytest.mark.parametrize("stack", sorted(SERVE_CASES))
@@ -873,10 +882,10 @@ def test_gpustack_worker_command(rendered):
     assert want == ["--server-url", "http://your_gpustack_server_ip_or_hostname", "--token", "your_gpustack_token"]
     for node in ("node1", "node2", "node3"):
         line, got = rendered_docker_run(rendered["dp4-ep32-gpustack"], node)
-        assert got["args"] == ["--server-url", f"http://{master}", "--token", "$GPUSTACK_TOKEN",
-                               "--worker-name", node]
-        # The token is a shell variable reference, double-quoted: never a value in clear.
-        assert f'--server-url http://{master} --token "$GPUSTACK_TOKEN"' in line
+        # The runbook's `--token` departs (docs/security.md#endpoints): the token is the
+        # container's GPUSTACK_TOKEN env, taken from docker's caller (`-e NAME`), never an argument.
+        assert got["args"] == ["--server-url", f"http://{master}", "--worker-name", node]
+        assert "GPUSTACK_TOKEN" in got["env"] and "--token" not in line
         assert "/var/run/docker.sock:/var/run/docker.sock" in got["mounts"]
         assert "your_gpustack_token" not in line
 

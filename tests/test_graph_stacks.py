@@ -598,12 +598,14 @@ def test_gpustack_secrets(stack):
     g, nodes = graph(stack), node_names(stack)
     for reader in ("gpustack-token", "gpustack-admin-password"):
         assert "stdout" in named(g, reader).options["additional_secret_outputs"], f"{reader}: stdout not secret"
-    # Workers get the token as a secret element of their command, never in clear.
+    # Workers get the token as a secret entry of their env (GPUSTACK_TOKEN=<token>),
+    # never in clear and never in their command (docs/security.md#endpoints).
     for n in nodes[1:]:
-        command = named(g, f"{n}-container", CONTAINER).inputs["command"]
-        assert MOCK_TOKEN in [str(v).strip() for v in secret_values(command)], (
-            f"{n}-container: token not passed as secret")
-        assert not [t for _, t in clear_strings(command) if MOCK_TOKEN in t]
+        inputs = named(g, f"{n}-container", CONTAINER).inputs
+        assert f"GPUSTACK_TOKEN={MOCK_TOKEN}" in [str(v).strip() for v in secret_values(inputs["envs"])], (
+            f"{n}-container: token not passed as secret env")
+        assert not [t for _, t in clear_strings(inputs["envs"]) if MOCK_TOKEN in t]
+        assert MOCK_TOKEN not in json.dumps(inputs.get("command") or [], default=str)
     # The smoke request gets the admin password on stdin, as a secret.
     stdin = named(g, "smoke-test-request").inputs.get("stdin")
     assert isinstance(stdin, Secret) and stdin.value.strip() == MOCK_PASSWORD, "smoke-test-request: stdin"

@@ -6,6 +6,7 @@ into what the host runs (`docker exec -i <container> bash -s`).
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -95,9 +96,10 @@ def readiness_wait(rendered, tmp_path, pid: int) -> str:
 
 
 def run_without_an_answer(script: str, timeout: float) -> subprocess.CompletedProcess:
-    # `curl` stands for an endpoint that does not answer yet.
+    # `curl` stands for an endpoint that does not answer yet. The serving API
+    # key is in the environment, as the container's secret env puts it there.
     return subprocess.run(["bash", "-s"], input=script.replace("curl ", "false "), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, "ASCEND_INFERENCE_API_KEY": "test-key"})
 
 
 def test_readiness_takes_a_crashed_engine_left_a_zombie_for_dead(rendered, tmp_path):

@@ -300,8 +300,9 @@ def test_gpustack_token_is_only_a_variable_reference(rendered):
     for node in node_names("dp4-ep32-gpustack")[1:]:
         line = docker_line(rendered["dp4-ep32-gpustack"], node)
         tokens = shlex.split(line)
-        assert tokens[tokens.index("--token") + 1] == "$GPUSTACK_TOKEN"
-        assert '"$GPUSTACK_TOKEN"' in line  # quoted for the shell, expanded only on the node
+        # An env variable the container takes from docker's caller, never an argument.
+        assert "--token" not in tokens and "$GPUSTACK_TOKEN" not in line
+        assert tokens[tokens.index("GPUSTACK_TOKEN") - 1] == "-e"
 
 
 def test_gpustack_server_args_reach_only_the_server_container(tmp_path):

@@ -36,6 +36,8 @@ def stack_with(tmp_path, label: str, *, secret_env=None, env=None, secret_value=
     if secret_value is not None:
         doc["config"][NS + "hfToken"] = secret_value
     doc["config"][NS + "sshPrivateKey"] = {"secure": CIPHERTEXT}
+    # The serving API key (engine.api_key_secret's default config key).
+    doc["config"][NS + "servingApiKey"] = {"secure": CIPHERTEXT}
     return write_stack(tmp_path, label, pin_host_keys(doc))
 
 
@@ -106,7 +108,8 @@ def test_the_program_passes_it_to_the_container_as_a_secret(tmp_path):
     for container in containers:
         assert contains_secret(container.inputs["envs"])
     printed = run_cli("preview", "--stack", path).stdout
-    assert "envs: [[secret]]" in printed and CIPHERTEXT not in printed
+    # Two secret entries: HF_TOKEN and the serving API key (VLLM_API_KEY).
+    assert "envs: [[secret], [secret]]" in printed and CIPHERTEXT not in printed
 
 
 def test_the_program_refuses_a_missing_engine_secret(tmp_path):

@@ -97,6 +97,12 @@ class EngineSettingsBase(StrictModel):
     secret_env: dict[str, str] = {}
     ready_timeout_s: Seconds = 3600
 
+    def insecure_choices(self) -> list[tuple[str, str]]:
+        """(stack key, what it leaves open) for every runbook default this
+        stack keeps on purpose; preview, validate and the program name each
+        one as a warning. Engines with such choices add theirs."""
+        return []
+
     def problems(self, file: str) -> list[Problem]:
         """Rules on the shared settings that need a whole message each: one
         per bad env name, one per credential written in clear."""
@@ -129,6 +135,37 @@ class EngineSettingsBase(StrictModel):
         """Ports this engine listens on, on every node, by the stack key (or
         file) that sets them; two equal values cannot both be bound."""
         return {"engine.port": self.port}
+
+
+class ApiKeySettings(EngineSettingsBase):
+    """The serving API key of an engine whose OpenAI-compatible server takes
+    one (vLLM, LMDeploy). `api_key_secret` is the config key of a Pulumi
+    secret (`pulumi config set --secret ascend-inference:servingApiKey`);
+    the runbooks serve without a key, which stays possible only with
+    `insecure_no_api_key: true`, named as a warning wherever the stack is shown."""
+
+    api_key_secret: str = "servingApiKey"
+    insecure_no_api_key: bool = False
+
+    @property
+    def api_key(self) -> str | None:
+        """The config key the serving API key is read from, or None (no key)."""
+        return None if self.insecure_no_api_key else self.api_key_secret
+
+    def insecure_choices(self) -> list[tuple[str, str]]:
+        if not self.insecure_no_api_key:
+            return super().insecure_choices()
+        return [*super().insecure_choices(),
+                ("engine.insecure_no_api_key", f"the engine's API on port {self.port} answers anyone who reaches "
+                 "it, with no API key (the runbooks' default)")]
+
+    def problems(self, file: str) -> list[Problem]:
+        found = super().problems(file)
+        if not self.insecure_no_api_key and not CONFIG_KEY.match(self.api_key_secret):
+            found.append(Problem(file, "ascend-inference:engine.api_key_secret",
+                                 "is not a config key name",
+                                 "use letters, digits and _, starting with a letter (e.g. servingApiKey)"))
+        return found
 
 
 Settings = TypeVar("Settings", bound=EngineSettingsBase)
@@ -171,15 +208,38 @@ class HttpCheck:
     timeout_s: int = 60
     # Text the reply must contain to count as success.
     expect: str = ""
+    # Send `Authorization: Bearer <key>` with the serving API key, which the
+    # script holds in $api_key: read from the step's secret stdin on the host
+    # (`read_key_from_stdin`), or from the container's secret env variable
+    # `key_env` inside the container (`key_from_env`). The header goes to curl
+    # on its own stdin (`-H @-`, curl 7.55+) from bash's builtin printf, so
+    # the key is on no command line and in no file.
+    bearer: bool = False
+    key_env: str = ""
+
+    def read_key_from_stdin(self) -> str:
+        return ('IFS= read -r api_key || [ -n "$api_key" ] || '
+                '{ echo "no serving API key on stdin" >&2; exit 11; }')
+
+    def key_from_env(self) -> str:
+        return f'api_key="${{{self.key_env}:?the serving API key is not in the container environment}}"'
+
+    def auth_pipe(self) -> str:
+        """What goes before `curl` so that `auth_args` finds the header on stdin."""
+        return "printf 'Authorization: Bearer %s\\n' \"$api_key\" | " if self.bearer else ""
+
+    def auth_args(self) -> list[str]:
+        return ["-H", "@-"] if self.bearer else []
 
     def curl(self) -> str:
-        parts = ["curl", "-sS", "--fail-with-body", "-m", str(self.timeout_s), "-X", self.method]
+        parts = ["curl", "-sS", "--fail-with-body", "-m", str(self.timeout_s), "-X", self.method, *self.auth_args()]
         for name, value in self.headers:
             parts += ["-H", f"{name}: {value}"]
         if self.body is not None:
             parts += ["-d", self.body]
         parts.append(self.url)
-        return " ".join(shlex.quote(p) for p in parts)
+        return self.auth_pipe() + " ".join(shlex.quote(p) for p in parts)
+
 
 
 @dataclass
@@ -393,7 +453,14 @@ class EnginePlugin:
         raise NotImplementedError
 
     def secret_keys(self, spec: ClusterSpec) -> list[str]:
-        return []
+        """Config keys of the Pulumi secrets the engine itself reads (its API key)."""
+        key = self.api_key_secret(spec)
+        return [key] if key else []
+
+    def api_key_secret(self, spec: ClusterSpec) -> str | None:
+        """The config key of the serving API key, when the engine is served with one."""
+        settings = spec.engine
+        return settings.api_key if isinstance(settings, ApiKeySettings) else None
 
     def cluster_style_for(self, spec: ClusterSpec) -> ClusterStyle:
         """The style this stack's layout is built with. One per engine
@@ -493,7 +560,8 @@ def apply_env_overrides(variables: list[tuple[str, str]],
 
 
 def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mount] = (), *,
-                      stack_dir: bool = True, **fields: Any) -> ContainerSpec:
+                      stack_dir: bool = True, secret_env: Sequence[tuple[str, str]] = (),
+                      **fields: Any) -> ContainerSpec:
     """The container every runbook starts: all NPU devices, the runbook's
     standard Ascend mounts, the model at the same path, the stack's directory
     (env file, engine files, run dir), the stack's own extra mounts last (they
@@ -512,4 +580,4 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mou
     return ContainerSpec(
         name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node), mounts=mounts,
         shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host, restart=c.restart,
-        secret_env=tuple(sorted(spec.engine.secret_env.items())), **fields)
+        secret_env=tuple(sorted({**spec.engine.secret_env, **dict(secret_env)}.items())), **fields)

@@ -15,9 +15,9 @@ from pydantic import field_validator
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
+    ApiKeySettings,
     ClusterStyle,
     EnginePlugin,
-    EngineSettingsBase,
     EnvFile,
     HttpCheck,
     NodeContext,
@@ -72,7 +72,11 @@ RANK_TABLE_WINDOW = VersionWindow(
 TAG_VERSION = re.compile(r"(?:^|[-_])v?(\d+\.\d+\.\d+(?:\.post\d+)?)(?=$|[-_])")
 
 
-class LmdeploySettings(EngineSettingsBase):
+# The container variable that holds the serving API key (ours: LMDeploy reads none).
+API_KEY_ENV = "ASCEND_INFERENCE_API_KEY"
+
+
+class LmdeploySettings(ApiKeySettings):
     kind: Literal["lmdeploy"]
     port: Port = 23333
     ray_port: Port = 6379
@@ -185,7 +189,9 @@ class Lmdeploy(EnginePlugin):
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
         table_dir = s_dir(settings_of(ctx.spec, LmdeploySettings).rank_table_path)
-        return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], entrypoint=("/bin/bash",))
+        key = self.api_key_secret(ctx.spec)
+        return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], entrypoint=("/bin/bash",),
+                                 secret_env=[(API_KEY_ENV, key)] if key else [])
 
     def serve_argv(self, spec: ClusterSpec, plan: Plan) -> list[str]:
         s = settings_of(spec, LmdeploySettings)
@@ -201,19 +207,27 @@ class Lmdeploy(EnginePlugin):
         return argv
 
     def serve(self, spec: ClusterSpec, plan: Plan, stack: str) -> ServePlan:
-        return ServePlan(" ".join(shlex.quote(a) for a in self.serve_argv(spec, plan)),
-                         where="head", log_file=settings_of(spec, LmdeploySettings).log_file)
+        command = " ".join(shlex.quote(a) for a in self.serve_argv(spec, plan))
+        if self.api_key_secret(spec):
+            # LMDeploy takes its keys only as `--api-keys` (lmdeploy/cli/utils.py,
+            # ArgumentHelper.api_keys: nargs='*', no env variable, no file), so
+            # the key is in the serving process's argv on the master (`ps` there
+            # shows it). The script holds only the variable's name; the
+            # container's secret env holds the value.
+            command += f' --api-keys "${API_KEY_ENV}"'
+        return ServePlan(command, where="head", log_file=settings_of(spec, LmdeploySettings).log_file)
 
     def endpoint(self, spec: ClusterSpec) -> str:
         return f"http://{spec.nodes[0].address}:{spec.engine.port}"
 
     def readiness(self, spec: ClusterSpec) -> HttpCheck:
         return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
-                         expect='"data"')
+                         expect='"data"', bearer=self.api_key_secret(spec) is not None, key_env=API_KEY_ENV)
 
     def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         body = json.dumps({"model": spec.model.path, "prompt": "Hakuna Matata", "max_tokens": 64, "temperature": 0})
-        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
+        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"',
+                         bearer=self.api_key_secret(spec) is not None)
 
 
 def s_dir(path: str) -> str:

@@ -14,11 +14,11 @@ from pydantic import Field, field_validator
 
 from ascend_inference.container import ContainerSpec, Mount
 from ascend_inference.engines.base import (
+    ApiKeySettings,
     ClusterStyle,
     ContainerChecks,
     Count,
     EnginePlugin,
-    EngineSettingsBase,
     EnvFile,
     HttpCheck,
     NodeContext,
@@ -110,7 +110,11 @@ def block_size_choices(vllm_mindspore: str | None) -> tuple[int, ...]:
     return VLLM_BLOCK_SIZES_FROM_0_9_1 if vllm is not None and vllm >= (0, 9, 1) else VLLM_BLOCK_SIZES
 
 
-class VllmMindsporeSettings(EngineSettingsBase):
+# vLLM's own variable for the serving API key (vllm/envs.py: VLLM_API_KEY).
+API_KEY_ENV = "VLLM_API_KEY"
+
+
+class VllmMindsporeSettings(ApiKeySettings):
     kind: Literal["vllm-mindspore"]
     port: Port = 8000
     ray_port: Port = 6379
@@ -288,7 +292,13 @@ class VllmMindspore(EnginePlugin):
         # refuses a missing source, so runbook 000's list goes without it.
         mounts = STANDARD_MOUNTS if ctx.spec.profile.network.fabric else [
             m for m in STANDARD_MOUNTS if not m.startswith("/etc/hccn.conf:")]
-        return runbook_container(ctx, mounts, yaml_mount, command=("bash",))
+        # The serving API key as the container's VLLM_API_KEY, a secret input
+        # of the container: vLLM takes `--api-key` or, without it, this variable
+        # (vllm/entrypoints/openai/api_server.py, build_app: `if token :=
+        # args.api_key or envs.VLLM_API_KEY`), so the key is on no command line.
+        key = self.api_key_secret(ctx.spec)
+        return runbook_container(ctx, mounts, yaml_mount, command=("bash",),
+                                 secret_env=[(API_KEY_ENV, key)] if key else [])
 
     def files(self, ctx: NodeContext) -> dict[str, str]:
         s = settings_of(ctx.spec, VllmMindsporeSettings)
@@ -346,7 +356,7 @@ class VllmMindspore(EnginePlugin):
 
     def readiness(self, spec: ClusterSpec) -> HttpCheck:
         return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
-                         expect=spec.model.path)
+                         expect=spec.model.path, bearer=self.api_key_secret(spec) is not None, key_env=API_KEY_ENV)
 
     def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         # Runbook 000's request; "model" is the served path, as the runbooks
@@ -354,7 +364,8 @@ class VllmMindspore(EnginePlugin):
         s = settings_of(spec, VllmMindsporeSettings)
         body = json.dumps({"model": spec.model.path, "prompt": s.smoke_prompt, "max_tokens": 120, "temperature": 0,
                            "top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0})
-        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
+        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"',
+                         bearer=self.api_key_secret(spec) is not None)
 
 
 def _under(vllm_mindspore: str | None) -> str:

@@ -99,6 +99,7 @@ def preview_stack(name_or_path: str, *, as_json: bool = False, show_inputs: bool
     elif unpinned := missing_host_keys(loaded.spec, loaded.file):
         header.append(f"Note: {len(unpinned)} SSH host key(s) not pinned yet (`pulumi up` refuses to run without "
                       "them): python3 -m ascendctl hostkeys --stack NAME")
+    header += [line[0].upper() + line[1:] for line in loaded.spec.insecure_warnings()]
     if missing:
         header.append("Note: secret(s) not set yet, placeholders used: "
                       + ", ".join(f"{NAMESPACE}:{k}" for k in missing)

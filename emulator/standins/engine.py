@@ -30,6 +30,10 @@ line, exit 1 = start-up failure, both with one clear message):
     multi-node the rank table (RANKTABLEFILE: exists, JSON, mode 640 or
     stricter, lists MIES_CONTAINER_IP).
 
+Serving API keys as the real engines take them: vLLM's `--api-key` or
+VLLM_API_KEY, LMDeploy's `--api-keys`; with one, /v1/* answers 401 without
+`Authorization: Bearer <key>`.
+
 What it serves, on the host/port its flags or config give: /health,
 /v1/models, MindIE's /info, /v1/completions, /v1/chat/completions (a canned deterministic
 reply naming the model), and MindIE's `POST /` and `/generate`.
@@ -266,10 +270,12 @@ def check_npus(world, use_ray, label):
 # --------------------------------------------------------------------------
 
 class Engine:
-    def __init__(self, kind, model, served, host, port, headless=False):
+    def __init__(self, kind, model, served, host, port, headless=False, api_keys=()):
         self.kind, self.model, self.served, self.host, self.port = kind, model, served, host, port
         self.headless = headless
         self.peers = None  # a PeerJoin for a multi-node MindIE daemon
+        # API keys a request must carry as `Authorization: Bearer <key>` (none: open).
+        self.api_keys = tuple(api_keys)
 
 
 def vllm_engine(prog, argv):
@@ -294,7 +300,11 @@ def vllm_engine(prog, argv):
     if os.path.basename(prog) == "vllm-mindspore":
         check_vllm_mindspore_env()
     served = (args.served_model_name or [model])[0]
-    engine = Engine("vllm", model, served, args.host or "0.0.0.0", args.port or 8000, headless=args.headless)
+    # vLLM: `--api-key` wins over VLLM_API_KEY (vllm/entrypoints/openai/api_server.py,
+    # build_app: `if token := args.api_key or envs.VLLM_API_KEY`).
+    token = args.api_key or os.environ.get("VLLM_API_KEY")
+    engine = Engine("vllm", model, served, args.host or "0.0.0.0", args.port or 8000, headless=args.headless,
+                    api_keys=[token] if token else [])
     if dp > 1 and dp_local is not None and dp_local < dp:
         engine.peers = data_parallel_peers(args, dp, dp_local)
     return engine
@@ -358,8 +368,9 @@ def lmdeploy_engine(prog, argv):
         raise StartupError(f"RuntimeError: device {args.device!r} is not available on an Ascend node")
     world = args.tp * args.dp
     check_npus(world, args.distributed_executor_backend == "ray" or world > NPUS_PER_NODE, f"tp{args.tp} x dp{args.dp}")
+    # LMDeploy: `--api-keys` only (lmdeploy/cli/utils.py, ArgumentHelper.api_keys).
     return Engine("lmdeploy", args.model_path, args.model_name or args.model_path,
-                  args.server_name, args.server_port or 23333)
+                  args.server_name, args.server_port or 23333, api_keys=args.api_keys or [])
 
 
 def mindie_engine(prog, argv):
@@ -513,7 +524,19 @@ def make_handler(engine):
             self.send_json(404, {"object": "error", "message": f"The model `{name}` does not exist.",
                                  "type": "NotFoundError", "param": None, "code": 404})
 
+        def refused(self):
+            """vLLM and LMDeploy answer 401 to a /v1 request without one of their keys."""
+            if not engine.api_keys or not self.path.startswith("/v1"):
+                return False
+            given = self.headers.get("Authorization", "")
+            if given.startswith("Bearer ") and given[len("Bearer "):] in engine.api_keys:
+                return False
+            self.send_json(401, {"error": "Unauthorized"})
+            return True
+
         def do_GET(self):
+            if self.refused():
+                return
             if engine.kind == "vllm" and engine.peers and not engine.peers.ready():
                 return self.send_json(503, {"error": "waiting for the headless data parallel ranks to join"})
             if self.path == "/health":
@@ -539,6 +562,9 @@ def make_handler(engine):
                 self.send_json(404, {"detail": "Not Found"})
 
         def do_POST(self):
+            if self.refused():
+                self.body()
+                return
             req = self.body()
             if req is None:
                 return self.send_json(400, {"object": "error", "message": "request body is not valid JSON",

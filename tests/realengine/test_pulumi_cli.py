@@ -38,6 +38,8 @@ def test_config_set_path_types_are_read_per_schema(project, ssh_key):
     stack = "tp16-lmdeploy"
     project.ok("stack", "select", "--create", stack)
     project.ok("config", "set", "--secret", f"{NS}:sshPrivateKey", stdin=ssh_key)
+    # The serving API key (engine.api_key_secret's default, docs/security.md#endpoints).
+    project.ok("config", "set", "--secret", f"{NS}:servingApiKey", stdin="serving-key-for-the-test")
     project.ok("config", "set", "--path", f"{NS}:engine.cache_max_entry_count", "0.5")
     # A key set anew is typed by its text (an existing string value stays a string).
     project.ok("config", "rm", "--path", f"{NS}:engine.device_port")
@@ -101,6 +103,7 @@ def test_secrets_stay_encrypted_and_out_of_the_output(project, ssh_key):
     stack = "tp16-vllm-mindspore"
     project.ok("stack", "select", "--create", stack)
     project.ok("config", "set", "--secret", f"{NS}:sshPrivateKey", stdin=ssh_key)
+    project.ok("config", "set", "--secret", f"{NS}:servingApiKey", stdin="serving-key-for-the-test")
     key_body = ssh_key.splitlines()[1]
     stored = project.stack_file(stack)
     assert "secure:" in stored and key_body not in stored
