@@ -24,7 +24,7 @@ from ascend_inference.stackfile import load_stack
 from ascend_inference.templating import render_template
 from ascendctl.preview.stack import record_stack
 from ascendctl.preview.values import contains_secret
-from tests.conftest import NS, load_stack_doc, run_cli, write_stack
+from tests.conftest import NS, load_stack_doc, pin_host_keys, run_cli, write_stack
 
 CIPHERTEXT = "v1:c2VydmluZy1rZXk=:bm90LXJlYWxseS1lbmNyeXB0ZWQ="
 KEY = "sk-serving-key-never-in-argv-0123456789"
@@ -33,7 +33,8 @@ ENGINES = {"tp16-vllm-mindspore": "VLLM_API_KEY", "tp16-lmdeploy": "ASCEND_INFER
 
 
 def stack_with(tmp_path: Path, stack: str, label: str, **engine) -> Path:
-    doc = load_stack_doc(stack)
+    # Host keys pinned: `--require-secrets` refuses unpinned nodes too (docs/security.md).
+    doc = pin_host_keys(load_stack_doc(stack))
     doc["config"][NS + "engine"].update(engine)
     doc["config"][NS + "sshPrivateKey"] = {"secure": CIPHERTEXT}
     if not engine.get("insecure_no_api_key"):
@@ -81,11 +82,11 @@ def test_the_opt_out_is_explicit_and_named(tmp_path, stack):
 
 @pytest.mark.pure
 def test_without_the_secret_require_secrets_refuses(tmp_path):
-    doc = load_stack_doc("tp16-vllm-mindspore")
+    doc = pin_host_keys(load_stack_doc("tp16-vllm-mindspore"))
     doc["config"][NS + "sshPrivateKey"] = {"secure": CIPHERTEXT}
     path = write_stack(tmp_path, "nokey", doc)
     result = run_cli("validate", "--stack", str(path), "--require-secrets")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "Traceback" not in result.stderr
     assert f"{NS}servingApiKey: secret not set" in result.stderr
 
 
@@ -93,7 +94,7 @@ def test_without_the_secret_require_secrets_refuses(tmp_path):
 def test_the_ssh_key_cannot_be_the_api_key(tmp_path):
     path = stack_with(tmp_path, "tp16-vllm-mindspore", "sshkey", api_key_secret="sshPrivateKey")
     result = run_cli("validate", "--stack", str(path))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "Traceback" not in result.stderr
     assert f"{NS}engine.api_key_secret: names the SSH private key's secret" in result.stderr
 
 
@@ -209,7 +210,7 @@ def test_readiness_sends_the_key_from_the_container_env(tmp_path):
     try:
         (run_dir / "serve.pid").write_text(str(process.pid))
         script = render_template("serve-ready.sh.j2", purpose="Wait", stack="t", node=None, run_dir=str(run_dir),
-                                 log_file="serve.log", ready=check)
+                                 log_file="serve.log", ready=check, progress_every_s=30, poll_s=1)
         env = {**recording_curl(tmp_path), "VLLM_API_KEY": KEY}
         result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
     finally:

@@ -139,7 +139,7 @@ def test_the_program_and_validate_give_one_line_for_a_missing_ssh_key(tmp_path):
     (stackfile.secret_not_set): `pulumi up` without the SSH key stops with
     exactly the line `validate --require-secrets` prints, which names the key
     file to read."""
-    doc = load_stack_doc("tp16-mindie")
+    doc = pin_host_keys(load_stack_doc("tp16-mindie"))
     path = write_stack(tmp_path, "nokey", doc)
     loaded = load_stack(str(path))
     config = config_for(loaded, loaded.raw_config)
