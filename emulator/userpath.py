@@ -286,7 +286,12 @@ class PulumiRollout:
         self.ok("stack", "select", "--create", self.stack)
         for argv, stdin in configure_commands(self.base, cluster, model_path=model_path):
             self.ok(*argv[1:], stdin=stdin)
-        self._provide_image_tar()
+        # What a registry would hold for the stack: the emulator's runtime image under
+        # its name, with its pinned engine version, or saved to its image tar.
+        from emulator.rollout import provide_engine_version, provide_image_tar
+
+        provide_engine_version(cluster, self.base, log)
+        provide_image_tar(cluster, self.base, log)
 
     # --- running the CLI -----------------------------------------------------
 
@@ -358,21 +363,6 @@ class PulumiRollout:
         return self.resources()[name]["outputs"]
 
     # --- what the emulator provides beside the stack ---------------------------
-
-    def _provide_image_tar(self) -> None:
-        """Runbook 001 loads its image from a tar on each node. The emulator
-        saves its runtime image under the stack's image name to that path (and
-        removes the tag), so the program's own `docker load -i` runs for real."""
-        c = self.base.spec.container
-        if not c.image_tar or c.image_url:
-            return  # with image_url the nodes fetch it themselves
-        image, tar = shlex.quote(c.image), shlex.quote(c.image_tar)
-        for node in self.cluster.nodes:
-            script = (f"test -s {tar} || {{ mkdir -p $(dirname {tar}) && docker tag ascemu/runtime:latest {image}"
-                      f" && docker save -o {tar} {image} && docker rmi {image} >/dev/null; }}")
-            done = self.cluster.ssh(node.name, script, timeout=300)
-            if done.returncode != 0:
-                raise UserPathError(f"{node.name}: could not place {c.image_tar}: {done.stderr.strip()}")
 
     def arrange_gpustack(self):
         """For a GPUStack stack: the nodes get what the program's own GPUStack containers need
