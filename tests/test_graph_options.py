@@ -15,10 +15,12 @@ Why the rows say what they say (components/common.py `remote_step`):
   hides its `connection` (the SSH key) as a secret output;
 * the steps that leave large data on the node (the weights, a loaded image)
   keep it when the stack is destroyed (`retain_on_delete`);
-* the read-only checks run again at every `pulumi up` (`every_up`): under a
-  preview they ignore their per-run `update` (`ignore_changes`);
+* the read-only node checks (preflight, peer pings, image check) are no
+  resources but `local.run` invokes (`node_check`): no resource ignores a
+  change (`ignore_changes` is empty everywhere), and the checks' own options
+  are in the last test;
 * GPUStack's token and admin password are read from stdout: secret outputs;
-* timeouts bound the slow steps: preflight 5 min, the weights check 30 min,
+* timeouts bound the slow steps: the weights check 30 min,
   a loaded image 60 min, the serve wait the engine's ready_timeout_s + 60 s.
 """
 from __future__ import annotations
@@ -52,11 +54,10 @@ def options(*, dbr: bool = False, retain: bool = False, secret: tuple[str, ...] 
             "custom_timeouts": timeouts, "ignore_changes": list(ignore)}
 
 
-def step(timeout: str | None = None, *, retain: bool = False, every_up: bool = False,
-         secret_stdout: bool = False) -> dict:
+def step(timeout: str | None = None, *, retain: bool = False, secret_stdout: bool = False) -> dict:
     """A remote_step's options (components/common.py)."""
     return options(dbr=True, retain=retain, secret=("stdout", "connection") if secret_stdout else ("connection",),
-                   timeout=timeout, ignore=("update",) if every_up else ())
+                   timeout=timeout)
 
 
 SERVE_READY = "serve-ready"  # its timeout is the engine's ready_timeout_s + 60 s: filled per stack
@@ -64,10 +65,7 @@ SERVE_READY = "serve-ready"  # its timeout is the engine's ready_timeout_s + 60 
 # (type, role) -> options. Role: the resource's name without its node's name (`<node>-preflight` -> "preflight").
 OPTIONS = {
     (COMPONENT, None): options(),
-    (CMD, "preflight"): step("5m", every_up=True),
-    (CMD, "peer-ping"): step("10m", every_up=True),
-    (CMD, "image-check"): step("10m", every_up=True),
-    (CMD, "fix-tls"): step(every_up=True),
+    (CMD, "fix-tls"): step(),
     (CMD, "weights"): step("30m", retain=True),
     (CMD, "image"): step("60m", retain=True),
     (CMD, "container-check"): step("10m"),
@@ -188,3 +186,20 @@ def test_gpustacks_waits_are_the_model_resources_inputs():
     assert (deploy.inputs["ready_timeout_s"], deploy.inputs["worker_timeout_s"]) == (1234, 321)
     default = graph("dp4-ep32-gpustack").by_name("gpustack-model-deploy")
     assert (default.inputs["ready_timeout_s"], default.inputs["worker_timeout_s"]) == (5400, 60)
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_every_node_check_is_an_invoke_on_its_own_node(stack):
+    """The checks carry no resource options at all (they are invokes): each is
+    pulumi-command's local.run of `bash -s` over the system ssh to its node,
+    with no previous output sent, recorded once per node (pings where the
+    stack pings)."""
+    loaded, g = load_stack(stack), graph(stack)
+    nodes = {n.name: n for n in loaded.spec.nodes}
+    assert {c.name for c in g.checks} >= {f"{n}-preflight" for n in nodes}
+    for check in g.checks:
+        assert check.node in nodes, check.name
+        argv = check.args["interpreter"]
+        assert argv[0] == "ssh" and argv[-1].endswith("@" + nodes[check.node].host), argv
+        assert check.args["command"] == "bash -s" and check.args["addPreviousOutputInEnv"] is False
+    assert not any(r.name.endswith(("-preflight", "-peer-ping", "-image-check")) for r in g.resources)
