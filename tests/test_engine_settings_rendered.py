@@ -60,7 +60,8 @@ CASES = [
     ("tp16-mindie", "inter_node_tls_enabled", True, ['["BackendConfig.interNodeTLSEnabled", true]']),
     ("tp16-mindie", "max_seq_len", 32769, ['["BackendConfig.ModelDeployConfig.maxSeqLen", 32769]']),
     ("tp16-mindie", "max_input_token_len", 8193, ['["BackendConfig.ModelDeployConfig.maxInputTokenLen", 8193]']),
-    ("tp16-mindie", "max_prefill_tokens", 8195, ['["BackendConfig.ScheduleConfig.maxPrefillTokens", 8195]']),
+    # At least max_input_token_len (16384): MindIE refuses less at start (test_engine_rules.py).
+    ("tp16-mindie", "max_prefill_tokens", 20000, ['["BackendConfig.ScheduleConfig.maxPrefillTokens", 20000]']),
     ("tp16-mindie", "max_prefill_batch_size", 7, ['["BackendConfig.ScheduleConfig.maxPrefillBatchSize", 7]']),
     ("tp16-mindie", "max_batch_size", 111, ['["BackendConfig.ScheduleConfig.maxBatchSize", 111]']),
     ("tp16-mindie", "max_iter_times", 4097, ['["BackendConfig.ScheduleConfig.maxIterTimes", 4097]']),
@@ -108,6 +109,10 @@ NOT_RENDERED = {
                             "server's built-in worker serves (tests/test_spec_errors.py, gpustack-server-without-npus)",
     "ready_timeout_s@gpustack": "the GPUStack model resource's input (graph tier): tests/test_graph_options.py",
     "worker_ready_timeout_s": "the GPUStack model resource's input (graph tier): tests/test_graph_options.py",
+    "api_key_secret": "names the Pulumi secret of the serving API key, never rendered: the container env and the "
+                      "probes' header carry it (tests/test_endpoint_auth.py)",
+    "insecure_no_api_key": "true drops the API key instead of adding a flag: tests/test_endpoint_auth.py "
+                           "test_the_opt_out_is_explicit_and_named",
 }
 
 SETTINGS = {"tp16-vllm-mindspore": VllmMindsporeSettings, "tp16-mindie": MindieSettings,
