@@ -200,8 +200,10 @@ def from_checks(value: pulumi.Output[T], checks: Sequence[str]) -> pulumi.Output
 
 
 def node_checks_of(value: object) -> tuple[str, ...]:
-    """The node checks `value` is marked as computed from (`from_checks`)."""
-    return tuple(getattr(value, NODE_CHECKS, ()))
+    """The node checks `value` is marked as computed from (`from_checks`). Read from
+    the instance's own attributes: `getattr` on an Output lifts an unknown name into
+    an apply on its value (Output.__getattr__), which fails later, elsewhere."""
+    return tuple(getattr(value, "__dict__", {}).get(NODE_CHECKS, ()))
 
 
 def _check_failure(name: str, connection: NodeConnection, error: str) -> str:

@@ -59,7 +59,7 @@ from components.cluster import (
     RankTable,
     RankTableArgs,
 )
-from components.common import TOKEN, connection_for, digest, system_ssh_options
+from components.common import TOKEN, connection_for, digest, from_checks, node_checks_of, system_ssh_options
 from components.images import ContainerImages, ContainerImagesArgs, NodeImageArgs
 from components.node import AscendNode, AscendNodeArgs, FactExpectations, HostStep, HostSteps
 from components.serving import (
@@ -335,12 +335,16 @@ class Deployment(pulumi.ComponentResource):
         self.endpoint = spec.engine_plugin.endpoint(spec)
         self.world_size = self.loaded.plan.world_size
         self.rank_table_digest = self.rank_table.digest if self.rank_table else pulumi.Output.from_input("")
-        self.node_facts = pulumi.Output.all(*[n.facts for n in self.nodes]).apply(
+        # Marked with the checks they come from (facts flow by value, without resources):
+        # what only a rollout learns, as the offline preview shows it.
+        preflights = [name for n in self.nodes for name in node_checks_of(n.facts)]
+        self.node_facts = from_checks(pulumi.Output.all(*[n.facts for n in self.nodes]).apply(
             lambda facts: {f.node: {"hostname": f.hostname, "driver": f.driver_version,
-                                    "device_ips": f.device_ips()} for f in facts})
+                                    "device_ips": f.device_ips()} for f in facts}), preflights)
         self.smoke_reply = reply
         # What each node's image holds: id, engine and CANN versions (the stack output `images`).
-        self.image_facts = self.peer_check.verified_images
+        self.image_facts = from_checks(self.peer_check.verified_images,
+                                       [*preflights, *node_checks_of(self.images.verified)])
         self.register_outputs({"endpoint": self.endpoint, "world_size": self.world_size,
                                "rank_table_digest": self.rank_table_digest, "node_facts": self.node_facts,
                                "images": self.image_facts})

@@ -110,7 +110,7 @@ def test_render_never_replaces_a_directory_holding_a_foreign_plan_json(tmp_path)
     terraform.mkdir()
     (terraform / "plan.json").write_text('{"format_version": "1.2"}')
     (terraform / "main.tf").write_text("keep")
-    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", terraform))
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", terraform), exit_status=2)
     assert "no .ascend-inference-render.json of an earlier render" in line
     assert (terraform / "main.tf").read_text() == "keep"
 
@@ -121,7 +121,7 @@ def test_render_never_deletes_a_file_added_to_its_output(tmp_path):
     marker = json.loads((out / ".ascend-inference-render.json").read_text())
     assert len(marker["render_id"]) == 32 and "plan.json" in marker["files"]
     (out / "node0" / "my-notes.txt").write_text("keep")
-    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", out))
+    line = one_error_line(run_cli("render", "--stack", "tp16-mindie", "--out", out), exit_status=2)
     assert "holds node0/my-notes.txt, which no earlier render wrote" in line
     assert (out / "node0" / "my-notes.txt").read_text() == "keep"
 

@@ -565,10 +565,13 @@ def test_ssh_key_through_a_jump_host_stays_secret(distinct_key):
     step = named(g, f"{node0}-weights")
     proxy = step.inputs["connection"].value["proxy"]
     assert proxy["host"] == "203.0.113.5" and proxy["port"] == 2222 and proxy["privateKey"] == distinct_key
-    # The node check runs the system ssh through the same jump host, the key
-    # from the user's agent (as docker's ssh://): none in its arguments.
+    # The node check runs the system ssh through the same jump host (a
+    # ProxyCommand, as docker's ssh://, so the jump host's key is checked
+    # against the same known_hosts), the key from the user's agent: none in
+    # its arguments.
     argv = g.check(f"{node0}-preflight").args["interpreter"]
-    assert argv[argv.index("-J") + 1] == "ops@203.0.113.5:2222"
+    [proxy_command] = [a for a in argv if a.startswith("ProxyCommand=")]
+    assert proxy_command.endswith("-p 2222 -W %h:%p ops@203.0.113.5"), proxy_command
     assert leaks(g, TEST_KEY_MARK) == []
     assert TEST_KEY_MARK not in g.to_json() + format_tree(g)
 

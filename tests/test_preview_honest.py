@@ -154,8 +154,12 @@ def test_steps_in_rollout_order_per_node_with_subtotals(stack):
     for name, rec in steps.items():
         waits_for_gate = graph.depends_on(rec, steps["cluster-verified"]) if name != "cluster-verified" else False
         assert (printed_at[name] > gate) == waits_for_gate, name
-    # Node steps before the gate: preflight before what follows it on that node.
-    assert printed_at["node0-preflight"] < printed_at["node0-image"] < gate < printed_at["node0-container"]
+    # Node steps before the gate, the node's own after it. The node checks (preflight, pings,
+    # image check) are invokes, no steps: listed apart, at every preview and up.
+    assert printed_at["node0-image"] < gate < printed_at["node0-container"]
+    assert "node0-preflight" not in printed_at
+    checks = re.search(r"^Node checks, run at every preview and up \(no resources\): (.*)$", text, re.M)
+    assert checks and all(c.name in checks.group(1) for c in graph.checks), text[-2000:]
     node_names = [n.name for n in loaded.spec.nodes]
     totals = re.search(r"steps per node: (.*); longest chain", text).group(1)
     assert totals.startswith(f"{node_names[0]} ")

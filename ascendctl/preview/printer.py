@@ -401,6 +401,10 @@ def format_plan(graph: Graph, node_names: list[str], *, show_inputs: bool = True
     n_read = sum(1 for r in steps if r.options.get("read_id"))
     n_components = len(graph.resources) - len(steps)
     subtotals = ", ".join(f"{owner} {per_owner[owner]}" for owner in [*node_names, CLUSTER_WIDE] if owner in per_owner)
+    if graph.checks:
+        # Invokes (components.common.node_check): `pulumi preview` does not list them either.
+        lines.append("Node checks, run at every preview and up (no resources): "
+                     + ", ".join(check.name for check in graph.checks))
     lines.append(f"Resources: {len(graph.resources) - n_read} to create ({len(steps) - n_read} steps, "
                  f"{n_components} components)" + (f", {n_read} to read" if n_read else "")
                  + f"; steps per node: {subtotals}; longest chain {graph.longest_chain()}")

@@ -97,7 +97,7 @@ def _checks_in(opts: Any) -> list[str]:
     """Names of the node checks behind the entries of ``opts.depends_on``."""
     names: list[str] = []
     for entry in _entries(opts):
-        for name in getattr(entry, NODE_CHECKS, ()):
+        for name in getattr(entry, "__dict__", {}).get(NODE_CHECKS, ()):
             if name not in names:
                 names.append(name)
     return names
@@ -312,13 +312,17 @@ async def run_program(program: Callable[[], None],
 async def _export_dependencies(exports: dict[str, Any]) -> dict[str, list[str]]:
     """Per stack output, the custom resources its value was computed from:
     an Output's resource set, which every `apply` and `Output.all` carries
-    on. An output that failed is left out (the SDK's wait raises its error)."""
+    on, and the node checks it is marked with (`check:<name>`: facts flow by
+    value, without resources). An output that failed is left out (the SDK's
+    wait raises its error)."""
     found: dict[str, list[str]] = {}
     for name, value in exports.items():
         try:
             resources = await pulumi.Output.from_input(value).resources()
-            found[name] = sorted({await r.urn.future() or "" for r in resources
-                                  if isinstance(r, pulumi.CustomResource)} - {""})
+            found[name] = sorted(({await r.urn.future() or "" for r in resources
+                                   if isinstance(r, pulumi.CustomResource)} - {""})
+                                 # The instance's own mark: getattr on an Output lifts an unknown name.
+                                 | {f"check:{check}" for check in getattr(value, "__dict__", {}).get(NODE_CHECKS, ())})
         except Exception:  # noqa: BLE001,S112 -- the SDK's wait reports the failure
             continue
     return found
