@@ -548,9 +548,23 @@ def _image_tar_problems(container: Container, file: str) -> list[Problem]:
     return problems
 
 
+def _on_loopback(url: str) -> bool:
+    """A URL whose host is the node's own loopback (a mirror on the node itself):
+    a token sent there over http crosses no network."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _hub_token_problems(spec: ClusterSpec, file: str) -> list[Problem]:
     source = spec.model.source
-    if source.token_secret and source.endpoint and not source.endpoint.startswith("https://"):
+    if source.token_secret and source.endpoint and not source.endpoint.startswith("https://") \
+            and not _on_loopback(source.endpoint):
         return [Problem(file, f"{NAMESPACE}:model.source.endpoint",
                         f"'{source.endpoint[:80]}' is plain http, and the hub token would cross the network in clear",
                         "use the mirror's https:// URL (or drop token_secret for a public repository)")]

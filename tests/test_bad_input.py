@@ -357,3 +357,14 @@ def test_a_file_that_is_not_a_stack_file_is_never_read(tmp_path):
     assert "is not a stack file" in line and "$6$" not in line
     line = one_error_line(run_cli("validate", "--stack", "/etc/shadow"))
     assert "is not a stack file" in line
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"])
+def test_a_hub_token_over_http_to_the_nodes_own_loopback_is_accepted(tmp_path, endpoint):
+    """A mirror on the node itself: the token crosses no network (issue 22 asks https where it would)."""
+    doc = load_stack_doc("tp16-mindie")
+    doc["config"][NS + "model"]["source"] = {"kind": "huggingface", "repo": "deepseek-ai/DeepSeek-R1",
+                                             "endpoint": endpoint, "token_secret": "hfToken"}
+    result = run_cli("validate", "--stack", write_stack(tmp_path, "loopback", doc))
+    assert result.returncode == 0, result.stderr
+    assert "model.source.endpoint" not in result.stdout + result.stderr

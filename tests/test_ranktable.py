@@ -677,8 +677,8 @@ def _drop(path: tuple):
 
 
 BROKEN_SHAPES = [
-    ("empty server_list", _set(("server_list",), []), "server_list: must be a non-empty list"),
-    ("a server that is no object", _set(("server_list", 1), "192.0.2.12"), "server_list[1]: must be an object"),
+    ("empty server_list", _set(("server_list",), []), "server_list: is a list, but it must be a non-empty list of servers"),
+    ("a server that is no object", _set(("server_list", 1), "192.0.2.12"), "server_list[1]: is '192.0.2.12', but each server is an object with server_id and device"),
     ("a server without server_id", _drop(("server_list", 1, "server_id")),
      "server_list[1].server_id: missing (fix: set it to the node's IP)"),
     ("a server without devices", _set(("server_list", 1, "device"), []),
@@ -687,7 +687,7 @@ BROKEN_SHAPES = [
      lambda t: t["server_list"][1]["device"].append(dict(t["server_list"][1]["device"][0])),
      "server_list[1].device: server 192.0.2.12 lists 9 devices but the node has 8"),
     ("a device that is no object", _set(("server_list", 1, "device", 2), "0"),
-     "server_list[1].device[2]: must be an object"),
+     "server_list[1].device[2]: server 192.0.2.12 device 2 is '0', but each device is an object"),
     ("a device without device_ip", _drop(("server_list", 1, "device", 2, "device_ip")),
      "server_list[1].device[2].device_ip: server 192.0.2.12 device 2: missing"),
     ("a rank_id that is no number", _set(("server_list", 1, "device", 2, "rank_id"), "ten"),
@@ -706,7 +706,8 @@ def test_a_table_without_any_rank_id_checks_no_rank_numbering(table):
         for device in server["device"]:
             del device["rank_id"]
     problems = problems_of(table)
-    assert len(problems) == 16 and all(".rank_id: " in p and p.endswith(": missing") for p in problems)
+    assert len(problems) == 16 and all(".rank_id: " in p and p.endswith(': missing (fix: add "rank_id")')
+                                       for p in problems), problems
 
 
 def test_a_version_hccl_reads_but_not_this_chip_generation(table):
@@ -765,25 +766,28 @@ def test_a3_super_device_id_in_superscript(a3_table):
 def test_a3_a_super_pod_entry_without_id_or_servers(a3_table):
     a3_table["super_pod_list"][1] = {"server_list": [{"server_id": "172.16.0.102"}]}
     problems = a3_problems(a3_table)
-    assert "a3: super_pod_list[1]: needs a super_pod_id string and a server_list" in problems
+    assert "a3: super_pod_list[1].super_pod_id: missing (fix: use the Super Pod ID `npu-smi info -t spod-info` " \
+           "prints)" in problems
 
 
 def test_a3_a_server_in_two_super_pods(a3_table):
     a3_table["super_pod_list"][1]["server_list"].append({"server_id": "172.16.0.100"})
-    assert ("a3: super_pod_list[1]: server 172.16.0.100 is in super pod 0 and 1 (fix: put each server in one "
+    assert ("a3: super_pod_list[1].server_list[2].server_id: server 172.16.0.100 is in super pod 0 "
+            "(super_pod_list[0]) and in 1; HCCL would silently keep it in the last (fix: put each server in one "
             "super pod)") in a3_problems(a3_table)
 
 
 def test_a3_a_host_ip_that_is_no_address(a3_table):
     a3_table["server_list"][2]["host_ip"] = "node2"
     assert a3_problems(a3_table) == ["a3: server_list[2].host_ip: server 172.16.0.102: host_ip 'node2' is not an "
-                                     "IP address"]
+                                     "IP address (fix: use the node's address, or drop host_ip)"]
 
 
 def test_a3_servers_and_devices_that_are_no_objects_are_named_once(a3_table):
     a3_table["server_list"][3]["device"][1] = "1"
     a3_table["server_list"].append("172.16.0.104")
     problems = a3_problems(a3_table)
-    assert "a3: server_list[3].device[1]: must be an object" in problems
-    assert "a3: server_list[4]: must be an object" in problems
+    assert any(p.startswith("a3: server_list[3].device[1]: server 172.16.0.103 device 1 is '1', but each device is "
+                            "an object") for p in problems), problems
+    assert any(p.startswith("a3: server_list[4]: is '172.16.0.104', but each server is an object") for p in problems)
     assert not any("super_device_id" in p or "super pod" in p for p in problems)
