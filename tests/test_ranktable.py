@@ -677,8 +677,10 @@ def _drop(path: tuple):
 
 
 BROKEN_SHAPES = [
-    ("empty server_list", _set(("server_list",), []), "server_list: is a list, but it must be a non-empty list of servers"),
-    ("a server that is no object", _set(("server_list", 1), "192.0.2.12"), "server_list[1]: is '192.0.2.12', but each server is an object with server_id and device"),
+    ("empty server_list", _set(("server_list",), []),
+     "server_list: is a list, but it must be a non-empty list of servers"),
+    ("a server that is no object", _set(("server_list", 1), "192.0.2.12"),
+     "server_list[1]: is '192.0.2.12', but each server is an object with server_id and device"),
     ("a server without server_id", _drop(("server_list", 1, "server_id")),
      "server_list[1].server_id: missing (fix: set it to the node's IP)"),
     ("a server without devices", _set(("server_list", 1, "device"), []),
