@@ -133,7 +133,9 @@ def known_hosts_file(stack: str, text: str) -> str:
     directory = Path(__file__).resolve().parent.parent / ".ascend-inference" / stack
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
-    path = directory / "known_hosts"
+    # Named by its content: two runs of one stack name with other keys (two
+    # clusters, a key being changed) never read each other's file.
+    path = directory / f"known_hosts-{digest(text)}"
     fd, staging = tempfile.mkstemp(dir=directory, prefix=".known_hosts-")  # mode 600
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -181,6 +183,9 @@ def node_check(name: str, *, node: str, connection: NodeConnection, script: pulu
         except NodeCheckRunError:
             raise
         except Exception as error:  # noqa: BLE001 - the invoke's error, made one message
+            if 'running "bash -s"' not in str(error) and "exit status" not in str(error):
+                # Not this check's own failure (a step it waits for failed): that error as it is.
+                raise
             raise NodeCheckRunError(_check_failure(name, connection, str(error))) from None
 
     return from_checks(pulumi.Output(clean(stdout.resources()), clean(stdout.future()), clean(stdout.is_known()),

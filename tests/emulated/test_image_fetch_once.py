@@ -57,8 +57,12 @@ def tar_server(cluster, tmp_path):
 
 
 def stdout_of(rollout: StackRollout, name: str) -> dict:
-    # The image checks are node checks (invokes): what they printed in the latest run.
-    stdout = rollout.executor.check_outputs[name]
+    # The image checks are node checks (invokes): what they printed in the latest run;
+    # the image steps and copies are resources: their recorded output.
+    if name in rollout.executor.check_outputs:
+        stdout = rollout.executor.check_outputs[name]
+    else:
+        stdout = rollout.executor.state["resources"][f"command:remote:Command::{name}"]["outputs"]["stdout"]
     return json.loads(stdout.strip().splitlines()[-1])
 
 

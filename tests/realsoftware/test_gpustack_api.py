@@ -25,9 +25,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
+from ascend_inference import safe_values
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
@@ -58,8 +60,17 @@ def program_parts(stack, *, ready_timeout_s: int = 2) -> dict:
     engine = config[f"{NS}engine"]
     engine["port"] = stack.api_port
     engine["ready_timeout_s"] = ready_timeout_s
-    changed = loaded_with_config(loaded, config)
-    graph = record_stack(changed)
+    # A stack file may not name a loopback host (ascend_inference/safe_values.py: every
+    # node would reach itself); this tier's server answers only on its namespace's
+    # loopback, so that one rule lets 127.0.0.1 through here, for node0 alone.
+    refuse = safe_values._unusable_ip
+
+    def loopback_server_allowed(ip):
+        return None if str(ip) == "127.0.0.1" else refuse(ip)
+
+    with mock.patch.object(safe_values, "_unusable_ip", loopback_server_allowed):
+        changed = loaded_with_config(loaded, config)
+        graph = record_stack(changed)
     model = graph.by_name("gpustack-model-deploy")
     assert isinstance(model.inputs["password"], Secret), "the admin password must reach the provider as a secret"
     props = {k: _plain(v) for k, v in model.inputs.items() if k != "__provider"}
