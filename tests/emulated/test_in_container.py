@@ -15,7 +15,7 @@ from ascend_inference.config_edit import apply_edits
 from ascend_inference.errors import NodeFactError
 from ascend_inference.render import node_context
 from emulator import image as imagelib
-from emulator.rollout import StackRollout
+from emulator.rollout import StackRollout, provide_image_tar
 from tests.emulated.conftest import node_ssh, own_cluster
 
 pytestmark = pytest.mark.emulated
@@ -135,7 +135,7 @@ def test_mindie_config_is_the_images_own_edited_in_place(cluster, tmp_path):
     rollout = StackRollout(cluster, MINDIE, tmp_path / "state.json", log=print)
     loaded, _ = rollout.loaded()
     container, image = loaded.spec.container.name, loaded.spec.container.image
-    rollout._provide_image_tar(loaded)
+    provide_image_tar(cluster, loaded, rollout.log)
     marker = "imageOnlyKey"
     # The stack's image as another MindIE version: a key the bundled default lacks.
     node_ssh(cluster, "node0", imagelib.mindie_config_variant_script(image, add={f"ServerConfig.{marker}": 42}))
@@ -171,7 +171,7 @@ def test_an_image_config_lacking_a_stack_key_stops_before_the_daemons(cluster, t
     rollout = StackRollout(cluster, MINDIE, tmp_path / "state.json", log=lambda m: None)
     loaded, _ = rollout.loaded()
     image = loaded.spec.container.image
-    rollout._provide_image_tar(loaded)
+    provide_image_tar(cluster, loaded, rollout.log)
     # Every node's image lacks the key (one image everywhere: the image check
     # would otherwise stop the rollout first); node0's step reports it first.
     node_ssh(cluster, "node0", imagelib.mindie_config_variant_script(
