@@ -3,8 +3,9 @@ which Python runs the program, and how a resource plugin is installed on a
 host without internet.
 
 The program's Python: the pinned language host (v3.68.0, docs/toolchain.md)
-does not read `virtualenv: venv` from Pulumi.yaml (the CLI of v3.274.1 passes
-runtime options in the RunRequest, which that host predates), so the program
+does not read `virtualenv: venv` from Pulumi.yaml (it takes it from a
+`-virtualenv` flag; the CLI of v3.274.1 starts a language host with the
+engine's address alone and passes runtime options in its requests), so the program
 runs under the first `python3` on PATH. The README's user path therefore
 activates the project's venv before `pulumi`. A probe project with the same
 `runtime:` block as Pulumi.yaml records which interpreter ran it.
@@ -100,7 +101,8 @@ def test_a_plugin_archive_installs_without_network_and_its_checksum_is_the_users
     installed = Path(env["PULUMI_HOME"]) / "plugins" / "resource-command-v1.2.1" / "pulumi-resource-command"
     assert installed.is_file() and os.access(installed, os.X_OK)
     listed = subprocess.run(["pulumi", "plugin", "ls"], env=env, capture_output=True, text=True)
-    assert any(line.split()[:3] == ["command", "resource", "1.2.1"] for line in listed.stdout.splitlines()), listed.stdout
+    rows = [line.split()[:3] for line in listed.stdout.splitlines()]
+    assert ["command", "resource", "1.2.1"] in rows, listed.stdout
 
     # Why the README checks the archive itself: with --file the CLI does not
     # apply --checksum (v3.274.1 installs an archive whose digest differs).
