@@ -7,16 +7,20 @@ source of the binaries: when it cannot produce them the fixture FAILS with its
 message (a skip would only hide a broken setup). `.ci/run` runs the script
 first, so here it only finds its cache.
 
-What this tier cannot do on the development machines: run the stack's
-`command` and `docker` resources. Those plugins cannot be had here (the Go
-module proxy refuses both provider modules; Pulumi's download site is
-unreachable), so `pulumi preview` of a stack gets as far as the program
-registering its resources and then stops at the first plugin load. What the
-tests show is everything up to that point: the CLI's own config typing and
-secrets, the program's reading of them, and bad stacks refused with one line
-under the real engine. The one dynamic resource, GPUStack's model, runs to
-the end (its plugin is a script the toolchain installs):
-test_gpustack_model_engine.py.
+The stack's `command` and `docker` resource plugins cannot be had on the
+development machines (the Go module proxy refuses both provider modules;
+Pulumi's download site is unreachable). A stack's `pulumi preview` here,
+with no plugin on PATH, runs the program up to its first plugin load:
+what these tests show of it is the CLI's own config typing and secrets, the
+program's reading of them, and bad stacks refused with one line under the
+real engine (test_pulumi_cli.py). The stand-in plugins (emulator/plugins,
+docs/standin-plugins.md) run under the real CLI in test_standin_plugins.py,
+and whole rollouts in tests/emulated (test_pulumi_userpath.py and the
+modules on emulator.userpath). The one dynamic resource, GPUStack's model,
+runs to the end with its own plugin, a script the toolchain installs
+(test_gpustack_model_engine.py). test_control_host.py shows what the README
+says of a control host: which Python runs the program, and plugins
+installed from archives.
 """
 from __future__ import annotations
 
