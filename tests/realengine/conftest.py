@@ -24,19 +24,17 @@ installed from archives.
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from emulator import userpath
+from tests.realengine.projects import Project, pulumi_env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = PROJECT_ROOT / "tools" / "pulumi-toolchain.sh"
-PASSPHRASE = "real-engine-tier"
 
 
 def pytest_configure(config):
@@ -66,50 +64,12 @@ def program_venv() -> Path:
     return userpath.program_venv()
 
 
-@dataclass
-class PulumiProject:
-    """A copy of the project with its own backend and PULUMI_HOME."""
-
-    dir: Path
-    env: dict
-
-    def run(self, *args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(["pulumi", *args, "--non-interactive"], cwd=self.dir, env=self.env, input=stdin,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        done = self.run(*args, stdin=stdin)
-        assert done.returncode == 0, f"pulumi {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def stack_file(self, stack: str) -> str:
-        return (self.dir / "stacks" / f"Pulumi.{stack}.yaml").read_text()
-
-
 @pytest.fixture
-def project(tmp_path, toolchain_bin, program_venv) -> PulumiProject:
+def project(tmp_path, toolchain_bin, program_venv) -> Project:
     work = tmp_path / "ascend-inference"
     userpath.copy_project(work)
     (tmp_path / "state").mkdir()
-    return PulumiProject(work, pulumi_env(tmp_path, toolchain_bin))
-
-
-def pulumi_env(tmp_path: Path, toolchain_bin: Path, drop: tuple[str, ...] = ()) -> dict[str, str]:
-    """The environment of a `pulumi` run on a project copy: the toolchain
-    first on PATH, its own home, a file backend under tmp_path and the
-    passphrase; none of the caller's PULUMI_/ASCEND_INFERENCE_ (or `drop`)
-    variables."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PULUMI_", "ASCEND_INFERENCE_", *drop))}
-    env.update({
-        "PATH": f"{toolchain_bin}:{env.get('PATH', '')}",
-        "PULUMI_HOME": str(tmp_path / "pulumi-home"),
-        "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}",
-        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-        "PULUMI_SKIP_UPDATE_CHECK": "1",
-        "NO_COLOR": "1",
-    })
-    return env
+    return Project(work, pulumi_env(tmp_path, toolchain_bin), "ascend-inference")
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
-"""A small program's copy run by the real `pulumi` CLI with the stand-in
+"""A project's copy run by the real `pulumi` CLI: this project (the
+real-engine tier's `project` fixture) or a small program with the stand-in
 plugins on PATH (emulator.plugins.environment), shared by the stand-in
-plugin tests of the real-engine and emulated tiers."""
+plugin tests of the real-engine and emulated tiers. One runner for both."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,9 +13,27 @@ from pathlib import Path
 import yaml
 
 from emulator import plugins
-from tests.realengine.conftest import pulumi_env
 
 STACK = "test"
+PASSPHRASE = "real-engine-tier"
+
+
+def pulumi_env(tmp_path: Path, toolchain_bin: Path, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment of a `pulumi` run on a project copy: the toolchain
+    first on PATH, its own home, a file backend under tmp_path and the
+    passphrase; none of the caller's PULUMI_/ASCEND_INFERENCE_ (or `drop`)
+    variables."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PULUMI_", "ASCEND_INFERENCE_", *drop))}
+    env.update({
+        "PATH": f"{toolchain_bin}:{env.get('PATH', '')}",
+        "PULUMI_HOME": str(tmp_path / "pulumi-home"),
+        "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "PULUMI_SKIP_UPDATE_CHECK": "1",
+        "NO_COLOR": "1",
+    })
+    return env
 
 
 class Project:
@@ -49,6 +69,10 @@ class Project:
 
     def set_commands(self, commands: list[dict]) -> None:
         self.set_config("commands", commands)
+
+    def stack_file(self, stack: str) -> str:
+        """The project's own stack file (stackConfigDir: stacks), as the CLI left it."""
+        return (self.dir / "stacks" / f"Pulumi.{stack}.yaml").read_text()
 
     def outputs(self) -> dict:
         return dict(json.loads(self.ok("stack", "output", "--json", "--show-secrets")))

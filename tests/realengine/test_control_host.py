@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.realengine.conftest import PROJECT_ROOT, pulumi_env
+from tests.realengine.conftest import PROJECT_ROOT
+from tests.realengine.projects import pulumi_env
 
 PROBE = """\
 import sys
