@@ -242,6 +242,7 @@ def main() -> int:
     modules = args.modules or rule_modules()
     tiers = {"pure", "graph"} if args.graph else {"pure"}
     work = args.work or Path(tempfile.mkdtemp(prefix="mutation-"))
+    work.mkdir(parents=True, exist_ok=True)
     results = []
     try:
         export_tree(work)
