@@ -168,6 +168,25 @@ def test_a3_sdid_that_names_another_die_is_refused():
         "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
 
 
+def test_an_sdid_that_encodes_a_lower_server_index_is_refused():
+    # Every die prints Server Index 4; die 1's SDID encodes server index 3 (the lower one: the rule is
+    # "differs", not "is greater").
+    sdid = (3 << 22) | (0 << 18) | (1 << 16) | 1
+    stdout = preflight_a3("node0", 4, IPS["node0"], spod={1: spod_text(1, 4, sdid=sdid)})
+    assert node_errors(stdout) == [
+        f"node node0: device 1 spod-info: SDID {sdid} encodes server index 3 and device 1, but it is device 1 of a "
+        "server with Server Index 4 (fix: set the server's Server ID (Server Index) the way its documentation "
+        "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
+
+
+def test_sdid_fields_read_each_field_from_its_own_bits():
+    # Server index, chip, die and device each set to a value no other field's bits could give.
+    sdid = (5 << 22) | (3 << 18) | (1 << 16) | 7
+    assert sdid_fields(sdid) == {"server_index": 5, "chip": 3, "die": 1, "device": 7}
+    assert sdid_fields((1023 << 22) | (15 << 18) | (3 << 16) | 0xFFFF) == {
+        "server_index": 1023, "chip": 15, "die": 3, "device": 0xFFFF}
+
+
 def test_an_a2_profile_refuses_the_a3_sample():
     facts = parse_preflight("node0", preflight_a3("node0", 0, IPS["node0"]), 4)
     errors = [str(e) for e in check_node(facts, devices=4, tls_policy="disabled", declared_ips=None,
