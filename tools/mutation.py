@@ -55,10 +55,6 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-import coverage
-from cosmic_ray.work_db import use_db
-from cosmic_ray.work_item import WorkerOutcome, WorkResult
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -152,6 +148,8 @@ def tests_by_line(module: str, tree: Path, tests: list[str]) -> dict[str, list[s
                           "--cov-context=test", "--cov-report=", *tests], cwd=tree, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"{module}: the selected tests fail on the unmutated tree:\n{run.stdout}{run.stderr}")
+    import coverage  # here, not at the top: the per-mutant command (`--run-mutant`) needs neither it nor cosmic-ray
+
     data = coverage.CoverageData(basename=str(data_file))
     data.read()
     measured = [f for f in data.measured_files() if f.endswith("/" + module)]
@@ -181,9 +179,10 @@ def run_mutant(map_file: Path) -> int:
     if not selected:
         print(f"no test executes line(s) {sorted(changed)}: survives without a run")
         return 0
-    run = subprocess.run([*PYTEST, "-x", *selected])
+    # pytest-cov is not needed per mutant: `-p no:cov` saves its import and start.
+    run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *selected])
     if run.returncode == 4:  # pytest's usage error (a node id it could not find): not a kill; run them all
-        run = subprocess.run([*PYTEST, "-x", *plan["tests"]])
+        run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *plan["tests"]])
     return run.returncode
 
 
@@ -199,6 +198,9 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
                       f'test-command = "{command}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)], cwd=tree, check=True)
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
     skipped = 0
     if annotations_never_evaluated(source):
         spans = annotation_spans(source)
