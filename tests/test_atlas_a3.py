@@ -179,6 +179,12 @@ def test_an_sdid_that_encodes_a_lower_server_index_is_refused():
         "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
 
 
+def test_a3_node_with_super_pod_id_and_server_index_above_256_passes():
+    # Each die's values are read apart: equal values above 256 are equal ints, not one object (`!=`, not `is not`).
+    spod = {d: spod_text(d, 300, super_pod=700) for d in range(4)}
+    assert node_errors(preflight_a3("node0", 300, IPS["node0"], spod=spod)) == []
+
+
 def test_sdid_fields_read_each_field_from_its_own_bits():
     # Server index, chip, die and device each set to a value no other field's bits could give.
     sdid = (5 << 22) | (3 << 18) | (1 << 16) | 7
