@@ -160,24 +160,28 @@ def tests_by_line(module: str, tree: Path, tests: list[str]) -> dict[str, list[s
             for line, contexts in by_line.items()}
 
 
-def run_mutant(map_file: Path) -> int:
-    """The test command of one mutant: the tests that execute the lines the mutant changed."""
-    plan = json.loads(map_file.read_text())
+def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
+    """The tests of `plan` that execute a statement `mutated_source` changes ([] when none does)."""
     pristine = plan["pristine"].splitlines()
-    mutated = Path(plan["module"]).read_text(encoding="utf-8").splitlines()
     changed: set[int] = set()
-    for tag, i1, i2, _, _ in difflib.SequenceMatcher(a=pristine, b=mutated, autojunk=False).get_opcodes():
+    matcher = difflib.SequenceMatcher(a=pristine, b=mutated_source.splitlines(), autojunk=False)
+    for tag, i1, i2, _, _ in matcher.get_opcodes():
         if tag != "equal":
             changed.update(range(i1 + 1, max(i2, i1 + 1) + 1))
     spans = statement_lines(plan["pristine"])
     lines = {line for c in changed for line in spans.get(c, range(c, c + 1))}
     reached = {t for line in lines for t in plan["tests_by_line"].get(str(line), [])}
-    if "" in reached:
-        selected = plan["tests"]
-    else:
-        selected = sorted(reached, key=lambda t: (plan["tests"].index(t.split("::")[0]), t))
+    if "" in reached:  # executed at import: every test may depend on it
+        return list(plan["tests"])
+    return sorted(reached, key=lambda t: (plan["tests"].index(t.split("::")[0]), t))
+
+
+def run_mutant(map_file: Path) -> int:
+    """The test command of one mutant: the tests that execute the lines the mutant changed."""
+    plan = json.loads(map_file.read_text())
+    selected = tests_to_run(plan, Path(plan["module"]).read_text(encoding="utf-8"))
     if not selected:
-        print(f"no test executes line(s) {sorted(changed)}: survives without a run")
+        print("no test executes the changed statement: survives without a run")
         return 0
     # pytest-cov is not needed per mutant: `-p no:cov` saves its import and start.
     run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *selected])
