@@ -168,6 +168,14 @@ def test_a3_sdid_that_names_another_die_is_refused():
         "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
 
 
+def test_a3_sdid_that_names_a_later_die_is_refused():
+    # Die 1's SDID names device 3 (a later die, not an earlier one as above): the rule is "differs".
+    sdid = (0 << 22) | (1 << 18) | (1 << 16) | 3
+    stdout = preflight_a3("node0", 0, IPS["node0"], spod={1: spod_text(1, 0, sdid=sdid)})
+    assert node_errors(stdout)[0].startswith(
+        f"node node0: device 1 spod-info: SDID {sdid} encodes server index 0 and device 3, but it is device 1")
+
+
 def test_an_sdid_that_encodes_a_lower_server_index_is_refused():
     # Every die prints Server Index 4; die 1's SDID encodes server index 3 (the lower one: the rule is
     # "differs", not "is greater").
@@ -212,6 +220,19 @@ def test_two_servers_with_one_server_index_in_one_super_pod():
     assert len(errors) == 4
     # Distinct Server IDs: no contradiction.
     both = [parse_preflight(n, preflight_a3(n, i, IPS[n]), 4) for i, n in enumerate(("node0", "node1"))]
+    assert check_cluster(both) == []
+
+
+def test_dies_without_a_super_pod_id_are_not_compared_across_servers():
+    # Both servers print one Server Index and so the same SDIDs, but no "Super Pod ID" line: which super pod
+    # each is in is unknown, so the SDID rule (once per super pod) has nothing to judge.
+    def no_super_pod(n: str) -> str:
+        spod = {d: "\n".join(line for line in spod_text(d, 0).splitlines() if "Super Pod ID" not in line)
+                for d in range(4)}
+        return preflight_a3(n, 0, IPS[n], spod=spod)
+
+    both = [parse_preflight(n, no_super_pod(n), 4) for n in ("node0", "node1")]
+    assert [d.super_pod_id for d in both[0].devices] == [None] * 4 and both[0].devices[0].sdid == 0
     assert check_cluster(both) == []
 
 
