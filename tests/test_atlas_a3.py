@@ -160,6 +160,13 @@ def test_a3_die_with_another_server_index_is_refused():
     assert "Redfish" in errors[0]
 
 
+def test_a3_die_with_a_lower_server_index_than_the_first_is_refused():
+    # Die 3 reports Server Index 0 while the others report 5: "differs", whichever is the greater.
+    stdout = preflight_a3("node0", 5, IPS["node0"], spod={3: spod_text(3, 0)})
+    assert node_errors(stdout)[0].startswith(
+        "node node0: device 3 spod-info: Server Index is 0, device 0 of the same server has 5")
+
+
 def test_a3_sdid_that_names_another_die_is_refused():
     stdout = preflight_a3("node0", 0, IPS["node0"], spod={1: spod_text(1, 0, sdid=0)})
     assert node_errors(stdout) == [
