@@ -20,6 +20,7 @@ from ascend_inference.facts import (
     DeviceFacts,
     check_cluster,
     check_node,
+    check_super_pods,
     parse_npu_smi_info,
     parse_preflight,
     parse_spod_info,
@@ -228,6 +229,19 @@ def test_two_servers_with_one_server_index_in_one_super_pod():
     # Distinct Server IDs: no contradiction.
     both = [parse_preflight(n, preflight_a3(n, i, IPS[n]), 4) for i, n in enumerate(("node0", "node1"))]
     assert check_cluster(both) == []
+
+
+def test_a_die_without_a_super_pod_id_does_not_stop_the_check_of_the_next_dies():
+    # Die 0 of each server prints no Super Pod ID; dies 1 to 3 do, and both servers' SDIDs are the same.
+    def first_die_without(n: str) -> str:
+        first = "\n".join(line for line in spod_text(0, 0).splitlines() if "Super Pod ID" not in line)
+        return preflight_a3(n, 0, IPS[n], spod={0: first})
+
+    both = [parse_preflight(n, first_die_without(n), 4) for n in ("node0", "node1")]
+    errors = [str(e) for e in check_super_pods(both)]
+    assert [e.split(" (")[0] for e in errors] == [
+        f"node node1: device {d} spod-info: SDID {(d // 2) << 18 | (d % 2) << 16 | d} in super pod 0 is also "
+        f"node0 device {d}" for d in (1, 2, 3)]
 
 
 def test_dies_without_a_super_pod_id_are_not_compared_across_servers():
