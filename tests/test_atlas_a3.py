@@ -20,6 +20,7 @@ from ascend_inference.facts import (
     DeviceFacts,
     check_cluster,
     check_node,
+    check_super_pods,
     parse_npu_smi_info,
     parse_preflight,
     parse_spod_info,
@@ -160,12 +161,52 @@ def test_a3_die_with_another_server_index_is_refused():
     assert "Redfish" in errors[0]
 
 
+def test_a3_die_with_a_lower_server_index_than_the_first_is_refused():
+    # Die 3 reports Server Index 0 while the others report 5: "differs", whichever is the greater.
+    stdout = preflight_a3("node0", 5, IPS["node0"], spod={3: spod_text(3, 0)})
+    assert node_errors(stdout)[0].startswith(
+        "node node0: device 3 spod-info: Server Index is 0, device 0 of the same server has 5")
+
+
 def test_a3_sdid_that_names_another_die_is_refused():
     stdout = preflight_a3("node0", 0, IPS["node0"], spod={1: spod_text(1, 0, sdid=0)})
     assert node_errors(stdout) == [
         "node node0: device 1 spod-info: SDID 0 encodes server index 0 and device 0, but it is device 1 of a "
         "server with Server Index 0 (fix: set the server's Server ID (Server Index) the way its documentation "
         "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
+
+
+def test_a3_sdid_that_names_a_later_die_is_refused():
+    # Die 1's SDID names device 3 (a later die, not an earlier one as above): the rule is "differs".
+    sdid = (0 << 22) | (1 << 18) | (1 << 16) | 3
+    stdout = preflight_a3("node0", 0, IPS["node0"], spod={1: spod_text(1, 0, sdid=sdid)})
+    assert node_errors(stdout)[0].startswith(
+        f"node node0: device 1 spod-info: SDID {sdid} encodes server index 0 and device 3, but it is device 1")
+
+
+def test_an_sdid_that_encodes_a_lower_server_index_is_refused():
+    # Every die prints Server Index 4; die 1's SDID encodes server index 3 (the lower one: the rule is
+    # "differs", not "is greater").
+    sdid = (3 << 22) | (0 << 18) | (1 << 16) | 1
+    stdout = preflight_a3("node0", 4, IPS["node0"], spod={1: spod_text(1, 4, sdid=sdid)})
+    assert node_errors(stdout) == [
+        f"node node0: device 1 spod-info: SDID {sdid} encodes server index 3 and device 1, but it is device 1 of a "
+        "server with Server Index 4 (fix: set the server's Server ID (Server Index) the way its documentation "
+        "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
+
+
+def test_a3_node_with_super_pod_id_and_server_index_above_256_passes():
+    # Each die's values are read apart: equal values above 256 are equal ints, not one object (`!=`, not `is not`).
+    spod = {d: spod_text(d, 300, super_pod=700) for d in range(4)}
+    assert node_errors(preflight_a3("node0", 300, IPS["node0"], spod=spod)) == []
+
+
+def test_sdid_fields_read_each_field_from_its_own_bits():
+    # Server index, chip, die and device each set to a value no other field's bits could give.
+    sdid = (5 << 22) | (3 << 18) | (1 << 16) | 7
+    assert sdid_fields(sdid) == {"server_index": 5, "chip": 3, "die": 1, "device": 7}
+    assert sdid_fields((1023 << 22) | (15 << 18) | (3 << 16) | 0xFFFF) == {
+        "server_index": 1023, "chip": 15, "die": 3, "device": 0xFFFF}
 
 
 def test_an_a2_profile_refuses_the_a3_sample():
@@ -187,6 +228,32 @@ def test_two_servers_with_one_server_index_in_one_super_pod():
     assert len(errors) == 4
     # Distinct Server IDs: no contradiction.
     both = [parse_preflight(n, preflight_a3(n, i, IPS[n]), 4) for i, n in enumerate(("node0", "node1"))]
+    assert check_cluster(both) == []
+
+
+def test_a_die_without_a_super_pod_id_does_not_stop_the_check_of_the_next_dies():
+    # Die 0 of each server prints no Super Pod ID; dies 1 to 3 do, and both servers' SDIDs are the same.
+    def first_die_without(n: str) -> str:
+        first = "\n".join(line for line in spod_text(0, 0).splitlines() if "Super Pod ID" not in line)
+        return preflight_a3(n, 0, IPS[n], spod={0: first})
+
+    both = [parse_preflight(n, first_die_without(n), 4) for n in ("node0", "node1")]
+    errors = [str(e) for e in check_super_pods(both)]
+    assert [e.split(" (")[0] for e in errors] == [
+        f"node node1: device {d} spod-info: SDID {(d // 2) << 18 | (d % 2) << 16 | d} in super pod 0 is also "
+        f"node0 device {d}" for d in (1, 2, 3)]
+
+
+def test_dies_without_a_super_pod_id_are_not_compared_across_servers():
+    # Both servers print one Server Index and so the same SDIDs, but no "Super Pod ID" line: which super pod
+    # each is in is unknown, so the SDID rule (once per super pod) has nothing to judge.
+    def no_super_pod(n: str) -> str:
+        spod = {d: "\n".join(line for line in spod_text(d, 0).splitlines() if "Super Pod ID" not in line)
+                for d in range(4)}
+        return preflight_a3(n, 0, IPS[n], spod=spod)
+
+    both = [parse_preflight(n, no_super_pod(n), 4) for n in ("node0", "node1")]
+    assert [d.super_pod_id for d in both[0].devices] == [None] * 4 and both[0].devices[0].sdid == 0
     assert check_cluster(both) == []
 
 

@@ -45,6 +45,16 @@ def test_no_npu_listed():
                                 "(fix: check the driver: `npu-smi info` must list the NPUs)"]
 
 
+def test_more_npus_listed_than_needed_but_too_few_healthy_names_only_the_unhealthy():
+    # 9 listed for a stack that needs 8, 2 of them in Alarm: 7 healthy, and none missing (not "-1 missing").
+    facts = node_facts()
+    facts.npus = [{"npu": i, "chip": 0, "name": "910B2", "health": "Alarm" if i in (3, 5) else "OK"}
+                  for i in range(9)]
+    assert [e for e in errors_of(facts) if "npu-smi info" in e] == [
+        "node node0: npu-smi info: 7 healthy NPUs, the stack needs 8 (NPU 3 Alarm, NPU 5 Alarm) (fix: replace or "
+        "reset the NPU (`npu-smi info -t health -i N`), or fix the hardware profile)"]
+
+
 def test_another_hostname():
     assert errors_of(node_facts(), expected_hostname="host9") == [
         "node node0: hostname: is 'host0', the stack expects 'host9' "

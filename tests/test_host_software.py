@@ -202,6 +202,13 @@ def test_docker_missing_and_not_running_are_one_line_each_with_the_fix():
     assert parse_preflight("node1", "### hostname\nx\n### end\n", 8).docker is None
 
 
+def test_one_install_waiting_for_a_reboot_is_named_in_the_singular():
+    text = preflight_output(reboot_pending="driver 24.1.rc3", driver_version="Version=24.1.rc3")
+    assert check(text, driver="24.1.rc3") == [
+        "node node1: reboot: driver 24.1.rc3 installed, reboot required before it is active "
+        "(fix: set host.allow_reboot or reboot by hand, then pulumi up)"]
+
+
 def test_an_install_waiting_for_a_reboot_is_named_not_its_versions():
     text = preflight_output(reboot_pending="driver 24.1.rc3\nfirmware 7.5.0.1.129",
                             driver_version="Version=24.1.rc3")

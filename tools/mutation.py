@@ -1,15 +1,33 @@
 #!/usr/bin/env python3
 """Mutation testing of the rule modules with cosmic-ray (not in CI: slow).
 
-    python3 tools/mutation.py [MODULE ...] [--graph] [--timeout S] [--work DIR]
+    python3 tools/mutation.py [MODULE ...] [--graph] [--timeout S] [--work DIR] [--json FILE]
 
 MODULE is a path under the repository (default: every rule module, the
 `rules` groups of [tool.ascend-inference.coverage-floors] in pyproject.toml).
 For each module cosmic-ray (pinned in requirements-dev.txt) changes one
-operator, constant or comparison at a time and runs only the fast tests that
-import that module (pure tier; `--graph` adds graph-tier modules), stopping at
-the first failure (`-x`). A mutant no test notices "survived": either a test
-is missing or the change cannot alter behaviour (an equivalent mutant).
+operator, constant or comparison at a time and the fast tests are run on
+each such mutant, stopping at the first failure (`-x`). A mutant no test
+notices "survived": either a test is missing or the change cannot alter
+behaviour (an equivalent mutant).
+
+The tests of a module are the pure-tier test modules that import it
+(`--graph` adds the graph tier's). Per mutant only those of them that execute
+the mutated statement are run: the unmutated module is run once under
+coverage with one context per test (`--cov-context=test`), which gives, for
+each line, the tests that executed it. A test that never executes a
+statement cannot notice a change to it, so leaving it out drops no kill; a
+statement executed at import time (a constant, a default, a decorator) runs
+every test of the module; a statement no test executes survives without a
+run (reported as such). This is what makes several hundred mutants a module
+affordable on 2 cores: a mutant costs one pytest start and the few tests
+that reach its line, not the module's whole test set.
+
+Mutants inside annotations (of arguments, returns, annotated assignments) are
+skipped, not run, in a module that has `from __future__ import annotations`
+and no pydantic (which evaluates annotations): there annotations are never
+evaluated, so such a mutant is equivalent by construction. They are counted
+and printed apart.
 
 The work happens in a copy of the committed tree (`git archive HEAD`), never
 in the checkout, so the checkout's files are never mutated. Per module it
@@ -18,10 +36,15 @@ survivors' verdicts are kept in docs/testing.md ("Mutation testing and
 coverage"). Each mutant's test run is bounded by `--timeout` (cosmic-ray
 kills it and counts the mutant as killed when it hangs, the way an infinite
 loop it introduced would be noticed), so the whole run is bounded too.
+
+`--run-mutant MAP` is the per-mutant test command cosmic-ray runs (not for
+use by hand).
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import re
 import shutil
@@ -70,18 +93,127 @@ def export_tree(work: Path) -> None:
     archive.unlink()
 
 
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
+
+
+def annotations_never_evaluated(source: str) -> bool:
+    """Whether the module's annotations are never evaluated: postponed, and no pydantic to read them."""
+    return ("from __future__ import annotations" in source
+            and not re.search(r"^\s*(from|import) pydantic\b|get_type_hints", source, re.M))
+
+
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) (line, column) of every argument, return and annotated-assignment annotation."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            arguments = node.args
+            annotations += [a.annotation for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                                                    arguments.vararg, arguments.kwarg) if a is not None]
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
+                  for a in annotations if a is not None]
+    return spans
+
+
+def statement_lines(source: str) -> dict[int, range]:
+    """For each line, the lines of its innermost statement (a compound one's header only).
+
+    Coverage records a statement under one of its lines; a mutant on any line of
+    it is reached by the tests that executed any line of it."""
+    spans: dict[int, range] = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.stmt):
+            continue
+        body = getattr(node, "body", None)
+        last = (body[0].lineno - 1 if body and isinstance(body, list) and isinstance(body[0], ast.stmt)
+                else node.end_lineno or node.lineno)
+        lines = range(node.lineno, max(last, node.lineno) + 1)
+        for line in lines:
+            if line not in spans or len(lines) <= len(spans[line]):
+                spans[line] = lines
+    return spans
+
+
+def tests_by_line(module: str, tree: Path, tests: list[str]) -> dict[str, list[str]]:
+    """Run `tests` once on the unmutated tree under coverage with a context per test:
+    {line: test node ids that executed it}, "" among them when it ran at import."""
+    data_file = tree / f".coverage-{module.replace('/', '-')}"
+    rcfile = tree / f".coveragerc-{module.replace('/', '-')}"
+    rcfile.write_text(f"[run]\nbranch = False\ninclude = {module}\ndata_file = {data_file}\n")
+    run = subprocess.run([*PYTEST, f"--cov={module.rpartition('/')[0].replace('/', '.')}", f"--cov-config={rcfile}",
+                          "--cov-context=test", "--cov-report=", *tests], cwd=tree, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{module}: the selected tests fail on the unmutated tree:\n{run.stdout}{run.stderr}")
+    import coverage  # here, not at the top: the per-mutant command (`--run-mutant`) needs neither it nor cosmic-ray
+
+    data = coverage.CoverageData(basename=str(data_file))
+    data.read()
+    measured = [f for f in data.measured_files() if f.endswith("/" + module)]
+    if not measured:
+        raise SystemExit(f"{module}: its tests never import it from {tree}")
+    by_line = data.contexts_by_lineno(measured[0])
+    return {str(line): sorted({c.rpartition("|")[0] if "|" in c else c for c in contexts})
+            for line, contexts in by_line.items()}
+
+
+def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
+    """The tests of `plan` that execute a statement `mutated_source` changes ([] when none does)."""
+    pristine = plan["pristine"].splitlines()
+    changed: set[int] = set()
+    matcher = difflib.SequenceMatcher(a=pristine, b=mutated_source.splitlines(), autojunk=False)
+    for tag, i1, i2, _, _ in matcher.get_opcodes():
+        if tag != "equal":
+            changed.update(range(i1 + 1, max(i2, i1 + 1) + 1))
+    spans = statement_lines(plan["pristine"])
+    lines = {line for c in changed for line in spans.get(c, range(c, c + 1))}
+    reached = {t for line in lines for t in plan["tests_by_line"].get(str(line), [])}
+    if "" in reached:  # executed at import: every test may depend on it
+        return list(plan["tests"])
+    return sorted(reached, key=lambda t: (plan["tests"].index(t.split("::")[0]), t))
+
+
+def run_mutant(map_file: Path) -> int:
+    """The test command of one mutant: the tests that execute the lines the mutant changed."""
+    plan = json.loads(map_file.read_text())
+    selected = tests_to_run(plan, Path(plan["module"]).read_text(encoding="utf-8"))
+    if not selected:
+        print("no test executes the changed statement: survives without a run")
+        return 0
+    # pytest-cov is not needed per mutant: `-p no:cov` saves its import and start.
+    run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *selected])
+    if run.returncode == 4:  # pytest's usage error (a node id it could not find): not a kill; run them all
+        run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *plan["tests"]])
+    return run.returncode
+
+
 def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dict:
-    session = tree / f"mutation-{module.replace('/', '-')}.sqlite"
-    config = tree / f"mutation-{module.replace('/', '-')}.toml"
-    command = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -o addopts= {' '.join(tests)}"
+    name = module.replace("/", "-")
+    session = tree / f"mutation-{name}.sqlite"
+    config = tree / f"mutation-{name}.toml"
+    plan_file = tree / f"mutation-{name}.json"
+    source = (tree / module).read_text(encoding="utf-8")
+    plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests,
+                                     "tests_by_line": tests_by_line(module, tree, tests)}))
+    command = f"{sys.executable} {Path(__file__).resolve()} --run-mutant {plan_file}"
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
                       f'test-command = "{command}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)], cwd=tree, check=True)
-    baseline = subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "baseline", str(config)], cwd=tree,
-                              capture_output=True, text=True)
-    if baseline.returncode != 0:
-        raise SystemExit(f"{module}: the selected tests fail on the unmutated tree:\n"
-                         f"{baseline.stdout}{baseline.stderr}")
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    skipped = 0
+    if annotations_never_evaluated(source):
+        spans = annotation_spans(source)
+        with use_db(str(session)) as db:
+            for item in db.work_items:
+                start = tuple(item.mutations[0].start_pos)
+                if any(a <= start < b for a, b in spans):
+                    db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                    skipped += 1
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)], cwd=tree, check=True)
     dump = subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "dump", str(session)], cwd=tree, check=True,
                           capture_output=True, text=True).stdout
@@ -89,16 +221,17 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
     survivors = []
     killed = 0
     for item, result in mutants:
-        if result is None:
+        if result is None or result.get("worker_outcome") == "skipped":
             continue
         if result.get("test_outcome") == "survived":
             mutation = item["mutations"][0]
             survivors.append({"line": mutation["start_pos"][0], "operator": mutation["operator_name"],
-                              "diff": result.get("diff", "")})
+                              "diff": result.get("diff", ""),
+                              "unreached": "survives without a run" in (result.get("output") or "")})
         else:
             killed += 1
-    return {"module": module, "tests": tests, "mutants": killed + len(survivors), "killed": killed,
-            "survivors": survivors}
+    return {"module": module, "tests": tests, "generated": len(mutants), "skipped_annotations": skipped,
+            "mutants": killed + len(survivors), "killed": killed, "survivors": survivors}
 
 
 def main() -> int:
@@ -108,10 +241,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant's test run")
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--run-mutant", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run_mutant:
+        return run_mutant(args.run_mutant)
     modules = args.modules or rule_modules()
     tiers = {"pure", "graph"} if args.graph else {"pure"}
     work = args.work or Path(tempfile.mkdtemp(prefix="mutation-"))
+    work.mkdir(parents=True, exist_ok=True)
     results = []
     try:
         export_tree(work)
@@ -124,9 +261,11 @@ def main() -> int:
             result = run_module(module, work / "tree", tests, args.timeout)
             results.append(result)
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
-            print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%)")
+            print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
+                  f"{result['skipped_annotations']} of {result['generated']} in annotations skipped", flush=True)
             for s in result["survivors"]:
-                print(f"  survived: line {s['line']} {s['operator']}\n" +
+                print(f"  survived: line {s['line']} {s['operator']}"
+                      f"{' (no test executes it)' if s['unreached'] else ''}\n" +
                       "\n".join("    " + line for line in s["diff"].splitlines() if line.startswith(("+", "-"))))
     finally:
         if args.json:
