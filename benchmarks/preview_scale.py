@@ -32,6 +32,7 @@ import json
 import math
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -263,11 +264,18 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="sample the busiest processes of the real preview")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
+    # Ctrl-C and `kill` end the run through its cleanup (the nodes are removed), also when
+    # started in the background, where the shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="ascend-bench-preview-"))
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     parallels = [int(p) for p in args.parallel.split(",")]
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    rows = [measure(args.stack, n, work, parallels, args.profile, log) for n in sizes]
+    rows = []
+    for n in sizes:
+        rows.append(measure(args.stack, n, work, parallels, args.profile, log))
+        log(json.dumps(rows[-1]))  # each size's row as soon as it is measured
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

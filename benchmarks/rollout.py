@@ -20,6 +20,7 @@ HCCL_CONNECT_TIMEOUT of 7200 s.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,10 @@ def main() -> int:
     parser.add_argument("--stack", default="tp16-vllm-mindspore", help="a stack that widens tp over its nodes")
     parser.add_argument("--faults", action="store_true", help="also time each fault to its message (first size)")
     args = parser.parse_args()
+    # Ctrl-C and `kill` end the run through its cleanup (the nodes are removed), also when
+    # started in the background, where the shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="ascend-bench-rollout-"))
     print(f"stack {args.stack}, real pulumi up; work dir {work}", flush=True)

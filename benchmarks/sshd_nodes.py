@@ -142,6 +142,12 @@ def remove(cluster: Cluster) -> None:
     for node in cluster.nodes:
         if node.holder_pid and _owned(node.holder_pid, node.netns):
             os.kill(node.holder_pid, signal.SIGKILL)
+        elif network.netns_exists(node.netns):
+            # A node started but not yet recorded (a run killed in between): its
+            # processes are in the namespace this benchmark made for it.
+            for pid in network.netns_pids(node.netns):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     for node in cluster.nodes:
         proc = provision._SPAWNED.pop(node.unshare_pid or 0, None)  # the `unshare` we started: reap it
         if proc is not None:
