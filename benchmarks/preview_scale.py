@@ -1,6 +1,7 @@
 """Real `pulumi preview` at scale, beside the offline preview (root).
 
-    python3 benchmarks/preview_scale.py [--sizes 64,256] [--stack tp16-vllm-mindspore] [--keep]
+    python3 benchmarks/preview_scale.py [--sizes 64,256] [--stack tp16-vllm-mindspore]
+        [--parallel 0,64] [--profile] [--json] [--keep]
 
 For each size: that many sshd-only emulated nodes (benchmarks/sshd_nodes.py
 says exactly what they are; prefix "ptbench", subnet 238), the stack widened
@@ -32,6 +33,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -259,10 +261,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="64,256", help="comma-separated node counts, ascending")
     parser.add_argument("--stack", default="tp16-vllm-mindspore", help="a stack that widens tp over its nodes")
-    parser.add_argument("--parallel", default="0,64",
+    parser.add_argument("--parallel", default="0",
                         help="comma-separated `pulumi preview --parallel` values to time; 0: the CLI's default")
     parser.add_argument("--profile", action="store_true", help="sample the busiest processes of the real preview")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work dir (project copies, stack files, backends, event logs)")
     args = parser.parse_args()
     # Ctrl-C and `kill` end the run through its cleanup (the nodes are removed), also when
     # started in the background, where the shell leaves SIGINT ignored.
@@ -273,9 +277,15 @@ def main() -> int:
     parallels = [int(p) for p in args.parallel.split(",")]
     sizes = sorted(int(s) for s in args.sizes.split(","))
     rows = []
-    for n in sizes:
-        rows.append(measure(args.stack, n, work, parallels, args.profile, log))
-        log(json.dumps(rows[-1]))  # each size's row as soon as it is measured
+    try:
+        for n in sizes:
+            rows.append(measure(args.stack, n, work, parallels, args.profile, log))
+            log(json.dumps(rows[-1]))  # each size's row as soon as it is measured
+    finally:
+        if args.keep:
+            log(f"work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

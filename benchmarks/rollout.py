@@ -1,6 +1,6 @@
 """Real `pulumi up` on the emulated cluster (root; emulator/README.md lists what it needs).
 
-    python3 benchmarks/rollout.py [--sizes 2,4] [--faults] [--stack tp16-vllm-mindspore]
+    python3 benchmarks/rollout.py [--sizes 2,4] [--faults] [--stack tp16-vllm-mindspore] [--keep]
 
 For each size: a cluster of that many emulated nodes (prefix "ptbench",
 subnet 238), the stack widened to it (tp over every NPU, as
@@ -20,6 +20,7 @@ HCCL_CONNECT_TIMEOUT of 7200 s.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="2,4", help="comma-separated node counts")
     parser.add_argument("--stack", default="tp16-vllm-mindspore", help="a stack that widens tp over its nodes")
     parser.add_argument("--faults", action="store_true", help="also time each fault to its message (first size)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (project copies, stack files)")
     args = parser.parse_args()
     # Ctrl-C and `kill` end the run through its cleanup (the nodes are removed), also when
     # started in the background, where the shell leaves SIGINT ignored.
@@ -153,18 +155,22 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ascend-bench-rollout-"))
     print(f"stack {args.stack}, real pulumi up; work dir {work}", flush=True)
     rows = []
-    for n in sizes:
-        state = work / f"cluster-{n}"
-        cluster = Cluster.up(n, state, log=lambda m: None, prefix=PREFIX, subnet=SUBNET)
-        try:
-            parallel, serial = measure_size(cluster, args.stack, n, work)
-            rows.append((n, parallel, serial))
-            print(f"{n} nodes: pulumi up {parallel:6.1f} s (default parallelism), {serial:6.1f} s (--parallel 1)",
-                  flush=True)
-            if args.faults and n == sizes[0]:
-                measure_faults(cluster, args.stack, work)
-        finally:
-            Cluster.down_state_dir(state, log=lambda m: None)
+    try:
+        for n in sizes:
+            state = work / f"cluster-{n}"
+            cluster = Cluster.up(n, state, log=lambda m: None, prefix=PREFIX, subnet=SUBNET)
+            try:
+                parallel, serial = measure_size(cluster, args.stack, n, work)
+                rows.append((n, parallel, serial))
+                print(f"{n} nodes: pulumi up {parallel:6.1f} s (default parallelism), {serial:6.1f} s (--parallel 1)",
+                      flush=True)
+                if args.faults and n == sizes[0]:
+                    measure_faults(cluster, args.stack, work)
+            finally:
+                Cluster.down_state_dir(state, log=lambda m: None)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     if len(rows) > 1:
         (n0, p0, _), (n1, p1, _) = rows[0], rows[-1]
         print(f"pulumi up time ratio {n1}/{n0} nodes: {p1 / p0:.2f} (1.0 = nodes proceed fully in parallel)")
