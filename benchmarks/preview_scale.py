@@ -52,6 +52,7 @@ from ascend_inference.stackfile import load_stack  # noqa: E402
 from ascendctl.preview.config import scaled_config  # noqa: E402
 from ascendctl.preview.stack import loaded_with_config  # noqa: E402
 from benchmarks.sshd_nodes import DockerVersionApi, remove, sshd_only_cluster  # noqa: E402
+from emulator.node import ClusterError  # noqa: E402
 from emulator.userpath import configure_commands, copy_project, environment, machine_settings  # noqa: E402
 
 PREFIX, SUBNET = "ptbench", 238
@@ -281,6 +282,9 @@ def main() -> int:
         for n in sizes:
             rows.append(measure(args.stack, n, work, parallels, args.profile, log))
             log(json.dumps(rows[-1]))  # each size's row as soon as it is measured
+    except ClusterError as error:  # another cluster on the subnet, a node that did not start
+        log(f"preview_scale: {error}")
+        return 1
     finally:
         if args.keep:
             log(f"work dir kept: {work}")

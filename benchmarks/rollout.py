@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ascend_inference.stackfile import load_stack  # noqa: E402
 from ascendctl.preview.config import scaled_config  # noqa: E402
-from emulator import Cluster  # noqa: E402
+from emulator import Cluster, ClusterError  # noqa: E402
 from emulator.userpath import PulumiRollout  # noqa: E402
 
 PREFIX, SUBNET = "ptbench", 238
@@ -168,6 +168,9 @@ def main() -> int:
                     measure_faults(cluster, args.stack, work)
             finally:
                 Cluster.down_state_dir(state, log=lambda m: None)
+    except ClusterError as error:  # another cluster on the subnet, a node that did not start
+        print(f"rollout: {error}", file=sys.stderr)
+        return 1
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from emulator import network, provision
 from emulator.cluster import Cluster
-from emulator.node import Node, process_alive, tcp_open
+from emulator.node import ClusterError, Node, process_alive, tcp_open
 
 
 def sshd_only_cluster(n: int, state_dir: Path, *, prefix: str, subnet: int, log=print) -> Cluster:
@@ -74,7 +74,7 @@ def _create(cluster: Cluster, n: int, log) -> None:
     _record(cluster)
     network.create_bridge(f"{cluster.prefix}-br0", cluster.subnet)
     if n > 256:
-        raise RuntimeError(f"{n} nodes: the addresses 198.19.<i>.200 are for nodes 0 to 255")
+        raise ClusterError(f"{n} nodes: the addresses 198.19.<i>.200 are for nodes 0 to 255")
     for i in range(n):
         cluster.nodes.append(Node(
             name=f"node{i}", index=i, address=node_address(i), hostname=f"ascend-node{i}",
@@ -97,7 +97,7 @@ def _create(cluster: Cluster, n: int, log) -> None:
         deadline = time.monotonic() + 60
         while not ((Path(node.dir) / "run" / "holder.ready").exists() and tcp_open(node.address, node.ssh_port)):
             if time.monotonic() > deadline or not process_alive(node.holder_pid):
-                raise RuntimeError(f"{node.name}: sshd did not come up: "
+                raise ClusterError(f"{node.name}: sshd did not come up: "
                                    f"{(Path(node.dir) / 'holder.log').read_text(errors='replace')[-800:]}")
             time.sleep(0.05)
     provision.write_ssh_client_files(cluster)
