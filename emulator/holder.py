@@ -181,6 +181,15 @@ def main():
         socket.sethostname(spec["hostname"])
     except OSError as exc:
         raise OSError(f"cannot set hostname {spec['hostname']!r} (at most 64 characters): {exc.strerror}") from None
+    if "exec" in spec:
+        # A node with one daemon and nothing else (benchmarks/preview_scale.py's
+        # sshd-only nodes): the daemon becomes the node's PID 1 in place of this
+        # interpreter, so a node costs one sshd. sshd reaps every child it gets
+        # (its SIGCHLD handler waits for any pid), orphans included.
+        with open("/run/ascemu/holder.ready", "w") as f:
+            json.dump({"exec": spec["exec"]}, f)
+        log(f"node ready; exec {' '.join(spec['exec'])}")
+        os.execv(spec["exec"][0], spec["exec"])
     daemons = Daemons()
     for name, argv in spec["daemons"].items():
         daemons.start(name, argv, f"/run/ascemu/{name}.log")
