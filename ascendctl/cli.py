@@ -153,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=5, metavar="SECONDS",
                    help="how long ssh-keyscan waits for each host (default 5; hosts are asked in parallel)")
 
+    p = sub.add_parser("leftovers", help="list (and remove) what a stack left on its nodes outside its state",
+                       description="List the containers (label ascend-inference/stack=<stack>) and the stack's "
+                                   "directory (<paths.remote_dir>/<stack>) on every node that the stack's Pulumi "
+                                   "state does not hold: after an `up` killed mid-way, a lost state or `pulumi "
+                                   "stack rm --force` (docs/recovery.md). Nodes are reached with the system ssh "
+                                   "and the pinned host keys. This command uses the network.")
+    _stack_arg(p)
+    p.add_argument("--state", metavar="FILE",
+                   help="the stack's state, as `pulumi stack export` writes it (`-` for standard input); "
+                        "without it the stack has no state: everything it left is listed")
+    p.add_argument("--remove", action="store_true", help="also remove what is listed")
+
     sub.add_parser("stacks", help="list the stacks in stacks/",
                    description="List the stack names found in stacks/ (Pulumi.<name>.yaml), one per line.")
     return parser
@@ -370,8 +382,28 @@ def cmd_hostkeys(args: argparse.Namespace) -> int:
     return 0 if not unanswered else EXIT_NODE_FAILURE
 
 
+def cmd_leftovers(args: argparse.Namespace) -> int:
+    from ascend_inference.stackfile import load_stack
+    from ascendctl import leftovers
+
+    loaded = load_stack(args.stack)
+    state = None
+    if args.state:
+        source = "standard input" if args.state == "-" else args.state
+        try:
+            text = sys.stdin.read() if args.state == "-" else Path(args.state).read_text(encoding="utf-8")
+            state = leftovers.read_state(text, source)
+        except (OSError, ValueError) as error:
+            print(f"error: leftovers --state: {error} (fix: pulumi stack export > FILE)", file=sys.stderr)
+            return EXIT_USAGE
+    problems = leftovers.run(loaded.spec, loaded.name, state, args.remove, sys.stdout)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_NODE_FAILURE if problems else 0
+
+
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "preview": cmd_preview, "diff": cmd_diff,
-            "graph": cmd_graph, "stacks": cmd_stacks, "hostkeys": cmd_hostkeys}
+            "graph": cmd_graph, "stacks": cmd_stacks, "hostkeys": cmd_hostkeys, "leftovers": cmd_leftovers}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

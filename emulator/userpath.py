@@ -262,6 +262,18 @@ def report_from_events(path: Path, *, returncode: int, output: str, seconds: flo
 
 # ----------------------------------------------------------------- rollouts
 
+@dataclass
+class RunningOperation:
+    """A `pulumi` operation started by PulumiRollout.start: its argv after `pulumi`,
+    the process, its engine event log and its console output (stdout and stderr)."""
+
+    args: tuple[str, ...]
+    process: subprocess.Popen
+    events: Path
+    output: Path
+    started: float
+
+
 class PulumiRollout:
     """One stack of the project rolled out onto `cluster` with the real CLI.
 
@@ -308,15 +320,27 @@ class PulumiRollout:
     def operation(self, *args: str) -> Report:
         """`pulumi <args> --event-log FILE`, reported. The CLI registers `--event-log`
         (its engine events as JSON lines) only with PULUMI_DEBUG_COMMANDS set."""
+        return self.finish(self.start(*args))
+
+    def start(self, *args: str) -> RunningOperation:
+        """`pulumi <args>` started as `operation` runs it, not waited for: a test
+        reads `events` while it runs and may signal `process` (tests/emulated/test_recovery.py)."""
         self._ops += 1
         log_file = self.events / f"{self._ops:03d}-{args[0]}.jsonl"
-        start = time.monotonic()
-        done = subprocess.run(["pulumi", *args, "--non-interactive", "--event-log", str(log_file)], cwd=self.project,
-                              env={**self.env, "PULUMI_DEBUG_COMMANDS": "true"}, capture_output=True, text=True)
-        report = report_from_events(log_file, returncode=done.returncode, output=done.stdout + done.stderr,
-                                    seconds=time.monotonic() - start)
+        output = self.events / f"{self._ops:03d}-{args[0]}.out"
+        with open(output, "w") as out:
+            process = subprocess.Popen(["pulumi", *args, "--non-interactive", "--event-log", str(log_file)],
+                                       cwd=self.project, env={**self.env, "PULUMI_DEBUG_COMMANDS": "true"},
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True)
+        return RunningOperation(args, process, log_file, output, time.monotonic())
+
+    def finish(self, running: RunningOperation) -> Report:
+        """Wait for a started operation to end and report it."""
+        returncode = running.process.wait()
+        report = report_from_events(running.events, returncode=returncode, output=running.output.read_text(),
+                                    seconds=time.monotonic() - running.started)
         changed = report.changed()
-        self.log(f"pulumi {' '.join(args)}: {'FAILED' if report.error else 'done'} in {report.seconds:.1f}s, "
+        self.log(f"pulumi {' '.join(running.args)}: {'FAILED' if report.error else 'done'} in {report.seconds:.1f}s, "
                  f"{len(changed)} changed: {json.dumps(changed, sort_keys=True)}")
         return report
 

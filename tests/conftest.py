@@ -140,6 +140,7 @@ def pytest_collection_modifyitems(config, items):
 # docs/testing.md): a worker that starts a long module last ends the run last. Only
 # the order depends on this list; the rest follow in collection order.
 SLOW_FIRST = (
+    "tests/emulated/test_recovery.py",
     "tests/emulated/test_pulumi_userpath.py",
     "tests/emulated/test_rollout_faults.py",
     "tests/emulated/test_gpustack_4nodes.py",
