@@ -1,10 +1,11 @@
 """The program under the engine's real rules (issue 21, item 3): the real
 `pulumi` CLI with the stand-in plugins (docs/standin-plugins.md) on an
-emulated cluster of its own, one rollout shared by every test, in order:
+emulated cluster of its own, one rollout shared by every test, made through
+a bastion (`ssh.jump_host`: the nodes' sshd answers the bastion alone), in order:
 
 * a failing step's error shows the line naming the node and the fault
   first (the first `up` meets a container of the stack's name that the
-  stack did not make), then the good `up`;
+  stack did not make), then the good `up`, through the jump host only;
 * after a node reboot (its container stopped) and a container removed by
   hand on the other node, `pulumi refresh` then `pulumi up` serve again with
   one container per node, only what depends on the containers redone;
@@ -20,8 +21,9 @@ import shlex
 import pytest
 
 from emulator import image as imagelib
-from emulator.userpath import PulumiRollout
-from tests.emulated.conftest import node_ssh, own_cluster
+from emulator.rollout import node_host_key
+from emulator.userpath import PulumiRollout, write_sandbox
+from tests.emulated.conftest import own_cluster
 
 pytestmark = pytest.mark.emulated
 
@@ -29,13 +31,54 @@ STACK = "tp16-vllm-mindspore"
 SERVING = {"node0-serve", "serving-ready", "smoke-test-request"}
 # The port node1's sshd also answers on for the port-change test.
 SECOND_PORT = 2222
-ssh = node_ssh
+RAY_WAIT = {"RAY_raylet_start_wait_time_s": "600"}
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with own_cluster(2, "engine-rules", prefix="ptrule", subnet=228) as c:
+def whole_cluster():
+    """Two nodes and the bastion (the third emulated node: it runs the sshd
+    the stack's `ssh.jump_host` names; its docker is never used)."""
+    with own_cluster(3, "engine-rules", prefix="ptrule", subnet=228) as c:
         yield c
+
+
+class StackNodes:
+    """The emulated cluster as the stack sees it: its nodes without the bastion."""
+
+    def __init__(self, cluster, bastion):
+        self._cluster = cluster
+        self.nodes = [n for n in cluster.nodes if n is not bastion]
+
+    def __getattr__(self, name):
+        return getattr(self._cluster, name)
+
+
+@pytest.fixture(scope="module")
+def bastion(whole_cluster):
+    return whole_cluster.nodes[-1]
+
+
+@pytest.fixture(scope="module")
+def cluster(whole_cluster, bastion):
+    return StackNodes(whole_cluster, bastion)
+
+
+def on(cluster, node: str, command: str) -> str:
+    """stdout of a command run inside a node (nsenter, no ssh: the control host
+    cannot reach the nodes' sshd directly); fails the test if it fails."""
+    done = cluster.node(node).exec("DOCKER_HOST=unix:///run/docker.sock; export DOCKER_HOST; " + command,
+                                   timeout=120)
+    assert done.returncode == 0, f"{node}: {command}: {done.stderr}"
+    return done.stdout
+
+
+def only_from(cluster, bastion, ports) -> None:
+    """In each stack node's network namespace: its sshd ports answer the
+    bastion alone; anyone else (the control host) gets a TCP reset."""
+    for node in cluster.nodes:
+        for port in ports:
+            on(cluster, node.name, f"iptables -I INPUT -p tcp --dport {port} ! -s {bastion.address} "
+                                   "-j REJECT --reject-with tcp-reset")
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +101,22 @@ def second_sshd(cluster):
 
 
 @pytest.fixture(scope="module")
-def rolled_out(cluster, second_sshd, tmp_path_factory):
+def rolled_out(cluster, bastion, second_sshd, tmp_path_factory):
     """(rollout, the failed first up, the good up): the first `up` meets a
     container named as the stack's on node1 that the stack did not create."""
     rollout = PulumiRollout(cluster, STACK, tmp_path_factory.mktemp("rules"), log=print)
+    # Sandbox mapping, not the stack: `ray start` gives up when its raylet has not
+    # registered within RAY_raylet_start_wait_time_s, which a machine shared by
+    # many emulated clusters can take longer than; the engine's image gets more.
+    write_sandbox(cluster, by_image={rollout.base.spec.container.image: {"env": RAY_WAIT}})
+    # Every step, docker and check reaches the nodes through the bastion.
+    rollout.ok("config", "set", "--path", "ascend-inference:ssh.jump_host", f"root@{bastion.address}:22")
+    rollout.ok("config", "set", "--path", "ascend-inference:ssh.jump_host_key", node_host_key(bastion))
+    only_from(cluster, bastion, (22, second_sshd))
     name = rollout.base.spec.container.name
-    ssh(cluster, "node1", f"docker create --name {name} {imagelib.IMAGE} true")
+    on(cluster, "node1", f"docker create --name {name} {imagelib.IMAGE} true")
     failed = rollout.up()
-    ssh(cluster, "node1", f"docker rm -f {name}")
+    on(cluster, "node1", f"docker rm -f {name}")
     good = rollout.up()
     try:
         yield rollout, failed, good
@@ -74,14 +125,14 @@ def rolled_out(cluster, second_sshd, tmp_path_factory):
 
 
 def container_ids(cluster, name) -> dict:
-    return {n.name: ssh(cluster, n.name, f"docker inspect -f '{{{{.Id}}}}' {name}").strip() for n in cluster.nodes}
+    return {n.name: on(cluster, n.name, f"docker inspect -f '{{{{.Id}}}}' {name}").strip() for n in cluster.nodes}
 
 
 def reboot(cluster, node: str) -> None:
     """What a reboot does to the node's containers: killed, and with the
     restart policy "no" they stay stopped (Ray and the engine with them).
     The node's `reboot` stand-in gives it a new boot id (emulator/standins/host_tools.py)."""
-    ssh(cluster, node, "reboot && for c in $(docker ps -q); do docker kill \"$c\" >/dev/null; done")
+    on(cluster, node, "/usr/local/sbin/reboot && for c in $(docker ps -q); do docker kill \"$c\" >/dev/null; done")
 
 
 def dependents(rollout: PulumiRollout, name: str) -> set[str]:
@@ -110,7 +161,7 @@ def serving_again(cluster, rollout: PulumiRollout) -> None:
     """One running container of the stack per node, and the smoke test's reply."""
     name = rollout.base.spec.container.name
     for node in cluster.nodes:
-        listed = ssh(cluster, node.name, f"docker ps -a --filter label=ascend-inference/stack={STACK} "
+        listed = on(cluster, node.name, f"docker ps -a --filter label=ascend-inference/stack={STACK} "
                                          "--format '{{.Names}} {{.State}}'").split("\n")
         assert [line for line in listed if line] == [f"{name} running"], (node.name, listed)
     assert '"choices"' in rollout.outputs("smoke-test-request")["stdout"]
@@ -132,6 +183,26 @@ def test_a_failing_step_names_the_node_and_the_fault_first(rolled_out):
     assert good.error is None, good.error
 
 
+def test_the_rollout_went_through_the_jump_host(cluster, bastion, rolled_out):
+    """`ssh.jump_host`: pulumi-command's `proxy`, docker's ProxyCommand and
+    the checks' system ssh all go through the bastion; the control host's own
+    connections to the nodes' sshd are reset (only_from), so the good `up`
+    could only have gone that way."""
+    rollout, _, good = rolled_out
+    assert good.error is None, good.error
+    for node in cluster.nodes:
+        direct = cluster.ssh(node.name, "true", timeout=60)
+        assert direct.returncode == 255, (node.name, direct.returncode, direct.stderr)
+    resources = rollout.resources()
+    proxies = {plain(r["outputs"]["connection"])["proxy"]["host"] for r in resources.values()
+               if r["type"] == "command:remote:Command"}
+    assert proxies == {bastion.address}
+    state = json.loads(rollout.ok("stack", "export", "--show-secrets"))["deployment"]["resources"]
+    docker_opts = [plain(r["inputs"].get("sshOpts")) for r in state if r["type"] == "pulumi:providers:docker"]
+    assert docker_opts and all(f"root@{bastion.address}" in json.dumps(o) and "ProxyCommand=" in json.dumps(o)
+                               for o in docker_opts), docker_opts
+
+
 def test_after_a_reboot_and_a_container_removed_by_hand_refresh_then_up_serve_again(cluster, rolled_out):
     """node1 rebooted (its container stopped) and node0's container removed by
     hand: one `pulumi refresh` drops both (docker_container's Read), one
@@ -142,12 +213,12 @@ def test_after_a_reboot_and_a_container_removed_by_hand_refresh_then_up_serve_ag
     before = container_ids(cluster, name)
     redone_if_gone = dependents(rollout, "node0-container") | dependents(rollout, "node1-container")
     reboot(cluster, "node1")
-    ssh(cluster, "node0", f"docker rm -f {name}")
+    on(cluster, "node0", f"docker rm -f {name}")
     report = rollout.refresh()
     assert report.error is None, report.output[-3000:]
     # Read: a missing container, and a stopped one that must run (removed), are dropped.
     assert not {"node0-container", "node1-container"} & set(rollout.resources())
-    assert ssh(cluster, "node1", f"docker ps -aq --filter name=^{name}$").strip() == ""
+    assert on(cluster, "node1", f"docker ps -aq --filter name=^{name}$").strip() == ""
     report = rollout.up()
     assert report.error is None, report.output[-3000:]
     changed = report.changed()
@@ -180,7 +251,7 @@ def test_a_changed_ssh_port_redoes_the_node_on_the_new_port(cluster, rolled_out,
     assert changed.get("node1-container") == "replace" and "node0-container" not in changed
     resources = rollout.resources()
     assert {plain(resources[n]["outputs"]["connection"])["port"] for n in node1_steps} == {second_sshd}
-    label = ssh(cluster, "node1", f"docker inspect -f '{{{{index .Config.Labels \"ascend-inference/docker-host\"}}}}' "
+    label = on(cluster, "node1", f"docker inspect -f '{{{{index .Config.Labels \"ascend-inference/docker-host\"}}}}' "
                                   f"{shlex.quote(name)}")
     assert label.strip() == f"ssh://root@{address}:{second_sshd}"
     after = container_ids(cluster, name)
@@ -198,6 +269,6 @@ def test_a_restart_policy_change_updates_the_container_in_place(cluster, rolled_
     # resourceDockerContainerUpdate: a `docker update` of the restart policy, nothing else redone.
     assert report.changed() == {"node0-container": "update", "node1-container": "update"}
     for node in cluster.nodes:
-        got = ssh(cluster, node.name, f"docker inspect -f '{{{{.HostConfig.RestartPolicy.Name}}}}' {name}")
+        got = on(cluster, node.name, f"docker inspect -f '{{{{.HostConfig.RestartPolicy.Name}}}}' {name}")
         assert got.strip() == "unless-stopped", (node.name, got)
     assert container_ids(cluster, name) == ids
