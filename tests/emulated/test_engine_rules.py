@@ -264,7 +264,9 @@ def test_a_restart_policy_change_updates_the_container_in_place(cluster, rolled_
     assert good.error is None, good.error
     name = rollout.base.spec.container.name
     ids = container_ids(cluster, name)
-    report = rollout.up(["container.restart=unless-stopped"])
+    # up() states the whole difference from the stack: the port test's change
+    # (the test before this one on the shared rollout) stays as it is.
+    report = rollout.up([f"nodes[1].port={SECOND_PORT}", "container.restart=unless-stopped"])
     assert report.error is None, report.output[-3000:]
     # resourceDockerContainerUpdate: a `docker update` of the restart policy, nothing else redone.
     assert report.changed() == {"node0-container": "update", "node1-container": "update"}
