@@ -240,6 +240,12 @@ def after(value: pulumi.Output[Any]) -> pulumi.Resource:
     return cast(pulumi.Resource, from_checks(value.apply(lambda _: None), node_checks_of(value)))
 
 
+# The command of a remote step whose script is its stdin (`remote_step`).
+SCRIPT_ON_STDIN = "bash -s"
+# The first line of such a step's undo: it reads the stdin it is sent (the script).
+UNDO_READS_STDIN = "cat >/dev/null  # this step's script, sent on stdin to its undo too\n"
+
+
 def remote_step(
     name: str,
     *,
@@ -271,12 +277,35 @@ def remote_step(
 
     `secret_stdout`: the output is marked secret and the provider logs only
     stderr (pulumi-command logs stdout to the console by default, secret or
-    not)."""
+    not).
+
+    Without `stdin` the script itself is the stdin and the command `bash -s`
+    (SCRIPT_ON_STDIN): a failure then reads `running "bash -s":` and the
+    script's own lines. pulumi-command sends the state's stdin to `delete`
+    too (commandController.go `Delete` -> `run`): its undo reads it first
+    (UNDO_READS_STDIN)."""
     redo = pulumi.Output.all(create, delete or "").apply(lambda scripts: digest("\n".join(scripts)))
+    command: pulumi.Input[str] = create
+    if stdin is None:
+        # pulumi-command fails with `Process exited with status N: running
+        # "<the command, Go-quoted>":` and then the output (v1.2.1
+        # provider/pkg/provider/remote/commandOutputs.go `run`, `fmt.Errorf("%w:
+        # running %q:\n%s", ...)`): with the script as the command, the line
+        # naming the node and the fault came after kilobytes of quoted script.
+        # The script goes on stdin and the command is the short `bash -s`, as
+        # the node checks do. A step that takes data on stdin (a key, a
+        # password) keeps its script as the command.
+        command, stdin = SCRIPT_ON_STDIN, create
+        if delete is not None:
+            # pulumi-command sends the state's stdin to `delete` too
+            # (commandController.go `Delete` -> `run`); an undo that exits
+            # before the script is written closes the channel under the write
+            # (x/crypto/ssh: io.EOF, the delete fails). It reads it first.
+            delete = pulumi.Output.from_input(delete).apply(lambda text: UNDO_READS_STDIN + text)
     return remote.Command(
         name,
         connection=connection.args,
-        create=create,
+        create=command,
         delete=delete,
         triggers=[connection.identity, redo, *(triggers or [])],
         stdin=stdin,

@@ -255,7 +255,14 @@ class Deployment(pulumi.ComponentResource):
         # The verified image id as a label: an image that changed under the
         # same tag (a new tar, a re-pushed :latest) redoes the container.
         image_id = self.peer_check.verified_images.apply(lambda images: str(images[node_spec.name]["id"]))
-        labels = {"ascend-inference/image-id": image_id, **extra.pop("extra_labels", {})}
+        # The daemon it runs on as a label too: a new host or port for the node
+        # is an update of the docker provider (pulumi-docker bridges no
+        # provider attribute as forcing a replacement), which alone would leave
+        # the container where it was while every step of the node is redone
+        # at the new address; `labels` is ForceNew, so the container is made
+        # again through the new `ssh://` (docs/rollout.md).
+        labels = {"ascend-inference/image-id": image_id, "ascend-inference/docker-host": self._docker_host(i),
+                  **extra.pop("extra_labels", {})}
         return InferenceContainerArgs(
             stack=loaded.name, node=self.nodes[i],
             env_file=host_file(f"{remote_dir}/env.sh", rendered.env_text, remove_dirs=[rendered.ctx.run_dir]),

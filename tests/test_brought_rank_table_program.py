@@ -10,6 +10,7 @@ import pytest
 
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import record_stack
+from tests.step_script import step_script
 from tests.test_brought_rank_table import stack_using, tools_table
 
 pytestmark = pytest.mark.graph
@@ -33,4 +34,4 @@ def test_every_node_installs_the_brought_table(tmp_path):
     copies = [r for r in graph.resources if r.name.endswith("-rank-table") and r.custom]
     assert [c.name for c in copies] == ["node0-rank-table", "node1-rank-table"]
     for copy in copies:
-        assert installed_table(copy.inputs["create"]) == table
+        assert installed_table(step_script(copy.inputs)) == table

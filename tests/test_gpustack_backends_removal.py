@@ -11,6 +11,7 @@ import pytest
 
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import record_stack
+from tests.step_script import undo_script
 
 pytestmark = pytest.mark.graph
 
@@ -36,7 +37,7 @@ LEFT = ["a1 DeepSeek-R1-zw9qz", "b2 DeepSeek-R1-zw9qz-f0", "c3 Qwen3-abcde", "d4
 @pytest.fixture(scope="module")
 def undo() -> str:
     graph = record_stack(load_stack("dp4-ep32-gpustack"))
-    return graph.by_name("node1-gpustack-backends").inputs["delete"]
+    return undo_script(graph.by_name("node1-gpustack-backends").inputs)
 
 
 def run(tmp_path: Path, script: str, ps: list[str], **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:

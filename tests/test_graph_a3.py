@@ -12,6 +12,7 @@ import pytest
 
 from ascend_inference.errors import NodeFactError
 from ascendctl.preview.stack import record_stack
+from tests.step_script import step_script
 from tests.test_graph_errors import in_section, loaded, patched_preflight
 from tests.test_graph_stacks import named
 
@@ -38,7 +39,7 @@ def test_the_gate_records_each_dies_sdid():
 def test_the_installed_table_is_1_2_with_the_recorded_sdids():
     g = record_stack(loaded(STACK))
     record = json.loads(named(g, "cluster-verified").inputs["triggers"][-1])
-    script = named(g, "node1-rank-table").inputs["create"]
+    script = step_script(named(g, "node1-rank-table").inputs)
     # The install script's heredoc (templates/install-file.sh.j2) holds the table.
     body = re.search(r"<<'(\w+)'\n(.*?)\1\n", script, re.DOTALL)
     assert body is not None, script[:400]
@@ -108,7 +109,7 @@ def test_a_brought_1_2_table_with_the_found_sdids_is_installed(tmp_path):
     table = mocked_table()
     brought = load_stack(str(stack_using(tmp_path, STACK, table)))
     g = record_stack(brought, brought.raw_config)
-    assert installed_table(named(g, "node1-rank-table").inputs["create"]) == table
+    assert installed_table(step_script(named(g, "node1-rank-table").inputs)) == table
 
 
 def test_a_brought_table_with_another_sdid_stops_the_program(tmp_path):

@@ -18,6 +18,7 @@ from ascendctl.preview.diff import diff_graphs
 from ascendctl.preview.graph import Graph
 from ascendctl.preview.providers import replace_keys
 from ascendctl.preview.stack import loaded_with_config, record_stack
+from tests.step_script import undo_script
 
 pytestmark = pytest.mark.graph
 
@@ -84,7 +85,7 @@ def test_the_undo_keeps_what_was_installed():
     for role in ("install-driver", "install-firmware", "install-docker-runtime", "fix-runc-owner"):
         step = g.by_name(f"node0-{role}")
         # Its only command says so: nothing is removed or run.
-        commands = [line for line in step.inputs["delete"].splitlines() if line and not line.startswith("#")]
+        commands = [line for line in undo_script(step.inputs).splitlines() if line and not line.startswith("#")]
         assert commands[0] == "set -euo pipefail" and len(commands) == 2, (role, commands)
         assert commands[1].startswith("echo ") and commands[1].endswith(': kept on the node"'), (role, commands)
         # Nothing to undo before a replacement: the new package installs over the old.

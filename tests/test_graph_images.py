@@ -18,6 +18,7 @@ from ascendctl.preview.config import scaled_config
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.values import contains_secret
 from tests.conftest import NS
+from tests.step_script import step_script
 
 pytestmark = pytest.mark.graph
 
@@ -125,18 +126,18 @@ def test_with_image_url_the_master_fetches_and_the_others_copy_from_it():
     assert image_steps(g) == {"node0-image", "node1-image-copy", "node1-image"}
     fetch, copy_step, load = named(g, "node0-image"), named(g, "node1-image-copy"), named(g, "node1-image")
     # Only the master downloads; node1 loads what the copy put there.
-    assert URL in fetch.inputs["create"] and "curl " in fetch.inputs["create"]
-    assert URL not in load.inputs["create"] and "curl " not in load.inputs["create"]
-    assert URL not in copy_step.inputs["create"]
+    assert URL in step_script(fetch.inputs) and "curl " in step_script(fetch.inputs)
+    assert URL not in step_script(load.inputs) and "curl " not in step_script(load.inputs)
+    assert URL not in step_script(copy_step.inputs)
     assert g.depends_on(copy_step, fetch) and "node1-preflight" in g.checks_before(copy_step)
     assert g.depends_on(load, copy_step) and not g.depends_on(fetch, copy_step)
     # The copy pulls the master's tar over the cluster network and checks it
     # against the stack's sha256 (the mocks print 0 bytes).
-    create = copy_step.inputs["create"]
+    create = step_script(copy_step.inputs)
     assert f"root@192.0.2.11:{TAR} " in create and f"SHA256={sha}\n" in create and "BYTES=0\n" in create
     # The SSH key reaches the copy only as secret stdin, never in a script.
     assert contains_secret(copy_step.inputs["stdin"])
-    assert all("PRIVATE KEY" not in str(r.inputs.get("create", "")) for r in g.resources)
+    assert all("PRIVATE KEY" not in str(step_script(r.inputs) or "") for r in g.resources if r.custom)
     # The tar and the image stay on destroy.
     assert copy_step.options["retain_on_delete"] and load.options["retain_on_delete"]
     assert fetch.options["retain_on_delete"]
@@ -147,7 +148,7 @@ def test_without_image_url_every_node_loads_its_own_tar_and_nothing_is_copied():
     g = record_stack(loaded, config)
     assert image_steps(g) == {"node0-image", "node1-image"}
     for name in ("node0-image", "node1-image"):
-        assert "ab" * 32 in named(g, name).inputs["create"] and "curl " not in named(g, name).inputs["create"]
+        assert "ab" * 32 in step_script(named(g, name).inputs) and "curl " not in step_script(named(g, name).inputs)
 
 
 def test_copies_wait_for_the_master_only():
@@ -162,4 +163,4 @@ def test_copies_wait_for_the_master_only():
         assert g.depends_on(one, fetch)
         assert all(not g.depends_on(one, other) for other in copies if other is not one)
     # No image_sha256: the copies are checked against the sha256 the master printed.
-    assert "SHA256_FROM='the tar on node0'" in copies[0].inputs["create"]
+    assert "SHA256_FROM='the tar on node0'" in step_script(copies[0].inputs)

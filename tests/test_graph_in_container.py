@@ -20,6 +20,7 @@ from ascend_inference.stackfile import LoadedStack, load_stack
 from ascendctl.preview import stack as preview_stack
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.stack import preview_stack as preview_text
+from tests.step_script import step_script
 
 pytestmark = pytest.mark.graph
 
@@ -120,4 +121,4 @@ def test_check_acl_overrides_the_engines_default(stack, check_acl, expect):
     config[f"{NS}container"]["check_acl"] = check_acl
     graph = record_stack(loaded_with_config(ld, config), config)
     step = by_name(graph, "node0-container-check")
-    assert expect in step.inputs["create"]
+    assert expect in step_script(step.inputs)

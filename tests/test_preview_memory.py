@@ -16,6 +16,7 @@ from ascendctl.preview.config import scaled_config
 from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.stack import SCRIPTS_NOT_ECHOED, loaded_with_config, record_stack
 from ascendctl.preview.values import UNKNOWN
+from tests.step_script import step_script
 
 pytestmark = pytest.mark.graph
 
@@ -73,7 +74,7 @@ def test_every_nodes_rank_table_copy_shares_one_script_in_the_records():
     base = load_stack("tp16-lmdeploy")
     config = scaled_config(base, 48)
     graph = record_stack(loaded_with_config(base, config), config)
-    scripts = [r.inputs["create"] for r in graph.resources if r.custom and r.name.endswith("-rank-table")]
+    scripts = [step_script(r.inputs) for r in graph.resources if r.custom and r.name.endswith("-rank-table")]
     assert len(scripts) == 48 and len(scripts[0]) > 1024
     assert all(s is scripts[0] for s in scripts)
     # The script names no node, so one text serves them all.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -344,13 +345,42 @@ class Container(ResourceType):
         if found is None:
             raise ProviderError(f"Error inspecting container {resource_id}")
         if not found["Running"] and reveal(state.get("mustRun")) is not False:
-            # resourceDockerContainerReadRefreshFunc: errContainerFailedToBeCreated
-            # (nothing created just now) -> resourceDockerContainerDelete.
-            self._remove(remote, resource_id, state)
-            return "", {}, {}
+            # resourceDockerContainerReadRefreshFunc: with no create in this
+            # process (creationTime zero: every `pulumi refresh`),
+            # errContainerFailedToBeCreated, and Read ends in
+            # resourceDockerContainerDelete: removed, empty id, dropped. After a
+            # create by this process: finished after it, errContainerExitedImmediately
+            # (deleted, and the read fails with it); else "running", then the
+            # must_run check deletes it and fails with errContainerFailedToBeInRunningState.
+            if not _creation_time:
+                self._remove(remote, resource_id, state)
+                return "", {}, {}
+            exited_after_create = _finished_at(found) > _creation_time
+            try:
+                self._remove(remote, resource_id, state)
+            except ProviderError:
+                if exited_after_create:
+                    raise ProviderError("container failed to be deleted") from None
+                raise
+            raise ProviderError("container exited immediately" if exited_after_create
+                                else "container failed to be in running state")
         if not found["Running"]:
             state = {**state, "exitCode": found.get("ExitCode")}
         return resource_id, state, inputs
+
+
+def _finished_at(state: dict[str, Any]) -> float:
+    """State.FinishedAt (RFC 3339, nanoseconds) as seconds since the epoch."""
+    from datetime import datetime
+
+    text = str(state.get("FinishedAt") or "")
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text)
+    if not match:
+        # time.Parse fails: the refresh func returns the error.
+        raise ProviderError(f"parsing time {text!r} as RFC3339")
+    zone = "+00:00" if match[3] == "Z" else match[3]
+    seconds = datetime.fromisoformat(match[1] + zone).timestamp()
+    return seconds + float("0." + (match[2] or "0"))
 
 
 class RemoteImage(ResourceType):
