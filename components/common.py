@@ -152,6 +152,27 @@ class NodeCheckRunError(pulumi.RunError):
 # host's process list, and lets the offline preview's mocks answer for it.
 CHECK_ENV = "ASCEND_INFERENCE_CHECK"
 CHECK_NODE_ENV = "ASCEND_INFERENCE_NODE"
+# A digest of what the steps a check runs after did (its depends_on's custom resources).
+CHECK_AFTER_ENV = "ASCEND_INFERENCE_AFTER"
+
+
+def _ran(steps: Sequence[pulumi.CustomResource]) -> pulumi.Output[str]:
+    """What the steps a check follows did, as a digest the check takes as an input.
+    In a preview where one of them is still to be created, or is updated or replaced
+    (an image not loaded yet, a driver not installed yet), what it printed is unknown
+    (pulumi-command's Create/Update in a preview leave `stdout` computed; docker's
+    RemoteImage has no id yet), and the SDK answers an invoke with an unknown input
+    unknown without running it (pulumi sdk/python/lib/pulumi/runtime/invoke.py
+    `_invoke`: `struct_contains_unknowns(inputs)`): the check then runs at the up,
+    after the step, instead of judging a node the step has not touched yet.
+    depends_on alone does not hold it back: the engine runs a gated invoke once its
+    dependencies' preview steps are done, and a command's preview step has an id.
+    With every step in place the digest is known and the check runs at every preview."""
+    done = [s.stdout if isinstance(s, remote.Command) else s.id for s in steps]
+    digest = pulumi.Output.all(*done).apply(
+        lambda outs: hashlib.sha256("\0".join(str(o) for o in outs).encode()).hexdigest())
+    # A digest reveals nothing of a step's (secret-marked) output.
+    return pulumi.Output.unsecret(digest)
 
 
 def node_check(name: str, *, node: str, connection: NodeConnection, script: pulumi.Input[str],
@@ -169,9 +190,15 @@ def node_check(name: str, *, node: str, connection: NodeConnection, script: pulu
     check's script did. The short command (`bash -s`) keeps pulumi-command's
     failure text (`exit status N: running "bash -s":` then the output) to the
     lines the script printed."""
+    environment: dict[str, pulumi.Input[str]] = {CHECK_ENV: name, CHECK_NODE_ENV: node}
+    steps = [r for r in depends_on if isinstance(r, pulumi.CustomResource)]
+    if steps:
+        environment[CHECK_AFTER_ENV] = _ran(steps)
     result = local.run_output(
         interpreter=list(connection.ssh_argv), command="bash -s", stdin=script,
-        environment={CHECK_ENV: name, CHECK_NODE_ENV: node}, add_previous_output_in_env=False,
+        # An Output among the values is serialized like any input (the stub types
+        # only plain strings; the recorder reads the names from this dict).
+        environment=cast("dict[str, str]", environment), add_previous_output_in_env=False,
         # stdout is the facts (kilobytes of tool output): only stderr reaches the console.
         logging=local.Logging.STDERR,
         opts=pulumi.InvokeOutputOptions(parent=parent, depends_on=list(depends_on) or None))

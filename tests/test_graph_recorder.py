@@ -743,7 +743,7 @@ def test_node_checks_and_the_registrations_that_waited_for_them():
     its depends_on held `after(...)` of. A resource registered after a check
     answered, without waiting for it, has none: the record is what
     depends_on held, not what had happened to answer first."""
-    from components.common import CHECK_ENV, NodeConnection, after, node_check
+    from components.common import CHECK_AFTER_ENV, CHECK_ENV, NodeConnection, after, node_check
 
     def program() -> None:
         group = pulumi.ComponentResource("test:index:Node", "n0")
@@ -764,13 +764,25 @@ def test_node_checks_and_the_registrations_that_waited_for_them():
     def call_for(args) -> dict:
         return {"stdout": f"ran {args.args['environment'][CHECK_ENV]}", "stderr": ""}
 
-    g = record_graph(program, {}, call_for=call_for)
+    def outputs_for(args) -> dict:
+        # What n0-setup printed: known once it ran (in a preview of a create it is unknown).
+        return {"stdout": "set up", "stderr": ""} if args.name == "n0-setup" else {}
+
+    g = record_graph(program, {}, call_for=call_for, outputs_for=outputs_for)
     assert [c.name for c in g.checks] == ["n0-preflight", "n0-ping"]
     preflight, ping = g.check("n0-preflight"), g.check("n0-ping")
     assert preflight.ran and ping.ran and preflight.node == ping.node == "n0"
     assert preflight.parent_urn == g.by_name("n0").urn
     assert preflight.dependencies == [g.by_name("n0-setup").urn] and preflight.after_checks == []
     assert ping.after_checks == ["n0-preflight"] and ping.args["stdin"] == "echo ran n0-preflight"
+    # The ids of the steps a check follows are its input (unknown while a step is still to be
+    # created, so a preview does not run the check on a node the step has not touched yet);
+    # a check that follows only other checks has none.
+    assert len(preflight.args["environment"][CHECK_AFTER_ENV]) == 64
+    assert CHECK_AFTER_ENV not in ping.args["environment"]
+    # Before n0-setup ran (its stdout unknown, a preview of its create), its check is not run.
+    fresh = record_graph(program, {}, call_for=call_for)
+    assert not fresh.check("n0-preflight").ran and not fresh.check("n0-ping").ran
     assert g.by_name("n0-step").after_checks == ["n0-preflight", "n0-ping"]
     assert g.by_name("n0-unrelated").after_checks == [] and g.checks_before(g.by_name("n0-unrelated")) == set()
     assert g.checks_before(g.by_name("n0-step")) == {"n0-preflight", "n0-ping"}

@@ -15,9 +15,10 @@ import threading
 
 import pytest
 
+from ascend_inference.stackfile import load_stack
 from emulator import image as imagelib
 from emulator import network
-from emulator.rollout import StackRollout
+from emulator.userpath import PulumiRollout
 from tests.emulated.conftest import node_ssh, own_cluster
 
 pytestmark = pytest.mark.emulated
@@ -37,7 +38,7 @@ def cluster():
 def tar_server(cluster, tmp_path):
     """The stack's image as a tar, served over HTTP from the host on the
     cluster's bridge; every GET is recorded with its Range header and status."""
-    image = StackRollout(cluster, STACK, tmp_path / "unused.json").base.spec.container.image
+    image = load_stack(STACK).spec.container.image
     root = tmp_path / "served"
     archive = imagelib.build_image(root / "mindie.tar", image)
     requests: list[tuple[str, str | None, int]] = []
@@ -56,19 +57,14 @@ def tar_server(cluster, tmp_path):
         server.shutdown()
 
 
-def stdout_of(rollout: StackRollout, name: str) -> dict:
-    # The image checks are node checks (invokes): what they printed in the latest run;
-    # the image steps and copies are resources: their recorded output.
-    if name in rollout.executor.check_outputs:
-        stdout = rollout.executor.check_outputs[name]
-    else:
-        stdout = rollout.executor.state["resources"][f"command:remote:Command::{name}"]["outputs"]["stdout"]
-    return json.loads(stdout.strip().splitlines()[-1])
+def stdout_of(rollout: PulumiRollout, name: str) -> dict:
+    """The JSON line an image step or copy (a resource) printed last, from the stack's state."""
+    return json.loads(rollout.outputs(name)["stdout"].strip().splitlines()[-1])
 
 
 def test_the_master_fetches_once_and_node1_copies_from_it(cluster, tmp_path, tar_server):
     url, sha, requests = tar_server
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
+    rollout = PulumiRollout(cluster, STACK, tmp_path / "pulumi", log=print)
     image = rollout.base.spec.container.image
     for node in cluster.nodes:
         node_ssh(cluster, node.name, f"docker rmi {image} >/dev/null 2>&1 || true; rm -rf {TAR.rsplit('/', 1)[0]}")
@@ -91,14 +87,20 @@ def test_the_master_fetches_once_and_node1_copies_from_it(cluster, tmp_path, tar
         ids = {n.name: node_ssh(cluster, n.name, f"docker image inspect -f '{{{{.Id}}}}' {image}").strip()
                for n in cluster.nodes}
         assert ids["node0"] == ids["node1"] and ids["node0"].startswith("sha256:")
-        assert stdout_of(rollout, "node1-image-check")["id"] == ids["node1"]
+        # The image checks are invokes: what they verified is the stack output `images`.
+        images = json.loads(rollout.ok("stack", "output", "images", "--json"))
+        assert images["node1"]["id"] == ids["node1"]
         assert "smoke-test-request" in report.did("create")
-        # The key reached node1 on stdin only: no file of node1's own holds it
-        # (its /tmp is the host's, where the emulator keeps the key itself).
+        # The key reached node1 on stdin only, into an ssh-agent that ended with the copy: no
+        # agent nor its socket is left, and no file in the places the steps write holds it (the
+        # tar's directory, the rendered files, the scripts' scratch dir; its /tmp is the host's,
+        # where the emulator keeps the key itself, and mktemp's files there go at the copy's exit).
         # (Line 1 of an OpenSSH key is a header every ed25519 key shares; line 2 is this key's.)
         key_line = cluster.ssh_key_path.read_text().splitlines()[2]
-        found = node_ssh(cluster, "node1", f"grep -rlF {key_line} /root /etc /var /data 2>/dev/null || true")
-        assert found.strip() == ""
+        written = f"{TAR.rsplit('/', 1)[0]} /etc/ascend-inference /var/tmp"
+        found = node_ssh(cluster, "node1", f"grep -rlF -- {key_line} {written} 2>/dev/null; "
+                                           "ls -d /tmp/ssh-* 2>/dev/null; pgrep -x ssh-agent; true")
+        assert found.strip() == "", found
 
         again = rollout.up(changes)
         assert again.error is None, again.error
