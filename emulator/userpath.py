@@ -283,6 +283,7 @@ class PulumiRollout:
         self.env = environment(cluster, backend_dir=self.workdir / "backend")
         self._applied: dict[str, str | None] = {}   # changed key -> its value before (None: absent)
         self._ops = 0
+        self.last_events: Path | None = None
         self.ok("stack", "select", "--create", self.stack)
         for argv, stdin in configure_commands(self.base, cluster, model_path=model_path):
             self.ok(*argv[1:], stdin=stdin)
@@ -310,6 +311,7 @@ class PulumiRollout:
         (its engine events as JSON lines) only with PULUMI_DEBUG_COMMANDS set."""
         self._ops += 1
         log_file = self.events / f"{self._ops:03d}-{args[0]}.jsonl"
+        self.last_events = log_file  # the engine's events of this operation, for a test to read
         start = time.monotonic()
         done = subprocess.run(["pulumi", *args, "--non-interactive", "--event-log", str(log_file)], cwd=self.project,
                               env={**self.env, "PULUMI_DEBUG_COMMANDS": "true"}, capture_output=True, text=True)
