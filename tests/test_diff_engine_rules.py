@@ -1,4 +1,4 @@
-"""Pure tier: the engine's rules the offline diff follows beyond the
+"""Graph tier: the engine's rules the offline diff follows beyond the
 providers' own (docs/cli.md, "What a change redoes"), on small hand-made
 graphs, and what the printout says where the offline diff cannot know.
 
@@ -22,7 +22,7 @@ from ascendctl.preview.printer import format_diff
 from ascendctl.preview.providers import CONTAINER, deletes_first, replace_keys
 from ascendctl.preview.values import UNKNOWN
 
-pytestmark = pytest.mark.pure
+pytestmark = pytest.mark.graph
 
 COMMAND = "command:remote:Command"
 PROVIDER = "pulumi:providers:docker"
@@ -159,3 +159,11 @@ def test_the_mocks_leave_unknown_what_a_preview_does_not_know():
     assert updated["__id__"] == mock_outputs(loaded)(_Args("node1-weights"))["__id__"]  # keeps its id
     assert "stdout" not in updated and "stderr" not in updated
     assert answers(_Args("box", CONTAINER)) == mock_outputs(loaded)(_Args("box", CONTAINER))
+
+
+def test_a_change_that_changes_no_step_is_no_change_in_either_view():
+    """The TLS policy set to what it already is: nothing to record again with unknowns."""
+    from ascendctl.preview.stack import changes_for, diff_stack
+
+    assert changes_for("tp16-lmdeploy", ["network.hccl_tls=disabled"]) == []
+    assert diff_stack("tp16-lmdeploy", ["network.hccl_tls=disabled"]).endswith("No changes.\n")
