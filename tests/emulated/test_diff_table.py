@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from ascend_inference.spec import NAMESPACE
-from emulator.userpath import PulumiRollout, UserPathError
+from emulator.userpath import PulumiRollout, UserPathError, write_sandbox
 from tests.emulated.conftest import own_cluster
 
 pytestmark = pytest.mark.emulated
@@ -201,6 +201,11 @@ def cluster():
 def rolled_out(cluster, tmp_path_factory):
     started = time.monotonic()
     rollout = PulumiRollout(TwoNodes(cluster), STACK, tmp_path_factory.mktemp("difftable"), log=print)
+    # Ray's own wait for its raylet (60 s by default, RAY_raylet_start_wait_time_s) bounded
+    # by the work, not by a busy machine: the containers get a longer one (the sandbox
+    # mapping's env, docs/standin-plugins.md). Only the one `up` starts Ray.
+    write_sandbox(cluster, by_image={rollout.base.spec.container.image: {
+        "env": {"RAY_raylet_start_wait_time_s": "900"}}})
     report = rollout.up()
     assert report.error is None, report.error
     print(f"diff table: cluster and `pulumi up` ready after {time.monotonic() - started:.0f}s")
