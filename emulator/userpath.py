@@ -295,6 +295,7 @@ class PulumiRollout:
         self.env = environment(cluster, backend_dir=self.workdir / "backend")
         self._applied: dict[str, str | None] = {}   # changed key -> its value before (None: absent)
         self._ops = 0
+        self.last_events: Path | None = None
         self.ok("stack", "select", "--create", self.stack)
         for argv, stdin in configure_commands(self.base, cluster, model_path=model_path):
             self.ok(*argv[1:], stdin=stdin)
@@ -327,6 +328,7 @@ class PulumiRollout:
         reads `events` while it runs and may signal `process` (tests/emulated/test_recovery.py)."""
         self._ops += 1
         log_file = self.events / f"{self._ops:03d}-{args[0]}.jsonl"
+        self.last_events = log_file  # the engine's events of this operation, for a test to read
         output = self.events / f"{self._ops:03d}-{args[0]}.out"
         with open(output, "w") as out:
             process = subprocess.Popen(["pulumi", *args, "--non-interactive", "--event-log", str(log_file)],

@@ -126,22 +126,24 @@ class Impact:
         return [n.name for n in loaded(self.stack).spec.nodes]
 
     def named(self, action: str | None = None) -> set[str]:
-        return {c.name for c in self.touched() if action is None or c.action == action}
+        return {c.name for c in self.touched() if action is None or c.if_facts_unchanged == action}
 
     def by_role(self, *roles: str) -> list[ResourceRecord]:
         return [r for r in customs(self.after) if role(r) in roles]
 
     def touched(self) -> list[Change]:
-        return [c for c in self.changes if role(c) != "component"]
+        """What `pulumi up` changes when the nodes report what they report now
+        (the preview may show more: `Change.unless_changed`)."""
+        return [c for c in self.changes if role(c) != "component" and c.if_facts_unchanged != "same"]
 
     def replaced(self) -> set[str]:
-        return {c.name for c in self.changes if c.action == "replace"}
+        return {c.name for c in self.touched() if c.if_facts_unchanged == "replace"}
 
     def redone(self) -> set[str]:
         """Replaced, or for GPUStack's model resource updated: its update puts
         the deployment again (PUT /v2/models/{id}) and waits for it to run."""
-        return self.replaced() | {c.name for c in self.changes
-                                  if c.action == "update" and role(c) == "gpustack-model"}
+        return self.replaced() | {c.name for c in self.touched()
+                                  if c.if_facts_unchanged == "update" and role(c) == "gpustack-model"}
 
 
 def describe(changes: list[Change]) -> str:

@@ -73,3 +73,14 @@ def test_offline_set_types_like_the_cli():
     assert changed[f"{NS}:engine"]["device_port"] == "16668"
     changed = apply_change(config, "engine.max_num_seqs=64", str(path))
     assert changed[f"{NS}:engine"]["max_num_seqs"] == 64
+
+
+def test_offline_set_one_past_the_end_of_a_list_appends_like_the_cli():
+    """`pulumi config set --path 'ns:nodes[2].name' node2` on a 2-node stack adds a
+    third node: the offline `--set` does the same, key by key."""
+    path = STACKS_DIR / "Pulumi.tp16-lmdeploy.yaml"
+    changed = apply_change(read_config(path), "nodes[2].name=node2", str(path))
+    changed = apply_change(changed, "nodes[2].device_ips[0]=198.51.100.33", str(path))
+    assert changed[f"{NS}:nodes"][2] == {"name": "node2", "device_ips": ["198.51.100.33"]}
+    with pytest.raises(StackError, match="no such path"):
+        apply_change(read_config(path), "nodes[3].name=node3", str(path))

@@ -48,7 +48,8 @@ def _needles(answers: list[dict[str, Any]], stack_text: str) -> set[str]:
     reports is not, unless the stack names it)."""
     minted: set[str] = set()
     for answer in answers:
-        minted.add(answer["__id__"])
+        if answer["__id__"] is not None:  # None: an id the preview does not know (facts.CREATED)
+            minted.add(answer["__id__"])
         for key, value in answer.items():
             if key == "__id__" or not isinstance(value, str) or not value.strip():
                 continue
@@ -70,8 +71,8 @@ def _preview_recording_answers(monkeypatch, stack: str, *args: str) -> tuple[str
     answers: list[dict[str, Any]] = []
     original = preview_stack.mock_outputs
 
-    def recording(loaded):
-        answer_for = original(loaded)
+    def recording(loaded, unknown=None):
+        answer_for = original(loaded, unknown)
 
         def outputs_for(args):
             answer = answer_for(args)

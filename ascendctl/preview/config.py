@@ -62,6 +62,9 @@ def apply_change(config: dict[str, Any], assignment: str, file: str) -> dict[str
         try:
             if isinstance(target, dict) and step not in target:
                 target[step] = [] if isinstance(nxt, int) else {}
+            elif isinstance(target, list) and step == len(target):
+                # One past the end appends, as `pulumi config set --path 'nodes[2].name'` does.
+                target.append([] if isinstance(nxt, int) else {})
             target = target[step]
         except (KeyError, IndexError, TypeError):
             raise StackError([Problem(file, key, f"no such path in the stack ('{step}')",

@@ -16,6 +16,7 @@ from ascendctl.preview.paths import PathPart, format_path, parse_path, path_matc
 from ascendctl.preview.values import (
     SECRET_MASK,
     Secret,
+    Unknown,
     contains_secret,
     is_asset_or_archive,
     masked,
@@ -42,6 +43,22 @@ class Change:
     replace_paths: list[str] = field(default_factory=list)  # the ones forcing replacement
     reason: str = ""
     details: list[tuple[str, Any, Any]] = field(default_factory=list)  # (path, old, new)
+    # Set where the offline diff cannot know: `action` is what `pulumi
+    # preview` shows (an input it cannot know yet counts as changed), and
+    # `unless_changed` what `pulumi up` does when the values that only the
+    # nodes and the rollout give come out as they are now ("same" or
+    # "update"); `up` does `action` when they change.
+    unless_changed: str | None = None
+
+    @property
+    def if_facts_unchanged(self) -> str:
+        """What `pulumi up` does when what the nodes report comes out as it is now."""
+        return self.unless_changed or self.action
+
+    @property
+    def outcome(self) -> str:
+        """`action`, or `<action>-or-<unless_changed>` where it depends on what the nodes report."""
+        return f"{self.action}-or-{self.unless_changed}" if self.unless_changed else self.action
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form; values that are or contain secrets become ``"[secret]"``."""
@@ -53,6 +70,7 @@ class Change:
             "paths": list(self.paths),
             "replace_paths": list(self.replace_paths),
             "reason": self.reason,
+            "unless_changed": self.unless_changed,
             "details": [
                 {"path": p, "old": _diff_json(o), "new": _diff_json(n)} for p, o, n in self.details
             ],
@@ -82,6 +100,12 @@ def _diff_values(old: Any, new: Any, parts: list[PathPart], out: list[tuple[list
             _diff_values(old[i] if i < len(old) else MISSING, new[i] if i < len(new) else MISSING, parts + [i], out)
         return
     if old is MISSING and new is MISSING:
+        return
+    if isinstance(new, Unknown):
+        # An unknown new value is a change whatever the old one was: the
+        # providers diff it so (pulumi-go-provider infer/resource.go `diff`,
+        # the bridge's `(*Provider).Diff`; docs/standin-plugins.md C5, D6).
+        out.append((parts, old, new))
         return
     if type(old) is not type(new) or old != new:
         # 1 == 1.0 and True == 1 are not changes worth reporting, but "1" vs 1 is.
@@ -121,7 +145,10 @@ def diff_graphs(
       "because X is replaced" in its reason.  Resources whose inputs do not change
       are not listed, even when they depend on a replaced resource: under mocks the
       outputs they consume are known and compared by value.  (A real preview shows
-      such inputs as unknown and may list more resources.)
+      such inputs as unknown and lists more resources: `stack.recorded_changes`
+      records again with those outputs unknown and merges both views,
+      `merge_preview`; the engine's delete-before-replace spreading is
+      `spread_delete_before_replace`.)
 
     Unchanged resources are omitted.  Order: after-graph registration order, then
     deletions in before-graph order.
@@ -226,3 +253,106 @@ def diff_graphs(
             changes.append(Change(rec.urn, rec.type, rec.name, "delete", reason="no longer in the program"))
     return changes
 
+
+
+def _top_key(pattern: str) -> str:
+    """The input a replace pattern is about: `triggers[*]` -> `triggers`, `labels.**` -> `labels`."""
+    return pattern.split(".", 1)[0].split("[", 1)[0]
+
+
+def spread_delete_before_replace(
+    before: Graph,
+    after: Graph,
+    changes: list[Change],
+    *,
+    replace_keys: Callable[[ResourceRecord], set[str]] | None = None,
+    deletes_first: Callable[[ResourceRecord], bool] | None = None,
+) -> list[Change]:
+    """`changes` with what the engine deletes first when it replaces a
+    resource delete-before-replace, added as replacements.
+
+    The engine (pulumi/pulumi pkg/resource/deploy/step_generator.go,
+    `calculateDependentReplacements`, called from `continueStepsFromDiff`
+    when a replacement is delete-before-replace) walks the old state's
+    dependents of the replaced resource (`DependencyGraph.DependingOn`:
+    dependencies, property dependencies and provider; not children) in
+    order and, for each one whose inputs depend on a resource in its
+    replace set, diffs it with those inputs unknown; one that would be
+    replaced joins the set and is deleted before the root. Whatever the new
+    values turn out to be, such a resource is then recreated. A dependent
+    whose provider is in the set is replaced too. `deletes_first(record)`
+    says whether a replacement of that resource is delete-before-replace
+    (default: its `delete_before_replace` option)."""
+    by_urn = {c.urn: c for c in changes}
+    index = {r.urn: i for i, r in enumerate(before.resources)}
+    first = deletes_first or (lambda rec: bool(rec.options.get("delete_before_replace")))
+    roots = [c for c in changes if c.action == "replace" and c.urn in index
+             and first(after.by_urn.get(c.urn) or before.by_urn[c.urn])]
+    for root in sorted(roots, key=lambda c: index[c.urn]):
+        replace_set = {root.urn}
+        dependents = {root.urn}
+        for rec in before.resources[index[root.urn] + 1:]:
+            inputs_from = {k: set(urns) for k, urns in rec.property_dependencies.items()}
+            edges = set(rec.dependencies).union(*inputs_from.values()) if inputs_from else set(rec.dependencies)
+            if rec.provider_urn:
+                edges.add(rec.provider_urn)
+            if not edges & dependents:
+                continue
+            dependents.add(rec.urn)
+            if not rec.custom:
+                continue
+            ignored = {_top_key(p) for p in rec.options.get("ignore_changes") or []}
+            keys = sorted(k for k, urns in inputs_from.items() if urns & replace_set and k not in ignored)
+            forcing = {_top_key(p) for p in rec.options.get("replace_on_changes") or []}
+            if replace_keys is not None:
+                forcing |= {_top_key(p) for p in replace_keys(rec) or ()}
+            cause = ""
+            if rec.provider_urn in replace_set:
+                cause = "its provider is"
+            elif any(k in forcing for k in keys):
+                cause = f"its {', '.join(k for k in keys if k in forcing)} come(s) from what is"
+            if not cause:
+                continue
+            replace_set.add(rec.urn)
+            if rec.urn not in after.by_urn:
+                continue  # no longer in the program: deleted anyway
+            why = (f"deleted before {root.name} is replaced ({cause} replaced delete-before-replace, "
+                   "so the engine recreates it whatever the new values)")
+            ch = by_urn.get(rec.urn)
+            if ch is None:
+                ch = Change(rec.urn, rec.type, rec.name, "replace", reason=why)
+                changes.append(ch)
+                by_urn[rec.urn] = ch
+            elif ch.action != "replace":
+                ch.action = "replace"
+                ch.reason = (ch.reason + "; " if ch.reason else "") + why
+    order = {r.urn: i for i, r in enumerate(after.resources)}
+    created = [c for c in changes if c.urn in order]
+    created.sort(key=lambda c: order[c.urn])
+    return created + [c for c in changes if c.urn not in order]
+
+
+_STRENGTH = {"update": 1, "create": 2, "delete": 2, "replace": 3}
+
+
+def merge_preview(by_value: list[Change], preview: list[Change]) -> list[Change]:
+    """One list from the by-value diff (the values only the rollout gives
+    taken as they are now) and the preview diff (those values unknown, as
+    `pulumi preview` has them): the preview's action, and where the two
+    differ, `unless_changed` = the by-value action ("same" when it lists
+    nothing) with the reason."""
+    value_of = {c.urn: c for c in by_value}
+    out = []
+    for ch in preview:
+        known = value_of.get(ch.urn)
+        known_action = known.action if known is not None else "same"
+        if known_action != ch.action and _STRENGTH.get(ch.action, 0) > _STRENGTH.get(known_action, 0):
+            unknown = ", ".join(p for p, _, new in ch.details if isinstance(new, Unknown)) or "its inputs"
+            ch.unless_changed = known_action
+            ch.reason = ((known.reason + "; " if known is not None and known.reason else "")
+                         + f"depends on what the nodes report: the preview cannot know {unknown}"
+                         f" (computed from steps the change redoes, known only once they have run), so it shows "
+                         f"{ch.action}; `pulumi up` does {known_action if known_action != 'same' else 'nothing'} "
+                         f"when those values come out as they are now")
+        out.append(ch)
+    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from ascend_inference.loaded import LoadedStack
@@ -122,14 +122,35 @@ def synthetic_spod_info(devices: int, chips_per_npu: int, *, server_index: int, 
     return out
 
 
-def mock_outputs(loaded: LoadedStack) -> Callable[[MockResourceArgs], dict[str, Any]]:
+# How a resource's outputs look in a real `pulumi preview` that creates or
+# replaces it (`CREATED`: id and computed outputs unknown; pulumi-command
+# `infer/resource.go` markComputed, the bridge's planned state, the engine's
+# invoke gate for checks waiting for it), or updates it (`UPDATED`: a
+# command's stdout and stderr unknown, docs/standin-plugins.md C8; a
+# container or image keeps its outputs).
+CREATED = "created"
+UPDATED = "updated"
+
+
+def mock_outputs(loaded: LoadedStack, unknown: Mapping[str, str] | None = None,
+                 ) -> Callable[[MockResourceArgs], dict[str, Any]]:
     """The `outputs_for` of `recorder.record_graph` for this stack: an id per
     resource that changes when the provider would mint a new one, and the
-    stdout the program reads from preflight, weights, image checks and GPUStack commands."""
+    stdout the program reads from preflight, weights, image checks and GPUStack commands.
+    `unknown`: resource name -> CREATED or UPDATED, whose outputs are left
+    unknown as a real preview has them."""
     node_names = {n.name for n in loaded.spec.nodes}
+    unknown = unknown or {}
 
     def outputs_for(args: MockResourceArgs) -> dict[str, Any]:
-        return {"__id__": f"{args.name}-{_input_digest(identity_inputs(args.typ, args.inputs))}", **_outputs(args)}
+        how = unknown.get(args.name)
+        if how == CREATED:
+            return {"__id__": None}
+        answer = {"__id__": f"{args.name}-{_input_digest(identity_inputs(args.typ, args.inputs))}", **_outputs(args)}
+        if how == UPDATED and args.typ == COMMAND:
+            answer.pop("stdout", None)
+            answer.pop("stderr", None)
+        return answer
 
     def _outputs(args: MockResourceArgs) -> dict[str, Any]:
         name = args.name

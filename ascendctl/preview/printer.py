@@ -201,9 +201,17 @@ def format_diff(changes: list[Change], *, before: Graph | None = None, after: Gr
         return "No changes.\n"
     lines = []
     counts: dict[str, int] = {}
+    depends = 0
     for ch in changes:
         counts[ch.action] = counts.get(ch.action, 0) + 1
-        lines.append(f"{_SYMBOL[ch.action]:<2} {ch.action:<7} {ch.type} {ch.name}")
+        if ch.unless_changed:
+            # The offline diff cannot know: `pulumi preview` shows the action,
+            # `pulumi up` does it only if what the nodes report changes.
+            depends += 1
+            lines.append(f"{_SYMBOL[ch.action]:<2} {ch.action} or {ch.unless_changed} (depends on what the nodes "
+                         f"report) {ch.type} {ch.name}")
+        else:
+            lines.append(f"{_SYMBOL[ch.action]:<2} {ch.action:<7} {ch.type} {ch.name}")
         if ch.reason:
             lines.append(f"           reason: {ch.reason}")
         old_known = _known_of(before, ch.urn)
@@ -220,6 +228,9 @@ def format_diff(changes: list[Change], *, before: Graph | None = None, after: Gr
                 continue
             lines.append(f"           {path}: {_diff_value(old_shown)} -> {_diff_value(new_shown)}{mark}")
     summary = ", ".join(f"{counts[a]} to {a}" for a in ("create", "update", "replace", "delete") if a in counts)
+    if depends:
+        summary += (f" ({depends} of them as `pulumi preview` shows them; `pulumi up` does less there when what "
+                    "the nodes report comes out as it is now)")
     lines.append(f"Resources: {summary}")
     return "\n".join(lines) + "\n"
 

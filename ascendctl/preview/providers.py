@@ -51,6 +51,16 @@ DOCKER_CONTAINER_IN_PLACE = {"restart", "maxRetryCount", "mustRun", "wait", "wai
                              "logs", "rm", "destroyGraceSeconds"}
 
 
+def deletes_first(record: ResourceRecord) -> bool:
+    """Whether the engine replaces `record` delete-before-replace: its own
+    option, or the provider's answer (pulumi-docker 4.11.2
+    `provider/resources.go`: docker_container `DeleteBeforeReplace: true`;
+    docs/standin-plugins.md D8). An explicit `delete_before_replace=False` is
+    not told apart from an unset one in the request, so the container's is
+    taken as the provider's."""
+    return bool(record.options.get("delete_before_replace")) or record.type == CONTAINER
+
+
 def replace_keys(record: ResourceRecord) -> set[str]:
     """Input path patterns whose change makes the provider replace ``record``."""
     if record.type == CONTAINER:

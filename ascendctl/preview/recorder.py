@@ -106,8 +106,13 @@ class RecordingMocks(Mocks):
                 state.update(extra)
         # outputs_for may choose the id (key "__id__"), e.g. one derived from
         # the inputs, so that a replaced resource gets a new id as it would
-        # for real and its dependents' triggers change with it.
-        return state.pop("__id__", None) or f"{args.name}-id", state
+        # for real and its dependents' triggers change with it. None is an id
+        # unknown in the preview (a resource the preview creates or replaces):
+        # the SDK reads the empty id as unknown in a dry run.
+        if "__id__" in state:
+            chosen = state.pop("__id__")
+            return ("" if chosen is None else chosen or f"{args.name}-id"), state
+        return f"{args.name}-id", state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         # No failures is [], not None: the SDK's mock monitor iterates them.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ascend_inference.loaded import LoadedStack
@@ -17,12 +18,12 @@ from ascend_inference.stackfile import (
     resolve_stack,
 )
 from ascendctl.preview.config import apply_change
-from ascendctl.preview.diff import Change, diff_graphs
-from ascendctl.preview.facts import mock_calls, mock_outputs
+from ascendctl.preview.diff import Change, diff_graphs, merge_preview, spread_delete_before_replace
+from ascendctl.preview.facts import CREATED, UPDATED, mock_calls, mock_outputs
 from ascendctl.preview.graph import Graph
 from ascendctl.preview.picture import Picture, build_picture
 from ascendctl.preview.printer import format_diff, format_plan
-from ascendctl.preview.providers import replace_keys
+from ascendctl.preview.providers import COMMAND, deletes_first, replace_keys
 from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.unknowns import annotated_json, mock_values_of
 from ascendctl.preview.values import Secret
@@ -53,16 +54,19 @@ SCRIPTS_NOT_ECHOED: dict[str, frozenset[str]] = {
 
 
 def record_stack(loaded: LoadedStack, config: dict[str, Any] | None = None, *,
-                 not_echoed: dict[str, frozenset[str]] | None = None) -> Graph:
+                 not_echoed: dict[str, frozenset[str]] | None = None,
+                 unknown: Mapping[str, str] | None = None) -> Graph:
     """The graph of `loaded` (or of `config`, when given, read from
     `loaded`'s file) as `pulumi preview` would build it. `not_echoed`:
-    the outputs the mocks leave unknown (default `SCRIPTS_NOT_ECHOED`)."""
+    the outputs the mocks leave unknown (default `SCRIPTS_NOT_ECHOED`);
+    `unknown`: the resources whose outputs a real preview does not know yet
+    (`facts.mock_outputs`)."""
     from components.program import run
 
     config = loaded.raw_config if config is None else config
     previous = os.environ.get("ASCEND_INFERENCE_STACK_FILE")
     os.environ["ASCEND_INFERENCE_STACK_FILE"] = loaded.file
-    answers = mock_outputs(loaded)
+    answers = mock_outputs(loaded, unknown) if unknown else mock_outputs(loaded)
     made_up: set[str] = set()
 
     def outputs_for(args: MockResourceArgs) -> dict[str, Any]:
@@ -121,15 +125,62 @@ def changes_for(name_or_path: str, assignments: list[str]) -> list[Change]:
     return recorded_changes(name_or_path, assignments)[0]
 
 
+# Recordings of the preview's unknowns before giving up on a fixed point:
+# each adds at least one resource, and the chains are about 15 steps long.
+PREVIEW_ROUNDS = 32
+
+
 def recorded_changes(name_or_path: str, assignments: list[str]) -> tuple[list[Change], Graph, Graph]:
-    """The changes `assignments` make, with the recordings before and after."""
+    """The changes `assignments` make, with the recordings before and after.
+
+    Two views, as the real engine has them (docs/cli.md, "What a change
+    redoes"): by value (every output a step gives taken as the mocks
+    give it, i.e. as the nodes give it now), and as `pulumi preview` sees it:
+    the outputs of what the change creates, replaces or updates are unknown
+    there, and an input computed from one counts as changed (recorded again
+    with those outputs unknown until nothing more changes). Both then get
+    the engine's delete-before-replace spreading. Where the two differ the
+    change's `unless_changed` says what `up` does if those values come out
+    as they are now."""
     name, path = resolve_stack(name_or_path)
     changed = read_config(path)
     for assignment in assignments:
         changed = apply_change(changed, assignment, str(path))
     before = record_stack(load_stack(name_or_path))
-    after = record_stack(_loaded_from_config(name, str(path), changed), changed)
-    return diff_graphs(before, after, replace_keys=replace_keys), before, after
+    loaded_after = _loaded_from_config(name, str(path), changed)
+    after = record_stack(loaded_after, changed)
+    by_value = _engine_changes(before, after)
+    unknown = _unknown_in_preview(by_value, {})
+    preview, seen = by_value, after
+    for _ in range(PREVIEW_ROUNDS):
+        if not unknown:
+            break
+        seen = record_stack(loaded_after, changed, unknown=unknown)
+        preview = _engine_changes(before, seen)
+        grown = _unknown_in_preview(preview, unknown)
+        if grown == unknown:
+            break
+        unknown = grown
+    if preview is by_value:
+        return by_value, before, after
+    return merge_preview(by_value, preview), before, after
+
+
+def _engine_changes(before: Graph, after: Graph) -> list[Change]:
+    changes = diff_graphs(before, after, replace_keys=replace_keys)
+    return spread_delete_before_replace(before, after, changes, replace_keys=replace_keys,
+                                        deletes_first=deletes_first)
+
+
+def _unknown_in_preview(changes: list[Change], known: Mapping[str, str]) -> dict[str, str]:
+    """`known` with the resources whose outputs `changes` leave unknown in a preview."""
+    out = dict(known)
+    for ch in changes:
+        if ch.action in ("create", "replace"):
+            out[ch.name] = CREATED
+        elif ch.action == "update" and ch.type == COMMAND:
+            out.setdefault(ch.name, UPDATED)
+    return out
 
 
 def _loaded_from_config(name: str, file: str, config: dict[str, Any]) -> LoadedStack:
