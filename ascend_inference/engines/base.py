@@ -216,6 +216,12 @@ class HttpCheck:
     # the key is on no command line and in no file.
     bearer: bool = False
     key_env: str = ""
+    # An https URL's server is checked against this CA file (curl --cacert,
+    # never -k); "" for http. A client certificate and key, when the server
+    # asks for one (MindIE's two-way HTTPS).
+    cacert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
 
     def read_key_from_stdin(self) -> str:
         return ('IFS= read -r api_key || [ -n "$api_key" ] || '
@@ -231,8 +237,13 @@ class HttpCheck:
     def auth_args(self) -> list[str]:
         return ["-H", "@-"] if self.bearer else []
 
+    def tls_args(self) -> list[str]:
+        client = ["--cert", self.client_cert, "--key", self.client_key] if self.client_cert else []
+        return ["--cacert", self.cacert, *client] if self.cacert else []
+
     def curl(self) -> str:
-        parts = ["curl", "-sS", "--fail-with-body", "-m", str(self.timeout_s), "-X", self.method, *self.auth_args()]
+        parts = ["curl", "-sS", "--fail-with-body", "-m", str(self.timeout_s), "-X", self.method, *self.tls_args(),
+                 *self.auth_args()]
         for name, value in self.headers:
             parts += ["-H", f"{name}: {value}"]
         if self.body is not None:
