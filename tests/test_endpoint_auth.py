@@ -113,7 +113,7 @@ def test_the_program_keeps_the_key_secret(tmp_path, stack):
     smoke = [r for r in graph.resources if r.name == "smoke-test-request"]
     assert len(smoke) == 1 and contains_secret(smoke[0].inputs["stdin"])
     printed = run_cli("preview", "--stack", str(path)).stdout
-    assert CIPHERTEXT not in printed and "Warning" not in printed
+    assert CIPHERTEXT not in printed and "insecure_no_api_key" not in printed
     out = tmp_path / "out"
     assert run_cli("render", "--stack", str(path), "--out", str(out)).returncode == 0
     every_file = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())

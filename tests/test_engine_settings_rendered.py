@@ -103,7 +103,7 @@ CASES = [
 
 # What a case's setting needs beside it: a MindIE TLS switch turned on needs the TLS files.
 MINDIE_TLS = {"ca": "/etc/mindie-tls/ca.pem", "cert": "/etc/mindie-tls/server.pem",
-              "key": "/etc/mindie-tls/server.key.pem", "key_password": "/etc/mindie-tls/key_pwd.txt",
+              "key": "/etc/mindie-tls/server.key.pem", "key_unlock_file": "/etc/mindie-tls/key_pwd.txt",
               "kmc_master": "/etc/mindie-tls/ksfa", "kmc_standby": "/etc/mindie-tls/ksfb"}
 WITH = {("tp16-mindie", switch): {"tls": MINDIE_TLS}
         for switch in ("https_enabled", "inter_comm_tls_enabled", "inter_node_tls_enabled")}

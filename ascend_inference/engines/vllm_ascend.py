@@ -164,8 +164,8 @@ class VllmAscend(EnginePlugin):
     supports_dp = True
     supports_ep = True
     # ray.md's worker line: `ray start --address='{head_node_ip}:6379' --node-ip-address={local_ip}`;
-    # its head line is a bare `ray start --head`.
-    ray_join_with_node_ip = True
+    # its head line is a bare `ray start --head` (here with --node-ip-address, as every
+    # Ray engine's head: ray-start.sh.j2).
     runbook = "vllm-ascend's DeepSeek-R1 tutorial"
     image_package = EnginePackage("vllm-ascend", dist="vllm_ascend")
 

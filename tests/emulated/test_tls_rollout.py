@@ -26,7 +26,7 @@ pytestmark = pytest.mark.emulated
 STACK = "tp16-mindie"
 TLS_DIR = "/etc/mindie-tls"
 TLS = {"ca": f"{TLS_DIR}/ca.pem", "cert": f"{TLS_DIR}/server.pem", "key": f"{TLS_DIR}/server.key.pem",
-       "key_password": f"{TLS_DIR}/key_pwd.txt", "kmc_master": f"{TLS_DIR}/ksfa", "kmc_standby": f"{TLS_DIR}/ksfb"}
+       "key_unlock_file": f"{TLS_DIR}/key_pwd.txt", "kmc_master": f"{TLS_DIR}/ksfa", "kmc_standby": f"{TLS_DIR}/ksfb"}
 INSTALL = "/usr/local/Ascend/mindie/latest/mindie-service"
 ssh = node_ssh
 
@@ -75,7 +75,7 @@ def rolled_out(cluster, tmp_path_factory):
     for node, (cert, key) in zip(cluster.nodes, servers, strict=True):
         files = {TLS["ca"]: ca, TLS["cert"]: cert, TLS["key"]: key,
                  # What MindIE's certificate tool writes; the stand-in does not read them.
-                 TLS["key_password"]: "emulator: not read\n", TLS["kmc_master"]: "emulator: not read\n",
+                 TLS["key_unlock_file"]: "emulator: not read\n", TLS["kmc_master"]: "emulator: not read\n",
                  TLS["kmc_standby"]: "emulator: not read\n"}
         script = f"umask 077 && mkdir -p {TLS_DIR}" + "".join(
             f" && printf '%s' {shlex.quote(text)} > {path}" for path, text in files.items())
