@@ -70,7 +70,8 @@ class MindieTls(StrictModel):
     `import_cert`): the private key is encrypted, its password file is
     encrypted with the KMC keystore (`kmc_master`, `kmc_standby`) that tool
     writes. The program mounts each file read-only into the container at the
-    place MindIE's default config.json names (TLS_FILES) and points the
+    place MindIE's default config.json names (HTTPS_FILES, INTER_COMM_FILES,
+    INTER_NODE_FILES, KMC_FILES) and points the
     config.json keys there."""
 
     ca: str
