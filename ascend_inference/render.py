@@ -235,8 +235,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     if engine.uses_ray(spec):
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
-               ray_port=port, head_address=spec.nodes[0].address,
-               node_ip_flag=engine.ray_head_with_node_ip if ctx.is_master else engine.ray_join_with_node_ip)
+               ray_port=port, head_address=spec.nodes[0].address)
         script("ray-stop", "Stop Ray on this node", "container")
         if ctx.is_master:
             script("ray-verify", "Verify the Ray cluster", "container", world_size=plan.world_size,

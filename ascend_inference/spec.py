@@ -299,6 +299,11 @@ class Container(StrictModel):
     engine_version: Annotated[str, Field(pattern=VERSION)] | None = None
     # CANN's version inside the image (ascend_toolkit_install.info); None: reported only.
     cann_version: Annotated[str, Field(pattern=VERSION)] | None = None
+    # Ray's version inside the image (`ray --version`), for the engines that form
+    # their cluster over Ray: from 2.52.0 Ray has token authentication, which the
+    # program then turns on (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN from the secret
+    # `rayAuthToken`); None or older: Ray runs open, named as a warning.
+    ray_version: Annotated[str, Field(pattern=VERSION)] | None = None
     # Where each node fetches `image_tar` from when it is not there (runbook
     # 001 §4.1 `wget`s the tar on the node): resumable, then checked against
     # `image_sha256` when given.
@@ -420,8 +425,8 @@ class ClusterSpec(StrictModel):
         """One line per insecure runbook default the stack keeps on purpose
         (`engine.insecure_no_api_key: true`, ...), for preview, validate and
         the program's warnings."""
-        return [f"warning: {NAMESPACE}:{key}: {what} (an explicit stack choice; see docs/security.md#endpoints)"
-                for key, what in self.engine.insecure_choices()]
+        return [f"warning: {NAMESPACE}:{key}: {what} (see docs/security.md#endpoints)"
+                for key, what in self.engine_plugin.insecure_choices(self)]
 
     def secret_keys(self) -> list[str]:
         """Config keys this stack reads as Pulumi secrets."""

@@ -178,11 +178,11 @@ def configure_commands(loaded: LoadedStack, cluster, *, model_path: str = MODEL_
     key_name = f"{NAMESPACE}:{loaded.spec.ssh.private_key_secret}"
     commands = [(set_all, None),
                 (["pulumi", "config", "set", "--secret", key_name], Path(cluster.ssh_key_path).read_text())]
-    if api_key := loaded.spec.engine_plugin.api_key_secret(loaded.spec):
-        # The serving API key (docs/security.md#endpoints): a fresh one per configure.
-        import secrets
+    import secrets
 
-        commands.append((["pulumi", "config", "set", "--secret", f"{NAMESPACE}:{api_key}"],
+    for engine_key in loaded.spec.engine_plugin.secret_keys(loaded.spec):
+        # The serving API key and Ray's token (docs/security.md#endpoints): fresh ones per configure.
+        commands.append((["pulumi", "config", "set", "--secret", f"{NAMESPACE}:{engine_key}"],
                          secrets.token_urlsafe(32)))
     return commands
 

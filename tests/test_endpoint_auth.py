@@ -1,4 +1,4 @@
-"""The serving API key of vLLM-MindSpore and LMDeploy (docs/security.md#endpoints).
+"""The serving API key of vLLM-MindSpore, vllm-ascend and LMDeploy (docs/security.md#endpoints).
 
 What the engines are given (a secret container env, LMDeploy's flag from it),
 what readiness and smoke send (`Authorization: Bearer`, on no command line),
@@ -29,7 +29,9 @@ from tests.conftest import NS, load_stack_doc, pin_host_keys, run_cli, write_sta
 CIPHERTEXT = "v1:c2VydmluZy1rZXk=:bm90LXJlYWxseS1lbmNyeXB0ZWQ="
 KEY = "sk-serving-key-never-in-argv-0123456789"
 
-ENGINES = {"tp16-vllm-mindspore": "VLLM_API_KEY", "tp16-lmdeploy": "ASCEND_INFERENCE_API_KEY"}
+ENGINES = {"tp16-vllm-mindspore": "VLLM_API_KEY", "tp16-lmdeploy": "ASCEND_INFERENCE_API_KEY",
+           # vllm-ascend in both its forms: data parallel (every node serves) and Ray (the head serves).
+           "dp2-tp8-ep16-vllm-ascend": "VLLM_API_KEY", "tp16-vllm-ascend-ray": "VLLM_API_KEY"}
 
 
 def stack_with(tmp_path: Path, stack: str, label: str, **engine) -> Path:
@@ -111,7 +113,7 @@ def test_the_program_keeps_the_key_secret(tmp_path, stack):
     smoke = [r for r in graph.resources if r.name == "smoke-test-request"]
     assert len(smoke) == 1 and contains_secret(smoke[0].inputs["stdin"])
     printed = run_cli("preview", "--stack", str(path)).stdout
-    assert CIPHERTEXT not in printed and "Warning" not in printed
+    assert CIPHERTEXT not in printed and "insecure_no_api_key" not in printed
     out = tmp_path / "out"
     assert run_cli("render", "--stack", str(path), "--out", str(out)).returncode == 0
     every_file = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())

@@ -145,7 +145,6 @@ class _Variant(type(ENGINES["vllm-mindspore"])):
     """vLLM-MindSpore with every hook set the other way."""
 
     weights_mode = "700"
-    ray_join_with_node_ip = True
     smoke_template = "gpustack-smoke.sh.j2"
 
     def pre_start(self, ctx):
@@ -163,10 +162,6 @@ def test_render_follows_the_hooks_not_the_kind(stacks, monkeypatch):
 
     assert "chmod -R" not in before[0].scripts.weights.text
     assert "chmod -R 700 \"$MODEL\"" in after[0].scripts.weights.text
-    assert "--node-ip-address" not in before[1].scripts.ray_start.text
-    worker = loaded.spec.nodes[1].address
-    assert f"--node-ip-address={worker}" in after[1].scripts.ray_start.text
-    assert "--node-ip-address" not in after[0].scripts.ray_start.text, "the head starts Ray without it"
     assert "echo prepared node0" in after[0].scripts.serve_start.text
     assert "server=http://variant.example" in after[0].scripts.smoke.text
     assert "gs_login" in after[0].scripts.smoke.text and "gs_login" not in before[0].scripts.smoke.text

@@ -55,9 +55,13 @@ CASES = [
     ("tp16-mindie", "port", 1099, ['["ServerConfig.port", 1099]', f"http://{MASTER}:1099/v1/models"]),
     ("tp16-mindie", "install_path", "/opt/mindie-svc", ['"file": "/opt/mindie-svc/conf/config.json"',
                                                          "cd /opt/mindie-svc"]),
-    ("tp16-mindie", "https_enabled", True, ['["ServerConfig.httpsEnabled", true]']),
-    ("tp16-mindie", "inter_comm_tls_enabled", True, ['["ServerConfig.interCommTLSEnabled", true]']),
-    ("tp16-mindie", "inter_node_tls_enabled", True, ['["BackendConfig.interNodeTLSEnabled", true]']),
+    # (with engine.tls, which a switch turned on needs: WITH below)
+    ("tp16-mindie", "https_enabled", True, ['["ServerConfig.httpsEnabled", true]',
+                                            f"--cacert /etc/mindie-tls/ca.pem https://{MASTER}:1025/v1/models"]),
+    ("tp16-mindie", "inter_comm_tls_enabled", True, ['["ServerConfig.interCommTLSEnabled", true]',
+                                                     '"ServerConfig.interCommTlsCert", "security/grpc/certs/']),
+    ("tp16-mindie", "inter_node_tls_enabled", True, ['["BackendConfig.interNodeTLSEnabled", true]',
+                                                     '"BackendConfig.interNodeTlsPk", "security/grpc/keys/']),
     ("tp16-mindie", "max_seq_len", 32769, ['["BackendConfig.ModelDeployConfig.maxSeqLen", 32769]']),
     ("tp16-mindie", "max_input_token_len", 8193, ['["BackendConfig.ModelDeployConfig.maxInputTokenLen", 8193]']),
     # At least max_input_token_len (16384): MindIE refuses less at start (test_engine_rules.py).
@@ -97,6 +101,13 @@ CASES = [
     ("dp4-ep32-gpustack", "visible_devices", [7, 6, 5, 4, 3, 2, 1, 0], ["VISIBLE_DEVICES=7,6,5,4,3,2,1,0"]),
 ]
 
+# What a case's setting needs beside it: a MindIE TLS switch turned on needs the TLS files.
+MINDIE_TLS = {"ca": "/etc/mindie-tls/ca.pem", "cert": "/etc/mindie-tls/server.pem",
+              "key": "/etc/mindie-tls/server.key.pem", "key_unlock_file": "/etc/mindie-tls/key_pwd.txt",
+              "kmc_master": "/etc/mindie-tls/ksfa", "kmc_standby": "/etc/mindie-tls/ksfb"}
+WITH = {("tp16-mindie", switch): {"tls": MINDIE_TLS}
+        for switch in ("https_enabled", "inter_comm_tls_enabled", "inter_node_tls_enabled")}
+
 # Settings no case above renders away from their default, and why.
 NOT_RENDERED = {
     "kind": "selects the engine; each engine's stack renders its own kind",
@@ -113,6 +124,8 @@ NOT_RENDERED = {
                       "probes' header carry it (tests/test_endpoint_auth.py)",
     "insecure_no_api_key": "true drops the API key instead of adding a flag: tests/test_endpoint_auth.py "
                            "test_the_opt_out_is_explicit_and_named",
+    "tls": "MindIE's TLS files, rendered with a TLS switch on (the cases above, WITH) and in full by "
+           "tests/test_mindie_tls.py",
 }
 
 SETTINGS = {"tp16-vllm-mindspore": VllmMindsporeSettings, "tp16-mindie": MindieSettings,
@@ -140,7 +153,7 @@ def default_text(stack: str) -> str:
 def rendered_with(stack: str, setting: str, value) -> str:
     loaded = load_stack(stack)
     config = json.loads(json.dumps(loaded.raw_config))
-    config[ENGINE] = {**config[ENGINE], setting: value}
+    config[ENGINE] = {**config[ENGINE], setting: value, **WITH.get((stack, setting), {})}
     changed = loaded_with_config(loaded, config)
     assert getattr(changed.spec.engine, setting) == value != getattr(loaded.spec.engine, setting)
     return rendered_text(changed)

@@ -739,14 +739,21 @@ def test_gpustack_needs_no_env_variables(rendered):
 # Ray
 # --------------------------------------------------------------------------
 
+# Every head gets --node-ip-address and --dashboard-host=127.0.0.1, every
+# worker --node-ip-address (not in runbooks 000/003, only the workers' in 004):
+# Ray on the node's cluster address, not its guess among the host's addresses
+# (on a host with several NICs it may pick one that is not the rank table's),
+# and its dashboard on loopback only (docs/security.md#ray).
+HEAD_FLAGS = " --node-ip-address=NODE_IP --dashboard-host=127.0.0.1"
+WORKER_FLAG = " --node-ip-address=NODE_IP"
+
 RAY_CASES = {
     # stack: (head line, worker line, placeholders -> "master" | "node" | literal)
-    "tp16-vllm-mindspore": (RUNBOOK_000_RAY_HEAD, RUNBOOK_000_RAY_WORKER,
-                            {"<head_node_ip>": "master", "<port>": "6379"}),
-    "tp8-pp2-300iduo": (RUNBOOK_003_RAY_HEAD, RUNBOOK_003_RAY_WORKER, {"xxx.xxx.xxx.xxx": "master"}),
-    # The head also gets --node-ip-address (not in runbook 004): on a host with
-    # several NICs Ray may otherwise pick an address that is not the rank table's.
-    "tp16-lmdeploy": (RUNBOOK_004_ENV_HEAD.strip().splitlines()[-1] + " --node-ip-address=NODE_IP",
+    "tp16-vllm-mindspore": (RUNBOOK_000_RAY_HEAD + HEAD_FLAGS, RUNBOOK_000_RAY_WORKER + WORKER_FLAG,
+                            {"<head_node_ip>": "master", "<port>": "6379", "NODE_IP": "node"}),
+    "tp8-pp2-300iduo": (RUNBOOK_003_RAY_HEAD + HEAD_FLAGS, RUNBOOK_003_RAY_WORKER + WORKER_FLAG,
+                        {"xxx.xxx.xxx.xxx": "master", "NODE_IP": "node"}),
+    "tp16-lmdeploy": (RUNBOOK_004_ENV_HEAD.strip().splitlines()[-1] + HEAD_FLAGS,
                       RUNBOOK_004_ENV_WORKER.strip().splitlines()[-1],
                       {"HEAD_NODE_IP": "master", "NODE_IP": "node", "PORT": "6379"}),
 }

@@ -71,7 +71,7 @@ CASES = [
          text=lambda t: t.replace("    - name: node1", "\t- name: node1")),
     Case("yaml-unclosed-bracket", "line", ("not valid YAML",),
          text=lambda t: t.replace("198.51.100.8]", "198.51.100.8", 1)),
-    Case("duplicate-key-in-a-section", NS + "parallel.tp", ("written twice", "lines 48 and 49", "keep one `tp:`"),
+    Case("duplicate-key-in-a-section", NS + "parallel.tp", ("written twice", "lines 55 and 56", "keep one `tp:`"),
          text=lambda t: t.replace("    tp: 16\n", "    tp: 16\n    tp: 8\n")),
     Case("duplicate-key-in-a-node", NS + "nodes[1].host", ("lines 11 and 12",),
          text=lambda t: t.replace("      host: 192.0.2.12\n", "      host: 192.0.2.12\n      host: 192.0.2.13\n")),

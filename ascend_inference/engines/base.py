@@ -55,6 +55,13 @@ def is_secret_env_name(name: str) -> bool:
     return bool(SECRET_ENV_NAME.search(name))
 
 
+# Ray's token authentication (RAY_AUTH_MODE=token; docs.ray.io
+# ray-core/internals/token-authentication.html: the token from RAY_AUTH_TOKEN,
+# set the same on every node), from this release on.
+RAY_TOKEN_AUTH_SINCE = (2, 52, 0)
+# The config key of the Pulumi secret holding Ray's token.
+RAY_TOKEN_SECRET = "rayAuthToken"
+
 # A key of the ascend-inference: config namespace (as `ssh.private_key_secret`).
 CONFIG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -216,6 +223,12 @@ class HttpCheck:
     # the key is on no command line and in no file.
     bearer: bool = False
     key_env: str = ""
+    # An https URL's server is checked against this CA file (curl --cacert,
+    # never -k); "" for http. A client certificate and key, when the server
+    # asks for one (MindIE's two-way HTTPS).
+    cacert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
 
     def read_key_from_stdin(self) -> str:
         return ('IFS= read -r api_key || [ -n "$api_key" ] || '
@@ -231,8 +244,13 @@ class HttpCheck:
     def auth_args(self) -> list[str]:
         return ["-H", "@-"] if self.bearer else []
 
+    def tls_args(self) -> list[str]:
+        client = ["--cert", self.client_cert, "--key", self.client_key] if self.client_cert else []
+        return ["--cacert", self.cacert, *client] if self.cacert else []
+
     def curl(self) -> str:
-        parts = ["curl", "-sS", "--fail-with-body", "-m", str(self.timeout_s), "-X", self.method, *self.auth_args()]
+        parts = ["curl", "-sS", "--fail-with-body", "-m", str(self.timeout_s), "-X", self.method, *self.tls_args(),
+                 *self.auth_args()]
         for name, value in self.headers:
             parts += ["-H", f"{name}: {value}"]
         if self.body is not None:
@@ -453,9 +471,34 @@ class EnginePlugin:
         raise NotImplementedError
 
     def secret_keys(self, spec: ClusterSpec) -> list[str]:
-        """Config keys of the Pulumi secrets the engine itself reads (its API key)."""
-        key = self.api_key_secret(spec)
-        return [key] if key else []
+        """Config keys of the Pulumi secrets the engine itself reads (its API
+        key, Ray's token)."""
+        return [key for key in (self.api_key_secret(spec), self.ray_auth_secret(spec)) if key]
+
+    def ray_auth_secret(self, spec: ClusterSpec) -> str | None:
+        """The config key of Ray's token when the stack's Ray is started with
+        token authentication: a Ray cluster whose declared version has it
+        (2.52.0 and later: docs.ray.io ray-security/token-auth.html, "Token
+        authentication is available in Ray 2.52.0 or later")."""
+        version = spec.container.ray_version
+        if self.uses_ray(spec) and version is not None and version_tuple(version) >= RAY_TOKEN_AUTH_SINCE:
+            return RAY_TOKEN_SECRET
+        return None
+
+    def insecure_choices(self, spec: ClusterSpec) -> list[tuple[str, str]]:
+        """(stack key, what it leaves open) for every open door this stack
+        keeps: the settings' explicit choices, and Ray without authentication."""
+        found = spec.engine.insecure_choices()
+        if self.uses_ray(spec) and self.ray_auth_secret(spec) is None:
+            declared = spec.container.ray_version
+            found.append((
+                "container.ray_version",
+                f"{'is not set' if declared is None else f'is {declared}'}: Ray runs without authentication "
+                "(token authentication needs Ray 2.52.0 or later), so whoever reaches the head's GCS port "
+                f"{self.ray_port(spec)} or Ray's other ports on a node can run code in the privileged, "
+                "host-network containers; keep the cluster network closed to all but the nodes and the "
+                "control host, or use an image with Ray 2.52.0 or later and declare it"))
+        return found
 
     def api_key_secret(self, spec: ClusterSpec) -> str | None:
         """The config key of the serving API key, when the engine is served with one."""
@@ -496,12 +539,6 @@ class EnginePlugin:
         return None
 
     # --- cluster --------------------------------------------------------
-    # Ray workers join with `--node-ip-address=<their address>`.
-    ray_join_with_node_ip: ClassVar[bool] = False
-    # The head starts with `--node-ip-address=<its address>`, so Ray does not
-    # pick another NIC's address on a host with several.
-    ray_head_with_node_ip: ClassVar[bool] = False
-
     def rank_table_path(self, spec: ClusterSpec) -> str | None:
         return None
 
@@ -577,7 +614,13 @@ def runbook_container(ctx: NodeContext, standard: list[str], extra: Sequence[Mou
         ctx.stack_dir_mounts() if stack_dir else [],
         standard_mounts(c.mounts),
     )
+    # Ray's token authentication: the mode and the token in the container's
+    # environment, so `ray start`, `ray status` and the engine's own ray.init
+    # (every process docker exec starts there) authenticate alike.
+    ray_token = spec.engine_plugin.ray_auth_secret(spec)
+    ray_env = {"RAY_AUTH_TOKEN": ray_token} if ray_token else {}
+    env = (*fields.pop("env", ()), *((("RAY_AUTH_MODE", "token"),) if ray_token else ()))
     return ContainerSpec(
         name=c.name, image=c.image, devices=ascend_devices(spec.profile.devices_per_node), mounts=mounts,
-        shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host, restart=c.restart,
-        secret_env=tuple(sorted({**spec.engine.secret_env, **dict(secret_env)}.items())), **fields)
+        shm_size=c.shm_size, privileged=c.privileged, ipc_host=c.ipc_host, restart=c.restart, env=env,
+        secret_env=tuple(sorted({**spec.engine.secret_env, **dict(secret_env), **ray_env}.items())), **fields)

@@ -120,12 +120,11 @@ class Lmdeploy(EnginePlugin):
     settings_model = LmdeploySettings
     cluster_style = ClusterStyle.RAY
     uses_rank_table = True
-    # Runbook 004 §3: workers join Ray with their own address.
-    ray_join_with_node_ip = True
-    # Runbook 004 §2.2 starts the head without it; on a host with several NICs
-    # Ray may then take another address than the rank table's server_id and
-    # LMDeploy fails "master address does not match rank table".
-    ray_head_with_node_ip = True
+    # Ray (ray-start.sh.j2): runbook 004 §3's workers join with their own
+    # address; its §2.2 head starts without one, which on a host with several
+    # NICs lets Ray take another address than the rank table's server_id
+    # (LMDeploy fails "master address does not match rank table"): every Ray
+    # engine's head and workers get --node-ip-address.
     runbook = "004"
     image_package = EnginePackage("lmdeploy", dist="lmdeploy")
 

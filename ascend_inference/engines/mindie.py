@@ -10,6 +10,7 @@ naming the key and the image, not a silent no-op.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from importlib import resources
@@ -37,6 +38,7 @@ from ascend_inference.engines.base import (
 )
 from ascend_inference.errors import Problem
 from ascend_inference.images import EnginePackage, image_tag
+from ascend_inference.model_base import StrictModel
 from ascend_inference.ranktable import RankTableOptions
 from ascend_inference.safe_values import node_path, owned_file
 
@@ -61,13 +63,88 @@ SET_ENV_SCRIPTS = (
 )
 
 
+class MindieTls(StrictModel):
+    """The TLS files of one node, at the same absolute paths on every node
+    (each node's own certificate naming its address), prepared with MindIE's
+    certificate tool (`scripts/config_mindie_server_tls_cert.py import_ca` /
+    `import_cert`): the private key is encrypted, its password file is
+    encrypted with the KMC keystore (`kmc_master`, `kmc_standby`) that tool
+    writes. The program mounts each file read-only into the container at the
+    place MindIE's default config.json names (HTTPS_FILES, INTER_COMM_FILES,
+    INTER_NODE_FILES, KMC_FILES) and points the
+    config.json keys there."""
+
+    ca: str
+    cert: str
+    key: str
+    # MindIE's tlsPkPwd: the key's password, encrypted with the KMC keystore.
+    # Not named `..._password`: `pulumi config set --path` refuses a plaintext
+    # value under a key named like a password (pulumi's looksLikeSecret).
+    key_unlock_file: str
+    kmc_master: str
+    kmc_standby: str
+    # MindIE's HTTPS is two-way ("HTTPS双向认证", its install guide): a server
+    # that asks for a client certificate gets this one (on the master, key
+    # unencrypted, 600) from readiness and smoke. Both or neither.
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    _check_paths = field_validator("ca", "cert", "key", "key_unlock_file", "kmc_master", "kmc_standby",
+                                   "client_cert", "client_key")(
+        lambda v: v if v is None else node_path(v, what="TLS file"))
+
+
+# Where MindIE's default config.json (data/mindie_config.default.json, docs/formats.md
+# §3a) names each TLS file, relative to the install path: (stack file, config keys
+# naming it, path). ServerConfig's are HTTPS's (httpsEnabled); the gRPC files are
+# shared by ServerConfig's interComm* (interCommTLSEnabled) and BackendConfig's
+# interNode* (interNodeTLSEnabled); the KMC keystore decrypts every password file.
+HTTPS_FILES = (
+    ("ca", ("ServerConfig.tlsCaPath", "ServerConfig.tlsCaFile"), "security/ca/ca.pem"),
+    ("cert", ("ServerConfig.tlsCert",), "security/certs/server.pem"),
+    ("key", ("ServerConfig.tlsPk",), "security/keys/server.key.pem"),
+    ("key_unlock_file", ("ServerConfig.tlsPkPwd",), "security/pass/key_pwd.txt"),
+)
+INTER_COMM_FILES = (
+    ("ca", ("ServerConfig.interCommTlsCaPath", "ServerConfig.interCommTlsCaFiles"), "security/grpc/ca/ca.pem"),
+    ("cert", ("ServerConfig.interCommTlsCert",), "security/grpc/certs/server.pem"),
+    ("key", ("ServerConfig.interCommPk",), "security/grpc/keys/server.key.pem"),
+    ("key_unlock_file", ("ServerConfig.interCommPkPwd",), "security/grpc/pass/key_pwd.txt"),
+)
+INTER_NODE_FILES = (
+    ("ca", ("BackendConfig.interNodeTlsCaPath", "BackendConfig.interNodeTlsCaFiles"), "security/grpc/ca/ca.pem"),
+    ("cert", ("BackendConfig.interNodeTlsCert",), "security/grpc/certs/server.pem"),
+    ("key", ("BackendConfig.interNodeTlsPk",), "security/grpc/keys/server.key.pem"),
+    ("key_unlock_file", ("BackendConfig.interNodeTlsPkPwd",), "security/grpc/pass/mindie_server_key_pwd.txt"),
+)
+KMC_FILES = (
+    ("kmc_master", ("ServerConfig.kmcKsfMaster", "BackendConfig.interNodeKmcKsfMaster"), "tools/pmt/master/ksfa"),
+    ("kmc_standby", ("ServerConfig.kmcKsfStandby", "BackendConfig.interNodeKmcKsfStandby"),
+     "tools/pmt/standby/ksfb"),
+)
+# The three switches: stack key, config.json key, what plain text leaves open.
+TLS_SWITCHES = (
+    ("https_enabled", "ServerConfig.httpsEnabled",
+     "MindIE's OpenAI API on the cluster network is plain HTTP: requests, replies and the model's output "
+     "travel in clear, and with no client certificate to check (config.json has no API key setting) anyone who "
+     "reaches the port can use the model"),
+    ("inter_comm_tls_enabled", "ServerConfig.interCommTLSEnabled",
+     "MindIE's inter-communication port (interCommPort) is plain gRPC"),
+    ("inter_node_tls_enabled", "BackendConfig.interNodeTLSEnabled",
+     "the nodes' multi-node inference traffic (multiNodesInferPort) is plain gRPC"),
+)
+
+
 class MindieSettings(EngineSettingsBase):
     kind: Literal["mindie"]
     port: Port = 1025
     install_path: str = "/usr/local/Ascend/mindie/latest/mindie-service"
-    https_enabled: bool = False
-    inter_comm_tls_enabled: bool = False
-    inter_node_tls_enabled: bool = False
+    # MindIE ships all three on; runbook 001 turns them off. A stack says
+    # which: true needs `tls`, false is named as a warning (docs/security.md).
+    https_enabled: bool | None = None
+    inter_comm_tls_enabled: bool | None = None
+    inter_node_tls_enabled: bool | None = None
+    tls: MindieTls | None = None
     max_seq_len: Count = 24576
     max_input_token_len: Count = 16384
     max_prefill_tokens: Count = 16384
@@ -82,6 +159,53 @@ class MindieSettings(EngineSettingsBase):
     _check_paths = field_validator("install_path")(lambda v: node_path(v, what="install path"))
     # Written as root on every node.
     _check_table = field_validator("rank_table_path")(lambda v: v if v is None else owned_file(v, what="rank table"))
+
+    def tls_on(self) -> bool:
+        return bool(self.https_enabled or self.inter_comm_tls_enabled or self.inter_node_tls_enabled)
+
+    def insecure_choices(self) -> list[tuple[str, str]]:
+        return [*super().insecure_choices(),
+                *((f"engine.{key}", f"is false: {what} (runbook 001's edit)")
+                  for key, _, what in TLS_SWITCHES if getattr(self, key) is False)]
+
+    def problems(self, file: str) -> list[Problem]:
+        found = super().problems(file)
+        for key, config_key, _ in TLS_SWITCHES:
+            if getattr(self, key) is None:
+                found.append(Problem(
+                    file, f"ascend-inference:engine.{key}",
+                    f"is not set: MindIE ships {config_key} on, runbook 001 turns it off",
+                    f"set {key}: true with engine.tls (the node's TLS files, "
+                    f"docs/security.md#mindie-https-and-tls-kept-on), or {key}: false to keep runbook 001's "
+                    "plain text (named as a warning)"))
+        if self.tls_on() and self.tls is None:
+            on = ", ".join(key for key, _, _ in TLS_SWITCHES if getattr(self, key))
+            found.append(Problem(
+                file, "ascend-inference:engine.tls",
+                f"is not set, but {on} is true: MindIE needs the CA, certificate, encrypted key, its password "
+                "file and the KMC keystore", "add engine.tls with ca, cert, key, key_unlock_file, kmc_master and "
+                "kmc_standby (absolute paths on every node, docs/security.md#mindie-https-and-tls-kept-on), or set "
+                f"{on}: false"))
+        if self.tls is not None and (self.tls.client_cert is None) != (self.tls.client_key is None):
+            found.append(Problem(file, "ascend-inference:engine.tls",
+                                 "has only one of client_cert and client_key",
+                                 "name both (the client certificate and its key, on the master), or neither"))
+        if self.tls is not None and not self.tls_on():
+            found.append(Problem(file, "ascend-inference:engine.tls",
+                                 "is set, but https_enabled, inter_comm_tls_enabled and inter_node_tls_enabled "
+                                 "are all false, so no file of it is used",
+                                 "set https_enabled (and the TLS switches you want) to true, or remove engine.tls"))
+        return found
+
+    def tls_files(self) -> list[tuple[str, str, tuple[str, ...], str]]:
+        """(engine.tls field, host file, config.json keys, path under the
+        install path) of every TLS file a switch that is on needs."""
+        if self.tls is None:
+            return []
+        groups = [files for (key, _, _), files in zip(TLS_SWITCHES, (HTTPS_FILES, INTER_COMM_FILES, INTER_NODE_FILES),
+                                                     strict=True) if getattr(self, key)]
+        return [(field, getattr(self.tls, field), keys, where) for files in (*groups, KMC_FILES)
+                for field, keys, where in files]
 
     def host_ports(self) -> dict[str, int]:
         # config.json keeps MindIE's other listening ports as the image has
@@ -234,8 +358,18 @@ class Mindie(EnginePlugin):
         return EnvFile(SET_ENV_SCRIPTS, tuple(apply_env_overrides(variables, s.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
+        s = settings_of(ctx.spec, MindieSettings)
         table_dir = self.rank_table_path(ctx.spec).rsplit("/", 1)[0]
-        return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir)], command=("bash",))
+        # Each TLS file read-only where config.json names it (one mount per
+        # target), and the CA also at its own path: readiness, in the
+        # container, checks the server against it as the smoke request does
+        # on the host.
+        targets = dict.fromkeys((f"{s.install_path}/{where}", host) for _, host, _, where in s.tls_files())
+        tls = [Mount(host, target, read_only=True) for target, host in targets]
+        if s.tls is not None and s.https_enabled:
+            tls += [Mount(path, path, read_only=True) for path in (s.tls.ca, s.tls.client_cert, s.tls.client_key)
+                    if path is not None]
+        return runbook_container(ctx, STANDARD_MOUNTS, [Mount(table_dir, table_dir), *tls], command=("bash",))
 
     def config_edits(self, ctx: NodeContext) -> list[tuple[str, Any, str]]:
         """Runbook 001 §6.2's 16 edits as (path, value, what sets it), at
@@ -246,10 +380,11 @@ class Mindie(EnginePlugin):
         return [
             ("ServerConfig.ipAddress", ctx.node.container_ip or ctx.node.address, "nodes[].container_ip or ip"),
             ("ServerConfig.port", s.port, "engine.port"),
-            ("ServerConfig.httpsEnabled", s.https_enabled, "engine.https_enabled"),
+            ("ServerConfig.httpsEnabled", bool(s.https_enabled), "engine.https_enabled"),
             ("BackendConfig.multiNodesInferEnabled", len(spec.nodes) > 1, "more than one node"),
-            ("ServerConfig.interCommTLSEnabled", s.inter_comm_tls_enabled, "engine.inter_comm_tls_enabled"),
-            ("BackendConfig.interNodeTLSEnabled", s.inter_node_tls_enabled, "engine.inter_node_tls_enabled"),
+            ("ServerConfig.interCommTLSEnabled", bool(s.inter_comm_tls_enabled), "engine.inter_comm_tls_enabled"),
+            ("BackendConfig.interNodeTLSEnabled", bool(s.inter_node_tls_enabled), "engine.inter_node_tls_enabled"),
+            *self.tls_edits(s),
             ("BackendConfig.npuDeviceIds", [list(range(spec.profile.devices_per_node))], "hardware.profile"),
             (f"{model}.modelName", spec.model.name, "model.name"),
             (f"{model}.modelWeightPath", spec.model.path, "model.path"),
@@ -262,6 +397,24 @@ class Mindie(EnginePlugin):
             ("BackendConfig.ScheduleConfig.maxBatchSize", s.max_batch_size, "engine.max_batch_size"),
             ("BackendConfig.ScheduleConfig.maxIterTimes", s.max_iter_times, "engine.max_iter_times"),
         ]
+
+    @staticmethod
+    def tls_edits(s: MindieSettings) -> list[tuple[str, Any, str]]:
+        """The TLS file keys of the switches that are on, set to MindIE's own
+        default places (where `container` mounts the stack's files), so an
+        image whose config.json names other places still finds them."""
+        edits: dict[str, tuple[Any, str]] = {}
+        for field, _, keys, where in s.tls_files():
+            directory, name = where.rsplit("/", 1)
+            for key in keys:
+                # A CA is named by a directory and a list of files in it.
+                if key.endswith("CaPath"):
+                    edits[key] = (directory + "/", "engine.tls.ca")
+                elif key.endswith(("CaFile", "CaFiles")):
+                    edits[key] = ([name], "engine.tls.ca")
+                else:
+                    edits[key] = (where, f"engine.tls.{field}")
+        return [(key, value, by) for key, (value, by) in edits.items()]
 
     def config_edit(self, ctx: NodeContext) -> ConfigEdit:
         # The image's own conf/config.json is edited where runbook 001 edits
@@ -295,20 +448,31 @@ class Mindie(EnginePlugin):
 
     def endpoint(self, spec: ClusterSpec) -> str:
         master = spec.nodes[0]
-        return f"http://{master.container_ip or master.address}:{spec.engine.port}"
+        scheme = "https" if settings_of(spec, MindieSettings).https_enabled else "http"
+        return f"{scheme}://{master.container_ip or master.address}:{spec.engine.port}"
+
+    def https_client(self, spec: ClusterSpec, check: HttpCheck) -> HttpCheck:
+        """`check` with the CA it checks the server's certificate against and
+        the client certificate it presents (the same paths on the host and in
+        the container); as it is for plain HTTP."""
+        s = settings_of(spec, MindieSettings)
+        if not s.https_enabled or s.tls is None:
+            return check
+        return dataclasses.replace(check, cacert=s.tls.ca, client_cert=s.tls.client_cert or "",
+                                   client_key=s.tls.client_key or "")
 
     def readiness(self, spec: ClusterSpec) -> HttpCheck:
-        return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
-                         expect=spec.model.name)
+        return self.https_client(spec, HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (),
+                                                 spec.engine.ready_timeout_s, expect=spec.model.name))
 
     def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         # Runbook 001 §6.4, the OpenAI form.
         body = json.dumps({"model": spec.model.name,
                            "messages": [{"role": "user", "content": "介绍下杭州西湖"}],
                            "max_tokens": 512, "stream": False}, ensure_ascii=False)
-        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/chat/completions", body,
-                         (("Accept", "application/json"), ("Content-Type", "application/json")),
-                         timeout_s=600, expect='"choices"')
+        return self.https_client(spec, HttpCheck(
+            "POST", f"{self.endpoint(spec)}/v1/chat/completions", body,
+            (("Accept", "application/json"), ("Content-Type", "application/json")), timeout_s=600, expect='"choices"'))
 
 
 PLUGIN = Mindie()

@@ -43,10 +43,10 @@ from pydantic import Field
 
 from ascend_inference.container import ContainerSpec
 from ascend_inference.engines.base import (
+    ApiKeySettings,
     ClusterStyle,
     Count,
     EnginePlugin,
-    EngineSettingsBase,
     EnvFile,
     HttpCheck,
     NodeContext,
@@ -77,6 +77,11 @@ STANDARD_MOUNTS = [
 # The image's Dockerfile sources these when it builds vllm-ascend; a
 # non-login shell in the container does not, so the env file does.
 SET_ENV_SCRIPTS = ("/usr/local/Ascend/ascend-toolkit/set_env.sh", "/usr/local/Ascend/nnal/atb/set_env.sh")
+
+# The serving API key, as for vLLM-MindSpore: vLLM takes `--api-key` or, without
+# it, this variable (vllm/entrypoints/openai/api_server.py, build_app: `if token
+# := args.api_key or envs.VLLM_API_KEY`), so the key is on no command line.
+API_KEY_ENV = "VLLM_API_KEY"
 
 
 @cache
@@ -116,7 +121,7 @@ def flag_name(arg: str) -> str:
 JsonObject = dict[str, Any]
 
 
-class VllmAscendSettings(EngineSettingsBase):
+class VllmAscendSettings(ApiKeySettings):
     kind: Literal["vllm-ascend"]
     port: Port = 8000
     # The DP coordinator's port on the master (tutorial: 13389), same on every node.
@@ -159,8 +164,8 @@ class VllmAscend(EnginePlugin):
     supports_dp = True
     supports_ep = True
     # ray.md's worker line: `ray start --address='{head_node_ip}:6379' --node-ip-address={local_ip}`;
-    # its head line is a bare `ray start --head`.
-    ray_join_with_node_ip = True
+    # its head line is a bare `ray start --head` (here with --node-ip-address, as every
+    # Ray engine's head: ray-start.sh.j2).
     runbook = "vllm-ascend's DeepSeek-R1 tutorial"
     image_package = EnginePackage("vllm-ascend", dist="vllm_ascend")
 
@@ -276,7 +281,9 @@ class VllmAscend(EnginePlugin):
         return EnvFile(SET_ENV_SCRIPTS, tuple(apply_env_overrides(variables, s.env)))
 
     def container(self, ctx: NodeContext) -> ContainerSpec:
-        return runbook_container(ctx, STANDARD_MOUNTS, command=("bash",))
+        key = self.api_key_secret(ctx.spec)
+        return runbook_container(ctx, STANDARD_MOUNTS, command=("bash",),
+                                 secret_env=[(API_KEY_ENV, key)] if key else [])
 
     def served_name(self, spec: ClusterSpec) -> str:
         return settings_of(spec, VllmAscendSettings).served_model_name or spec.model.name
@@ -343,13 +350,15 @@ class VllmAscend(EnginePlugin):
 
     def readiness(self, spec: ClusterSpec) -> HttpCheck:
         return HttpCheck("GET", f"{self.endpoint(spec)}/v1/models", None, (), spec.engine.ready_timeout_s,
-                         expect=json.dumps(self.served_name(spec)))
+                         expect=json.dumps(self.served_name(spec)), bearer=self.api_key_secret(spec) is not None,
+                         key_env=API_KEY_ENV)
 
     def smoke_request(self, spec: ClusterSpec) -> HttpCheck:
         # The tutorial's §6 "Functional Verification" request.
         body = json.dumps({"model": self.served_name(spec), "prompt": "The future of AI is",
                            "max_completion_tokens": 50, "temperature": 0})
-        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"')
+        return HttpCheck("POST", f"{self.endpoint(spec)}/v1/completions", body, timeout_s=600, expect='"choices"',
+                         bearer=self.api_key_secret(spec) is not None)
 
 
 PLUGIN = VllmAscend()

@@ -276,6 +276,8 @@ class Engine:
         self.peers = None  # a PeerJoin for a multi-node MindIE daemon
         # API keys a request must carry as `Authorization: Bearer <key>` (none: open).
         self.api_keys = tuple(api_keys)
+        # (certificate, key) to serve HTTPS with (MindIE's httpsEnabled); None: plain HTTP.
+        self.tls = None
 
 
 def vllm_engine(prog, argv):
@@ -386,11 +388,18 @@ def mindie_engine(prog, argv):
     except json.JSONDecodeError as exc:
         raise StartupError(f"config file {path} is not valid JSON: {exc}") from None
     server, backend = conf.get("ServerConfig", {}), conf.get("BackendConfig", {})
+    tls = None
     if server.get("httpsEnabled", True):
+        # Relative paths are under the install path, as MindIE's default config.json
+        # names them. The real daemon decrypts an encrypted key with the KMC-encrypted
+        # password file (tlsPkPwd); this stand-in takes an unencrypted key.
         cert = os.path.join(service_dir, server.get("tlsCert", "security/certs/server.pem"))
-        if not os.path.exists(cert):
-            raise StartupError(f"httpsEnabled is true but the certificate {cert} does not exist "
-                               "(set \"httpsEnabled\" : false to serve plain HTTP)")
+        key = os.path.join(service_dir, server.get("tlsPk", "security/keys/server.key.pem"))
+        for what, path in (("certificate", cert), ("private key", key)):
+            if not os.path.exists(path):
+                raise StartupError(f"httpsEnabled is true but the {what} {path} does not exist "
+                                   "(set \"httpsEnabled\" : false to serve plain HTTP)")
+        tls = (cert, key)
     model_conf = backend.get("ModelDeployConfig", {}).get("ModelConfig", [{}])[0]
     devices = (backend.get("npuDeviceIds") or [[]])[0]
     if model_conf.get("worldSize") != len(devices):
@@ -408,6 +417,7 @@ def mindie_engine(prog, argv):
     engine = Engine("mindie", model_conf.get("modelWeightPath"), model_conf.get("modelName", "model"),
                     server.get("ipAddress", "127.0.0.1"), int(server.get("port", 1025)))
     engine.peers = peers
+    engine.tls = tls
     return engine
 
 
@@ -618,6 +628,15 @@ def serve(engine):
         httpd = ThreadingHTTPServer((engine.host, engine.port), make_handler(engine))
     except OSError as exc:
         raise StartupError(f"OSError: cannot listen on {engine.host}:{engine.port}: {exc}") from None
+    if engine.tls:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(*engine.tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot load the TLS certificate {engine.tls[0]}: {exc}") from None
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     if engine.kind == "mindie":
         log("Daemon start success!")  # docs/formats.md §3: the real daemon's success line
     else:
