@@ -152,3 +152,12 @@ def node_ssh(cluster, node, command: str) -> str:
     done = cluster.ssh(node, command, timeout=120)
     assert done.returncode == 0, f"{node}: {command}: {done.stderr}"
     return done.stdout
+
+
+# The line the engine adds to every failed program run, after the program's own message.
+ENGINE_PROGRAM_EXITED = "an unhandled error occurred: program exited with non-zero exit code"
+
+
+def program_error_lines(report) -> list[str]:
+    """The lines of a real `pulumi` operation's error the program wrote (the engine's own line left out)."""
+    return [line for line in (report.error or "").splitlines() if not line.startswith(ENGINE_PROGRAM_EXITED)]
