@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from ascend_inference.spec import NAMESPACE, host_key_fingerprint
-from emulator.rollout import node_host_key
 from emulator.userpath import PulumiRollout
 from tests.emulated.conftest import node_ssh, own_cluster, program_error_lines
 
@@ -33,6 +32,13 @@ def configured(rollout: PulumiRollout, key: str) -> str:
     return rollout.ok("config", "get", "--path", f"{NAMESPACE}:{key}").strip()
 
 
+def offered_key(host: str) -> str:
+    """The ed25519 key the sshd at `host` offers now (`ssh-keyscan`)."""
+    from ascend_inference.host_keys import scan
+
+    return scan([(host, 22)], "ssh-ed25519")[(host, 22)][0]
+
+
 def test_the_emulated_stack_pins_every_nodes_real_key(cluster, rollout):
     from ascend_inference.host_keys import scan
 
@@ -44,14 +50,17 @@ def test_the_emulated_stack_pins_every_nodes_real_key(cluster, rollout):
 
 
 def test_a_node_whose_host_key_changed_is_refused_before_anything_runs(cluster, rollout):
-    pinned = node_host_key(cluster.nodes[1])
-    assert configured(rollout, "nodes[1].host_key") == pinned  # the stack pins the key node1 has now
+    host = cluster.nodes[1].address
+    pinned = configured(rollout, "nodes[1].host_key")
+    assert offered_key(host) == pinned  # the stack pins the key node1 has now
     # The node's sshd gets a new host key (as a reinstalled node, or another
     # machine at its address, would have); SIGHUP makes sshd read it.
     node_ssh(cluster, "node1", "set -e; cd /run/ascemu; rm -f ssh_host_ed25519_key ssh_host_ed25519_key.pub; "
                                "ssh-keygen -q -t ed25519 -N '' -C replaced -f ssh_host_ed25519_key; "
                                "kill -HUP \"$(cat /run/sshd.pid)\"")
-    new = node_host_key(cluster.nodes[1])
+    # The new key as node1's sshd holds it (read without ssh, which still trusts the old one).
+    done = cluster.exec("node1", ["cat", "/run/ascemu/ssh_host_ed25519_key.pub"], check=True)
+    new = " ".join(done.stdout.split()[:2])
     assert new != pinned
     # The cluster's own ssh (used below to look at the node) trusts the new key.
     known = cluster.known_hosts_path.read_text().replace(pinned, new)
