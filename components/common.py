@@ -204,19 +204,19 @@ def node_check(name: str, *, node: str, connection: NodeConnection, script: pulu
         opts=pulumi.InvokeOutputOptions(parent=parent, depends_on=list(depends_on) or None))
     stdout = result.stdout
 
-    async def clean(awaitable):
-        try:
-            return await awaitable
-        except NodeCheckRunError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the invoke's error, made one message
-            if 'running "bash -s"' not in str(error) and "exit status" not in str(error):
-                # Not this check's own failure (a step it waits for failed): that error as it is.
-                raise
-            raise NodeCheckRunError(_check_failure(name, connection, str(error))) from None
+    def failed(error: Exception) -> str:
+        if isinstance(error, NodeCheckRunError) or (
+                'running "bash -s"' not in str(error) and "exit status" not in str(error)):
+            # Not this check's own failure (a step it waits for failed): that error as it is.
+            raise error
+        raise NodeCheckRunError(_check_failure(name, connection, str(error))) from None
 
-    return from_checks(pulumi.Output(clean(stdout.resources()), clean(stdout.future()), clean(stdout.is_known()),
-                                     clean(stdout.is_secret())), [name])
+    # `recover` (pulumi/output.py Output.recover), not an Output wrapped around this
+    # one: it stops the SDK tracking the invoke's own Output, whose raw error the
+    # language host would otherwise print at exit as an unhandled exception with a
+    # traceback (pulumi/runtime/stack.py wait_for_rpcs awaits every failed Output
+    # still tracked) in place of this check's message.
+    return from_checks(stdout.recover(failed), [name])
 
 
 # The attribute naming the node checks an Output was computed from (`from_checks`).

@@ -205,6 +205,8 @@ class Report:
     seconds: float = 0.0
     error: str | None = None
     output: str = ""
+    # The node checks (invokes: no resources, no events) that started, by name, in order.
+    checks: list[str] = field(default_factory=list)
 
     def did(self, kind: str) -> list[str]:
         return [a.resource for a in self.actions if a.kind == kind]
@@ -293,6 +295,8 @@ class PulumiRollout:
         self.events.mkdir(parents=True, exist_ok=True)
         copy_project(self.project)
         self.env = environment(cluster, backend_dir=self.workdir / "backend")
+        self.checks_log = self.workdir / "checks.log"
+        self.env["PATH"] = f"{check_recorder(cluster, self.workdir / 'bin', self.checks_log)}:{self.env['PATH']}"
         self._applied: dict[str, str | None] = {}   # changed key -> its value before (None: absent)
         self._ops = 0
         self.last_events: Path | None = None
@@ -330,6 +334,7 @@ class PulumiRollout:
         log_file = self.events / f"{self._ops:03d}-{args[0]}.jsonl"
         self.last_events = log_file  # the engine's events of this operation, for a test to read
         output = self.events / f"{self._ops:03d}-{args[0]}.out"
+        self.checks_log.write_text("")
         with open(output, "w") as out:
             process = subprocess.Popen(["pulumi", *args, "--non-interactive", "--event-log", str(log_file)],
                                        cwd=self.project, env={**self.env, "PULUMI_DEBUG_COMMANDS": "true"},
@@ -341,6 +346,7 @@ class PulumiRollout:
         returncode = running.process.wait()
         report = report_from_events(running.events, returncode=returncode, output=running.output.read_text(),
                                     seconds=time.monotonic() - running.started)
+        report.checks = self.checks_log.read_text().split()
         changed = report.changed()
         self.log(f"pulumi {' '.join(running.args)}: {'FAILED' if report.error else 'done'} in {report.seconds:.1f}s, "
                  f"{len(changed)} changed: {json.dumps(changed, sort_keys=True)}")
@@ -401,6 +407,23 @@ class PulumiRollout:
         arranged.arrange()
         write_sandbox(self.cluster, by_image={c.image: arranged.container_extras()})
         return arranged
+
+
+def check_recorder(cluster, bin_dir: Path, log: Path) -> Path:
+    """A directory holding an `ssh` that appends the name of the node check it
+    runs for (the check's environment names it: components/common.py CHECK_ENV)
+    to `log`, then is the cluster's `ssh`. Checks are invokes, which leave no
+    trace in the engine's events; this is how a test sees which ones ran."""
+    from components.common import CHECK_ENV
+
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "ssh"
+    record = f'printf \'%s\\n\' "${CHECK_ENV}" >> {shlex.quote(str(log))}'
+    wrapper.write_text("#!/bin/sh\n"
+                       f'if [ -n "${{{CHECK_ENV}:-}}" ]; then {record}; fi\n'
+                       f'exec {shlex.quote(str(Path(cluster.bin_dir) / "ssh"))} "$@"\n')
+    wrapper.chmod(0o755)
+    return bin_dir
 
 
 def copy_project(dest: Path) -> None:

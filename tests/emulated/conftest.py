@@ -152,3 +152,41 @@ def node_ssh(cluster, node, command: str) -> str:
     done = cluster.ssh(node, command, timeout=120)
     assert done.returncode == 0, f"{node}: {command}: {done.stderr}"
     return done.stdout
+
+
+# The line the engine adds to every failed program run, after the program's own message.
+ENGINE_PROGRAM_EXITED = "an unhandled error occurred: program exited with non-zero exit code"
+
+
+def program_error_lines(report) -> list[str]:
+    """The lines of a real `pulumi` operation's error the program wrote (the engine's own line left out)."""
+    return [line for line in (report.error or "").splitlines() if not line.startswith(ENGINE_PROGRAM_EXITED)]
+
+
+@contextlib.contextmanager
+def rolled_out_stack(cluster, stack: str, workdir: Path, *, changes: list[str] | None = None, log=print):
+    """`stack` rolled out onto `cluster` by the real `pulumi` CLI (emulator/userpath.py
+    PulumiRollout), destroyed however the module ends: yields (rollout, the up's report)."""
+    from emulator.userpath import PulumiRollout
+
+    rollout = PulumiRollout(cluster, stack, workdir, log=log)
+    try:
+        yield rollout, rollout.up(changes)
+    finally:
+        rollout.destroy()
+
+
+def container_ids(cluster, container: str) -> dict[str, str]:
+    """node name -> id of the container named `container` on it."""
+    return {n.name: node_ssh(cluster, n.name, f"docker inspect -f '{{{{.Id}}}}' {container}").strip()
+            for n in cluster.nodes}
+
+
+def processes_in(cluster, node: str, container: str) -> str:
+    """The command lines of the processes in `container` on `node`."""
+    return node_ssh(cluster, node, f"docker exec {container} ps -eo args")
+
+
+def changed(report) -> set[str]:
+    """The resources an operation did something to (created, replaced, updated or deleted)."""
+    return set(report.changed())

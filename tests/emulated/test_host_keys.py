@@ -1,14 +1,15 @@
-"""Pinned SSH host keys on the emulated cluster: the rollout pins each node's
-real sshd key (emulator/rollout.py emulated_config), and a node whose sshd
-key was replaced is refused before any step runs on it, with one line naming
-both fingerprints (components/program.py _host_keys)."""
+"""Pinned SSH host keys on the emulated cluster, under the real `pulumi` CLI:
+`python -m emulator configure` pins each node's real sshd key
+(emulator/userpath.py machine_settings), and a node whose sshd key was
+replaced is refused by `pulumi up` before any step or node check runs on it,
+with one line naming both fingerprints (components/program.py _host_keys)."""
 from __future__ import annotations
 
 import pytest
 
-from ascend_inference.spec import host_key_fingerprint
-from emulator.rollout import StackRollout, node_host_key
-from tests.emulated.conftest import node_ssh, own_cluster
+from ascend_inference.spec import NAMESPACE, host_key_fingerprint
+from emulator.userpath import PulumiRollout
+from tests.emulated.conftest import node_ssh, own_cluster, program_error_lines
 
 pytestmark = pytest.mark.emulated
 
@@ -21,25 +22,45 @@ def cluster():
         yield c
 
 
-def test_the_emulated_stack_pins_every_nodes_real_key(cluster, tmp_path):
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
-    loaded, _ = rollout.loaded()
+@pytest.fixture(scope="module")
+def rollout(cluster, tmp_path_factory):
+    """The stack selected and configured for the cluster, not rolled out."""
+    return PulumiRollout(cluster, STACK, tmp_path_factory.mktemp("host-keys"), log=print)
+
+
+def configured(rollout: PulumiRollout, key: str) -> str:
+    return rollout.ok("config", "get", "--path", f"{NAMESPACE}:{key}").strip()
+
+
+def offered_key(host: str) -> str:
+    """The ed25519 key the sshd at `host` offers now (`ssh-keyscan`)."""
     from ascend_inference.host_keys import scan
 
-    offered = scan([(n.host, 22) for n in loaded.spec.nodes], "ssh-ed25519")
-    for node in loaded.spec.nodes:
-        assert node.host_key and offered[(node.host, 22)] == [node.host_key], node.name
+    return scan([(host, 22)], "ssh-ed25519")[(host, 22)][0]
 
 
-def test_a_node_whose_host_key_changed_is_refused_before_anything_runs(cluster, tmp_path):
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
-    pinned = node_host_key(cluster.nodes[1])
+def test_the_emulated_stack_pins_every_nodes_real_key(cluster, rollout):
+    from ascend_inference.host_keys import scan
+
+    pinned = {configured(rollout, f"nodes[{i}].host"): configured(rollout, f"nodes[{i}].host_key")
+              for i in range(len(cluster.nodes))}
+    offered = scan([(host, 22) for host in pinned], "ssh-ed25519")
+    for host, key in pinned.items():
+        assert key and offered[(host, 22)] == [key], host
+
+
+def test_a_node_whose_host_key_changed_is_refused_before_anything_runs(cluster, rollout):
+    host = cluster.nodes[1].address
+    pinned = configured(rollout, "nodes[1].host_key")
+    assert offered_key(host) == pinned  # the stack pins the key node1 has now
     # The node's sshd gets a new host key (as a reinstalled node, or another
     # machine at its address, would have); SIGHUP makes sshd read it.
     node_ssh(cluster, "node1", "set -e; cd /run/ascemu; rm -f ssh_host_ed25519_key ssh_host_ed25519_key.pub; "
                                "ssh-keygen -q -t ed25519 -N '' -C replaced -f ssh_host_ed25519_key; "
                                "kill -HUP \"$(cat /run/sshd.pid)\"")
-    new = node_host_key(cluster.nodes[1])
+    # The new key as node1's sshd holds it (read without ssh, which still trusts the old one).
+    done = cluster.exec("node1", ["cat", "/run/ascemu/ssh_host_ed25519_key.pub"], check=True)
+    new = " ".join(done.stdout.split()[:2])
     assert new != pinned
     # The cluster's own ssh (used below to look at the node) trusts the new key.
     known = cluster.known_hosts_path.read_text().replace(pinned, new)
@@ -52,14 +73,15 @@ def test_a_node_whose_host_key_changed_is_refused_before_anything_runs(cluster, 
         if cluster.ssh("node1", "true", timeout=120).returncode == 0:
             break
         time.sleep(0.5)
-    rollout.config["ascend-inference:nodes"][1]["host_key"] = pinned  # the stack still pins the old key
     report = rollout.up()
     assert report.error is not None
-    lines = str(report.error).splitlines()
-    assert len(lines) == 1, lines
+    # The program's one line; the engine adds its own "program exited" line after it.
+    lines = program_error_lines(report)
+    assert len(lines) == 1, report.error
     assert lines[0].startswith("node node1: SSH host key changed: "), lines[0]
     assert host_key_fingerprint(pinned) in lines[0] and host_key_fingerprint(new) in lines[0], lines[0]
-    # Before anything ran: the executor ran no step at all, on any node,
-    # though its own ssh (which trusts the new key) would have connected.
+    # Before anything ran: no resource step and no node check, on any node,
+    # though the cluster's ssh (which trusts the new key) would have connected.
     assert report.actions == [], report.actions
+    assert report.checks == [], report.checks
     assert cluster.ssh("node1", "true", timeout=120).returncode == 0

@@ -1,6 +1,7 @@
 """Atlas A3 on the emulated cluster: two nodes whose stand-ins print the A3
 shapes (16 dies, two per NPU, `npu-smi info -t spod-info` per die), stack
-tp32-a3-mindie rolled out for real, its rank table 1.2 carrying the SDIDs the
+tp32-a3-mindie rolled out for real by the real `pulumi` CLI
+(emulator/userpath.py PulumiRollout), its rank table 1.2 carrying the SDIDs the
 nodes print, a second up that redoes nothing but the node checks, a server
 index shared by two servers stopping the rollout before anything starts, and
 a clean teardown."""
@@ -14,8 +15,8 @@ import pytest
 from ascend_inference.facts import DeviceFacts, parse_npu_smi_info, parse_spod_info, sdid_fields
 from emulator import Cluster
 from emulator.nodefs import A3_HARDWARE, Hardware
-from emulator.rollout import StackRollout
-from tests.emulated.conftest import fresh_state_dir, node_ssh, require_prerequisites
+from emulator.userpath import PulumiRollout
+from tests.emulated.conftest import changed, fresh_state_dir, node_ssh, require_prerequisites
 
 pytestmark = pytest.mark.emulated
 
@@ -62,13 +63,21 @@ def test_a3_standins(cluster):
 
 
 @pytest.fixture(scope="module")
-def rolled_out(cluster, tmp_path_factory):
-    rollout = StackRollout(cluster, STACK, tmp_path_factory.mktemp("a3-state") / "state.json", log=print)
-    report = rollout.up()
+def rollout(cluster, tmp_path_factory):
+    """The stack selected and configured for the cluster; destroyed when the module ends."""
+    rollout = PulumiRollout(cluster, STACK, tmp_path_factory.mktemp("a3"), log=print)
     try:
-        yield rollout, report
+        yield rollout
     finally:
         rollout.destroy()
+
+
+@pytest.fixture(scope="module")
+def rolled_out(cluster, rollout):
+    try:
+        yield rollout, rollout.up()
+    finally:
+        assert rollout.destroy().error is None
         container = rollout.base.spec.container.name
         for node in cluster.nodes:
             assert ssh(cluster, node.name, f"docker ps -aq --filter name={container}").strip() == ""
@@ -103,21 +112,21 @@ def test_a3_stack_rolls_out_with_a_1_2_rank_table(cluster, rolled_out):
 
 def test_a3_second_up_repeats_only_the_node_checks(rolled_out):
     rollout, _ = rolled_out
-    report = rollout.up()
-    assert report.error is None, report.error
+    report = rollout.up([], "--expect-no-changes")
+    assert report.error is None, report.output[-3000:]
     # The node checks run again (invokes, never a change); no resource changes
     # (the TLS fix runs when created or changed, not at every up).
     assert set(report.checks) == CHECKS
-    assert {a.resource: a.kind for a in report.actions if a.kind != "same"} == {}
+    assert changed(report) == set()
 
 
-def test_a3_duplicate_server_index_stops_before_anything_starts(cluster, tmp_path):
+def test_a3_duplicate_server_index_stops_before_anything_starts(cluster, rollout):
+    """An `up` from nothing (the rolled-out stack destroyed first; it runs last)."""
+    assert rollout.destroy().error is None
     cluster.set_fault("node1", server_index=0)
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
     try:
         report = rollout.up()
     finally:
-        rollout.destroy()
         cluster.clear_faults("node1")
     message = str(report.error)
     assert "node node1: device 0 spod-info: SDID 0 in super pod 0 is also node0 device 0" in message, message

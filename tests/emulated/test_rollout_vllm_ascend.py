@@ -1,19 +1,15 @@
 """vllm-ascend's multi-node data parallel stack (DP2/TP8/EP16) rolled out for
-real onto two emulated servers: a fault caught at preflight, the full rollout
-(`vllm serve` on both nodes, node1 `--headless` joining node0's DP
-coordinator, no Ray, no rank table), a serve-flag change redoing only serving,
-and destroy leaving nothing.
-
-Driven through StackRollout's interface only (up / destroy, Report.did and
-Report.actions), so it runs the same under whichever engine performs the
-program.
+real onto two emulated servers by the real `pulumi` CLI (emulator/userpath.py
+PulumiRollout): a fault caught at preflight, the full rollout (`vllm serve` on
+both nodes, node1 `--headless` joining node0's DP coordinator, no Ray, no rank
+table), a serve-flag change redoing only serving, and destroy leaving nothing.
 """
 from __future__ import annotations
 
 import pytest
 
-from emulator.rollout import StackRollout
-from tests.emulated.conftest import node_ssh, own_cluster
+from emulator.userpath import PulumiRollout
+from tests.emulated.conftest import changed, container_ids, node_ssh, own_cluster, processes_in, rolled_out_stack
 
 pytestmark = pytest.mark.emulated
 
@@ -28,36 +24,29 @@ def cluster():
         yield c
 
 
-def container_ids(cluster) -> dict:
-    return {n.name: node_ssh(cluster, n.name, f"docker inspect -f '{{{{.Id}}}}' {CONTAINER}").strip()
-            for n in cluster.nodes}
+@pytest.fixture(scope="module")
+def rollout(cluster, tmp_path_factory):
+    """The stack selected and configured (not rolled out); destroyed when the module ends."""
+    rollout = PulumiRollout(cluster, STACK, tmp_path_factory.mktemp("vllm-ascend"), log=print)
+    try:
+        yield rollout
+    finally:
+        rollout.destroy()
 
 
-def serve_args(cluster, node: str) -> str:
-    return node_ssh(cluster, node, f"docker exec {CONTAINER} ps -eo args")
-
-
-def test_a_link_down_is_caught_at_preflight_before_any_container(cluster, tmp_path):
+def test_a_link_down_is_caught_at_preflight_before_any_container(cluster, rollout):
     cluster.set_fault("node1", link_down=[3])
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
     try:
         report = rollout.up()
     finally:
-        rollout.destroy()
         cluster.clear_faults("node1")
-    assert "node node1: device 3 link: is DOWN" in str(report.error), report.error
-    started = {a.resource for a in report.actions}
-    assert not started & {"node0-container", "node1-container", *SERVING}, started
+    assert report.error is not None and report.error.startswith("node node1: device 3 link: is DOWN"), report.error
+    assert not changed(report) & {"node0-container", "node1-container", *SERVING}, report.changed()
 
 
 @pytest.fixture(scope="module")
-def rolled_out(cluster, tmp_path_factory):
-    rollout = StackRollout(cluster, STACK, tmp_path_factory.mktemp("state") / "state.json", log=print)
-    report = rollout.up()
-    try:
-        yield rollout, report
-    finally:
-        rollout.destroy()
+def rolled_out(rollout):
+    return rollout, rollout.up()
 
 
 def test_full_rollout(cluster, rolled_out):
@@ -70,9 +59,9 @@ def test_full_rollout(cluster, rolled_out):
         assert {f"{node}-preflight", f"{node}-peer-ping"} <= set(report.checks)
     assert SERVING <= done
     # Neither Ray nor a rank table: vLLM's own DP coordinator joins the nodes.
-    assert not [r for r in done if "ray" in r or "rank-table" in r], sorted(done)
+    assert not [r for r in rollout.resources() if "ray" in r or "rank-table" in r], sorted(rollout.resources())
     master = cluster.nodes[0].address
-    head, worker = serve_args(cluster, "node0"), serve_args(cluster, "node1")
+    head, worker = processes_in(cluster, "node0", CONTAINER), processes_in(cluster, "node1", CONTAINER)
     assert f"--data-parallel-address {master} --data-parallel-rpc-port 13389" in head, head
     assert "--headless" not in head and "--data-parallel-start-rank" not in head, head
     assert "--headless" in worker and "--data-parallel-start-rank 1" in worker, worker
@@ -89,19 +78,21 @@ def test_full_rollout(cluster, rolled_out):
 
 def test_serve_flag_change_redoes_only_serving(cluster, rolled_out):
     rollout, _ = rolled_out
-    ids = container_ids(cluster)
+    ids = container_ids(cluster, CONTAINER)
     report = rollout.up(["engine.max_num_seqs=32"])
     assert report.error is None, report.error
     assert set(report.did("replace")) == SERVING
     assert not {a.resource for a in report.actions if a.kind not in ("same", "replace", "update")}
-    assert container_ids(cluster) == ids
+    assert container_ids(cluster, CONTAINER) == ids
     for node in ("node0", "node1"):
-        assert "--max-num-seqs 32" in serve_args(cluster, node)
+        assert "--max-num-seqs 32" in processes_in(cluster, node, CONTAINER)
 
 
 def test_destroy_leaves_nothing(cluster, rolled_out):
     rollout, _ = rolled_out
-    assert rollout.destroy().error is None
+    report = rollout.destroy()
+    assert report.error is None, report.error
+    assert rollout.resources() == {}
     for node in cluster.nodes:
         assert node_ssh(cluster, node.name, "docker ps -aq").strip() == ""
         names = node_ssh(cluster, node.name, "ps -eo comm").split()
@@ -113,16 +104,14 @@ def test_four_node_dp4_ep32_rollout_and_teardown(tmp_path):
     """The 4-node stack on its own cluster: nodes 1-3 headless with start
     ranks 1, 2, 3; the master answers only once all three have joined."""
     with own_cluster(4, "rollout-vllm-ascend-4", prefix="ptvas4", subnet=220) as four:
-        rollout = StackRollout(four, "dp4-tp8-ep32-vllm-ascend", tmp_path / "state.json", log=print)
-        report = rollout.up()
-        try:
+        with rolled_out_stack(four, "dp4-tp8-ep32-vllm-ascend", tmp_path) as (rollout, report):
             assert report.error is None, report.error
             assert {f"node{i}-serve" for i in range(4)} | {"serving-ready", "smoke-test-request"} <= set(
                 report.did("create"))
             for i in range(1, 4):
                 assert f"--headless --data-parallel-size 4 --data-parallel-size-local 1 " \
-                       f"--data-parallel-start-rank {i}" in serve_args(four, f"node{i}")
-        finally:
-            assert rollout.destroy().error is None
+                       f"--data-parallel-start-rank {i}" in processes_in(four, f"node{i}", CONTAINER)
+            gone = rollout.destroy()
+        assert gone.error is None, gone.error
         for node in four.nodes:
             assert node_ssh(four, node.name, "docker ps -aq").strip() == ""

@@ -1,19 +1,17 @@
 """vllm-ascend's Ray form (TP16 across two servers, stack tp16-vllm-ascend-ray)
-rolled out for real onto two emulated servers: Ray's head on node0, node1
-joining it with `--node-ip-address`, `ray status` showing 16 NPUs, one
-`vllm serve --distributed-executor-backend ray` on node0 only (the stand-in
-`vllm` parses it with vLLM 0.23.0's options and asks the real Ray for 16
-NPUs), the smoke request answered, a serve-flag change redoing only the
-serve process and what follows it (Ray stays), and destroy leaving nothing.
-
-Driven through StackRollout's interface only (up / destroy, Report.did).
+rolled out for real onto two emulated servers by the real `pulumi` CLI
+(emulator/userpath.py PulumiRollout): Ray's head on node0, node1 joining it
+with `--node-ip-address`, `ray status` showing 16 NPUs, one `vllm serve
+--distributed-executor-backend ray` on node0 only (the stand-in `vllm` parses
+it with vLLM 0.23.0's options and asks the real Ray for 16 NPUs), the smoke
+request answered, a serve-flag change redoing only the serve process and what
+follows it (Ray stays), and destroy leaving nothing.
 """
 from __future__ import annotations
 
 import pytest
 
-from emulator.rollout import StackRollout
-from tests.emulated.conftest import node_ssh, own_cluster
+from tests.emulated.conftest import node_ssh, own_cluster, processes_in, rolled_out_stack
 
 pytestmark = pytest.mark.emulated
 
@@ -28,17 +26,15 @@ def cluster():
 
 
 def test_full_rollout_over_ray_then_destroy(cluster, tmp_path):
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=print)
-    try:
-        report = rollout.up()
+    with rolled_out_stack(cluster, STACK, tmp_path) as (rollout, report):
         assert report.error is None, report.error
         done = set(report.did("create"))
         assert {"node0-ray-head", "node1-ray-worker", "ray-verify", "node0-serve", "serving-ready",
                 "smoke-test-request"} <= done, sorted(done)
         assert "node1-serve" not in done and not [r for r in done if "rank-table" in r], sorted(done)
-        head = node_ssh(cluster, "node0", f"docker exec {CONTAINER} ps -eo args")
+        head = processes_in(cluster, "node0", CONTAINER)
         assert "--distributed-executor-backend ray --tensor-parallel-size 16" in head, head
-        assert "vllm serve" not in node_ssh(cluster, "node1", f"docker exec {CONTAINER} ps -eo args")
+        assert "vllm serve" not in processes_in(cluster, "node1", CONTAINER)
         status = node_ssh(cluster, "node0", f"docker exec {CONTAINER} ray status")
         assert "16.0 NPU" in status, status
         echo = "echo $HCCL_IF_IP $RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES"
@@ -46,12 +42,11 @@ def test_full_rollout_over_ray_then_destroy(cluster, tmp_path):
                        f"docker exec {CONTAINER} bash -c 'source /etc/ascend-inference/{STACK}/env.sh && {echo}'")
         assert env.split() == [cluster.nodes[1].address, "1"]
         # A serve flag redoes the serve process and what follows it, not Ray.
-        changed = rollout.up(["engine.max_num_seqs=32"])
-        assert changed.error is None, changed.error
-        assert set(changed.did("replace")) == {"node0-serve", "serving-ready", "smoke-test-request"}
-        assert not [a.resource for a in changed.actions if a.kind not in ("same", "replace", "update")]
-        assert "--max-num-seqs 32" in node_ssh(cluster, "node0", f"docker exec {CONTAINER} ps -eo args")
-    finally:
+        again = rollout.up(["engine.max_num_seqs=32"])
+        assert again.error is None, again.error
+        assert set(again.did("replace")) == {"node0-serve", "serving-ready", "smoke-test-request"}
+        assert not [a.resource for a in again.actions if a.kind not in ("same", "replace", "update")]
+        assert "--max-num-seqs 32" in processes_in(cluster, "node0", CONTAINER)
         gone = rollout.destroy()
     assert gone.error is None, gone.error
     for node in cluster.nodes:
