@@ -170,7 +170,7 @@ def test_steps_in_rollout_order_per_node_with_subtotals(stack):
 def test_diff_shows_the_changed_lines_of_a_script(monkeypatch):
     text, needles = _preview_recording_answers(monkeypatch, "tp16-vllm-mindspore", "diff",
                                                "engine.max_num_seqs=128")
-    assert "create: changed (" in text
+    assert "stdin: changed (" in text
     lines = text.splitlines()
     removed = [line for line in lines if line.startswith("             | -") and "--max-num-seqs=256" in line]
     added = [line for line in lines if line.startswith("             | +") and "--max-num-seqs=128" in line]
@@ -188,3 +188,18 @@ def test_diff_of_a_secret_script_prints_no_line(tmp_path):
                     details=[("stdin", Secret("token-A\nline\n"), Secret("token-B\nline\n"))])
     text = format_diff([change])
     assert "token-A" not in text and "token-B" not in text and "stdin: [secret] -> [secret]" in text
+
+
+def test_diff_prints_each_warning_of_the_program_once():
+    """`diff` runs the program several times (before, after, settling rounds); the
+    warning it logs for an insecure choice (Ray without auth here) prints once."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ascendctl", "diff", "--stack", "tp16-vllm-mindspore",
+                           "--set", "engine.max_num_seqs=128"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("warning:")]
+    assert len(warnings) == len(set(warnings)) >= 1, warnings
+    assert any("container.ray_version" in line for line in warnings)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -274,6 +275,28 @@ class _NoStack:
     """Placeholder root so that ``set_mocks`` does not create and finish its own Stack."""
 
 
+class _EachMessageOnce(logging.Filter):
+    """Lets each distinct message through once per process: `diff` and the
+    settling rounds run the program several times, and its `pulumi.log.warn`
+    lines (the insecure choices a stack keeps) should print once, not per run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+# What the program logs under the mocks (MockEngine.Log writes to this logger).
+PROGRAM_LOG = logging.getLogger("ascendctl.program")
+PROGRAM_LOG.addFilter(_EachMessageOnce())
+
+
 def install_mocks(monitor: RecordingMonitor, *, project: str, stack: str,
                   config: dict[str, str], secret_keys: list[str]) -> None:
     """Point the current context's Pulumi runtime at ``monitor`` in preview
@@ -285,7 +308,8 @@ def install_mocks(monitor: RecordingMonitor, *, project: str, stack: str,
     pulumi.runtime.set_all_config(config, secret_keys)  # [] also clears earlier secret keys
     token = _settings.ROOT.set(_NoStack())  # type: ignore[arg-type]
     try:
-        pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=True, monitor=monitor)
+        pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=True, monitor=monitor,
+                                 logger=PROGRAM_LOG)
     finally:
         _settings.ROOT.reset(token)
     _settings.ROOT.set(None)
