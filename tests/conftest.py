@@ -141,6 +141,8 @@ def pytest_collection_modifyitems(config, items):
 # the order depends on this list; the rest follow in collection order.
 SLOW_FIRST = (
     "tests/emulated/test_recovery.py",
+    "tests/emulated/test_diff_table.py",
+    "tests/emulated/test_engine_rules.py",
     "tests/emulated/test_pulumi_userpath.py",
     "tests/emulated/test_rollout_faults.py",
     "tests/emulated/test_gpustack_4nodes.py",
@@ -158,6 +160,7 @@ SLOW_FIRST = (
     "tests/emulated/test_weights_rollout.py",
     "tests/emulated/test_rollout_4nodes.py",
     "tests/emulated/test_standin_docker.py",
+    "tests/emulated/test_benchmark_scripts.py",
     # The real tiers' group (GPUStack server start, real pulumi runs): after the emulated
     # modules and before the quick tiers; sent out last, it ran alone for its last 3 minutes.
     "tests/realsoftware/test_gpustack_api.py",
