@@ -146,8 +146,25 @@ RESTORE = ("import json, sys; c = json.load(sys.stdin); "
            "json.dump({'version': c['version'], 'deployment': c['checkpoint']['latest']}, sys.stdout)")
 
 
+def stacks_dir(rollout: PulumiRollout) -> Path:
+    return rollout.workdir / "backend" / ".pulumi" / "stacks" / "ascend-inference"
+
+
+def drop_empty_checkpoint_metadata(rollout: PulumiRollout) -> bool:
+    """docs/recovery.md, "A cut checkpoint": the file backend's metadata beside the
+    checkpoint (`<stack>.json.attrs`) left empty by the kill, the checkpoint whole.
+    Removes it and the cut write's temporary file; False when that is not the case."""
+    attrs = stacks_dir(rollout) / f"{rollout.stack}.json.attrs"
+    if not attrs.exists() or attrs.stat().st_size:
+        return False
+    attrs.unlink()
+    for temporary in stacks_dir(rollout).glob(f"{rollout.stack}.json.*.tmp"):
+        temporary.unlink()
+    return True
+
+
 def restore_checkpoint_backup(rollout: PulumiRollout) -> None:
-    backup = rollout.workdir / "backend" / ".pulumi" / "stacks" / "ascend-inference" / f"{rollout.stack}.json.bak"
+    backup = stacks_dir(rollout) / f"{rollout.stack}.json.bak"
     restored = rollout.workdir / "restored-state.json"
     with open(backup) as source, open(restored, "w") as out:
         subprocess.run([sys.executable, "-c", RESTORE], stdin=source, stdout=out, check=True)
@@ -163,8 +180,12 @@ def recover_from_kill(rollout: PulumiRollout) -> None:
     if exported.returncode != 0:
         # The kill landed while the CLI wrote the checkpoint (a race; seen here).
         assert "failed to load checkpoint" in exported.stderr, exported.stderr
-        print("the killed CLI left a cut checkpoint: restoring its backup")
-        restore_checkpoint_backup(rollout)
+        if drop_empty_checkpoint_metadata(rollout):
+            print("the killed CLI left the checkpoint's metadata empty: removed it")
+            rollout.ok("stack", "export")
+        else:
+            print("the killed CLI left a cut checkpoint: restoring its backup")
+            restore_checkpoint_backup(rollout)
     report = rollout.operation("refresh", "--yes", "--clear-pending-creates")
     assert report.error is None, report.output[-3000:]
     leftovers(rollout, "--remove", state=rollout.ok("stack", "export"))
