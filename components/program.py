@@ -58,8 +58,9 @@ def _run() -> None:
     private_key = secrets[loaded.spec.ssh.private_key_secret]
     # The runbook defaults the stack keeps on purpose (no API key, ...):
     # named at every run, as `python -m ascendctl preview` names them.
+    # (The engine prints its own "warning: " before each.)
     for line in loaded.spec.insecure_warnings():
-        pulumi.log.warn(line)
+        pulumi.log.warn(line.removeprefix("warning: "))
     # Secrets the engine reads from its environment (engine.secret_env) and
     # its serving API key (engine.api_key_secret).
     plugin = loaded.spec.engine_plugin

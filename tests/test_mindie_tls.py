@@ -171,7 +171,7 @@ def test_the_program_logs_each_plain_text_choice(monkeypatch):
     loaded = load_stack("tp16-mindie")
     record_stack(loaded, loaded.raw_config)
     for switch in SWITCHES:
-        assert any(line.startswith(f"warning: {NS}engine.{switch}: is false") for line in logged), logged
+        assert any(line.startswith(f"{NS}engine.{switch}: is false") for line in logged), logged
 
 
 # ---------------------------------------------------------------- bad combinations

@@ -292,9 +292,23 @@ class _EachMessageOnce(logging.Filter):
         return True
 
 
-# What the program logs under the mocks (MockEngine.Log writes to this logger).
+# What the program logs under the mocks (MockEngine.Log writes to this logger),
+# printed as the engine prints it: `warning: <message>`, on stderr.
 PROGRAM_LOG = logging.getLogger("ascendctl.program")
 PROGRAM_LOG.addFilter(_EachMessageOnce())
+_program_log_handler = logging.StreamHandler()
+_program_log_handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+PROGRAM_LOG.addHandler(_program_log_handler)
+PROGRAM_LOG.propagate = False
+
+
+class _LowerLevelNames(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelname = record.levelname.lower()
+        return True
+
+
+_program_log_handler.addFilter(_LowerLevelNames())
 
 
 def install_mocks(monitor: RecordingMonitor, *, project: str, stack: str,
