@@ -162,7 +162,7 @@ def timed(argv: list[str], *, cwd: Path, env: dict[str, str], cluster=None, prof
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = {"seconds": round(wall, 1),
            "cpu_seconds": round(after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime, 1),
-           "returncode": done.returncode, "output": done.stdout + done.stderr}
+           "returncode": done.returncode, "output": done.stdout + done.stderr, "stdout": done.stdout}
     if cluster is not None:
         row["node_cpu_seconds"] = round(node_cpu(cluster) - nodes, 1)
     if sampler:
@@ -213,7 +213,9 @@ def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: b
                             cwd=HERE.parent, env=dict(os.environ))
             if offline["returncode"] != 0:
                 raise SystemExit(f"offline preview failed: {offline['output'][-3000:]}")
-            offline["resources"] = len(json.loads(offline.pop("output"))["resources"])
+            # The JSON is stdout alone (the program's warnings go to stderr).
+            offline["resources"] = len(json.loads(offline.pop("stdout"))["resources"])
+            offline.pop("output")
             log(f"{nodes} nodes: offline preview {offline['seconds']} s")
             row = {"nodes": nodes, "offline": offline}
             for parallel in parallels:
@@ -224,6 +226,7 @@ def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: b
                              cwd=project, env={**env, "PULUMI_DEBUG_COMMANDS": "true"}, cluster=cluster,
                              profile=profile)
                 output = real.pop("output")
+                real.pop("stdout")
                 if real["returncode"] != 0:
                     raise SystemExit(f"pulumi preview {' '.join(extra)} at {nodes} nodes failed:\n{output[-4000:]}")
                 real["resources"] = resources_previewed(event_log)

@@ -68,7 +68,10 @@ def test_full_rollout(cluster, rolled_out):
     env = node_ssh(cluster, "node1", f"docker exec {CONTAINER} bash -c 'source /etc/ascend-inference/{STACK}/env.sh"
                                      " && echo $HCCL_IF_IP $HCCL_BUFFSIZE $VLLM_ASCEND_BALANCE_SCHEDULING'")
     assert env.split() == [cluster.nodes[1].address, "200", "1"]
-    models = node_ssh(cluster, "node0", f"curl -sS http://{master}:8000/v1/models")
+    # Served behind the stack's API key (engine.api_key_secret): a client sends it.
+    key = rollout.ok("config", "get", "ascend-inference:servingApiKey").strip()
+    assert "Unauthorized" in node_ssh(cluster, "node0", f"curl -sS http://{master}:8000/v1/models")
+    models = node_ssh(cluster, "node0", f"curl -sS -H 'Authorization: Bearer {key}' http://{master}:8000/v1/models")
     assert '"deepseek_r1"' in models, models
     reply = node_ssh(cluster, "node0", f"curl -sS -H 'Content-Type: application/json' -d "
                                        f"'{{\"model\": \"deepseek_r1\", \"prompt\": \"hi\"}}' "

@@ -33,6 +33,7 @@ from ascend_inference import safe_values
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
+from tests.step_script import step_script
 
 pytestmark = pytest.mark.realsoftware
 
@@ -76,9 +77,9 @@ def program_parts(stack, *, ready_timeout_s: int = 2) -> dict:
     props = {k: _plain(v) for k, v in model.inputs.items() if k != "__provider"}
     return {
         "props": props,
-        "smoke": graph.by_name("smoke-test-request").inputs["create"],
-        "read-token": graph.by_name("gpustack-token").inputs["create"],
-        "read-password": graph.by_name("gpustack-admin-password").inputs["create"],
+        "smoke": step_script(graph.by_name("smoke-test-request").inputs),
+        "read-token": step_script(graph.by_name("gpustack-token").inputs),
+        "read-password": step_script(graph.by_name("gpustack-admin-password").inputs),
         "request": changed.spec.engine_plugin.deployment_request(changed.spec, changed.plan),
         "name": changed.spec.model.name,
     }
