@@ -73,7 +73,8 @@ def test_full_rollout(cluster, rolled_out):
     assert "Unauthorized" in node_ssh(cluster, "node0", f"curl -sS http://{master}:8000/v1/models")
     models = node_ssh(cluster, "node0", f"curl -sS -H 'Authorization: Bearer {key}' http://{master}:8000/v1/models")
     assert '"deepseek_r1"' in models, models
-    reply = node_ssh(cluster, "node0", f"curl -sS -H 'Content-Type: application/json' -d "
+    reply = node_ssh(cluster, "node0", f"curl -sS -H 'Authorization: Bearer {key}' "
+                                       "-H 'Content-Type: application/json' -d "
                                        f"'{{\"model\": \"deepseek_r1\", \"prompt\": \"hi\"}}' "
                                        f"http://{master}:8000/v1/completions")
     assert '"choices"' in reply, reply
