@@ -25,6 +25,7 @@ from ascend_inference.templating import render_template
 from ascendctl.preview.stack import record_stack
 from ascendctl.preview.values import contains_secret
 from tests.conftest import NS, load_stack_doc, pin_host_keys, run_cli, write_stack
+from tests.readiness import run_readiness
 
 CIPHERTEXT = "v1:c2VydmluZy1rZXk=:bm90LXJlYWxseS1lbmNyeXB0ZWQ="
 KEY = "sk-serving-key-never-in-argv-0123456789"
@@ -205,19 +206,7 @@ def test_readiness_sends_the_key_from_the_container_env(tmp_path):
     server = KeyedServer(requests=1)
     check = HttpCheck("GET", f"{server.url}/v1/models", None, (), 60, expect="/models/m", bearer=True,
                       key_env="VLLM_API_KEY")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    # The serving process the probe watches: one that runs until the test ends it.
-    process = subprocess.Popen(["sleep", "600"])
-    try:
-        (run_dir / "serve.pid").write_text(str(process.pid))
-        script = render_template("serve-ready.sh.j2", purpose="Wait", stack="t", node=None, run_dir=str(run_dir),
-                                 log_file="serve.log", ready=check, progress_every_s=30, poll_s=1)
-        env = {**recording_curl(tmp_path), "VLLM_API_KEY": KEY}
-        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    finally:
-        process.kill()
-        process.wait()
+    script, result = run_readiness(tmp_path, check, env={**recording_curl(tmp_path), "VLLM_API_KEY": KEY})
     server.close()
     assert result.returncode == 0 and '"ready": true' in result.stdout, result.stderr
     assert server.seen == [f"Bearer {KEY}"]

@@ -28,6 +28,7 @@ from ascend_inference.stackfile import load_stack
 from ascend_inference.templating import render_template
 from ascendctl.preview.stack import record_stack
 from tests.conftest import NS, load_stack_doc, run_cli, write_stack
+from tests.readiness import run_readiness
 from tests.test_bad_input import one_error_line
 
 INSTALL = "/usr/local/Ascend/mindie/latest/mindie-service"
@@ -314,17 +315,7 @@ def test_readiness_over_https_presents_the_client_certificate(tmp_path):
     server = HttpsServer(files, requests=1, client_required=True)
     check = HttpCheck("GET", f"{server.url}/v1/models", None, (), 60, expect="DeepSeek-V3-0324",
                       cacert=str(files["ca"]), client_cert=str(files["client"]), client_key=str(files["client.key"]))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    process = subprocess.Popen(["sleep", "600"])
-    try:
-        (run_dir / "serve.pid").write_text(str(process.pid))
-        script = render_template("serve-ready.sh.j2", purpose="Wait", stack="t", node=None, run_dir=str(run_dir),
-                                 log_file="serve.log", ready=check, progress_every_s=30, poll_s=1)
-        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
-    finally:
-        process.kill()
-        process.wait()
+    _, result = run_readiness(tmp_path, check)
     server.close()
     assert result.returncode == 0 and '"ready": true' in result.stdout, result.stderr
     assert "https://127.0.0.1:" in result.stdout
