@@ -394,6 +394,33 @@ class PulumiRollout:
     def outputs(self, name: str) -> dict:
         return self.resources()[name]["outputs"]
 
+    def stack_output(self, name: str):
+        """A stack output as JSON (`pulumi stack output NAME --json`), secrets shown."""
+        return json.loads(self.ok("stack", "output", name, "--json", "--show-secrets"))
+
+    def failed_steps(self) -> list[str]:
+        """The resources whose step failed in the latest operation, in order (an error
+        diagnostic naming its URN, or a failed-op event): under the real engine
+        Report.error is text; this says which step it came from."""
+        names: list[str] = []
+        lines = self.last_events.read_text().splitlines() if self.last_events and self.last_events.exists() else []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the engine may be cut mid-line
+            urn = ""
+            if (diag := event.get("diagnosticEvent")) and diag.get("severity") == "error":
+                urn = diag.get("urn", "")
+            elif failed := event.get("resOpFailedEvent"):
+                urn = failed.get("metadata", {}).get("urn", "")
+            if not urn or urn.split("::")[2].endswith("pulumi:pulumi:Stack"):
+                continue  # the program's own failure, not a step's
+            name = urn.rsplit("::", 1)[-1]
+            if name not in names:
+                names.append(name)
+        return names
+
     # --- what the emulator provides beside the stack ---------------------------
 
     def arrange_gpustack(self):
