@@ -25,6 +25,7 @@ from ascendctl.preview.stack import config_for, loaded_with_config
 from ascendctl.preview.values import Secret
 from emulator.executor import Executor, Report
 from emulator.image import MINDFORMERS_YAML
+from emulator.userpath import node_host_key, provide_engine_version, provide_image_tar  # noqa: F401 (re-exported)
 
 MODEL_FIXTURE = "/data/models/deepseek-r1"
 
@@ -55,9 +56,7 @@ def emulated_config(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIX
     return config
 
 
-def node_host_key(node) -> str:
-    """`type base64` of the emulated node's sshd host key, as the node holds it now."""
-    return " ".join((Path(node.dir) / "run" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+
 
 
 class StackRollout:
@@ -125,52 +124,7 @@ class StackRollout:
         self.executor.container_extras[c.image] = arranged.container_extras()
         return arranged
 
-def provide_engine_version(cluster, loaded: LoadedStack, log: Callable[[str], None]) -> None:
-    """A stack that pins another engine version than the runtime image
-    holds (tp8-pp2-300iduo's vllm-mindspore 0.4.0) gets, on each node
-    where its image name is absent, the runtime image built with that
-    version under that name: what a registry would give it. The image
-    step then finds the name and leaves it; faults that swap the runtime
-    image (`image_engine_version`) move only the runtime image's names."""
-    from emulator import image as imagelib
 
-    spec = loaded.spec
-    package = spec.engine_plugin.image_package
-    key = package.dist or package.label.lower()
-    version = spec.container.engine_version
-    if version is None or version == imagelib.ENGINE_VERSIONS.get(key) or spec.container.image_tar:
-        return
-    image = spec.container.image
-    for node in cluster.nodes:
-        docker = ["docker", "-H", "unix:///run/docker.sock"]
-        if node.exec([*docker, "image", "inspect", image], timeout=120).returncode == 0:
-            continue
-        safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{image}-{version}")
-        archive = node.run_dir.parent / f"image-{safe}.tar"
-        if not archive.exists():
-            imagelib.build_image(archive, image, imagelib.Variant(engine_version=version))
-        done = node.exec([*docker, "load", "-i", str(archive)], timeout=600)
-        if done.returncode != 0:
-            raise RuntimeError(f"{node.name}: could not load {image} ({version}): {done.stderr.strip()}")
-        log(f"  emulator: {image} on {node.name} holds {package.label} {version} (the stack's version)")
-
-def provide_image_tar(cluster, loaded: LoadedStack, log: Callable[[str], None]) -> None:
-    """Runbook 001 loads its image from a tar on each node. The emulator
-    saves its runtime image under the stack's image name to that path (and
-    removes the tag), so the program's own `docker load -i` runs for real."""
-    import shlex
-
-    c = loaded.spec.container
-    if not c.image_tar or c.image_url:
-        return  # with image_url the nodes fetch it themselves
-    image, tar = shlex.quote(c.image), shlex.quote(c.image_tar)
-    for node in cluster.nodes:
-        script = (f"test -s {tar} || {{ mkdir -p $(dirname {tar}) && docker tag ascemu/runtime:latest {image}"
-                  f" && docker save -o {tar} {image} && docker rmi {image} >/dev/null; }}")
-        done = cluster.ssh(node.name, script, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"{node.name}: could not place {c.image_tar}: {done.stderr.strip()}")
-        log(f"  emulator: {c.image_tar} on {node.name} holds {c.image} (the runtime image; no registry here)")
 
 
 def _base_mount_flags(args: list[str]) -> list[str]:

@@ -145,7 +145,6 @@ def machine_settings(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FI
                             f"(python -m emulator up --nodes {len(loaded.spec.nodes)})")
     settings: dict[str, str] = {}
     declares_device_ips = bool(loaded.spec.profile.network.device_ips)
-    from emulator.rollout import node_host_key
 
     for i, node in enumerate(cluster.nodes):
         settings[f"{NAMESPACE}:nodes[{i}].host"] = node.address
@@ -305,8 +304,6 @@ class PulumiRollout:
             self.ok(*argv[1:], stdin=stdin)
         # What a registry would hold for the stack: the emulator's runtime image under
         # its name, with its pinned engine version, or saved to its image tar.
-        from emulator.rollout import provide_engine_version, provide_image_tar
-
         provide_engine_version(cluster, self.base, log)
         provide_image_tar(cluster, self.base, log)
 
@@ -464,3 +461,59 @@ def copy_project(dest: Path) -> None:
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         else:
             shutil.copy2(source, dest / name)
+
+
+# ------------------------------------------------ what the emulator provides
+
+def node_host_key(node) -> str:
+    """`type base64` of the emulated node's sshd host key, as the node holds it now."""
+    return " ".join((Path(node.dir) / "run" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+
+
+def provide_engine_version(cluster, loaded: LoadedStack, log: Callable[[str], None]) -> None:
+    """A stack that pins another engine version than the runtime image
+    holds (tp8-pp2-300iduo's vllm-mindspore 0.4.0) gets, on each node
+    where its image name is absent, the runtime image built with that
+    version under that name: what a registry would give it. The image
+    step then finds the name and leaves it; faults that swap the runtime
+    image (`image_engine_version`) move only the runtime image's names."""
+    from emulator import image as imagelib
+
+    spec = loaded.spec
+    package = spec.engine_plugin.image_package
+    key = package.dist or package.label.lower()
+    version = spec.container.engine_version
+    if version is None or version == imagelib.ENGINE_VERSIONS.get(key) or spec.container.image_tar:
+        return
+    image = spec.container.image
+    for node in cluster.nodes:
+        docker = ["docker", "-H", "unix:///run/docker.sock"]
+        if node.exec([*docker, "image", "inspect", image], timeout=120).returncode == 0:
+            continue
+        safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{image}-{version}")
+        archive = node.run_dir.parent / f"image-{safe}.tar"
+        if not archive.exists():
+            imagelib.build_image(archive, image, imagelib.Variant(engine_version=version))
+        done = node.exec([*docker, "load", "-i", str(archive)], timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"{node.name}: could not load {image} ({version}): {done.stderr.strip()}")
+        log(f"  emulator: {image} on {node.name} holds {package.label} {version} (the stack's version)")
+
+
+def provide_image_tar(cluster, loaded: LoadedStack, log: Callable[[str], None]) -> None:
+    """Runbook 001 loads its image from a tar on each node. The emulator
+    saves its runtime image under the stack's image name to that path (and
+    removes the tag), so the program's own `docker load -i` runs for real."""
+    import shlex
+
+    c = loaded.spec.container
+    if not c.image_tar or c.image_url:
+        return  # with image_url the nodes fetch it themselves
+    image, tar = shlex.quote(c.image), shlex.quote(c.image_tar)
+    for node in cluster.nodes:
+        script = (f"test -s {tar} || {{ mkdir -p $(dirname {tar}) && docker tag ascemu/runtime:latest {image}"
+                  f" && docker save -o {tar} {image} && docker rmi {image} >/dev/null; }}")
+        done = cluster.ssh(node.name, script, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"{node.name}: could not place {c.image_tar}: {done.stderr.strip()}")
+        log(f"  emulator: {c.image_tar} on {node.name} holds {c.image} (the runtime image; no registry here)")

@@ -116,7 +116,7 @@ def second_model_dir(cluster) -> Iterator[None]:
 
 
 def node_added(cluster) -> list[str]:
-    from emulator.rollout import node_host_key
+    from emulator.userpath import node_host_key
 
     node = cluster.nodes[2]
     sets = [f"nodes[2].name={node.name}", f"nodes[2].host={node.address}", f"nodes[2].hostname={node.hostname}",

@@ -21,8 +21,7 @@ import shlex
 import pytest
 
 from emulator import image as imagelib
-from emulator.rollout import node_host_key
-from emulator.userpath import PulumiRollout, write_sandbox
+from emulator.userpath import PulumiRollout, node_host_key, write_sandbox
 from tests.emulated.conftest import own_cluster
 
 pytestmark = pytest.mark.emulated
