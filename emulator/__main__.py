@@ -118,19 +118,6 @@ def main(argv=None) -> int:
     p.add_argument("--model-path", default=None, help="the model directory on the nodes "
                                                       "(default the emulator's fixture)")
 
-    p = sub.add_parser("rollout", help="roll a stack out onto the emulated cluster (what `pulumi up` would do)",
-                       description="Run the Pulumi program for STACK against the emulated nodes: the stack's own "
-                                   "settings, with the nodes, device IPs, model path and SSH key of the cluster. "
-                                   "State is kept in <state-dir>/rollout-<stack>.json: run it again to see "
-                                   "nothing change, or with --set to see what a change redoes.")
-    p.add_argument("--stack", default="tp16-vllm-mindspore", help="stack name (default tp16-vllm-mindspore)")
-    p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
-                   help="config change, as for `python -m ascendctl diff` (repeatable)")
-
-    p = sub.add_parser("destroy",
-                       help="undo a stack's rollout on the emulated cluster (what `pulumi destroy` would do)")
-    p.add_argument("--stack", default="tp16-vllm-mindspore", help="stack name (default tp16-vllm-mindspore)")
-
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -267,31 +254,8 @@ def cmd_configure(args) -> int:
     return 0
 
 
-def _stack_rollout(args):
-    from emulator.rollout import StackRollout
-
-    cluster = Cluster.load(args.state_dir)
-    return StackRollout(cluster, args.stack, cluster.state_dir / f"rollout-{args.stack}.json")
-
-
-def cmd_rollout(args) -> int:
-    report = _stack_rollout(args).up(args.changes)
-    if report.error:
-        print(f"error: {report.error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_destroy(args) -> int:
-    report = _stack_rollout(args).destroy()
-    if report.error:
-        print(f"error: {report.error}", file=sys.stderr)
-        return 1
-    return 0
-
-
 COMMANDS = {"env": cmd_env, "configure": cmd_configure,
-            "rollout": cmd_rollout, "destroy": cmd_destroy, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+            "up": cmd_up, "down": cmd_down, "status": cmd_status,
             "exec": cmd_exec, "ssh": cmd_ssh, "fault": cmd_fault, "docker-env": cmd_docker_env,
             "docker-args": cmd_docker_args}
 
