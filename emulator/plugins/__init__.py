@@ -41,3 +41,27 @@ def environment(base_path: str | None = None) -> dict[str, str]:
         return {}
     path = base_path if base_path is not None else os.environ.get("PATH", "")
     return {"PATH": f"{BIN_DIR}:{path}" if path else str(BIN_DIR), GUARD_VARIABLE: "1"}
+
+
+def load_protocol_modules_only() -> None:
+    """Let `from pulumi.runtime.proto import provider_pb2` load only the generated
+    protocol modules, without running the SDK's package `__init__` files (the
+    whole SDK and its automation API: about 0.4 s of CPU). For the plugin
+    processes alone (emulator/plugins/bin): the engine starts one per provider
+    per operation, so one docker plugin per node at every preview and up. Never
+    in a process that also uses the SDK (a test): it would see these empty packages."""
+    import importlib.util
+    import sys
+    import types
+
+    if "pulumi" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pulumi")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return  # no SDK: the import below fails as it would have
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for name, path in (("pulumi", root), ("pulumi.runtime", root / "runtime"),
+                       ("pulumi.runtime.proto", root / "runtime" / "proto")):
+        package = types.ModuleType(name)
+        package.__path__ = [str(path)]
+        sys.modules[name] = package

@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 import re
-import subprocess
 import sys
 
 RUN_DIR = os.environ.get("ASCEMU_RUN_DIR", "/run/ascemu")
@@ -342,6 +341,8 @@ def hccn_ping(facts, faults, dev, target):
     if reachable:
         # -i 0.2 instead of ping's default 1 s keeps a full mesh check fast;
         # -W 1 bounds each wait like the real tool's per-packet timeout.
+        import subprocess  # here only: a preflight calls this tool about 60 times, pinging in few
+
         proc = subprocess.run(["ping", "-n", "-c", str(count), "-W", "1", "-i", "0.2", "-I", src, target],
                               capture_output=True, text=True)
         for m in re.finditer(r"icmp_seq=(\d+).*?time=([\d.]+) ms", proc.stdout):
