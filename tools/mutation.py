@@ -21,7 +21,10 @@ statement executed at import time (a constant, a default, a decorator) runs
 every test of the module; a statement no test executes survives without a
 run (reported as such). This is what makes several hundred mutants a module
 affordable on 2 cores: a mutant costs one pytest start and the few tests
-that reach its line, not the module's whole test set.
+that reach its line, not the module's whole test set. They run cheapest
+first (by their time in that unmutated run), so a killed mutant stops at the
+first cheap test that notices it; and pytest starts without the installed
+plugins it does not need.
 
 Mutants inside annotations (of arguments, returns, annotated assignments) are
 skipped, not run, in a module that has `from __future__ import annotations`
@@ -46,6 +49,7 @@ import argparse
 import ast
 import difflib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -94,6 +98,13 @@ def export_tree(work: Path) -> None:
 
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
+# Per mutant, pytest without its plugins' automatic loading: of the installed
+# ones only pytest-xdist (tests/conftest.py uses its hooks) and pytest-timeout
+# (the `timeout` setting) are needed; the others (anyio's, which imports
+# anyio and trio; pytest-cov) cost about a third of a pytest start (0.4 s of
+# CPU of 1.2 s here) and no test here uses them.
+MUTANT_PYTEST = [*PYTEST, "-p", "xdist.plugin", "-p", "pytest_timeout"]
+MUTANT_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 def annotations_never_evaluated(source: str) -> bool:
@@ -138,14 +149,29 @@ def statement_lines(source: str) -> dict[int, range]:
     return spans
 
 
-def tests_by_line(module: str, tree: Path, tests: list[str]) -> dict[str, list[str]]:
+_DURATION = re.compile(r"^([0-9.]+)s (?:setup|call|teardown)\s+(\S.*)$")
+
+
+def durations_of(pytest_output: str) -> dict[str, float]:
+    """{node id: seconds of its setup, call and teardown} from pytest's `--durations=0 --durations-min=0`."""
+    seconds: dict[str, float] = {}
+    for line in pytest_output.splitlines():
+        found = _DURATION.match(line)
+        if found:
+            seconds[found.group(2)] = seconds.get(found.group(2), 0.0) + float(found.group(1))
+    return seconds
+
+
+def tests_by_line(module: str, tree: Path, tests: list[str]) -> tuple[dict[str, list[str]], dict[str, float]]:
     """Run `tests` once on the unmutated tree under coverage with a context per test:
-    {line: test node ids that executed it}, "" among them when it ran at import."""
+    {line: test node ids that executed it}, "" among them when it ran at import;
+    and {node id: seconds it took}."""
     data_file = tree / f".coverage-{module.replace('/', '-')}"
     rcfile = tree / f".coveragerc-{module.replace('/', '-')}"
     rcfile.write_text(f"[run]\nbranch = False\ninclude = {module}\ndata_file = {data_file}\n")
     run = subprocess.run([*PYTEST, f"--cov={module.rpartition('/')[0].replace('/', '.')}", f"--cov-config={rcfile}",
-                          "--cov-context=test", "--cov-report=", *tests], cwd=tree, capture_output=True, text=True)
+                          "--cov-context=test", "--cov-report=", "--durations=0", "--durations-min=0", *tests],
+                         cwd=tree, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"{module}: the selected tests fail on the unmutated tree:\n{run.stdout}{run.stderr}")
     import coverage  # here, not at the top: the per-mutant command (`--run-mutant`) needs neither it nor cosmic-ray
@@ -156,8 +182,8 @@ def tests_by_line(module: str, tree: Path, tests: list[str]) -> dict[str, list[s
     if not measured:
         raise SystemExit(f"{module}: its tests never import it from {tree}")
     by_line = data.contexts_by_lineno(measured[0])
-    return {str(line): sorted({c.rpartition("|")[0] if "|" in c else c for c in contexts})
-            for line, contexts in by_line.items()}
+    return ({str(line): sorted({c.rpartition("|")[0] if "|" in c else c for c in contexts})
+             for line, contexts in by_line.items()}, durations_of(run.stdout))
 
 
 def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
@@ -171,9 +197,15 @@ def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
     spans = statement_lines(plan["pristine"])
     lines = {line for c in changed for line in spans.get(c, range(c, c + 1))}
     reached = {t for line in lines for t in plan["tests_by_line"].get(str(line), [])}
+    # Cheapest first (as long as the unmutated run took): each run stops at its
+    # first failure (`-x`), so a killed mutant costs the cheap tests before the
+    # first that fails it rather than an expensive fixture's set-up.
+    seconds = plan.get("durations", {})
     if "" in reached:  # executed at import: every test may depend on it
-        return list(plan["tests"])
-    return sorted(reached, key=lambda t: (plan["tests"].index(t.split("::")[0]), t))
+        modules = plan["tests"]
+        return sorted(modules, key=lambda m: (sum(v for t, v in seconds.items() if t.split("::")[0] == m),
+                                              modules.index(m)))
+    return sorted(reached, key=lambda t: (seconds.get(t, 0.0), plan["tests"].index(t.split("::")[0]), t))
 
 
 def run_mutant(map_file: Path) -> int:
@@ -184,9 +216,10 @@ def run_mutant(map_file: Path) -> int:
         print("no test executes the changed statement: survives without a run")
         return 0
     # pytest-cov is not needed per mutant: `-p no:cov` saves its import and start.
-    run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *selected])
+    env = {**os.environ, **MUTANT_ENV}
+    run = subprocess.run([*MUTANT_PYTEST, "-x", *selected], env=env)
     if run.returncode == 4:  # pytest's usage error (a node id it could not find): not a kill; run them all
-        run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *plan["tests"]])
+        run = subprocess.run([*MUTANT_PYTEST, "-x", *plan["tests"]], env=env)
     return run.returncode
 
 
@@ -196,8 +229,9 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
     config = tree / f"mutation-{name}.toml"
     plan_file = tree / f"mutation-{name}.json"
     source = (tree / module).read_text(encoding="utf-8")
+    by_line, durations = tests_by_line(module, tree, tests)
     plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests,
-                                     "tests_by_line": tests_by_line(module, tree, tests)}))
+                                     "tests_by_line": by_line, "durations": durations}))
     command = f"{sys.executable} {Path(__file__).resolve()} --run-mutant {plan_file}"
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
                       f'test-command = "{command}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
