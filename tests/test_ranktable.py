@@ -793,3 +793,31 @@ def test_a3_servers_and_devices_that_are_no_objects_are_named_once(a3_table):
                             "an object") for p in problems), problems
     assert any(p.startswith("a3: server_list[4]: is '172.16.0.104', but each server is an object") for p in problems)
     assert not any("super_device_id" in p or "super pod" in p for p in problems)
+
+
+# Found by mutation testing (tools/mutation.py, docs/testing.md): a message
+# names a device by its device_id, not by its place in the list; and device
+# counts are compared by value, also above 256 (CPython keeps one object of
+# each small int only, so an identity test passes below that).
+
+def test_a_device_is_named_by_its_device_id_not_its_place(table):
+    devices = table["server_list"][1]["device"]
+    devices[0], devices[3] = devices[3], devices[0]
+    devices[0]["device_ip"] = "not-an-ip"
+    problems = problems_of(table)
+    assert problems == [f"rank_table.json: server_list[1].device[0].device_ip: server {WORKER} device 3: "
+                        "'not-an-ip' is not an IP address (fix: use the address `hccn_tool -i N -ip -g` prints)"]
+
+
+def test_as_many_devices_on_every_server_is_compared_by_count_above_256_too():
+    servers = [{"server_id": f"10.0.0.{i + 1}",
+                "device_ips": [str(ipaddress.IPv4Address(f"172.{16 + i}.0.1") + d) for d in range(300)]}
+               for i in range(2)]
+    big = rank_table_for(servers, 300, version="1.0")
+    rules = RankTableOptions("an engine", same_devices_per_server=True)
+    stack = [StackServer(f"node{i}", s["server_id"]) for i, s in enumerate(servers)]
+    assert stack_problems(big, rules=rules, world_size=600, servers=stack) == []
+    big["server_list"][1]["device"].pop()
+    assert stack_problems(big, rules=rules, world_size=599, servers=stack) == [
+        "brought.json: server_list[1].device: server 10.0.0.2 lists 299 devices but server 10.0.0.1 lists 300; "
+        "an engine requires as many on every server (fix: list the same number of NPUs on every server)"]

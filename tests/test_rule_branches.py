@@ -92,3 +92,41 @@ def test_vllm_pipeline_stages_on_a2_pass_the_layer_partition():
     env = render_node(loaded, 0).env_text
     assert f"export VLLM_PP_LAYER_PARTITION={','.join(str(n) for n in loaded.plan.pp_layer_split)}" in env
     assert "VLLM_PP_LAYER_PARTITION" not in render_node(load_stack("tp16-vllm-mindspore"), 0).env_text
+
+
+# Found by mutation testing (tools/mutation.py, docs/testing.md): these
+# messages were checked only through the CLI's subprocess, or with numbers
+# for which a wrong formula gives the same answer.
+
+def test_a_layout_whose_product_is_not_the_world_quotes_the_product():
+    problems = refused("tp8-pp2-300iduo", parallel={"tp": 2, "pp": 2, "dp": 3, "pp_layer_split": None})
+    assert (NS + "parallel", "tp x pp x dp = 2 x 2 x 3 = 12, but the world is 2 nodes x 8 NPUs = 16",
+            "choose tp, pp, dp whose product is 16, or change the number of nodes") in problems
+
+
+def test_an_ep_that_does_not_divide_the_experts_suggests_every_divisor_up_to_the_world():
+    problems = refused("dp4-ep32-gpustack", model={"experts": 16}, parallel={"ep": 3})
+    assert (NS + "parallel.ep", "ep 3 does not divide the model's 16 experts",
+            "use an ep that divides 16 (e.g. 1, 2, 4, 8, 16)") in problems
+
+
+def test_a_layer_split_is_compared_with_the_layers_by_value_above_256_too():
+    # CPython keeps one object of each small int only: an identity test passes below 257.
+    assert with_config("tp8-pp2-300iduo", model={"layers": 300},
+                       parallel={"pp_layer_split": [150, 150]}).plan.pp_layer_split == (150, 150)
+    assert refused("tp8-pp2-300iduo", model={"layers": 300}, parallel={"pp_layer_split": [150, 149]}) == [
+        (NS + "parallel.pp_layer_split", "[150, 149] sums to 299 but the model has 300 layers",
+         "make the stages sum to 300, e.g. [150, 150]")]
+
+
+def test_as_many_pipeline_stages_as_layers_is_accepted():
+    assert with_config("tp8-pp2-300iduo", model={"layers": 2},
+                       parallel={"pp_layer_split": None}).plan.pp_layer_split == (1, 1)
+
+
+def test_a_model_that_does_not_fit_names_the_largest_stage_only_under_pipeline_parallel():
+    [(key, staged, _)] = refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [60, 1]})
+    assert key == NS + "model" and staged.endswith("; the largest pipeline stage needs 396 GB of 297 GB")
+    [(key, whole, fix)] = refused("tp16-mindie", model={"quantization": "bf16"})
+    assert key == NS + "model" and "pipeline stage" not in whole
+    assert fix == "add nodes (at least 4 x atlas-800i-a2) or use a smaller quantization"
