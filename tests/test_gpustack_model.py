@@ -99,6 +99,12 @@ def test_worker_with_fewer_npus_or_not_ready_is_named():
                    "worker node2 is not_ready (Heartbeat lost); expected ready"]
 
 
+def test_a_worker_in_a_state_that_sorts_after_ready_is_named_too():
+    # Found by mutation testing: `state != "ready"` -> `state < "ready"` passed "unreachable".
+    got = worker_problems(EXPECTED[:1], [worker("node0", 8, "unreachable")])
+    assert got == ["worker node0 is unreachable; expected ready"]
+
+
 @pytest.mark.parametrize("image,line", [
     ("gpustack/gpustack:latest-npu", "0.x"), ("gpustack/gpustack:v0.7.1-npu", "0.x"),
     ("gpustack/gpustack:0.6.2", "0.x"), ("gpustack/gpustack:v0.7.1", "0.x"),
@@ -309,6 +315,21 @@ def test_a_scheduler_error_without_a_worker_fails_at_once():
                                                          f"restart it\\); last error: {refused}"):
         api.wait()
     assert api.asked == 2
+
+
+def test_an_unchanged_state_with_a_message_is_printed_once():
+    # Found by mutation testing: each poll builds the line anew, so an identity test would print it every poll.
+    api = ScriptedApi([[instance("starting", "Loading weights")]] * 3 + [[instance("running")]])
+    assert api.wait() == ["model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting (Loading weights)",
+                          "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
+
+
+def test_a_timeout_between_two_polls_ends_the_wait_at_the_first_poll_past_it():
+    # 5 s a poll, 12 s allowed: the polls at 0, 5, 10 and 15 s; the fourth is the last.
+    api = ScriptedApi([[instance("pending")]])
+    with pytest.raises(gpustack_api.GpustackError, match="not running after 12 s"):
+        api.wait(timeout_s=12)
+    assert api.asked == 4
 
 
 def test_no_instance_in_time_lists_what_was_seen():

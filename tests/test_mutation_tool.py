@@ -100,3 +100,15 @@ def test_durations_are_read_from_pytests_report_setup_call_and_teardown_summed()
         "tests/test_ranktable.py::test_rendered_rank_tables_validate": 15.39,
         "tests/test_ranktable.py::test_rank_table_properties_random_sample": 2.2,
         "tests/test_atlas_a3.py::test_stack_validates[tp32-a3-mindie]": 0.0}
+
+
+def test_a_mutant_that_is_not_python_is_told_apart():
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    # cosmic-ray's operators take the `**` of a dict display for a power.
+    mutated = mutate_code("body = {**model, 'cluster_id': 1}\n",
+                          get_operator("core/ReplaceBinaryOperator_Pow_Mod")(), 0)
+    assert mutated == "body = {%model, 'cluster_id': 1}\n"
+    assert not mutation.compiles(mutated) and not mutation.compiles(None)
+    assert mutation.compiles("body = {**model, 'cluster_id': 1}\n")

@@ -26,9 +26,11 @@ first (by their time in that unmutated run), so a killed mutant stops at the
 first cheap test that notices it; and pytest starts without the installed
 plugins it does not need.
 
-Mutants inside annotations (of arguments, returns, annotated assignments) are
-skipped, not run, in a module that has `from __future__ import annotations`
-and no pydantic (which evaluates annotations): there annotations are never
+A mutant that does not compile (cosmic-ray turns `{**props}` into `{%props}`)
+is skipped and counted apart: every test importing it would fail, which says
+nothing of the tests. Mutants inside annotations (of arguments, returns,
+annotated assignments) are skipped, not run, in a module that has
+`from __future__ import annotations` and no pydantic (which evaluates annotations): there annotations are never
 evaluated, so such a mutant is equivalent by construction. They are counted
 and printed apart.
 
@@ -128,6 +130,19 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
         spans += [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
                   for a in annotations if a is not None]
     return spans
+
+
+def compiles(source: str | None) -> bool:
+    """Whether a mutant is Python at all: cosmic-ray's operators also make text
+    that is not (`{**props, ...}` -> `{%props, ...}`); any test importing it
+    would fail, which says nothing of the tests."""
+    if source is None:
+        return False
+    try:
+        compile(source, "<mutant>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
 
 
 def statement_lines(source: str) -> dict[int, range]:
@@ -236,18 +251,25 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
                       f'test-command = "{command}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)], cwd=tree, check=True)
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    skipped = 0
-    if annotations_never_evaluated(source):
-        spans = annotation_spans(source)
-        with use_db(str(session)) as db:
-            for item in db.work_items:
-                start = tuple(item.mutations[0].start_pos)
-                if any(a <= start < b for a, b in spans):
-                    db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
-                    skipped += 1
+    skipped = uncompilable = 0
+    spans = annotation_spans(source) if annotations_never_evaluated(source) else []
+    with use_db(str(session)) as db:
+        for item in db.work_items:
+            mutation = item.mutations[0]
+            start = tuple(mutation.start_pos)
+            if any(a <= start < b for a, b in spans):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                skipped += 1
+                continue
+            operator = get_operator(mutation.operator_name)(**getattr(mutation, "operator_args", {}))
+            if not compiles(mutate_code(source, operator, mutation.occurrence)):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                uncompilable += 1
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)], cwd=tree, check=True)
     dump = subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "dump", str(session)], cwd=tree, check=True,
                           capture_output=True, text=True).stdout
@@ -265,6 +287,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
         else:
             killed += 1
     return {"module": module, "tests": tests, "generated": len(mutants), "skipped_annotations": skipped,
+            "skipped_uncompilable": uncompilable,
             "mutants": killed + len(survivors), "killed": killed, "survivors": survivors}
 
 
@@ -296,7 +319,8 @@ def main() -> int:
             results.append(result)
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
-                  f"{result['skipped_annotations']} of {result['generated']} in annotations skipped", flush=True)
+                  f"{result['skipped_annotations']} of {result['generated']} in annotations skipped, "
+                  f"{result['skipped_uncompilable']} that do not compile skipped", flush=True)
             for s in result["survivors"]:
                 print(f"  survived: line {s['line']} {s['operator']}"
                       f"{' (no test executes it)' if s['unreached'] else ''}\n" +
