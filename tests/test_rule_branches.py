@@ -130,3 +130,61 @@ def test_a_model_that_does_not_fit_names_the_largest_stage_only_under_pipeline_p
     [(key, whole, fix)] = refused("tp16-mindie", model={"quantization": "bf16"})
     assert key == NS + "model" and "pipeline stage" not in whole
     assert fix == "add nodes (at least 4 x atlas-800i-a2) or use a smaller quantization"
+
+
+def test_data_parallel_on_an_engine_without_it_is_refused_from_dp_2():
+    assert (NS + "parallel.dp", "engine mindie does not run data parallel here",
+            "set dp: 1 or use engine kind gpustack") in refused("tp16-mindie", parallel={"tp": 8, "dp": 2})
+
+
+def test_ep_times_moe_tp_must_divide_the_npus_of_a_stage():
+    assert refused("dp4-ep32-gpustack", parallel={"ep": 64}) == [
+        (NS + "parallel.ep", "ep x moe_tp = 64 x 1 = 64 does not divide the 32 NPUs of a pipeline stage (tp x dp)",
+         "make ep x moe_tp a divisor of tp x dp")]
+
+
+@pytest.mark.parametrize("moe_tp", [8, 32])
+def test_moe_tp_other_than_tp_without_expert_parallel_is_refused(moe_tp):
+    assert refused("tp16-vllm-mindspore", parallel={"moe_tp": moe_tp}) == [
+        (NS + "parallel.moe_tp", f"moe_tp {moe_tp} differs from tp 16 without expert parallel",
+         "drop moe_tp or set ep")]
+    assert with_config("tp16-vllm-mindspore", parallel={"moe_tp": 16}).plan.moe_tp == 16
+
+
+# A small MoE model (100 B parameters, 90 B of them experts, BF16: 20 GB dense,
+# 180 GB experts) on dp 4 x tp 8: dense weights once per DP group, expert
+# weights once per (tp x dp) / (ep x moe_tp) NPUs.
+SMALL_MOE = {"parameters_b": 100, "expert_parameters_b": 90}
+
+
+@pytest.mark.parametrize("parallel, model, required", [
+    ({"ep": 16}, SMALL_MOE, 20 * 4 + 180 * 2),                        # EP over half a stage: experts twice
+    ({"ep": 32}, SMALL_MOE, 20 * 4 + 180 * 1),                        # EP over the stage: experts once
+    ({"ep": 1, "moe_tp": None}, SMALL_MOE, 20 * 4 + 180 * 4),         # plain TP (moe_tp = tp = 8): once per DP group
+    ({"ep": 1, "moe_tp": None}, {"parameters_b": 100, "experts": 0, "expert_parameters_b": 0}, 200 * 4),  # dense
+])
+def test_memory_fit_counts_the_replicas_of_dense_and_expert_weights(parallel, model, required):
+    memory = with_config("dp4-ep32-gpustack", parallel=parallel, model=model).plan.memory
+    assert memory.weights_gb == 200 and memory.required_gb == required
+    assert memory.per_stage_required_gb == (required,)
+
+
+def test_rank_numbers_run_on_across_nodes_whose_npu_count_is_no_power_of_two():
+    from ascend_inference.topology import rank_layout
+
+    ranks = rank_layout(["node0", "node1"], 3, 6, 1, 1)
+    assert [(r.rank, r.node_index, r.device, r.tp_rank) for r in ranks] == [
+        (0, 0, 0, 0), (1, 0, 1, 1), (2, 0, 2, 2), (3, 1, 0, 3), (4, 1, 1, 4), (5, 1, 2, 5)]
+
+
+@pytest.mark.parametrize("required, available, nodes", [
+    (10.0, 5.5, 4),   # 2.75 GB a node (not 2): 4 nodes, not 8
+    (8.0, 4.0, 4),    # exactly 4 nodes' worth: 4, not the next power of two
+    (8.1, 4.0, 8),    # a little more: 5 nodes' worth, rounded up to 8
+])
+def test_minimum_nodes_is_the_next_power_of_two_of_what_the_weights_need(required, available, nodes):
+    from ascend_inference.topology import MemoryFit, minimum_nodes
+
+    spec = load_stack("tp16-mindie").spec  # 2 nodes
+    memory = MemoryFit(0.0, required, 0.0, available, (required,), available, False)
+    assert minimum_nodes(spec, memory) == nodes
