@@ -400,6 +400,8 @@ def test_only_ascend_npus_are_counted():
     devices = [ascend(0), ascend(1, vendor="Huawei"), {"index": 2, "vendor": "", "type": "CANN"},
                {"index": 3, "vendor": "nvidia", "type": "cuda"}, {"index": 4}]
     assert gpustack_api.npu_count({"status": {"gpu_devices": devices}}) == 3
+    # One by one (found by mutation testing: a wrong comparison of the type gave the same total).
+    assert [gpustack_api.npu_count({"status": {"gpu_devices": [d]}}) for d in devices] == [1, 1, 1, 0, 0]
     assert gpustack_api.npu_count({"status": None}) == gpustack_api.npu_count({}) == 0
 
 
