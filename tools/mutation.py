@@ -267,7 +267,11 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
                 skipped += 1
                 continue
             operator = get_operator(mutation.operator_name)(**getattr(mutation, "operator_args", {}))
-            if not compiles(mutate_code(source, operator, mutation.occurrence)):
+            try:
+                mutated = mutate_code(source, operator, mutation.occurrence)
+            except Exception:  # noqa: BLE001 (cosmic-ray's own failure to make it: its exec records that)
+                continue
+            if not compiles(mutated):
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
                 uncompilable += 1
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)], cwd=tree, check=True)
@@ -275,9 +279,12 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
                           capture_output=True, text=True).stdout
     mutants = [json.loads(line) for line in dump.splitlines() if line.strip()]
     survivors = []
-    killed = 0
+    killed = unmade = 0
     for item, result in mutants:
         if result is None or result.get("worker_outcome") == "skipped":
+            continue
+        if result.get("worker_outcome") in ("exception", "no-test"):  # cosmic-ray could not make or run it
+            unmade += 1
             continue
         if result.get("test_outcome") == "survived":
             mutation = item["mutations"][0]
@@ -287,7 +294,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
         else:
             killed += 1
     return {"module": module, "tests": tests, "generated": len(mutants), "skipped_annotations": skipped,
-            "skipped_uncompilable": uncompilable,
+            "skipped_uncompilable": uncompilable, "not_made": unmade,
             "mutants": killed + len(survivors), "killed": killed, "survivors": survivors}
 
 
@@ -320,7 +327,8 @@ def main() -> int:
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
                   f"{result['skipped_annotations']} of {result['generated']} in annotations skipped, "
-                  f"{result['skipped_uncompilable']} that do not compile skipped", flush=True)
+                  f"{result['skipped_uncompilable']} that do not compile skipped, "
+                  f"{result['not_made']} cosmic-ray could not make", flush=True)
             for s in result["survivors"]:
                 print(f"  survived: line {s['line']} {s['operator']}"
                       f"{' (no test executes it)' if s['unreached'] else ''}\n" +
