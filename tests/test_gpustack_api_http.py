@@ -275,6 +275,8 @@ def test_a_paged_list_is_read_page_by_page_to_its_last(server):
 def test_a_list_without_pagination_is_one_page(server):
     fake, url = server
     fake.error_body["/v2/clusters?page=1&perPage=100"] = (200, b'{"items": [{"id": 4, "name": "only"}]}')
+    # Never asked for: a second page would be read only if the first said there is one.
+    fake.error_body["/v2/clusters?page=2&perPage=100"] = (200, b'{"items": [{"id": 5, "name": "other"}]}')
     api = GpustackApi(url, "admin", PASSWORD)
     assert api.items("/v2/clusters") == [{"id": 4, "name": "only"}]
 

@@ -99,6 +99,11 @@ def test_worker_with_fewer_npus_or_not_ready_is_named():
                    "worker node2 is not_ready (Heartbeat lost); expected ready"]
 
 
+def test_a_worker_not_ready_does_not_hide_the_next_workers_problems():
+    got = worker_problems(EXPECTED[:2], [worker("node0", 8, "not_ready"), worker("node1", 6)])
+    assert got == ["worker node0 is not_ready; expected ready", "worker node1 reports 6 NPUs; expected 8"]
+
+
 def test_a_worker_in_a_state_that_sorts_after_ready_is_named_too():
     # Found by mutation testing: `state != "ready"` -> `state < "ready"` passed "unreachable".
     got = worker_problems(EXPECTED[:1], [worker("node0", 8, "unreachable")])
