@@ -99,6 +99,17 @@ def test_worker_with_fewer_npus_or_not_ready_is_named():
                    "worker node2 is not_ready (Heartbeat lost); expected ready"]
 
 
+def test_a_worker_not_ready_does_not_hide_the_next_workers_problems():
+    got = worker_problems(EXPECTED[:2], [worker("node0", 8, "not_ready"), worker("node1", 6)])
+    assert got == ["worker node0 is not_ready; expected ready", "worker node1 reports 6 NPUs; expected 8"]
+
+
+def test_a_worker_in_a_state_that_sorts_after_ready_is_named_too():
+    # Found by mutation testing: `state != "ready"` -> `state < "ready"` passed "unreachable".
+    got = worker_problems(EXPECTED[:1], [worker("node0", 8, "unreachable")])
+    assert got == ["worker node0 is unreachable; expected ready"]
+
+
 @pytest.mark.parametrize("image,line", [
     ("gpustack/gpustack:latest-npu", "0.x"), ("gpustack/gpustack:v0.7.1-npu", "0.x"),
     ("gpustack/gpustack:0.6.2", "0.x"), ("gpustack/gpustack:v0.7.1", "0.x"),
@@ -311,6 +322,21 @@ def test_a_scheduler_error_without_a_worker_fails_at_once():
     assert api.asked == 2
 
 
+def test_an_unchanged_state_with_a_message_is_printed_once():
+    # Found by mutation testing: each poll builds the line anew, so an identity test would print it every poll.
+    api = ScriptedApi([[instance("starting", "Loading weights")]] * 3 + [[instance("running")]])
+    assert api.wait() == ["model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting (Loading weights)",
+                          "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
+
+
+def test_a_timeout_between_two_polls_ends_the_wait_at_the_first_poll_past_it():
+    # 5 s a poll, 12 s allowed: the polls at 0, 5, 10 and 15 s; the fourth is the last.
+    api = ScriptedApi([[instance("pending")]])
+    with pytest.raises(gpustack_api.GpustackError, match="not running after 12 s"):
+        api.wait(timeout_s=12)
+    assert api.asked == 4
+
+
 def test_no_instance_in_time_lists_what_was_seen():
     api = ScriptedApi([[instance("pending", "waiting for resources")]])
     with pytest.raises(gpustack_api.GpustackError) as raised:
@@ -379,6 +405,8 @@ def test_only_ascend_npus_are_counted():
     devices = [ascend(0), ascend(1, vendor="Huawei"), {"index": 2, "vendor": "", "type": "CANN"},
                {"index": 3, "vendor": "nvidia", "type": "cuda"}, {"index": 4}]
     assert gpustack_api.npu_count({"status": {"gpu_devices": devices}}) == 3
+    # One by one (found by mutation testing: a wrong comparison of the type gave the same total).
+    assert [gpustack_api.npu_count({"status": {"gpu_devices": [d]}}) for d in devices] == [1, 1, 1, 0, 0]
     assert gpustack_api.npu_count({"status": None}) == gpustack_api.npu_count({}) == 0
 
 

@@ -72,3 +72,43 @@ def test_annotations_are_skipped_only_where_never_evaluated():
         "from __future__ import annotations\nfrom pydantic import BaseModel\n" + SOURCE)
     spans = mutation.annotation_spans(SOURCE)
     assert sorted(spans) == [((4, 17), (4, 20)), ((4, 25), (4, 34))]  # `int` and `list[str]`
+
+
+def test_the_reached_tests_run_cheapest_first():
+    plan = dict(PLAN, durations={"tests/test_b.py::test_high": 15.2, "tests/test_a.py::test_low": 0.01})
+    mutated = SOURCE.replace("count > LIMIT", "count >= LIMIT")
+    assert mutation.tests_to_run(plan, mutated) == ["tests/test_a.py::test_low", "tests/test_b.py::test_high"]
+
+
+def test_a_statement_run_at_import_runs_every_module_cheapest_first():
+    plan = dict(PLAN, durations={"tests/test_b.py::test_high": 15.2, "tests/test_b.py::test_other": 0.1,
+                                 "tests/test_a.py::test_low": 0.01})
+    assert mutation.tests_to_run(plan, SOURCE.replace("LIMIT = 16", "LIMIT = 17")) == [
+        "tests/test_a.py", "tests/test_b.py"]
+
+
+def test_durations_are_read_from_pytests_report_setup_call_and_teardown_summed():
+    output = """\
+============================= slowest durations ==============================
+14.89s setup    tests/test_ranktable.py::test_rendered_rank_tables_validate
+2.20s call     tests/test_ranktable.py::test_rank_table_properties_random_sample
+0.50s call     tests/test_ranktable.py::test_rendered_rank_tables_validate
+0.00s teardown tests/test_atlas_a3.py::test_stack_validates[tp32-a3-mindie]
+164 passed in 26.89s
+"""
+    assert mutation.durations_of(output) == {
+        "tests/test_ranktable.py::test_rendered_rank_tables_validate": 15.39,
+        "tests/test_ranktable.py::test_rank_table_properties_random_sample": 2.2,
+        "tests/test_atlas_a3.py::test_stack_validates[tp32-a3-mindie]": 0.0}
+
+
+def test_a_mutant_that_is_not_python_is_told_apart():
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    # cosmic-ray's operators take the `**` of a dict display for a power.
+    mutated = mutate_code("body = {**model, 'cluster_id': 1}\n",
+                          get_operator("core/ReplaceBinaryOperator_Pow_Mod")(), 0)
+    assert mutated == "body = {%model, 'cluster_id': 1}\n"
+    assert not mutation.compiles(mutated) and not mutation.compiles(None)
+    assert mutation.compiles("body = {**model, 'cluster_id': 1}\n")

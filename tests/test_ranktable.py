@@ -10,7 +10,14 @@ import random
 
 import pytest
 
-from ascend_inference.ranktable import rank_table_digest, rank_table_for, rank_table_json, validate_rank_table
+from ascend_inference.ranktable import (
+    one_line,
+    rank_table_digest,
+    rank_table_for,
+    rank_table_json,
+    split_device_ip,
+    validate_rank_table,
+)
 
 NODE_COUNTS = (1, 2, 3, 4, 8, 16, 32, 64)
 DEVICE_COUNTS = (1, 2, 4, 8, 16)
@@ -793,3 +800,132 @@ def test_a3_servers_and_devices_that_are_no_objects_are_named_once(a3_table):
                             "an object") for p in problems), problems
     assert any(p.startswith("a3: server_list[4]: is '172.16.0.104', but each server is an object") for p in problems)
     assert not any("super_device_id" in p or "super pod" in p for p in problems)
+
+
+# Found by mutation testing (tools/mutation.py, docs/testing.md): a message
+# names a device by its device_id, not by its place in the list; and device
+# counts are compared by value, also above 256 (CPython keeps one object of
+# each small int only, so an identity test passes below that).
+
+def test_a_device_is_named_by_its_device_id_not_its_place(table):
+    devices = table["server_list"][1]["device"]
+    devices[0], devices[3] = devices[3], devices[0]
+    devices[0]["device_ip"] = "not-an-ip"
+    problems = problems_of(table)
+    assert problems == [f"rank_table.json: server_list[1].device[0].device_ip: server {WORKER} device 3: "
+                        "'not-an-ip' is not an IP address (fix: use the address `hccn_tool -i N -ip -g` prints)"]
+
+
+def test_as_many_devices_on_every_server_is_compared_by_count_above_256_too():
+    servers = [{"server_id": f"10.0.0.{i + 1}",
+                "device_ips": [str(ipaddress.IPv4Address(f"172.{16 + i}.0.1") + d) for d in range(300)]}
+               for i in range(2)]
+    big = rank_table_for(servers, 300, version="1.0")
+    rules = RankTableOptions("an engine", same_devices_per_server=True)
+    stack = [StackServer(f"node{i}", s["server_id"]) for i, s in enumerate(servers)]
+    assert stack_problems(big, rules=rules, world_size=600, servers=stack) == []
+    big["server_list"][1]["device"].pop()
+    assert stack_problems(big, rules=rules, world_size=599, servers=stack) == [
+        "brought.json: server_list[1].device: server 10.0.0.2 lists 299 devices but server 10.0.0.1 lists 300; "
+        "an engine requires as many on every server (fix: list the same number of NPUs on every server)"]
+
+
+def test_control_characters_in_a_message_are_escaped_by_their_code():
+    assert one_line("a\tb\x85c\u2028d") == "a\\x09b\\x85c\\u2028d"
+
+
+@pytest.mark.parametrize("text, parts", [("a,", ["a"]), ("a,b,", ["a", "b"]), (",a", ["", "a"]), ("a", ["a"])])
+def test_device_ip_is_split_as_hccl_splits_it(text, parts):
+    assert split_device_ip(text) == parts
+
+
+def test_a_missing_version_is_fixed_with_the_chips_version(a3_table):
+    del a3_table["version"]
+    assert a3_problems(a3_table)[0] == ("a3: version: missing; without it HCCL reads the table in its older "
+                                        "'Standard' format (fix: add \"version\": \"1.2\")")
+
+
+def test_a_server_without_devices_is_told_so(table):
+    del table["server_list"][1]["device"]
+    assert problems_of(table) == [f"rank_table.json: server_list[1].device: server {WORKER} has no devices (fix: "
+                                  "list the server's NPUs: \"device\": [{\"device_id\": \"0\", \"device_ip\": ..., "
+                                  "\"rank_id\": ...}, ...])"]
+
+
+def test_a_rank_beyond_the_table_names_the_ranks_to_use(table):
+    table["server_list"][1]["device"][7]["rank_id"] = "16"
+    assert problems_of(table) == [f"rank_table.json: rank_id: server {WORKER} device 7: rank_id '16' is beyond the 16 "
+                                  "ranks of the table (rank 15 is unused) (fix: number the ranks 0..15)"]
+
+
+def test_a3_a_super_pod_list_that_is_a_string(a3_table):
+    a3_table["super_pod_list"] = "0"
+    assert a3_problems(a3_table) == ["a3: super_pod_list: is '0', but it must be a non-empty list of super pods "
+                                     "(fix: add \"super_pod_list\": [{\"super_pod_id\": \"0\", \"server_list\": "
+                                     "[{\"server_id\": ...}]}])"]
+
+
+def test_a3_a_super_pod_entry_that_is_no_object_does_not_stop_the_next(a3_table):
+    a3_table["super_pod_list"].insert(0, "0")
+    assert a3_problems(a3_table) == ["a3: super_pod_list[0]: is '0', but each super pod is an object with "
+                                     "super_pod_id and server_list (fix: write {\"super_pod_id\": \"0\", "
+                                     "\"server_list\": [{\"server_id\": ...}]})"]
+
+
+def test_a3_an_unknown_member_does_not_stop_the_pods_next_members(a3_table):
+    a3_table["super_pod_list"][0]["server_list"].insert(0, {"server_id": "172.16.0.199"})
+    problems = a3_problems(a3_table)
+    assert len(problems) == 1 and "super_pod_list[0].server_list[0].server_id: server 172.16.0.199" in problems[0]
+
+
+def test_a3_a_server_in_two_super_pods_names_the_first_pods_id_and_place(a3_table):
+    pods = a3_table["super_pod_list"]
+    pods[0]["super_pod_id"], pods[1]["super_pod_id"] = "9", "7"
+    pods[1]["server_list"].append({"server_id": "172.16.0.100"})
+    assert ("a3: super_pod_list[1].server_list[2].server_id: server 172.16.0.100 is in super pod 9 "
+            "(super_pod_list[0]) and in 7; HCCL would silently keep it in the last (fix: put each server in one "
+            "super pod)") in a3_problems(a3_table)
+
+
+def test_a3_a_server_that_is_no_object_does_not_stop_the_sdid_check_of_the_next(a3_table):
+    a3_table["server_list"].insert(1, "172.16.0.104")
+    a3_table["server_list"][4]["device"][0]["super_device_id"] = "5"
+    problems = a3_problems(a3_table)
+    assert any("server 172.16.0.103 device 1 has super_device_id 5, already used by server 172.16.0.103 device 0"
+               in p for p in problems), problems
+
+
+def test_a_rank_on_the_next_servers_first_place_is_refused_where_ranks_follow_the_listing(table):
+    rules = RankTableOptions("vllm", ranks_follow_the_listing=True)
+    first, second = table["server_list"][0]["device"][7], table["server_list"][1]["device"][0]
+    first["rank_id"], second["rank_id"] = second["rank_id"], first["rank_id"]
+    problems = stack_problems(table, rules=rules)
+    assert [p.split(": ")[1] for p in problems] == ["server_list[0].device[7].rank_id",
+                                                    "server_list[1].device[0].rank_id"], problems
+
+
+def test_a_declared_device_ip_that_sorts_above_the_tables_is_still_compared(table):
+    table["server_list"][0]["device"][4]["device_ip"] = "198.51.100.10"  # declared: 198.51.100.5
+    assert stack_problems(table) == [
+        f"brought.json: server_list[0].device[4].device_ip: server {MASTER} device 4 has device_ip 198.51.100.10, "
+        "but stack Pulumi.s.yaml declares 198.51.100.5 for node0 device 4 (fix: use the address `hccn_tool -i N "
+        "-ip -g` prints on that node, in both places)"]
+
+
+def test_the_first_server_is_compared_with_the_master_by_value_and_whichever_sorts_first(table):
+    read = json.loads(json.dumps(table))  # a brought table's strings are other objects than the stack's
+    assert stack_problems(read, rules=LMDEPLOY) == []
+    stack = [StackServer("node0", WORKER), StackServer("node1", MASTER)]  # the master sorts above the first server
+    assert stack_problems(read, rules=LMDEPLOY, servers=stack) == [
+        f"brought.json: server_list[0].device[0].rank_id: rank 0 is server {MASTER} device 0, but the stack's master "
+        f"is node0 ({WORKER}); lmdeploy makes the server holding rank 0 its master (fix: give rank_id 0 to a device "
+        f"of {WORKER})",
+        f"brought.json: server_list[0].server_id: the first server is {MASTER}, but lmdeploy requires the first "
+        f"server to be Ray's head, the stack's master node0 ({WORKER}) (fix: list the master first)"]
+
+
+def test_a_server_count_outside_the_engines_range_is_counted_in_the_plural(table):
+    rules = RankTableOptions("an engine", server_count_range=(1, 1))
+    assert stack_problems(table, rules=rules) == [
+        "brought.json: server_count: 2 servers, but an engine accepts 1 to 1 in one rank table (fix: use 1 to 1 "
+        "servers)"]

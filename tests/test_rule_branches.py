@@ -92,3 +92,108 @@ def test_vllm_pipeline_stages_on_a2_pass_the_layer_partition():
     env = render_node(loaded, 0).env_text
     assert f"export VLLM_PP_LAYER_PARTITION={','.join(str(n) for n in loaded.plan.pp_layer_split)}" in env
     assert "VLLM_PP_LAYER_PARTITION" not in render_node(load_stack("tp16-vllm-mindspore"), 0).env_text
+
+
+# Found by mutation testing (tools/mutation.py, docs/testing.md): these
+# messages were checked only through the CLI's subprocess, or with numbers
+# for which a wrong formula gives the same answer.
+
+def test_a_layout_whose_product_is_not_the_world_quotes_the_product():
+    problems = refused("tp8-pp2-300iduo", parallel={"tp": 2, "pp": 2, "dp": 3, "pp_layer_split": None})
+    assert (NS + "parallel", "tp x pp x dp = 2 x 2 x 3 = 12, but the world is 2 nodes x 8 NPUs = 16",
+            "choose tp, pp, dp whose product is 16, or change the number of nodes") in problems
+
+
+def test_an_ep_that_does_not_divide_the_experts_suggests_every_divisor_up_to_the_world():
+    problems = refused("dp4-ep32-gpustack", model={"experts": 16}, parallel={"ep": 3})
+    assert (NS + "parallel.ep", "ep 3 does not divide the model's 16 experts",
+            "use an ep that divides 16 (e.g. 1, 2, 4, 8, 16)") in problems
+
+
+def test_a_layer_split_is_compared_with_the_layers_by_value_above_256_too():
+    # CPython keeps one object of each small int only: an identity test passes below 257.
+    assert with_config("tp8-pp2-300iduo", model={"layers": 300},
+                       parallel={"pp_layer_split": [150, 150]}).plan.pp_layer_split == (150, 150)
+    assert refused("tp8-pp2-300iduo", model={"layers": 300}, parallel={"pp_layer_split": [150, 149]}) == [
+        (NS + "parallel.pp_layer_split", "[150, 149] sums to 299 but the model has 300 layers",
+         "make the stages sum to 300, e.g. [150, 150]")]
+
+
+def test_as_many_pipeline_stages_as_layers_is_accepted():
+    assert with_config("tp8-pp2-300iduo", model={"layers": 2},
+                       parallel={"pp_layer_split": None}).plan.pp_layer_split == (1, 1)
+
+
+def test_a_model_that_does_not_fit_names_the_largest_stage_only_under_pipeline_parallel():
+    [(key, staged, _)] = refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [60, 1]})
+    assert key == NS + "model" and staged.endswith("; the largest pipeline stage needs 396 GB of 297 GB")
+    [(key, whole, fix)] = refused("tp16-mindie", model={"quantization": "bf16"})
+    assert key == NS + "model" and "pipeline stage" not in whole
+    assert fix == "add nodes (at least 4 x atlas-800i-a2) or use a smaller quantization"
+
+
+def test_data_parallel_on_an_engine_without_it_is_refused_from_dp_2():
+    assert (NS + "parallel.dp", "engine mindie does not run data parallel here",
+            "set dp: 1 or use engine kind gpustack") in refused("tp16-mindie", parallel={"tp": 8, "dp": 2})
+
+
+def test_ep_times_moe_tp_must_divide_the_npus_of_a_stage():
+    assert refused("dp4-ep32-gpustack", parallel={"ep": 64}) == [
+        (NS + "parallel.ep", "ep x moe_tp = 64 x 1 = 64 does not divide the 32 NPUs of a pipeline stage (tp x dp)",
+         "make ep x moe_tp a divisor of tp x dp")]
+
+
+@pytest.mark.parametrize("moe_tp", [8, 32])
+def test_moe_tp_other_than_tp_without_expert_parallel_is_refused(moe_tp):
+    assert refused("tp16-vllm-mindspore", parallel={"moe_tp": moe_tp}) == [
+        (NS + "parallel.moe_tp", f"moe_tp {moe_tp} differs from tp 16 without expert parallel",
+         "drop moe_tp or set ep")]
+    assert with_config("tp16-vllm-mindspore", parallel={"moe_tp": 16}).plan.moe_tp == 16
+
+
+# A small MoE model (100 B parameters, 90 B of them experts, BF16: 20 GB dense,
+# 180 GB experts) on dp 4 x tp 8: dense weights once per DP group, expert
+# weights once per (tp x dp) / (ep x moe_tp) NPUs.
+SMALL_MOE = {"parameters_b": 100, "expert_parameters_b": 90}
+
+
+@pytest.mark.parametrize("parallel, model, required", [
+    ({"ep": 16}, SMALL_MOE, 20 * 4 + 180 * 2),                        # EP over half a stage: experts twice
+    ({"ep": 32}, SMALL_MOE, 20 * 4 + 180 * 1),                        # EP over the stage: experts once
+    ({"ep": 1, "moe_tp": None}, SMALL_MOE, 20 * 4 + 180 * 4),         # plain TP (moe_tp = tp = 8): once per DP group
+    ({"ep": 1, "moe_tp": None}, {"parameters_b": 100, "experts": 0, "expert_parameters_b": 0}, 200 * 4),  # dense
+])
+def test_memory_fit_counts_the_replicas_of_dense_and_expert_weights(parallel, model, required):
+    memory = with_config("dp4-ep32-gpustack", parallel=parallel, model=model).plan.memory
+    assert memory.weights_gb == 200 and memory.required_gb == required
+    assert memory.per_stage_required_gb == (required,)
+
+
+def test_rank_numbers_run_on_across_nodes_whose_npu_count_is_no_power_of_two():
+    from ascend_inference.topology import rank_layout
+
+    ranks = rank_layout(["node0", "node1"], 3, 6, 1, 1)
+    assert [(r.rank, r.node_index, r.device, r.tp_rank) for r in ranks] == [
+        (0, 0, 0, 0), (1, 0, 1, 1), (2, 0, 2, 2), (3, 1, 0, 3), (4, 1, 1, 4), (5, 1, 2, 5)]
+
+
+@pytest.mark.parametrize("required, available, nodes", [
+    (10.0, 5.5, 4),   # 2.75 GB a node (not 2): 4 nodes, not 8
+    (8.0, 4.0, 4),    # exactly 4 nodes' worth: 4, not the next power of two
+    (8.1, 4.0, 8),    # a little more: 5 nodes' worth, rounded up to 8
+])
+def test_minimum_nodes_is_the_next_power_of_two_of_what_the_weights_need(required, available, nodes):
+    from ascend_inference.topology import MemoryFit, minimum_nodes
+
+    spec = load_stack("tp16-mindie").spec  # 2 nodes
+    memory = MemoryFit(0.0, required, 0.0, available, (required,), available, False)
+    assert minimum_nodes(spec, memory) == nodes
+
+
+@pytest.mark.parametrize("stack", ["tp16-mindie", "dp4-ep32-gpustack", "tp8-pp2-300iduo", "tp32-a3-mindie"])
+def test_the_memory_figures_are_given_to_a_tenth_of_a_gb(stack):
+    # plan.json and the messages show them; found by mutation testing (rounding to 0.01 passed every test).
+    memory = load_stack(stack).plan.memory
+    figures = (memory.weights_gb, memory.required_gb, memory.usable_gb, memory.available_for_weights_gb,
+               memory.per_stage_available_gb, *memory.per_stage_required_gb)
+    assert all(round(f, 1) == f for f in figures), figures

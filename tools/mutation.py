@@ -21,11 +21,16 @@ statement executed at import time (a constant, a default, a decorator) runs
 every test of the module; a statement no test executes survives without a
 run (reported as such). This is what makes several hundred mutants a module
 affordable on 2 cores: a mutant costs one pytest start and the few tests
-that reach its line, not the module's whole test set.
+that reach its line, not the module's whole test set. They run cheapest
+first (by their time in that unmutated run), so a killed mutant stops at the
+first cheap test that notices it; and pytest starts without the installed
+plugins it does not need.
 
-Mutants inside annotations (of arguments, returns, annotated assignments) are
-skipped, not run, in a module that has `from __future__ import annotations`
-and no pydantic (which evaluates annotations): there annotations are never
+A mutant that does not compile (cosmic-ray turns `{**props}` into `{%props}`)
+is skipped and counted apart: every test importing it would fail, which says
+nothing of the tests. Mutants inside annotations (of arguments, returns,
+annotated assignments) are skipped, not run, in a module that has
+`from __future__ import annotations` and no pydantic (which evaluates annotations): there annotations are never
 evaluated, so such a mutant is equivalent by construction. They are counted
 and printed apart.
 
@@ -46,6 +51,7 @@ import argparse
 import ast
 import difflib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -94,6 +100,13 @@ def export_tree(work: Path) -> None:
 
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
+# Per mutant, pytest without its plugins' automatic loading: of the installed
+# ones only pytest-xdist (tests/conftest.py uses its hooks) and pytest-timeout
+# (the `timeout` setting) are needed; the others (anyio's, which imports
+# anyio and trio; pytest-cov) cost about a third of a pytest start (0.4 s of
+# CPU of 1.2 s here) and no test here uses them.
+MUTANT_PYTEST = [*PYTEST, "-p", "xdist.plugin", "-p", "pytest_timeout"]
+MUTANT_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 def annotations_never_evaluated(source: str) -> bool:
@@ -119,6 +132,19 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
     return spans
 
 
+def compiles(source: str | None) -> bool:
+    """Whether a mutant is Python at all: cosmic-ray's operators also make text
+    that is not (`{**props, ...}` -> `{%props, ...}`); any test importing it
+    would fail, which says nothing of the tests."""
+    if source is None:
+        return False
+    try:
+        compile(source, "<mutant>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def statement_lines(source: str) -> dict[int, range]:
     """For each line, the lines of its innermost statement (a compound one's header only).
 
@@ -138,14 +164,29 @@ def statement_lines(source: str) -> dict[int, range]:
     return spans
 
 
-def tests_by_line(module: str, tree: Path, tests: list[str]) -> dict[str, list[str]]:
+_DURATION = re.compile(r"^([0-9.]+)s (?:setup|call|teardown)\s+(\S.*)$")
+
+
+def durations_of(pytest_output: str) -> dict[str, float]:
+    """{node id: seconds of its setup, call and teardown} from pytest's `--durations=0 --durations-min=0`."""
+    seconds: dict[str, float] = {}
+    for line in pytest_output.splitlines():
+        found = _DURATION.match(line)
+        if found:
+            seconds[found.group(2)] = seconds.get(found.group(2), 0.0) + float(found.group(1))
+    return seconds
+
+
+def tests_by_line(module: str, tree: Path, tests: list[str]) -> tuple[dict[str, list[str]], dict[str, float]]:
     """Run `tests` once on the unmutated tree under coverage with a context per test:
-    {line: test node ids that executed it}, "" among them when it ran at import."""
+    {line: test node ids that executed it}, "" among them when it ran at import;
+    and {node id: seconds it took}."""
     data_file = tree / f".coverage-{module.replace('/', '-')}"
     rcfile = tree / f".coveragerc-{module.replace('/', '-')}"
     rcfile.write_text(f"[run]\nbranch = False\ninclude = {module}\ndata_file = {data_file}\n")
     run = subprocess.run([*PYTEST, f"--cov={module.rpartition('/')[0].replace('/', '.')}", f"--cov-config={rcfile}",
-                          "--cov-context=test", "--cov-report=", *tests], cwd=tree, capture_output=True, text=True)
+                          "--cov-context=test", "--cov-report=", "--durations=0", "--durations-min=0", *tests],
+                         cwd=tree, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"{module}: the selected tests fail on the unmutated tree:\n{run.stdout}{run.stderr}")
     import coverage  # here, not at the top: the per-mutant command (`--run-mutant`) needs neither it nor cosmic-ray
@@ -156,8 +197,8 @@ def tests_by_line(module: str, tree: Path, tests: list[str]) -> dict[str, list[s
     if not measured:
         raise SystemExit(f"{module}: its tests never import it from {tree}")
     by_line = data.contexts_by_lineno(measured[0])
-    return {str(line): sorted({c.rpartition("|")[0] if "|" in c else c for c in contexts})
-            for line, contexts in by_line.items()}
+    return ({str(line): sorted({c.rpartition("|")[0] if "|" in c else c for c in contexts})
+             for line, contexts in by_line.items()}, durations_of(run.stdout))
 
 
 def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
@@ -171,9 +212,15 @@ def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
     spans = statement_lines(plan["pristine"])
     lines = {line for c in changed for line in spans.get(c, range(c, c + 1))}
     reached = {t for line in lines for t in plan["tests_by_line"].get(str(line), [])}
+    # Cheapest first (as long as the unmutated run took): each run stops at its
+    # first failure (`-x`), so a killed mutant costs the cheap tests before the
+    # first that fails it rather than an expensive fixture's set-up.
+    seconds = plan.get("durations", {})
     if "" in reached:  # executed at import: every test may depend on it
-        return list(plan["tests"])
-    return sorted(reached, key=lambda t: (plan["tests"].index(t.split("::")[0]), t))
+        modules = plan["tests"]
+        return sorted(modules, key=lambda m: (sum(v for t, v in seconds.items() if t.split("::")[0] == m),
+                                              modules.index(m)))
+    return sorted(reached, key=lambda t: (seconds.get(t, 0.0), plan["tests"].index(t.split("::")[0]), t))
 
 
 def run_mutant(map_file: Path) -> int:
@@ -184,9 +231,10 @@ def run_mutant(map_file: Path) -> int:
         print("no test executes the changed statement: survives without a run")
         return 0
     # pytest-cov is not needed per mutant: `-p no:cov` saves its import and start.
-    run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *selected])
+    env = {**os.environ, **MUTANT_ENV}
+    run = subprocess.run([*MUTANT_PYTEST, "-x", *selected], env=env)
     if run.returncode == 4:  # pytest's usage error (a node id it could not find): not a kill; run them all
-        run = subprocess.run([*PYTEST, "-p", "no:cov", "-x", *plan["tests"]])
+        run = subprocess.run([*MUTANT_PYTEST, "-x", *plan["tests"]], env=env)
     return run.returncode
 
 
@@ -196,32 +244,47 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
     config = tree / f"mutation-{name}.toml"
     plan_file = tree / f"mutation-{name}.json"
     source = (tree / module).read_text(encoding="utf-8")
+    by_line, durations = tests_by_line(module, tree, tests)
     plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests,
-                                     "tests_by_line": tests_by_line(module, tree, tests)}))
+                                     "tests_by_line": by_line, "durations": durations}))
     command = f"{sys.executable} {Path(__file__).resolve()} --run-mutant {plan_file}"
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
                       f'test-command = "{command}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)], cwd=tree, check=True)
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    skipped = 0
-    if annotations_never_evaluated(source):
-        spans = annotation_spans(source)
-        with use_db(str(session)) as db:
-            for item in db.work_items:
-                start = tuple(item.mutations[0].start_pos)
-                if any(a <= start < b for a, b in spans):
-                    db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
-                    skipped += 1
+    skipped = uncompilable = 0
+    spans = annotation_spans(source) if annotations_never_evaluated(source) else []
+    with use_db(str(session)) as db:
+        for item in db.work_items:
+            mutation = item.mutations[0]
+            start = tuple(mutation.start_pos)
+            if any(a <= start < b for a, b in spans):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                skipped += 1
+                continue
+            operator = get_operator(mutation.operator_name)(**getattr(mutation, "operator_args", {}))
+            try:
+                mutated = mutate_code(source, operator, mutation.occurrence)
+            except Exception:  # noqa: BLE001 (cosmic-ray's own failure to make it: its exec records that)
+                continue
+            if not compiles(mutated):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                uncompilable += 1
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)], cwd=tree, check=True)
     dump = subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "dump", str(session)], cwd=tree, check=True,
                           capture_output=True, text=True).stdout
     mutants = [json.loads(line) for line in dump.splitlines() if line.strip()]
     survivors = []
-    killed = 0
+    killed = unmade = 0
     for item, result in mutants:
         if result is None or result.get("worker_outcome") == "skipped":
+            continue
+        if result.get("worker_outcome") in ("exception", "no-test"):  # cosmic-ray could not make or run it
+            unmade += 1
             continue
         if result.get("test_outcome") == "survived":
             mutation = item["mutations"][0]
@@ -231,6 +294,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
         else:
             killed += 1
     return {"module": module, "tests": tests, "generated": len(mutants), "skipped_annotations": skipped,
+            "skipped_uncompilable": uncompilable, "not_made": unmade,
             "mutants": killed + len(survivors), "killed": killed, "survivors": survivors}
 
 
@@ -262,7 +326,9 @@ def main() -> int:
             results.append(result)
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
-                  f"{result['skipped_annotations']} of {result['generated']} in annotations skipped", flush=True)
+                  f"{result['skipped_annotations']} of {result['generated']} in annotations skipped, "
+                  f"{result['skipped_uncompilable']} that do not compile skipped, "
+                  f"{result['not_made']} cosmic-ray could not make", flush=True)
             for s in result["survivors"]:
                 print(f"  survived: line {s['line']} {s['operator']}"
                       f"{' (no test executes it)' if s['unreached'] else ''}\n" +
