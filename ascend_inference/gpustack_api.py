@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -122,14 +123,24 @@ def worker_problems(expected: list[dict[str, Any]], workers: list[dict[str, Any]
     return problems
 
 
+def tls_context(ca_pem: str | None) -> ssl.SSLContext:
+    """What an https server is checked against: the stack's CA bundle
+    (`engine.tls.control_ca`) when given, else the system's trust store. The
+    certificate and its host name are always checked; there is no switch to
+    turn that off."""
+    return ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+
+
 class GpustackApi:
     """A logged-in session with one GPUStack 2.x server."""
 
-    def __init__(self, server_url: str, username: str, password: str, *, timeout_s: float = 60):
+    def __init__(self, server_url: str, username: str, password: str, *, timeout_s: float = 60,
+                 ca_pem: str | None = None):
         self.server = server_url.rstrip("/")
         self.timeout_s = timeout_s
         self._username, self._password = username, password
-        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+                                                   urllib.request.HTTPSHandler(context=tls_context(ca_pem)))
         self.login()
 
     def login(self) -> None:
@@ -143,6 +154,13 @@ class GpustackApi:
             raise GpustackError(f"GPUStack login as {self._username} at {self.server} refused: "
                                 f"HTTP {error.code} {_message(error)}") from None
         except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                # Not a server still starting: asking again would not change the certificate.
+                raise GpustackError(
+                    f"GPUStack at {self.server}: its certificate was refused ({reason.verify_message}); the "
+                    "control host checks it against engine.tls.control_ca, which must hold the CA that signed "
+                    "engine.tls.cert, and the certificate must name the server's address") from None
             raise GpustackUnreachable(f"GPUStack at {self.server} did not answer the login: {_reason(error)}") from None
 
     def call(self, method: str, path: str, body: Any = None, *, raw: bool = False, relogin: bool = True) -> Any:
@@ -388,7 +406,8 @@ def _reason(error: BaseException) -> str:
 
 # --- the model deployment's create / read / update / delete ------------------
 # Props (the resource's inputs, and its outputs plus `model_id`/`cluster_id`):
-#   server_url, username, password (secret), cluster (name or None: the
+#   server_url, ca_pem (the CA bundle an https server is checked against, or
+#   None), username, password (secret), cluster (name or None: the
 #   default cluster), model (the `POST /v2/models` body without cluster_id),
 #   workers ([{name, npus}] that must be Ready first), worker_timeout_s,
 #   ready_timeout_s (0: do not wait for an instance), delete_timeout_s,
@@ -401,7 +420,8 @@ def _session(props: dict[str, Any], wait_s: float = 0, poll_s: float = 2) -> Gpu
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return GpustackApi(props["server_url"], props.get("username") or "admin", props["password"])
+            return GpustackApi(props["server_url"], props.get("username") or "admin", props["password"],
+                               ca_pem=props.get("ca_pem") or None)
         except GpustackUnreachable as error:
             if time.monotonic() >= deadline:
                 raise GpustackError(f"{error} (after {wait_s:g} s)" if wait_s else str(error)) from None

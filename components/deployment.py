@@ -330,7 +330,8 @@ class Deployment(pulumi.ComponentResource):
             server=self.gpustack, workers=workers, server_url=engine.server_url(spec),
             request=engine.deployment_request(spec, loaded.plan), expected_workers=engine.expected_workers(spec),
             worker_timeout_s=engine.worker_ready_timeout_s(spec), ready_timeout_s=spec.engine.ready_timeout_s,
-            backends_on=list(zip(self.nodes, self.containers, strict=True)), stack=loaded.name),
+            backends_on=list(zip(self.nodes, self.containers, strict=True)), stack=loaded.name,
+            ca_pem=engine.control_ca_pem(spec, loaded.file)),
             child)
         self.smoke = SmokeTest("smoke-test", SmokeTestArgs(
             master=master, script=self._command(self.rendered[0].scripts.smoke), ready=self.gpustack_model.deployment,

@@ -18,7 +18,8 @@ ascend_inference/gpustack_api.py).
   (gpustack_api.wait_instance_running). Delete waits until the instances are gone.
 
 The admin password is a secret input and output (`additional_secret_outputs`)
-and is only ever sent in GPUStack's login form.
+and is only ever sent in GPUStack's login form. Over HTTPS the server is
+checked against the stack's CA (`ca_pem`, a public certificate bundle).
 """
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ class GpustackModelArgs:
     # [{"name": worker name, "npus": count}] that must be Ready before deploying.
     workers: list[dict[str, Any]] = field(default_factory=list)
     cluster: str | None = None
+    # The CA bundle (PEM) an https server is checked against (engine.tls.control_ca); None for http.
+    ca_pem: str | None = None
     username: str = "admin"
     worker_timeout_s: int = 60
     ready_timeout_s: int = 5400
@@ -86,6 +89,7 @@ class GpustackModel(Resource):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["password"])
         props = {
             "server_url": args.server_url,
+            "ca_pem": args.ca_pem,
             "username": args.username,
             "password": pulumi.Output.secret(args.password),
             "cluster": args.cluster,

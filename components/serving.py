@@ -192,6 +192,8 @@ class GpustackDeploymentArgs:
     # The worker stops them within seconds of the model's delete (its 3 s sync, then `docker stop`);
     # when a container is replaced (the model stays) nothing stops them and this is the whole wait.
     backend_removal_wait_s: int = 30
+    # The CA bundle (PEM) the control host checks an https server against; None for http.
+    ca_pem: str | None = None
 
 
 class GpustackDeployment(pulumi.ComponentResource):
@@ -218,7 +220,7 @@ class GpustackDeployment(pulumi.ComponentResource):
             for common in [{"stack": args.stack, "node": node.node, "model_name": model_name,
                             "wait_s": args.backend_removal_wait_s}]]
         self.deployment = GpustackModel(f"{name}-deploy", GpustackModelArgs(
-            server_url=args.server_url, password=args.server.admin_password, model=args.request,
+            server_url=args.server_url, ca_pem=args.ca_pem, password=args.server.admin_password, model=args.request,
             workers=args.expected_workers, worker_timeout_s=args.worker_timeout_s,
             ready_timeout_s=args.ready_timeout_s,
             triggers=[args.server.token_reader.id, *[w.container_id for w in args.workers]]),

@@ -23,6 +23,7 @@ from ascend_inference.engines.vllm_mindspore import VllmMindsporeSettings
 from ascend_inference.render import declared_device_ips, rank_table, render_node
 from ascend_inference.stackfile import LoadedStack, load_stack
 from ascendctl.preview.stack import loaded_with_config
+from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.pure
 
@@ -99,6 +100,11 @@ CASES = [
      ["-v /run/docker-alt.sock:/var/run/docker.sock", "[ -e /run/docker-alt.sock ]"]),
     ("dp4-ep32-gpustack", "ascend_runtime", True, ["--runtime=ascend"]),
     ("dp4-ep32-gpustack", "visible_devices", [7, 6, 5, 4, 3, 2, 1, 0], ["VISIBLE_DEVICES=7,6,5,4,3,2,1,0"]),
+    # (with engine.tls and https_enabled: GPUSTACK_HTTPS below)
+    ("dp4-ep32-gpustack", "https_enabled", True, ["--ssl-certfile /etc/gpustack-tls/server.pem",
+                                                  "-e SSL_CERT_FILE=/etc/gpustack-tls/ca.pem",
+                                                  f"server=https://{MASTER}\n"]),
+    ("dp4-ep32-gpustack", "tls_port", 8443, ["--tls-port 8443", f"server=https://{MASTER}:8443"]),
 ]
 
 # What a case's setting needs beside it: a MindIE TLS switch turned on needs the TLS files.
@@ -107,6 +113,11 @@ MINDIE_TLS = {"ca": "/etc/mindie-tls/ca.pem", "cert": "/etc/mindie-tls/server.pe
               "kmc_master": "/etc/mindie-tls/ksfa", "kmc_standby": "/etc/mindie-tls/ksfb"}
 WITH = {("tp16-mindie", switch): {"tls": MINDIE_TLS}
         for switch in ("https_enabled", "inter_comm_tls_enabled", "inter_node_tls_enabled")}
+# GPUStack's HTTPS: the nodes' files, and a CA on the control host (a test fixture).
+GPUSTACK_TLS = {"ca": "/etc/gpustack-tls/ca.pem", "cert": "/etc/gpustack-tls/server.pem",
+                "key": "/etc/gpustack-tls/server.key", "control_ca": str(FIXTURES / "gpustack-tls" / "ca.pem")}
+WITH.update({("dp4-ep32-gpustack", setting): {"https_enabled": True, "tls": GPUSTACK_TLS}
+             for setting in ("https_enabled", "tls_port")})
 
 # Settings no case above renders away from their default, and why.
 NOT_RENDERED = {
@@ -124,8 +135,8 @@ NOT_RENDERED = {
                       "probes' header carry it (tests/test_endpoint_auth.py)",
     "insecure_no_api_key": "true drops the API key instead of adding a flag: tests/test_endpoint_auth.py "
                            "test_the_opt_out_is_explicit_and_named",
-    "tls": "MindIE's TLS files, rendered with a TLS switch on (the cases above, WITH) and in full by "
-           "tests/test_mindie_tls.py",
+    "tls": "MindIE's and GPUStack's TLS files, rendered with a TLS switch on (the cases above, WITH) and in "
+           "full by tests/test_mindie_tls.py and tests/test_gpustack_tls.py",
 }
 
 SETTINGS = {"tp16-vllm-mindspore": VllmMindsporeSettings, "tp16-mindie": MindieSettings,

@@ -30,10 +30,13 @@ from unittest import mock
 import pytest
 
 from ascend_inference import safe_values
+from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
+from tests.realsoftware.conftest import spawn, stop_pid
 from tests.step_script import step_script
+from tests.test_mindie_tls import _certificates
 
 pytestmark = pytest.mark.realsoftware
 
@@ -53,14 +56,16 @@ def _plain(value):
     return value
 
 
-def program_parts(stack, *, ready_timeout_s: int = 2) -> dict:
-    """What the Pulumi program sends for runbook 002's stack, with the server at 127.0.0.1:<its API port>."""
+def program_parts(stack, *, ready_timeout_s: int = 2, **engine_settings) -> dict:
+    """What the Pulumi program sends for runbook 002's stack, with the server at 127.0.0.1:<its API port>
+    (and `engine_settings` over the stack file's engine section)."""
     loaded = load_stack(STACK)
     config = copy.deepcopy(loaded.raw_config)
     config[f"{NS}nodes"][0]["host"] = "127.0.0.1"
     engine = config[f"{NS}engine"]
     engine["port"] = stack.api_port
     engine["ready_timeout_s"] = ready_timeout_s
+    engine.update(engine_settings)
     # A stack file may not name a loopback host (ascend_inference/safe_values.py: every
     # node would reach itself); this tier's server answers only on its namespace's
     # loopback, so that one rule lets 127.0.0.1 through here, for node0 alone.
@@ -82,6 +87,7 @@ def program_parts(stack, *, ready_timeout_s: int = 2) -> dict:
         "read-password": step_script(graph.by_name("gpustack-admin-password").inputs),
         "request": changed.spec.engine_plugin.deployment_request(changed.spec, changed.plan),
         "name": changed.spec.model.name,
+        "loaded": changed,
     }
 
 
@@ -282,3 +288,79 @@ def test_model_resource_create_read_drift_update_diff_delete(gpustack_stack, tmp
     assert outs["password"] == password
     for text in texts + [smoke.stdout, smoke.stderr]:
         assert password not in text
+
+
+# GPUStack's `--tls-port` here (its default 443 would do too: the namespace is ours).
+TLS_PORT = 28443
+
+
+def test_the_program_over_https_checks_the_server_against_the_stack_s_ca(gpustack_stack, tmp_path):
+    """`engine.https_enabled: true` against the real server started with the
+    flags the program gives it (`--ssl-certfile`, `--ssl-keyfile`,
+    `--ssl-ca-certfile`, `--tls-port`) and a test CA: GPUStack accepts them and
+    serves the CA bundle at /v2/cacerts (what a worker without SSL_CERT_FILE
+    would bootstrap from); through a TLS front standing in for GPUStack's
+    gateway (tls_front.py: the gateway is a binary of the image), the model
+    resource's provider and the smoke script reach the real API over https,
+    checking the server against the stack's CA, and refuse a server that CA
+    did not sign."""
+    files = _certificates(tmp_path)
+    password = "tls-test-password"
+    server_flags = ("--ssl-certfile", str(files["server"]), "--ssl-keyfile", str(files["server.key"]),
+                    "--ssl-ca-certfile", str(files["ca"]), "--tls-port", str(TLS_PORT))
+    gpustack_stack.start_server("--token", "test-registration-token", "--bootstrap-password", password,
+                                *server_flags)
+    cacerts = gpustack_stack.curl(["-sS", "-w", "\n%{http_code}", f"{gpustack_stack.url}/v2/cacerts"])
+    bundle, _, code = cacerts.stdout.rpartition("\n")
+    assert code == "200" and bundle == files["ca"].read_text(), cacerts
+
+    tls = {"ca": str(files["ca"]), "cert": str(files["server"]), "key": str(files["server.key"]),
+           "control_ca": str(files["ca"])}
+    parts = program_parts(gpustack_stack, https_enabled=True, tls=tls, tls_port=TLS_PORT)
+    # The server container's command carries the flags the server above was started with.
+    command = render_node(parts["loaded"], 0).container.command
+    assert " ".join(server_flags) in " ".join(command), command
+    url = f"https://127.0.0.1:{TLS_PORT}"
+    # No worker can run an instance here: the create does not wait for one.
+    props = {**parts["props"], "password": password, "workers": [], "ready_timeout_s": 0}
+    assert props["server_url"] == url and props["ca_pem"] == files["ca"].read_text()
+
+    front = spawn(gpustack_stack.netns + [sys.executable, str(Path(__file__).with_name("tls_front.py")),
+                                          str(files["server"]), str(files["server.key"]), str(TLS_PORT),
+                                          str(gpustack_stack.api_port)],
+                  gpustack_stack.root / "tls-front.log", "tls front")
+    try:
+        gpustack_stack._wait(lambda: gpustack_stack.curl(["-sf", "-m", "2", "--cacert", str(files["ca"]),
+                                                          f"{url}/healthz"]).returncode == 0,
+                             30, "the TLS front", gpustack_stack.root / "tls-front.log", front)
+        api = Api(gpustack_stack, password)
+        name = parts["name"]
+
+        # Another CA: refused before the password is sent, nothing created.
+        refused, _ = provider(gpustack_stack, "create", props={**props, "ca_pem": files["other-ca"].read_text()})
+        assert refused["error"].startswith(f"GPUStack at {url}: its certificate was refused"), refused
+        assert api.models(name) == []
+
+        created, progress = provider(gpustack_stack, "create", props=props)
+        assert "error" not in created, created
+        [model] = api.models(name)
+        assert created["id"] == str(model["id"]) and f"GPUStack model {name} created" in progress
+        read, _ = provider(gpustack_stack, "read", id=created["id"], props=created["outs"])
+        assert read["id"] == created["id"]
+
+        # The smoke script over https with --cacert: logged in, the route answers (503 until an instance runs).
+        smoke = gpustack_stack.run_script(parts["smoke"], "smoke-https", password + "\n")
+        check(smoke, 8, "smoke over https before any instance runs")
+        assert "HTTP 503" in smoke.stderr and "No running instances available" in smoke.stderr
+        wrong_ca = parts["smoke"].replace(str(files["ca"]), str(files["other-ca"]))
+        assert wrong_ca != parts["smoke"]
+        refused_smoke = gpustack_stack.run_script(wrong_ca, "smoke-wrong-ca", password + "\n")
+        check(refused_smoke, 11, "smoke against a server the stack's CA did not sign")
+
+        deleted, _ = provider(gpustack_stack, "delete", id=created["id"], props=created["outs"])
+        assert deleted == {} and api.models(name) == []
+        for text in (json.dumps(refused), json.dumps(created["outs"]["model"]), progress, smoke.stderr):
+            assert password not in text
+    finally:
+        stop_pid(front.pid)
+        front.wait(timeout=5)
