@@ -47,14 +47,14 @@ NODE = "node0"
 # in-container step of each finds the container made (CONTAINER_FIRST).
 STEPS = {
     "tp16-vllm-mindspore": ["node0-weights", "node0-env", "node0-name-free", "cluster-verified", "node0-mounts",
-                            "node0-container-check", "node0-ray-head"],
+                            "node0-container-check", "node0-ray-head", "node0-serve"],
     "tp16-mindie": ["node0-fix-tls", "node0-weights", "node0-image", "node0-env", "node0-file-1",
                     "node0-name-free", "node0-rank-table", "node0-mounts", "node0-config-edit"],
 }
 CONTAINER_FIRST = {"tp16-vllm-mindspore": "node0-container-check", "tp16-mindie": "node0-config-edit"}
 # The steps with an undo (`delete`), in the order `pulumi destroy` runs them; the others
 # are checks, or keep their work on delete (weights, a loaded image, the TLS switch).
-UNDOS = [("tp16-vllm-mindspore", step) for step in ("node0-ray-head", "cluster-verified", "node0-env")] \
+UNDOS = [("tp16-vllm-mindspore", step) for step in ("node0-serve", "node0-ray-head", "cluster-verified", "node0-env")] \
     + [("tp16-mindie", step) for step in ("node0-config-edit", "node0-rank-table", "node0-file-1", "node0-env")]
 # Where the program writes on a node, besides the stack's directory (/etc/ascend-inference/STACK):
 # the rank table MindIE reads (its stack's `rank_table_path`), the image tar's directory, and
@@ -164,9 +164,9 @@ def read_state(cluster) -> dict:
     return json.loads(done.stdout)
 
 
-def run_script(cluster, script: str) -> str:
+def run_script(cluster, script: str, node: str = NODE) -> str:
     """A step's script as pulumi-command runs it: `bash -s` over ssh, the script on stdin."""
-    done = cluster.ssh(NODE, "bash -s", input=script, timeout=600)
+    done = cluster.ssh(node, "bash -s", input=script, timeout=600)
     assert done.returncode == 0, f"rc={done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
 
@@ -192,27 +192,37 @@ def cluster():
         yield c
 
 
-def stack_ready(cluster, stack: str) -> None:
+def stack_ready(cluster, stack: str, node: str = NODE) -> None:
     """What the stack finds on a node before its steps: its image under its name (what a
     registry pull gives), or the image's tar at its path (runbook 001 loads it from there)."""
     c = load_stack(stack).spec.container
     image = shlex.quote(c.image)
     if c.image_tar:
         tar = shlex.quote(c.image_tar)
-        node_ssh(cluster, NODE, f"mkdir -p $(dirname {tar}) && docker tag {imagelib.IMAGE} {image} && "
+        node_ssh(cluster, node, f"mkdir -p $(dirname {tar}) && docker tag {imagelib.IMAGE} {image} && "
                                 f"docker save -o {tar} {image} && docker rmi {image} >/dev/null")
     else:
-        node_ssh(cluster, NODE, f"docker tag {imagelib.IMAGE} {image}")
+        node_ssh(cluster, node, f"docker tag {imagelib.IMAGE} {image}")
 
 
-def create_container(cluster, stack: str, inputs: dict) -> None:
+def create_container(cluster, stack: str, inputs: dict, node: str = NODE) -> None:
     """`docker create` + `docker start` of the program's container, as the docker stand-in does.
     Its image is the stack's by name (under the mocks it is the image step's made-up id)."""
     sandbox = json.loads(sandbox_file(cluster).read_text())
     inputs = dict(inputs, image=load_stack(stack).spec.container.image)
-    argv = _flag_args(inputs, sandbox, cluster.node(NODE).address, [inputs["image"]])
-    ident = node_ssh(cluster, NODE, "docker create " + shlex.join(argv)).split()[-1]
-    node_ssh(cluster, NODE, f"docker start {ident}")
+    argv = _flag_args(inputs, sandbox, cluster.node(node).address, [inputs["image"]])
+    ident = node_ssh(cluster, node, "docker create " + shlex.join(argv)).split()[-1]
+    node_ssh(cluster, node, f"docker start {ident}")
+
+
+def second_ray_node(cluster, stack: str, inputs: dict) -> None:
+    """node1 joins node0's Ray (its env file, its container, its Ray worker, by the
+    program's own steps): a TP16 engine needs the 16 NPUs of both nodes, and one that
+    exits for want of them is rightly started again by the engine start's second run."""
+    stack_ready(cluster, stack, "node1")
+    run_script(cluster, step_script(inputs["node1-env"]), "node1")
+    create_container(cluster, stack, inputs["node1-container"], "node1")
+    run_script(cluster, step_script(inputs["node1-ray-worker"]), "node1")
 
 
 CASES = [(stack, step) for stack, steps in STEPS.items() for step in steps]
@@ -231,6 +241,8 @@ def test_a_step_run_twice_leaves_the_node_as_run_once(cluster, rendered, stack, 
     if step == CONTAINER_FIRST[stack]:
         # The provider's create, once (its rerun is the provider's: see the module's doc).
         create_container(cluster, stack, inputs["node0-container"])
+    if step == "node0-serve":
+        second_ray_node(cluster, stack, inputs)
     script = step_script(inputs[step])
     run_script(cluster, script)
     once = snapshot(cluster)
