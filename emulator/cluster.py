@@ -188,6 +188,13 @@ class Cluster:
             return []
         return provision.destroy(Cluster.load(state_dir), log)
 
+    def reboot(self, node: str | int | Node) -> Node:
+        """Power-cycle one node (provision.reboot): every process killed, sshd and
+        dockerd started again, its containers left exited, a new boot id."""
+        rebooted = provision.reboot(self, self.node(node))
+        self.save()  # its new holder PID: `down` kills that one
+        return rebooted
+
     # ------------------------------------------------------------------ status
 
     def health_problems(self) -> list[str]:

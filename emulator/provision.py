@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -249,6 +250,25 @@ def wait_ready(node: Node) -> Node:
                       f"{_tail(run_dir / 'sshd.log')}")
     _wait_for(node.docker_answers, 60,
               lambda: f"{node.name}: dockerd did not answer on /run/docker.sock. {_tail(run_dir / 'dockerd.log')}")
+    return node
+
+
+def reboot(cluster: Cluster, node: Node) -> Node:
+    """A power cycle of one node: its PID 1 is killed and with it every process
+    of the node (sshd, dockerd, containerd, the containers, Ray, the engines,
+    ssh sessions), then it boots again from its disk with a new boot id. What
+    lives on disk stays (the overlay's upper layer, /var/lib/docker: images and
+    containers, which dockerd finds exited); /run, /dev/shm and the mounts are
+    new, and the node's faults are applied again (faults.json is on disk)."""
+    problems = stop_holder(node)
+    if problems:
+        raise ClusterError("; ".join(problems))
+    (node.run_dir / "boot_id").write_text(f"{uuid.uuid4()}\n")
+    (node.run_dir / "holder.ready").unlink(missing_ok=True)
+    start_holder(node)
+    wait_ready(node)
+    faults.apply(node, cluster.layout, cluster.hardware.npu_count, cluster.hardware.driver_version,
+                 faults.read(node.run_dir))
     return node
 
 

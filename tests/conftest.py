@@ -141,6 +141,7 @@ def pytest_collection_modifyitems(config, items):
 # the order depends on this list; the rest follow in collection order.
 SLOW_FIRST = (
     "tests/emulated/test_recovery.py",
+    "tests/emulated/test_recovery_faults.py",
     "tests/emulated/test_diff_table.py",
     "tests/emulated/test_engine_rules.py",
     "tests/emulated/test_pulumi_userpath.py",
