@@ -44,7 +44,8 @@ def rollout(cluster, tmp_path_factory):
     try:
         yield rollout
     finally:
-        rollout.destroy()
+        # No `pulumi destroy`: the cluster's teardown removes the nodes with all
+        # the rollout left on them (destroy has its tests elsewhere; it cost 43 s here).
         # The module's cost in CI (reported, never asserted).
         print(f"test_recovery_faults: {time.monotonic() - started:.0f} s of rollouts")
 
