@@ -6,6 +6,7 @@ public mock API agrees with what the public API itself shows."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextvars
 import json
 import os
@@ -155,9 +156,16 @@ def test_recorder_sees_what_the_public_mock_api_sees(stack):
     # set_mocks in a fresh context also replaces the SDK settings' process-wide
     # defaults (see ascendctl/preview/sdk.py); restore them afterwards.
     saved = sdk.settings_defaults()
+    # The SDK's public mocks run on the thread's current event loop; an
+    # in-process record_stack earlier on this worker (ascendctl/preview/recorder.py
+    # _close_thread_loop) leaves the main thread with none set.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
         contextvars.copy_context().run(run_with_public_mocks)
     finally:
+        asyncio.set_event_loop(None)
+        loop.close()
         sdk.restore_settings_defaults(saved)
         if previous is None:
             os.environ.pop("ASCEND_INFERENCE_STACK_FILE", None)
