@@ -44,11 +44,13 @@ class Script:
     place: Place
     # The container a "container" script runs in.
     container: str
+    # An undo (a step's delete) of something in the container: see `wrap`.
+    undo: bool = False
 
     @property
     def command(self) -> str:
         """The text as run from the host: as it is, or fed to `docker exec`."""
-        return wrap(self.text, self.place, self.container)
+        return wrap(self.text, self.place, self.container, undo=self.undo)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,9 +188,10 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
               "remote_dir": ctx.remote_dir, "model_path": spec.model.path}
     scripts: dict[str, Script] = {}
 
-    def script(name: str, purpose: str, place: Place = "host", template: str = "", **extra: Any) -> None:
+    def script(name: str, purpose: str, place: Place = "host", template: str = "", undo: bool = False,
+               **extra: Any) -> None:
         text = render_template(template or f"{name}.sh.j2", purpose=purpose, **common, **extra)
-        scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name)
+        scripts[name.replace("-", "_")] = Script(name, text, place, spec.container.name, undo)
 
     _host_scripts(loaded, script)
     # Atlas A3: the SDID, super pod and server index of every die (rank table 1.2).
@@ -222,7 +225,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     if checks.nnrt_run:
         script("pyacl-install", "Install pyACL from the nnrt .run where acl does not import", "container",
                nnrt_run=checks.nnrt_run, install_path=PYACL_INSTALL_PATH)
-        script("pyacl-remove", "Remove the pyACL this stack installed", "container", install_path=PYACL_INSTALL_PATH)
+        script("pyacl-remove", "Remove the pyACL this stack installed", "container", undo=True,
+               install_path=PYACL_INSTALL_PATH)
     if checks:
         script("container-check", "Check the container before anything starts in it", "container",
                acl=checks.acl, files_from_env=checks.files_from_env)
@@ -230,13 +234,13 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
     if edit is not None:
         script("config-edit", f"Edit the image's {edit.label} in place", "container", label=edit.label,
                target=edit.target, edits_file=edit.edits_file, source=config_edit_source())
-        script("config-restore", f"Put the image's own {edit.label} back", "container", label=edit.label,
-               target=edit.target)
+        script("config-restore", f"Put the image's own {edit.label} back", "container", undo=True,
+               label=edit.label, target=edit.target)
     if engine.uses_ray(spec):
         port = engine.ray_port(spec)
         script("ray-start", "Start Ray (head)" if ctx.is_master else "Join Ray", "container", head=ctx.is_master,
                ray_port=port, head_address=spec.nodes[0].address)
-        script("ray-stop", "Stop Ray on this node", "container")
+        script("ray-stop", "Stop Ray on this node", "container", undo=True)
         if ctx.is_master:
             script("ray-verify", "Verify the Ray cluster", "container", world_size=plan.world_size,
                    nodes=len(spec.nodes), timeout_s=300)
@@ -247,7 +251,7 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
         script("serve-start", f"Start {engine.kind}", "container", run_dir=run_dir, log_file=serve.log_file,
                workdir=serve.workdir, command=serve.per_node.get(ctx.node.name, serve.command),
                pre_start=pre_start)
-        script("serve-stop", f"Stop {engine.kind}", "container", run_dir=run_dir)
+        script("serve-stop", f"Stop {engine.kind}", "container", undo=True, run_dir=run_dir)
         if ctx.is_master:
             script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir,
                    log_file=serve.log_file, ready=engine.readiness(spec), progress_every_s=PROGRESS_EVERY_S,

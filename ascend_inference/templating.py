@@ -123,9 +123,41 @@ def render_template(template: str, **context: Any) -> str:
     return environment.get_template(template).render(**context)
 
 
-def wrap(script: str, place: str, container: str) -> str:
-    """The one place that decides host vs container (cf. Ray's command runners)."""
+# How long an undo waits, after its `docker exec` failed, for a container that
+# says it is still running to be seen stopping (seconds, one `docker inspect` each).
+UNDO_WAITS_FOR_A_GOING_CONTAINER_S = 30
+
+
+def wrap(script: str, place: str, container: str, *, undo: bool = False) -> str:
+    """The one place that decides host vs container (cf. Ray's command runners).
+
+    `undo`: the script undoes something in the container (stops Ray or the
+    engine, puts back a file of the image). Such an undo may run while the
+    container is already gone or going: when two containers are replaced
+    delete-before-replace in one `pulumi up`, the engine deletes a step that
+    depends on both (a Ray worker: its own container and the head's) in the
+    chain of whichever container it reaches first, and the other container's
+    chain does not wait for it (pulumi/pulumi pkg/resource/deploy/step_generator.go
+    `generateSteps`: "If we already deleted this resource due to some other
+    DBR, don't do it again"; step_executor.go runs the chains in parallel);
+    a container removed by hand is gone before the next `up` deletes its steps.
+    What the undo would stop or restore lived in the container and went with
+    it, so a failed `docker exec` into a container that is gone or no longer
+    running is the undo done; into a running container it stays a failure."""
     if place == "host":
         return script
     marker = heredoc_marker(script, "ASCEND_INFERENCE_SCRIPT")
-    return f"docker exec -i {shlex.quote(container)} bash -s <<'{marker}'\n{script}{marker}\n"
+    name = shlex.quote(container)
+    if not undo:
+        return f"docker exec -i {name} bash -s <<'{marker}'\n{script}{marker}\n"
+    return (f"docker exec -i {name} bash -s <<'{marker}' && exit 0\n{script}{marker}\n"
+            "status=$?\n"
+            f"tries={UNDO_WAITS_FOR_A_GOING_CONTAINER_S}\n"
+            'while [ "$tries" -gt 0 ]; do\n'
+            f"  state=$(docker inspect -f '{{{{.State.Status}}}}' {name} 2>/dev/null) || state=gone\n"
+            '  case "$state" in\n'
+            '    running|restarting) tries=$((tries - 1)); sleep 1 ;;\n'
+            f'    *) echo "container "{name}" is $state: what this undo undoes went with it"; exit 0 ;;\n'
+            "  esac\n"
+            "done\n"
+            'exit "$status"\n')

@@ -283,7 +283,11 @@ class PulumiRollout:
     changes with `pulumi config set --path` and reverts the ones a later call
     leaves out, so each call states the whole difference from the stack."""
 
-    def __init__(self, cluster, stack: str, workdir: Path, *, log: Log = print, model_path: str = MODEL_FIXTURE):
+    def __init__(self, cluster, stack: str, workdir: Path, *, log: Log = print, model_path: str = MODEL_FIXTURE,
+                 settings: Sequence[str] = ()):
+        """`settings`: `KEY=VALUE` edits of the stack a user makes before `configure`, with
+        `pulumi config set --path` (e.g. `nodes[2].name=node2` for each node a cluster larger
+        than the stack's has): kept for the whole rollout, unlike `up`'s changes."""
         self.cluster = cluster
         self.log = log
         self.base = load_stack(stack)
@@ -300,12 +304,27 @@ class PulumiRollout:
         self._ops = 0
         self.last_events: Path | None = None
         self.ok("stack", "select", "--create", self.stack)
+        if settings:
+            self.base = self.edited(settings)
         for argv, stdin in configure_commands(self.base, cluster, model_path=model_path):
             self.ok(*argv[1:], stdin=stdin)
         # What a registry would hold for the stack: the emulator's runtime image under
         # its name, with its pinned engine version, or saved to its image tar.
         provide_engine_version(cluster, self.base, log)
         provide_image_tar(cluster, self.base, log)
+
+    def edited(self, settings: Sequence[str]) -> LoadedStack:
+        """The stack after `pulumi config set --path` of each setting (the copy's stack
+        file), as configure then reads it."""
+        from ascendctl.preview.config import apply_change
+        from ascendctl.preview.stack import loaded_with_config
+
+        config = self.base.raw_config
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            self.ok("config", "set", "--path", f"{NAMESPACE}:{key}", value)
+            config = apply_change(config, setting, self.base.file)
+        return loaded_with_config(self.base, config)
 
     # --- running the CLI -----------------------------------------------------
 

@@ -65,12 +65,69 @@ def test_a_container_script_reaches_the_container_unchanged(rendered, stack, tmp
     stub.write_text(DOCKER_STUB)
     stub.chmod(0o755)
     record = tmp_path / "record"
-    script = nodes[0].scripts.serve_start
-    done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True, timeout=30,
-                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(record)})
-    assert done.returncode == 0, done.stderr
-    assert Path(f"{record}.name").read_text() == script.container
-    assert Path(f"{record}.stdin").read_text() == script.text
+    # A step's script and its undo (which asks docker nothing more when its exec succeeds).
+    for script in (nodes[0].scripts.serve_start, nodes[0].scripts.serve_stop):
+        assert script is not None
+        done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True, timeout=30,
+                              env={"PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(record)})
+        assert done.returncode == 0, done.stderr
+        assert Path(f"{record}.name").read_text() == script.container
+        assert Path(f"{record}.stdin").read_text() == script.text
+
+
+# The undos of something in the container (a step's delete there): see templating.wrap.
+UNDOS = {"config-restore", "pyacl-remove", "ray-stop", "serve-stop"}
+
+# Stand-in for docker where `docker exec` fails (the container is gone or going):
+# `docker inspect` prints the states listed in $STATES, one per call (the last one
+# repeated), "gone" being no such container; each call is counted in $RECORD.
+DOCKER_EXEC_FAILS = """#!/usr/bin/env bash
+case "$1" in
+  exec) cat > /dev/null; echo "OCI runtime exec failed: exec failed: unable to start container process" >&2; exit 126 ;;
+  inspect)
+    echo x >> "$RECORD"
+    set -- $STATES
+    n=$(wc -l < "$RECORD"); [ "$n" -le "$#" ] || n=$#
+    state=${!n}
+    [ "$state" = gone ] && { echo "Error: No such object" >&2; exit 1; }
+    echo "$state" ;;
+  *) echo "unexpected docker call: $*" >&2; exit 64 ;;
+esac
+"""
+
+
+def test_the_undos_in_the_container_are_marked_undos(rendered):
+    for stack, (_, nodes) in rendered.items():
+        for node in nodes:
+            for script in node.scripts.present():
+                assert script.undo == (script.name in UNDOS), f"{stack} {script.name}"
+
+
+@pytest.mark.parametrize("states,status,inspected", [
+    # Gone already (deleted by another container's chain, or removed by hand): done.
+    ("gone", 0, 1),
+    # Stopped (a node rebooted, or the container being deleted stopped): done.
+    ("exited", 0, 1),
+    # Still said to be running for a moment while it is removed: done once it is not.
+    ("running running removing", 0, 3),
+    # Running all along: the failure stands, after the bounded wait.
+    ("running", 126, 30),
+])
+def test_an_undo_in_a_container_that_is_gone_or_going_is_done(rendered, tmp_path, states, status, inspected):
+    _, nodes = rendered["tp16-vllm-mindspore"]
+    for name, body in (("docker", DOCKER_EXEC_FAILS), ("sleep", "#!/bin/sh\n")):
+        (tmp_path / name).write_text(body)
+        (tmp_path / name).chmod(0o755)
+    record = tmp_path / "inspected"
+    record.write_text("")
+    script = nodes[1].scripts.ray_stop
+    done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(record), "STATES": states})
+    assert done.returncode == status, done.stdout + done.stderr
+    assert len(record.read_text().split()) == inspected
+    if status == 0:
+        assert f"container {script.container} is {states.split()[-1]}: what this undo undoes went with it" \
+            in done.stdout
 
 
 def test_only_the_master_has_the_smoke_test_and_readiness(rendered):

@@ -1,26 +1,30 @@
-"""Injected node faults stop a real rollout before serving, with one message
-naming node and cause; MindIE's rank table and a clean teardown on the
-emulated cluster. (Kept apart from test_rollout.py: these tests roll the same
-stacks out and tear them down, and must not share nodes with its long-lived
-rollout.)"""
+"""Injected node faults stop a rollout by the real `pulumi` CLI
+(emulator/userpath.py PulumiRollout, the README's user path) before serving,
+with one message naming node and cause; MindIE's rank table, its TLS fix and
+a clean teardown on the emulated cluster. (Kept apart from test_rollout.py:
+these tests roll the same stacks out and tear them down, and must not share
+nodes with its long-lived rollout.)
+
+One configured stack serves the whole module: most faults stop `pulumi up` at
+the node checks of its own preview, before anything is created, so the next
+fault starts from the same empty stack; a fault found by a step (the weights)
+leaves what that up created, which is destroyed before the next one."""
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
-from ascend_inference.errors import NodeFactError
-from components.common import NodeCheckRunError
-from emulator.executor import StepFailed
-from emulator.rollout import StackRollout
+from emulator.image import IMAGE as RUNTIME_IMAGE
+from emulator.userpath import PulumiRollout
 from tests.conftest import temp_files_holding
-from tests.emulated.conftest import node_ssh, own_cluster
+from tests.emulated.conftest import changed, node_ssh, own_cluster
 
 pytestmark = pytest.mark.emulated
 
 STACK = "tp16-vllm-mindspore"
+SERVING_AND_CONTAINERS = {"node0-serve", "node0-container", "node1-container", "node0-ray-head"}
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +36,31 @@ def cluster():
 ssh = node_ssh
 
 
-def test_a_container_left_by_a_manual_run_is_named_not_a_docker_error(cluster, tmp_path):
-    from emulator.executor import RUNTIME_IMAGE
+@pytest.fixture(scope="module")
+def rollout(cluster, tmp_path_factory):
+    """The stack selected and configured for the cluster (rolled out by the tests); destroyed at the end."""
+    rollout = PulumiRollout(cluster, STACK, tmp_path_factory.mktemp("faults"), log=print)
+    try:
+        yield rollout
+    finally:
+        rollout.destroy()
 
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
+
+def test_a_container_left_by_a_manual_run_is_named_not_a_docker_error(cluster, rollout):
     name = rollout.base.spec.container.name
     ssh(cluster, "node1", f"docker create --name {name} {RUNTIME_IMAGE} true >/dev/null")
     try:
         report = rollout.up()
+        failed = rollout.failed_steps()
     finally:
+        # What this up did create goes too: the fault tests start from an empty stack.
         rollout.destroy()
         ssh(cluster, "node1", f"docker rm -f {name} >/dev/null")
     message = str(report.error)
     assert f"node node1: a container named {name} ({RUNTIME_IMAGE}) exists that stack {STACK} did not create" in message
     assert f"fix: remove it with `docker rm -f {name}` on node1" in message
-    assert "node1-container" not in {a.resource for a in report.actions}
+    assert "node1-name-free" in failed, failed
+    assert "node1-container" not in changed(report), report.changed()
 
 
 # --- faults ---------------------------------------------------------------
@@ -76,102 +90,124 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("fault,words", FAULTS, ids=[next(iter(f)) for f, _ in FAULTS])
-def test_fault_stops_the_rollout_before_serving(cluster, tmp_path, fault, words):
+def test_fault_stops_the_rollout_before_serving(cluster, rollout, fault, words):
     cluster.set_fault("node1", **fault)
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
     try:
         start = time.monotonic()
         report = rollout.up()
         detected = time.monotonic() - start
     finally:
-        rollout.destroy()
         cluster.clear_faults("node1")
-    # A fact judged wrong (NodeFactError), a node check whose script failed on
-    # the node (a ping: NodeCheckRunError, the script's lines first) or a step.
-    assert isinstance(report.error, (NodeFactError, NodeCheckRunError, StepFailed)), report.error
-    message = str(report.error)
+    if changed(report):
+        # A fault a step found (the weights, compared once they were read) leaves what
+        # this up created, its outputs holding the fault: the next fault starts empty.
+        assert rollout.destroy().error is None
+    # The program's own message (a fact judged wrong, or a node check whose
+    # script failed on the node, its lines first), never a traceback.
+    assert report.error is not None
+    message = report.error
     for word in words:
         options = word if isinstance(word, tuple) else (word,)
         assert any(option in message for option in options), f"{word!r} not in {message!r}"
-    assert "Traceback" not in message
-    started = {a.resource for a in report.actions}
-    assert not started & {"node0-serve", "node0-container", "node1-container", "node0-ray-head"}, started
+    assert "Traceback" not in message, message
+    assert not changed(report) & SERVING_AND_CONTAINERS, report.changed()
     # How fast is measured by benchmarks/rollout.py --faults; printed here for the log.
     print(f"time to detect {next(iter(fault))}: {detected:.1f} s (runbooks: HCCL_CONNECT_TIMEOUT=7200 s)")
 
 
-def test_mindie_rank_table_config_and_teardown(cluster, tmp_path):
-    """TP16 MindIE: the rank table lands at the same path on every node with
-    mode 640, the daemons start on every node, and destroy removes it all."""
-    rollout = StackRollout(cluster, "tp16-mindie", tmp_path / "state.json", log=print)
-    report = rollout.up()
-    try:
-        assert report.error is None, report.error
-        table_path = "/data/hm/hccl_2s_16p.json"
-        tables = set()
-        for node in cluster.nodes:
-            assert ssh(cluster, node.name, f"stat -c %a {table_path}").strip() == "640"
-            tables.add(ssh(cluster, node.name, f"cat {table_path}"))
-            assert ssh(cluster, node.name, "stat -c %a /data/models/deepseek-r1").strip() == "750"
-        assert len(tables) == 1
-        table = json.loads(tables.pop())
-        assert [s["server_id"] for s in table["server_list"]] == [n.address for n in cluster.nodes]
-        assert [d["device_ip"] for d in table["server_list"][1]["device"]] == list(cluster.nodes[1].device_ips)
-        assert {"node0-serve", "node1-serve", "serving-ready", "smoke-test-request"} <= set(report.did("create"))
-        # fix_tls is on in this stack: a TLS switch left on is set back to 0 before preflight.
-    finally:
-        rollout.destroy()
-    container = rollout.base.spec.container.name
-    for node in cluster.nodes:
-        assert ssh(cluster, node.name, f"docker ps -aq --filter name={container}").strip() == ""
-        assert ssh(cluster, node.name, f"test -e {table_path} && echo left || echo gone").strip() == "gone"
-        assert ssh(cluster, node.name, "find /etc/ascend-inference 2>/dev/null || true").strip() == ""
-
-
-def test_fix_tls_repairs_a_tls_switch(cluster, tmp_path):
-    cluster.set_fault("node1", tls_on=[1, 2])
-    rollout = StackRollout(cluster, "tp16-mindie", tmp_path / "state.json", log=lambda m: None)
-    try:
-        report = rollout.up()
-        assert report.error is None, report.error
-        assert "node1-fix-tls" in report.did("create")
-        assert "tls switch[0]" in ssh(cluster, "node1", "hccn_tool -i 2 -tls -g")
-    finally:
-        rollout.destroy()
-        cluster.clear_faults("node1")
-
-
-def test_engine_crash_is_reported_with_its_log(cluster, tmp_path):
+def test_engine_crash_is_reported_with_its_log(cluster, rollout):
     # The engine dies while "loading" (it would listen only after 600 s): with
     # a crash alone, an engine that got to listen first could answer the
     # readiness check and the smoke test in the second before it died.
     cluster.set_fault("node0", engine_crash_after=1, engine_ready_delay=600)
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
     try:
         report = rollout.up()
     finally:
-        rollout.destroy()
         cluster.clear_faults("node0")
-    assert isinstance(report.error, StepFailed)
-    assert report.error.resource in ("node0-serve", "serving-ready")
-    assert "last log lines" in str(report.error)
+    assert report.error is not None
+    # The step that failed, as the engine's events name it, and the engine's log in its message.
+    failed = rollout.failed_steps()
+    assert set(failed) & {"node0-serve", "serving-ready"}, failed
+    assert "last log lines" in report.error, report.error
 
 
-def test_teardown_leaves_nothing(cluster, tmp_path):
-    rollout = StackRollout(cluster, STACK, tmp_path / "state.json", log=lambda m: None)
-    assert rollout.up().error is None
-    # The SSH key the program's commands carry is written for `ssh -i` only inside the state's dir.
-    key_files = {e["key_file"] for e in rollout.executor.state["resources"].values() if e.get("key_file")}
-    assert key_files and all(tmp_path in Path(f).parents for f in key_files), key_files
-    report = rollout.destroy()
-    assert report.error is None
-    assert not rollout.executor.key_dir.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+def urn_of(rollout, name: str) -> str:
+    """The URN of resource `name`, as docs/recovery.md has a user look it up."""
+    state = json.loads(rollout.ok("stack", "export"))
+    return next(r["urn"] for r in state["deployment"]["resources"] if r["urn"].endswith(f"::{name}"))
+
+
+def test_teardown_leaves_nothing(cluster, rollout):
+    """After the crash above, whose engine start had succeeded: no `up` notices a dead
+    engine by itself, so the recovery docs/recovery.md gives ("The serving process died
+    after a good `up`": `pulumi up --replace` of the engine's start) serves again, with
+    the containers and Ray kept; then destroy removes it all."""
+    # (An engine start that itself saw the crash is not in the state: a plain `up` redoes it.)
+    started = "node0-serve" in rollout.resources()
+    report = rollout.up([], *(("--replace", urn_of(rollout, "node0-serve")) if started else ()))
+    assert report.error is None, report.error
+    assert not {"node0-container", "node1-container", "node0-ray-head"} & changed(report), report.changed()
+    # The SSH key the program's steps carry is a secret: never in clear in the state.
+    key = cluster.ssh_key_path.read_text()
+    assert key.strip().splitlines()[1] not in rollout.ok("stack", "export")
+    gone = rollout.destroy()
+    assert gone.error is None, gone.error
+    assert rollout.resources() == {}
     for node in cluster.nodes:
         assert ssh(cluster, node.name, "docker ps -aq").strip() == ""
         names = ssh(cluster, node.name, "ps -eo comm").split()
         assert not [n for n in names if n in ("raylet", "gcs_server") or n.startswith(("ray::", "vllm"))], names
         assert ssh(cluster, node.name, "test -e /etc/ascend-inference && echo left || echo gone").strip() == "gone"
-    assert rollout.executor.state["resources"] == {}
-    assert temp_files_holding(cluster.ssh_key_path.read_text()) == []
+    assert temp_files_holding(key) == []
 
+
+# --- MindIE (last: it rolls out on nodes the stack above has left) ----------------
+
+@pytest.fixture(scope="module")
+def mindie(cluster, rollout, tmp_path_factory):
+    """TP16 MindIE rolled out once with a TLS switch left on on node1 (fix_tls is on in
+    this stack): (rollout, report of that up). Torn down by the rank table's test."""
+    assert rollout.destroy().error is None  # nothing of the other stack left on the nodes
+    mindie = PulumiRollout(cluster, "tp16-mindie", tmp_path_factory.mktemp("mindie"), log=print)
+    cluster.set_fault("node1", tls_on=[1, 2])
+    try:
+        report = mindie.up()
+    finally:
+        cluster.clear_faults("node1")
+    try:
+        yield mindie, report
+    finally:
+        mindie.destroy()
+
+
+def test_fix_tls_repairs_a_tls_switch(cluster, mindie):
+    """One `up` repairs it: the preflight waits for the fix, at the up's preview too."""
+    _, report = mindie
+    assert report.error is None, report.error
+    assert "node1-fix-tls" in report.did("create")
+    assert "tls switch[0]" in ssh(cluster, "node1", "hccn_tool -i 2 -tls -g")
+
+
+def test_mindie_rank_table_config_and_teardown(cluster, mindie):
+    """TP16 MindIE: the rank table lands at the same path on every node with
+    mode 640, the daemons start on every node, and destroy removes it all."""
+    rollout, report = mindie
+    assert report.error is None, report.error
+    table_path = "/data/hm/hccl_2s_16p.json"
+    tables = set()
+    for node in cluster.nodes:
+        assert ssh(cluster, node.name, f"stat -c %a {table_path}").strip() == "640"
+        tables.add(ssh(cluster, node.name, f"cat {table_path}"))
+        assert ssh(cluster, node.name, "stat -c %a /data/models/deepseek-r1").strip() == "750"
+    assert len(tables) == 1
+    table = json.loads(tables.pop())
+    assert [s["server_id"] for s in table["server_list"]] == [n.address for n in cluster.nodes]
+    assert [d["device_ip"] for d in table["server_list"][1]["device"]] == list(cluster.nodes[1].device_ips)
+    assert {"node0-serve", "node1-serve", "serving-ready", "smoke-test-request"} <= set(report.did("create"))
+    gone = rollout.destroy()
+    assert gone.error is None, gone.error
+    container = rollout.base.spec.container.name
+    for node in cluster.nodes:
+        assert ssh(cluster, node.name, f"docker ps -aq --filter name={container}").strip() == ""
+        assert ssh(cluster, node.name, f"test -e {table_path} && echo left || echo gone").strip() == "gone"
+        assert ssh(cluster, node.name, "find /etc/ascend-inference 2>/dev/null || true").strip() == ""
