@@ -402,3 +402,12 @@ def test_a_server_that_does_not_answer_is_waited_for_the_resources_worker_timeou
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     with pytest.raises(GpustackError, match=r"did not answer the login: .* \(after 0\.2 s\)$"):
         gpustack_api.create_model(props(url, worker_timeout_s=0.2), lambda line: None)
+
+
+def test_only_a_404_reads_as_a_model_that_is_gone(server):
+    fake, url = server
+    api = GpustackApi(url, "admin", PASSWORD)
+    assert api.get_model(9) is None
+    fake.error_body["/v2/models/9"] = (403, b'{"code": 403, "message": "Forbidden"}')
+    with pytest.raises(GpustackApiError, match="HTTP 403 Forbidden"):
+        api.get_model(9)

@@ -867,15 +867,21 @@ def test_a3_a_super_pod_list_that_is_a_string(a3_table):
 
 def test_a3_a_super_pod_entry_that_is_no_object_does_not_stop_the_next(a3_table):
     a3_table["super_pod_list"].insert(0, "0")
+    a3_table["server_list"][1]["device"][1]["super_device_id"] = "4"  # as device 0's: still found
     assert a3_problems(a3_table) == ["a3: super_pod_list[0]: is '0', but each super pod is an object with "
                                      "super_pod_id and server_list (fix: write {\"super_pod_id\": \"0\", "
-                                     "\"server_list\": [{\"server_id\": ...}]})"]
+                                     "\"server_list\": [{\"server_id\": ...}]})",
+                                     "a3: server_list[1].device[1].super_device_id: server 172.16.0.101 device 1 has "
+                                     "super_device_id 4, already used by server 172.16.0.101 device 0 in super pod 0 "
+                                     "(fix: re-read the SDIDs with `npu-smi info -t spod-info`)"]
 
 
 def test_a3_an_unknown_member_does_not_stop_the_pods_next_members(a3_table):
     a3_table["super_pod_list"][0]["server_list"].insert(0, {"server_id": "172.16.0.199"})
+    a3_table["server_list"][1]["device"][1]["super_device_id"] = "4"  # as device 0's: still found
     problems = a3_problems(a3_table)
-    assert len(problems) == 1 and "super_pod_list[0].server_list[0].server_id: server 172.16.0.199" in problems[0]
+    assert len(problems) == 2 and "super_pod_list[0].server_list[0].server_id: server 172.16.0.199" in problems[0]
+    assert "server 172.16.0.101 device 1 has super_device_id 4, already used by" in problems[1]
 
 
 def test_a3_a_server_in_two_super_pods_names_the_first_pods_id_and_place(a3_table):

@@ -30,8 +30,9 @@ A mutant that does not compile (cosmic-ray turns `{**props}` into `{%props}`)
 is skipped and counted apart: every test importing it would fail, which says
 nothing of the tests. Mutants inside annotations (of arguments, returns,
 annotated assignments) are skipped, not run, in a module that has
-`from __future__ import annotations` and no pydantic (which evaluates annotations): there annotations are never
-evaluated, so such a mutant is equivalent by construction. They are counted
+`from __future__ import annotations` and no pydantic (which evaluates
+annotations): there annotations are never evaluated, so such a mutant is
+equivalent by construction. They are counted
 and printed apart.
 
 The work happens in a copy of the committed tree (`git archive HEAD`), never
