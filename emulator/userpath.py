@@ -137,12 +137,15 @@ def export_lines(env: dict[str, str], keys: Sequence[str]) -> str:
 
 # ---------------------------------------------------------------- configure
 
-def machine_settings(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIXTURE) -> dict[str, str]:
-    """`--path` key -> value for what names the machines; everything else stays the stack's."""
-    if len(cluster.nodes) != len(loaded.spec.nodes):
-        raise UserPathError(f"stack {loaded.name} has {len(loaded.spec.nodes)} nodes and the emulated cluster "
+def machine_settings(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIXTURE,
+                     node_count: int | None = None) -> dict[str, str]:
+    """`--path` key -> value for what names the machines; everything else stays the stack's.
+    `node_count`: the stack's nodes once its last ones are removed (PulumiRollout `nodes`)."""
+    stack_nodes = len(loaded.spec.nodes) if node_count is None else node_count
+    if len(cluster.nodes) != stack_nodes:
+        raise UserPathError(f"stack {loaded.name} has {stack_nodes} nodes and the emulated cluster "
                             f"{len(cluster.nodes)}: bring up a cluster of that size "
-                            f"(python -m emulator up --nodes {len(loaded.spec.nodes)})")
+                            f"(python -m emulator up --nodes {stack_nodes})")
     settings: dict[str, str] = {}
     declares_device_ips = bool(loaded.spec.profile.network.device_ips)
 
@@ -167,10 +170,10 @@ def machine_settings(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FI
     return settings
 
 
-def configure_commands(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIXTURE
-                       ) -> list[tuple[list[str], str | None]]:
+def configure_commands(loaded: LoadedStack, cluster, *, model_path: str = MODEL_FIXTURE,
+                       node_count: int | None = None) -> list[tuple[list[str], str | None]]:
     """The `pulumi config` commands (argv, stdin) `python -m emulator configure` runs."""
-    settings = machine_settings(loaded, cluster, model_path=model_path)
+    settings = machine_settings(loaded, cluster, model_path=model_path, node_count=node_count)
     set_all = ["pulumi", "config", "set-all", "--path"]
     for key, value in settings.items():
         set_all += ["--plaintext", f"{key}={value}"]
@@ -281,10 +284,13 @@ class PulumiRollout:
     The project is copied into `workdir` (`pulumi config set` writes the stack
     file), with its own file backend; `up(changes)` applies `--set`-style
     changes with `pulumi config set --path` and reverts the ones a later call
-    leaves out, so each call states the whole difference from the stack."""
+    leaves out, so each call states the whole difference from the stack.
+    `nodes`: roll out only the stack's first `nodes` nodes, the others removed from the
+    stack file (`pulumi config rm --path`, as a user drops nodes); the changes of each
+    `up` then make the rest of the stack fit them (e.g. a smaller `parallel.dp`)."""
 
     def __init__(self, cluster, stack: str, workdir: Path, *, log: Log = print, model_path: str = MODEL_FIXTURE,
-                 settings: Sequence[str] = ()):
+                 settings: Sequence[str] = (), nodes: int | None = None):
         """`settings`: `KEY=VALUE` edits of the stack a user makes before `configure`, with
         `pulumi config set --path` (e.g. `nodes[2].name=node2` for each node a cluster larger
         than the stack's has): kept for the whole rollout, unlike `up`'s changes."""
@@ -304,9 +310,12 @@ class PulumiRollout:
         self._ops = 0
         self.last_events: Path | None = None
         self.ok("stack", "select", "--create", self.stack)
+        for index in reversed(range(nodes if nodes is not None else len(self.base.spec.nodes),
+                                    len(self.base.spec.nodes))):
+            self.ok("config", "rm", "--path", f"{NAMESPACE}:nodes[{index}]")
         if settings:
             self.base = self.edited(settings)
-        for argv, stdin in configure_commands(self.base, cluster, model_path=model_path):
+        for argv, stdin in configure_commands(self.base, cluster, model_path=model_path, node_count=nodes):
             self.ok(*argv[1:], stdin=stdin)
         # What a registry would hold for the stack: the emulator's runtime image under
         # its name, with its pinned engine version, or saved to its image tar.
