@@ -1,4 +1,4 @@
-"""The emulator's container image and the docker settings an executor must add.
+"""The emulator's container image and the docker settings the stand-in docker plugin adds.
 
 No registry is reachable, so `ascemu/runtime:latest` is `docker load`ed from
 an archive built here (`build_image`, the same bytes and so the same image id
@@ -17,11 +17,11 @@ and the stack's own `-v /usr/local/...` mounts are what bring the Ascend
 tools in), the Python installation that runs the emulator (Python and Ray
 inside containers), and the node's /run/ascemu (facts and fault file that the
 stand-ins read). The program under test passes its own `docker run`
-settings; an executor running it against the emulator adds these.
+settings; the stand-in docker plugin (emulator/plugins/docker.py) adds these.
 
 `--privileged` cannot work here: runc must then grant every capability, and
 this sandbox's bounding set lacks CAP_SYS_RESOURCE. `privileged_substitute()`
-is what the executor uses instead: every capability but that one, and no
+is what the stand-in docker plugin uses instead: every capability but that one, and no
 seccomp filter.
 """
 
