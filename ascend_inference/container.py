@@ -78,7 +78,8 @@ class ContainerSpec:
 
     def docker_run_argv(self, *, reveal: dict[str, str] | None = None) -> list[str]:
         """argv of the equivalent `docker run -d`. Secret args appear as
-        "$VAR" unless `reveal` maps the variable to its value (executor only)."""
+        "$VAR" unless `reveal` maps the variable to its value (tests comparing
+        the line with the program's docker.Container, tests/test_container.py)."""
         return [arg for arg, _ in self._argv(reveal)]
 
     def _argv(self, reveal: dict[str, str] | None) -> list[tuple[str, bool]]:
@@ -177,9 +178,10 @@ class ContainerSpec:
 
 def spec_from_pulumi_inputs(inputs: dict[str, Any]) -> ContainerSpec:
     """The inverse of `ContainerSpec.pulumi_docker_args`, from the inputs as
-    the Pulumi engine receives them (camelCase). Used by the emulator's
-    executor to run a recorded `docker.Container` as `docker run`, so both
-    directions of the mapping live here, side by side."""
+    the Pulumi engine receives them (camelCase). tests/test_container.py
+    reads each stack's docker.Container back through it: the `docker run`
+    line `render` writes and the container `pulumi up` creates must say the
+    same, so both directions of the mapping live here, side by side."""
     mounts = []
     for v in inputs.get("volumes") or []:
         host = v.get("hostPath") or v.get("volumeName")

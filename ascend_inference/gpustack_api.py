@@ -2,8 +2,8 @@
 control host: log in, wait for the workers (runbook 002 step 3), create,
 read, update and delete one model deployment (step 4), wait for its instance
 (step 5). Pure: urllib only, no Pulumi; components/gpustack_model.py wraps it
-as a `pulumi.dynamic` resource and the emulator's executor calls that same
-provider.
+as a `pulumi.dynamic` resource, which the real `pulumi` runs (tests/realengine,
+tests/emulated/test_gpustack_rollout.py).
 
 API facts (GPUStack 2.3.0's `gpustack/routes`, checked against a real server
 in tests/realsoftware): `POST /auth/login` takes the form fields username and

@@ -85,11 +85,7 @@ def _host_keys(loaded) -> None:
     explicit opt-out, named as a warning), and stops before anything runs
     when a node offers another key than its pinned one: one line per node
     with both fingerprints (at the engine's preview too, which reaches the
-    nodes for the node checks). A preview only warns of missing keys; the emulator's rollout
-    (a preview-mode run that really executes) asks for the up's checks with
-    ASCEND_INFERENCE_CHECK_HOST_KEYS=1."""
-    import os
-
+    nodes for the node checks). A preview only warns of missing keys."""
     from pulumi.runtime.mocks import MockMonitor
 
     from ascend_inference.host_keys import changed_host_keys, insecure_host_keys_warning, missing_host_keys
@@ -99,7 +95,7 @@ def _host_keys(loaded) -> None:
     if spec.ssh.insecure_ignore_host_keys:
         pulumi.log.warn(insecure_host_keys_warning(file))
     missing = missing_host_keys(spec, file)
-    really_up = not pulumi.runtime.is_dry_run() or os.environ.get("ASCEND_INFERENCE_CHECK_HOST_KEYS") == "1"
+    really_up = not pulumi.runtime.is_dry_run()
     if missing and really_up:
         raise StackError(missing)
     # The engine's preview (`pulumi preview`, and the one `pulumi up` runs first)

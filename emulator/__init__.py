@@ -3,7 +3,7 @@
 Test tooling, not a product path: users deploy with the Pulumi CLI onto real
 nodes. See emulator/README.md; the command line is `python -m emulator --help`.
 
-Public API (for tests and the executor):
+Public API (for tests and the real-CLI user path, emulator/userpath.py):
 
     Cluster.up(n, state_dir=None, *, prefix="ascemu", hostnames=None,
                duplicate_hostname=False, layout=None, hardware=None, log=print) -> Cluster

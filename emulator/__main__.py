@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                                           "(eval \"$(python -m emulator docker-env node0)\")")
     p.add_argument("node")
 
-    sub.add_parser("docker-args", help="print the docker settings an executor must add on the emulator "
+    sub.add_parser("docker-args", help="print the docker settings the stand-in docker plugin adds on the emulator "
                                        "(base mounts, --privileged substitute) as JSON")
 
     sub.add_parser("env", help="print the exports that point the real `pulumi` at this cluster "

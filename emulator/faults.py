@@ -298,8 +298,8 @@ def _docker(node: Node, *args: str) -> str:
 
 def _load_image_variant(node: Node, variant: imagelib.Variant) -> bool:
     """Reload the node's runtime image as `variant` when it holds another;
-    every tag that named the old image (the stacks' image names the executor
-    or a `docker load` gave it) is moved to the new one. Returns whether it
+    every tag that named the old image (the stacks' image names the stand-in
+    docker plugin or a `docker load` gave it) is moved to the new one. Returns whether it
     changed anything. The default variant is built byte for byte as at
     provisioning, so clearing the fault gives back the cluster's image id."""
     # The variant loaded by a fault, if any (none: the provisioned image).

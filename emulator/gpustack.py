@@ -404,7 +404,7 @@ class GpustackOnCluster:
 
 
 # ---------------------------------------------------------------------------
-# the program's own GPUStack containers (emulator/rollout.py, the executor)
+# the program's own GPUStack containers (emulator/userpath.py PulumiRollout.arrange_gpustack)
 # ---------------------------------------------------------------------------
 
 # Where each node carries the entrypoint of the image the program's `container.image` names.
@@ -479,7 +479,8 @@ class ProgramGpustack:
     """What the emulated nodes need so that the program's own `docker run` of GPUStack's image
     starts the real GPUStack 2.x: that image on every node (the runtime image with
     program_entrypoint), the worker deployer's images, and the server's database on node0.
-    `container_extras()` is what the executor adds to the program's GPUStack containers."""
+    `container_extras()` is what the stand-in docker plugin adds to the program's GPUStack containers
+    (the sandbox mapping, emulator/userpath.py write_sandbox)."""
 
     cluster: Cluster
     image: str

@@ -1,4 +1,4 @@
-"""The emulator's container image and the docker settings an executor must add.
+"""The emulator's container image and the docker settings the stand-in docker plugin adds.
 
 No registry is reachable, so `ascemu/runtime:latest` is `docker load`ed from
 an archive built here (`build_image`, the same bytes and so the same image id
@@ -17,11 +17,11 @@ and the stack's own `-v /usr/local/...` mounts are what bring the Ascend
 tools in), the Python installation that runs the emulator (Python and Ray
 inside containers), and the node's /run/ascemu (facts and fault file that the
 stand-ins read). The program under test passes its own `docker run`
-settings; an executor running it against the emulator adds these.
+settings; the stand-in docker plugin (emulator/plugins/docker.py) adds these.
 
 `--privileged` cannot work here: runc must then grant every capability, and
 this sandbox's bounding set lacks CAP_SYS_RESOURCE. `privileged_substitute()`
-is what the executor uses instead: every capability but that one, and no
+is what the stand-in docker plugin uses instead: every capability but that one, and no
 seccomp filter.
 """
 
@@ -48,7 +48,7 @@ CANN_VERSION = "8.0.0"
 # record them: the ones the shipped stacks pin (docs/engine-versions.md).
 # vllm-mindspore: tp16-vllm-mindspore's 0.3.0, before 0.4.0 renamed its
 # variables; a stack pinning another version (tp8-pp2-300iduo's 0.4.0) gets
-# an image of its own under its image name (emulator/rollout.py).
+# an image of its own under its image name (emulator/userpath.py provide_engine_version).
 # lmdeploy: tp16-lmdeploy's 0.14.0, the last with the rank-table reader.
 # vllm-ascend: the release whose names ascend_inference/engines/data/vllm_ascend_names.json holds.
 ENGINE_VERSIONS = {"vllm_mindspore": "0.3.0", "lmdeploy": "0.14.0", "gpustack": "2.3.0", "mindie": "2.0.T3.B010",
@@ -298,7 +298,7 @@ def build_rootfs(out: Path, variant: Variant = Variant()) -> Path:
         for path, text in set_env_scripts().items():
             t.file(path, text)
         # A MindFormers checkout's predict yaml (runbook 000's MINDFORMERS_MODEL_CONFIG;
-        # emulator/rollout.py points the stacks that read it from the image here).
+        # emulator/userpath.py machine_settings points the stacks that read it from the image here).
         t.file(MINDFORMERS_YAML, "# emulator stand-in for MindFormers' research/deepseek3 predict yaml\n"
                "run_mode: 'predict'\nuse_parallel: True\n")
         # pyACL where CANN installs it (acl.so there; a package here).

@@ -1,6 +1,6 @@
 """The node handle: one emulated node's recorded facts, and running or inspecting things on it.
 
-What tests, the executor and the command line hold to reach a node, the way
+What tests, the stand-in plugins' helpers and the command line hold to reach a node, the way
 kind's `nodes.Node` is what its callers hold. Provisioning (provision.py)
 makes the nodes and fills these records in; fault injection (faults.py)
 changes them; this module only reads a running node and runs commands on it:

@@ -1,6 +1,7 @@
 """One container spec, two renderings: pulumi_docker's arguments and the
-`docker run` line. The emulator's executor runs a recorded Container through
-`spec_from_pulumi_inputs`, so the mapping must round-trip."""
+`docker run` line. `render` writes the line a user may run by hand and
+`pulumi up` creates the Container: read back through `spec_from_pulumi_inputs`,
+the two must be the same."""
 from __future__ import annotations
 
 import pytest
@@ -35,7 +36,7 @@ def test_pulumi_args_round_trip_to_the_same_docker_run_line(stack):
         spec = render_node(loaded, index).container
         inputs = camel(spec.pulumi_docker_args())
         # The secret env entries as components/cluster.py appends them (NAME=<value>),
-        # which the executor then runs as plain `-e NAME=<value>`.
+        # which the container gets as plain `-e NAME=<value>`.
         values = {key: f"<{key}>" for _, key in spec.secret_env}
         inputs["envs"] = [*inputs.get("envs", []), *[f"{name}={values[key]}" for name, key in spec.secret_env]]
         back = spec_from_pulumi_inputs(inputs)

@@ -3,7 +3,7 @@ machine cannot grant.
 
 Why: `--privileged` asks runc for every capability, and this sandbox's bounding set lacks
 CAP_SYS_RESOURCE, so runc fails with "unable to apply caps" (emulator/README.md, "Docker
-settings an executor adds"). The Pulumi program's containers are mapped by the executor; a
+settings the stand-in docker plugin adds"). The Pulumi program's containers are mapped by that plugin; a
 GPUStack worker creates its backend containers itself, privileged, through the node's docker
 socket. Installed as /usr/local/sbin/runc on the nodes that run a worker (emulator/gpustack.py),
 ahead of /usr/sbin/runc in dockerd's PATH, it removes from a bundle's config.json only the
