@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -215,6 +216,17 @@ class Report:
 
     def changed(self) -> dict[str, str]:
         return {a.resource: a.kind for a in self.actions if a.kind != "same"}
+
+    def failed_step_output(self) -> list[str]:
+        """What a failed step's script printed, first line first, after pulumi-command's
+        `Process exited with status N: running "<the command, Go-quoted on one line>":`
+        (`bash -s` for a step whose script goes on stdin: components/common.py SCRIPT_ON_STDIN)."""
+        if self.error is None:
+            raise AssertionError("the rollout did not fail")
+        head, *printed = self.error.splitlines()
+        if not re.fullmatch(r'Process exited with status \d+: running ".*":', head):
+            raise AssertionError(f"not a failed step's text: {self.error}")
+        return printed or [""]
 
 
 # The engine's step ops (apitype.OpType) as the kinds a test asks about.

@@ -89,13 +89,7 @@ def first_line(error: str | None) -> str:
 
 
 def step_failure(report) -> list[str]:
-    """What a failed step's script printed, first line first, after pulumi-command's
-    `Process exited with status N: running "<the command, Go-quoted on one line>":`
-    (`bash -s` for a step whose script goes on stdin: components/common.py SCRIPT_ON_STDIN)."""
-    assert report.error is not None, "the rollout did not fail"
-    head, *printed = report.error.splitlines()
-    assert re.fullmatch(r'Process exited with status \d+: running ".*":', head), report.error
-    return printed or [""]
+    return report.failed_step_output()
 
 
 def later_steps(report) -> set[str]:
