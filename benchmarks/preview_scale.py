@@ -53,7 +53,13 @@ from ascendctl.preview.config import scaled_config  # noqa: E402
 from ascendctl.preview.stack import loaded_with_config  # noqa: E402
 from benchmarks.sshd_nodes import DockerVersionApi, remove, sshd_only_cluster  # noqa: E402
 from emulator.node import ClusterError  # noqa: E402
-from emulator.userpath import configure_commands, copy_project, environment, machine_settings  # noqa: E402
+from emulator.userpath import (  # noqa: E402
+    configure_commands,
+    copy_project,
+    environment,
+    machine_settings,
+    read_events,
+)
 
 PREFIX, SUBNET = "ptbench", 238
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -172,11 +178,8 @@ def timed(argv: list[str], *, cwd: Path, env: dict[str, str], cluster=None, prof
 
 def resources_previewed(event_log: Path) -> int:
     urns = set()
-    for line in event_log.read_text().splitlines() if event_log.exists() else []:
-        try:
-            body = json.loads(line).get("resourcePreEvent")
-        except json.JSONDecodeError:
-            continue
+    for event in read_events(event_log):
+        body = event.get("resourcePreEvent")
         if not body:
             continue
         meta = body["metadata"]

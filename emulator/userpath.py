@@ -236,6 +236,19 @@ _KIND = {"create": "create", "update": "update", "delete": "delete", "same": "sa
 _RANK = {"same": 0, "update": 1, "delete": 2, "create": 3, "replace": 4}
 
 
+def read_events(path: Path) -> list[dict]:
+    """The engine events of one `--event-log` file, in order. A file not written yet
+    reads as none, and a line the engine is still writing (or was cut writing) is
+    left out: the log is read while the CLI runs, and after it was killed."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
 def report_from_events(path: Path, *, returncode: int, output: str, seconds: float) -> Report:
     """The custom resources' steps of one operation (components, the stack and the
     providers left out), each resource once with its strongest op."""
@@ -243,12 +256,7 @@ def report_from_events(path: Path, *, returncode: int, output: str, seconds: flo
     started: dict[str, float] = {}
     took: dict[str, float] = {}
     errors: list[str] = []
-    lines = path.read_text().splitlines() if path.exists() else []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the engine may be cut mid-line
+    for event in read_events(path):
         for key in ("resourcePreEvent", "resOutputsEvent", "resOpFailedEvent"):
             body = event.get(key)
             if not body or body.get("planning"):
@@ -440,12 +448,7 @@ class PulumiRollout:
         diagnostic naming its URN, or a failed-op event): under the real engine
         Report.error is text; this says which step it came from."""
         names: list[str] = []
-        lines = self.last_events.read_text().splitlines() if self.last_events and self.last_events.exists() else []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the engine may be cut mid-line
+        for event in read_events(self.last_events) if self.last_events else []:
             urn = ""
             if (diag := event.get("diagnosticEvent")) and diag.get("severity") == "error":
                 urn = diag.get("urn", "")

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from ascend_inference.spec import NAMESPACE
-from emulator.userpath import PulumiRollout, UserPathError, write_sandbox
+from emulator.userpath import PulumiRollout, UserPathError, read_events, write_sandbox
 from tests.emulated.conftest import own_cluster
 
 pytestmark = pytest.mark.emulated
@@ -151,11 +151,7 @@ def engine_actions(events: Path) -> dict[str, str]:
     """Per custom resource (providers left out), its strongest step in one preview's event log."""
     actions: dict[str, str] = {}
     gone: set[str] = set()
-    for line in events.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for event in read_events(events):
         body = event.get("resourcePreEvent")
         if not body:
             continue

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.userpath import PulumiRollout, Report, RunningOperation
+from emulator.userpath import PulumiRollout, Report, RunningOperation, read_events
 from tests.emulated.conftest import REPO, node_ssh, own_cluster
 
 pytestmark = pytest.mark.emulated
@@ -52,15 +52,9 @@ def step_started(running: RunningOperation, resource: str) -> bool:
     writes its preview's events, then truncates the file for the update's."""
     while True:
         ended = running.process.poll() is not None
-        text = running.events.read_text(errors="replace") if running.events.exists() else ""
-        for line in text.splitlines():
-            if '"resourcePreEvent"' not in line:
-                continue
-            try:
-                body = json.loads(line)["resourcePreEvent"]
-            except (json.JSONDecodeError, KeyError):
-                continue  # a line still being written
-            if not body.get("planning") and named(body["metadata"], resource):
+        for event in read_events(running.events):
+            body = event.get("resourcePreEvent")
+            if body and not body.get("planning") and named(body["metadata"], resource):
                 return True
         if ended:
             return False
