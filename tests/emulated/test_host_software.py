@@ -88,10 +88,6 @@ def first_line(error: str | None) -> str:
     return error.splitlines()[0]
 
 
-def step_failure(report) -> list[str]:
-    return report.failed_step_output()
-
-
 def later_steps(report) -> set[str]:
     return {a.resource for a in report.actions} & LATER
 
@@ -185,7 +181,7 @@ def test_allow_reboot_reboots_the_node_and_the_next_up_goes_on(cluster, old_host
     try:
         report = rollout.up(changes)
         assert rollout.failed_steps()[:1] == ["node1-host-reboot"], rollout.failed_steps()
-        assert step_failure(report)[0] == (
+        assert report.failed_step_output()[0] == (
             "node node1: driver 24.1.rc3 installed, rebooting the node now (host.allow_reboot) "
             "(fix: run pulumi up again once it is back)"), report.error
         # node1's preflight (an invoke after the reboot step) did not run.
@@ -216,7 +212,7 @@ def test_a_package_of_another_version_is_named(cluster, old_host, rollout):
     assert failed[:1] == ["node1-install-driver"], (failed, report.error)
     # The step printed the installer's own progress first; its line naming node,
     # found and expected is the first that names a node.
-    named = [line for line in step_failure(report) if line.startswith("node ")]
+    named = [line for line in report.failed_step_output() if line.startswith("node ")]
     assert named and named[0].startswith(
         "node node1: driver " + DRIVER_RUN + " --upgrade finished, but /usr/local/Ascend/driver/version.info "
         "says 24.1.0, stack expects 24.1.rc3"), report.error

@@ -45,10 +45,6 @@ def rollout(cluster, tmp_path_factory):
     return PulumiRollout(cluster, STACK, tmp_path_factory.mktemp("image-checks"), log=print)
 
 
-def step_failure(report) -> list[str]:
-    return report.failed_step_output()
-
-
 def image_facts(rollout: PulumiRollout, node: str) -> dict:
     # The image checks are invokes: what they verified is the stack output `images`.
     return rollout.stack_output("images")[node]
@@ -90,7 +86,7 @@ def test_an_image_fault_stops_the_rollout_before_serving(cluster, rollout, fault
         assert report.error is not None and report.error.startswith(expected_line), report.error
     else:
         # A step's failure: the first line its script printed, and the engine names the step.
-        assert step_failure(report)[0].startswith(expected_line), report.error
+        assert report.failed_step_output()[0].startswith(expected_line), report.error
         assert failed[:1] == [step], (failed, report.error)
     assert "Traceback" not in report.error
     ran = {a.resource for a in report.actions}
@@ -180,7 +176,7 @@ def test_the_image_tar_is_sha_checked_and_ends_loaded_on_every_node(cluster, tmp
         assert wrong.error is not None
         # The first line the failed step printed names the node, what it found and what the stack expects.
         fault = re.fullmatch(rf"node (node[01]): image tar: {tar} has sha256 {sha}, the stack expects {'f' * 64}.*",
-                             step_failure(wrong)[0])
+                             wrong.failed_step_output()[0])
         assert fault, wrong.error
         assert f"{fault.group(1)}-image" in rollout.failed_steps(), rollout.failed_steps()
         assert not {a.resource for a in wrong.actions} & (LATER | {"node0-container"})

@@ -7,8 +7,6 @@ rollout with one line naming node, what was found and what was expected,
 before any container starts."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from emulator.userpath import MODEL_FIXTURE, PulumiRollout
@@ -86,24 +84,13 @@ def test_copy_fans_out_from_the_master_and_a_second_up_does_nothing(cluster, mas
     assert listing(cluster, "node1") == listing(cluster, "node0") != ""
 
 
-def step_failure(report) -> tuple[str, list[str]]:
-    """A failed step's error as pulumi-command words it: `Process exited with
-    status N: running "<the command, Go-quoted on one line>":`, then what the
-    script printed, first line first. The command is `bash -s` for a step whose
-    script goes on stdin (components/common.py SCRIPT_ON_STDIN); the copy, which
-    takes the SSH key on stdin, keeps its whole script as the command, so its
-    first line is kilobytes of quoted script (issue 21 item 3 left it so)."""
-    assert report.error is not None, "the rollout did not fail"
-    head, *printed = report.error.splitlines()
-    assert re.fullmatch(r'Process exited with status \d+: running ".*":', head), report.error
-    return head, printed
-
-
 def assert_stopped_with_one_line(report, step: str, failed: list[str], words: list[str]) -> None:
     """The rollout stopped at `step` (the step the engine's events name), the
     first line its script printed naming node, found and expected, before
-    anything later started."""
-    _, printed = step_failure(report)
+    anything later started. The printed lines follow pulumi-command's `running
+    "<the command>":` line (Report.failed_step_output); the copy, which takes
+    the SSH key on stdin, keeps its whole script as that command."""
+    printed = report.failed_step_output()
     assert "Traceback" not in report.error, report.error
     assert printed and printed[0].startswith(words[0]), report.error
     for word in words:
