@@ -23,13 +23,6 @@ KEY = "ascend-inference:network.rank_table_file"
 MAX_RANK_TABLE_BYTES = 16 * 2**20
 
 
-def resolve(stack_file: str, path: str) -> Path:
-    """A relative path is relative to the stack file's directory, so the
-    same stack finds its table from any working directory."""
-    given = Path(path).expanduser()
-    return given if given.is_absolute() else Path(stack_file).resolve().parent / given
-
-
 def stack_servers(spec: ClusterSpec, found_device_ips: dict[str, list[str]] | None = None) -> list[StackServer]:
     """The stack's nodes as the checks see them; `found_device_ips` (by node
     name) replaces what the stack declares, once preflight has run."""

@@ -12,6 +12,7 @@ import os
 import posixpath
 import re
 import stat
+from pathlib import Path
 
 from ascend_inference.model_base import invalid
 
@@ -212,6 +213,14 @@ def cluster_ip(value: str) -> str:
 
 
 # --- files the user brings ------------------------------------------------------
+
+def beside_stack_file(stack_file: str, path: str) -> Path:
+    """A file the stack names on the control host (a brought rank table, the
+    CA the API client checks with): a relative path is relative to the stack
+    file's directory, so the same stack finds it from any working directory."""
+    given = Path(path).expanduser()
+    return given if given.is_absolute() else Path(stack_file).resolve().parent / given
+
 
 class NotARegularFile(OSError):
     """A device, FIFO or directory where a file is expected, or a file over its cap."""

@@ -14,13 +14,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ascend_inference.brought_table import load_brought_table, resolve
+from ascend_inference.brought_table import load_brought_table
 from ascend_inference.engines import ENGINES
 from ascend_inference.engines.base import EngineSettingsBase
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.loaded import LoadedStack  # re-exported: callers import it from here too
 from ascend_inference.model_base import FIX_SEPARATOR, INVALID_VALUE
-from ascend_inference.safe_values import NotARegularFile, read_bounded
+from ascend_inference.safe_values import NotARegularFile, beside_stack_file, read_bounded
 from ascend_inference.spec import NAMESPACE, SECTION_KEYS, ClusterSpec, check_spec, looks_like_credential, suggest
 from ascend_inference.topology import plan_for
 
@@ -274,7 +274,7 @@ def spec_from_sections(name: str, file: str, sections: dict[str, Any], others: d
     plan = plan_for(spec, file)
     brought = None
     if spec.network.rank_table_file is not None:
-        brought, _notes = load_brought_table(spec, plan, file, resolve(file, spec.network.rank_table_file))
+        brought, _notes = load_brought_table(spec, plan, file, beside_stack_file(file, spec.network.rank_table_file))
     return LoadedStack(name, file, spec, plan, frozenset(present), raw_config or {}, brought)
 
 

@@ -37,7 +37,6 @@ import dataclasses
 import json
 import re
 import ssl
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator
@@ -62,7 +61,14 @@ from ascend_inference.engines.base import (
 from ascend_inference.errors import Problem
 from ascend_inference.images import EnginePackage
 from ascend_inference.model_base import StrictModel
-from ascend_inference.safe_values import NotARegularFile, masked, node_path, read_bounded, volume_or_path
+from ascend_inference.safe_values import (
+    NotARegularFile,
+    beside_stack_file,
+    masked,
+    node_path,
+    read_bounded,
+    volume_or_path,
+)
 
 if TYPE_CHECKING:
     from ascend_inference.spec import ClusterSpec
@@ -300,7 +306,7 @@ class Gpustack(EnginePlugin):
         s = settings_of(spec, GpustackSettings)
         if not s.https_enabled or s.tls is None:
             return None
-        return read_bounded(control_ca_path(stack_file, s.tls.control_ca), MAX_CA_BYTES).decode()
+        return read_bounded(beside_stack_file(stack_file, s.tls.control_ca), MAX_CA_BYTES).decode()
 
     def visible_devices(self, spec: ClusterSpec) -> list[int]:
         s = settings_of(spec, GpustackSettings)
@@ -456,20 +462,13 @@ class Gpustack(EnginePlugin):
         return {"server_url": self.server_url(spec), "server_ca": self.server_ca(spec)}
 
 
-def control_ca_path(stack_file: str, path: str) -> Path:
-    """`tls.control_ca` on the control host: relative to the stack file's
-    directory, so the stack finds it from any working directory."""
-    given = Path(path).expanduser()
-    return given if given.is_absolute() else Path(stack_file).resolve().parent / given
-
-
 def control_ca_problems(file: str, path: str) -> list[Problem]:
     """`tls.control_ca` must be a readable, bounded PEM bundle that Python's
     ssl module loads as CA certificates (what the API client checks with)."""
     key = "ascend-inference:engine.tls.control_ca"
     fix = ("name the PEM file of the CA that signed the server's certificate (engine.tls.cert), on this control "
            "host, absolute or relative to the stack file")
-    where = control_ca_path(file, path)
+    where = beside_stack_file(file, path)
     try:
         pem = read_bounded(where, MAX_CA_BYTES).decode("ascii")
     except FileNotFoundError:
