@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import posixpath
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, fields
@@ -85,6 +86,8 @@ class NodeScripts:
     ray_start: Script | None = None
     ray_stop: Script | None = None
     ray_verify: Script | None = None
+    # Read-only, at every preview and up (a node check): is the engine the start step ran still running?
+    serve_alive: Script | None = None
     serve_start: Script | None = None
     serve_stop: Script | None = None
     serve_ready: Script | None = None
@@ -252,6 +255,8 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
                workdir=serve.workdir, command=serve.per_node.get(ctx.node.name, serve.command),
                pre_start=pre_start)
         script("serve-stop", f"Stop {engine.kind}", "container", undo=True, run_dir=run_dir)
+        script("serve-alive", f"Is the {engine.kind} this stack started still running (read-only)",
+               run_dir=run_dir, container_name=spec.container.name)
         if ctx.is_master:
             script("serve-ready", f"Wait for {engine.kind} to answer", "container", run_dir=run_dir,
                    log_file=serve.log_file, ready=engine.readiness(spec), progress_every_s=PROGRESS_EVERY_S,
@@ -261,6 +266,17 @@ def render_node(loaded: LoadedStack, index: int, device_ips: dict[str, list[str]
                **engine.smoke_context(spec))
     return NodeRender(ctx=ctx, env=env, env_text=env_text, container=container, files=files,
                       per_node_variables=per_node, scripts=NodeScripts(**scripts))
+
+
+def serve_record_line(run_dir: str, said: str) -> str:
+    """The host line the engine start runs first: it keeps `said`, what the
+    node's liveness check (serve-alive) printed when the step was made, in
+    the run directory, so that the check prints the same while the engine this
+    start began runs (see serve-alive.sh.j2). The step's script carries the
+    value, so a new value replaces the step."""
+    record = shlex.quote(posixpath.join(run_dir, "serve.record"))
+    return (f"mkdir -p {shlex.quote(run_dir)} && printf '%s\\n' {shlex.quote(said)} > {record} || exit 1"
+            "  # what serve-alive said\n")
 
 
 def mount_sources(container: ContainerSpec, stack_dir: str) -> list[str]:

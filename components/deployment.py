@@ -201,7 +201,8 @@ class Deployment(pulumi.ComponentResource):
         elif self.rank_table is not None:
             serve_after += self.rank_table.copies
         serve = [ServeScripts(start=r.scripts.serve_start.command, stop=self._command(r.scripts.serve_stop),
-                              files_digest=digest(json.dumps(r.files, sort_keys=True)))
+                              files_digest=digest(json.dumps(r.files, sort_keys=True)),
+                              alive=self._command(r.scripts.serve_alive), run_dir=r.ctx.run_dir)
                  if r.scripts.serve_start else None
                  for r in self.rendered]
         self.serving = ServingProcess("serving", ServingProcessArgs(

@@ -7,14 +7,16 @@ dependency's whole upstream graph, so each repeat costs time that grows with
 the cluster."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_command import remote
 
+from ascend_inference.render import serve_record_line
 from ascend_inference.templating import render_template
 from components.cluster import InferenceContainer
-from components.common import TOKEN, digest, remote_step
+from components.common import TOKEN, after, digest, node_check, remote_step
 from components.gpustack_model import GpustackModel, GpustackModelArgs
 from components.node import AscendNode
 
@@ -70,6 +72,9 @@ class ServeScripts:
     stop: str
     # Digest of the engine files the process reads at start (MindIE's config.json).
     files_digest: str
+    # The liveness check (serve-alive, run on the host) and the run directory it reads.
+    alive: str
+    run_dir: str
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,29 @@ class ServingProcessArgs:
     started_by: list[pulumi.Input]
 
 
+def _constant(text: str) -> Callable[[object], str]:
+    return lambda _: text
+
+
+def _recorded_start(serve: ServeScripts) -> Callable[[str], str]:
+    """The start's script, with what the liveness check said first (serve_record_line)."""
+    return lambda said: serve_record_line(serve.run_dir, said) + serve.start
+
+
 class ServingProcess(pulumi.ComponentResource):
     """The engine's serving process: started on the head (vLLM-MindSpore,
     LMDeploy) or on every node with the master first (MindIE), with a log and
     a pid file; then a readiness wait on the master that shows the last log
     lines on failure. Deleting it stops the process. Triggers: the serve
-    command and whatever the process reads at start (Ray, rank table)."""
+    command and whatever the process reads at start (Ray, rank table).
+
+    A process that died after a good `up` is started again by the next
+    `pulumi up` (and shown by `pulumi preview`): pulumi-command's `Command`
+    has no read, so no refresh would notice. Each start's script begins with
+    what its node's liveness check (a node check, run at every preview and
+    up) printed; the check prints the value the running engine's start
+    recorded, and a value no start recorded once the process is gone, so the
+    start is replaced exactly once per death (see serve-alive.sh.j2)."""
 
     def __init__(self, name: str, args: ServingProcessArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN}:serving:ServingProcess", name, None, opts)
@@ -102,11 +124,18 @@ class ServingProcess(pulumi.ComponentResource):
                 continue
             # MindIE: the master's daemon first, then the others.
             previous = self.starts[:1]
+            container = args.containers[i]
+            # The check waits for its container (through the script's value): in a preview where the
+            # container is made or replaced it is unknown and not run (the start is redone anyway).
+            alive = node_check(
+                f"{node.node.name}-serve-alive", node=node.node.name, connection=node.connection, parent=self,
+                script=container.container_id.apply(_constant(serve.alive)))
+            create = alive.apply(_recorded_start(serve))
             self.starts.append(remote_step(
                 f"{node.node.name}-serve", connection=node.connection, parent=self,
-                create=serve.start, delete=serve.stop,
-                triggers=[serve.files_digest, args.containers[i].container_id, *args.started_by],
-                depends_on=[*args.after, *previous], timeout="10m"))
+                create=create, delete=serve.stop,
+                triggers=[serve.files_digest, container.container_id, *args.started_by],
+                depends_on=[*args.after, *previous, after(alive)], timeout="10m"))
         self.ready = remote_step(
             f"{name}-ready", connection=args.nodes[0].connection, parent=self, create=args.ready_script,
             triggers=[s.id for s in self.starts], timeout=f"{args.ready_timeout_s + 60}s")

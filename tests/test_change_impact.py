@@ -65,7 +65,7 @@ ROLES = [
     ("env", r".+-env"), ("file", r".+-file-\d+"), ("image", r".+-image"), ("container", r".+-container"),
     ("name-free", r".+-name-free"), ("image-check", r".+-image-check"), ("mounts", r".+-mounts"),
     ("container-check", r".+-container-check"), ("config-edit", r".+-config-edit"),
-    ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("ready", r"serving-ready"),
+    ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("serve-alive", r".+-serve-alive"), ("ready", r"serving-ready"),
     ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
     ("gpustack-model", r"gpustack-model-deploy"), ("gpustack-backends", r".+-gpustack-backends"),
 ]
@@ -334,6 +334,7 @@ def test_a_rewritten_check_script_changes_nothing(stack, monkeypatch):
     import components.cluster
     import components.images
     import components.node
+    import components.serving
     from components.common import node_check
 
     before = after_graph(stack, [])
@@ -343,7 +344,7 @@ def test_a_rewritten_check_script_changes_nothing(stack, monkeypatch):
         return node_check(name, script=pulumi.Output.from_input(script).apply(lambda text: text + REWRITTEN),
                           **kwargs)
 
-    for module in (components.node, components.cluster, components.images):
+    for module in (components.node, components.cluster, components.images, components.serving):
         monkeypatch.setattr(module, "node_check", rewritten)
     after = after_graph(stack, [])
     assert all(REWRITTEN in str(c.args["stdin"]) for c in after.checks) and after.checks

@@ -204,6 +204,10 @@ def expected_checks(stack: str) -> collections.Counter:
     if pings(stack):
         checks += [(f"{n}-peer-ping", n, "peer-check") for n in nodes]
     checks += [(f"{n}-image-check", n, "images") for n in nodes]
+    if kind(stack) != "gpustack":
+        # Every node that starts the engine checks, at each preview and up, that it still runs.
+        serve_nodes = nodes if serves_on_every_node(stack) else nodes[:1]
+        checks += [(f"{n}-serve-alive", n, "serving") for n in serve_nodes]
     return collections.Counter(checks)
 
 
