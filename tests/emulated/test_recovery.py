@@ -296,20 +296,29 @@ def test_the_next_up_completes_with_one_of_each(cluster, rollout):
     assert len(serving_processes(cluster, container)) == 1, serving_processes(cluster, container)
 
 
-def test_a_killed_serving_process_is_restarted_by_up_replace(cluster, rollout):
-    """Nothing a plain `up` or `refresh` reads notices a dead engine (docs/recovery.md):
-    `pulumi up --replace` of its start step restarts it, once."""
+def test_a_killed_serving_process_is_restarted_by_the_next_up_once(cluster, rollout):
+    """The engine killed after a good `up`: `pulumi preview` shows its start
+    replaced, the next plain `pulumi up` restarts it (the readiness wait and
+    the smoke test again, no container), and the `up` after that changes
+    nothing (`--expect-no-changes`): the healthy engine is not restarted again
+    (components/serving.py ServingProcess, serve-alive.sh.j2)."""
     container = rollout.base.spec.container.name
     [engine] = serving_processes(cluster, container)
     ssh(cluster, "node0", f"docker exec {container} kill -9 {engine.split()[0]}")
     assert serving_processes(cluster, container) == []
-    serve_urn = next(r["urn"] for r in json.loads(rollout.ok("stack", "export"))["deployment"]["resources"]
-                     if r["urn"].endswith("::node0-serve"))
-    report = rollout.up([], "--replace", serve_urn)
+    preview = rollout.preview()
+    assert preview.error is None, preview.output[-3000:]
+    # A preview's events are all "planning" (Report leaves them out): its printed plan.
+    planned = [line.split()[:4] for line in preview.output.splitlines() if "command:remote:Command" in line]
+    assert ["+-", "command:remote:Command", "node0-serve", "replace"] in planned, preview.output[-3000:]
+    report = rollout.up([])
     assert report.error is None, report.output[-3000:]
     assert {"node0-serve", "serving-ready", "smoke-test-request"} <= set(report.did("replace"))
-    assert not any(r.endswith("-container") for r in report.changed())
-    assert len(serving_processes(cluster, container)) == 1, serving_processes(cluster, container)
+    assert not any(r.endswith("-container") for r in report.changed()), report.changed()
+    [restarted] = serving_processes(cluster, container)
+    again = rollout.up([], "--expect-no-changes")
+    assert again.error is None and again.changed() == {}, (again.changed(), again.output[-3000:])
+    assert serving_processes(cluster, container) == [restarted]
 
 
 def test_lost_state_leftovers_listed_removed_and_the_next_up_starts_clean(cluster, rollout):
