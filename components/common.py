@@ -267,10 +267,34 @@ def after(value: pulumi.Output[Any]) -> pulumi.Resource:
     return cast(pulumi.Resource, from_checks(value.apply(lambda _: None), node_checks_of(value)))
 
 
-# The command of a remote step whose script is its stdin (`remote_step`).
+# The command of every remote step: its script comes on stdin (`remote_step`).
 SCRIPT_ON_STDIN = "bash -s"
-# The first line of such a step's undo: it reads the stdin it is sent (the script).
+# The first line of a step's undo: it reads the stdin it is sent (the script).
 UNDO_READS_STDIN = "cat >/dev/null  # this step's script, sent on stdin to its undo too\n"
+# A step that takes data on stdin (a key, a token, a password) gets its script
+# as one `{ ...; }` group, then `exit`, then the data (`script_then_data`).
+GROUP_OPEN = "{\n"
+GROUP_CLOSE = "}; exit\n"
+
+
+def script_then_data(script: str, data: str) -> str:
+    """One stdin for `bash -s` holding a step's script and then the data its
+    script reads from its own stdin.
+
+    bash reads a script from a pipe or socket one byte at a time (bminor/bash
+    input.c `fd_to_buffered_stream`: a buffer of 1 for an fd that cannot seek;
+    sshd gives the command a pipe or a socketpair), as POSIX asks of `sh`
+    reading commands from standard input (POSIX.1-2017 `sh`, STDIN: it "shall
+    not read ahead in such a manner that any characters intended to be read
+    by the invoked command are consumed by the shell"). A `{ ...; }`
+    group is parsed whole before any of it runs, up to the newline after
+    `}; exit`: so while the script runs, its stdin is exactly the data, as when
+    the script was the command and the data the whole stdin (`IFS= read -r`,
+    `ssh-add -`, Python's `sys.stdin` read what they read before), and `exit`
+    ends bash before a byte of the data could be read as a command. The
+    script is parsed before it runs: it may not rely on parse-time shell
+    options it sets itself (`shopt -s extglob`, aliases); none does."""
+    return GROUP_OPEN + script + ("" if script.endswith("\n") else "\n") + GROUP_CLOSE + data
 
 
 def remote_step(
@@ -306,36 +330,46 @@ def remote_step(
     stderr (pulumi-command logs stdout to the console by default, secret or
     not).
 
-    Without `stdin` the script itself is the stdin and the command `bash -s`
-    (SCRIPT_ON_STDIN): a failure then reads `running "bash -s":` and the
-    script's own lines. pulumi-command sends the state's stdin to `delete`
-    too (commandController.go `Delete` -> `run`): its undo reads it first
-    (UNDO_READS_STDIN)."""
+    The command is always the short `bash -s` (SCRIPT_ON_STDIN) and the
+    script comes on stdin, so a failure reads `running "bash -s":` and then
+    the script's own lines. `stdin`, data the script reads (a key, a token, a
+    password), follows the script on the same stdin (`script_then_data`),
+    which is then a secret as a whole; the script also goes, in the clear, as
+    the last of the triggers, so that `pulumi preview --diff` still shows
+    which of its lines changed. pulumi-command sends the state's stdin to
+    `delete` too (commandController.go `Delete` -> `run`): its undo reads it
+    first (UNDO_READS_STDIN)."""
     redo = pulumi.Output.all(create, delete or "").apply(lambda scripts: digest("\n".join(scripts)))
-    command: pulumi.Input[str] = create
-    if stdin is None:
-        # pulumi-command fails with `Process exited with status N: running
-        # "<the command, Go-quoted>":` and then the output (v1.2.1
-        # provider/pkg/provider/remote/commandOutputs.go `run`, `fmt.Errorf("%w:
-        # running %q:\n%s", ...)`): with the script as the command, the line
-        # naming the node and the fault came after kilobytes of quoted script.
-        # The script goes on stdin and the command is the short `bash -s`, as
-        # the node checks do. A step that takes data on stdin (a key, a
-        # password) keeps its script as the command.
-        command, stdin = SCRIPT_ON_STDIN, create
-        if delete is not None:
-            # pulumi-command sends the state's stdin to `delete` too
-            # (commandController.go `Delete` -> `run`); an undo that exits
-            # before the script is written closes the channel under the write
-            # (x/crypto/ssh: io.EOF, the delete fails). It reads it first.
-            delete = pulumi.Output.from_input(delete).apply(lambda text: UNDO_READS_STDIN + text)
+    # pulumi-command fails with `Process exited with status N: running
+    # "<the command, Go-quoted>":` and then the output (v1.2.1
+    # provider/pkg/provider/remote/commandOutputs.go `run`, `fmt.Errorf("%w:
+    # running %q:\n%s", ...)`): with the script as the command, the line
+    # naming the node and the fault came after kilobytes of quoted script.
+    # The script goes on stdin and the command is the short `bash -s`, as
+    # the node checks do.
+    shown: list[pulumi.Input] = []
+    script_in: pulumi.Input[str] = create
+    if stdin is not None:
+        # A secret stdin shows as [secret] in a preview's diff (the engine's
+        # display masks a secret value whole); the script's own text, in the
+        # triggers, shows what changed in it. It holds no secret: secrets reach
+        # a step only as data on stdin or in a container's secret env.
+        script_in = pulumi.Output.secret(pulumi.Output.all(create, stdin).apply(
+            lambda parts: script_then_data(parts[0], parts[1] or "")))
+        shown = [create]
+    if delete is not None:
+        # pulumi-command sends the state's stdin to `delete` too
+        # (commandController.go `Delete` -> `run`); an undo that exits
+        # before the script is written closes the channel under the write
+        # (x/crypto/ssh: io.EOF, the delete fails). It reads it first.
+        delete = pulumi.Output.from_input(delete).apply(lambda text: UNDO_READS_STDIN + text)
     return remote.Command(
         name,
         connection=connection.args,
-        create=command,
+        create=SCRIPT_ON_STDIN,
         delete=delete,
-        triggers=[connection.identity, redo, *(triggers or [])],
-        stdin=stdin,
+        triggers=[connection.identity, redo, *(triggers or []), *shown],
+        stdin=script_in,
         # The previous output in the environment is sent with SSH setenv,
         # which sshd refuses unless AcceptEnv allows it; no step reads it.
         add_previous_output_in_env=False,

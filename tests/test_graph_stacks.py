@@ -39,6 +39,8 @@ from ascendctl.preview.graph import Graph, ResourceRecord
 from ascendctl.preview.printer import format_diff, format_tree
 from ascendctl.preview.stack import changes_for, config_for, loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
+from components.common import script_then_data
+from tests.step_script import step_script
 
 pytestmark = pytest.mark.graph
 
@@ -613,9 +615,11 @@ def test_gpustack_secrets(stack):
             f"{n}-container: token not passed as secret env")
         assert not [t for _, t in clear_strings(inputs["envs"]) if MOCK_TOKEN in t]
         assert MOCK_TOKEN not in json.dumps(inputs.get("command") or [], default=str)
-    # The smoke request gets the admin password on stdin, as a secret.
-    stdin = named(g, "smoke-test-request").inputs.get("stdin")
-    assert isinstance(stdin, Secret) and stdin.value.strip() == MOCK_PASSWORD, "smoke-test-request: stdin"
+    # The smoke request gets the admin password on stdin after its script, the whole a secret.
+    smoke = named(g, "smoke-test-request").inputs
+    stdin = smoke.get("stdin")
+    assert isinstance(stdin, Secret) and stdin.value == script_then_data(step_script(smoke), MOCK_PASSWORD + "\n"), \
+        "smoke-test-request: stdin"
     # The model resource (run on the control host) gets it as a secret input, and keeps it
     # as a secret output (its read and delete log in with it).
     model = named(g, "gpustack-model-deploy")

@@ -14,7 +14,9 @@ from ascendctl.preview.config import scaled_config
 from ascendctl.preview.graph import Graph, ResourceRecord
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.values import contains_secret
+from components.common import script_then_data
 from tests.conftest import NS, load_stack_doc, run_cli, write_stack
+from tests.step_script import step_script
 
 pytestmark = pytest.mark.graph
 
@@ -57,13 +59,16 @@ def test_copy_pulls_from_the_master_check_on_every_other_node(tmp_path):
     assert host_of(copy_step) == host_of(check) == "ssh://root@192.0.2.12:22"
     assert g.depends_on(copy_step, master) and "node1-preflight" in g.checks_before(copy_step)
     assert g.depends_on(check, copy_step)
-    # The SSH key on stdin, as a secret; the weights stay on destroy.
+    # The SSH key on stdin after the script (`bash -s` reads the script, the script
+    # the key), the whole a secret; the weights stay on destroy.
     assert contains_secret(copy_step.inputs["stdin"])
+    script = step_script(copy_step.inputs)
+    assert copy_step.inputs["stdin"].value.startswith(script_then_data(script, ""))
     assert copy_step.options["retain_on_delete"] and check.options["retain_on_delete"]
     # The copy is sized by the master's check (the mocks print disk_bytes 0)
     # and pulls from the master's address on the cluster network.
-    assert "NEEDED=0\n" in copy_step.inputs["create"]
-    assert "root@192.0.2.11:/path/to/save/deepseek_r1_w8a8/" in copy_step.inputs["create"]
+    assert "NEEDED=0\n" in script
+    assert "root@192.0.2.11:/path/to/save/deepseek_r1_w8a8/" in script
     assert g.depends_on(named(g, "node1-container"), check)
 
 
@@ -82,7 +87,8 @@ def test_huggingface_downloads_once_on_the_master_then_copies(tmp_path):
 
 def test_without_a_token_the_download_reads_an_empty_line(tmp_path):
     g = graph_with(tmp_path, "hub-open", {"kind": "huggingface", "repo": "deepseek-ai/DeepSeek-R1"})
-    assert named(g, "node0-weights-download").inputs["stdin"] == "\n"
+    download = named(g, "node0-weights-download").inputs
+    assert download["stdin"].value == script_then_data(step_script(download), "\n")
 
 
 def test_copies_wait_for_the_master_only(tmp_path):

@@ -7,6 +7,8 @@ rollout with one line naming node, what was found and what was expected,
 before any container starts."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from emulator.userpath import MODEL_FIXTURE, PulumiRollout
@@ -87,10 +89,18 @@ def test_copy_fans_out_from_the_master_and_a_second_up_does_nothing(cluster, mas
 def assert_stopped_with_one_line(report, step: str, failed: list[str], words: list[str]) -> None:
     """The rollout stopped at `step` (the step the engine's events name), the
     first line its script printed naming node, found and expected, before
-    anything later started. The printed lines follow pulumi-command's `running
-    "<the command>":` line (Report.failed_step_output); the copy, which takes
-    the SSH key on stdin, keeps its whole script as that command."""
+    anything later started. pulumi-command's `running "<the command>":` line
+    comes first (Report.failed_step_output); the command is the short `bash -s`
+    for every step, the copy that takes the SSH key on stdin too
+    (components/common.py remote_step), so the node's line follows a short line,
+    not kilobytes of quoted script."""
     printed = report.failed_step_output()
+    head = report.error.splitlines()[0]
+    assert re.fullmatch(r'Process exited with status \d+: running "bash -s":', head), head[:300]
+    # The console the user reads: `error:` and that short line, then the node's own.
+    lines = [line.strip() for line in report.output.splitlines()]
+    assert f"error: {head}" in lines, report.output[-3000:]
+    assert lines[lines.index(f"error: {head}") + 1] == printed[0].strip(), report.output[-3000:]
     assert "Traceback" not in report.error, report.error
     assert printed and printed[0].startswith(words[0]), report.error
     for word in words:
@@ -135,6 +145,9 @@ def test_a_full_disk_stops_the_copy_before_it_starts(cluster, master_only, rollo
         cluster.clear_faults("node1")
     assert_stopped_with_one_line(report, "node1-weights-copy", failed, [
         f"node node1: free space: 16384 bytes free at {COPY}, the copy needs {needed} (fix: free space there"])
+    # The key the copy took on its (secret) stdin is in no printout.
+    key_line = cluster.ssh_key_path.read_text().splitlines()[1]
+    assert key_line not in report.output and key_line not in report.error
     assert "node1-weights" not in {a.resource for a in report.actions}
 
 

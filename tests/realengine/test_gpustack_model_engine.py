@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -61,8 +62,7 @@ class Project:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-@pytest.fixture
-def project(tmp_path, toolchain_bin, program_venv, gpustack_stack) -> Project:  # noqa: F811
+def program_copy(tmp_path: Path, toolchain_bin: Path, program_venv: Path, netns: list[str]) -> Project:
     work = tmp_path / "gpustack-model-only"
     work.mkdir()
     for name in ("ascend_inference", "components"):
@@ -71,7 +71,39 @@ def project(tmp_path, toolchain_bin, program_venv, gpustack_stack) -> Project:  
         shutil.copy2(PROGRAM / name, work / name)
     (work / "venv").symlink_to(program_venv)
     (tmp_path / "state").mkdir()
-    return Project(work, pulumi_env(tmp_path, toolchain_bin, drop=("PYTEST",)), gpustack_stack.netns)
+    return Project(work, pulumi_env(tmp_path, toolchain_bin, drop=("PYTEST",)), netns)
+
+
+@pytest.fixture
+def project(tmp_path, toolchain_bin, program_venv, gpustack_stack) -> Project:  # noqa: F811
+    return program_copy(tmp_path, toolchain_bin, program_venv, gpustack_stack.netns)
+
+
+def test_a_failure_is_one_message_without_a_traceback(tmp_path, toolchain_bin, program_venv):
+    """The model resource failing under the real engine: the dynamic provider's server
+    (pulumi v3.272.0 sdk/python/lib/pulumi/dynamic/__main__.py `_abort_with_traceback`)
+    sends `traceback.format_exc()` as the error, which the CLI prints after `error:`; the
+    resource's failure is one line instead, naming what failed (components/gpustack_model.py
+    `one_message`). No server is needed: nothing listens at the URL (a loopback port
+    this test bound and closed), so the login gets no answer within the resource's 1 s wait."""
+    project = program_copy(tmp_path, toolchain_bin, program_venv, [])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    project.ok("stack", "select", "--create", "gpustack")
+    project.ok("config", "set", "serverUrl", url)
+    project.ok("config", "set", "workerTimeoutS", "1")
+    project.ok("config", "set", "--secret", "adminPassword", stdin=PASSWORD)
+    project.set_model({"name": "DeepSeek-R1", "source": "local_path", "local_path": "/models/r1", "replicas": 1})
+    done = project.run("up", "--yes")
+    printed = done.stdout + done.stderr
+    assert done.returncode != 0, printed
+    message = f"GpustackModelError: GPUStack at {url} did not answer the login: [Errno 111] Connection refused " \
+              "(after 1 s)"
+    lines = [line.strip() for line in printed.splitlines()]
+    assert f"error: {message}" in lines, printed
+    assert "Traceback" not in printed and "dynamic/__main__.py" not in printed, printed
+    assert PASSWORD not in printed
 
 
 def test_model_resource_under_the_real_engine(project, gpustack_stack):  # noqa: F811

@@ -17,7 +17,10 @@ same tests run on the real plugin (installed with `pulumi plugin install`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,10 +31,13 @@ from pathlib import Path
 import pytest
 
 from emulator import plugins
+from tests.realengine.conftest import PROJECT_ROOT
 from tests.realengine.projects import Project, program_copy
 
 PROGRAM = Path(__file__).parent / "standin_command_program"
 PROJECT = "standin-command"
+# The program's own remote steps (components/common.py remote_step) from the stack's config.
+STEP_PROGRAM = Path(__file__).parent / "remote_step_program"
 
 
 def _free_port() -> int:
@@ -237,6 +243,83 @@ def test_wrong_host_key_and_failing_command(project, sshd, tmp_path):
     after = failed.split(expected, 1)[1]
     assert "first-line" in after and "the fault" in after, failed
     project.ok("destroy", "--yes")
+
+
+@pytest.fixture
+def step_project(tmp_path, toolchain_bin, program_venv, sshd) -> Project:
+    project = program_copy(tmp_path, STEP_PROGRAM, "remote-step", toolchain_bin, program_venv)
+    for name in ("ascend_inference", "components"):
+        shutil.copytree(PROJECT_ROOT / name, project.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    project.ok("config", "set", "--secret", "privateKey", stdin=sshd.client_key)
+    project.ok("config", "set", "port", str(sshd.ports[0]))
+    return project
+
+
+TOKEN = "S3cret-t0ken-4711"
+
+
+def data_step(version: str, fault: str = "") -> str:
+    """A step's script that reads a token from its stdin, as the program's smoke tests
+    read an API key or a password (`IFS= read -r`), and prints only a digest of it."""
+    return ("#!/usr/bin/env bash\nset -euo pipefail\n"
+            "IFS= read -r token || { echo 'no token on stdin' >&2; exit 11; }\n"
+            f"{fault}"
+            'echo "token of ${#token} characters, sha256 $(printf %s "$token" | sha256sum | cut -c1-12)"\n'
+            f"echo {version}\n")
+
+
+def test_a_step_with_data_on_stdin(step_project, tmp_path):
+    """A remote step that takes data on stdin (components/common.py remote_step,
+    `script_then_data`): the command is `bash -s`, the stdin the script then the data,
+    a secret; the script's text in the triggers. Shown: the script reads exactly its
+    data (a second line it does not read never runs as a command); `preview --diff` of
+    a changed script shows the changed line, the stdin as [secret]; the replacement
+    runs the old step's undo, which gets the state's stdin (pulumi-command sends it to
+    `delete` too); a failure reads `running "bash -s":` and then the script's own line;
+    the data in no printout and not in clear in the state."""
+    project = step_project
+    undone, ran_data = tmp_path / "undone", tmp_path / "ran-the-data"
+    # The token, and a line after it the script never reads.
+    project.ok("config", "set", "--secret", "token", stdin=f"{TOKEN}\ntouch {ran_data}\n")
+
+    def steps(create: str) -> None:
+        project.set_config("steps", [{"name": "with-data", "data": "token", "create": create,
+                                      "delete": f"echo undone >> {undone}\n"}])
+
+    steps(data_step("version-1"))
+    project.ok("up", "--yes")
+    sha = hashlib.sha256(TOKEN.encode()).hexdigest()[:12]
+    assert project.outputs()["with-data"] == f"token of {len(TOKEN)} characters, sha256 {sha}\nversion-1"
+    assert not ran_data.exists()
+
+    steps(data_step("version-2"))
+    diff = project.ok("preview", "--diff")
+    # The engine shows a secret whole as [secret], and the script's own text (the last
+    # trigger) line by line: the changed line, with the lines around it.
+    assert re.search(r"~ stdin\s*: \[secret\] => \[secret\]", diff), diff
+    changed = [line.strip() for line in diff.splitlines() if "version-" in line]
+    assert changed == ["- echo version-1", "+ echo version-2"], diff
+    assert "IFS= read -r token" in diff and "+-1 to replace" in diff, diff
+    project.ok("up", "--yes")
+    assert project.outputs()["with-data"].endswith("\nversion-2")
+    # The undo of version 1 ran (delete before replace) with the state's stdin sent to it.
+    assert undone.read_text() == "undone\n"
+
+    steps(data_step("version-3", fault='echo "node node9: the fault, named first" >&2; exit 3\n'))
+    failed = project.fails("up", "--yes")
+    lines = [line.strip() for line in failed.splitlines()]
+    head = 'error: Process exited with status 3: running "bash -s":'
+    assert head in lines, failed
+    assert lines[lines.index(head) + 1] == "node node9: the fault, named first", failed
+    assert undone.read_text() == "undone\nundone\n"
+    project.ok("destroy", "--yes")
+    assert not ran_data.exists()
+
+    for text in project.printed:
+        assert TOKEN not in text
+    assert TOKEN not in project.ok("stack", "export")
+    state = json.dumps([p.read_text() for p in (project.dir.parent / "state").rglob("*.json")])
+    assert TOKEN not in state
 
 
 @pytest.mark.parametrize("plugin", ["pulumi-resource-command", "pulumi-resource-docker"])
