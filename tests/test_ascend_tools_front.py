@@ -173,17 +173,19 @@ def test_the_front_prints_what_the_python_standin_prints(tmp_path, front, kind, 
         assert node.call(name, list(argv)) == want, (name, argv)
 
 
-def test_queries_are_answered_from_the_file_and_never_stale(tmp_path, front):
+def test_queries_are_answered_from_the_file_and_never_stale(tmp_path, front, fake_ping):
     node = Node(tmp_path / "node", Hardware(), front)
+    node.env["PATH"] = f"{fake_ping}:{os.environ['PATH']}"
+    (tmp_path / "ping.out").write_text(PING_OUTPUTS["three-replies"])
     assert node.call("hccn_tool", ["-i", "3", "-link", "-g"]) == (0, "link status: UP\n", "")
-    # Without the Python stand-in the front alone answers every preflight query...
+    # Without the Python stand-in the front alone answers every preflight query and ping...
     shutil.move(node.run / "standins", tmp_path / "standins")
-    for name, argv in preflight_calls(Hardware()):
+    for name, argv in preflight_calls(Hardware()) + [("hccn_tool", ["-i", "0", "-ping", "-g", "address", "1.2.3.4"])]:
         rc, out, err = node.call(name, argv)
-        assert out and not (err and "cannot run" in err), (name, argv, err)
-    # ...but not a ping (the Python stand-in runs it), nor once a fault changed
-    # faults.json or a setting changed hccn.conf: it runs the Python stand-in.
-    rc, out, err = node.call("hccn_tool", ["-i", "0", "-ping", "-g", "address", "198.19.0.1"])
+        assert out and not err, (name, argv, err)
+    # ...but not a setting (the Python stand-in writes it), nor anything once a
+    # fault changed faults.json or a setting changed hccn.conf.
+    rc, out, err = node.call("hccn_tool", ["-i", "0", "-tls", "-s", "enable", "0"])
     assert (rc, out) == (1, "") and "cannot run" in err and "base mounts" in err
     node.set_faults({"link_down": [3]})
     assert node.call("hccn_tool", ["-i", "3", "-link", "-g"])[0:2] == (1, "")
@@ -205,13 +207,73 @@ def test_tls_set_through_the_front_writes_the_fault_file_back(tmp_path, front):
     assert "tls switch[1]" in node.call("hccn_tool", ["-i", "2", "-tls", "-g"])[1]
 
 
-def test_a_down_link_pings_through_the_python_standin(tmp_path, front):
+# What `ping` may print, for a stand-in `ping` on PATH that logs its arguments and prints one of these.
+PING_OUTPUTS = {
+    "three-replies": "PING 198.19.0.4 (198.19.0.4) from 198.19.0.3 : 56(84) bytes of data.\n"
+                     "64 bytes from 198.19.0.4: icmp_seq=1 ttl=64 time=0.061 ms\n"
+                     "64 bytes from 198.19.0.4: icmp_seq=2 ttl=64 time=0.05 ms\n"
+                     "64 bytes from 198.19.0.4: icmp_seq=3 ttl=64 time=12.3456789 ms\n\n"
+                     "--- 198.19.0.4 ping statistics ---\n"
+                     "3 packets transmitted, 3 received, 0% packet loss, time 402ms\n"
+                     "rtt min/avg/max/mdev = 0.050/0.055/0.061/0.004 ms\n",
+    "lost-and-duplicated": "From 198.19.0.3 icmp_seq=1 Destination Host Unreachable\n"
+                           "64 bytes from x: icmp_seq=2 ttl=64 time=0.5 ms\n"
+                           "64 bytes from x: icmp_seq=2 ttl=64 time=0.7 ms (DUP!)\n",
+    "odd-lines": "icmp_seq=0 time=1 ms\r\nicmp_seq=03 time=2. ms\nicmp_seq=4 time=x ms time=3 msx\n"
+                 "icmp_seq=2 ttl\r time=9 ms\nicmp_seq= time=4 ms icmp_seq=1 time=.5 ms\n",
+    "nothing": "",
+    "unreadable-time": "64 bytes from x: icmp_seq=1 ttl=64 time=1.2.3 ms\n",
+}
+
+
+@pytest.fixture
+def fake_ping(tmp_path):
+    """A `ping` first on PATH printing tmp_path/ping.out and logging its arguments to tmp_path/ping.log."""
+    bin_dir = tmp_path / "ping-bin"
+    bin_dir.mkdir()
+    (bin_dir / "ping").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/ping.log\ncat {tmp_path}/ping.out\n')
+    (bin_dir / "ping").chmod(0o755)
+    return bin_dir
+
+
+def test_pings_print_what_the_python_standin_prints(tmp_path, front, fake_ping):
     node = Node(tmp_path / "node", Hardware(), front)
-    node.set_faults({"link_down": [0]})
-    ping = ["-i", "0", "-ping", "-g", "address", "198.19.0.4"]
-    got = node.call("hccn_tool", ping)
-    assert got == python_standin(node, tmp_path, "hccn_tool", ping)
-    assert got[0] == 1 and got[1].splitlines()[-1] == "3 packets transmitted, 0 received, 100.00% packet loss"
+    node.env["PATH"] = f"{fake_ping}:{os.environ['PATH']}"
+    log = tmp_path / "ping.log"
+    for name, output in PING_OUTPUTS.items():
+        (tmp_path / "ping.out").write_text(output)
+        ping = ["-i", "2", "-ping", "-g", "address", "198.19.2.4"]
+        want = python_standin(node, tmp_path, "hccn_tool", ping)
+        want_log = log.read_text()
+        log.unlink()
+        assert node.call("hccn_tool", ping) == want, name
+        assert want_log == "-n -c 3 -W 1 -i 0.2 -I 198.19.2.3 198.19.2.4\n"
+        # The same ping; where the front cannot read a time as float() does, the Python stand-in pings again.
+        assert log.read_text() == want_log * (2 if name == "unreadable-time" else 1), name
+        log.unlink()
+
+
+@pytest.mark.parametrize("faults, target", [
+    ({}, "198.19.0.1"),  # the gateway: from the node's address
+    ({"link_down": [2]}, "198.19.2.4"), ({"unreachable": ["198.19.2.4"]}, "198.19.2.4"),
+    ({"unreachable": ["198.19.2.4"]}, "198.19.2.5"), ({"gateway_unreachable": True}, "198.19.0.1"),
+    ({"gateway_unreachable": True}, "198.19.2.4"), ({"wrong_device_ip": {"2": "198.19.9.9"}}, "198.19.2.4"),
+    ({"missing_devices": [2]}, "198.19.2.4"), ({}, "-inet6"),
+], ids=["gateway", "link-down", "unreachable", "another-unreachable", "gateway-unreachable",
+        "gateway-unreachable-peer", "wrong-device-ip", "missing-device", "odd-target"])
+def test_pings_honour_the_faults_as_the_python_standin_does(tmp_path, front, fake_ping, faults, target):
+    node = Node(tmp_path / "node", Hardware(), front)
+    node.set_faults(faults)
+    node.conf.write_text("address_1=198.19.1.77\n")  # another device's setting changes nothing
+    node.env["PATH"] = f"{fake_ping}:{os.environ['PATH']}"
+    (tmp_path / "ping.out").write_text(PING_OUTPUTS["three-replies"])
+    ping = ["-i", "2", "-ping", "-g", "address", target]
+    want = python_standin(node, tmp_path, "hccn_tool", ping)
+    want_log = (tmp_path / "ping.log").read_text() if (tmp_path / "ping.log").exists() else ""
+    (tmp_path / "ping.log").unlink(missing_ok=True)
+    node.call("npu-smi", ["info"])  # the answer file is written...
+    assert node.call("hccn_tool", ping) == want  # ...and the ping answered from its plan
+    assert ((tmp_path / "ping.log").read_text() if (tmp_path / "ping.log").exists() else "") == want_log
 
 
 def test_the_install_puts_the_front_at_the_tools_paths(tmp_path, front):
@@ -223,3 +285,12 @@ def test_the_install_puts_the_front_at_the_tools_paths(tmp_path, front):
     duo = Node(tmp_path / "duo", atlas_300i_duo(), front)
     assert not in_upper(duo.upper, LAYOUT.hccn_tool).exists()
     assert duo.call("npu-smi", ["info"])[0] == 0
+
+
+def test_without_node_facts_the_front_says_what_the_python_standin_says(tmp_path, front):
+    node = Node(tmp_path / "node", Hardware(), front)
+    assert node.call("npu-smi", ["info", "-m"])[0] == 0
+    (node.run / "node.json").unlink()  # answers are kept, for a node.json that is gone
+    rc, out, err = node.call("npu-smi", ["info", "-m"])
+    assert (rc, out) == (1, "") and err == f"emulator stand-in: {node.run}/node.json not found. Run this on an " \
+        "emulated node, or in a container started with the emulator's base mounts (emulator.image.base_mounts())\n"

@@ -341,12 +341,16 @@ def device_ip(facts, faults, conf, dev):
     return ip, conf.get(f"netmask_{dev}", facts["netmask"])
 
 
-def hccn_ping(facts, faults, conf, dev, target):
-    """`-ping -g address IP`: a real ping from the node's namespace, printed in
-    hccn_tool's format (docs/formats.md §2c). A failed packet prints
-    "recv time out seq=N"; 100% loss exits non-zero."""
-    count = 3
-    replies = {}
+PING_COUNT = 3
+# -i 0.2 instead of ping's default 1 s keeps a full mesh check fast;
+# -W 1 bounds each wait like the real tool's per-packet timeout.
+# (standins/ascend_front.c runs the same command and reads it the same way.)
+PING_ARGS = ["ping", "-n", "-c", str(PING_COUNT), "-W", "1", "-i", "0.2", "-I"]  # then source, target
+
+
+def ping_plan(facts, faults, conf, dev, target):
+    """Where `-ping -g address TARGET` from device dev pings from, and
+    whether it pings at all: (source address, reachable)."""
     src, _ = device_ip(facts, faults, conf, dev)
     if target == facts["gateway"]:
         # The gateway is the host's side of the cluster's bridge, and every
@@ -359,13 +363,20 @@ def hccn_ping(facts, faults, conf, dev, target):
         src = facts["address"]
     reachable = (dev not in faults.get("link_down", []) and target not in faults.get("unreachable", [])
                  and not (faults.get("gateway_unreachable") and target == facts["gateway"]))
+    return src, reachable
+
+
+def hccn_ping(facts, faults, conf, dev, target):
+    """`-ping -g address IP`: a real ping from the node's namespace, printed in
+    hccn_tool's format (docs/formats.md §2c). A failed packet prints
+    "recv time out seq=N"; 100% loss exits non-zero."""
+    count = PING_COUNT
+    replies = {}
+    src, reachable = ping_plan(facts, faults, conf, dev, target)
     if reachable:
-        # -i 0.2 instead of ping's default 1 s keeps a full mesh check fast;
-        # -W 1 bounds each wait like the real tool's per-packet timeout.
         import subprocess  # here only: a preflight calls this tool about 60 times, pinging in few
 
-        proc = subprocess.run(["ping", "-n", "-c", str(count), "-W", "1", "-i", "0.2", "-I", src, target],
-                              capture_output=True, text=True)
+        proc = subprocess.run([*PING_ARGS, src, target], capture_output=True, text=True)
         for m in re.finditer(r"icmp_seq=(\d+).*?time=([\d.]+) ms", proc.stdout):
             replies[int(m.group(1)) - 1] = float(m.group(2))
     lines = [f"device {dev} PING {target}"]
@@ -486,6 +497,24 @@ def cached_questions(facts):
     return questions
 
 
+def ping_plans(facts, faults, conf):
+    """(arguments, plan text) of the pings the front may run itself: per device,
+    one plan for every target but the few that a fault or the gateway rule
+    treats apart (keyed without the target), and one for each of those."""
+    unreachable = faults.get("unreachable", [])
+    if not facts.get("fabric", True) or not isinstance(unreachable, list):
+        return []
+    apart = {facts["gateway"], *(t for t in unreachable if isinstance(t, str))}
+    plans = []
+    for dev in present_devices(facts, faults):
+        base = ["-i", str(dev), "-ping", "-g", "address"]
+        # A target no list holds and no comparison matches stands for every other one.
+        for argv, target in [(base, object()), *((base + [t], t) for t in sorted(apart))]:
+            src, reachable = ping_plan(facts, faults, conf, dev, target)
+            plans.append((argv, f"{1 if reachable else 0} {src}"))
+    return plans
+
+
 def field(raw):
     return b"-\n" if raw is None else b"%d\n" % len(raw) + raw
 
@@ -514,6 +543,13 @@ def write_answers(inputs):
         except UnicodeEncodeError:
             continue  # left to this script
         records.append(b"%d %d %d %d\n" % (len(key), stream, rc, len(out)) + key + out)
+    for argv, plan in ping_plans(inputs.facts(), inputs.faults(), inputs.conf()):
+        key = os.fsencode("hccn_tool\0" + "\0".join(argv))
+        try:
+            out = (plan + "\n").encode("ascii")
+        except UnicodeEncodeError:
+            continue
+        records.append(b"%d 3 0 %d\n" % (len(key), len(out)) + key + out)  # stream 3: a ping plan
     records.append(b"end\n")
     tmp = f"{path}.{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -535,8 +571,11 @@ def main():
     print(text, file=sys.stdout if stream == 1 else sys.stderr)
     try:
         write_answers(inputs)
-    except (OSError, ToolError, ValueError, KeyError, TypeError):
-        pass  # a node.json this script cannot answer from, or a read-only run dir: no answers kept
+    except Exception:
+        # Facts the cached questions cannot be answered from (a test's partial
+        # node.json), a read-only run dir: no answer file, and this call's
+        # answer and status stay what they are; the front then runs this script.
+        pass
     return rc
 
 
