@@ -15,9 +15,12 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .node import ClusterError
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 
@@ -135,6 +138,59 @@ def install_script(source: Path, target: Path) -> None:
     if lines and lines[0].startswith("#!"):
         lines[0] = f"#!{os.path.realpath(sys.executable)} -S\n"
     write(target, "".join(lines), 0o755)
+
+
+ASCEND_FRONT_SOURCE = STANDINS / "ascend_front.c"
+
+
+def build_ascend_front(out_dir: Path) -> Path:
+    """Compile standins/ascend_front.c once per source version into out_dir.
+
+    The front answers a node's npu-smi/hccn_tool queries from the answer file
+    ascend_tools.py keeps (about 1 ms of CPU a call instead of the ~25 ms of a
+    Python start) and runs ascend_tools.py for everything else; the file's
+    comment says how it stays exact."""
+    source = ASCEND_FRONT_SOURCE.read_bytes()
+    target = out_dir / f"ascend-front-{hashlib.sha256(source).hexdigest()[:12]}"
+    if target.exists():
+        return target
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise ClusterError("gcc not found: the emulator builds its npu-smi/hccn_tool front from "
+                           "emulator/standins/ascend_front.c at `up`. Install the Debian package gcc "
+                           "(it is in emulator/apt-packages.txt)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    got = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(partial), str(ASCEND_FRONT_SOURCE)],
+                         capture_output=True, text=True, timeout=120)
+    if got.returncode != 0:
+        raise ClusterError(f"building the npu-smi/hccn_tool front failed: {got.stderr.strip()}")
+    partial.rename(target)
+    return target
+
+
+def install_ascend_tools(upper: Path, run_dir: Path, *, layout: Layout, hw: Hardware, front: Path) -> None:
+    """npu-smi (and hccn_tool on a fabric) on a node: the compiled front at the
+    tools' paths, and ascend_tools.py, which it runs for what it cannot
+    answer, as /run/ascemu/standins/{npu-smi,hccn_tool} (the node's run dir is
+    mounted there on the node and in its containers). A new install starts
+    without an answer file: the first call writes it."""
+    binary = front.read_bytes()
+    for path in layout.npu_smi:
+        write(in_upper(upper, path), binary, 0o755)
+    if hw.fabric:
+        write(in_upper(upper, layout.hccn_tool), binary, 0o755)
+        for link in layout.hccn_tool_links:
+            target = in_upper(upper, link)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(layout.hccn_tool)
+    standins = run_dir / "standins"
+    standins.mkdir(parents=True, exist_ok=True)
+    install_script(STANDINS / "ascend_tools.py", standins / "ascend_tools.py")
+    for name in ("npu-smi", "hccn_tool"):
+        (standins / name).unlink(missing_ok=True)
+        (standins / name).symlink_to("ascend_tools.py")
+    (run_dir / "answers").unlink(missing_ok=True)
 
 
 def driver_version_info(version: str) -> str:
@@ -267,15 +323,8 @@ PrintMotd no
 
 def populate_upper(upper: Path, *, layout: Layout, hw: Hardware, hostname: str, address: str,
                    all_hosts: list[tuple[str, str]], device_ips: list[str], gateway: str) -> None:
-    """Write this node's Ascend host files, hostname files and model fixture."""
-    for path in layout.npu_smi:
-        install_script(STANDINS / "ascend_tools.py", in_upper(upper, path))
-    if hw.fabric:
-        install_script(STANDINS / "ascend_tools.py", in_upper(upper, layout.hccn_tool))
-        for link in layout.hccn_tool_links:
-            target = in_upper(upper, link)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(layout.hccn_tool)
+    """Write this node's Ascend host files, hostname files and model fixture
+    (npu-smi and hccn_tool: install_ascend_tools)."""
     for path in HOST_TOOLS:
         install_script(STANDINS / "host_tools.py", in_upper(upper, path))
     write(in_upper(upper, f"{layout.driver_dir}/version.info"), driver_version_info(hw.driver_version))

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from . import faults, gpustack, network
 from . import image as imagelib
 from .node import HOLDER, SSH_PORT, SSH_USER, ClusterError, Node, process_alive, run, runs_holder_of, tcp_open
-from .nodefs import BUS_IDS, device_specs, populate_upper, sshd_config
+from .nodefs import BUS_IDS, build_ascend_front, device_specs, install_ascend_tools, populate_upper, sshd_config
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -194,6 +194,8 @@ def prepare_node_files(cluster: Cluster, node: Node, all_hosts: list[tuple[str, 
         "chips_per_npu": hardware.chips_per_npu, "super_pod_id": hardware.super_pod_id,
         "chips_per_card": hardware.chips_per_card, "fabric": hardware.fabric}, indent=2) + "\n")
     faults.write(run_dir, {})
+    install_ascend_tools(d / "upper", run_dir, layout=cluster.layout, hw=hardware,
+                         front=build_ascend_front(cluster.state_dir / "image"))
     # The stand-in DCMI library GPUStack's workers detect NPUs through (gpustack.py).
     gpustack.install_dcmi(cluster, d / "upper", run_dir)
     spec = {

@@ -19,6 +19,7 @@ ASCEMU_RUN_DIR overrides /run/ascemu (used by the emulator's own tests).
 """
 
 import fcntl
+import io
 import json
 import os
 import re
@@ -41,14 +42,48 @@ class ToolError(Exception):
 # node facts and faults
 # --------------------------------------------------------------------------
 
-def load_facts():
+def read_bytes(path):
     try:
-        with open(os.path.join(RUN_DIR, "node.json")) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
-        raise ToolError(
-            f"emulator stand-in: {RUN_DIR}/node.json not found. Run this on an emulated node, or in a "
-            "container started with the emulator's base mounts (emulator.image.base_mounts())") from None
+        return None
+
+
+def as_text(raw):
+    # Decoded and newline-translated as open(path) in text mode does, so what
+    # is parsed is a function of the bytes alone (the answer file keeps them).
+    return io.TextIOWrapper(io.BytesIO(raw)).read()
+
+
+class Inputs:
+    """One call's view of the node: the bytes of node.json, faults.json and
+    hccn.conf, read once. Every answer is a function of these bytes (and of
+    the arguments), which is what lets the answer file hold answers."""
+
+    def __init__(self):
+        self.node = read_bytes(os.path.join(RUN_DIR, "node.json"))
+        self.faults_raw = read_bytes(os.path.join(RUN_DIR, "faults.json"))
+        self.conf_raw = read_bytes(HCCN_CONF)
+
+    def facts(self):
+        if self.node is None:
+            raise ToolError(
+                f"emulator stand-in: {RUN_DIR}/node.json not found. Run this on an emulated node, or in a "
+                "container started with the emulator's base mounts (emulator.image.base_mounts())")
+        return json.loads(as_text(self.node))
+
+    def faults(self):
+        return {} if self.faults_raw is None else json.loads(as_text(self.faults_raw))
+
+    def conf(self):
+        conf = {}
+        if self.conf_raw is not None:
+            for line in as_text(self.conf_raw).split("\n"):  # the lines `for line in open(...)` gives
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    conf[k] = v
+        return conf
 
 
 def load_faults():
@@ -83,19 +118,6 @@ def driver_version(facts, faults):
 
 def health(dev, faults):
     return faults.get("unhealthy_devices", {}).get(str(dev), "OK")
-
-
-def hccn_conf():
-    conf = {}
-    try:
-        with open(HCCN_CONF) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.strip().split("=", 1)
-                    conf[k] = v
-    except FileNotFoundError:
-        pass
-    return conf
 
 
 # --------------------------------------------------------------------------
@@ -278,8 +300,8 @@ def npu_smi_detail(facts, faults, kind, dev, chip):
                     "(emulated: board, health, usages, common, ecc)")
 
 
-def npu_smi(argv):
-    facts, faults = load_facts(), load_faults()
+def npu_smi(argv, inputs):
+    facts, faults = inputs.facts(), inputs.faults()
     if not argv or argv[0] in ("-h", "--help", "help"):
         return "Usage: npu-smi info [-m] [-t TYPE -i ID [-c CHIP]]   (emulator stand-in)"
     if argv[0] in ("-v", "-V", "--version"):
@@ -313,20 +335,23 @@ def npu_smi(argv):
 # hccn_tool
 # --------------------------------------------------------------------------
 
-def device_ip(facts, faults, dev):
+def device_ip(facts, faults, conf, dev):
     override = faults.get("wrong_device_ip", {}).get(str(dev))
-    conf = hccn_conf()
     ip = override or conf.get(f"address_{dev}") or facts["device_ips"][dev]
     return ip, conf.get(f"netmask_{dev}", facts["netmask"])
 
 
-def hccn_ping(facts, faults, dev, target):
-    """`-ping -g address IP`: a real ping from the node's namespace, printed in
-    hccn_tool's format (docs/formats.md §2c). A failed packet prints
-    "recv time out seq=N"; 100% loss exits non-zero."""
-    count = 3
-    replies = {}
-    src, _ = device_ip(facts, faults, dev)
+PING_COUNT = 3
+# -i 0.2 instead of ping's default 1 s keeps a full mesh check fast;
+# -W 1 bounds each wait like the real tool's per-packet timeout.
+# (standins/ascend_front.c runs the same command and reads it the same way.)
+PING_ARGS = ["ping", "-n", "-c", str(PING_COUNT), "-W", "1", "-i", "0.2", "-I"]  # then source, target
+
+
+def ping_plan(facts, faults, conf, dev, target):
+    """Where `-ping -g address TARGET` from device dev pings from, and
+    whether it pings at all: (source address, reachable)."""
+    src, _ = device_ip(facts, faults, conf, dev)
     if target == facts["gateway"]:
         # The gateway is the host's side of the cluster's bridge, and every
         # emulated cluster on a host has the same gateway and device IPs: the
@@ -338,13 +363,20 @@ def hccn_ping(facts, faults, dev, target):
         src = facts["address"]
     reachable = (dev not in faults.get("link_down", []) and target not in faults.get("unreachable", [])
                  and not (faults.get("gateway_unreachable") and target == facts["gateway"]))
+    return src, reachable
+
+
+def hccn_ping(facts, faults, conf, dev, target):
+    """`-ping -g address IP`: a real ping from the node's namespace, printed in
+    hccn_tool's format (docs/formats.md §2c). A failed packet prints
+    "recv time out seq=N"; 100% loss exits non-zero."""
+    count = PING_COUNT
+    replies = {}
+    src, reachable = ping_plan(facts, faults, conf, dev, target)
     if reachable:
-        # -i 0.2 instead of ping's default 1 s keeps a full mesh check fast;
-        # -W 1 bounds each wait like the real tool's per-packet timeout.
         import subprocess  # here only: a preflight calls this tool about 60 times, pinging in few
 
-        proc = subprocess.run(["ping", "-n", "-c", str(count), "-W", "1", "-i", "0.2", "-I", src, target],
-                              capture_output=True, text=True)
+        proc = subprocess.run([*PING_ARGS, src, target], capture_output=True, text=True)
         for m in re.finditer(r"icmp_seq=(\d+).*?time=([\d.]+) ms", proc.stdout):
             replies[int(m.group(1)) - 1] = float(m.group(2))
     lines = [f"device {dev} PING {target}"]
@@ -358,8 +390,8 @@ def hccn_ping(facts, faults, dev, target):
     return "\n".join(lines), 0 if replies else 1
 
 
-def hccn_tool(argv):
-    facts, faults = load_facts(), load_faults()
+def hccn_tool(argv, inputs):
+    facts, faults = inputs.facts(), inputs.faults()
     args = list(argv)
     if "-i" not in args or args.index("-i") + 1 >= len(args):
         raise ToolError("emulator stand-in: usage hccn_tool -i DEVICE -COMMAND -g|-s [...]")
@@ -375,7 +407,7 @@ def hccn_tool(argv):
     cmd = commands[0][1:]
     extra = args[args.index(mode) + 1:]
     link_up = dev not in faults.get("link_down", [])
-    conf = hccn_conf()
+    conf = inputs.conf()
     gateway = conf.get(f"gateway_{dev}", facts["gateway"])
     netdetect = conf.get(f"netdetect_{dev}", facts["netdetect"])
 
@@ -392,7 +424,7 @@ def hccn_tool(argv):
         raise ToolError(f"emulator stand-in: hccn_tool -{cmd} -s {' '.join(extra)} is not emulated "
                         "(emulated: -tls -s enable 0|1)")
     if cmd == "ip":
-        ip, netmask = device_ip(facts, faults, dev)
+        ip, netmask = device_ip(facts, faults, conf, dev)
         return f"ipaddr:{ip}\nnetmask:{netmask}", 0  # docs/formats.md §2a
     if cmd == "link":
         return f"link status: {'UP' if link_up else 'DOWN'}", 0  # docs/formats.md §2a
@@ -428,29 +460,123 @@ def hccn_tool(argv):
         return "fec mode: rs FEC mode", 0  # docs/formats.md §2a
     if cmd == "ping":
         if len(extra) >= 2 and extra[0] == "address":
-            return hccn_ping(facts, faults, dev, extra[1])
+            return hccn_ping(facts, faults, conf, dev, extra[1])
         raise ToolError("emulator stand-in: usage hccn_tool -i DEVICE -ping -g address IP")
     raise ToolError(f"emulator stand-in: hccn_tool -{cmd} -g is not emulated (emulated: ip, link, "
                     "net_health, netdetect, gateway, tls, lldp, fec, ping)")
 
 
+# --------------------------------------------------------------------------
+# the answer file (read by the compiled front, standins/ascend_front.c)
+# --------------------------------------------------------------------------
+
+def answer(tool, argv, inputs):
+    """What main prints for `tool argv`: (stream 1 or 2, exit status, text)."""
+    try:
+        if tool == "npu-smi":
+            return 1, 0, npu_smi(argv, inputs)
+        text, rc = hccn_tool(argv, inputs)
+        return 1, rc, text
+    except ToolError as exc:
+        return 2, 1, str(exc)
+    except (ValueError, IndexError) as exc:
+        return 2, 1, f"emulator stand-in: bad arguments {argv}: {exc}"
+
+
+def cached_questions(facts):
+    """The calls whose answers depend on nothing but the three input files:
+    every query a preflight makes (pings and `-s` writes are not among them)."""
+    questions = [("npu-smi", ["info"]), ("npu-smi", ["info", "-m"])]
+    if facts.get("super_pod_id") is not None:
+        per_npu = facts.get("chips_per_npu", 1)
+        questions += [("npu-smi", ["info", "-t", "spod-info", "-i", str(npu), "-c", str(chip)])
+                      for npu in range(facts["npu_count"] // per_npu) for chip in range(per_npu)]
+    if facts.get("fabric", True):
+        questions += [("hccn_tool", ["-i", str(dev), f"-{cmd}", "-g"]) for dev in range(facts["npu_count"])
+                      for cmd in ("ip", "link", "net_health", "netdetect", "gateway", "tls", "lldp", "fec")]
+    return questions
+
+
+def ping_plans(facts, faults, conf):
+    """(arguments, plan text) of the pings the front may run itself: per device,
+    one plan for every target but the few that a fault or the gateway rule
+    treats apart (keyed without the target), and one for each of those."""
+    unreachable = faults.get("unreachable", [])
+    if not facts.get("fabric", True) or not isinstance(unreachable, list):
+        return []
+    apart = {facts["gateway"], *(t for t in unreachable if isinstance(t, str))}
+    plans = []
+    for dev in present_devices(facts, faults):
+        base = ["-i", str(dev), "-ping", "-g", "address"]
+        # A target no list holds and no comparison matches stands for every other one.
+        for argv, target in [(base, object()), *((base + [t], t) for t in sorted(apart))]:
+            src, reachable = ping_plan(facts, faults, conf, dev, target)
+            plans.append((argv, f"{1 if reachable else 0} {src}"))
+    return plans
+
+
+def field(raw):
+    return b"-\n" if raw is None else b"%d\n" % len(raw) + raw
+
+
+def answers_head(inputs):
+    return (b"ascemu-answers 1\n" + field(inputs.node) + field(inputs.faults_raw)
+            + field(os.fsencode(HCCN_CONF)) + field(inputs.conf_raw))
+
+
+def write_answers(inputs):
+    """Keep RUN_DIR/answers holding this node's answers to cached_questions,
+    headed by the exact bytes of the inputs they were computed from: the
+    compiled front answers from it only while those files still hold those
+    bytes, and calls this script otherwise (which rewrites it)."""
+    path = os.path.join(RUN_DIR, "answers")
+    head = answers_head(inputs)
+    current = read_bytes(path)
+    if inputs.node is None or (current is not None and current.startswith(head)):
+        return
+    records = [head]
+    for tool, argv in cached_questions(inputs.facts()):
+        stream, rc, text = answer(tool, argv, inputs)
+        key = os.fsencode(tool + "\0" + "\0".join(argv))
+        try:
+            out = (text + "\n").encode("ascii")  # print's bytes under any locale
+        except UnicodeEncodeError:
+            continue  # left to this script
+        records.append(b"%d %d %d %d\n" % (len(key), stream, rc, len(out)) + key + out)
+    for argv, plan in ping_plans(inputs.facts(), inputs.faults(), inputs.conf()):
+        key = os.fsencode("hccn_tool\0" + "\0".join(argv))
+        try:
+            out = (plan + "\n").encode("ascii")
+        except UnicodeEncodeError:
+            continue
+        records.append(b"%d 3 0 %d\n" % (len(key), len(out)) + key + out)  # stream 3: a ping plan
+    records.append(b"end\n")
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(b"".join(records))
+    os.replace(tmp, path)  # the front never reads half a file
+
+
 def main():
     name = os.path.basename(sys.argv[0])
+    if name.startswith("npu-smi") or name.startswith("npu_smi"):
+        tool = "npu-smi"
+    elif name.startswith("hccn_tool"):
+        tool = "hccn_tool"
+    else:
+        print(f"emulator stand-in: call me as npu-smi or hccn_tool, not {name}", file=sys.stderr)
+        return 1
+    inputs = Inputs()
+    stream, rc, text = answer(tool, sys.argv[1:], inputs)
+    print(text, file=sys.stdout if stream == 1 else sys.stderr)
     try:
-        if name.startswith("npu-smi") or name.startswith("npu_smi"):
-            print(npu_smi(sys.argv[1:]))
-            return 0
-        if name.startswith("hccn_tool"):
-            text, rc = hccn_tool(sys.argv[1:])
-            print(text)
-            return rc
-        raise ToolError(f"emulator stand-in: call me as npu-smi or hccn_tool, not {name}")
-    except ToolError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    except (ValueError, IndexError) as exc:
-        print(f"emulator stand-in: bad arguments {sys.argv[1:]}: {exc}", file=sys.stderr)
-        return 1
+        write_answers(inputs)
+    except Exception:
+        # Facts the cached questions cannot be answered from (a test's partial
+        # node.json), a read-only run dir: no answer file, and this call's
+        # answer and status stay what they are; the front then runs this script.
+        pass
+    return rc
 
 
 if __name__ == "__main__":
