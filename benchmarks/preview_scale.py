@@ -279,7 +279,7 @@ def phases(event_log: Path) -> dict[str, float]:
 
 
 def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: bool, log, *,
-            prefix: str = PREFIX, subnet: int = SUBNET) -> dict:
+            prefix: str = PREFIX, subnet: int = SUBNET, grpc_log: bool = False) -> dict:
     cluster = sshd_only_cluster(nodes, work / f"cluster-{nodes}", prefix=prefix, subnet=subnet, log=log)
     try:
         with DockerVersionApi(cluster), neighbour_room(nodes, cluster.hardware.npu_count):
@@ -313,9 +313,11 @@ def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: b
                 label = f"real-p{parallel}" if parallel else "real"
                 event_log = work / f"events-{nodes}-{label}.jsonl"
                 extra = ["--parallel", str(parallel)] if parallel else []
+                debug = {"PULUMI_DEBUG_COMMANDS": "true"}
+                if grpc_log:  # every gRPC call of the engine, to see which one failed (large)
+                    debug["PULUMI_DEBUG_GRPC"] = str(work / f"grpc-{nodes}-{label}.json")
                 real = timed(["pulumi", "preview", "--non-interactive", *extra, "--event-log", str(event_log)],
-                             cwd=project, env={**env, "PULUMI_DEBUG_COMMANDS": "true"}, cluster=cluster,
-                             profile=profile)
+                             cwd=project, env={**env, **debug}, cluster=cluster, profile=profile)
                 output = real.pop("output")
                 real.pop("stdout")
                 if real["returncode"] != 0:
@@ -365,6 +367,8 @@ def main() -> int:
                         help="comma-separated `pulumi preview --parallel` values to time; 0: the CLI's default")
     parser.add_argument("--profile", action="store_true", help="sample the busiest processes of the real preview")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--grpc-log", action="store_true",
+                        help="log the engine's gRPC calls (PULUMI_DEBUG_GRPC) into the work dir (use with --keep)")
     parser.add_argument("--prefix", default=PREFIX, help="name prefix of the nodes' namespaces and links")
     parser.add_argument("--subnet", type=int, default=SUBNET,
                         help="the emulator subnet K (198.18.K.0/24) the bridge holds, as a cluster's")
@@ -383,7 +387,7 @@ def main() -> int:
     try:
         for n in sizes:
             rows.append(measure(args.stack, n, work, parallels, args.profile, log, prefix=args.prefix,
-                                subnet=args.subnet))
+                                subnet=args.subnet, grpc_log=args.grpc_log))
             log(json.dumps(rows[-1]))  # each size's row as soon as it is measured
     except ClusterError as error:  # another cluster on the subnet, a node that did not start
         log(f"preview_scale: {error}")
