@@ -32,6 +32,7 @@ command).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -217,9 +218,18 @@ def timed(argv: list[str], *, cwd: Path, env: dict[str, str], cluster=None, prof
     node_pids = [node.holder_pid for node in cluster.nodes] if cluster is not None else []
     load_before = os.getloadavg()[0]
     start = time.monotonic()
+    # Its own process group: a run stopped midway (Ctrl-C, kill) takes the CLI and
+    # everything it started (a plugin per docker provider, the ssh clients) with it;
+    # otherwise the plugins outlive the engine, waiting for a call that never comes.
     with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as process, Sampler(process.pid, node_pids, profile) as sampler:
-        stdout, stderr = process.communicate()
+                          text=True, start_new_session=True) as process, \
+            Sampler(process.pid, node_pids, profile) as sampler:
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = {"seconds": round(wall, 1),
