@@ -1,10 +1,10 @@
 """Real `pulumi preview` at scale, beside the offline preview (root).
 
     python3 benchmarks/preview_scale.py [--sizes 64,256] [--stack tp16-vllm-mindspore]
-        [--parallel 0,64] [--profile] [--json] [--keep]
+        [--parallel 0,64] [--profile] [--json] [--keep] [--prefix ptbench --subnet 238]
 
 For each size: that many sshd-only emulated nodes (benchmarks/sshd_nodes.py
-says exactly what they are; prefix "ptbench", subnet 238), the stack widened
+says exactly what they are; prefix "ptbench" and subnet 238 unless told), the stack widened
 to them (tp over every NPU, as benchmarks/preview_scaling.py scales it) with
 each node's address, port, hostname, pinned host key and device IPs set as
 `python -m emulator configure` sets them, then, on a copy of the project:
@@ -22,13 +22,17 @@ Per run: wall time; CPU time of the control host's processes (the pulumi
 CLI and engine, the language host and program, the plugins, the ssh
 clients: everything the benchmark waited for) and of the nodes (every
 process their sshd ran: the checks' bash, npu-smi, hccn_tool, ping); the
-resources the engine previewed (from its event log); and the time per
+resources the engine previewed and where its time went (`phases`, from its
+event log); the peak memory of the control host's processes, sampled every
+second (`Sampler`); the load average before and after; and the time per
 doubling of nodes (2.0 is linear). With `--profile` the busiest processes
-of the real preview are sampled every second (CPU seconds by command).
+of the preview and of the nodes are sampled every second (CPU seconds by
+command).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -51,7 +55,7 @@ sys.path.insert(0, str(HERE.parent))
 from ascend_inference.stackfile import load_stack  # noqa: E402
 from ascendctl.preview.config import scaled_config  # noqa: E402
 from ascendctl.preview.stack import loaded_with_config  # noqa: E402
-from benchmarks.sshd_nodes import DockerVersionApi, remove, sshd_only_cluster  # noqa: E402
+from benchmarks.sshd_nodes import DockerVersionApi, neighbour_room, remove, sshd_only_cluster  # noqa: E402
 from emulator.node import ClusterError  # noqa: E402
 from emulator.userpath import (  # noqa: E402
     configure_commands,
@@ -100,44 +104,99 @@ def node_cpu(cluster) -> float:
     return total / TICKS
 
 
-class Sampler:
-    """CPU seconds by command name of the processes alive at each sample
-    (every second), counted from their first sample on: a coarse profile
-    (processes shorter than a second are mostly missed; the node and control
-    host totals are exact)."""
+def process_tree(roots: list[int]) -> dict[int, int]:
+    """Every live process under the roots (themselves included) -> the root it is under."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{entry.name}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree: dict[int, int] = {}
+    for root in roots:
+        todo = [root]
+        while todo:
+            pid = todo.pop()
+            tree[pid] = root
+            todo.extend(children.get(pid, []))
+    return tree
 
-    def __init__(self):
-        self.last: dict[int, tuple[str, int]] = {}
+
+def command_name(comm: str, cmdline: list[bytes]) -> str:
+    """The program a process runs: a stand-in or plugin script by its file name
+    (they run as `python3 SCRIPT`), anything else by its command."""
+    args = [a.decode(errors="replace") for a in cmdline if a]
+    for arg in args[:3]:
+        base = os.path.basename(arg)
+        if base.startswith(("pulumi", "ascend_tools", "hccn_tool", "npu-smi")) or base == "__main__.py":
+            return base
+    return comm
+
+
+class Sampler:
+    """Every second, the processes of the preview (the control host's side: the
+    CLI and engine, the language host and program, the plugins, the ssh
+    clients) and of the nodes (everything under the nodes' sshd), each sample:
+
+    - memory of the control host's side: the peak over samples of RSS summed
+      (pages shared between processes counted in each, as `ps` does) and of
+      PSS summed (shared pages divided among their users: what the machine
+      pays), with the number of processes and of `pulumi-resource-docker`
+      plugins at that peak;
+    - with `profile`, CPU seconds by side and command of the processes alive at
+      each sample, counted from their first sample on: a coarse profile
+      (processes shorter than a second are mostly missed; the exact totals
+      per side are the rows' CPU columns).
+
+    Only the preview's and the nodes' processes are counted, never the rest
+    of a shared machine."""
+
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+
+    def __init__(self, control_pid: int, node_pids: list[int], profile: bool):
+        self.control_pid, self.node_pids, self.profile = control_pid, node_pids, profile
+        self.peak = {"rss_mb": 0, "pss_mb": 0, "processes": 0, "docker_plugins": 0}
+        self.last: dict[int, int] = {}
         self.by_command: Counter[str] = Counter()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> None:
+        rss = pss = plugins = processes = 0
+        for pid, root in process_tree([self.control_pid, *self.node_pids]).items():
+            control = root == self.control_pid
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if self.profile:
+                    head, _, rest = Path(f"/proc/{pid}/stat").read_text().rpartition(")")
+                    ticks = sum(int(f) for f in rest.split()[11:13])
+                if control:
+                    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+                    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                    kib = next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+            except (OSError, StopIteration, ValueError):
+                continue  # ended meanwhile (or a kernel thread: no smaps)
+            if self.profile:
+                side = "control host" if control else "nodes"
+                self.by_command[f"{side}: {command_name(head.partition('(')[2], cmdline)}"] += (
+                    ticks - self.last.get(pid, ticks))
+                self.last[pid] = ticks
+            if control:
+                rss += pages * self.PAGE
+                pss += kib * 1024
+                processes += 1
+                # A stand-in runs as `python3 .../pulumi-resource-docker ADDRESS`, a real plugin as itself.
+                plugins += any(os.path.basename(arg) == b"pulumi-resource-docker" for arg in cmdline[:2])
+        if rss >> 20 > self.peak["rss_mb"]:
+            self.peak = {"rss_mb": rss >> 20, "pss_mb": pss >> 20, "processes": processes,
+                         "docker_plugins": plugins}
+
     def _run(self) -> None:
         while not self.stop.wait(1.0):
-            for entry in os.scandir("/proc"):
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    stat = Path(f"/proc/{entry.name}/stat").read_text()
-                    cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                head, _, rest = stat.rpartition(")")
-                ticks = sum(int(f) for f in rest.split()[11:13])
-                pid = int(entry.name)
-                name = self._name(head.partition("(")[2], cmdline)
-                before = self.last.get(pid, (name, ticks))[1]
-                self.by_command[name] += ticks - before
-                self.last[pid] = (name, ticks)
-
-    @staticmethod
-    def _name(comm: str, cmdline: list[bytes]) -> str:
-        args = [a.decode(errors="replace") for a in cmdline if a]
-        for arg in args[:3]:
-            base = os.path.basename(arg)
-            if base.startswith(("pulumi", "ascend_tools", "hccn_tool", "npu-smi")) or base == "__main__.py":
-                return base
-        return comm
+            self.sample()
 
     def __enter__(self) -> Sampler:
         self.thread.start()
@@ -147,31 +206,39 @@ class Sampler:
         self.stop.set()
         self.thread.join()
 
-    def top(self, count: int = 12) -> list[tuple[str, float]]:
+    def top(self, count: int = 14) -> list[tuple[str, float]]:
         return [(name, ticks / TICKS) for name, ticks in self.by_command.most_common(count)]
 
 
 def timed(argv: list[str], *, cwd: Path, env: dict[str, str], cluster=None, profile: bool = False) -> dict:
-    """Run argv to the end: wall time, CPU time of it and its children, of the nodes."""
+    """Run argv to the end: wall time, CPU time of it and its children, of the
+    nodes; peak memory of it and its children; the load average before and after."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     nodes = node_cpu(cluster) if cluster is not None else 0.0
-    sampler = Sampler() if profile else None
+    node_pids = [node.holder_pid for node in cluster.nodes] if cluster is not None else []
+    load_before = os.getloadavg()[0]
     start = time.monotonic()
-    if sampler:
-        sampler.__enter__()
-    try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
-    finally:
-        if sampler:
-            sampler.__exit__()
+    # Its own process group: a run stopped midway (Ctrl-C, kill) takes the CLI and
+    # everything it started (a plugin per docker provider, the ssh clients) with it;
+    # otherwise the plugins outlive the engine, waiting for a call that never comes.
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as process, \
+            Sampler(process.pid, node_pids, profile) as sampler:
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = {"seconds": round(wall, 1),
            "cpu_seconds": round(after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime, 1),
-           "returncode": done.returncode, "output": done.stdout + done.stderr, "stdout": done.stdout}
+           "returncode": process.returncode, "output": stdout + stderr, "stdout": stdout,
+           "peak_memory": sampler.peak, "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
     if cluster is not None:
         row["node_cpu_seconds"] = round(node_cpu(cluster) - nodes, 1)
-    if sampler:
+    if profile:
         row["profile"] = sampler.top()
     return row
 
@@ -191,10 +258,41 @@ def resources_previewed(event_log: Path) -> int:
     return len(urns)
 
 
-def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: bool, log) -> dict:
-    cluster = sshd_only_cluster(nodes, work / f"cluster-{nodes}", prefix=PREFIX, subnet=SUBNET, log=log)
+def phases(event_log: Path) -> dict[str, float]:
+    """Where a real preview's time went, in seconds from its first event (the
+    engine's timestamps are whole seconds): the program's first check sent
+    (the CLI, the language host and the program started), the last check
+    answered (every node's preflight and peer pings, run on the nodes), the
+    first and last docker provider registered (the engine starts one plugin
+    process per provider resource, and the program gives each node its own),
+    and the last event. The checks and the providers overlap: a node's
+    provider and image follow its own preflight, not the others'."""
+    first = None
+    marks: dict[str, float] = {}
+    providers: list[float] = []
+    for event in read_events(event_log):
+        stamp = event["timestamp"]
+        first = stamp if first is None else first
+        at = stamp - first
+        marks["end"] = at
+        message = (event.get("diagnosticEvent") or {}).get("message", "")
+        if "Invoking function prepared: tok=command:local:run" in message:
+            marks.setdefault("first_check_sent", at)
+        elif "Invoking function completed: tok=command:local:run" in message:
+            marks["last_check_answered"] = at
+        body = event.get("resOutputsEvent")
+        if body and body["metadata"]["type"] == "pulumi:providers:docker":
+            providers.append(at)
+    if providers:
+        marks["first_docker_provider"], marks["last_docker_provider"] = min(providers), max(providers)
+    return marks
+
+
+def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: bool, log, *,
+            prefix: str = PREFIX, subnet: int = SUBNET, grpc_log: bool = False) -> dict:
+    cluster = sshd_only_cluster(nodes, work / f"cluster-{nodes}", prefix=prefix, subnet=subnet, log=log)
     try:
-        with DockerVersionApi(cluster):
+        with DockerVersionApi(cluster), neighbour_room(nodes, cluster.hardware.npu_count):
             project = work / f"project-{nodes}"
             copy_project(project)
             name = f"bench-{nodes}"
@@ -225,14 +323,17 @@ def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: b
                 label = f"real-p{parallel}" if parallel else "real"
                 event_log = work / f"events-{nodes}-{label}.jsonl"
                 extra = ["--parallel", str(parallel)] if parallel else []
+                debug = {"PULUMI_DEBUG_COMMANDS": "true"}
+                if grpc_log:  # every gRPC call of the engine, to see which one failed (large)
+                    debug["PULUMI_DEBUG_GRPC"] = str(work / f"grpc-{nodes}-{label}.json")
                 real = timed(["pulumi", "preview", "--non-interactive", *extra, "--event-log", str(event_log)],
-                             cwd=project, env={**env, "PULUMI_DEBUG_COMMANDS": "true"}, cluster=cluster,
-                             profile=profile)
+                             cwd=project, env={**env, **debug}, cluster=cluster, profile=profile)
                 output = real.pop("output")
                 real.pop("stdout")
                 if real["returncode"] != 0:
                     raise SystemExit(f"pulumi preview {' '.join(extra)} at {nodes} nodes failed:\n{output[-4000:]}")
                 real["resources"] = resources_previewed(event_log)
+                real["phases"] = phases(event_log)
                 log(f"{nodes} nodes: pulumi preview {' '.join(extra)} {real['seconds']} s")
                 row[label] = real
             return row
@@ -248,8 +349,9 @@ def per_doubling(rows: list[dict], which: str) -> dict[int, float]:
 
 
 def table(rows: list[dict]) -> str:
-    head = "| nodes | preview | resources | wall s | wall ratio per doubling | control host CPU s | nodes' CPU s |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    head = ("| nodes | preview | resources | wall s | wall ratio per doubling | control host CPU s | nodes' CPU s "
+            "| peak RSS MB (PSS MB, docker plugins) | load average before, after |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     labels = [k for k in rows[0] if k.startswith("real")] + ["offline"]
     for which in labels:
         parallel = which.partition("-p")[2]
@@ -259,8 +361,11 @@ def table(rows: list[dict]) -> str:
         for row in rows:
             r = row[which]
             ratio = f"{ratios[row['nodes']]:.2f}" if row["nodes"] in ratios else ""
+            memory = r["peak_memory"]
             lines.append(f"| {row['nodes']} | {label} | {r['resources']} | {r['seconds']} | {ratio} | "
-                         f"{r['cpu_seconds']} | {r.get('node_cpu_seconds', '-')} |")
+                         f"{r['cpu_seconds']} | {r.get('node_cpu_seconds', '-')} | {memory['rss_mb']:,} "
+                         f"({memory['pss_mb']:,}, {memory['docker_plugins']}) | "
+                         f"{r['load_average'][0]}, {r['load_average'][1]} |")
     return "\n".join(lines)
 
 
@@ -272,6 +377,11 @@ def main() -> int:
                         help="comma-separated `pulumi preview --parallel` values to time; 0: the CLI's default")
     parser.add_argument("--profile", action="store_true", help="sample the busiest processes of the real preview")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--grpc-log", action="store_true",
+                        help="log the engine's gRPC calls (PULUMI_DEBUG_GRPC) into the work dir (use with --keep)")
+    parser.add_argument("--prefix", default=PREFIX, help="name prefix of the nodes' namespaces and links")
+    parser.add_argument("--subnet", type=int, default=SUBNET,
+                        help="the emulator subnet K (198.18.K.0/24) the bridge holds, as a cluster's")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work dir (project copies, stack files, backends, event logs)")
     args = parser.parse_args()
@@ -286,7 +396,8 @@ def main() -> int:
     rows = []
     try:
         for n in sizes:
-            rows.append(measure(args.stack, n, work, parallels, args.profile, log))
+            rows.append(measure(args.stack, n, work, parallels, args.profile, log, prefix=args.prefix,
+                                subnet=args.subnet, grpc_log=args.grpc_log))
             log(json.dumps(rows[-1]))  # each size's row as soon as it is measured
     except ClusterError as error:  # another cluster on the subnet, a node that did not start
         log(f"preview_scale: {error}")

@@ -32,6 +32,15 @@ this machine one /32 route per node through the cluster's bridge (removed
 with the bridge). The bridge also holds 198.18.K.1, so that the emulator's
 leftover check sees the subnet taken. Every node has its own namespace,
 address, port-22 sshd, host key, hostname, files and device IPs.
+
+One kernel for every node: the ARP (neighbour) table is one table for all
+network namespaces, bounded by the init namespace's
+net.ipv4.neigh.default.gc_thresh3 (1024 by default). The peer pings of 16
+nodes (all pairs, 8 devices: 16 x 15 x 8 senders' entries and as many
+receivers') overflow it ("neighbour: arp_cache: neighbor table overflow!" in
+the kernel log) and the last nodes' pings fail. On a real cluster every node
+has its own kernel and table; `neighbour_room` raises the limits for the run
+to what the nodes' pings need and puts the old values back.
 """
 from __future__ import annotations
 
@@ -47,6 +56,7 @@ import threading
 import time
 from pathlib import Path
 
+from ascend_inference.peers import ping_targets
 from emulator import network, provision
 from emulator.cluster import Cluster
 from emulator.node import ClusterError, Node, process_alive, tcp_open
@@ -102,6 +112,28 @@ def _create(cluster: Cluster, n: int, log) -> None:
             time.sleep(0.05)
     provision.write_ssh_client_files(cluster)
     clock(f"{n} nodes answer ssh")
+
+
+NEIGHBOUR_LIMITS = [Path(f"/proc/sys/net/ipv4/neigh/default/gc_thresh{i}") for i in (2, 3)]
+
+
+@contextlib.contextmanager
+def neighbour_room(n: int, npus: int):
+    """The kernel's neighbour table (shared by every namespace) large enough
+    for n nodes' peer pings: each ping of a device IP leaves an entry in the
+    sender's namespace and one in the receiver's; plus the control host's and
+    each node's entry for the ssh connection, and the table's default room
+    for the rest of the machine. Only raised, never lowered; restored after."""
+    needed = sum(2 * npus * len(ping_targets(n, i)) + 2 for i in range(n))
+    before = [int(path.read_text()) for path in NEIGHBOUR_LIMITS]
+    wanted = [max(old, needed + 1024 * (k + 1)) for k, old in enumerate(before)]  # thresh2 below thresh3
+    try:
+        for path, value in reversed(list(zip(NEIGHBOUR_LIMITS, wanted, strict=True))):  # the hard limit first
+            path.write_text(str(value))
+        yield
+    finally:
+        for path, value in zip(NEIGHBOUR_LIMITS, before, strict=True):
+            path.write_text(str(value))
 
 
 def node_address(index: int) -> str:

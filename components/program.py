@@ -33,6 +33,7 @@ def run() -> None:
 
 
 def _run() -> None:
+    from components.common import room_for_node_checks
     from components.deployment import Deployment, DeploymentArgs
 
     stack = pulumi.get_stack()
@@ -69,6 +70,7 @@ def _run() -> None:
     # The hub token model.source.token_secret names (sent on the download's stdin).
     token_key = loaded.spec.model.source.token_secret
     hub_token = secrets[token_key] if token_key else None
+    room_for_node_checks(len(loaded.spec.nodes))
     deployment = Deployment(stack, DeploymentArgs(loaded, private_key, engine_secrets, hub_token))
     pulumi.export("endpoint", deployment.endpoint)
     pulumi.export("world_size", deployment.world_size)

@@ -427,7 +427,10 @@ def serve(provider: Provider, argv: list[str]) -> None:
 
     engine = next((a for a in reversed(argv) if not a.startswith("-")), None)
     console = Console(engine)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64),
+    # A thread per call in flight, as the real plugins (Go: a goroutine per call) have:
+    # the program's node checks are long calls, one or more per node at once (256 nodes:
+    # 512). The threads start on demand.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1024),
                          options=[("grpc.max_receive_message_length", 400 * 1024 * 1024),
                                   ("grpc.max_send_message_length", 400 * 1024 * 1024)])
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(_servicer(provider, console), server)
