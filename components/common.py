@@ -222,8 +222,9 @@ def node_check(name: str, *, node: str, connection: NodeConnection, script: pulu
     return from_checks(stdout.recover(failed), [name])
 
 
-# The node checks a node runs (`node_check`): preflight, peer ping, image check.
-CHECKS_PER_NODE = 3
+# The node checks a node runs at most (`node_check`): preflight, peer ping, image
+# check, and the engine's liveness where it starts the engine (serve-alive).
+CHECKS_PER_NODE = 4
 
 
 def room_for_node_checks(node_count: int) -> int | None:

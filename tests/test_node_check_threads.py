@@ -48,8 +48,8 @@ def blocking_checks_at_once(parallel: int, nodes: int) -> int:
 
 def test_every_node_check_waits_on_its_own_thread(monkeypatch):
     monkeypatch.setattr(common, "settings", SimpleNamespace(SETTINGS=SimpleNamespace(parallel=2)))
-    # 12 nodes: 36 checks on a language host with --parallel 2, all waiting at once.
-    assert blocking_checks_at_once(parallel=2, nodes=12) == 36
+    # 12 nodes: 48 checks on a language host with --parallel 2, all waiting at once.
+    assert blocking_checks_at_once(parallel=2, nodes=12) == 48
 
 
 def test_the_room_is_parallel_plus_the_checks(monkeypatch):
@@ -58,7 +58,7 @@ def test_the_room_is_parallel_plus_the_checks(monkeypatch):
     async def program() -> int | None:
         return common.room_for_node_checks(256)
 
-    assert asyncio.run(program()) == 8 + 3 * 256
+    assert asyncio.run(program()) == 8 + 4 * 256
 
 
 def test_under_the_mocks_the_callers_executor_stays():
