@@ -488,10 +488,12 @@ class ProgramGpustack:
     venv: Path = VENV
     gs: GpustackOnCluster | None = None
 
-    def arrange(self) -> None:
+    def arrange(self, nodes: list[Node] | None = None) -> None:
+        """`nodes`: the nodes that run a GPUStack container (default every node); the
+        database is node0's either way."""
         runtime = self.cluster.state_dir / "image" / "runtime.tar"
         archive = program_image_archive(runtime, self.image, self.cluster.state_dir / "image" / "gpustack-program.tar")
-        for node in self.cluster.nodes:
+        for node in self.cluster.nodes if nodes is None else nodes:
             NodeRoot(node.holder_pid).write_if_changed(PROGRAM_ENTRYPOINT, program_entrypoint(self.venv).encode(),
                                                        0o755)
             got = node.exec(["docker", "load", "-i", str(archive)], timeout=300)
