@@ -488,12 +488,10 @@ class ProgramGpustack:
     venv: Path = VENV
     gs: GpustackOnCluster | None = None
 
-    def arrange(self, nodes: list[Node] | None = None) -> None:
-        """`nodes`: the nodes that run a GPUStack container (default every node); the
-        database is node0's either way."""
+    def arrange(self) -> None:
         runtime = self.cluster.state_dir / "image" / "runtime.tar"
         archive = program_image_archive(runtime, self.image, self.cluster.state_dir / "image" / "gpustack-program.tar")
-        for node in self.cluster.nodes if nodes is None else nodes:
+        for node in self.cluster.nodes:
             NodeRoot(node.holder_pid).write_if_changed(PROGRAM_ENTRYPOINT, program_entrypoint(self.venv).encode(),
                                                        0o755)
             got = node.exec(["docker", "load", "-i", str(archive)], timeout=300)

@@ -18,27 +18,19 @@ undo (`delete`), run twice after the stack's steps have run, in the order
 The steps that start something are also looked at as a user would: Ray's
 worker start (node1) leaves one raylet on each node and the program's own
 `ray status` check finding both nodes' 16 NPUs; MindIE's engine start on
-each node leaves one engine process there and the same pid file; GPUStack's
-token and admin-password readers print the same secret twice (compared by
-digest: a secret is never printed), so the workers' token and the model
-resource's login are what the first run gave.
+each node leaves one engine process there and the same pid file.
 
 The containers themselves are the docker provider's resources, not scripts
 (GPUStack's server and workers are such containers): each is made here from
 the program's recorded inputs with the docker stand-in's own translation to
 `docker create` (emulator/plugins/docker.py `_flag_args`), so the steps that
 run in it find it; a create that ran but was not recorded is what `ascendctl
-leftovers` removes (docs/recovery.md). GPUStack's server is the real
-GPUStack 2.3.0 in the program's container (emulator/gpustack.py
-ProgramGpustack, as tests/emulated/gpustack_program.py arranges it), so the
-readers read what the server wrote. GPUStack's model deployment is not a
-remote step but the program's dynamic resource: its create taking over a
-model left by a cut run is the real-software tier's
-(tests/realsoftware, "takes over a model left by an interrupted create").
+leftovers` removes (docs/recovery.md). GPUStack's host steps run here; its
+server's secret readers and backends step need the real GPUStack server
+running, which is not started here (docs/recovery.md says why).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from typing import Any
@@ -50,12 +42,10 @@ from ascend_inference.stackfile import load_stack
 from ascendctl.preview.config import apply_change
 from ascendctl.preview.stack import loaded_with_config, record_stack
 from ascendctl.preview.values import Secret
-from emulator import gpustack
 from emulator import image as imagelib
 from emulator.plugins.docker import _flag_args
 from emulator.userpath import machine_settings, sandbox_file, write_sandbox
 from tests.emulated.conftest import node_ssh, own_cluster
-from tests.emulated.gpustack_program import require_gpustack
 from tests.step_script import step_script, undo_script
 
 pytestmark = pytest.mark.emulated
@@ -75,8 +65,8 @@ STEPS = {
     # GPUStack's server and workers are containers (the provider's), its model the program's
     # dynamic resource: its remote steps are the host's, the server's two secret readers and
     # the backends step (its create does nothing; its undo removes the model's backends).
-    GPUSTACK: ["node0-weights", "node0-env", "node0-file-1", "node0-name-free", "cluster-verified", "node0-mounts",
-               "gpustack-token", "gpustack-admin-password", "node0-gpustack-backends"],
+    # The readers and the backends step need the real server running: not here (docs/recovery.md).
+    GPUSTACK: ["node0-weights", "node0-env", "node0-file-1", "node0-name-free", "cluster-verified", "node0-mounts"],
 }
 CONTAINER_FIRST = {VLLM: "node0-container-check", MINDIE: "node0-config-edit"}
 # (stack, step) -> node1's own steps, run once before it: node1 joins node0's Ray (a TP16
@@ -98,16 +88,13 @@ READY_AFTER = {(VLLM, "node0-serve"): "serving-ready", (MINDIE, "node1-serve"): 
 UNDOS = {
     VLLM: ["node0-serve", "node1-ray-worker", "node0-ray-head", "cluster-verified", "node0-env"],
     MINDIE: ["node1-serve", "node0-serve", "node0-config-edit", "node0-rank-table", "node0-file-1", "node0-env"],
-    GPUSTACK: ["node0-gpustack-backends", "node0-file-1", "cluster-verified", "node0-env"],
+    GPUSTACK: ["node0-file-1", "cluster-verified", "node0-env"],
 }
 # What a stack's first nodes need to fit this 2-node cluster, as `pulumi config set --path`
 # would make them (test_gpustack_rollout.py's shape): DP2 x TP8 x EP16, W8A8 weights.
 SHAPES = {GPUSTACK: ["model.quantization=w8a8", "parallel.dp=2", "parallel.ep=16"]}
 # The engine process each stack's serving start leaves on its node (one, after either run).
 ENGINE_PROCESS = {VLLM: "vllm-mindspore serve", MINDIE: "mindieservice_daemon"}
-# A model backend as GPUStack's worker names and labels it (`<model>-<5 letters or digits>`,
-# gpustack-workloads-remove.sh.j2), for the backends step's undo to find.
-BACKEND_WORKLOAD = "DeepSeek-R1-t3st1"
 # Where the program writes on a node, besides the stack's directory (/etc/ascend-inference/STACK):
 # the rank table MindIE reads (its stack's `rank_table_path`), the image tar's directory, and
 # the emulated devices' settings (`hccn_tool -tls -s` writes the node's faults.json, emulator/faults.py).
@@ -124,7 +111,7 @@ CONTAINER_PATHS = ["/usr/local/Ascend/mindie/latest/mindie-service/conf"]
 # running this is left out.
 SNAPSHOT = r'''
 import hashlib, json, os, re, subprocess, sys
-paths, container_paths, GPUSTACK_VENV = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] + "/"
+paths, container_paths = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 def file_entry(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -142,7 +129,7 @@ def host_tree(roots):
             out.update({os.path.join(top, f): file_entry(os.path.join(top, f)) for f in files})
     return out
 def container_tree(name, roots):
-    # Nothing from a container without `find` (GPUStack's pause image): docker's error is on stdout.
+    # Nothing from a container without `find`: docker's error is on stdout.
     def run(*a):
         done = subprocess.run(["docker", "exec", name, *a], capture_output=True, text=True)
         return done.stdout if done.returncode == 0 else ""
@@ -177,14 +164,7 @@ for entry in os.listdir("/proc"):
         # A Ray worker started again in the head's session numbers its files in it
         # (raylet.1.out, plasma_store.1): still one of each.
         args = re.sub(r"([a-z_]+)\.#(?=\.(?:out|err|log)\b| |$)", r"\1", args)
-        # The emulator's database for GPUStack's server (emulator/gpustack.py, a process of
-        # node0; GPUStack's own image embeds it): its connections come and go and show their
-        # state ("idle in transaction") with the server's queries. Its other processes stay.
-        # GPUStack's own processes (its venv's Python, in the program's container) come and
-        # go with its work (a multiprocessing child now and then): the container is in
-        # `containers`, and no step of the program starts a process in it.
-        if not (args.startswith(GPUSTACK_VENV) or re.match(r"postgres: \S+ \S+ [#.]+\(#\)", args)):
-            procs.append(args)
+        procs.append(args)
 state["processes"] = sorted(procs)
 print(json.dumps(state, sort_keys=True))
 '''
@@ -235,8 +215,7 @@ def snapshot(cluster, node: str = NODE) -> dict:
 
 
 def read_state(cluster, node: str) -> dict:
-    done = cluster.ssh(node, "python3 - " + shlex.join([json.dumps(HOST_PATHS), json.dumps(CONTAINER_PATHS),
-                                                       str(gpustack.VENV)]),
+    done = cluster.ssh(node, "python3 - " + shlex.join([json.dumps(HOST_PATHS), json.dumps(CONTAINER_PATHS)]),
                        input=SNAPSHOT, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -316,29 +295,6 @@ def rendered(cluster):
     return {stack: rendered_steps(stack, cluster) for stack in STEPS}
 
 
-@pytest.fixture(scope="module")
-def gpustack_server(cluster, rendered):
-    """GPUStack's server on node0: the real GPUStack 2.3.0 in the program's own container
-    (the server with its built-in worker), the emulator's arrangement for it stopped at the end."""
-    require_gpustack()
-    c = load_stack(GPUSTACK).spec.container
-    arranged = gpustack.ProgramGpustack(cluster, c.image, c.name)
-    try:
-        arranged.arrange([cluster.node(NODE)])  # no worker here: node1 needs nothing
-        write_sandbox(cluster, by_image={c.image: arranged.container_extras()})
-        create_container(cluster, GPUSTACK, rendered[GPUSTACK]["node0-container"])
-        yield
-    finally:
-        arranged.stop()
-
-
-def gpustack_backend(cluster) -> None:
-    """A model backend left on node0 as GPUStack's worker starts one (its workload label, on
-    GPUStack's own pause image, which the arrangement loaded): what the backends undo removes."""
-    node_ssh(cluster, NODE, f"docker run -d --name {BACKEND_WORKLOAD} --network none "
-                            f"--label runtime.gpustack.ai/workload={BACKEND_WORKLOAD} {gpustack.PAUSE_IMAGE}")
-
-
 def looked_at(cluster, inputs: dict, stack: str, step: str, output: str, state: dict) -> dict:
     """What a user sees of a step that starts something, beyond the node's state (`state`)."""
     if step == "node1-ray-worker":
@@ -350,9 +306,6 @@ def looked_at(cluster, inputs: dict, stack: str, step: str, output: str, state: 
         # One engine process on the node, its pid (the pid file's) the same.
         started = json.loads(output.strip().splitlines()[-1])
         return {"engines": sum(ENGINE_PROCESS[stack] in p for p in state["processes"]), "pid": started["pid"]}
-    if step.startswith("gpustack-"):
-        # A secret: compared by digest, never shown.
-        return {"secret sha256": hashlib.sha256(output.strip().encode()).hexdigest(), "empty": not output.strip()}
     return {}
 
 
@@ -362,14 +315,12 @@ CASES = [(stack, action, step) for stack in STEPS
 
 
 @pytest.mark.parametrize(("stack", "action", "step"), CASES, ids=[f"{s}:{a}:{t}" for s, a, t in CASES])
-def test_a_step_or_its_undo_run_twice_leaves_the_node_as_run_once(request, cluster, rendered, stack, action, step):
+def test_a_step_or_its_undo_run_twice_leaves_the_node_as_run_once(cluster, rendered, stack, action, step):
     inputs = rendered[stack]
     node = node_of(step)
     if action == "undo":
         undo = undo_script(inputs[step])
         assert undo, f"{stack} {step} has no undo"
-        if step == "node0-gpustack-backends":
-            gpustack_backend(cluster)
         before = snapshot(cluster, node)
         run_script(cluster, undo, node)
         once = snapshot(cluster, node)
@@ -385,8 +336,6 @@ def test_a_step_or_its_undo_run_twice_leaves_the_node_as_run_once(request, clust
         create_container(cluster, stack, inputs["node0-container"])
     if (stack, step) in NODE_READY:
         node_ready(cluster, stack, inputs, NODE_READY[stack, step])
-    if step == "gpustack-token":
-        request.getfixturevalue("gpustack_server")
     script = step_script(inputs[step])
     first = run_script(cluster, script, node)
     if (stack, step) in READY_AFTER:
@@ -403,5 +352,3 @@ def test_a_step_or_its_undo_run_twice_leaves_the_node_as_run_once(request, clust
         assert seen_once["ray status"] == {"npu": 16, "nodes": 2}
     elif step.endswith("-serve"):
         assert seen_once["engines"] == 1, f"{stack} {step}"
-    elif step.startswith("gpustack-"):
-        assert not seen_once["empty"], f"{stack} {step} printed nothing"
