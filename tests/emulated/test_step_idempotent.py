@@ -6,19 +6,28 @@ The steps are the program's own: each one's script is read from the graph
 the program builds under the SDK's mocks (ascendctl.preview.stack.record_stack,
 tests/step_script.py), for the stack pointed at this cluster exactly as
 `python -m emulator configure` points it (emulator/userpath.py
-machine_settings). They run over the system `ssh` on node0 as pulumi-command
-runs them (`bash -s`, the script on stdin), in the program's order, with no
-`pulumi`: that keeps this module cheap. For each step the node's state (the
-files the program writes, with modes and hashes; the containers and images;
-the processes, on the node and in its containers) after the second run must
-be the state after the first; the same for its undo (`delete`), run twice
-after every step has run.
+machine_settings). They run over the system `ssh` on their node as
+pulumi-command runs them (`bash -s`, the script on stdin), in the program's
+order, with no `pulumi`: that keeps this module cheap. For each step the
+node's state (the files the program writes, with modes and hashes; the
+containers and images; the processes, on the node and in its containers)
+after the second run must be the state after the first; the same for its
+undo (`delete`), run twice after the stack's steps have run, in the order
+`pulumi destroy` runs them. One stack at a time: its steps, then its undos.
 
-The container itself is the docker provider's resource, not a script: it is
-made here from the program's recorded inputs with the docker stand-in's own
-translation to `docker create` (emulator/plugins/docker.py `_flag_args`), so
-the steps that run in it find it; a create that ran but was not recorded is
-what `ascendctl leftovers` removes (docs/recovery.md).
+The steps that start something are also looked at as a user would: Ray's
+worker start (node1) leaves one raylet on each node and the program's own
+`ray status` check finding both nodes' 16 NPUs; MindIE's engine start on
+each node leaves one engine process there and the same pid file.
+
+The containers themselves are the docker provider's resources, not scripts
+(GPUStack's server and workers are such containers): each is made here from
+the program's recorded inputs with the docker stand-in's own translation to
+`docker create` (emulator/plugins/docker.py `_flag_args`), so the steps that
+run in it find it; a create that ran but was not recorded is what `ascendctl
+leftovers` removes (docs/recovery.md). GPUStack's host steps run here; its
+server's secret readers and backends step need the real GPUStack server
+running, which is not started here (docs/recovery.md says why).
 """
 from __future__ import annotations
 
@@ -42,20 +51,50 @@ from tests.step_script import step_script, undo_script
 pytestmark = pytest.mark.emulated
 
 NODE = "node0"
-# Each stack's node0 steps in the program's order (the create order of `pulumi up`): every
-# kind of step the program runs on a node, the host's and the container's. The first
-# in-container step of each finds the container made (CONTAINER_FIRST).
+VLLM, MINDIE, GPUSTACK = "tp16-vllm-mindspore", "tp16-mindie", "dp4-ep32-gpustack"
+# Each stack's steps in the program's order (the create order of `pulumi up`): every kind
+# of step the program runs on a node, the host's and the container's, on the node its name
+# says (node0, the master, for the cluster-wide ones). The first in-container step of each
+# finds its container made (CONTAINER_FIRST); NODE_READY says what the other node has from
+# the program before a step there or one that needs it.
 STEPS = {
-    "tp16-vllm-mindspore": ["node0-weights", "node0-env", "node0-name-free", "cluster-verified", "node0-mounts",
-                            "node0-container-check", "node0-ray-head", "node0-serve"],
-    "tp16-mindie": ["node0-fix-tls", "node0-weights", "node0-image", "node0-env", "node0-file-1",
-                    "node0-name-free", "node0-rank-table", "node0-mounts", "node0-config-edit"],
+    VLLM: ["node0-weights", "node0-env", "node0-name-free", "cluster-verified", "node0-mounts",
+           "node0-container-check", "node0-ray-head", "node1-ray-worker", "node0-serve"],
+    MINDIE: ["node0-fix-tls", "node0-weights", "node0-image", "node0-env", "node0-file-1",
+             "node0-name-free", "node0-rank-table", "node0-mounts", "node0-config-edit", "node0-serve", "node1-serve"],
+    # GPUStack's server and workers are containers (the provider's), its model the program's
+    # dynamic resource: its remote steps are the host's, the server's two secret readers and
+    # the backends step (its create does nothing; its undo removes the model's backends).
+    # The readers and the backends step need the real server running: not here (docs/recovery.md).
+    GPUSTACK: ["node0-weights", "node0-env", "node0-file-1", "node0-name-free", "cluster-verified", "node0-mounts"],
 }
-CONTAINER_FIRST = {"tp16-vllm-mindspore": "node0-container-check", "tp16-mindie": "node0-config-edit"}
+CONTAINER_FIRST = {VLLM: "node0-container-check", MINDIE: "node0-config-edit"}
+# (stack, step) -> node1's own steps, run once before it: node1 joins node0's Ray (a TP16
+# engine needs the 16 NPUs of both nodes, and one that exits for want of them is rightly
+# started again by the engine start's second run); MindIE's daemons start on every node,
+# each once its node has its files, rank table, container and config edit.
+NODE_READY = {
+    (VLLM, "node1-ray-worker"): ["node1-env", "node1-container"],
+    (MINDIE, "node0-serve"): ["node1-fix-tls", "node1-weights", "node1-image", "node1-env", "node1-file-1",
+                              "node1-rank-table", "node1-mounts", "node1-container", "node1-config-edit"],
+}
+# What `pulumi up` runs right after an engine start, run here after its first run: the
+# readiness wait, so that the node is looked at once the engine has done starting (its log,
+# Ray's workers). Not after the second run: its requests would add lines to the engine's log.
+# (MindIE's master is ready only once node1's daemon has joined: after node1's start.)
+READY_AFTER = {(VLLM, "node0-serve"): "serving-ready", (MINDIE, "node1-serve"): "serving-ready"}
 # The steps with an undo (`delete`), in the order `pulumi destroy` runs them; the others
 # are checks, or keep their work on delete (weights, a loaded image, the TLS switch).
-UNDOS = [("tp16-vllm-mindspore", step) for step in ("node0-serve", "node0-ray-head", "cluster-verified", "node0-env")] \
-    + [("tp16-mindie", step) for step in ("node0-config-edit", "node0-rank-table", "node0-file-1", "node0-env")]
+UNDOS = {
+    VLLM: ["node0-serve", "node1-ray-worker", "node0-ray-head", "cluster-verified", "node0-env"],
+    MINDIE: ["node1-serve", "node0-serve", "node0-config-edit", "node0-rank-table", "node0-file-1", "node0-env"],
+    GPUSTACK: ["node0-file-1", "cluster-verified", "node0-env"],
+}
+# What a stack's first nodes need to fit this 2-node cluster, as `pulumi config set --path`
+# would make them (test_gpustack_rollout.py's shape): DP2 x TP8 x EP16, W8A8 weights.
+SHAPES = {GPUSTACK: ["model.quantization=w8a8", "parallel.dp=2", "parallel.ep=16"]}
+# The engine process each stack's serving start leaves on its node (one, after either run).
+ENGINE_PROCESS = {VLLM: "vllm-mindspore serve", MINDIE: "mindieservice_daemon"}
 # Where the program writes on a node, besides the stack's directory (/etc/ascend-inference/STACK):
 # the rank table MindIE reads (its stack's `rank_table_path`), the image tar's directory, and
 # the emulated devices' settings (`hccn_tool -tls -s` writes the node's faults.json, emulator/faults.py).
@@ -90,7 +129,10 @@ def host_tree(roots):
             out.update({os.path.join(top, f): file_entry(os.path.join(top, f)) for f in files})
     return out
 def container_tree(name, roots):
-    run = lambda *a: subprocess.run(["docker", "exec", name, *a], capture_output=True, text=True).stdout
+    # Nothing from a container without `find`: docker's error is on stdout.
+    def run(*a):
+        done = subprocess.run(["docker", "exec", name, *a], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
     out = {f"{name}:{p}": f"{m} {k}" for p, k, m in
            (l.split("\t") for l in run("find", *roots, "-printf", "%p\t%y\t%m\n").splitlines())}
     for line in run("find", *roots, "-type", "f", "-exec", "sha256sum", "{}", "+").splitlines():
@@ -118,7 +160,11 @@ for entry in os.listdir("/proc"):
     if args and not args.startswith(("sshd: ", "docker ")):
         # Ray passes its settings base64-encoded (`--config_list=...`, the session name in them).
         args = re.sub(r"=[A-Za-z0-9+/]{24,}={0,2}(?= |$)", "=<encoded>", args)
-        procs.append(re.sub(r"[0-9a-f]{8,}|\d+", "#", args))
+        args = re.sub(r"[0-9a-f]{8,}|\d+", "#", args)
+        # A Ray worker started again in the head's session numbers its files in it
+        # (raylet.1.out, plasma_store.1): still one of each.
+        args = re.sub(r"([a-z_]+)\.#(?=\.(?:out|err|log)\b| |$)", r"\1", args)
+        procs.append(args)
 state["processes"] = sorted(procs)
 print(json.dumps(state, sort_keys=True))
 '''
@@ -136,29 +182,40 @@ def plain(value: Any) -> Any:
 
 
 def rendered_steps(stack: str, cluster) -> dict[str, dict]:
-    """name -> recorded inputs of the stack's resources, the stack pointed at `cluster`."""
+    """name -> recorded inputs of the stack's resources, the stack pointed at `cluster`
+    (a stack of more nodes cut to the cluster's, as PulumiRollout `nodes` does)."""
     base = load_stack(stack)
-    config = base.raw_config
-    for key, value in machine_settings(base, cluster).items():
+    count = len(cluster.nodes)
+    config = dict(base.raw_config)
+    config[f"{NAMESPACE}:nodes"] = config[f"{NAMESPACE}:nodes"][:count]
+    for change in SHAPES.get(stack, []):
+        config = apply_change(config, change, base.file)
+    for key, value in machine_settings(base, cluster, node_count=count).items():
         config = apply_change(config, f"{key.removeprefix(NAMESPACE + ':')}={value}", base.file)
     return {r.name: plain(r.inputs) for r in record_stack(loaded_with_config(base, config)).resources}
 
 
-def snapshot(cluster) -> dict:
-    """The node's state once its processes are settled: read until two reads in a row
-    find the same processes (a Ray just started may still be starting its agents), at
-    most SETTLE_READS reads."""
-    state = read_state(cluster)
+def node_of(step: str) -> str:
+    """The node a step runs on: the one its name starts with, else the master."""
+    first = step.split("-", 1)[0]
+    return first if first.startswith("node") else NODE
+
+
+def snapshot(cluster, node: str = NODE) -> dict:
+    """The node's state once settled: read until two reads in a row find the same state
+    (a Ray just started may still be starting its agents, an engine writing its first log
+    lines), at most SETTLE_READS reads."""
+    state = read_state(cluster, node)
     for _ in range(SETTLE_READS - 1):
-        again = read_state(cluster)
-        if again["processes"] == state["processes"]:
+        again = read_state(cluster, node)
+        if again == state:
             return again
         state = again
     return state
 
 
-def read_state(cluster) -> dict:
-    done = cluster.ssh(NODE, "python3 - " + shlex.join([json.dumps(HOST_PATHS), json.dumps(CONTAINER_PATHS)]),
+def read_state(cluster, node: str) -> dict:
+    done = cluster.ssh(node, "python3 - " + shlex.join([json.dumps(HOST_PATHS), json.dumps(CONTAINER_PATHS)]),
                        input=SNAPSHOT, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -183,6 +240,12 @@ def differences(first: dict, second: dict) -> dict:
         if only_a or only_b:
             out[part] = (sorted(set(only_a)), sorted(set(only_b)))
     return out
+
+
+def assert_same(once: dict, twice: dict, what: str) -> None:
+    found = differences(once, twice)
+    assert not found, f"{what}: after the second run, (only after the first, only after the second): " \
+                      + json.dumps(found, indent=1)
 
 
 @pytest.fixture(scope="module")
@@ -215,17 +278,16 @@ def create_container(cluster, stack: str, inputs: dict, node: str = NODE) -> Non
     node_ssh(cluster, node, f"docker start {ident}")
 
 
-def second_ray_node(cluster, stack: str, inputs: dict) -> None:
-    """node1 joins node0's Ray (its env file, its container, its Ray worker, by the
-    program's own steps): a TP16 engine needs the 16 NPUs of both nodes, and one that
-    exits for want of them is rightly started again by the engine start's second run."""
-    stack_ready(cluster, stack, "node1")
-    run_script(cluster, step_script(inputs["node1-env"]), "node1")
-    create_container(cluster, stack, inputs["node1-container"], "node1")
-    run_script(cluster, step_script(inputs["node1-ray-worker"]), "node1")
-
-
-CASES = [(stack, step) for stack, steps in STEPS.items() for step in steps]
+def node_ready(cluster, stack: str, inputs: dict, steps: list[str]) -> None:
+    """The program's own steps of another node, each run once (its container made as the
+    provider makes it), after what the stack finds there before them."""
+    node = node_of(steps[0])
+    stack_ready(cluster, stack, node)
+    for step in steps:
+        if step == f"{node}-container":
+            create_container(cluster, stack, inputs[step], node)
+        else:
+            run_script(cluster, step_script(inputs[step]), node)
 
 
 @pytest.fixture(scope="module")
@@ -233,32 +295,60 @@ def rendered(cluster):
     return {stack: rendered_steps(stack, cluster) for stack in STEPS}
 
 
-@pytest.mark.parametrize(("stack", "step"), CASES, ids=[f"{s}:{t}" for s, t in CASES])
-def test_a_step_run_twice_leaves_the_node_as_run_once(cluster, rendered, stack, step):
+def looked_at(cluster, inputs: dict, stack: str, step: str, output: str, state: dict) -> dict:
+    """What a user sees of a step that starts something, beyond the node's state (`state`)."""
+    if step == "node1-ray-worker":
+        # One raylet on each node, and the program's own check: both nodes' NPUs in `ray status`.
+        raylets = {node: sum(p.split()[0].endswith("/raylet") for p in found["processes"])
+                   for node, found in (("node0", snapshot(cluster, "node0")), ("node1", state))}
+        return {"raylets": raylets, "ray status": json.loads(run_script(cluster, step_script(inputs["ray-verify"])))}
+    if step.endswith("-serve"):
+        # One engine process on the node, its pid (the pid file's) the same.
+        started = json.loads(output.strip().splitlines()[-1])
+        return {"engines": sum(ENGINE_PROCESS[stack] in p for p in state["processes"]), "pid": started["pid"]}
+    return {}
+
+
+# The cases in the order they run: each stack's steps, then their undos, stack after stack.
+CASES = [(stack, action, step) for stack in STEPS
+         for action, steps in (("run", STEPS[stack]), ("undo", UNDOS[stack])) for step in steps]
+
+
+@pytest.mark.parametrize(("stack", "action", "step"), CASES, ids=[f"{s}:{a}:{t}" for s, a, t in CASES])
+def test_a_step_or_its_undo_run_twice_leaves_the_node_as_run_once(cluster, rendered, stack, action, step):
     inputs = rendered[stack]
-    if step == STEPS[stack][0]:
+    node = node_of(step)
+    if action == "undo":
+        undo = undo_script(inputs[step])
+        assert undo, f"{stack} {step} has no undo"
+        before = snapshot(cluster, node)
+        run_script(cluster, undo, node)
+        once = snapshot(cluster, node)
+        run_script(cluster, undo, node)
+        twice = snapshot(cluster, node)
+        assert_same(once, twice, f"{stack} {step}'s undo")
+        assert differences(before, once), f"{stack} {step}: its undo changed nothing"
+        return
+    if step == STEPS[stack][0] and stack != GPUSTACK:
         stack_ready(cluster, stack)
-    if step == CONTAINER_FIRST[stack]:
+    if step == CONTAINER_FIRST.get(stack):
         # The provider's create, once (its rerun is the provider's: see the module's doc).
         create_container(cluster, stack, inputs["node0-container"])
-    if step == "node0-serve":
-        second_ray_node(cluster, stack, inputs)
+    if (stack, step) in NODE_READY:
+        node_ready(cluster, stack, inputs, NODE_READY[stack, step])
     script = step_script(inputs[step])
-    run_script(cluster, script)
-    once = snapshot(cluster)
-    run_script(cluster, script)
-    twice = snapshot(cluster)
-    assert differences(once, twice) == {}, f"{stack} {step}"
-
-
-@pytest.mark.parametrize(("stack", "step"), UNDOS, ids=[f"{s}:{t}" for s, t in UNDOS])
-def test_an_undo_run_twice_leaves_the_node_as_undone_once(cluster, rendered, stack, step):
-    undo = undo_script(rendered[stack][step])
-    assert undo, f"{stack} {step} has no undo"
-    before = snapshot(cluster)
-    run_script(cluster, undo)
-    once = snapshot(cluster)
-    run_script(cluster, undo)
-    twice = snapshot(cluster)
-    assert differences(once, twice) == {}, f"{stack} {step}"
-    assert differences(before, once), f"{stack} {step}: its undo changed nothing"
+    first = run_script(cluster, script, node)
+    if (stack, step) in READY_AFTER:
+        run_script(cluster, step_script(inputs[READY_AFTER[stack, step]]))
+    once = snapshot(cluster, node)
+    seen_once = looked_at(cluster, inputs, stack, step, first, once)
+    second = run_script(cluster, script, node)
+    twice = snapshot(cluster, node)
+    seen_twice = looked_at(cluster, inputs, stack, step, second, twice)
+    assert_same(once, twice, f"{stack} {step}")
+    assert seen_once == seen_twice, f"{stack} {step}"
+    if step == "node1-ray-worker":
+        assert seen_once["raylets"] == {"node0": 1, "node1": 1}
+        assert seen_once["ray status"] == {"npu": 16, "nodes": 2}
+    elif step.endswith("-serve"):
+        assert seen_once["engines"] == 1, f"{stack} {step}"
