@@ -65,7 +65,8 @@ ROLES = [
     ("env", r".+-env"), ("file", r".+-file-\d+"), ("image", r".+-image"), ("container", r".+-container"),
     ("name-free", r".+-name-free"), ("image-check", r".+-image-check"), ("mounts", r".+-mounts"),
     ("container-check", r".+-container-check"), ("config-edit", r".+-config-edit"),
-    ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"), ("serve-alive", r".+-serve-alive"), ("ready", r"serving-ready"),
+    ("ray", r".+-ray-head|.+-ray-worker|ray-verify"), ("serve", r".+-serve"),
+    ("serve-alive", r".+-serve-alive"), ("ready", r"serving-ready"),
     ("smoke", r"smoke-test-request"), ("gpustack-secret", r"gpustack-(token|admin-password)"),
     ("gpustack-model", r"gpustack-model-deploy"), ("gpustack-backends", r".+-gpustack-backends"),
 ]
