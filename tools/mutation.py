@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mutation testing of the rule modules with cosmic-ray (not in CI: slow).
 
-    python3 tools/mutation.py [MODULE ...] [--graph] [--timeout S] [--work DIR] [--json FILE]
+    python3 tools/mutation.py [MODULE ...] [--graph] [--timeout S] [--lines FROM-TO] [--work DIR] [--json FILE]
 
 MODULE is a path under the repository (default: every rule module, the
 `rules` groups of [tool.ascend-inference.coverage-floors] in pyproject.toml).
@@ -42,6 +42,13 @@ survivors' verdicts are kept in docs/testing.md ("Mutation testing and
 coverage"). Each mutant's test run is bounded by `--timeout` (cosmic-ray
 kills it and counts the mutant as killed when it hangs, the way an infinite
 loop it introduced would be noticed), so the whole run is bounded too.
+
+`--lines FROM-TO` runs only the mutants that start on those lines of the
+module (the others are counted apart, as outside the lines): a module too
+large for one sitting is covered in parts, each part complete. (cosmic-ray
+runs the pending mutants in random order, so an interrupted run is a random
+sample of the module, and a rerun cannot tell which mutants it ran: line
+ranges are what parts can be named by.)
 
 `--run-mutant MAP` is the per-mutant test command cosmic-ray runs (not for
 use by hand).
@@ -224,6 +231,17 @@ def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
     return sorted(reached, key=lambda t: (seconds.get(t, 0.0), plan["tests"].index(t.split("::")[0]), t))
 
 
+def line_range(text: str) -> range:
+    """`--lines FROM-TO` (or one line `N`) as the range of lines it names, both ends included."""
+    found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is no line range: give FROM-TO (e.g. 300-450) or one line")
+    first, last = int(found.group(1)), int(found.group(2) or found.group(1))
+    if first < 1 or last < first:
+        raise argparse.ArgumentTypeError(f"{text!r}: the lines run from 1 up, FROM no greater than TO")
+    return range(first, last + 1)
+
+
 def run_mutant(map_file: Path) -> int:
     """The test command of one mutant: the tests that execute the lines the mutant changed."""
     plan = json.loads(map_file.read_text())
@@ -239,7 +257,7 @@ def run_mutant(map_file: Path) -> int:
     return run.returncode
 
 
-def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dict:
+def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines: range | None = None) -> dict:
     name = module.replace("/", "-")
     session = tree / f"mutation-{name}.sqlite"
     config = tree / f"mutation-{name}.toml"
@@ -257,12 +275,16 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    skipped = uncompilable = 0
+    skipped = uncompilable = outside = 0
     spans = annotation_spans(source) if annotations_never_evaluated(source) else []
     with use_db(str(session)) as db:
         for item in db.work_items:
             mutation = item.mutations[0]
             start = tuple(mutation.start_pos)
+            if lines is not None and start[0] not in lines:
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                outside += 1
+                continue
             if any(a <= start < b for a, b in spans):
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
                 skipped += 1
@@ -295,7 +317,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
         else:
             killed += 1
     return {"module": module, "tests": tests, "generated": len(mutants), "skipped_annotations": skipped,
-            "skipped_uncompilable": uncompilable, "not_made": unmade,
+            "skipped_uncompilable": uncompilable, "outside_lines": outside, "not_made": unmade,
             "mutants": killed + len(survivors), "killed": killed, "survivors": survivors}
 
 
@@ -304,6 +326,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="module paths (default: every rule module)")
     parser.add_argument("--graph", action="store_true", help="also run the graph-tier tests that import it")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant's test run")
+    parser.add_argument("--lines", type=line_range, metavar="FROM-TO",
+                        help="only the mutants starting on these lines of each module (both included)")
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--run-mutant", type=Path, help=argparse.SUPPRESS)
@@ -323,13 +347,15 @@ def main() -> int:
                 print(f"{module}: no {'/'.join(sorted(tiers))} test imports it; skipped")
                 continue
             print(f"== {module}: {len(tests)} test module(s): {' '.join(tests)}", flush=True)
-            result = run_module(module, work / "tree", tests, args.timeout)
+            result = run_module(module, work / "tree", tests, args.timeout, args.lines)
             results.append(result)
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
                   f"{result['skipped_annotations']} of {result['generated']} in annotations skipped, "
                   f"{result['skipped_uncompilable']} that do not compile skipped, "
-                  f"{result['not_made']} cosmic-ray could not make", flush=True)
+                  f"{result['not_made']} cosmic-ray could not make"
+                  + (f", {result['outside_lines']} outside lines {args.lines.start}-{args.lines.stop - 1}"
+                     if args.lines else ""), flush=True)
             for s in result["survivors"]:
                 print(f"  survived: line {s['line']} {s['operator']}"
                       f"{' (no test executes it)' if s['unreached'] else ''}\n" +
