@@ -332,6 +332,16 @@ def test_no_instance_wait_without_a_ready_timeout_or_replicas(server, more):
     assert not any(t.startswith("/v2/model-instances") for _, t, _, _ in fake.requests)
 
 
+def test_the_shortest_ready_timeout_still_waits_for_the_instance(server):
+    # Found by mutation testing: `ready_timeout_s > 0` -> `> 1` passed (every test waited 5 s
+    # or not at all); 1 s is the least `Seconds` allows (engines/base.py).
+    fake, url = server
+    fake.workers = [ready_worker()]
+    lines: list[str] = []
+    gpustack_api.create_model(props(url, ready_timeout_s=1), lines.append)
+    assert lines[-1] == "model DeepSeek-R1: instance DeepSeek-R1-x1 new -> running"
+
+
 def test_create_takes_over_a_model_of_the_same_name_left_by_an_interrupted_run(server):
     fake, url = server
     fake.workers = [ready_worker()]

@@ -110,6 +110,12 @@ def test_a_worker_in_a_state_that_sorts_after_ready_is_named_too():
     assert got == ["worker node0 is unreachable; expected ready"]
 
 
+def test_a_worker_with_more_npus_than_expected_is_ready():
+    # Found by mutation testing: `have < npus` -> `have is not npus` (or `!=`) passed, as no
+    # test had a worker with more NPUs than the stack asks of it.
+    assert worker_problems(EXPECTED[:2], [worker("node0", 16), worker("node1", 8)]) == []
+
+
 @pytest.mark.parametrize("image,line", [
     ("gpustack/gpustack:latest-npu", "0.x"), ("gpustack/gpustack:v0.7.1-npu", "0.x"),
     ("gpustack/gpustack:0.6.2", "0.x"), ("gpustack/gpustack:v0.7.1", "0.x"),
@@ -259,6 +265,16 @@ def test_a_long_wait_prints_a_line_every_30_s_while_nothing_changes():
         "model DeepSeek-R1: waiting for an instance to run: 30 s of 3600 s (DeepSeek-R1-abc starting)",
         "model DeepSeek-R1: waiting for an instance to run: 60 s of 3600 s (DeepSeek-R1-abc starting)",
         "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
+
+
+def test_a_long_wait_in_a_state_that_sorts_before_running_prints_its_lines_too():
+    # Found by mutation testing: `state == "running"` -> `state < "running"` in the test for
+    # "no instance runs yet" passed: the long-wait test's state, "starting", sorts after it.
+    api = ScriptedApi([[instance("downloading")]] * 8 + [[instance("running")]])
+    assert api.wait(timeout_s=3600) == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> downloading",
+        "model DeepSeek-R1: waiting for an instance to run: 30 s of 3600 s (DeepSeek-R1-abc downloading)",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc downloading -> running"]
 
 
 def test_wait_prints_a_new_error_message_of_the_same_state():
