@@ -363,6 +363,45 @@ def test_update_of_a_model_deleted_by_hand_says_to_refresh(server):
                                  "(it drops the model from the state), then `pulumi up` creates it")
 
 
+def test_update_changes_the_model_in_place_and_gives_the_new_outputs(server):
+    # Found by mutation testing: no test updated a model that exists (update_model's `[1]`
+    # -> `[2]` passed).
+    fake, url = server
+    fake.workers = [ready_worker()]
+    fake.models[3] = {"id": 3, "name": "DeepSeek-R1", "replicas": 2, "restart_on_error": True, "cluster_id": 1}
+    fake.instances[3] = [{"id": 30, "name": "DeepSeek-R1-y", "state": "running", "worker_id": 1}]
+    lines: list[str] = []
+    outputs = gpustack_api.update_model("3", props(url), lines.append)
+    assert fake.models[3]["replicas"] == 1 and len(fake.models) == 1
+    assert outputs == {**props(url), "model": props(url)["model"], "model_id": 3, "cluster_id": 1}
+    assert lines == ["GPUStack workers ready: node0", "GPUStack model DeepSeek-R1 updated (id 3)",
+                     "model DeepSeek-R1: instance DeepSeek-R1-y new -> running"]
+
+
+@pytest.mark.parametrize("username", [None, ""])
+def test_a_stack_without_a_user_name_logs_in_as_admin(server, username):
+    # Found by mutation testing: `username or "admin"` -> `and` passed (every test named admin).
+    fake, url = server
+    fake.models[3] = {"id": 3, "name": "DeepSeek-R1"}
+    assert gpustack_api.read_model("3", props(url, username=username))["model_id"] == 3
+    assert fake.logins == 1
+
+
+def test_read_and_delete_ask_a_server_that_does_not_answer_once():
+    # Found by mutation testing: `_session`'s `wait_s=0` -> 1 passed. Only create and update
+    # wait for a server still starting; refresh and destroy report it at once.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = props(f"http://127.0.0.1:{port}")
+    for call in (lambda: gpustack_api.read_model("3", closed),
+                 lambda: gpustack_api.delete_model("3", closed, lambda line: None)):
+        with pytest.raises(GpustackError) as raised:
+            call()
+        assert str(raised.value).startswith(f"GPUStack at http://127.0.0.1:{port} did not answer the login")
+        assert "after" not in str(raised.value)
+
+
 def test_read_gives_what_the_server_has_and_none_when_the_model_is_gone(server):
     fake, url = server
     fake.models[3] = {"id": 3, "name": "DeepSeek-R1", "replicas": 3, "cluster_id": 1, "backend": "MindIE",

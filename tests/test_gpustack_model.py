@@ -110,6 +110,13 @@ def test_a_worker_in_a_state_that_sorts_after_ready_is_named_too():
     assert got == ["worker node0 is unreachable; expected ready"]
 
 
+def test_a_worker_not_registered_does_not_hide_the_next_workers_problems():
+    # Found by mutation testing: the `continue` after a worker not registered -> `break` passed.
+    got = worker_problems(EXPECTED[:2], [worker("node1", 6)])
+    assert got == ["worker node0 has not registered with GPUStack (registered: node1); expected it Ready with 8 NPUs",
+                   "worker node1 reports 6 NPUs; expected 8"]
+
+
 def test_a_worker_with_more_npus_than_expected_is_ready():
     # Found by mutation testing: `have < npus` -> `have is not npus` (or `!=`) passed, as no
     # test had a worker with more NPUs than the stack asks of it.
