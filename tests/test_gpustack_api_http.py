@@ -46,6 +46,7 @@ class FakeGpustack:
         self.expire_sessions = 0  # answer 401 to this many next calls, as after the cookie's 2 h
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.error_body: dict[str, tuple[int, bytes]] = {}  # path -> (status, body) to answer once
+        self.hang_up: set[str] = set()  # paths whose request is read and the connection closed, no answer
         self.next_id = 7
 
     def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
@@ -126,6 +127,9 @@ def server() -> Iterator[tuple[FakeGpustack, str]]:
     class Handler(BaseHTTPRequestHandler):
         def handle_one(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path in fake.hang_up:
+                self.close_connection = True
+                return
             status, headers, payload = fake.answer(self.command, self.path, dict(self.headers), body)
             self.send_response(status)
             for name, value in {"Content-Type": "application/json", **headers}.items():
@@ -400,6 +404,44 @@ def test_read_and_delete_ask_a_server_that_does_not_answer_once():
             call()
         assert str(raised.value).startswith(f"GPUStack at http://127.0.0.1:{port} did not answer the login")
         assert "after" not in str(raised.value)
+
+
+def test_a_server_that_hangs_up_without_an_answer_is_one_line(server):
+    # Found by mutation testing: no test reached `call`'s `except (URLError, OSError)`. A
+    # connection closed before the answer is http.client's RemoteDisconnected, an OSError
+    # that urllib does not wrap in a URLError.
+    fake, url = server
+    api = GpustackApi(url, "admin", PASSWORD)
+    fake.hang_up.add("/v2/clusters?page=1&perPage=100")
+    with pytest.raises(GpustackError) as raised:
+        api.items("/v2/clusters")
+    assert str(raised.value).startswith(f"GPUStack GET /v2/clusters?page=1&perPage=100: no answer from {url}: ")
+    assert not isinstance(raised.value, GpustackApiError)
+
+
+def test_an_instance_in_error_read_from_the_server_fails_the_wait_at_once(server):
+    # Found by mutation testing: `state == "error"` -> `is "error"` passed. The instance
+    # wait's other tests give it string literals, which Python interns; a state decoded
+    # from the server's JSON is a string of its own.
+    fake, url = server
+    fake.workers = [ready_worker()]
+    fake.models[3] = {"id": 3, "name": "DeepSeek-R1", "replicas": 1, "restart_on_error": False, "cluster_id": 1}
+    fake.instances[3] = [{"id": 30, "name": "DeepSeek-R1-y", "state": "error", "state_message": "HCCL init failed",
+                          "worker_id": 1}]
+    with pytest.raises(GpustackError) as raised:
+        gpustack_api.update_model("3", props(url), lambda line: None)
+    assert str(raised.value).startswith("model DeepSeek-R1: instance DeepSeek-R1-y failed (")
+    assert "last error: HCCL init failed" in str(raised.value)
+
+
+def test_create_does_not_take_over_a_model_whose_name_only_contains_the_stacks(server):
+    # Found by mutation testing: find_model's `name == wanted` -> `<=` passed: GPUStack's
+    # search matches a part of the name, and no test's other model sorted before the stack's.
+    fake, url = server
+    fake.workers = [ready_worker()]
+    fake.models[3] = {"id": 3, "name": "AWQ-DeepSeek-R1", "replicas": 1}
+    model_id, _ = gpustack_api.create_model(props(url), lambda line: None)
+    assert model_id == "7" and fake.models[3] == {"id": 3, "name": "AWQ-DeepSeek-R1", "replicas": 1}
 
 
 def test_read_gives_what_the_server_has_and_none_when_the_model_is_gone(server):

@@ -418,6 +418,16 @@ def test_the_workers_wait_gives_up_with_the_first_problem(monkeypatch):
     assert clock.now >= 10
 
 
+def test_the_workers_wait_prints_the_first_of_several_problems(monkeypatch):
+    # Found by mutation testing: the waiting line's `problems[0]` -> `problems[-1]` passed.
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    api = WorkersApi([[worker("node0", 8, "not_ready"), worker("node1", 6)], [worker("node0", 8), worker("node1", 8)]])
+    lines: list[str] = []
+    api.wait_workers(1, EXPECTED[:2], 60, lines.append)
+    assert lines == ["waiting for GPUStack workers: worker node0 is not_ready; expected ready",
+                     "GPUStack workers ready: node0, node1"]
+
+
 def test_no_expected_worker_asks_nothing():
     api = WorkersApi([])
     api.wait_workers(1, [], 10, lambda line: None)
