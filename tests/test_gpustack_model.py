@@ -63,6 +63,14 @@ def test_diff_ignores_what_the_stack_leaves_to_the_server_and_the_credentials():
     assert plan_change(olds, news).changes == []
 
 
+def test_a_field_left_to_the_server_does_not_stop_the_comparison_of_the_next():
+    # Found by mutation testing: the `continue` after an unset field -> `break` passed.
+    olds = props()
+    news = {**props(), "model": {"backend_version": None, "replicas": 2, "name": olds["model"]["name"]}}
+    assert list(news["model"])[0] == "backend_version"
+    assert plan_change(olds, news).changes == ["model.replicas"]
+
+
 def test_diff_sees_a_hand_edit_that_refresh_read():
     olds = props()
     olds["model"]["backend_parameters"] = ["--max-seq-len=2048"]   # changed in the UI, read back by refresh
