@@ -243,6 +243,8 @@ def test_an_error_body_that_cannot_be_read_gives_the_status_reason():
     (b'["not", "an", "object"]', '["not", "an", "object"]'),
     (b"<html>Bad Gateway</html>", "<html>Bad Gateway</html>"),
     (b"x" * 600, "x" * 500),
+    # Found by mutation testing: the cut of a long JSON message (`[:500]` -> `[:499]`) was untested.
+    (json.dumps({"code": 500, "message": "y" * 600}).encode(), "y" * 500),
 ])
 def test_an_error_body_is_shown_by_its_message_or_as_text(server, body, shown):
     fake, url = server
@@ -343,6 +345,16 @@ def test_the_shortest_ready_timeout_still_waits_for_the_instance(server):
     fake.workers = [ready_worker()]
     lines: list[str] = []
     gpustack_api.create_model(props(url, ready_timeout_s=1), lines.append)
+    assert lines[-1] == "model DeepSeek-R1: instance DeepSeek-R1-x1 new -> running"
+
+
+def test_a_model_without_replicas_is_taken_for_one_replica_and_waited_for(server):
+    # Found by mutation testing: the default of an absent `replicas`, 1 -> 0, passed.
+    fake, url = server
+    fake.workers = [ready_worker()]
+    model = {k: v for k, v in props("")["model"].items() if k != "replicas"}
+    lines: list[str] = []
+    gpustack_api.create_model(props(url, model=model), lines.append)
     assert lines[-1] == "model DeepSeek-R1: instance DeepSeek-R1-x1 new -> running"
 
 
