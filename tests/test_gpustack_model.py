@@ -292,6 +292,23 @@ def test_a_long_wait_in_a_state_that_sorts_before_running_prints_its_lines_too()
         "model DeepSeek-R1: instance DeepSeek-R1-abc downloading -> running"]
 
 
+def test_the_waiting_line_comes_at_the_first_poll_past_30_s_when_polls_do_not_land_on_it():
+    # Found by mutation testing: `waited >= progress_every_s` -> `==` passed: at 5 s a poll
+    # every test's poll landed on 30 s exactly.
+    api = ScriptedApi([[instance("starting")]] * 6 + [[instance("running")]])
+    lines: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        api.now += seconds
+
+    gpustack_api.wait_instance_running(api, 7, "DeepSeek-R1", 3600, lines.append, poll_s=7,
+                                       clock=lambda: api.now, sleep=sleep)
+    assert lines == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
+        "model DeepSeek-R1: waiting for an instance to run: 35 s of 3600 s (DeepSeek-R1-abc starting)",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
+
+
 def test_wait_prints_a_new_error_message_of_the_same_state():
     crash = "Restarted 3 times without serving. No known failure signature was found in its log"
     api = ScriptedApi([[instance("error", PORTS)], [instance("error", crash)], [instance("running")]])
@@ -436,6 +453,15 @@ def test_the_workers_wait_prints_the_first_of_several_problems(monkeypatch):
                      "GPUStack workers ready: node0, node1"]
 
 
+def test_the_workers_wait_gives_up_with_the_first_of_several_problems(monkeypatch):
+    # Found by mutation testing: the timeout's `problems[0]` -> `problems[-1]` passed.
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    api = WorkersApi([[worker("node0", 8, "not_ready"), worker("node1", 6)]])
+    with pytest.raises(gpustack_api.GpustackError) as raised:
+        api.wait_workers(1, EXPECTED[:2], 10, lambda line: None)
+    assert str(raised.value) == "worker node0 is not_ready; expected ready (after 10 s)"
+
+
 def test_no_expected_worker_asks_nothing():
     api = WorkersApi([])
     api.wait_workers(1, [], 10, lambda line: None)
@@ -489,10 +515,12 @@ def test_a_model_already_gone_is_deleted(monkeypatch):
     assert lines == ["GPUStack model 7 deleted"]
 
 
-def test_a_refused_delete_is_raised(monkeypatch):
+# A code above 404 too: found by mutation testing (`code != 404` -> `code < 404` passed).
+@pytest.mark.parametrize("code", [403, 500])
+def test_a_refused_delete_is_raised(monkeypatch, code):
     monkeypatch.setattr(gpustack_api, "time", FakeClock())
-    with pytest.raises(gpustack_api.GpustackApiError, match="HTTP 403 refused"):
-        DeleteApi([([], None)], delete_code=403).delete_model(7, 60, lambda line: None)
+    with pytest.raises(gpustack_api.GpustackApiError, match=f"HTTP {code} refused"):
+        DeleteApi([([], None)], delete_code=code).delete_model(7, 60, lambda line: None)
 
 
 @pytest.mark.parametrize(("poll", "left"), [(([instance("running")], {"id": 7}), "DeepSeek-R1-abc (running)"),
