@@ -294,8 +294,10 @@ def test_a_long_wait_in_a_state_that_sorts_before_running_prints_its_lines_too()
 
 def test_the_waiting_line_comes_at_the_first_poll_past_30_s_when_polls_do_not_land_on_it():
     # Found by mutation testing: `waited >= progress_every_s` -> `==` passed: at 5 s a poll
-    # every test's poll landed on 30 s exactly.
+    # every test's poll landed on 30 s exactly; and `clock() - started` -> `+` passed, as
+    # every test's clock started at 0 (a monotonic clock starts anywhere).
     api = ScriptedApi([[instance("starting")]] * 6 + [[instance("running")]])
+    api.now = 1000.0
     lines: list[str] = []
 
     def sleep(seconds: float) -> None:
@@ -532,3 +534,18 @@ def test_a_delete_not_done_in_time_names_what_is_left(monkeypatch, poll, left):
         DeleteApi([poll]).delete_model(7, 30, lambda line: None)
     assert str(raised.value) == f"GPUStack model 7 still there 30 s after its delete: {left}"
     assert clock.now >= 30
+
+
+def test_a_delete_timeout_between_two_polls_ends_the_wait_at_the_first_poll_past_it(monkeypatch):
+    # Found by mutation testing: `now >= deadline` -> `==` passed: every test's timeout was a
+    # whole number of the 2 s polls. The clock refuses to go on far past it (no endless test).
+    class BoundedClock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            assert self.now < 100, "the delete wait went on past its timeout"
+            super().sleep(seconds)
+
+    clock = BoundedClock()
+    monkeypatch.setattr(gpustack_api, "time", clock)
+    with pytest.raises(gpustack_api.GpustackError, match="still there 31 s after its delete: the model itself"):
+        DeleteApi([([], {"id": 7})]).delete_model(7, 31, lambda line: None)
+    assert clock.now == 32
