@@ -136,3 +136,14 @@ def test_a_bad_lines_option_is_one_usage_message_not_a_traceback():
     assert run.returncode == 2
     assert "argument --lines: '450-300': the lines run from 1 up, FROM no greater than TO" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_test_module_counts_for_each_tier_its_tests_are_marked_with():
+    # tests/test_gpustack_tls.py marks its tests one by one (pure and graph), no `pytestmark`:
+    # it went unselected, and its pure tests were the only fast ones over HTTPS.
+    assert mutation.tiers_of("import pytest\n\npytestmark = pytest.mark.pure\n") == {"pure"}
+    assert mutation.tiers_of("@pytest.mark.pure\ndef test_a():\n    pass\n\n\n@pytest.mark.graph\n"
+                             "@pytest.mark.parametrize('x', [1])\ndef test_b(x):\n    pass\n") == {"pure", "graph"}
+    assert mutation.tiers_of("@pytest.mark.parametrize('x', [1])\ndef test_c(x):\n    pass\n") == set()
+    assert mutation.tests_for("ascend_inference/gpustack_api.py", {"pure"}) == [
+        "tests/test_gpustack_api_http.py", "tests/test_gpustack_model.py", "tests/test_gpustack_tls.py"]

@@ -84,9 +84,14 @@ def rule_modules() -> list[str]:
     return modules
 
 
-def tier_of(test: Path) -> str | None:
-    found = re.search(r"^pytestmark\s*=\s*pytest\.mark\.(\w+)", test.read_text(encoding="utf-8"), re.M)
-    return found.group(1) if found else None
+TIERS = ("pure", "graph", "emulated", "realsoftware", "realengine")  # tests/conftest.py's
+
+
+def tiers_of(source: str) -> set[str]:
+    """The tiers a test module's tests are marked with: the module's `pytestmark`, or each
+    test's own `@pytest.mark.<tier>` (tests/test_gpustack_tls.py mixes pure and graph)."""
+    return {tier for tier in re.findall(r"^\s*(?:pytestmark\s*=\s*|@)pytest\.mark\.(\w+)\b", source, re.M)
+            if tier in TIERS}
 
 
 def tests_for(module: str, tiers: set[str]) -> list[str]:
@@ -95,7 +100,7 @@ def tests_for(module: str, tiers: set[str]) -> list[str]:
     package, _, name = dotted.rpartition(".")
     imports = re.compile(rf"(\b{re.escape(dotted)}\b|from {re.escape(package)} import [^\n]*\b{name}\b)")
     return sorted(str(t.relative_to(ROOT)) for t in (ROOT / "tests").glob("test_*.py")
-                  if tier_of(t) in tiers and imports.search(t.read_text(encoding="utf-8")))
+                  if tiers_of(t.read_text(encoding="utf-8")) & tiers and imports.search(t.read_text(encoding="utf-8")))
 
 
 def export_tree(work: Path) -> None:
@@ -185,7 +190,8 @@ def durations_of(pytest_output: str) -> dict[str, float]:
     return seconds
 
 
-def tests_by_line(module: str, tree: Path, tests: list[str]) -> tuple[dict[str, list[str]], dict[str, float]]:
+def tests_by_line(module: str, tree: Path, tests: list[str],
+                  marker: str) -> tuple[dict[str, list[str]], dict[str, float]]:
     """Run `tests` once on the unmutated tree under coverage with a context per test:
     {line: test node ids that executed it}, "" among them when it ran at import;
     and {node id: seconds it took}."""
@@ -193,7 +199,8 @@ def tests_by_line(module: str, tree: Path, tests: list[str]) -> tuple[dict[str, 
     rcfile = tree / f".coveragerc-{module.replace('/', '-')}"
     rcfile.write_text(f"[run]\nbranch = False\ninclude = {module}\ndata_file = {data_file}\n")
     run = subprocess.run([*PYTEST, f"--cov={module.rpartition('/')[0].replace('/', '.')}", f"--cov-config={rcfile}",
-                          "--cov-context=test", "--cov-report=", "--durations=0", "--durations-min=0", *tests],
+                          "--cov-context=test", "--cov-report=", "--durations=0", "--durations-min=0",
+                          "-m", marker, *tests],
                          cwd=tree, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"{module}: the selected tests fail on the unmutated tree:\n{run.stdout}{run.stderr}")
@@ -251,20 +258,23 @@ def run_mutant(map_file: Path) -> int:
         return 0
     # pytest-cov is not needed per mutant: `-p no:cov` saves its import and start.
     env = {**os.environ, **MUTANT_ENV}
-    run = subprocess.run([*MUTANT_PYTEST, "-x", *selected], env=env)
+    # Only the tiers asked for: a module may mark its tests one by one, some of another tier.
+    marker = ["-m", plan["marker"]] if plan.get("marker") else []
+    run = subprocess.run([*MUTANT_PYTEST, "-x", *marker, *selected], env=env)
     if run.returncode == 4:  # pytest's usage error (a node id it could not find): not a kill; run them all
-        run = subprocess.run([*MUTANT_PYTEST, "-x", *plan["tests"]], env=env)
+        run = subprocess.run([*MUTANT_PYTEST, "-x", *marker, *plan["tests"]], env=env)
     return run.returncode
 
 
-def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines: range | None = None) -> dict:
+def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines: range | None = None,
+               marker: str = "pure") -> dict:
     name = module.replace("/", "-")
     session = tree / f"mutation-{name}.sqlite"
     config = tree / f"mutation-{name}.toml"
     plan_file = tree / f"mutation-{name}.json"
     source = (tree / module).read_text(encoding="utf-8")
-    by_line, durations = tests_by_line(module, tree, tests)
-    plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests,
+    by_line, durations = tests_by_line(module, tree, tests, marker)
+    plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests, "marker": marker,
                                      "tests_by_line": by_line, "durations": durations}))
     command = f"{sys.executable} {Path(__file__).resolve()} --run-mutant {plan_file}"
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
@@ -347,7 +357,7 @@ def main() -> int:
                 print(f"{module}: no {'/'.join(sorted(tiers))} test imports it; skipped")
                 continue
             print(f"== {module}: {len(tests)} test module(s): {' '.join(tests)}", flush=True)
-            result = run_module(module, work / "tree", tests, args.timeout, args.lines)
+            result = run_module(module, work / "tree", tests, args.timeout, args.lines, " or ".join(sorted(tiers)))
             results.append(result)
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
