@@ -379,7 +379,8 @@ def test_update_of_a_model_deleted_by_hand_says_to_refresh(server):
                                  "(it drops the model from the state), then `pulumi up` creates it")
 
 
-def test_update_changes_the_model_in_place_and_gives_the_new_outputs(server):
+@pytest.mark.parametrize("worker_timeout_s", [5, None])
+def test_update_changes_the_model_in_place_and_gives_the_new_outputs(server, worker_timeout_s):
     # Found by mutation testing: no test updated a model that exists (update_model's `[1]`
     # -> `[2]` passed).
     fake, url = server
@@ -387,9 +388,11 @@ def test_update_changes_the_model_in_place_and_gives_the_new_outputs(server):
     fake.models[3] = {"id": 3, "name": "DeepSeek-R1", "replicas": 2, "restart_on_error": True, "cluster_id": 1}
     fake.instances[3] = [{"id": 30, "name": "DeepSeek-R1-y", "state": "running", "worker_id": 1}]
     lines: list[str] = []
-    outputs = gpustack_api.update_model("3", props(url), lines.append)
+    # Without a worker timeout too (the default's `or 60` -> `and 60` passed).
+    outputs = gpustack_api.update_model("3", props(url, worker_timeout_s=worker_timeout_s), lines.append)
     assert fake.models[3]["replicas"] == 1 and len(fake.models) == 1
-    assert outputs == {**props(url), "model": props(url)["model"], "model_id": 3, "cluster_id": 1}
+    assert outputs == {**props(url, worker_timeout_s=worker_timeout_s), "model": props(url)["model"],
+                       "model_id": 3, "cluster_id": 1}
     assert lines == ["GPUStack workers ready: node0", "GPUStack model DeepSeek-R1 updated (id 3)",
                      "model DeepSeek-R1: instance DeepSeek-R1-y new -> running"]
 

@@ -549,3 +549,43 @@ def test_a_delete_timeout_between_two_polls_ends_the_wait_at_the_first_poll_past
     with pytest.raises(gpustack_api.GpustackError, match="still there 31 s after its delete: the model itself"):
         DeleteApi([([], {"id": 7})]).delete_model(7, 31, lambda line: None)
     assert clock.now == 32
+
+
+def test_the_login_wait_asks_again_until_its_own_deadline_on_any_clock(monkeypatch):
+    # Found by mutation testing: the deadline's `now + wait_s` -> `now ** wait_s` passed: the
+    # login test's real clock made both give up at once. On a clock at 1000 s, 10 s of 2 s polls.
+    class BoundedClock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            assert self.now < 1100, "the login wait went on past its deadline"
+            super().sleep(seconds)
+
+    clock = BoundedClock()
+    clock.now = 1000.0
+    monkeypatch.setattr(gpustack_api, "time", clock)
+    tries: list[float] = []
+
+    def unreachable(*args, **kwargs):
+        tries.append(clock.now)
+        raise gpustack_api.GpustackUnreachable("GPUStack at http://192.0.2.11 did not answer the login: refused")
+
+    monkeypatch.setattr(gpustack_api, "GpustackApi", unreachable)
+    with pytest.raises(gpustack_api.GpustackError, match=r"did not answer the login: refused \(after 10 s\)$"):
+        gpustack_api._session({"server_url": "http://192.0.2.11", "password": "x"}, wait_s=10, poll_s=2)
+    assert tries == [1000, 1002, 1004, 1006, 1008, 1010]
+
+
+def test_the_waiting_line_is_due_at_30_s_not_before():
+    # Found by mutation testing: `progress_every_s = 30` -> 29 passed: 5 s polls reach 29 and
+    # 30 s at the same poll. At 29 s polls the first line is at 58 s.
+    api = ScriptedApi([[instance("starting")]] * 3 + [[instance("running")]])
+    lines: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        api.now += seconds
+
+    gpustack_api.wait_instance_running(api, 7, "DeepSeek-R1", 3600, lines.append, poll_s=29,
+                                       clock=lambda: api.now, sleep=sleep)
+    assert lines == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
+        "model DeepSeek-R1: waiting for an instance to run: 58 s of 3600 s (DeepSeek-R1-abc starting)",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
