@@ -317,3 +317,15 @@ def test_an_engine_without_a_rank_table_names_what_to_drop(tmp_path, key, drop):
         load_brought_table(loaded.spec, loaded.plan, loaded.file, tmp_path / "rank_table.json",
                            **({"key": key} if key else {}))
     assert raised.value.problems[0].fix.startswith(f"drop {drop}, or use an engine that reads one")
+
+
+def test_a_table_above_16_mib_is_refused_before_it_is_read(tmp_path):
+    # Found by mutation testing: MAX_RANK_TABLE_BYTES (16 MiB) -> 17 MiB, 16 + 2**20, ...
+    # passed: no test reached the limit. A sparse file: nothing is written or read.
+    loaded = load_stack("tp16-mindie")
+    path = tmp_path / "rank_table.json"
+    with path.open("wb") as big:
+        big.truncate(16 * 2**20 + 1)
+    with pytest.raises(StackError) as raised:
+        load_brought_table(loaded.spec, loaded.plan, loaded.file, path)
+    assert raised.value.problems[0].message == (f"{path} is 16,777,217 bytes, more than the 16,777,216 bytes allowed")

@@ -46,6 +46,7 @@ class FakeGpustack:
         self.expire_sessions = 0  # answer 401 to this many next calls, as after the cookie's 2 h
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.error_body: dict[str, tuple[int, bytes]] = {}  # path -> (status, body) to answer once
+        self.hang_up: set[str] = set()  # paths whose request is read and the connection closed, no answer
         self.next_id = 7
 
     def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
@@ -126,6 +127,9 @@ def server() -> Iterator[tuple[FakeGpustack, str]]:
     class Handler(BaseHTTPRequestHandler):
         def handle_one(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path in fake.hang_up:
+                self.close_connection = True
+                return
             status, headers, payload = fake.answer(self.command, self.path, dict(self.headers), body)
             self.send_response(status)
             for name, value in {"Content-Type": "application/json", **headers}.items():
@@ -239,6 +243,8 @@ def test_an_error_body_that_cannot_be_read_gives_the_status_reason():
     (b'["not", "an", "object"]', '["not", "an", "object"]'),
     (b"<html>Bad Gateway</html>", "<html>Bad Gateway</html>"),
     (b"x" * 600, "x" * 500),
+    # Found by mutation testing: the cut of a long JSON message (`[:500]` -> `[:499]`) was untested.
+    (json.dumps({"code": 500, "message": "y" * 600}).encode(), "y" * 500),
 ])
 def test_an_error_body_is_shown_by_its_message_or_as_text(server, body, shown):
     fake, url = server
@@ -332,6 +338,26 @@ def test_no_instance_wait_without_a_ready_timeout_or_replicas(server, more):
     assert not any(t.startswith("/v2/model-instances") for _, t, _, _ in fake.requests)
 
 
+def test_the_shortest_ready_timeout_still_waits_for_the_instance(server):
+    # Found by mutation testing: `ready_timeout_s > 0` -> `> 1` passed (every test waited 5 s
+    # or not at all); 1 s is the least `Seconds` allows (engines/base.py).
+    fake, url = server
+    fake.workers = [ready_worker()]
+    lines: list[str] = []
+    gpustack_api.create_model(props(url, ready_timeout_s=1), lines.append)
+    assert lines[-1] == "model DeepSeek-R1: instance DeepSeek-R1-x1 new -> running"
+
+
+def test_a_model_without_replicas_is_taken_for_one_replica_and_waited_for(server):
+    # Found by mutation testing: the default of an absent `replicas`, 1 -> 0, passed.
+    fake, url = server
+    fake.workers = [ready_worker()]
+    model = {k: v for k, v in props("")["model"].items() if k != "replicas"}
+    lines: list[str] = []
+    gpustack_api.create_model(props(url, model=model), lines.append)
+    assert lines[-1] == "model DeepSeek-R1: instance DeepSeek-R1-x1 new -> running"
+
+
 def test_create_takes_over_a_model_of_the_same_name_left_by_an_interrupted_run(server):
     fake, url = server
     fake.workers = [ready_worker()]
@@ -351,6 +377,86 @@ def test_update_of_a_model_deleted_by_hand_says_to_refresh(server):
         gpustack_api.update_model("9", props(url, workers=[]), lambda line: None)
     assert str(raised.value) == (f"GPUStack model DeepSeek-R1 (id 9) is gone from {url}; run `pulumi refresh` "
                                  "(it drops the model from the state), then `pulumi up` creates it")
+
+
+@pytest.mark.parametrize("worker_timeout_s", [5, None])
+def test_update_changes_the_model_in_place_and_gives_the_new_outputs(server, worker_timeout_s):
+    # Found by mutation testing: no test updated a model that exists (update_model's `[1]`
+    # -> `[2]` passed).
+    fake, url = server
+    fake.workers = [ready_worker()]
+    fake.models[3] = {"id": 3, "name": "DeepSeek-R1", "replicas": 2, "restart_on_error": True, "cluster_id": 1}
+    fake.instances[3] = [{"id": 30, "name": "DeepSeek-R1-y", "state": "running", "worker_id": 1}]
+    lines: list[str] = []
+    # Without a worker timeout too (the default's `or 60` -> `and 60` passed).
+    outputs = gpustack_api.update_model("3", props(url, worker_timeout_s=worker_timeout_s), lines.append)
+    assert fake.models[3]["replicas"] == 1 and len(fake.models) == 1
+    assert outputs == {**props(url, worker_timeout_s=worker_timeout_s), "model": props(url)["model"],
+                       "model_id": 3, "cluster_id": 1}
+    assert lines == ["GPUStack workers ready: node0", "GPUStack model DeepSeek-R1 updated (id 3)",
+                     "model DeepSeek-R1: instance DeepSeek-R1-y new -> running"]
+
+
+@pytest.mark.parametrize("username", [None, ""])
+def test_a_stack_without_a_user_name_logs_in_as_admin(server, username):
+    # Found by mutation testing: `username or "admin"` -> `and` passed (every test named admin).
+    fake, url = server
+    fake.models[3] = {"id": 3, "name": "DeepSeek-R1"}
+    assert gpustack_api.read_model("3", props(url, username=username))["model_id"] == 3
+    assert fake.logins == 1
+
+
+def test_read_and_delete_ask_a_server_that_does_not_answer_once():
+    # Found by mutation testing: `_session`'s `wait_s=0` -> 1 passed. Only create and update
+    # wait for a server still starting; refresh and destroy report it at once.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = props(f"http://127.0.0.1:{port}")
+    for call in (lambda: gpustack_api.read_model("3", closed),
+                 lambda: gpustack_api.delete_model("3", closed, lambda line: None)):
+        with pytest.raises(GpustackError) as raised:
+            call()
+        assert str(raised.value).startswith(f"GPUStack at http://127.0.0.1:{port} did not answer the login")
+        assert "after" not in str(raised.value)
+
+
+def test_a_server_that_hangs_up_without_an_answer_is_one_line(server):
+    # Found by mutation testing: no test reached `call`'s `except (URLError, OSError)`. A
+    # connection closed before the answer is http.client's RemoteDisconnected, an OSError
+    # that urllib does not wrap in a URLError.
+    fake, url = server
+    api = GpustackApi(url, "admin", PASSWORD)
+    fake.hang_up.add("/v2/clusters?page=1&perPage=100")
+    with pytest.raises(GpustackError) as raised:
+        api.items("/v2/clusters")
+    assert str(raised.value).startswith(f"GPUStack GET /v2/clusters?page=1&perPage=100: no answer from {url}: ")
+    assert not isinstance(raised.value, GpustackApiError)
+
+
+def test_an_instance_in_error_read_from_the_server_fails_the_wait_at_once(server):
+    # Found by mutation testing: `state == "error"` -> `is "error"` passed. The instance
+    # wait's other tests give it string literals, which Python interns; a state decoded
+    # from the server's JSON is a string of its own.
+    fake, url = server
+    fake.workers = [ready_worker()]
+    fake.models[3] = {"id": 3, "name": "DeepSeek-R1", "replicas": 1, "restart_on_error": False, "cluster_id": 1}
+    fake.instances[3] = [{"id": 30, "name": "DeepSeek-R1-y", "state": "error", "state_message": "HCCL init failed",
+                          "worker_id": 1}]
+    with pytest.raises(GpustackError) as raised:
+        gpustack_api.update_model("3", props(url), lambda line: None)
+    assert str(raised.value).startswith("model DeepSeek-R1: instance DeepSeek-R1-y failed (")
+    assert "last error: HCCL init failed" in str(raised.value)
+
+
+def test_create_does_not_take_over_a_model_whose_name_only_contains_the_stacks(server):
+    # Found by mutation testing: find_model's `name == wanted` -> `<=` passed: GPUStack's
+    # search matches a part of the name, and no test's other model sorted before the stack's.
+    fake, url = server
+    fake.workers = [ready_worker()]
+    fake.models[3] = {"id": 3, "name": "AWQ-DeepSeek-R1", "replicas": 1}
+    model_id, _ = gpustack_api.create_model(props(url), lambda line: None)
+    assert model_id == "7" and fake.models[3] == {"id": 3, "name": "AWQ-DeepSeek-R1", "replicas": 1}
 
 
 def test_read_gives_what_the_server_has_and_none_when_the_model_is_gone(server):

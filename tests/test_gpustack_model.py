@@ -63,6 +63,14 @@ def test_diff_ignores_what_the_stack_leaves_to_the_server_and_the_credentials():
     assert plan_change(olds, news).changes == []
 
 
+def test_a_field_left_to_the_server_does_not_stop_the_comparison_of_the_next():
+    # Found by mutation testing: the `continue` after an unset field -> `break` passed.
+    olds = props()
+    news = {**props(), "model": {"backend_version": None, "replicas": 2, "name": olds["model"]["name"]}}
+    assert list(news["model"])[0] == "backend_version"
+    assert plan_change(olds, news).changes == ["model.replicas"]
+
+
 def test_diff_sees_a_hand_edit_that_refresh_read():
     olds = props()
     olds["model"]["backend_parameters"] = ["--max-seq-len=2048"]   # changed in the UI, read back by refresh
@@ -108,6 +116,19 @@ def test_a_worker_in_a_state_that_sorts_after_ready_is_named_too():
     # Found by mutation testing: `state != "ready"` -> `state < "ready"` passed "unreachable".
     got = worker_problems(EXPECTED[:1], [worker("node0", 8, "unreachable")])
     assert got == ["worker node0 is unreachable; expected ready"]
+
+
+def test_a_worker_not_registered_does_not_hide_the_next_workers_problems():
+    # Found by mutation testing: the `continue` after a worker not registered -> `break` passed.
+    got = worker_problems(EXPECTED[:2], [worker("node1", 6)])
+    assert got == ["worker node0 has not registered with GPUStack (registered: node1); expected it Ready with 8 NPUs",
+                   "worker node1 reports 6 NPUs; expected 8"]
+
+
+def test_a_worker_with_more_npus_than_expected_is_ready():
+    # Found by mutation testing: `have < npus` -> `have is not npus` (or `!=`) passed, as no
+    # test had a worker with more NPUs than the stack asks of it.
+    assert worker_problems(EXPECTED[:2], [worker("node0", 16), worker("node1", 8)]) == []
 
 
 @pytest.mark.parametrize("image,line", [
@@ -261,6 +282,35 @@ def test_a_long_wait_prints_a_line_every_30_s_while_nothing_changes():
         "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
 
 
+def test_a_long_wait_in_a_state_that_sorts_before_running_prints_its_lines_too():
+    # Found by mutation testing: `state == "running"` -> `state < "running"` in the test for
+    # "no instance runs yet" passed: the long-wait test's state, "starting", sorts after it.
+    api = ScriptedApi([[instance("downloading")]] * 8 + [[instance("running")]])
+    assert api.wait(timeout_s=3600) == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> downloading",
+        "model DeepSeek-R1: waiting for an instance to run: 30 s of 3600 s (DeepSeek-R1-abc downloading)",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc downloading -> running"]
+
+
+def test_the_waiting_line_comes_at_the_first_poll_past_30_s_when_polls_do_not_land_on_it():
+    # Found by mutation testing: `waited >= progress_every_s` -> `==` passed: at 5 s a poll
+    # every test's poll landed on 30 s exactly; and `clock() - started` -> `+` passed, as
+    # every test's clock started at 0 (a monotonic clock starts anywhere).
+    api = ScriptedApi([[instance("starting")]] * 6 + [[instance("running")]])
+    api.now = 1000.0
+    lines: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        api.now += seconds
+
+    gpustack_api.wait_instance_running(api, 7, "DeepSeek-R1", 3600, lines.append, poll_s=7,
+                                       clock=lambda: api.now, sleep=sleep)
+    assert lines == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
+        "model DeepSeek-R1: waiting for an instance to run: 35 s of 3600 s (DeepSeek-R1-abc starting)",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
+
+
 def test_wait_prints_a_new_error_message_of_the_same_state():
     crash = "Restarted 3 times without serving. No known failure signature was found in its log"
     api = ScriptedApi([[instance("error", PORTS)], [instance("error", crash)], [instance("running")]])
@@ -395,6 +445,25 @@ def test_the_workers_wait_gives_up_with_the_first_problem(monkeypatch):
     assert clock.now >= 10
 
 
+def test_the_workers_wait_prints_the_first_of_several_problems(monkeypatch):
+    # Found by mutation testing: the waiting line's `problems[0]` -> `problems[-1]` passed.
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    api = WorkersApi([[worker("node0", 8, "not_ready"), worker("node1", 6)], [worker("node0", 8), worker("node1", 8)]])
+    lines: list[str] = []
+    api.wait_workers(1, EXPECTED[:2], 60, lines.append)
+    assert lines == ["waiting for GPUStack workers: worker node0 is not_ready; expected ready",
+                     "GPUStack workers ready: node0, node1"]
+
+
+def test_the_workers_wait_gives_up_with_the_first_of_several_problems(monkeypatch):
+    # Found by mutation testing: the timeout's `problems[0]` -> `problems[-1]` passed.
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    api = WorkersApi([[worker("node0", 8, "not_ready"), worker("node1", 6)]])
+    with pytest.raises(gpustack_api.GpustackError) as raised:
+        api.wait_workers(1, EXPECTED[:2], 10, lambda line: None)
+    assert str(raised.value) == "worker node0 is not_ready; expected ready (after 10 s)"
+
+
 def test_no_expected_worker_asks_nothing():
     api = WorkersApi([])
     api.wait_workers(1, [], 10, lambda line: None)
@@ -448,10 +517,12 @@ def test_a_model_already_gone_is_deleted(monkeypatch):
     assert lines == ["GPUStack model 7 deleted"]
 
 
-def test_a_refused_delete_is_raised(monkeypatch):
+# A code above 404 too: found by mutation testing (`code != 404` -> `code < 404` passed).
+@pytest.mark.parametrize("code", [403, 500])
+def test_a_refused_delete_is_raised(monkeypatch, code):
     monkeypatch.setattr(gpustack_api, "time", FakeClock())
-    with pytest.raises(gpustack_api.GpustackApiError, match="HTTP 403 refused"):
-        DeleteApi([([], None)], delete_code=403).delete_model(7, 60, lambda line: None)
+    with pytest.raises(gpustack_api.GpustackApiError, match=f"HTTP {code} refused"):
+        DeleteApi([([], None)], delete_code=code).delete_model(7, 60, lambda line: None)
 
 
 @pytest.mark.parametrize(("poll", "left"), [(([instance("running")], {"id": 7}), "DeepSeek-R1-abc (running)"),
@@ -463,3 +534,58 @@ def test_a_delete_not_done_in_time_names_what_is_left(monkeypatch, poll, left):
         DeleteApi([poll]).delete_model(7, 30, lambda line: None)
     assert str(raised.value) == f"GPUStack model 7 still there 30 s after its delete: {left}"
     assert clock.now >= 30
+
+
+def test_a_delete_timeout_between_two_polls_ends_the_wait_at_the_first_poll_past_it(monkeypatch):
+    # Found by mutation testing: `now >= deadline` -> `==` passed: every test's timeout was a
+    # whole number of the 2 s polls. The clock refuses to go on far past it (no endless test).
+    class BoundedClock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            assert self.now < 100, "the delete wait went on past its timeout"
+            super().sleep(seconds)
+
+    clock = BoundedClock()
+    monkeypatch.setattr(gpustack_api, "time", clock)
+    with pytest.raises(gpustack_api.GpustackError, match="still there 31 s after its delete: the model itself"):
+        DeleteApi([([], {"id": 7})]).delete_model(7, 31, lambda line: None)
+    assert clock.now == 32
+
+
+def test_the_login_wait_asks_again_until_its_own_deadline_on_any_clock(monkeypatch):
+    # Found by mutation testing: the deadline's `now + wait_s` -> `now ** wait_s` passed: the
+    # login test's real clock made both give up at once. On a clock at 1000 s, 10 s of 2 s polls.
+    class BoundedClock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            assert self.now < 1100, "the login wait went on past its deadline"
+            super().sleep(seconds)
+
+    clock = BoundedClock()
+    clock.now = 1000.0
+    monkeypatch.setattr(gpustack_api, "time", clock)
+    tries: list[float] = []
+
+    def unreachable(*args, **kwargs):
+        tries.append(clock.now)
+        raise gpustack_api.GpustackUnreachable("GPUStack at http://192.0.2.11 did not answer the login: refused")
+
+    monkeypatch.setattr(gpustack_api, "GpustackApi", unreachable)
+    with pytest.raises(gpustack_api.GpustackError, match=r"did not answer the login: refused \(after 10 s\)$"):
+        gpustack_api._session({"server_url": "http://192.0.2.11", "password": "x"}, wait_s=10, poll_s=2)
+    assert tries == [1000, 1002, 1004, 1006, 1008, 1010]
+
+
+def test_the_waiting_line_is_due_at_30_s_not_before():
+    # Found by mutation testing: `progress_every_s = 30` -> 29 passed: 5 s polls reach 29 and
+    # 30 s at the same poll. At 29 s polls the first line is at 58 s.
+    api = ScriptedApi([[instance("starting")]] * 3 + [[instance("running")]])
+    lines: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        api.now += seconds
+
+    gpustack_api.wait_instance_running(api, 7, "DeepSeek-R1", 3600, lines.append, poll_s=29,
+                                       clock=lambda: api.now, sleep=sleep)
+    assert lines == [
+        "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
+        "model DeepSeek-R1: waiting for an instance to run: 58 s of 3600 s (DeepSeek-R1-abc starting)",
+        "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]

@@ -112,3 +112,38 @@ def test_a_mutant_that_is_not_python_is_told_apart():
     assert mutated == "body = {%model, 'cluster_id': 1}\n"
     assert not mutation.compiles(mutated) and not mutation.compiles(None)
     assert mutation.compiles("body = {**model, 'cluster_id': 1}\n")
+
+
+def test_lines_name_a_range_both_ends_included_or_one_line():
+    assert mutation.line_range("300-450") == range(300, 451)
+    assert mutation.line_range(" 12 - 12 ") == range(12, 13)
+    assert mutation.line_range("7") == range(7, 8)
+
+
+@pytest.mark.parametrize("text", ["", "a-b", "300-", "-5", "450-300", "0-10", "1,5"])
+def test_lines_that_name_no_range_are_refused_with_the_form_to_give(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="FROM"):
+        mutation.line_range(text)
+
+
+def test_a_bad_lines_option_is_one_usage_message_not_a_traceback():
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "mutation.py"), "--lines", "450-300",
+                          "ascend_inference/peers.py"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert run.returncode == 2
+    assert "argument --lines: '450-300': the lines run from 1 up, FROM no greater than TO" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_test_module_counts_for_each_tier_its_tests_are_marked_with():
+    # tests/test_gpustack_tls.py marks its tests one by one (pure and graph), no `pytestmark`:
+    # it went unselected, and its pure tests were the only fast ones over HTTPS.
+    assert mutation.tiers_of("import pytest\n\npytestmark = pytest.mark.pure\n") == {"pure"}
+    assert mutation.tiers_of("@pytest.mark.pure\ndef test_a():\n    pass\n\n\n@pytest.mark.graph\n"
+                             "@pytest.mark.parametrize('x', [1])\ndef test_b(x):\n    pass\n") == {"pure", "graph"}
+    assert mutation.tiers_of("@pytest.mark.parametrize('x', [1])\ndef test_c(x):\n    pass\n") == set()
+    assert mutation.tests_for("ascend_inference/gpustack_api.py", {"pure"}) == [
+        "tests/test_gpustack_api_http.py", "tests/test_gpustack_model.py", "tests/test_gpustack_tls.py"]

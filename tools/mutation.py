@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mutation testing of the rule modules with cosmic-ray (not in CI: slow).
 
-    python3 tools/mutation.py [MODULE ...] [--graph] [--timeout S] [--work DIR] [--json FILE]
+    python3 tools/mutation.py [MODULE ...] [--graph] [--timeout S] [--lines FROM-TO] [--work DIR] [--json FILE]
 
 MODULE is a path under the repository (default: every rule module, the
 `rules` groups of [tool.ascend-inference.coverage-floors] in pyproject.toml).
@@ -43,6 +43,13 @@ coverage"). Each mutant's test run is bounded by `--timeout` (cosmic-ray
 kills it and counts the mutant as killed when it hangs, the way an infinite
 loop it introduced would be noticed), so the whole run is bounded too.
 
+`--lines FROM-TO` runs only the mutants that start on those lines of the
+module (the others are counted apart, as outside the lines): a module too
+large for one sitting is covered in parts, each part complete. (cosmic-ray
+runs the pending mutants in random order, so an interrupted run is a random
+sample of the module, and a rerun cannot tell which mutants it ran: line
+ranges are what parts can be named by.)
+
 `--run-mutant MAP` is the per-mutant test command cosmic-ray runs (not for
 use by hand).
 """
@@ -77,9 +84,14 @@ def rule_modules() -> list[str]:
     return modules
 
 
-def tier_of(test: Path) -> str | None:
-    found = re.search(r"^pytestmark\s*=\s*pytest\.mark\.(\w+)", test.read_text(encoding="utf-8"), re.M)
-    return found.group(1) if found else None
+TIERS = ("pure", "graph", "emulated", "realsoftware", "realengine")  # tests/conftest.py's
+
+
+def tiers_of(source: str) -> set[str]:
+    """The tiers a test module's tests are marked with: the module's `pytestmark`, or each
+    test's own `@pytest.mark.<tier>` (tests/test_gpustack_tls.py mixes pure and graph)."""
+    return {tier for tier in re.findall(r"^\s*(?:pytestmark\s*=\s*|@)pytest\.mark\.(\w+)\b", source, re.M)
+            if tier in TIERS}
 
 
 def tests_for(module: str, tiers: set[str]) -> list[str]:
@@ -88,7 +100,7 @@ def tests_for(module: str, tiers: set[str]) -> list[str]:
     package, _, name = dotted.rpartition(".")
     imports = re.compile(rf"(\b{re.escape(dotted)}\b|from {re.escape(package)} import [^\n]*\b{name}\b)")
     return sorted(str(t.relative_to(ROOT)) for t in (ROOT / "tests").glob("test_*.py")
-                  if tier_of(t) in tiers and imports.search(t.read_text(encoding="utf-8")))
+                  if tiers_of(t.read_text(encoding="utf-8")) & tiers and imports.search(t.read_text(encoding="utf-8")))
 
 
 def export_tree(work: Path) -> None:
@@ -178,7 +190,8 @@ def durations_of(pytest_output: str) -> dict[str, float]:
     return seconds
 
 
-def tests_by_line(module: str, tree: Path, tests: list[str]) -> tuple[dict[str, list[str]], dict[str, float]]:
+def tests_by_line(module: str, tree: Path, tests: list[str],
+                  marker: str) -> tuple[dict[str, list[str]], dict[str, float]]:
     """Run `tests` once on the unmutated tree under coverage with a context per test:
     {line: test node ids that executed it}, "" among them when it ran at import;
     and {node id: seconds it took}."""
@@ -186,7 +199,8 @@ def tests_by_line(module: str, tree: Path, tests: list[str]) -> tuple[dict[str, 
     rcfile = tree / f".coveragerc-{module.replace('/', '-')}"
     rcfile.write_text(f"[run]\nbranch = False\ninclude = {module}\ndata_file = {data_file}\n")
     run = subprocess.run([*PYTEST, f"--cov={module.rpartition('/')[0].replace('/', '.')}", f"--cov-config={rcfile}",
-                          "--cov-context=test", "--cov-report=", "--durations=0", "--durations-min=0", *tests],
+                          "--cov-context=test", "--cov-report=", "--durations=0", "--durations-min=0",
+                          "-m", marker, *tests],
                          cwd=tree, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"{module}: the selected tests fail on the unmutated tree:\n{run.stdout}{run.stderr}")
@@ -224,6 +238,17 @@ def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
     return sorted(reached, key=lambda t: (seconds.get(t, 0.0), plan["tests"].index(t.split("::")[0]), t))
 
 
+def line_range(text: str) -> range:
+    """`--lines FROM-TO` (or one line `N`) as the range of lines it names, both ends included."""
+    found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is no line range: give FROM-TO (e.g. 300-450) or one line")
+    first, last = int(found.group(1)), int(found.group(2) or found.group(1))
+    if first < 1 or last < first:
+        raise argparse.ArgumentTypeError(f"{text!r}: the lines run from 1 up, FROM no greater than TO")
+    return range(first, last + 1)
+
+
 def run_mutant(map_file: Path) -> int:
     """The test command of one mutant: the tests that execute the lines the mutant changed."""
     plan = json.loads(map_file.read_text())
@@ -233,20 +258,23 @@ def run_mutant(map_file: Path) -> int:
         return 0
     # pytest-cov is not needed per mutant: `-p no:cov` saves its import and start.
     env = {**os.environ, **MUTANT_ENV}
-    run = subprocess.run([*MUTANT_PYTEST, "-x", *selected], env=env)
+    # Only the tiers asked for: a module may mark its tests one by one, some of another tier.
+    marker = ["-m", plan["marker"]] if plan.get("marker") else []
+    run = subprocess.run([*MUTANT_PYTEST, "-x", *marker, *selected], env=env)
     if run.returncode == 4:  # pytest's usage error (a node id it could not find): not a kill; run them all
-        run = subprocess.run([*MUTANT_PYTEST, "-x", *plan["tests"]], env=env)
+        run = subprocess.run([*MUTANT_PYTEST, "-x", *marker, *plan["tests"]], env=env)
     return run.returncode
 
 
-def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dict:
+def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines: range | None = None,
+               marker: str = "pure") -> dict:
     name = module.replace("/", "-")
     session = tree / f"mutation-{name}.sqlite"
     config = tree / f"mutation-{name}.toml"
     plan_file = tree / f"mutation-{name}.json"
     source = (tree / module).read_text(encoding="utf-8")
-    by_line, durations = tests_by_line(module, tree, tests)
-    plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests,
+    by_line, durations = tests_by_line(module, tree, tests, marker)
+    plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests, "marker": marker,
                                      "tests_by_line": by_line, "durations": durations}))
     command = f"{sys.executable} {Path(__file__).resolve()} --run-mutant {plan_file}"
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
@@ -257,12 +285,16 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    skipped = uncompilable = 0
+    skipped = uncompilable = outside = 0
     spans = annotation_spans(source) if annotations_never_evaluated(source) else []
     with use_db(str(session)) as db:
         for item in db.work_items:
             mutation = item.mutations[0]
             start = tuple(mutation.start_pos)
+            if lines is not None and start[0] not in lines:
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                outside += 1
+                continue
             if any(a <= start < b for a, b in spans):
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
                 skipped += 1
@@ -295,7 +327,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float) -> dic
         else:
             killed += 1
     return {"module": module, "tests": tests, "generated": len(mutants), "skipped_annotations": skipped,
-            "skipped_uncompilable": uncompilable, "not_made": unmade,
+            "skipped_uncompilable": uncompilable, "outside_lines": outside, "not_made": unmade,
             "mutants": killed + len(survivors), "killed": killed, "survivors": survivors}
 
 
@@ -304,6 +336,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="module paths (default: every rule module)")
     parser.add_argument("--graph", action="store_true", help="also run the graph-tier tests that import it")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant's test run")
+    parser.add_argument("--lines", type=line_range, metavar="FROM-TO",
+                        help="only the mutants starting on these lines of each module (both included)")
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--run-mutant", type=Path, help=argparse.SUPPRESS)
@@ -323,13 +357,15 @@ def main() -> int:
                 print(f"{module}: no {'/'.join(sorted(tiers))} test imports it; skipped")
                 continue
             print(f"== {module}: {len(tests)} test module(s): {' '.join(tests)}", flush=True)
-            result = run_module(module, work / "tree", tests, args.timeout)
+            result = run_module(module, work / "tree", tests, args.timeout, args.lines, " or ".join(sorted(tiers)))
             results.append(result)
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
                   f"{result['skipped_annotations']} of {result['generated']} in annotations skipped, "
                   f"{result['skipped_uncompilable']} that do not compile skipped, "
-                  f"{result['not_made']} cosmic-ray could not make", flush=True)
+                  f"{result['not_made']} cosmic-ray could not make"
+                  + (f", {result['outside_lines']} outside lines {args.lines.start}-{args.lines.stop - 1}"
+                     if args.lines else ""), flush=True)
             for s in result["survivors"]:
                 print(f"  survived: line {s['line']} {s['operator']}"
                       f"{' (no test executes it)' if s['unreached'] else ''}\n" +
