@@ -92,10 +92,6 @@ class ServingProcessArgs:
     started_by: list[pulumi.Input]
 
 
-def _constant(text: str) -> Callable[[object], str]:
-    return lambda _: text
-
-
 def _recorded_start(serve: ServeScripts) -> Callable[[str], str]:
     """The start's script, with what the liveness check said first (serve_record_line)."""
     return lambda said: serve_record_line(serve.run_dir, said) + serve.start
@@ -125,11 +121,12 @@ class ServingProcess(pulumi.ComponentResource):
             # MindIE: the master's daemon first, then the others.
             previous = self.starts[:1]
             container = args.containers[i]
-            # The check waits for its container (through the script's value): in a preview where the
-            # container is made or replaced it is unknown and not run (the start is redone anyway).
+            # It waits for nothing: on a node with no record yet it prints "not started" without
+            # asking docker, and where the container is being made or replaced the start is redone
+            # anyway (its container id is a trigger), recording what the check said before.
             alive = node_check(
                 f"{node.node.name}-serve-alive", node=node.node.name, connection=node.connection, parent=self,
-                script=container.container_id.apply(_constant(serve.alive)))
+                script=serve.alive)
             create = alive.apply(_recorded_start(serve))
             self.starts.append(remote_step(
                 f"{node.node.name}-serve", connection=node.connection, parent=self,

@@ -69,7 +69,10 @@ def test_node_checks_run_at_every_up_and_previews_stay_quiet(stack):
     g = graph(stack)
     nodes = {n.name: n for n in load_stack(stack).spec.nodes}
     check_names = {c.name for c in g.checks}
-    assert {f"{n}-{kind}" for n in nodes for kind in ("preflight", "peer-ping", "image-check")} == check_names
+    # The engine's liveness check where the engine starts: MindIE on every node, LMDeploy on the head.
+    serving = list(nodes) if stack == "tp16-mindie" else ["node0"]
+    assert {f"{n}-{kind}" for n in nodes for kind in ("preflight", "peer-ping", "image-check")} | {
+        f"{n}-serve-alive" for n in serving} == check_names
     assert not check_names & {r.name for r in g.resources}, "a node check is a resource"
     for check in g.checks:
         assert check.ran, check.name
