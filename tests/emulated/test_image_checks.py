@@ -29,7 +29,9 @@ STACK = "tp16-vllm-mindspore"
 LATER = {"node1-container", "node0-ray-head", "node1-ray-worker", "ray-verify", "node0-serve", "serving-ready",
          "smoke-test-request"}
 # The node checks: local.run invokes at every `up` (report.checks), never a change.
-NODE_CHECKS = {f"{node}-{check}" for node in ("node0", "node1") for check in ("preflight", "peer-ping", "image-check")}
+# With the engine's liveness check where it starts (node0).
+NODE_CHECKS = {f"{node}-{check}" for node in ("node0", "node1")
+               for check in ("preflight", "peer-ping", "image-check")} | {"node0-serve-alive"}
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.emulated
 STACK = "tp16-vllm-mindspore"
 SERVING = {"node0-serve", "serving-ready", "smoke-test-request"}
 # What runs again at every `up`: the node checks (invokes, never a change).
+# The engine's liveness check runs where the engine starts (node0 for vLLM-MindSpore).
 NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping", "node0-image-check",
-               "node1-image-check"}
+               "node1-image-check", "node0-serve-alive"}
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.emulated
 STACK = "tp32-a3-mindie"
 TABLE = "/data/hm/hccl_2s_32p.json"
 # What runs again at every `up`: the node checks and the image checks.
-CHECKS = {f"node{i}-{step}" for i in (0, 1) for step in ("preflight", "peer-ping", "image-check")}
+# MindIE starts a daemon on every node: each has the engine's liveness check too.
+CHECKS = {f"node{i}-{step}" for i in (0, 1) for step in ("preflight", "peer-ping", "image-check", "serve-alive")}
 
 ssh = node_ssh
 

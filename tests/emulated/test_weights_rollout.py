@@ -24,7 +24,7 @@ LATER = {"node0-container", "node1-container", "node0-ray-head", "node1-ray-work
          "cluster-verified", "serving-ready", "smoke-test-request"}
 # The node checks: local.run invokes at every `up` (report.checks), never a change.
 NODE_CHECKS = {"node0-preflight", "node1-preflight", "node0-peer-ping", "node1-peer-ping",
-               "node0-image-check", "node1-image-check"}
+               "node0-image-check", "node1-image-check", "node0-serve-alive"}  # liveness: where the engine starts
 
 ssh = node_ssh
 
