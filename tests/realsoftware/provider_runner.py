@@ -9,7 +9,7 @@ import json
 import sys
 
 from ascend_inference.gpustack_api import GpustackError
-from components.gpustack_model import GpustackModelProvider
+from components.gpustack_model import GpustackModelError, GpustackModelProvider
 
 
 def main() -> None:
@@ -34,7 +34,9 @@ def main() -> None:
                       "delete_before_replace": diff.delete_before_replace}
         else:
             raise SystemExit(f"unknown op {op}")
-    except GpustackError as error:
+    # The provider's methods fail with GpustackModelError (one line, `one_message`);
+    # GpustackError where a test calls the API module's own functions.
+    except (GpustackError, GpustackModelError) as error:
         answer = {"error": str(error)}
     json.dump(answer, sys.stdout)
 
