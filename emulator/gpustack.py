@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from . import image as imagelib
 from .node import ClusterError, Node, run
-from .nodefs import NodeRoot, in_upper, write
+from .nodefs import NodeRoot, compile_standin, in_upper, write
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -76,23 +76,8 @@ WORKER_ENV = {"GPUSTACK_RUNTIME_DETECT_NO_PCI_CHECK": "1", "GPUSTACK_RUNTIME_DET
 
 def build_libdcmi(out_dir: Path) -> Path:
     """Compile standins/libdcmi.c once per source version into out_dir; returns the .so path."""
-    source = LIBDCMI_SOURCE.read_bytes()
-    target = out_dir / f"libdcmi-{hashlib.sha256(source).hexdigest()[:12]}.so"
-    if target.exists():
-        return target
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise ClusterError("gcc not found: the emulator builds its stand-in libdcmi.so from "
-                           "emulator/standins/libdcmi.c at `up`. Install the Debian package gcc "
-                           "(it is in emulator/apt-packages.txt)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".tmp")
-    got = subprocess.run([gcc, "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(partial),
-                          str(LIBDCMI_SOURCE)], capture_output=True, text=True, timeout=120)
-    if got.returncode != 0:
-        raise ClusterError(f"building the stand-in libdcmi.so failed: {got.stderr.strip()}")
-    partial.rename(target)
-    return target
+    return compile_standin(LIBDCMI_SOURCE, out_dir, "libdcmi-{digest}.so",
+                           ["-Wall", "-Werror", "-shared", "-fPIC"], "the stand-in libdcmi.so")
 
 
 def dcmi_facts(facts: dict) -> str:

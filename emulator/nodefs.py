@@ -143,6 +143,29 @@ def install_script(source: Path, target: Path) -> None:
 ASCEND_FRONT_SOURCE = STANDINS / "ascend_front.c"
 
 
+def compile_standin(source_path: Path, out_dir: Path, name: str, flags: list[str], what: str) -> Path:
+    """Compile a C stand-in once per source version: out_dir/`name` (`{digest}`
+    in it stands for the source's) is built with gcc unless it is there; a
+    half-built file never takes its name. `what` names it in the errors."""
+    source = source_path.read_bytes()
+    target_path = out_dir / name.format(digest=hashlib.sha256(source).hexdigest()[:12])
+    if target_path.exists():
+        return target_path
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise ClusterError(f"gcc not found: the emulator builds {what} from "
+                           f"emulator/standins/{source_path.name} at `up`. Install the Debian package gcc "
+                           "(it is in emulator/apt-packages.txt)")
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = target_path.with_name(f"{target_path.name}.{os.getpid()}.tmp")
+    got = subprocess.run([gcc, "-O2", *flags, "-o", str(partial), str(source_path)],
+                         capture_output=True, text=True, timeout=120)
+    if got.returncode != 0:
+        raise ClusterError(f"building {what} failed: {got.stderr.strip()}")
+    partial.rename(target_path)
+    return target_path
+
+
 def build_ascend_front(out_dir: Path) -> Path:
     """Compile standins/ascend_front.c once per source version into out_dir.
 
@@ -150,23 +173,8 @@ def build_ascend_front(out_dir: Path) -> Path:
     ascend_tools.py keeps (about 1 ms of CPU a call instead of the ~25 ms of a
     Python start) and runs ascend_tools.py for everything else; the file's
     comment says how it stays exact."""
-    source = ASCEND_FRONT_SOURCE.read_bytes()
-    target = out_dir / f"ascend-front-{hashlib.sha256(source).hexdigest()[:12]}"
-    if target.exists():
-        return target
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise ClusterError("gcc not found: the emulator builds its npu-smi/hccn_tool front from "
-                           "emulator/standins/ascend_front.c at `up`. Install the Debian package gcc "
-                           "(it is in emulator/apt-packages.txt)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    got = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(partial), str(ASCEND_FRONT_SOURCE)],
-                         capture_output=True, text=True, timeout=120)
-    if got.returncode != 0:
-        raise ClusterError(f"building the npu-smi/hccn_tool front failed: {got.stderr.strip()}")
-    partial.rename(target)
-    return target
+    return compile_standin(ASCEND_FRONT_SOURCE, out_dir, "ascend-front-{digest}",
+                           ["-Wall", "-Wextra", "-Werror"], "the npu-smi/hccn_tool front")
 
 
 def install_ascend_tools(upper: Path, run_dir: Path, *, layout: Layout, hw: Hardware, front: Path) -> None:
