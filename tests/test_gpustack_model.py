@@ -242,13 +242,13 @@ class ScriptedApi(gpustack_api.GpustackApi):
     def instance_log(self, instance_id, lines=30):
         return f"log of instance {instance_id}: HCCL init failed\nexit 1"
 
-    def wait(self, timeout_s: float = 60) -> list[str]:
+    def wait(self, timeout_s: float = 60, poll_s: float = 5) -> list[str]:
         lines: list[str] = []
 
         def sleep(seconds: float) -> None:
             self.now += seconds
 
-        gpustack_api.wait_instance_running(self, 7, "DeepSeek-R1", timeout_s, lines.append, poll_s=5,
+        gpustack_api.wait_instance_running(self, 7, "DeepSeek-R1", timeout_s, lines.append, poll_s=poll_s,
                                            clock=lambda: self.now, sleep=sleep)
         return lines
 
@@ -298,14 +298,7 @@ def test_the_waiting_line_comes_at_the_first_poll_past_30_s_when_polls_do_not_la
     # every test's clock started at 0 (a monotonic clock starts anywhere).
     api = ScriptedApi([[instance("starting")]] * 6 + [[instance("running")]])
     api.now = 1000.0
-    lines: list[str] = []
-
-    def sleep(seconds: float) -> None:
-        api.now += seconds
-
-    gpustack_api.wait_instance_running(api, 7, "DeepSeek-R1", 3600, lines.append, poll_s=7,
-                                       clock=lambda: api.now, sleep=sleep)
-    assert lines == [
+    assert api.wait(3600, poll_s=7) == [
         "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
         "model DeepSeek-R1: waiting for an instance to run: 35 s of 3600 s (DeepSeek-R1-abc starting)",
         "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
@@ -578,14 +571,7 @@ def test_the_waiting_line_is_due_at_30_s_not_before():
     # Found by mutation testing: `progress_every_s = 30` -> 29 passed: 5 s polls reach 29 and
     # 30 s at the same poll. At 29 s polls the first line is at 58 s.
     api = ScriptedApi([[instance("starting")]] * 3 + [[instance("running")]])
-    lines: list[str] = []
-
-    def sleep(seconds: float) -> None:
-        api.now += seconds
-
-    gpustack_api.wait_instance_running(api, 7, "DeepSeek-R1", 3600, lines.append, poll_s=29,
-                                       clock=lambda: api.now, sleep=sleep)
-    assert lines == [
+    assert api.wait(3600, poll_s=29) == [
         "model DeepSeek-R1: instance DeepSeek-R1-abc new -> starting",
         "model DeepSeek-R1: waiting for an instance to run: 58 s of 3600 s (DeepSeek-R1-abc starting)",
         "model DeepSeek-R1: instance DeepSeek-R1-abc starting -> running"]
