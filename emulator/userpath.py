@@ -21,6 +21,7 @@ own. Tests drive the same commands through `PulumiRollout`.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -72,12 +73,20 @@ def program_venv() -> Path:
 
     requirements = (REPO_ROOT / "requirements.txt").read_bytes()
     venv = cache_dir() / f"program-venv-{hashlib.sha256(requirements).hexdigest()[:12]}"
-    if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(REPO_ROOT / "requirements.txt")], check=True)
-        (venv / ".complete").touch()
+    if (venv / ".complete").exists():
+        return venv
+    # Test workers start side by side on a cold cache: the first makes the venv while
+    # the others wait on the lock, then find it complete (without the lock a second
+    # worker removed the first one's half-made venv under it).
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                            "--disable-pip-version-check", "-r", str(REPO_ROOT / "requirements.txt")], check=True)
+            (venv / ".complete").touch()
     return venv
 
 
