@@ -155,6 +155,7 @@ SLOW_FIRST = (
     "tests/emulated/test_rollout_vllm_ascend_ray.py",
     "tests/emulated/test_tls_rollout.py",
     "tests/emulated/test_in_container.py",
+    "tests/emulated/test_step_idempotent.py",
     "tests/emulated/test_gpustack_workers.py",
     "tests/emulated/test_image_fetch_once.py",
     "tests/emulated/test_rollout_a3.py",
