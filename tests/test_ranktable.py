@@ -11,6 +11,8 @@ import random
 import pytest
 
 from ascend_inference.ranktable import (
+    hccl_number,
+    json_kind,
     one_line,
     rank_table_digest,
     rank_table_for,
@@ -935,3 +937,90 @@ def test_a_server_count_outside_the_engines_range_is_counted_in_the_plural(table
     assert stack_problems(table, rules=rules) == [
         "brought.json: server_count: 2 servers, but an engine accepts 1 to 1 in one rank table (fix: use 1 to 1 "
         "servers)"]
+
+
+# Found by mutation testing of lines 1-300 (tools/mutation.py --lines 1-300,
+# docs/testing.md): each test below fails with the mutant it names applied.
+
+@pytest.mark.parametrize("text, number", [
+    ("4294967295", 0xFFFFFFFF),     # the largest: `<= MAX` -> `<`, `!=`; 10 digits -> `< 10`, `<= 9`; MAX - 1
+    ("4294967296", None),           # one above: `<= MAX` -> `is not`; MAX + 1
+    ("0004294967295", 0xFFFFFFFF),  # leading zeros do not count as digits
+    ("99999999999", None),          # 11 digits
+])
+def test_hccl_reads_numbers_up_to_0xffffffff(text, number):
+    assert hccl_number(text) == number
+
+
+def test_a_message_is_cut_after_400_characters_not_at_them():
+    assert one_line("x" * 400) == "x" * 400
+    assert one_line("x" * 401) == "x" * 400 + "..."
+
+
+def test_a_json_number_of_more_than_199_bits_is_shown_as_long():
+    assert json_kind(2**198) == f"the JSON number {2**198}"  # 199 bits
+    assert json_kind(2**199) == "the JSON number (long)"     # 200 bits
+    assert json_kind(2**200) == "the JSON number (long)"     # 201 bits
+
+
+def test_the_canonical_text_is_indented_by_four_and_keeps_non_ascii():
+    assert rank_table_json({"server_id": ["nœud"]}) == '{\n    "server_id": [\n        "nœud"\n    ]\n}\n'
+
+
+def test_an_empty_device_ip_is_no_address():
+    assert split_device_ip("") == []
+
+
+def test_a_1_0_table_has_no_host_ip_nor_super_pod_fields():
+    servers = make_servers(2, 2)
+    built = rank_table_for(servers, 2, version="1.0")
+    assert [sorted(s) for s in built["server_list"]] == [["device", "server_id"]] * 2
+    assert sorted(built) == ["server_count", "server_list", "status", "version"]
+    assert {k for s in built["server_list"] for d in s["device"] for k in d} == {"device_id", "device_ip", "rank_id"}
+
+
+def test_more_servers_than_the_stack_has_nodes_is_refused(table):
+    assert problems_of(table, server_count=1) == [
+        "rank_table.json: server_list: has 2 servers but the stack has 1 nodes (fix: list every node once, master "
+        "first)"]
+
+
+def test_server_counts_are_compared_by_value_above_256_too():
+    servers = [{"server_id": f"10.0.{i // 250}.{i % 250 + 1}", "device_ips": [f"172.16.{i // 250}.{i % 250 + 1}"]}
+               for i in range(300)]
+    big = rank_table_for(servers, 1, version="1.0")
+    assert validate_rank_table(big, source="big.json", devices_per_node=1, version="1.0", server_count=300) == []
+
+
+def test_a_boolean_server_id_is_fixed_as_a_string_not_as_a_number(table):
+    table["server_list"][1]["server_id"] = True
+    assert problems_of(table)[0] == ("rank_table.json: server_list[1].server_id: is the JSON boolean true, but HCCL "
+                                     "reads server_id only as a string (fix: write \"server_id\" as a JSON string)")
+
+
+def test_a_server_with_an_empty_server_id_is_named_by_its_place(table):
+    table["server_list"][1]["server_id"] = ""
+    del table["server_list"][1]["container_ip"]
+    assert problems_of(table)[:2] == [
+        "rank_table.json: server_list[1].server_id: is empty (fix: set it to the node's IP)",
+        "rank_table.json: server_list[1].container_ip: server_list[1] has no container_ip, which MindIE's service "
+        "needs (fix: add \"container_ip\" (the server's IP unless the container has its own))"]
+
+
+def test_a_server_that_is_no_object_does_not_stop_the_checks_of_the_next(table):
+    table["server_list"].insert(0, "192.0.2.10")
+    table["server_count"] = "3"
+    table["server_list"][2]["device"][3]["device_ip"] = "not-an-ip"
+    assert problems_of(table, server_count=3) == [
+        "rank_table.json: server_list[0]: is '192.0.2.10', but each server is an object with server_id and device "
+        "(fix: write {\"server_id\": \"<node IP>\", \"device\": [...]})",
+        f"rank_table.json: server_list[2].device[3].device_ip: server {WORKER} device 3: 'not-an-ip' is not an IP "
+        "address (fix: use the address `hccn_tool -i N -ip -g` prints)"]
+
+
+def test_a_server_id_of_63_characters_is_accepted_and_of_64_named_by_its_first_20(table):
+    table["server_list"][1]["server_id"] = "n" * 63
+    assert problems_of(table) == []
+    table["server_list"][1]["server_id"] = "abcdefghijklmnopqrstuvwxyz" + "n" * 38
+    assert problems_of(table)[0] == ("rank_table.json: server_list[1].server_id: server abcdefghijklmnopqrst... is "
+                                     "64 characters; HCCL allows 63 (fix: use the node's IP)")
