@@ -1024,3 +1024,69 @@ def test_a_server_id_of_63_characters_is_accepted_and_of_64_named_by_its_first_2
     table["server_list"][1]["server_id"] = "abcdefghijklmnopqrstuvwxyz" + "n" * 38
     assert problems_of(table)[0] == ("rank_table.json: server_list[1].server_id: server abcdefghijklmnopqrst... is "
                                      "64 characters; HCCL allows 63 (fix: use the node's IP)")
+
+
+# Found by mutation testing of lines 301-550 (tools/mutation.py --lines 301-550).
+
+def test_a_server_without_devices_does_not_stop_the_checks_of_the_next(table):
+    table["server_list"][0]["device"] = []
+    table["server_list"][1]["device"][3]["device_ip"] = "not-an-ip"
+    problems = problems_of(table)
+    assert problems[0].startswith(f"rank_table.json: server_list[0].device: server {MASTER} has no devices")
+    assert (f"rank_table.json: server_list[1].device[3].device_ip: server {WORKER} device 3: 'not-an-ip' is not an "
+            "IP address (fix: use the address `hccn_tool -i N -ip -g` prints)") in problems
+
+
+def test_an_ipv4_host_ip_after_an_ipv6_one_is_refused(a3_table):
+    a3_table["server_list"][0]["host_ip"] = "2001:db8::100"
+    problems = a3_problems(a3_table)
+    assert len(problems) == 3 and all("is IPv4 but server 172.16.0.100's is IPv6" in p for p in problems), problems
+
+
+def test_fewer_device_ips_than_the_first_device_has_are_refused(table):
+    for device in (d for s in table["server_list"] for d in s["device"]):
+        device["device_ip"] += "," + device["device_ip"].replace("198.51.100.", "198.51.101.")
+    assert problems_of(table) == []
+    table["server_list"][1]["device"][2]["device_ip"] = "198.51.100.19"
+    assert problems_of(table) == [
+        f"rank_table.json: server_list[1].device[2].device_ip: server {WORKER} device 2 has 1 device IP but server "
+        f"{MASTER} device 0 has 2; HCCL wants as many on every device (fix: give every device the same number of "
+        "comma-separated addresses)"]
+
+
+def test_a_bad_address_among_several_is_shown_with_its_device_ip_and_the_next_still_checked(table):
+    for device in (d for s in table["server_list"] for d in s["device"]):
+        device["device_ip"] += "," + device["device_ip"].replace("198.51.100.", "198.51.101.")
+    table["server_list"][1]["device"][2]["device_ip"] = "bad,198.51.100.1"  # the second: device 0's of the master
+    assert problems_of(table) == [
+        f"rank_table.json: server_list[1].device[2].device_ip: server {WORKER} device 2: 'bad' (in "
+        "'bad,198.51.100.1') is not an IP address (fix: use the address `hccn_tool -i N -ip -g` prints; separate "
+        "several with commas, without spaces)",
+        f"rank_table.json: server_list[1].device[2].device_ip: server {WORKER} device 2 has device IP 198.51.100.1, "
+        f"already used by server {MASTER} device 0 (fix: every NPU has its own IP; re-read them with `hccn_tool -i N "
+        "-ip -g`)"]
+
+
+def test_a3_a_super_pod_id_of_63_characters_is_accepted_and_of_64_refused(a3_table):
+    a3_table["super_pod_list"][1]["super_pod_id"] = "p" * 63
+    assert a3_problems(a3_table) == []
+    a3_table["super_pod_list"][1]["super_pod_id"] = "p" * 64
+    assert a3_problems(a3_table) == ["a3: super_pod_list[1].super_pod_id: is 64 characters; HCCL allows 63 (fix: use "
+                                     "the Super Pod ID `npu-smi info -t spod-info` prints)"]
+
+
+def test_a3_a_member_without_a_string_server_id_does_not_stop_the_pods_next_members(a3_table):
+    a3_table["super_pod_list"][0]["server_list"].insert(0, {"server_id": 5})
+    a3_table["server_list"][1]["device"][1]["super_device_id"] = "4"  # as device 0's: still found
+    problems = a3_problems(a3_table)
+    assert len(problems) == 2 and "super_pod_list[0].server_list[0].server_id: is the JSON number 5" in problems[0]
+    assert "server 172.16.0.101 device 1 has super_device_id 4, already used by" in problems[1]
+
+
+def test_a3_a_device_that_is_no_object_does_not_stop_the_sdid_check_of_the_next(a3_table):
+    a3_table["server_list"][1]["device"][0] = "0"
+    a3_table["server_list"][1]["device"][2]["super_device_id"] = "5"  # as device 1's: still found
+    problems = a3_problems(a3_table)
+    assert ("a3: server_list[1].device[2].super_device_id: server 172.16.0.101 device 2 has super_device_id 5, "
+            "already used by server 172.16.0.101 device 1 in super pod 0 (fix: re-read the SDIDs with `npu-smi info "
+            "-t spod-info`)") in problems, problems
