@@ -1090,3 +1090,40 @@ def test_a3_a_device_that_is_no_object_does_not_stop_the_sdid_check_of_the_next(
     assert ("a3: server_list[1].device[2].super_device_id: server 172.16.0.101 device 2 has super_device_id 5, "
             "already used by server 172.16.0.101 device 1 in super pod 0 (fix: re-read the SDIDs with `npu-smi info "
             "-t spod-info`)") in problems, problems
+
+
+def test_an_ipv6_host_ip_after_an_ipv4_one_is_refused(a3_table):
+    a3_table["server_list"][1]["host_ip"] = "2001:db8::101"
+    assert a3_problems(a3_table) == [
+        "a3: server_list[1].host_ip: server 172.16.0.101: host_ip 2001:db8::101 is IPv6 but server 172.16.0.100's is "
+        "IPv4; HCCL refuses mixed families (fix: give every server a host_ip of the same family)"]
+
+
+def test_a_device_that_is_no_object_does_not_stop_the_checks_of_the_servers_next_devices(table):
+    table["server_list"][1]["device"][0] = "0"
+    table["server_list"][1]["device"][3]["device_ip"] = "not-an-ip"
+    problems = problems_of(table)
+    assert problems[0].startswith(f"rank_table.json: server_list[1].device[0]: server {WORKER} device 0 is '0', but "
+                                  "each device is an object")
+    assert (f"rank_table.json: server_list[1].device[3].device_ip: server {WORKER} device 3: 'not-an-ip' is not an "
+            "IP address (fix: use the address `hccn_tool -i N -ip -g` prints)") in problems
+
+
+@pytest.mark.parametrize("device_id", ["8", "9"])
+def test_a_device_id_at_or_beyond_the_nodes_npus_is_refused(table, device_id):
+    table["server_list"][1]["device"][7]["device_id"] = device_id
+    assert problems_of(table) == [
+        f"rank_table.json: server_list[1].device[7].device_id: server {WORKER} device 7: device_id '{device_id}' "
+        "is not an NPU of the server (0..7) (fix: device_id is the NPU's number on its server, as `npu-smi info` "
+        "lists it)"]
+
+
+def test_a3_a_super_pod_without_servers_or_with_a_text_for_them(a3_table):
+    del a3_table["super_pod_list"][1]["server_list"]
+    assert a3_problems(a3_table)[0] == (
+        "a3: super_pod_list[1].server_list: super pod 1 lists no servers (fix: list the pod's servers: "
+        "\"server_list\": [{\"server_id\": ...}, ...])")
+    a3_table["super_pod_list"][1]["server_list"] = "172.16.0.102"
+    assert a3_problems(a3_table)[0] == (
+        "a3: super_pod_list[1].server_list: is '172.16.0.102', but it must be a list of {\"server_id\": ...} (fix: "
+        "list the pod's servers: \"server_list\": [{\"server_id\": ...}, ...])")
