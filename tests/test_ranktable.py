@@ -1127,3 +1127,13 @@ def test_a3_a_super_pod_without_servers_or_with_a_text_for_them(a3_table):
     assert a3_problems(a3_table)[0] == (
         "a3: super_pod_list[1].server_list: is '172.16.0.102', but it must be a list of {\"server_id\": ...} (fix: "
         "list the pod's servers: \"server_list\": [{\"server_id\": ...}, ...])")
+
+
+def test_ipv4_device_ips_after_an_ipv6_one_are_refused(table):
+    table["server_list"][0]["device"][0]["device_ip"] = "2001:db8::1"
+    problems = problems_of(table)
+    assert len(problems) == 15 and problems[0] == (
+        f"rank_table.json: server_list[0].device[1].device_ip: server {MASTER} device 1: device IP 198.51.100.2 is "
+        f"IPv4 but server {MASTER} device 0's is IPv6; HCCL refuses a table of several servers whose device IPs mix "
+        "families (\"device ip family ... is not same as others\") (fix: use the NPUs' addresses of one family "
+        "(`hccn_tool -i N -ip -g`, or -inet6))"), problems
