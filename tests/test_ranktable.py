@@ -1137,3 +1137,60 @@ def test_ipv4_device_ips_after_an_ipv6_one_are_refused(table):
         f"IPv4 but server {MASTER} device 0's is IPv6; HCCL refuses a table of several servers whose device IPs mix "
         "families (\"device ip family ... is not same as others\") (fix: use the NPUs' addresses of one family "
         "(`hccn_tool -i N -ip -g`, or -inet6))"), problems
+
+
+def test_a_device_entry_that_is_no_list_is_named_as_such(table):
+    table["server_list"][1]["device"] = "0"
+    assert problems_of(table)[0] == (
+        f"rank_table.json: server_list[1].device: server {WORKER}: device is '0', not a list of devices (fix: list "
+        "the server's NPUs: \"device\": [{\"device_id\": \"0\", \"device_ip\": ..., \"rank_id\": ...}, ...])")
+
+
+def test_an_empty_device_ip_of_a_single_server_counts_as_one_address():
+    single = rank_table_for([{"server_id": MASTER, "device_ips": ["", "198.51.100.2"]}], 2, version="1.0")
+    assert validate_rank_table(single, source="t", devices_per_node=2, version="1.0", server_count=1) == []
+
+
+@pytest.mark.parametrize("rank_id", ["16", "17"])
+def test_every_rank_at_or_beyond_the_tables_is_refused(table, rank_id):
+    table["server_list"][1]["device"][7]["rank_id"] = rank_id
+    assert problems_of(table) == [f"rank_table.json: rank_id: server {WORKER} device 7: rank_id '{rank_id}' is beyond "
+                                  "the 16 ranks of the table (rank 15 is unused) (fix: number the ranks 0..15)"]
+
+
+@pytest.mark.parametrize("server_list", [None, []])
+def test_a3_a_super_pod_without_servers_is_named_by_its_id_and_the_next_pod_still_checked(a3_table, server_list):
+    pods = a3_table["super_pod_list"]
+    pods[0]["super_pod_id"] = "7"
+    pods[0]["server_list"] = server_list
+    pods[1]["server_list"].append({"server_id": "172.16.0.199"})
+    assert a3_problems(a3_table)[:2] == [
+        "a3: super_pod_list[0].server_list: super pod 7 lists no servers (fix: list the pod's servers: "
+        "\"server_list\": [{\"server_id\": ...}, ...])",
+        "a3: super_pod_list[1].server_list[2].server_id: server 172.16.0.199 is not in server_list; HCCL refuses it "
+        "(\"server_id ... is not found in server_list\") (fix: list the server in server_list too, or drop it from "
+        "the super pod)"]
+
+
+def test_a3_the_members_of_a_pod_with_a_refused_id_are_still_looked_up(a3_table):
+    pods = a3_table["super_pod_list"]
+    pods[0]["super_pod_id"] = ""
+    pods[0]["server_list"].append({"server_id": "172.16.0.199"})
+    assert a3_problems(a3_table) == [
+        "a3: super_pod_list[0].super_pod_id: is empty; HCCL refuses an empty super_pod_id (fix: use the Super Pod ID "
+        "`npu-smi info -t spod-info` prints)",
+        "a3: super_pod_list[0].server_list[2].server_id: server 172.16.0.199 is not in server_list; HCCL refuses it "
+        "(\"server_id ... is not found in server_list\") (fix: list the server in server_list too, or drop it from "
+        "the super pod)"]
+
+
+def test_a3_a_missing_super_device_id_and_one_that_is_a_number(a3_table):
+    del a3_table["server_list"][0]["device"][1]["super_device_id"]
+    a3_table["server_list"][0]["device"][2]["super_device_id"] = 2
+    assert a3_problems(a3_table) == [
+        "a3: server_list[0].device[1].super_device_id: server 172.16.0.100 device 1: version 1.2 needs "
+        "super_device_id as a string of ASCII digits (fix: use the SDID `npu-smi info -t spod-info -i NPU -c CHIP` "
+        "prints)",
+        "a3: server_list[0].device[2].super_device_id: server 172.16.0.100 device 2: version 1.2 needs "
+        "super_device_id as a string of ASCII digits, not the JSON number 2 (fix: use the SDID `npu-smi info -t "
+        "spod-info -i NPU -c CHIP` prints)"]
