@@ -1194,3 +1194,13 @@ def test_a3_a_missing_super_device_id_and_one_that_is_a_number(a3_table):
         "a3: server_list[0].device[2].super_device_id: server 172.16.0.100 device 2: version 1.2 needs "
         "super_device_id as a string of ASCII digits, not the JSON number 2 (fix: use the SDID `npu-smi info -t "
         "spod-info -i NPU -c CHIP` prints)"]
+
+
+def test_devices_and_addresses_are_counted_by_value_above_256_too():
+    """CPython keeps one object of each small int only: an identity test passes below 257."""
+    many = rank_table_for([{"server_id": MASTER, "device_ips": [str(ipaddress.IPv4Address("172.16.0.1") + d)
+                                                                for d in range(300)]}], 300, version="1.0")
+    assert validate_rank_table(many, source="t", devices_per_node=300, version="1.0", server_count=1) == []
+    addresses = [",".join(str(ipaddress.IPv4Address(f"172.{16 + d}.0.1") + a) for a in range(300)) for d in range(2)]
+    several = rank_table_for([{"server_id": MASTER, "device_ips": addresses}], 2, version="1.0")
+    assert validate_rank_table(several, source="t", devices_per_node=2, version="1.0", server_count=1) == []
