@@ -1204,3 +1204,86 @@ def test_devices_and_addresses_are_counted_by_value_above_256_too():
     addresses = [",".join(str(ipaddress.IPv4Address(f"172.{16 + d}.0.1") + a) for a in range(300)) for d in range(2)]
     several = rank_table_for([{"server_id": MASTER, "device_ips": addresses}], 2, version="1.0")
     assert validate_rank_table(several, source="t", devices_per_node=2, version="1.0", server_count=1) == []
+
+
+# Found by mutation testing of lines 551-733 (tools/mutation.py --lines 551-733).
+
+def test_the_rules_of_an_engine_that_names_none_require_neither_container_ip_nor_as_many_devices(table):
+    # brought_table.py passes `container_ip` to validate_rank_table as require_container_ip.
+    assert RankTableOptions().container_ip is False
+    table["server_list"][1]["device"].pop()
+    assert stack_problems(table, rules=RankTableOptions(), world_size=15) == []
+
+
+def test_fewer_ranks_than_the_world_size_are_refused(table):
+    assert stack_problems(table, world_size=32) == [
+        "brought.json: server_list: the table has 16 ranks but the stack's plan has world size 32 (fix: list as many "
+        "devices as the plan uses (tp x pp x dp))"]
+
+
+def test_a_rank_above_the_engines_highest_names_how_many_ranks_to_use(table):
+    assert stack_problems(table, rules=RankTableOptions("e", max_rank_id=14)) == [
+        f"brought.json: server_list[1].device[7].rank_id: server {WORKER} device 7: rank_id 15, but e accepts 0..14 "
+        "(fix: use at most 15 ranks)"]
+
+
+def test_a_device_id_below_its_place_is_refused_where_ranks_follow_the_listing(table):
+    devices = table["server_list"][1]["device"]
+    devices[2]["device_id"], devices[3]["device_id"] = "3", "2"
+    problems = stack_problems(table, rules=RankTableOptions("vllm", ranks_follow_the_listing=True))
+    assert [p.split(": ")[1] for p in problems] == ["server_list[1].device[2].device_id",
+                                                    "server_list[1].device[3].device_id"], problems
+
+
+def test_ranks_and_places_are_compared_by_value_above_256_too():
+    many = rank_table_for([{"server_id": MASTER, "device_ips": [str(ipaddress.IPv4Address("172.16.0.1") + d)
+                                                                for d in range(300)]}], 300, version="1.0")
+    rules = RankTableOptions("vllm", ranks_follow_the_listing=True, max_devices_per_server=300)
+    assert stack_problems(many, rules=rules, world_size=300, servers=[StackServer("node0", MASTER)]) == []
+
+
+def test_an_empty_device_ip_is_no_second_address_for_an_engine_that_reads_one():
+    single = rank_table_for([{"server_id": MASTER, "device_ips": ["", "198.51.100.2"]}], 2, version="1.0")
+    rules = RankTableOptions("e", single_device_ip=True)
+    assert stack_problems(single, rules=rules, world_size=2, servers=[StackServer("node0", MASTER)]) == []
+
+
+def test_a_server_that_is_no_node_does_not_stop_the_checks_of_the_next(table):
+    table["server_list"][0]["server_id"] = "192.0.2.99"
+    table["server_list"][1]["device"][4]["device_ip"] = "198.51.100.99"
+    declared = tuple(f"198.51.100.{d + 17}" for d in range(8))
+    stack = [StackServer("node0", MASTER), StackServer("node1", WORKER, declared)]
+    problems = stack_problems(table, rules=RankTableOptions("e"), servers=stack)
+    assert (f"brought.json: server_list[1].device[4].device_ip: server {WORKER} device 4 has device_ip 198.51.100.99, "
+            "but stack Pulumi.s.yaml declares 198.51.100.21 for node1 device 4 (fix: use the address `hccn_tool -i N "
+            "-ip -g` prints on that node, in both places)") in problems, problems
+
+
+def test_the_container_ip_an_engine_finds_itself_by_is_compared_by_value_either_way(table):
+    rules = RankTableOptions("mindie", container_ip_finds_the_server=True)
+    read = json.loads(json.dumps(table))  # a brought table's strings are other objects than the stack's
+    assert stack_problems(read, rules=rules) == []
+    read["server_list"][1]["container_ip"] = "10.0.0.1"  # sorts below the node's address
+    assert stack_problems(read, rules=rules) == [
+        f"brought.json: server_list[1].container_ip: server {WORKER} has container_ip 10.0.0.1, but mindie on node1 "
+        f"looks itself up by {WORKER} (its address, since the stack declares no container_ip) and would find no "
+        f"entry for its server (fix: set \"container_ip\": \"{WORKER}\", or declare nodes[].container_ip: 10.0.0.1 "
+        "if the container has that address)"]
+
+
+def test_a_server_count_at_the_top_of_the_engines_range_is_accepted(table):
+    assert stack_problems(table, rules=RankTableOptions("e", server_count_range=(2, 2))) == []
+
+
+def test_the_devices_per_server_are_refused_above_the_engines_most_only(table):
+    assert stack_problems(table, rules=RankTableOptions("e", max_devices_per_server=8)) == []
+    assert stack_problems(table, rules=RankTableOptions("e", max_devices_per_server=7)) == [
+        f"brought.json: server_list[{i}].device: server {server} lists 8 devices; e accepts at most 7 (fix: split the "
+        "devices over more servers)" for i, server in enumerate((MASTER, WORKER))]
+
+
+def test_a_later_server_with_more_devices_than_the_first_is_refused(table):
+    table["server_list"][0]["device"].pop()
+    assert stack_problems(table, rules=RankTableOptions("e", same_devices_per_server=True), world_size=15) == [
+        f"brought.json: server_list[1].device: server {WORKER} lists 8 devices but server {MASTER} lists 7; e requires "
+        "as many on every server (fix: list the same number of NPUs on every server)"]
