@@ -1287,3 +1287,10 @@ def test_a_later_server_with_more_devices_than_the_first_is_refused(table):
     assert stack_problems(table, rules=RankTableOptions("e", same_devices_per_server=True), world_size=15) == [
         f"brought.json: server_list[1].device: server {WORKER} lists 8 devices but server {MASTER} lists 7; e requires "
         "as many on every server (fix: list the same number of NPUs on every server)"]
+
+
+def test_a_device_ip_that_is_no_address_is_left_to_validate_rank_table_by_the_single_address_rule(table):
+    # check_rank_table_for_stack's callers validate first (validate_rank_table names it); on its own it is no
+    # unspecified address and no traceback.
+    table["server_list"][1]["device"][4]["device_ip"] = "not-an-ip"
+    assert stack_problems(table, rules=RankTableOptions("e", single_device_ip=True)) == []
