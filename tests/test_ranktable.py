@@ -1294,3 +1294,16 @@ def test_a_device_ip_that_is_no_address_is_left_to_validate_rank_table_by_the_si
     # unspecified address and no traceback.
     table["server_list"][1]["device"][4]["device_ip"] = "not-an-ip"
     assert stack_problems(table, rules=RankTableOptions("e", single_device_ip=True)) == []
+
+
+def test_the_rules_of_an_engine_that_names_none_take_any_server_order_and_container_ip(table):
+    table["server_list"].reverse()  # rank 0 stays on the master, now listed second
+    table["server_list"][0]["container_ip"] = "10.0.0.5"  # the stack declares none for the worker
+    assert stack_problems(table, rules=RankTableOptions()) == []
+
+
+def test_a_servers_devices_after_one_on_a_node_without_declared_ips_are_still_checked(table):
+    table["server_list"][1]["device"][3]["device_ip"] = "198.51.100.20,198.51.100.99"
+    assert stack_problems(table, rules=RankTableOptions("e", single_device_ip=True)) == [
+        f"brought.json: server_list[1].device[3].device_ip: server {WORKER} device 3: device_ip "
+        "'198.51.100.20,198.51.100.99' has 2 addresses; e reads it as one address (fix: keep one address per device)"]
