@@ -1222,9 +1222,10 @@ def test_fewer_ranks_than_the_world_size_are_refused(table):
 
 
 def test_a_rank_above_the_engines_highest_names_how_many_ranks_to_use(table):
-    assert stack_problems(table, rules=RankTableOptions("e", max_rank_id=14)) == [
-        f"brought.json: server_list[1].device[7].rank_id: server {WORKER} device 7: rank_id 15, but e accepts 0..14 "
-        "(fix: use at most 15 ranks)"]
+    # An odd highest rank: max_rank_id | 1 and ^ 1 give another number than + 1.
+    assert stack_problems(table, rules=RankTableOptions("e", max_rank_id=13)) == [
+        f"brought.json: server_list[1].device[{d}].rank_id: server {WORKER} device {d}: rank_id {d + 8}, but e accepts "
+        "0..13 (fix: use at most 14 ranks)" for d in (6, 7)]
 
 
 def test_a_device_id_below_its_place_is_refused_where_ranks_follow_the_listing(table):
@@ -1271,8 +1272,9 @@ def test_the_container_ip_an_engine_finds_itself_by_is_compared_by_value_either_
         "if the container has that address)"]
 
 
-def test_a_server_count_at_the_top_of_the_engines_range_is_accepted(table):
+def test_a_server_count_at_either_end_of_the_engines_range_is_accepted(table):
     assert stack_problems(table, rules=RankTableOptions("e", server_count_range=(2, 2))) == []
+    assert stack_problems(table, rules=RankTableOptions("e", server_count_range=(1, 2))) == []
 
 
 def test_the_devices_per_server_are_refused_above_the_engines_most_only(table):
