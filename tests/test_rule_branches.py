@@ -197,3 +197,14 @@ def test_the_memory_figures_are_given_to_a_tenth_of_a_gb(stack):
     figures = (memory.weights_gb, memory.required_gb, memory.usable_gb, memory.available_for_weights_gb,
                memory.per_stage_available_gb, *memory.per_stage_required_gb)
     assert all(round(f, 1) == f for f in figures), figures
+
+
+def test_a_layer_split_with_fewer_stages_than_pp_is_refused():
+    assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [61]}) == [
+        (NS + "parallel.pp_layer_split", "has 1 stages but pp is 2", "give 2 numbers, e.g. [31, 30]")]
+
+
+def test_a_layer_split_over_the_models_layers_is_refused():
+    assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [31, 31]}) == [
+        (NS + "parallel.pp_layer_split", "[31, 31] sums to 62 but the model has 61 layers",
+         "make the stages sum to 61, e.g. [31, 30]")]
