@@ -208,3 +208,8 @@ def test_a_layer_split_over_the_models_layers_is_refused():
     assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [31, 31]}) == [
         (NS + "parallel.pp_layer_split", "[31, 31] sums to 62 but the model has 61 layers",
          "make the stages sum to 61, e.g. [31, 30]")]
+
+
+def test_a_layer_split_with_more_stages_than_pp_is_refused():
+    assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [20, 20, 21]}) == [
+        (NS + "parallel.pp_layer_split", "has 3 stages but pp is 2", "give 2 numbers, e.g. [31, 30]")]
