@@ -10,7 +10,7 @@ import pytest
 from ascend_inference.errors import StackError
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import LoadedStack, load_stack
-from ascend_inference.topology import weights_gb
+from ascend_inference.topology import MemoryFit, Plan, rank_layout, weights_gb
 from ascendctl.preview.stack import loaded_with_config
 
 pytestmark = pytest.mark.pure
@@ -213,3 +213,10 @@ def test_a_layer_split_over_the_models_layers_is_refused():
 def test_a_layer_split_with_more_stages_than_pp_is_refused():
     assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [20, 20, 21]}) == [
         (NS + "parallel.pp_layer_split", "has 3 stages but pp is 2", "give 2 numbers, e.g. [31, 30]")]
+
+
+def test_the_ranks_of_a_node_are_found_by_its_index_above_256_too():
+    nodes = [f"node{i}" for i in range(300)]
+    memory = MemoryFit(1.0, 1.0, 1.0, 1.0, (1.0,), 1.0, True)
+    plan = Plan(300, 1, 300, 300, 1, 1, 1, 300, (61,), rank_layout(nodes, 1, 300, 1, 1), memory)
+    assert [(r.rank, r.node) for r in plan.ranks_of(299)] == [(299, "node299")]
