@@ -220,3 +220,16 @@ def test_the_ranks_of_a_node_are_found_by_its_index_above_256_too():
     memory = MemoryFit(1.0, 1.0, 1.0, 1.0, (1.0,), 1.0, True)
     plan = Plan(300, 1, 300, 300, 1, 1, 1, 300, (61,), rank_layout(nodes, 1, 300, 1, 1), memory)
     assert [(r.rank, r.node) for r in plan.ranks_of(299)] == [(299, "node299")]
+
+
+def test_the_world_is_compared_with_tp_pp_dp_by_value_above_256_npus_too():
+    loaded = load_stack("dp4-ep32-gpustack")
+    config = json.loads(json.dumps(loaded.raw_config))
+    config[NS + "nodes"] = [{"name": f"node{i}", "host": f"192.0.2.{i + 11}"} for i in range(36)]
+    config[NS + "parallel"] = {**config[NS + "parallel"], "dp": 36}
+    assert loaded_with_config(loaded, config).plan.world_size == 288
+
+
+def test_pipeline_parallel_on_an_engine_without_it_is_refused_from_pp_2():
+    assert (NS + "parallel.pp", "engine mindie does not run pipeline parallel here",
+            "set pp: 1 or use engine kind vllm-mindspore") in refused("tp16-mindie", parallel={"tp": 8, "pp": 2})
