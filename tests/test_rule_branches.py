@@ -233,3 +233,9 @@ def test_the_world_is_compared_with_tp_pp_dp_by_value_above_256_npus_too():
 def test_pipeline_parallel_on_an_engine_without_it_is_refused_from_pp_2():
     assert (NS + "parallel.pp", "engine mindie does not run pipeline parallel here",
             "set pp: 1 or use engine kind vllm-mindspore") in refused("tp16-mindie", parallel={"tp": 8, "pp": 2})
+
+
+def test_the_ep_suggestion_stops_at_the_world_and_includes_it():
+    problems = refused("dp4-ep32-gpustack", model={"experts": 64}, parallel={"ep": 3})
+    assert (NS + "parallel.ep", "ep 3 does not divide the model's 64 experts",
+            "use an ep that divides 64 (e.g. 1, 2, 4, 8, 16, 32)") in problems
