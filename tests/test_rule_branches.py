@@ -239,3 +239,22 @@ def test_the_ep_suggestion_stops_at_the_world_and_includes_it():
     problems = refused("dp4-ep32-gpustack", model={"experts": 64}, parallel={"ep": 3})
     assert (NS + "parallel.ep", "ep 3 does not divide the model's 64 experts",
             "use an ep that divides 64 (e.g. 1, 2, 4, 8, 16, 32)") in problems
+
+
+def test_expert_parallel_on_an_engine_without_it_is_refused_from_ep_2():
+    assert (NS + "parallel.ep", "engine mindie does not run expert parallel here",
+            "set ep: 1 or use engine kind gpustack") in refused("tp16-mindie", parallel={"ep": 2})
+
+
+@pytest.mark.parametrize("ep, moe_tp", [(2, 1), (4, 4)])
+def test_an_ep_that_divides_the_experts_and_whose_product_with_moe_tp_divides_a_stage_is_accepted(ep, moe_tp):
+    # 256 experts, 32 NPUs a stage: 4 x 4 = 16 divides 32 (4 ** 4 would not). Small weights: the
+    # expert replicas of a small ep fit.
+    plan = with_config("dp4-ep32-gpustack", model={"weights_gb": 100}, parallel={"ep": ep, "moe_tp": moe_tp}).plan
+    assert (plan.ep, plan.moe_tp) == (ep, moe_tp)
+
+
+def test_ep_times_moe_tp_is_quoted_as_their_product():
+    assert refused("dp4-ep32-gpustack", parallel={"ep": 4, "moe_tp": 16}) == [
+        (NS + "parallel.ep", "ep x moe_tp = 4 x 16 = 64 does not divide the 32 NPUs of a pipeline stage (tp x dp)",
+         "make ep x moe_tp a divisor of tp x dp")]
