@@ -258,3 +258,9 @@ def test_ep_times_moe_tp_is_quoted_as_their_product():
     assert refused("dp4-ep32-gpustack", parallel={"ep": 4, "moe_tp": 16}) == [
         (NS + "parallel.ep", "ep x moe_tp = 4 x 16 = 64 does not divide the 32 NPUs of a pipeline stage (tp x dp)",
          "make ep x moe_tp a divisor of tp x dp")]
+
+
+def test_a_layout_larger_than_the_world_is_refused():
+    assert (NS + "parallel", "tp x pp x dp = 32 x 1 x 1 = 32, but the world is 2 nodes x 8 NPUs = 16",
+            "choose tp, pp, dp whose product is 16, or change the number of nodes") in refused(
+        "tp16-mindie", parallel={"tp": 32})
