@@ -264,3 +264,8 @@ def test_a_layout_larger_than_the_world_is_refused():
     assert (NS + "parallel", "tp x pp x dp = 32 x 1 x 1 = 32, but the world is 2 nodes x 8 NPUs = 16",
             "choose tp, pp, dp whose product is 16, or change the number of nodes") in refused(
         "tp16-mindie", parallel={"tp": 32})
+
+
+def test_expert_parallel_of_2_on_a_dense_model_is_refused():
+    assert (NS + "parallel.ep", "ep is 2 but the model has no experts", "set ep: 1 for a dense model") in refused(
+        "dp4-ep32-gpustack", model={"experts": 0}, parallel={"ep": 2})
