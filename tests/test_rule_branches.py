@@ -269,3 +269,9 @@ def test_a_layout_larger_than_the_world_is_refused():
 def test_expert_parallel_of_2_on_a_dense_model_is_refused():
     assert (NS + "parallel.ep", "ep is 2 but the model has no experts", "set ep: 1 for a dense model") in refused(
         "dp4-ep32-gpustack", model={"experts": 0}, parallel={"ep": 2})
+
+
+def test_a_layout_with_pipeline_stages_quotes_the_product_of_all_three():
+    assert (NS + "parallel", "tp x pp x dp = 4 x 2 x 1 = 8, but the world is 2 nodes x 8 NPUs = 16",
+            "choose tp, pp, dp whose product is 16, or change the number of nodes") in refused(
+        "tp8-pp2-300iduo", parallel={"tp": 4})
