@@ -275,3 +275,9 @@ def test_a_layout_with_pipeline_stages_quotes_the_product_of_all_three():
     assert (NS + "parallel", "tp x pp x dp = 4 x 2 x 1 = 8, but the world is 2 nodes x 8 NPUs = 16",
             "choose tp, pp, dp whose product is 16, or change the number of nodes") in refused(
         "tp8-pp2-300iduo", parallel={"tp": 4})
+
+
+def test_the_ep_suggestion_of_an_odd_expert_count_includes_the_count():
+    problems = refused("dp4-ep32-gpustack", model={"experts": 9}, parallel={"ep": 2})
+    assert (NS + "parallel.ep", "ep 2 does not divide the model's 9 experts",
+            "use an ep that divides 9 (e.g. 1, 3, 9)") in problems
