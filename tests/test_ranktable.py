@@ -11,6 +11,8 @@ import random
 import pytest
 
 from ascend_inference.ranktable import (
+    hccl_number,
+    json_kind,
     one_line,
     rank_table_digest,
     rank_table_for,
@@ -935,3 +937,375 @@ def test_a_server_count_outside_the_engines_range_is_counted_in_the_plural(table
     assert stack_problems(table, rules=rules) == [
         "brought.json: server_count: 2 servers, but an engine accepts 1 to 1 in one rank table (fix: use 1 to 1 "
         "servers)"]
+
+
+# Found by mutation testing of lines 1-300 (tools/mutation.py --lines 1-300,
+# docs/testing.md): each test below fails with the mutant it names applied.
+
+@pytest.mark.parametrize("text, number", [
+    ("4294967295", 0xFFFFFFFF),     # the largest: `<= MAX` -> `<`, `!=`; 10 digits -> `< 10`, `<= 9`; MAX - 1
+    ("4294967296", None),           # one above: `<= MAX` -> `is not`; MAX + 1
+    ("0004294967295", 0xFFFFFFFF),  # leading zeros do not count as digits
+    ("99999999999", None),          # 11 digits
+])
+def test_hccl_reads_numbers_up_to_0xffffffff(text, number):
+    assert hccl_number(text) == number
+
+
+def test_a_message_is_cut_after_400_characters_not_at_them():
+    assert one_line("x" * 400) == "x" * 400
+    assert one_line("x" * 401) == "x" * 400 + "..."
+
+
+def test_a_json_number_of_more_than_199_bits_is_shown_as_long():
+    assert json_kind(2**198) == f"the JSON number {2**198}"  # 199 bits
+    assert json_kind(2**199) == "the JSON number (long)"     # 200 bits
+    assert json_kind(2**200) == "the JSON number (long)"     # 201 bits
+
+
+def test_the_canonical_text_is_indented_by_four_and_keeps_non_ascii():
+    assert rank_table_json({"server_id": ["nœud"]}) == '{\n    "server_id": [\n        "nœud"\n    ]\n}\n'
+
+
+def test_an_empty_device_ip_is_no_address():
+    assert split_device_ip("") == []
+
+
+def test_a_1_0_table_has_no_host_ip_nor_super_pod_fields():
+    servers = make_servers(2, 2)
+    built = rank_table_for(servers, 2, version="1.0")
+    assert [sorted(s) for s in built["server_list"]] == [["device", "server_id"]] * 2
+    assert sorted(built) == ["server_count", "server_list", "status", "version"]
+    assert {k for s in built["server_list"] for d in s["device"] for k in d} == {"device_id", "device_ip", "rank_id"}
+
+
+def test_more_servers_than_the_stack_has_nodes_is_refused(table):
+    assert problems_of(table, server_count=1) == [
+        "rank_table.json: server_list: has 2 servers but the stack has 1 nodes (fix: list every node once, master "
+        "first)"]
+
+
+def test_server_counts_are_compared_by_value_above_256_too():
+    servers = [{"server_id": f"10.0.{i // 250}.{i % 250 + 1}", "device_ips": [f"172.16.{i // 250}.{i % 250 + 1}"]}
+               for i in range(300)]
+    big = rank_table_for(servers, 1, version="1.0")
+    assert validate_rank_table(big, source="big.json", devices_per_node=1, version="1.0", server_count=300) == []
+
+
+def test_a_boolean_server_id_is_fixed_as_a_string_not_as_a_number(table):
+    table["server_list"][1]["server_id"] = True
+    assert problems_of(table)[0] == ("rank_table.json: server_list[1].server_id: is the JSON boolean true, but HCCL "
+                                     "reads server_id only as a string (fix: write \"server_id\" as a JSON string)")
+
+
+def test_a_server_with_an_empty_server_id_is_named_by_its_place(table):
+    table["server_list"][1]["server_id"] = ""
+    del table["server_list"][1]["container_ip"]
+    assert problems_of(table)[:2] == [
+        "rank_table.json: server_list[1].server_id: is empty (fix: set it to the node's IP)",
+        "rank_table.json: server_list[1].container_ip: server_list[1] has no container_ip, which MindIE's service "
+        "needs (fix: add \"container_ip\" (the server's IP unless the container has its own))"]
+
+
+def test_a_server_that_is_no_object_does_not_stop_the_checks_of_the_next(table):
+    table["server_list"].insert(0, "192.0.2.10")
+    table["server_count"] = "3"
+    table["server_list"][2]["device"][3]["device_ip"] = "not-an-ip"
+    assert problems_of(table, server_count=3) == [
+        "rank_table.json: server_list[0]: is '192.0.2.10', but each server is an object with server_id and device "
+        "(fix: write {\"server_id\": \"<node IP>\", \"device\": [...]})",
+        f"rank_table.json: server_list[2].device[3].device_ip: server {WORKER} device 3: 'not-an-ip' is not an IP "
+        "address (fix: use the address `hccn_tool -i N -ip -g` prints)"]
+
+
+def test_a_server_id_of_63_characters_is_accepted_and_of_64_named_by_its_first_20(table):
+    table["server_list"][1]["server_id"] = "n" * 63
+    assert problems_of(table) == []
+    table["server_list"][1]["server_id"] = "abcdefghijklmnopqrstuvwxyz" + "n" * 38
+    assert problems_of(table)[0] == ("rank_table.json: server_list[1].server_id: server abcdefghijklmnopqrst... is "
+                                     "64 characters; HCCL allows 63 (fix: use the node's IP)")
+
+
+# Found by mutation testing of lines 301-550 (tools/mutation.py --lines 301-550).
+
+def test_a_server_without_devices_does_not_stop_the_checks_of_the_next(table):
+    table["server_list"][0]["device"] = []
+    table["server_list"][1]["device"][3]["device_ip"] = "not-an-ip"
+    problems = problems_of(table)
+    assert problems[0].startswith(f"rank_table.json: server_list[0].device: server {MASTER} has no devices")
+    assert (f"rank_table.json: server_list[1].device[3].device_ip: server {WORKER} device 3: 'not-an-ip' is not an "
+            "IP address (fix: use the address `hccn_tool -i N -ip -g` prints)") in problems
+
+
+def test_an_ipv4_host_ip_after_an_ipv6_one_is_refused(a3_table):
+    a3_table["server_list"][0]["host_ip"] = "2001:db8::100"
+    problems = a3_problems(a3_table)
+    assert len(problems) == 3 and all("is IPv4 but server 172.16.0.100's is IPv6" in p for p in problems), problems
+
+
+def test_fewer_device_ips_than_the_first_device_has_are_refused(table):
+    for device in (d for s in table["server_list"] for d in s["device"]):
+        device["device_ip"] += "," + device["device_ip"].replace("198.51.100.", "198.51.101.")
+    assert problems_of(table) == []
+    table["server_list"][1]["device"][2]["device_ip"] = "198.51.100.19"
+    assert problems_of(table) == [
+        f"rank_table.json: server_list[1].device[2].device_ip: server {WORKER} device 2 has 1 device IP but server "
+        f"{MASTER} device 0 has 2; HCCL wants as many on every device (fix: give every device the same number of "
+        "comma-separated addresses)"]
+
+
+def test_a_bad_address_among_several_is_shown_with_its_device_ip_and_the_next_still_checked(table):
+    for device in (d for s in table["server_list"] for d in s["device"]):
+        device["device_ip"] += "," + device["device_ip"].replace("198.51.100.", "198.51.101.")
+    table["server_list"][1]["device"][2]["device_ip"] = "bad,198.51.100.1"  # the second: device 0's of the master
+    assert problems_of(table) == [
+        f"rank_table.json: server_list[1].device[2].device_ip: server {WORKER} device 2: 'bad' (in "
+        "'bad,198.51.100.1') is not an IP address (fix: use the address `hccn_tool -i N -ip -g` prints; separate "
+        "several with commas, without spaces)",
+        f"rank_table.json: server_list[1].device[2].device_ip: server {WORKER} device 2 has device IP 198.51.100.1, "
+        f"already used by server {MASTER} device 0 (fix: every NPU has its own IP; re-read them with `hccn_tool -i N "
+        "-ip -g`)"]
+
+
+def test_a3_a_super_pod_id_of_63_characters_is_accepted_and_of_64_refused(a3_table):
+    a3_table["super_pod_list"][1]["super_pod_id"] = "p" * 63
+    assert a3_problems(a3_table) == []
+    a3_table["super_pod_list"][1]["super_pod_id"] = "p" * 64
+    assert a3_problems(a3_table) == ["a3: super_pod_list[1].super_pod_id: is 64 characters; HCCL allows 63 (fix: use "
+                                     "the Super Pod ID `npu-smi info -t spod-info` prints)"]
+
+
+def test_a3_a_member_without_a_string_server_id_does_not_stop_the_pods_next_members(a3_table):
+    a3_table["super_pod_list"][0]["server_list"].insert(0, {"server_id": 5})
+    a3_table["server_list"][1]["device"][1]["super_device_id"] = "4"  # as device 0's: still found
+    problems = a3_problems(a3_table)
+    assert len(problems) == 2 and "super_pod_list[0].server_list[0].server_id: is the JSON number 5" in problems[0]
+    assert "server 172.16.0.101 device 1 has super_device_id 4, already used by" in problems[1]
+
+
+def test_a3_a_device_that_is_no_object_does_not_stop_the_sdid_check_of_the_next(a3_table):
+    a3_table["server_list"][1]["device"][0] = "0"
+    a3_table["server_list"][1]["device"][2]["super_device_id"] = "5"  # as device 1's: still found
+    problems = a3_problems(a3_table)
+    assert ("a3: server_list[1].device[2].super_device_id: server 172.16.0.101 device 2 has super_device_id 5, "
+            "already used by server 172.16.0.101 device 1 in super pod 0 (fix: re-read the SDIDs with `npu-smi info "
+            "-t spod-info`)") in problems, problems
+
+
+def test_an_ipv6_host_ip_after_an_ipv4_one_is_refused(a3_table):
+    a3_table["server_list"][1]["host_ip"] = "2001:db8::101"
+    assert a3_problems(a3_table) == [
+        "a3: server_list[1].host_ip: server 172.16.0.101: host_ip 2001:db8::101 is IPv6 but server 172.16.0.100's is "
+        "IPv4; HCCL refuses mixed families (fix: give every server a host_ip of the same family)"]
+
+
+def test_a_device_that_is_no_object_does_not_stop_the_checks_of_the_servers_next_devices(table):
+    table["server_list"][1]["device"][0] = "0"
+    table["server_list"][1]["device"][3]["device_ip"] = "not-an-ip"
+    problems = problems_of(table)
+    assert problems[0].startswith(f"rank_table.json: server_list[1].device[0]: server {WORKER} device 0 is '0', but "
+                                  "each device is an object")
+    assert (f"rank_table.json: server_list[1].device[3].device_ip: server {WORKER} device 3: 'not-an-ip' is not an "
+            "IP address (fix: use the address `hccn_tool -i N -ip -g` prints)") in problems
+
+
+@pytest.mark.parametrize("device_id", ["8", "9"])
+def test_a_device_id_at_or_beyond_the_nodes_npus_is_refused(table, device_id):
+    table["server_list"][1]["device"][7]["device_id"] = device_id
+    assert problems_of(table) == [
+        f"rank_table.json: server_list[1].device[7].device_id: server {WORKER} device 7: device_id '{device_id}' "
+        "is not an NPU of the server (0..7) (fix: device_id is the NPU's number on its server, as `npu-smi info` "
+        "lists it)"]
+
+
+def test_a3_a_super_pod_without_servers_or_with_a_text_for_them(a3_table):
+    del a3_table["super_pod_list"][1]["server_list"]
+    assert a3_problems(a3_table)[0] == (
+        "a3: super_pod_list[1].server_list: super pod 1 lists no servers (fix: list the pod's servers: "
+        "\"server_list\": [{\"server_id\": ...}, ...])")
+    a3_table["super_pod_list"][1]["server_list"] = "172.16.0.102"
+    assert a3_problems(a3_table)[0] == (
+        "a3: super_pod_list[1].server_list: is '172.16.0.102', but it must be a list of {\"server_id\": ...} (fix: "
+        "list the pod's servers: \"server_list\": [{\"server_id\": ...}, ...])")
+
+
+def test_ipv4_device_ips_after_an_ipv6_one_are_refused(table):
+    table["server_list"][0]["device"][0]["device_ip"] = "2001:db8::1"
+    problems = problems_of(table)
+    assert len(problems) == 15 and problems[0] == (
+        f"rank_table.json: server_list[0].device[1].device_ip: server {MASTER} device 1: device IP 198.51.100.2 is "
+        f"IPv4 but server {MASTER} device 0's is IPv6; HCCL refuses a table of several servers whose device IPs mix "
+        "families (\"device ip family ... is not same as others\") (fix: use the NPUs' addresses of one family "
+        "(`hccn_tool -i N -ip -g`, or -inet6))"), problems
+
+
+def test_a_device_entry_that_is_no_list_is_named_as_such(table):
+    table["server_list"][1]["device"] = "0"
+    assert problems_of(table)[0] == (
+        f"rank_table.json: server_list[1].device: server {WORKER}: device is '0', not a list of devices (fix: list "
+        "the server's NPUs: \"device\": [{\"device_id\": \"0\", \"device_ip\": ..., \"rank_id\": ...}, ...])")
+
+
+def test_an_empty_device_ip_of_a_single_server_counts_as_one_address():
+    single = rank_table_for([{"server_id": MASTER, "device_ips": ["", "198.51.100.2"]}], 2, version="1.0")
+    assert validate_rank_table(single, source="t", devices_per_node=2, version="1.0", server_count=1) == []
+
+
+@pytest.mark.parametrize("rank_id", ["16", "17"])
+def test_every_rank_at_or_beyond_the_tables_is_refused(table, rank_id):
+    table["server_list"][1]["device"][7]["rank_id"] = rank_id
+    assert problems_of(table) == [f"rank_table.json: rank_id: server {WORKER} device 7: rank_id '{rank_id}' is beyond "
+                                  "the 16 ranks of the table (rank 15 is unused) (fix: number the ranks 0..15)"]
+
+
+@pytest.mark.parametrize("server_list", [None, []])
+def test_a3_a_super_pod_without_servers_is_named_by_its_id_and_the_next_pod_still_checked(a3_table, server_list):
+    pods = a3_table["super_pod_list"]
+    pods[0]["super_pod_id"] = "7"
+    pods[0]["server_list"] = server_list
+    pods[1]["server_list"].append({"server_id": "172.16.0.199"})
+    assert a3_problems(a3_table)[:2] == [
+        "a3: super_pod_list[0].server_list: super pod 7 lists no servers (fix: list the pod's servers: "
+        "\"server_list\": [{\"server_id\": ...}, ...])",
+        "a3: super_pod_list[1].server_list[2].server_id: server 172.16.0.199 is not in server_list; HCCL refuses it "
+        "(\"server_id ... is not found in server_list\") (fix: list the server in server_list too, or drop it from "
+        "the super pod)"]
+
+
+def test_a3_the_members_of_a_pod_with_a_refused_id_are_still_looked_up(a3_table):
+    pods = a3_table["super_pod_list"]
+    pods[0]["super_pod_id"] = ""
+    pods[0]["server_list"].append({"server_id": "172.16.0.199"})
+    assert a3_problems(a3_table) == [
+        "a3: super_pod_list[0].super_pod_id: is empty; HCCL refuses an empty super_pod_id (fix: use the Super Pod ID "
+        "`npu-smi info -t spod-info` prints)",
+        "a3: super_pod_list[0].server_list[2].server_id: server 172.16.0.199 is not in server_list; HCCL refuses it "
+        "(\"server_id ... is not found in server_list\") (fix: list the server in server_list too, or drop it from "
+        "the super pod)"]
+
+
+def test_a3_a_missing_super_device_id_and_one_that_is_a_number(a3_table):
+    del a3_table["server_list"][0]["device"][1]["super_device_id"]
+    a3_table["server_list"][0]["device"][2]["super_device_id"] = 2
+    assert a3_problems(a3_table) == [
+        "a3: server_list[0].device[1].super_device_id: server 172.16.0.100 device 1: version 1.2 needs "
+        "super_device_id as a string of ASCII digits (fix: use the SDID `npu-smi info -t spod-info -i NPU -c CHIP` "
+        "prints)",
+        "a3: server_list[0].device[2].super_device_id: server 172.16.0.100 device 2: version 1.2 needs "
+        "super_device_id as a string of ASCII digits, not the JSON number 2 (fix: use the SDID `npu-smi info -t "
+        "spod-info -i NPU -c CHIP` prints)"]
+
+
+def test_devices_and_addresses_are_counted_by_value_above_256_too():
+    """CPython keeps one object of each small int only: an identity test passes below 257."""
+    many = rank_table_for([{"server_id": MASTER, "device_ips": [str(ipaddress.IPv4Address("172.16.0.1") + d)
+                                                                for d in range(300)]}], 300, version="1.0")
+    assert validate_rank_table(many, source="t", devices_per_node=300, version="1.0", server_count=1) == []
+    addresses = [",".join(str(ipaddress.IPv4Address(f"172.{16 + d}.0.1") + a) for a in range(300)) for d in range(2)]
+    several = rank_table_for([{"server_id": MASTER, "device_ips": addresses}], 2, version="1.0")
+    assert validate_rank_table(several, source="t", devices_per_node=2, version="1.0", server_count=1) == []
+
+
+# Found by mutation testing of lines 551-733 (tools/mutation.py --lines 551-733).
+
+def test_the_rules_of_an_engine_that_names_none_require_neither_container_ip_nor_as_many_devices(table):
+    # brought_table.py passes `container_ip` to validate_rank_table as require_container_ip.
+    assert RankTableOptions().container_ip is False
+    table["server_list"][1]["device"].pop()
+    assert stack_problems(table, rules=RankTableOptions(), world_size=15) == []
+
+
+def test_fewer_ranks_than_the_world_size_are_refused(table):
+    assert stack_problems(table, world_size=32) == [
+        "brought.json: server_list: the table has 16 ranks but the stack's plan has world size 32 (fix: list as many "
+        "devices as the plan uses (tp x pp x dp))"]
+
+
+def test_a_rank_above_the_engines_highest_names_how_many_ranks_to_use(table):
+    # An odd highest rank: max_rank_id | 1 and ^ 1 give another number than + 1.
+    assert stack_problems(table, rules=RankTableOptions("e", max_rank_id=13)) == [
+        f"brought.json: server_list[1].device[{d}].rank_id: server {WORKER} device {d}: rank_id {d + 8}, but e accepts "
+        "0..13 (fix: use at most 14 ranks)" for d in (6, 7)]
+
+
+def test_a_device_id_below_its_place_is_refused_where_ranks_follow_the_listing(table):
+    devices = table["server_list"][1]["device"]
+    devices[2]["device_id"], devices[3]["device_id"] = "3", "2"
+    problems = stack_problems(table, rules=RankTableOptions("vllm", ranks_follow_the_listing=True))
+    assert [p.split(": ")[1] for p in problems] == ["server_list[1].device[2].device_id",
+                                                    "server_list[1].device[3].device_id"], problems
+
+
+def test_ranks_and_places_are_compared_by_value_above_256_too():
+    many = rank_table_for([{"server_id": MASTER, "device_ips": [str(ipaddress.IPv4Address("172.16.0.1") + d)
+                                                                for d in range(300)]}], 300, version="1.0")
+    rules = RankTableOptions("vllm", ranks_follow_the_listing=True, max_devices_per_server=300)
+    assert stack_problems(many, rules=rules, world_size=300, servers=[StackServer("node0", MASTER)]) == []
+
+
+def test_an_empty_device_ip_is_no_second_address_for_an_engine_that_reads_one():
+    single = rank_table_for([{"server_id": MASTER, "device_ips": ["", "198.51.100.2"]}], 2, version="1.0")
+    rules = RankTableOptions("e", single_device_ip=True)
+    assert stack_problems(single, rules=rules, world_size=2, servers=[StackServer("node0", MASTER)]) == []
+
+
+def test_a_server_that_is_no_node_does_not_stop_the_checks_of_the_next(table):
+    table["server_list"][0]["server_id"] = "192.0.2.99"
+    table["server_list"][1]["device"][4]["device_ip"] = "198.51.100.99"
+    declared = tuple(f"198.51.100.{d + 17}" for d in range(8))
+    stack = [StackServer("node0", MASTER), StackServer("node1", WORKER, declared)]
+    problems = stack_problems(table, rules=RankTableOptions("e"), servers=stack)
+    assert (f"brought.json: server_list[1].device[4].device_ip: server {WORKER} device 4 has device_ip 198.51.100.99, "
+            "but stack Pulumi.s.yaml declares 198.51.100.21 for node1 device 4 (fix: use the address `hccn_tool -i N "
+            "-ip -g` prints on that node, in both places)") in problems, problems
+
+
+def test_the_container_ip_an_engine_finds_itself_by_is_compared_by_value_either_way(table):
+    rules = RankTableOptions("mindie", container_ip_finds_the_server=True)
+    read = json.loads(json.dumps(table))  # a brought table's strings are other objects than the stack's
+    assert stack_problems(read, rules=rules) == []
+    read["server_list"][1]["container_ip"] = "10.0.0.1"  # sorts below the node's address
+    assert stack_problems(read, rules=rules) == [
+        f"brought.json: server_list[1].container_ip: server {WORKER} has container_ip 10.0.0.1, but mindie on node1 "
+        f"looks itself up by {WORKER} (its address, since the stack declares no container_ip) and would find no "
+        f"entry for its server (fix: set \"container_ip\": \"{WORKER}\", or declare nodes[].container_ip: 10.0.0.1 "
+        "if the container has that address)"]
+
+
+def test_a_server_count_at_either_end_of_the_engines_range_is_accepted(table):
+    assert stack_problems(table, rules=RankTableOptions("e", server_count_range=(2, 2))) == []
+    assert stack_problems(table, rules=RankTableOptions("e", server_count_range=(1, 2))) == []
+
+
+def test_the_devices_per_server_are_refused_above_the_engines_most_only(table):
+    assert stack_problems(table, rules=RankTableOptions("e", max_devices_per_server=8)) == []
+    assert stack_problems(table, rules=RankTableOptions("e", max_devices_per_server=7)) == [
+        f"brought.json: server_list[{i}].device: server {server} lists 8 devices; e accepts at most 7 (fix: split the "
+        "devices over more servers)" for i, server in enumerate((MASTER, WORKER))]
+
+
+def test_a_later_server_with_more_devices_than_the_first_is_refused(table):
+    table["server_list"][0]["device"].pop()
+    assert stack_problems(table, rules=RankTableOptions("e", same_devices_per_server=True), world_size=15) == [
+        f"brought.json: server_list[1].device: server {WORKER} lists 8 devices but server {MASTER} lists 7; e requires "
+        "as many on every server (fix: list the same number of NPUs on every server)"]
+
+
+def test_a_device_ip_that_is_no_address_is_left_to_validate_rank_table_by_the_single_address_rule(table):
+    # check_rank_table_for_stack's callers validate first (validate_rank_table names it); on its own it is no
+    # unspecified address and no traceback.
+    table["server_list"][1]["device"][4]["device_ip"] = "not-an-ip"
+    assert stack_problems(table, rules=RankTableOptions("e", single_device_ip=True)) == []
+
+
+def test_the_rules_of_an_engine_that_names_none_take_any_server_order_and_container_ip(table):
+    table["server_list"].reverse()  # rank 0 stays on the master, now listed second
+    table["server_list"][0]["container_ip"] = "10.0.0.5"  # the stack declares none for the worker
+    assert stack_problems(table, rules=RankTableOptions()) == []
+
+
+def test_a_servers_devices_after_one_on_a_node_without_declared_ips_are_still_checked(table):
+    table["server_list"][1]["device"][3]["device_ip"] = "198.51.100.20,198.51.100.99"
+    assert stack_problems(table, rules=RankTableOptions("e", single_device_ip=True)) == [
+        f"brought.json: server_list[1].device[3].device_ip: server {WORKER} device 3: device_ip "
+        "'198.51.100.20,198.51.100.99' has 2 addresses; e reads it as one address (fix: keep one address per device)"]

@@ -10,7 +10,7 @@ import pytest
 from ascend_inference.errors import StackError
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import LoadedStack, load_stack
-from ascend_inference.topology import weights_gb
+from ascend_inference.topology import MemoryFit, Plan, rank_layout, weights_gb
 from ascendctl.preview.stack import loaded_with_config
 
 pytestmark = pytest.mark.pure
@@ -197,3 +197,87 @@ def test_the_memory_figures_are_given_to_a_tenth_of_a_gb(stack):
     figures = (memory.weights_gb, memory.required_gb, memory.usable_gb, memory.available_for_weights_gb,
                memory.per_stage_available_gb, *memory.per_stage_required_gb)
     assert all(round(f, 1) == f for f in figures), figures
+
+
+def test_a_layer_split_with_fewer_stages_than_pp_is_refused():
+    assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [61]}) == [
+        (NS + "parallel.pp_layer_split", "has 1 stages but pp is 2", "give 2 numbers, e.g. [31, 30]")]
+
+
+def test_a_layer_split_over_the_models_layers_is_refused():
+    assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [31, 31]}) == [
+        (NS + "parallel.pp_layer_split", "[31, 31] sums to 62 but the model has 61 layers",
+         "make the stages sum to 61, e.g. [31, 30]")]
+
+
+def test_a_layer_split_with_more_stages_than_pp_is_refused():
+    assert refused("tp8-pp2-300iduo", parallel={"pp_layer_split": [20, 20, 21]}) == [
+        (NS + "parallel.pp_layer_split", "has 3 stages but pp is 2", "give 2 numbers, e.g. [31, 30]")]
+
+
+def test_the_ranks_of_a_node_are_found_by_its_index_above_256_too():
+    nodes = [f"node{i}" for i in range(300)]
+    memory = MemoryFit(1.0, 1.0, 1.0, 1.0, (1.0,), 1.0, True)
+    plan = Plan(300, 1, 300, 300, 1, 1, 1, 300, (61,), rank_layout(nodes, 1, 300, 1, 1), memory)
+    assert [(r.rank, r.node) for r in plan.ranks_of(299)] == [(299, "node299")]
+
+
+def test_the_world_is_compared_with_tp_pp_dp_by_value_above_256_npus_too():
+    loaded = load_stack("dp4-ep32-gpustack")
+    config = json.loads(json.dumps(loaded.raw_config))
+    config[NS + "nodes"] = [{"name": f"node{i}", "host": f"192.0.2.{i + 11}"} for i in range(36)]
+    config[NS + "parallel"] = {**config[NS + "parallel"], "dp": 36}
+    assert loaded_with_config(loaded, config).plan.world_size == 288
+
+
+def test_pipeline_parallel_on_an_engine_without_it_is_refused_from_pp_2():
+    assert (NS + "parallel.pp", "engine mindie does not run pipeline parallel here",
+            "set pp: 1 or use engine kind vllm-mindspore") in refused("tp16-mindie", parallel={"tp": 8, "pp": 2})
+
+
+def test_the_ep_suggestion_stops_at_the_world_and_includes_it():
+    problems = refused("dp4-ep32-gpustack", model={"experts": 64}, parallel={"ep": 3})
+    assert (NS + "parallel.ep", "ep 3 does not divide the model's 64 experts",
+            "use an ep that divides 64 (e.g. 1, 2, 4, 8, 16, 32)") in problems
+
+
+def test_expert_parallel_on_an_engine_without_it_is_refused_from_ep_2():
+    assert (NS + "parallel.ep", "engine mindie does not run expert parallel here",
+            "set ep: 1 or use engine kind gpustack") in refused("tp16-mindie", parallel={"ep": 2})
+
+
+@pytest.mark.parametrize("ep, moe_tp", [(2, 1), (4, 4)])
+def test_an_ep_that_divides_the_experts_and_whose_product_with_moe_tp_divides_a_stage_is_accepted(ep, moe_tp):
+    # 256 experts, 32 NPUs a stage: 4 x 4 = 16 divides 32 (4 ** 4 would not). Small weights: the
+    # expert replicas of a small ep fit.
+    plan = with_config("dp4-ep32-gpustack", model={"weights_gb": 100}, parallel={"ep": ep, "moe_tp": moe_tp}).plan
+    assert (plan.ep, plan.moe_tp) == (ep, moe_tp)
+
+
+def test_ep_times_moe_tp_is_quoted_as_their_product():
+    assert refused("dp4-ep32-gpustack", parallel={"ep": 4, "moe_tp": 16}) == [
+        (NS + "parallel.ep", "ep x moe_tp = 4 x 16 = 64 does not divide the 32 NPUs of a pipeline stage (tp x dp)",
+         "make ep x moe_tp a divisor of tp x dp")]
+
+
+def test_a_layout_larger_than_the_world_is_refused():
+    assert (NS + "parallel", "tp x pp x dp = 32 x 1 x 1 = 32, but the world is 2 nodes x 8 NPUs = 16",
+            "choose tp, pp, dp whose product is 16, or change the number of nodes") in refused(
+        "tp16-mindie", parallel={"tp": 32})
+
+
+def test_expert_parallel_of_2_on_a_dense_model_is_refused():
+    assert (NS + "parallel.ep", "ep is 2 but the model has no experts", "set ep: 1 for a dense model") in refused(
+        "dp4-ep32-gpustack", model={"experts": 0}, parallel={"ep": 2})
+
+
+def test_a_layout_with_pipeline_stages_quotes_the_product_of_all_three():
+    assert (NS + "parallel", "tp x pp x dp = 4 x 2 x 1 = 8, but the world is 2 nodes x 8 NPUs = 16",
+            "choose tp, pp, dp whose product is 16, or change the number of nodes") in refused(
+        "tp8-pp2-300iduo", parallel={"tp": 4})
+
+
+def test_the_ep_suggestion_of_an_odd_expert_count_includes_the_count():
+    problems = refused("dp4-ep32-gpustack", model={"experts": 9}, parallel={"ep": 2})
+    assert (NS + "parallel.ep", "ep 2 does not divide the model's 9 experts",
+            "use an ep that divides 9 (e.g. 1, 3, 9)") in problems
