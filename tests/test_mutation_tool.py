@@ -196,3 +196,17 @@ def test_a_statement_run_at_import_runs_the_direct_importers_and_the_other_modul
                            "tests/test_c.py::test_uses": 0.5, "tests/test_c.py::test_unrelated": 0.1})
     assert mutation.tests_to_run(plan, SOURCE.replace("LIMIT = 16", "LIMIT = 17")) == [
         "tests/test_a.py::test_low", "tests/test_c.py::test_uses", "tests/test_b.py"]
+
+
+def test_function_annotations_are_skipped_under_postponed_annotations_even_with_pydantic():
+    # An engine module's plugin methods (`plan: Plan | None`) are strings at run time;
+    # its pydantic settings' field annotations are evaluated, so their mutants run.
+    source = ("from __future__ import annotations\nfrom pydantic import BaseModel\n\n\n"
+              "class Settings(BaseModel):\n    port: int = 1025\n\n\n"
+              "def check(plan: Plan | None) -> list[str]:\n    return []\n")
+    assert sorted(mutation.unevaluated_annotation_spans(source)) == [((9, 16), (9, 27)), ((9, 32), (9, 41))]
+    # Without pydantic every annotation is skipped; without postponed annotations none is.
+    no_pydantic = source.replace("from pydantic import BaseModel\n", "")
+    assert ((5, 10), (5, 13)) in mutation.unevaluated_annotation_spans(no_pydantic)
+    assert mutation.unevaluated_annotation_spans(source.replace("from __future__ import annotations\n", "")) == []
+    assert mutation.unevaluated_annotation_spans(source + "typing.get_type_hints(check)\n") == []

@@ -33,12 +33,12 @@ plugins it does not need.
 
 A mutant that does not compile (cosmic-ray turns `{**props}` into `{%props}`)
 is skipped and counted apart: every test importing it would fail, which says
-nothing of the tests. Mutants inside annotations (of arguments, returns,
-annotated assignments) are skipped, not run, in a module that has
-`from __future__ import annotations` and no pydantic (which evaluates
-annotations): there annotations are never evaluated, so such a mutant is
-equivalent by construction. They are counted
-and printed apart.
+nothing of the tests. Mutants inside annotations that are never evaluated
+are skipped, not run: in a module that has `from __future__ import
+annotations`, the annotations of functions' arguments and returns, and of
+annotated assignments too when the module has no pydantic (which evaluates
+its models' field annotations); such a mutant is equivalent by construction.
+They are counted and printed apart.
 
 The work happens in a copy of the committed tree (`git archive HEAD`), never
 in the checkout, so the checkout's files are never mutated. Per module it
@@ -183,8 +183,21 @@ def annotations_never_evaluated(source: str) -> bool:
             and not re.search(r"^\s*(from|import) pydantic\b|get_type_hints", source, re.M))
 
 
-def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """(start, end) (line, column) of every argument, return and annotated-assignment annotation."""
+def unevaluated_annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The annotations of `source` that are never evaluated, so that a mutant in one is
+    equivalent. Postponed (`from __future__ import annotations`, and nothing calling
+    `get_type_hints` or pydantic's `validate_call`): a function's argument and return
+    annotations stay strings; pydantic evaluates its models' field annotations (annotated
+    assignments in a class body), so those count only in a module without pydantic."""
+    if ("from __future__ import annotations" not in source
+            or re.search(r"get_type_hints|validate_call", source)):
+        return []
+    return annotation_spans(source, assignments=annotations_never_evaluated(source))
+
+
+def annotation_spans(source: str, assignments: bool = True) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) (line, column) of every argument, return and (with `assignments`)
+    annotated-assignment annotation."""
     spans = []
     for node in ast.walk(ast.parse(source)):
         annotations: list[ast.expr | None] = []
@@ -193,7 +206,7 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
             annotations += [a.annotation for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
                                                     arguments.vararg, arguments.kwarg) if a is not None]
             annotations.append(node.returns)
-        elif isinstance(node, ast.AnnAssign):
+        elif isinstance(node, ast.AnnAssign) and assignments:
             annotations.append(node.annotation)
         spans += [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
                   for a in annotations if a is not None]
@@ -351,7 +364,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines:
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     skipped = uncompilable = outside = 0
-    spans = annotation_spans(source) if annotations_never_evaluated(source) else []
+    spans = unevaluated_annotation_spans(source)
     with use_db(str(session)) as db:
         for item in db.work_items:
             mutation = item.mutations[0]
