@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ascend_inference.engines.lmdeploy import s_dir
 from ascend_inference.engines.mindie import MindieSettings
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.render import render_node
@@ -22,15 +23,19 @@ pytestmark = pytest.mark.pure
 
 def loaded_case(tmp_path: Path, stack: str, *, engine: dict | None = None, drop: tuple[str, ...] = (),
                 nodes: int | None = None, parallel: dict | None = None, model: dict | None = None):
-    """stacks/`stack` with `engine` keys set, `drop`'s engine keys removed, only its first
-    `nodes` nodes, and `parallel` and `model` keys set."""
+    """stacks/`stack` with `engine` keys set, `drop`'s engine keys removed, `nodes` nodes (its
+    first ones, or more made like its second), and `parallel` and `model` keys set."""
     doc = load_stack_doc(stack)
     config = doc["config"]
     config[NS + "engine"].update(engine or {})
     for key in drop:
         config[NS + "engine"].pop(key)
     if nodes is not None:
-        config[NS + "nodes"] = config[NS + "nodes"][:nodes]
+        listed = config[NS + "nodes"]
+        config[NS + "nodes"] = listed[:nodes] + [
+            {**listed[1], "name": f"node{k}", "host": f"192.0.2.{11 + k}", "hostname": f"case-node-{k}",
+             "device_ips": [f"198.51.100.{16 * k + d + 1}" for d in range(len(listed[1]["device_ips"]))]}
+            for k in range(len(listed), nodes)]
     config[NS + "parallel"].update(parallel or {})
     config[NS + "model"].update(model or {})
     return load_stack(str(write_stack(tmp_path, "case", doc)))
@@ -79,3 +84,38 @@ def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
     settings = MindieSettings(kind="mindie", https_enabled=None, inter_comm_tls_enabled=False,
                               inter_node_tls_enabled=None)
     assert [key for key, _ in settings.insecure_choices()] == ["engine.inter_comm_tls_enabled"]
+
+
+# --- LMDeploy ----------------------------------------------------------------------
+
+def rendered_text(loaded) -> str:
+    """Every node's env file, engine files, scripts and `docker run` line, as one text."""
+    parts = []
+    for index in range(len(loaded.spec.nodes)):
+        node = render_node(loaded, index)
+        parts += [node.env_text, *node.files.values(), *(s.text for s in node.scripts.present()),
+                  node.container.docker_run_line()]
+    return "\n".join(parts)
+
+
+def test_lmdeploy_without_a_ray_port_starts_ray_on_6379(tmp_path):
+    text = rendered_text(loaded_case(tmp_path, "tp16-lmdeploy", drop=("ray_port",)))
+    assert "ray start --head --port=6379" in text and "--address=192.0.2.11:6379" in text
+
+
+def test_lmdeploy_mounts_the_rank_tables_own_directory(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", engine={"rank_table_path": "/data/hm/tables/rt.json"})
+    assert " -v /data/hm/tables:/data/hm/tables " in render_node(loaded, 0).container.docker_run_line()
+    assert s_dir("/data/hm/rank_table.json") == "/data/hm" and s_dir("/rank_table.json") == "/"
+
+
+@pytest.mark.parametrize("nodes", [2, 3, 4])
+def test_lmdeploys_version_matters_on_every_multi_node_cluster(nodes, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", nodes=nodes, parallel={"tp": 8 * nodes})
+    assert "0.15.0 removed the reader" in loaded.spec.engine_plugin.version_matters(loaded.spec)
+
+
+def test_lmdeploys_eager_mode_rule_comes_before_the_memory_fit(tmp_path):
+    # Checked before the plan exists: a model too large for the nodes does not hide it.
+    problems = problems_of(tmp_path, "tp16-lmdeploy", engine={"eager_mode": False}, model={"parameters_b": 5000})
+    assert [p.key for p in problems] == [f"{NS}engine.eager_mode"]
