@@ -119,3 +119,35 @@ def test_lmdeploys_eager_mode_rule_comes_before_the_memory_fit(tmp_path):
     # Checked before the plan exists: a model too large for the nodes does not hide it.
     problems = problems_of(tmp_path, "tp16-lmdeploy", engine={"eager_mode": False}, model={"parameters_b": 5000})
     assert [p.key for p in problems] == [f"{NS}engine.eager_mode"]
+
+
+def test_lmdeploys_smoke_request_is_runbook_004s_completion(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert json.loads(check.body) == {"model": loaded.spec.model.path, "prompt": "Hakuna Matata", "max_tokens": 64,
+                                      "temperature": 0}
+
+
+def test_lmdeploy_defaults_serve_on_23333_in_eager_mode(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", drop=("eager_mode",))  # (it sets no port)
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+    assert "--eager-mode" in argv and "--server-port" not in argv
+    assert loaded.spec.engine_plugin.endpoint(loaded.spec) == "http://192.0.2.11:23333"
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_lmdeploy_passes_a_cache_share_above_or_below_its_default(share, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", engine={"cache_max_entry_count": share})
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+    assert argv[argv.index("--cache-max-entry-count") + 1] == str(share)
+
+
+@pytest.mark.parametrize(("port", "taken"), [("1", True), ("65535", True), ("0", False), ("65536", False),
+                                              ("16667x", False)])
+def test_lmdeploys_device_port_is_a_port_from_1_to_65535(port, taken, tmp_path):
+    problems = problems_of(tmp_path, "tp16-lmdeploy", engine={"device_port": port})
+    if taken:
+        assert problems == []
+    else:
+        assert [p.key for p in problems] == [f"{NS}engine.device_port"]
+        assert f"'{port}' is not a port" in problems[0].message
