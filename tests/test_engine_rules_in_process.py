@@ -132,6 +132,8 @@ def test_lmdeploy_defaults_serve_on_23333_in_eager_mode(tmp_path):
     loaded = loaded_case(tmp_path, "tp16-lmdeploy", drop=("eager_mode",))  # (it sets no port)
     argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
     assert "--eager-mode" in argv and "--server-port" not in argv
+    # LMDeploy's own default cache share (0.8) is left to it, not passed.
+    assert "--cache-max-entry-count" not in argv
     assert loaded.spec.engine_plugin.endpoint(loaded.spec) == "http://192.0.2.11:23333"
 
 
