@@ -153,3 +153,15 @@ def test_lmdeploys_device_port_is_a_port_from_1_to_65535(port, taken, tmp_path):
     else:
         assert [p.key for p in problems] == [f"{NS}engine.device_port"]
         assert f"'{port}' is not a port" in problems[0].message
+
+
+@pytest.mark.parametrize("port", [8123, 30000])
+def test_lmdeploy_passes_a_port_below_or_above_its_default(port, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", engine={"port": port})
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+    assert argv[argv.index("--server-port") + 1] == str(port)
+
+
+def test_single_node_lmdeploy_may_leave_eager_mode(tmp_path):
+    assert problems_of(tmp_path, "tp16-lmdeploy", nodes=1, parallel={"tp": 8}, model=SMALL_MODEL,
+                       engine={"eager_mode": False}) == []
