@@ -67,6 +67,24 @@ def test_mindie_without_a_port_serves_on_runbook_001s_1025(tmp_path):
     assert loaded.spec.engine_plugin.endpoint(loaded.spec).endswith(":1025")
 
 
+# The runbook-001 values tp16-mindie spells out, which are MindIE's settings' defaults too.
+MINDIE_RUNBOOK_VALUES = ("port", "max_seq_len", "max_input_token_len", "max_prefill_tokens", "max_prefill_batch_size",
+                         "max_batch_size", "max_iter_times", "npu_memory_fraction")
+
+
+def test_mindies_defaults_are_runbook_001s_values(tmp_path):
+    (tmp_path / "spelled").mkdir()
+    (tmp_path / "defaults").mkdir()
+    spelled_out = loaded_case(tmp_path / "spelled", "tp16-mindie")
+    defaults = loaded_case(tmp_path / "defaults", "tp16-mindie", drop=MINDIE_RUNBOOK_VALUES)
+    assert rendered_text(defaults) == rendered_text(spelled_out)
+    assert config_edits(defaults) == config_edits(spelled_out)
+    # Those the stack leaves to the defaults: runbook 001's install path and log level.
+    text = rendered_text(defaults)
+    assert '"file": "/usr/local/Ascend/mindie/latest/mindie-service/conf/config.json"' in text
+    assert "export MINDIE_LOG_LEVEL=ERROR" in text and "export ATB_LOG_LEVEL=ERROR" in text
+
+
 @pytest.mark.parametrize(("nodes", "multi_node"), [(2, True), (1, False)])
 def test_mindie_turns_multi_node_inference_on_for_more_than_one_node_only(nodes, multi_node, tmp_path):
     # A 100 B model: one node holds it.
