@@ -98,6 +98,19 @@ def test_mindie_names_each_tls_switch_left_unset(tmp_path):
     assert "is not set: MindIE ships ServerConfig.httpsEnabled on" in problems[0].message
 
 
+MINDIE_TLS = {"ca": "/etc/mindie-tls/ca.pem", "cert": "/etc/mindie-tls/server.pem",
+              "key": "/etc/mindie-tls/server.key.pem", "key_unlock_file": "/etc/mindie-tls/key_pwd.txt",
+              "kmc_master": "/etc/mindie-tls/ksfa", "kmc_standby": "/etc/mindie-tls/ksfb"}
+
+
+@pytest.mark.parametrize("given", ["client_cert", "client_key"])
+def test_mindie_refuses_either_client_file_without_the_other(given, tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine={
+        "https_enabled": True, "tls": {**MINDIE_TLS, given: "/etc/mindie-tls/client.pem"}})
+    assert [(p.key, p.message) for p in problems] == [
+        (f"{NS}engine.tls", "has only one of client_cert and client_key")]
+
+
 def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
     settings = MindieSettings(kind="mindie", https_enabled=None, inter_comm_tls_enabled=False,
                               inter_node_tls_enabled=None)
