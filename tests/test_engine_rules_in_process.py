@@ -111,6 +111,27 @@ def test_mindie_refuses_either_client_file_without_the_other(given, tmp_path):
         (f"{NS}engine.tls", "has only one of client_cert and client_key")]
 
 
+def test_mindie_refuses_a_rank_table_path_in_a_system_directory(tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine={"rank_table_path": "/etc/rank_table.json"})
+    assert [p.key for p in problems] == [f"{NS}engine.rank_table_path"]
+    assert "is in the system directory /etc" in problems[0].message
+
+
+def test_mindie_refuses_a_tls_file_that_is_no_absolute_path(tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine={
+        "https_enabled": True, "tls": {**MINDIE_TLS, "cert": "certs/server.pem"}})
+    assert [p.key for p in problems] == [f"{NS}engine.tls.cert"]
+    assert "is not an absolute path" in problems[0].message
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(4, False), (5, True)])
+def test_mindie_multi_node_takes_at_most_four_servers(nodes, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", nodes=nodes, parallel={"tp": 8 * nodes})
+    assert [p.key for p in problems] == ([f"{NS}nodes"] if refused else [])
+    if refused:
+        assert "5 nodes: MindIE multi-node inference supports at most 4 servers" in problems[0].message
+
+
 def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
     settings = MindieSettings(kind="mindie", https_enabled=None, inter_comm_tls_enabled=False,
                               inter_node_tls_enabled=None)
