@@ -132,6 +132,28 @@ def test_mindie_multi_node_takes_at_most_four_servers(nodes, refused, tmp_path):
         assert "5 nodes: MindIE multi-node inference supports at most 4 servers" in problems[0].message
 
 
+@pytest.mark.parametrize(("engine", "refused"), [
+    ({"max_input_token_len": 24576, "max_prefill_tokens": 24576}, None),     # as long as max_seq_len
+    ({"max_input_token_len": 24577, "max_prefill_tokens": 24577}, "max_input_token_len"),
+    ({"max_prefill_tokens": 16384}, None),                                   # as many as max_input_token_len
+    ({"max_prefill_tokens": 16383}, "max_prefill_tokens"),
+    ({"npu_memory_fraction": 1.0}, None),
+    ({"npu_memory_fraction": 1.01}, "npu_memory_fraction"),
+    ({"npu_memory_fraction": 0.0}, "npu_memory_fraction"),
+])
+def test_mindies_length_and_memory_rules_at_their_bounds(engine, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine=engine)
+    assert [p.key for p in problems] == ([f"{NS}engine.{refused}"] if refused else [])
+
+
+def test_mindie_runs_one_tp_group_over_all_npus(tmp_path):
+    # (dp 2 is refused too: MindIE here runs no data parallelism)
+    problems = [p for p in problems_of(tmp_path, "tp16-mindie", parallel={"tp": 8, "dp": 2})
+                if p.key == f"{NS}parallel.tp"]
+    assert [p.fix for p in problems] == ["set tp: 16"]
+    assert "over all 16 NPUs (WORLD_SIZE=16, worldSize 8 per node), but tp is 8" in problems[0].message
+
+
 def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
     settings = MindieSettings(kind="mindie", https_enabled=None, inter_comm_tls_enabled=False,
                               inter_node_tls_enabled=None)
