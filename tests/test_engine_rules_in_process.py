@@ -146,12 +146,13 @@ def test_mindies_length_and_memory_rules_at_their_bounds(engine, refused, tmp_pa
     assert [p.key for p in problems] == ([f"{NS}engine.{refused}"] if refused else [])
 
 
-def test_mindie_runs_one_tp_group_over_all_npus(tmp_path):
-    # (dp 2 is refused too: MindIE here runs no data parallelism)
-    problems = [p for p in problems_of(tmp_path, "tp16-mindie", parallel={"tp": 8, "dp": 2})
-                if p.key == f"{NS}parallel.tp"]
+@pytest.mark.parametrize("parallel", [{"tp": 8, "dp": 2}, {"tp": 32}])
+def test_mindie_runs_one_tp_group_over_all_npus(parallel, tmp_path):
+    # (dp 2 is refused too: MindIE here runs no data parallelism; tp 32 is also no layout of 16 NPUs)
+    problems = [p for p in problems_of(tmp_path, "tp16-mindie", parallel=parallel) if p.key == f"{NS}parallel.tp"]
     assert [p.fix for p in problems] == ["set tp: 16"]
-    assert "over all 16 NPUs (WORLD_SIZE=16, worldSize 8 per node), but tp is 8" in problems[0].message
+    assert (f"over all 16 NPUs (WORLD_SIZE=16, worldSize 8 per node), but tp is {parallel['tp']}"
+            in problems[0].message)
 
 
 def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
