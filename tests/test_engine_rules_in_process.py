@@ -140,6 +140,7 @@ def test_mindie_multi_node_takes_at_most_four_servers(nodes, refused, tmp_path):
     ({"npu_memory_fraction": 1.0}, None),
     ({"npu_memory_fraction": 1.01}, "npu_memory_fraction"),
     ({"npu_memory_fraction": 0.0}, "npu_memory_fraction"),
+    ({"npu_memory_fraction": -0.5}, "npu_memory_fraction"),
 ])
 def test_mindies_length_and_memory_rules_at_their_bounds(engine, refused, tmp_path):
     problems = problems_of(tmp_path, "tp16-mindie", engine=engine)
@@ -240,3 +241,23 @@ def test_lmdeploy_passes_a_port_below_or_above_its_default(port, tmp_path):
 def test_single_node_lmdeploy_may_leave_eager_mode(tmp_path):
     assert problems_of(tmp_path, "tp16-lmdeploy", nodes=1, parallel={"tp": 8}, model=SMALL_MODEL,
                        engine={"eager_mode": False}) == []
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(2, True), (1, False)])
+def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_path):
+    doc = load_stack_doc("tp16-mindie")
+    config = doc["config"]
+    config[NS + "hardware"]["profile"] = "atlas-300i-duo"
+    # A 300I Duo has no RoCE fabric: no device IPs, no HCCL TLS switch.
+    config[NS + "nodes"] = [{k: v for k, v in n.items() if k != "device_ips"} for n in config[NS + "nodes"][:nodes]]
+    config[NS + "network"] = {k: v for k, v in config[NS + "network"].items() if k not in ("fix_tls", "hccl_tls")}
+    config[NS + "parallel"]["tp"] = 8 * nodes
+    try:
+        load_stack(str(write_stack(tmp_path, "case", doc)))
+        problems: list[Problem] = []
+    except StackError as error:
+        problems = error.problems
+    named = [p for p in problems if p.key == f"{NS}hardware.profile"]
+    assert len(named) == refused, [str(p) for p in problems]
+    if refused:
+        assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
