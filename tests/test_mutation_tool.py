@@ -145,5 +145,68 @@ def test_a_test_module_counts_for_each_tier_its_tests_are_marked_with():
     assert mutation.tiers_of("@pytest.mark.pure\ndef test_a():\n    pass\n\n\n@pytest.mark.graph\n"
                              "@pytest.mark.parametrize('x', [1])\ndef test_b(x):\n    pass\n") == {"pure", "graph"}
     assert mutation.tiers_of("@pytest.mark.parametrize('x', [1])\ndef test_c(x):\n    pass\n") == set()
-    assert mutation.tests_for("ascend_inference/gpustack_api.py", {"pure"}) == [
+    reached, direct = mutation.tests_for("ascend_inference/gpustack_api.py", {"pure"})
+    assert direct == [
         "tests/test_gpustack_api_http.py", "tests/test_gpustack_model.py", "tests/test_gpustack_tls.py"]
+    assert set(direct) <= set(reached)
+
+
+def test_an_engine_module_is_reached_by_the_tests_that_import_its_registry_or_what_imports_it():
+    # No test imports MindIE's engine module by name but test_engine_settings_rendered; the
+    # registry (engines/__init__.py) imports every engine, and the spec and renderer import
+    # the registry: test_mindie_tls renders MindIE stacks through them.
+    # (The name is put together so that this file does not name the module itself.)
+    engine = "ascend_inference.engines." + "mindie"
+    assert "ascend_inference.spec" in mutation.importers(engine)
+    assert "ascend_inference.engines" in mutation.importers(engine)
+    reached, direct = mutation.tests_for(engine.replace(".", "/") + ".py", {"pure"})
+    assert "tests/test_engine_settings_rendered.py" in direct and "tests/test_mindie_tls.py" not in direct
+    assert {"tests/test_mindie_tls.py", "tests/test_node_scripts.py", "tests/test_engine_rules.py"} <= set(reached)
+    # A graph-only module is not a pure test, whatever it imports.
+    assert "tests/test_graph_stacks.py" not in reached
+
+
+def test_imports_are_read_relative_function_local_and_with_their_packages(tmp_path, monkeypatch):
+    package = tmp_path / "ascend_inference"
+    (package / "engines").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "engines" / "__init__.py").write_text("from . import alpha\n")
+    (package / "engines" / "alpha.py").write_text("X = 1\n")
+    (package / "render.py").write_text("def render():\n    from ascend_inference.engines import alpha\n")
+    (package / "cli.py").write_text("import ascend_inference.engines\n")
+    monkeypatch.setattr(mutation, "ROOT", tmp_path)
+    modules = {"ascend_inference", "ascend_inference.engines", "ascend_inference.engines.alpha",
+               "ascend_inference.render", "ascend_inference.cli"}
+    assert mutation.project_imports(package / "engines" / "__init__.py", modules) == {
+        "ascend_inference", "ascend_inference.engines", "ascend_inference.engines.alpha"}
+    assert mutation.project_imports(package / "render.py", modules) == {
+        "ascend_inference", "ascend_inference.engines", "ascend_inference.engines.alpha"}
+    # The empty package `ascend_inference` imports nothing: it is no importer.
+    assert mutation.importers("ascend_inference.engines.alpha") == {
+        "ascend_inference.engines", "ascend_inference.render", "ascend_inference.cli"}
+
+
+def test_a_statement_run_at_import_runs_the_direct_importers_and_the_other_modules_tests_that_ran_its_code():
+    # test_c reaches the module through another (the engine registry): of it only the test that
+    # executed one of the module's statements runs, not test_c's every test.
+    plan = dict(PLAN, tests=["tests/test_b.py", "tests/test_a.py", "tests/test_c.py"], direct=["tests/test_b.py"],
+                tests_by_line={**PLAN["tests_by_line"],
+                               "8": ["tests/test_a.py::test_low", "tests/test_c.py::test_uses"]},
+                durations={"tests/test_b.py::test_high": 15.2, "tests/test_a.py::test_low": 0.01,
+                           "tests/test_c.py::test_uses": 0.5, "tests/test_c.py::test_unrelated": 0.1})
+    assert mutation.tests_to_run(plan, SOURCE.replace("LIMIT = 16", "LIMIT = 17")) == [
+        "tests/test_a.py::test_low", "tests/test_c.py::test_uses", "tests/test_b.py"]
+
+
+def test_function_annotations_are_skipped_under_postponed_annotations_even_with_pydantic():
+    # An engine module's plugin methods (`plan: Plan | None`) are strings at run time;
+    # its pydantic settings' field annotations are evaluated, so their mutants run.
+    source = ("from __future__ import annotations\nfrom pydantic import BaseModel\n\n\n"
+              "class Settings(BaseModel):\n    port: int = 1025\n\n\n"
+              "def check(plan: Plan | None) -> list[str]:\n    return []\n")
+    assert sorted(mutation.unevaluated_annotation_spans(source)) == [((9, 16), (9, 27)), ((9, 32), (9, 41))]
+    # Without pydantic every annotation is skipped; without postponed annotations none is.
+    no_pydantic = source.replace("from pydantic import BaseModel\n", "")
+    assert ((5, 10), (5, 13)) in mutation.unevaluated_annotation_spans(no_pydantic)
+    assert mutation.unevaluated_annotation_spans(source.replace("from __future__ import annotations\n", "")) == []
+    assert mutation.unevaluated_annotation_spans(source + "typing.get_type_hints(check)\n") == []

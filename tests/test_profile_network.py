@@ -186,8 +186,9 @@ def test_the_a2_preflight_reads_and_judges_every_network_check(tmp_path):
     env = fake_tools(tmp_path, "npu-smi-info-910b2-23.0.7.txt", HCCN_SAMPLES)
     stdout = run_preflight("tp16-lmdeploy", env)
     calls = (tmp_path / "calls.log").read_text().splitlines()
-    # The gateway of each device is pinged from that device.
-    assert [c for c in calls if "-ping" in c] == [f"-i {d} -ping -g address 11.12.165.1" for d in range(8)]
+    # The gateway of each device is pinged from that device; the pings run side by side
+    # (preflight.sh.j2 starts each in the background), so they are logged in any order.
+    assert sorted(c for c in calls if "-ping" in c) == [f"-i {d} -ping -g address 11.12.165.1" for d in range(8)]
     facts = parse_preflight("node0", stdout, 8)
     d = facts.devices[5]
     assert (d.ip, d.netmask, d.lldp_ifname, d.netdetect, d.gateway) == (

@@ -11,15 +11,20 @@ each such mutant, stopping at the first failure (`-x`). A mutant no test
 notices "survived": either a test is missing or the change cannot alter
 behaviour (an equivalent mutant).
 
-The tests of a module are the pure-tier test modules that import it
-(`--graph` adds the graph tier's). Per mutant only those of them that execute
+The tests of a module are the pure-tier test modules that reach it through
+the project's imports, directly or through other modules (`--graph` adds the
+graph tier's): an engine module is imported by no test, only by the engine
+registry (`ascend_inference/engines/__init__.py`), which the spec, the
+renderer and the CLI import. Per mutant only those of them that execute
 the mutated statement are run: the unmutated module is run once under
 coverage with one context per test (`--cov-context=test`), which gives, for
 each line, the tests that executed it. A test that never executes a
 statement cannot notice a change to it, so leaving it out drops no kill; a
 statement executed at import time (a constant, a default, a decorator) runs
-every test of the module; a statement no test executes survives without a
-run (reported as such). This is what makes several hundred mutants a module
+every test of the modules that import it directly, and of the others the
+tests that executed any of its statements (a test that runs none of its code
+reads its constants only through code it runs); a statement no test executes
+survives without a run (reported as such). This is what makes several hundred mutants a module
 affordable on 2 cores: a mutant costs one pytest start and the few tests
 that reach its line, not the module's whole test set. They run cheapest
 first (by their time in that unmutated run), so a killed mutant stops at the
@@ -28,12 +33,12 @@ plugins it does not need.
 
 A mutant that does not compile (cosmic-ray turns `{**props}` into `{%props}`)
 is skipped and counted apart: every test importing it would fail, which says
-nothing of the tests. Mutants inside annotations (of arguments, returns,
-annotated assignments) are skipped, not run, in a module that has
-`from __future__ import annotations` and no pydantic (which evaluates
-annotations): there annotations are never evaluated, so such a mutant is
-equivalent by construction. They are counted
-and printed apart.
+nothing of the tests. Mutants inside annotations that are never evaluated
+are skipped, not run: in a module that has `from __future__ import
+annotations`, the annotations of functions' arguments and returns, and of
+annotated assignments too when the module has no pydantic (which evaluates
+its models' field annotations); such a mutant is equivalent by construction.
+They are counted and printed apart.
 
 The work happens in a copy of the committed tree (`git archive HEAD`), never
 in the checkout, so the checkout's files are never mutated. Per module it
@@ -94,13 +99,63 @@ def tiers_of(source: str) -> set[str]:
             if tier in TIERS}
 
 
-def tests_for(module: str, tiers: set[str]) -> list[str]:
-    """The test modules of `tiers` that import `module` (by its dotted name or `from package import name`)."""
+def dotted_name(path: Path) -> str:
+    """`ascend_inference/engines/mindie.py` -> `ascend_inference.engines.mindie` (a package: its name)."""
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def project_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules `path` imports, anywhere in it (function-local imports too):
+    `from package import name` counts `package` and, when it is one, the module `package.name`."""
+    name = dotted_name(path)
+    named: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+            base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])]
+                            ) if node.level else node.module or ""
+            named.add(base)
+            named.update(f"{base}.{alias.name}" for alias in node.names)
+    # `import a.b.c` imports the packages a and a.b too (their __init__ runs).
+    return {".".join(parts[:i]) for dotted in named for parts in [dotted.split(".")]
+            for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in modules}
+
+
+def importers(module: str) -> set[str]:
+    """Every project module (tests' helpers included) that imports `module`, directly or through
+    others: an engine module is reached through its registry (`ascend_inference.engines`
+    imports every engine into ENGINES), which the spec, the renderer and the CLI import,
+    so a test rendering a MindIE stack reaches `engines/mindie.py` with no import of it."""
+    paths = {dotted_name(p): p for top in ("ascend_inference", "components", "ascendctl", "emulator", "tests")
+             for p in (ROOT / top).rglob("*.py")}
+    graph = {name: project_imports(path, set(paths)) for name, path in paths.items()}
+    reached = {module}
+    grew = True
+    while grew:
+        grew = False
+        for name, imported in graph.items():
+            if name not in reached and imported & reached:
+                reached.add(name)
+                grew = True
+    return reached - {module}
+
+
+def tests_for(module: str, tiers: set[str]) -> tuple[list[str], list[str]]:
+    """The test modules of `tiers` that reach `module` through the project's imports (directly
+    or through other modules), and those of them that import it directly (by its dotted name
+    or `from package import name`)."""
     dotted = module.removesuffix(".py").replace("/", ".")
     package, _, name = dotted.rpartition(".")
     imports = re.compile(rf"(\b{re.escape(dotted)}\b|from {re.escape(package)} import [^\n]*\b{name}\b)")
-    return sorted(str(t.relative_to(ROOT)) for t in (ROOT / "tests").glob("test_*.py")
-                  if tiers_of(t.read_text(encoding="utf-8")) & tiers and imports.search(t.read_text(encoding="utf-8")))
+    reaching = importers(dotted)
+    candidates = [t for t in sorted((ROOT / "tests").glob("test_*.py"))
+                  if tiers_of(t.read_text(encoding="utf-8")) & tiers]
+    direct = [str(t.relative_to(ROOT)) for t in candidates if imports.search(t.read_text(encoding="utf-8"))]
+    reached = [str(t.relative_to(ROOT)) for t in candidates
+               if dotted_name(t) in reaching or str(t.relative_to(ROOT)) in direct]
+    return reached, direct
 
 
 def export_tree(work: Path) -> None:
@@ -128,8 +183,21 @@ def annotations_never_evaluated(source: str) -> bool:
             and not re.search(r"^\s*(from|import) pydantic\b|get_type_hints", source, re.M))
 
 
-def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """(start, end) (line, column) of every argument, return and annotated-assignment annotation."""
+def unevaluated_annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The annotations of `source` that are never evaluated, so that a mutant in one is
+    equivalent. Postponed (`from __future__ import annotations`, and nothing calling
+    `get_type_hints` or pydantic's `validate_call`): a function's argument and return
+    annotations stay strings; pydantic evaluates its models' field annotations (annotated
+    assignments in a class body), so those count only in a module without pydantic."""
+    if ("from __future__ import annotations" not in source
+            or re.search(r"get_type_hints|validate_call", source)):
+        return []
+    return annotation_spans(source, assignments=annotations_never_evaluated(source))
+
+
+def annotation_spans(source: str, assignments: bool = True) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) (line, column) of every argument, return and (with `assignments`)
+    annotated-assignment annotation."""
     spans = []
     for node in ast.walk(ast.parse(source)):
         annotations: list[ast.expr | None] = []
@@ -138,7 +206,7 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
             annotations += [a.annotation for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
                                                     arguments.vararg, arguments.kwarg) if a is not None]
             annotations.append(node.returns)
-        elif isinstance(node, ast.AnnAssign):
+        elif isinstance(node, ast.AnnAssign) and assignments:
             annotations.append(node.annotation)
         spans += [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
                   for a in annotations if a is not None]
@@ -231,11 +299,20 @@ def tests_to_run(plan: dict, mutated_source: str) -> list[str]:
     # first failure (`-x`), so a killed mutant costs the cheap tests before the
     # first that fails it rather than an expensive fixture's set-up.
     seconds = plan.get("durations", {})
-    if "" in reached:  # executed at import: every test may depend on it
-        modules = plan["tests"]
-        return sorted(modules, key=lambda m: (sum(v for t, v in seconds.items() if t.split("::")[0] == m),
-                                              modules.index(m)))
-    return sorted(reached, key=lambda t: (seconds.get(t, 0.0), plan["tests"].index(t.split("::")[0]), t))
+    modules = plan["tests"]
+    if "" in reached:
+        # Executed at import (a constant, a default, a decorator): every test of a module that
+        # imports it directly may read it; of the modules that reach it through others (an
+        # engine through the registry), the tests that executed any of its other statements:
+        # a test that runs none of its code sees its constants only through code it runs.
+        direct = plan.get("direct", modules)
+        users = {t for tests in plan["tests_by_line"].values() for t in tests
+                 if t and t.split("::")[0] not in direct}
+        chosen = [*direct, *users]
+        return sorted(chosen, key=lambda t: (
+            sum(v for n, v in seconds.items() if n.split("::")[0] == t) if "::" not in t else seconds.get(t, 0.0),
+            modules.index(t.split("::")[0]), t))
+    return sorted(reached, key=lambda t: (seconds.get(t, 0.0), modules.index(t.split("::")[0]), t))
 
 
 def line_range(text: str) -> range:
@@ -267,7 +344,7 @@ def run_mutant(map_file: Path) -> int:
 
 
 def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines: range | None = None,
-               marker: str = "pure") -> dict:
+               marker: str = "pure", direct: list[str] | None = None) -> dict:
     name = module.replace("/", "-")
     session = tree / f"mutation-{name}.sqlite"
     config = tree / f"mutation-{name}.toml"
@@ -275,6 +352,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines:
     source = (tree / module).read_text(encoding="utf-8")
     by_line, durations = tests_by_line(module, tree, tests, marker)
     plan_file.write_text(json.dumps({"module": module, "pristine": source, "tests": tests, "marker": marker,
+                                     "direct": tests if direct is None else direct,
                                      "tests_by_line": by_line, "durations": durations}))
     command = f"{sys.executable} {Path(__file__).resolve()} --run-mutant {plan_file}"
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\nexcluded-modules = []\n'
@@ -286,7 +364,7 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines:
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     skipped = uncompilable = outside = 0
-    spans = annotation_spans(source) if annotations_never_evaluated(source) else []
+    spans = unevaluated_annotation_spans(source)
     with use_db(str(session)) as db:
         for item in db.work_items:
             mutation = item.mutations[0]
@@ -352,12 +430,14 @@ def main() -> int:
     try:
         export_tree(work)
         for module in modules:
-            tests = tests_for(module, tiers)
+            tests, direct = tests_for(module, tiers)
             if not tests:
                 print(f"{module}: no {'/'.join(sorted(tiers))} test imports it; skipped")
                 continue
-            print(f"== {module}: {len(tests)} test module(s): {' '.join(tests)}", flush=True)
-            result = run_module(module, work / "tree", tests, args.timeout, args.lines, " or ".join(sorted(tiers)))
+            print(f"== {module}: {len(tests)} test module(s) reach it, {len(direct)} directly: "
+                  f"{' '.join(tests)}", flush=True)
+            result = run_module(module, work / "tree", tests, args.timeout, args.lines, " or ".join(sorted(tiers)),
+                                direct)
             results.append(result)
             rate = 100 * result["killed"] / result["mutants"] if result["mutants"] else 100
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "

@@ -1,0 +1,263 @@
+"""Pure tier: engine rules and rendered defaults checked in process, where
+the CLI tests (test_golden.py, test_spec_errors.py) check them through a
+`python -m ascendctl` subprocess. Each test here was written for a mutant
+that survived `tools/mutation.py` on an engine module (docs/testing.md,
+"Mutation testing"): the mutation run selects only tests that run the
+module in their own process."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ascend_inference.engines.lmdeploy import s_dir
+from ascend_inference.engines.mindie import MindieSettings
+from ascend_inference.errors import Problem, StackError
+from ascend_inference.render import render_node
+from ascend_inference.stackfile import load_stack
+from tests.conftest import NS, load_stack_doc, write_stack
+
+pytestmark = pytest.mark.pure
+
+
+def loaded_case(tmp_path: Path, stack: str, *, engine: dict | None = None, drop: tuple[str, ...] = (),
+                nodes: int | None = None, parallel: dict | None = None, model: dict | None = None):
+    """stacks/`stack` with `engine` keys set, `drop`'s engine keys removed, `nodes` nodes (its
+    first ones, or more made like its second), and `parallel` and `model` keys set."""
+    doc = load_stack_doc(stack)
+    config = doc["config"]
+    config[NS + "engine"].update(engine or {})
+    for key in drop:
+        config[NS + "engine"].pop(key)
+    if nodes is not None:
+        listed = config[NS + "nodes"]
+        config[NS + "nodes"] = listed[:nodes] + [
+            {**listed[1], "name": f"node{k}", "host": f"192.0.2.{11 + k}", "hostname": f"case-node-{k}",
+             "device_ips": [f"198.51.100.{16 * k + d + 1}" for d in range(len(listed[1]["device_ips"]))]}
+            for k in range(len(listed), nodes)]
+    config[NS + "parallel"].update(parallel or {})
+    config[NS + "model"].update(model or {})
+    return load_stack(str(write_stack(tmp_path, "case", doc)))
+
+
+def problems_of(tmp_path: Path, stack: str, **changes) -> list[Problem]:
+    try:
+        loaded_case(tmp_path, stack, **changes)
+    except StackError as error:
+        return error.problems
+    return []
+
+
+def config_edits(loaded, index: int = 0) -> dict[str, object]:
+    """MindIE's config.json edits of node `index`, {key path: value}."""
+    files = render_node(loaded, index).files
+    [text] = [t for name, t in files.items() if name.endswith("config-edits.json")]
+    return {path: value for path, value in json.loads(text)["edits"]}
+
+
+SMALL_MODEL = {"parameters_b": 100, "expert_parameters_b": 90}
+
+
+# --- MindIE ------------------------------------------------------------------------
+
+def test_mindie_without_a_port_serves_on_runbook_001s_1025(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-mindie", drop=("port",))
+    assert config_edits(loaded)["ServerConfig.port"] == 1025
+    assert loaded.spec.engine_plugin.endpoint(loaded.spec).endswith(":1025")
+
+
+# The runbook-001 values tp16-mindie spells out, which are MindIE's settings' defaults too.
+MINDIE_RUNBOOK_VALUES = ("port", "max_seq_len", "max_input_token_len", "max_prefill_tokens", "max_prefill_batch_size",
+                         "max_batch_size", "max_iter_times", "npu_memory_fraction")
+
+
+def test_mindies_defaults_are_runbook_001s_values(tmp_path):
+    (tmp_path / "spelled").mkdir()
+    (tmp_path / "defaults").mkdir()
+    spelled_out = loaded_case(tmp_path / "spelled", "tp16-mindie")
+    defaults = loaded_case(tmp_path / "defaults", "tp16-mindie", drop=MINDIE_RUNBOOK_VALUES)
+    assert rendered_text(defaults) == rendered_text(spelled_out)
+    assert config_edits(defaults) == config_edits(spelled_out)
+    # Those the stack leaves to the defaults: runbook 001's install path and log level.
+    text = rendered_text(defaults)
+    assert '"file": "/usr/local/Ascend/mindie/latest/mindie-service/conf/config.json"' in text
+    assert "export MINDIE_LOG_LEVEL=ERROR" in text and "export ATB_LOG_LEVEL=ERROR" in text
+
+
+@pytest.mark.parametrize(("nodes", "multi_node"), [(2, True), (1, False)])
+def test_mindie_turns_multi_node_inference_on_for_more_than_one_node_only(nodes, multi_node, tmp_path):
+    # A 100 B model: one node holds it.
+    loaded = loaded_case(tmp_path, "tp16-mindie", nodes=nodes, parallel={"tp": 8 * nodes}, model=SMALL_MODEL)
+    assert config_edits(loaded)["BackendConfig.multiNodesInferEnabled"] is multi_node
+
+
+def test_mindie_names_each_tls_switch_left_unset(tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", drop=("https_enabled", "inter_node_tls_enabled"))
+    assert [p.key for p in problems] == [f"{NS}engine.https_enabled", f"{NS}engine.inter_node_tls_enabled"]
+    assert "is not set: MindIE ships ServerConfig.httpsEnabled on" in problems[0].message
+
+
+MINDIE_TLS = {"ca": "/etc/mindie-tls/ca.pem", "cert": "/etc/mindie-tls/server.pem",
+              "key": "/etc/mindie-tls/server.key.pem", "key_unlock_file": "/etc/mindie-tls/key_pwd.txt",
+              "kmc_master": "/etc/mindie-tls/ksfa", "kmc_standby": "/etc/mindie-tls/ksfb"}
+
+
+@pytest.mark.parametrize("given", ["client_cert", "client_key"])
+def test_mindie_refuses_either_client_file_without_the_other(given, tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine={
+        "https_enabled": True, "tls": {**MINDIE_TLS, given: "/etc/mindie-tls/client.pem"}})
+    assert [(p.key, p.message) for p in problems] == [
+        (f"{NS}engine.tls", "has only one of client_cert and client_key")]
+
+
+def test_mindie_refuses_a_rank_table_path_in_a_system_directory(tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine={"rank_table_path": "/etc/rank_table.json"})
+    assert [p.key for p in problems] == [f"{NS}engine.rank_table_path"]
+    assert "is in the system directory /etc" in problems[0].message
+
+
+def test_mindie_refuses_a_tls_file_that_is_no_absolute_path(tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine={
+        "https_enabled": True, "tls": {**MINDIE_TLS, "cert": "certs/server.pem"}})
+    assert [p.key for p in problems] == [f"{NS}engine.tls.cert"]
+    assert "is not an absolute path" in problems[0].message
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(4, False), (5, True)])
+def test_mindie_multi_node_takes_at_most_four_servers(nodes, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", nodes=nodes, parallel={"tp": 8 * nodes})
+    assert [p.key for p in problems] == ([f"{NS}nodes"] if refused else [])
+    if refused:
+        assert "5 nodes: MindIE multi-node inference supports at most 4 servers" in problems[0].message
+
+
+@pytest.mark.parametrize(("engine", "refused"), [
+    ({"max_input_token_len": 24576, "max_prefill_tokens": 24576}, None),     # as long as max_seq_len
+    ({"max_input_token_len": 24577, "max_prefill_tokens": 24577}, "max_input_token_len"),
+    ({"max_prefill_tokens": 16384}, None),                                   # as many as max_input_token_len
+    ({"max_prefill_tokens": 16383}, "max_prefill_tokens"),
+    ({"npu_memory_fraction": 1.0}, None),
+    ({"npu_memory_fraction": 1.01}, "npu_memory_fraction"),
+    ({"npu_memory_fraction": 0.0}, "npu_memory_fraction"),
+    ({"npu_memory_fraction": -0.5}, "npu_memory_fraction"),
+])
+def test_mindies_length_and_memory_rules_at_their_bounds(engine, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-mindie", engine=engine)
+    assert [p.key for p in problems] == ([f"{NS}engine.{refused}"] if refused else [])
+
+
+@pytest.mark.parametrize("parallel", [{"tp": 8, "dp": 2}, {"tp": 32}])
+def test_mindie_runs_one_tp_group_over_all_npus(parallel, tmp_path):
+    # (dp 2 is refused too: MindIE here runs no data parallelism; tp 32 is also no layout of 16 NPUs)
+    problems = [p for p in problems_of(tmp_path, "tp16-mindie", parallel=parallel) if p.key == f"{NS}parallel.tp"]
+    assert [p.fix for p in problems] == ["set tp: 16"]
+    assert (f"over all 16 NPUs (WORLD_SIZE=16, worldSize 8 per node), but tp is {parallel['tp']}"
+            in problems[0].message)
+
+
+def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
+    settings = MindieSettings(kind="mindie", https_enabled=None, inter_comm_tls_enabled=False,
+                              inter_node_tls_enabled=None)
+    assert [key for key, _ in settings.insecure_choices()] == ["engine.inter_comm_tls_enabled"]
+
+
+# --- LMDeploy ----------------------------------------------------------------------
+
+def rendered_text(loaded) -> str:
+    """Every node's env file, engine files, scripts and `docker run` line, as one text."""
+    parts = []
+    for index in range(len(loaded.spec.nodes)):
+        node = render_node(loaded, index)
+        parts += [node.env_text, *node.files.values(), *(s.text for s in node.scripts.present()),
+                  node.container.docker_run_line()]
+    return "\n".join(parts)
+
+
+def test_lmdeploy_without_a_ray_port_starts_ray_on_6379(tmp_path):
+    text = rendered_text(loaded_case(tmp_path, "tp16-lmdeploy", drop=("ray_port",)))
+    assert "ray start --head --port=6379" in text and "--address=192.0.2.11:6379" in text
+
+
+def test_lmdeploy_mounts_the_rank_tables_own_directory(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", engine={"rank_table_path": "/data/hm/tables/rt.json"})
+    assert " -v /data/hm/tables:/data/hm/tables " in render_node(loaded, 0).container.docker_run_line()
+    assert s_dir("/data/hm/rank_table.json") == "/data/hm" and s_dir("/rank_table.json") == "/"
+
+
+@pytest.mark.parametrize("nodes", [2, 3, 4])
+def test_lmdeploys_version_matters_on_every_multi_node_cluster(nodes, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", nodes=nodes, parallel={"tp": 8 * nodes})
+    assert "0.15.0 removed the reader" in loaded.spec.engine_plugin.version_matters(loaded.spec)
+
+
+def test_lmdeploys_eager_mode_rule_comes_before_the_memory_fit(tmp_path):
+    # Checked before the plan exists: a model too large for the nodes does not hide it.
+    problems = problems_of(tmp_path, "tp16-lmdeploy", engine={"eager_mode": False}, model={"parameters_b": 5000})
+    assert [p.key for p in problems] == [f"{NS}engine.eager_mode"]
+
+
+def test_lmdeploys_smoke_request_is_runbook_004s_completion(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert json.loads(check.body) == {"model": loaded.spec.model.path, "prompt": "Hakuna Matata", "max_tokens": 64,
+                                      "temperature": 0}
+
+
+def test_lmdeploy_defaults_serve_on_23333_in_eager_mode(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", drop=("eager_mode",))  # (it sets no port)
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+    assert "--eager-mode" in argv and "--server-port" not in argv
+    # LMDeploy's own default cache share (0.8) is left to it, not passed.
+    assert "--cache-max-entry-count" not in argv
+    assert loaded.spec.engine_plugin.endpoint(loaded.spec) == "http://192.0.2.11:23333"
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_lmdeploy_passes_a_cache_share_above_or_below_its_default(share, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", engine={"cache_max_entry_count": share})
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+    assert argv[argv.index("--cache-max-entry-count") + 1] == str(share)
+
+
+@pytest.mark.parametrize(("port", "taken"), [("1", True), ("65535", True), ("0", False), ("65536", False),
+                                              ("16667x", False)])
+def test_lmdeploys_device_port_is_a_port_from_1_to_65535(port, taken, tmp_path):
+    problems = problems_of(tmp_path, "tp16-lmdeploy", engine={"device_port": port})
+    if taken:
+        assert problems == []
+    else:
+        assert [p.key for p in problems] == [f"{NS}engine.device_port"]
+        assert f"'{port}' is not a port" in problems[0].message
+
+
+@pytest.mark.parametrize("port", [8123, 30000])
+def test_lmdeploy_passes_a_port_below_or_above_its_default(port, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-lmdeploy", engine={"port": port})
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+    assert argv[argv.index("--server-port") + 1] == str(port)
+
+
+def test_single_node_lmdeploy_may_leave_eager_mode(tmp_path):
+    assert problems_of(tmp_path, "tp16-lmdeploy", nodes=1, parallel={"tp": 8}, model=SMALL_MODEL,
+                       engine={"eager_mode": False}) == []
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(2, True), (1, False)])
+def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_path):
+    doc = load_stack_doc("tp16-mindie")
+    config = doc["config"]
+    config[NS + "hardware"]["profile"] = "atlas-300i-duo"
+    # A 300I Duo has no RoCE fabric: no device IPs, no HCCL TLS switch.
+    config[NS + "nodes"] = [{k: v for k, v in n.items() if k != "device_ips"} for n in config[NS + "nodes"][:nodes]]
+    config[NS + "network"] = {k: v for k, v in config[NS + "network"].items() if k not in ("fix_tls", "hccl_tls")}
+    config[NS + "parallel"]["tp"] = 8 * nodes
+    try:
+        load_stack(str(write_stack(tmp_path, "case", doc)))
+        problems: list[Problem] = []
+    except StackError as error:
+        problems = error.problems
+    named = [p for p in problems if p.key == f"{NS}hardware.profile"]
+    assert len(named) == refused, [str(p) for p in problems]
+    if refused:
+        assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
