@@ -107,17 +107,17 @@ def dotted_name(path: Path) -> str:
 def project_imports(path: Path, modules: set[str]) -> set[str]:
     """The project modules `path` imports, anywhere in it (function-local imports too):
     `from package import name` counts `package` and, when it is one, the module `package.name`."""
-    name = dotted_name(path)
+    # The import reader of the layering test (relative imports resolved, imports under
+    # `if TYPE_CHECKING:` left out: they never run).
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.test_imports import imported_names
+
     named: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            named.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-            base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])]
-                            ) if node.level else node.module or ""
-            named.add(base)
-            named.update(f"{base}.{alias.name}" for alias in node.names)
+    for target, name in imported_names(dotted_name(path), path):
+        named.add(target)
+        if name is not None:
+            named.add(f"{target}.{name}")
     # `import a.b.c` imports the packages a and a.b too (their __init__ runs).
     return {".".join(parts[:i]) for dotted in named for parts in [dotted.split(".")]
             for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in modules}
