@@ -231,7 +231,10 @@ class GpustackApi:
                 progress(f"waiting for GPUStack workers: {problems[0]}")
                 shown = problems
             if time.monotonic() >= deadline:
-                raise GpustackError(f"{problems[0]} (after {timeout_s:g} s)")
+                # Every worker that is not usable, not just the first: a worker the server
+                # briefly cannot reach (its health check timing out on a busy host) must not
+                # hide the one that never registered.
+                raise GpustackError(f"{'; '.join(problems)} (after {timeout_s:g} s)")
             time.sleep(poll_s)
 
     # --- models -----------------------------------------------------------------

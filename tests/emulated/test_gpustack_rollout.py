@@ -99,15 +99,19 @@ def test_a_worker_that_never_registers_is_reported_by_name(env):
     assert report.error is not None, report.output[-3000:]
     # The real engine's message is the resource's error, under the step that failed.
     assert rollout.failed_steps() == [MODEL_RESOURCE], report.error
-    message = (f"worker node1 has not registered with GPUStack (registered: node0); expected it Ready with 8 NPUs "
-               f"(after {BLOCKED_WAIT_S} s)")
-    # One message, the worker's line first: no Python traceback of the dynamic provider's
+    message = "worker node1 has not registered with GPUStack (registered: node0); expected it Ready with 8 NPUs"
+    # One message, the workers' line first: no Python traceback of the dynamic provider's
     # server before it (components/gpustack_model.py `one_message`), in the event log and on
-    # the console the user reads.
-    assert report.error.splitlines()[0] == f"GpustackModelError: {message}", report.error
+    # the console the user reads. On a busy host the server may also have found node0's health
+    # check slow ("worker node0 is unreachable (...)"): the line names every worker not ready,
+    # so node1's part is looked for in it, not the line's whole text.
+    first = report.error.splitlines()[0]
+    assert first.startswith("GpustackModelError: worker "), report.error
+    assert first.endswith(f" (after {BLOCKED_WAIT_S} s)"), report.error
+    assert message in first, report.error
     assert "Traceback" not in report.error, report.error
-    assert f"error: GpustackModelError: {message}" in [line.strip() for line in report.output.splitlines()], \
-        report.output[-3000:]
+    console = [line.strip() for line in report.output.splitlines()]
+    assert f"error: {first}" in console, report.output[-3000:]
     assert "Traceback" not in report.output, report.output[-3000:]
     # A create that failed leaves nothing in the state and nothing in GPUStack.
     assert MODEL_RESOURCE not in rollout.resources()
