@@ -17,7 +17,7 @@ def run_readiness(tmp_path: Path, check, env: dict[str, str] | None = None) -> t
         (run_dir / "serve.pid").write_text(str(process.pid))
         script = render_template("serve-ready.sh.j2", purpose="Wait", stack="t", node=None, run_dir=str(run_dir),
                                  log_file="serve.log", ready=check, progress_every_s=30, poll_s=1)
-        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
     finally:
         process.kill()
         process.wait()

@@ -93,8 +93,7 @@ class Node:
         return in_upper(self.upper, LAYOUT.npu_smi[0] if name == "npu-smi" else LAYOUT.hccn_tool)
 
     def call(self, name: str, argv: list[str]) -> tuple[int, str, str]:
-        done = subprocess.run([str(self.tool(name)), *argv], capture_output=True, text=True, env=self.env,
-                              timeout=60)
+        done = subprocess.run([str(self.tool(name)), *argv], capture_output=True, text=True, env=self.env)
         return done.returncode, done.stdout, done.stderr
 
 
@@ -137,7 +136,7 @@ def python_standin(node: Node, tmp_path: Path, name: str, argv: list[str]) -> tu
         tool.parent.mkdir(exist_ok=True)
         tool.symlink_to(PYTHON_STANDIN)
     done = subprocess.run([sys.executable, "-S", str(tool), *argv], capture_output=True, text=True,
-                          env={**node.env, "ASCEMU_RUN_DIR": str(run)}, timeout=60)
+                          env={**node.env, "ASCEMU_RUN_DIR": str(run)})
     return done.returncode, done.stdout, done.stderr
 
 

@@ -54,6 +54,6 @@ def test_one_run_is_the_default_and_reports_no_repeat(monkeypatch):
 
 def test_repeat_below_one_is_refused():
     result = subprocess.run([sys.executable, str(SCRIPT), "--repeat", "0"], capture_output=True, text=True,
-                            timeout=60, cwd=PROJECT_ROOT)
+                            cwd=PROJECT_ROOT)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "preview_scaling.py: error: --repeat must be at least 1"

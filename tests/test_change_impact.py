@@ -314,7 +314,7 @@ def test_diff_cli_reports_what_changes_for_reports():
     stack, change = "tp16-vllm-mindspore", "engine.max_num_seqs=128"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     result = subprocess.run([sys.executable, "-m", "ascendctl", "diff", "--stack", stack, "--set", change],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     listed = {m.group(2) for m in re.finditer(r"^(\+-|~|\+|-)\s+\w+\s+\S+\s+(\S+)$", result.stdout, re.M)}
     expected = {c.name for c in changes_for(stack, [change])}

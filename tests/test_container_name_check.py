@@ -33,7 +33,7 @@ def run_check(tmp_path: Path, existing_label: str | None) -> subprocess.Complete
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
     if existing_label is not None:
         env["EXISTING_LABEL"] = existing_label
-    return subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, env=env, timeout=30)
+    return subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, env=env)
 
 
 @pytest.mark.parametrize("label", [None, "tp16-mindie"], ids=["no container", "the stack's own"])

@@ -189,10 +189,8 @@ def test_smoke_sends_the_key_from_stdin_never_in_argv(tmp_path):
     server = KeyedServer(requests=2)
     script = _smoke_script(server.url)
     env = recording_curl(tmp_path)
-    good = subprocess.run(["bash", "-c", script], input=KEY + "\n", capture_output=True, text=True, env=env,
-                          timeout=120)
-    bad = subprocess.run(["bash", "-c", script], input="wrong\n", capture_output=True, text=True, env=env,
-                         timeout=120)
+    good = subprocess.run(["bash", "-c", script], input=KEY + "\n", capture_output=True, text=True, env=env)
+    bad = subprocess.run(["bash", "-c", script], input="wrong\n", capture_output=True, text=True, env=env)
     server.close()
     assert good.returncode == 0 and '"choices"' in good.stdout, good.stderr
     assert bad.returncode != 0

@@ -47,7 +47,7 @@ def run_env(text: str, sources: tuple[str, ...], where: Path, present: dict[str,
     script = f"set -euo pipefail\nsource {env_file}\nenv\n"
     # A small file of exports and tests: bounded work.
     return subprocess.run(["bash", "-c", script], cwd=where, capture_output=True, text=True,
-                          env={"PATH": os.environ["PATH"]}, timeout=120)
+                          env={"PATH": os.environ["PATH"]})
 
 
 def exported(stdout: str) -> dict[str, str]:

@@ -46,7 +46,7 @@ def run(tmp_path: Path, script: str, ps: list[str], **env: str) -> tuple[subproc
     stub.chmod(0o755)
     (tmp_path / "ps").write_text("".join(f"{line}\n" for line in ps))
     removed = tmp_path / "removed"
-    done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, timeout=120,
+    done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True,
                           env={"PATH": f"{tmp_path}:/usr/bin:/bin", "PS_FILE": str(tmp_path / "ps"),
                                "CALLS": str(tmp_path / "calls"), "REMOVED": str(removed), "PS_ARGS": PS_ARGS, **env})
     return done, removed.read_text().split() if removed.exists() else []

@@ -150,7 +150,7 @@ def test_the_smoke_script_logs_in_and_asks_over_https_with_the_ca(tmp_path):
     server = HttpsServer(files, 2)          # the login, then the completion
     try:
         done = subprocess.run(["bash", "-c", _smoke_script(server.url, str(files["ca"]))], input="pw\n",
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True)
     finally:
         server.close()
     assert done.returncode == 0, done.stderr
@@ -163,7 +163,7 @@ def test_the_smoke_script_refuses_a_server_its_ca_did_not_sign(tmp_path):
     server = HttpsServer(files, 1)
     try:
         done = subprocess.run(["bash", "-c", _smoke_script(server.url, str(files["other-ca"]))], input="pw\n",
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True)
     finally:
         server.close()
     assert done.returncode == 11 and "did not answer the login" in done.stderr, done.stderr
@@ -182,10 +182,10 @@ def test_plain_http_is_a_named_warning_and_https_is_not():
 
 @pytest.mark.graph
 def test_preview_names_plain_http(tmp_path):
-    printed = run_cli("preview", "--stack", STACK, timeout=900).stdout
+    printed = run_cli("preview", "--stack", STACK).stdout
     assert f"Warning: {NS}engine.https_enabled: is false" in printed
     secure = gpustack_stack(tmp_path, "https", https_enabled=True, tls=TLS)
-    assert "https_enabled" not in run_cli("preview", "--stack", str(secure), timeout=900).stdout
+    assert "https_enabled" not in run_cli("preview", "--stack", str(secure)).stdout
 
 
 @pytest.mark.graph

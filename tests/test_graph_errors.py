@@ -42,7 +42,7 @@ NS = f"{NAMESPACE}:"
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     return subprocess.run([sys.executable, "-m", "ascendctl", *map(str, args)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, env=env, timeout=60)
+                          capture_output=True, text=True, env=env)
 
 
 @functools.cache

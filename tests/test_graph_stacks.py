@@ -650,7 +650,7 @@ def test_gpustack_preview_cli_masks_secrets(stack):
     "done when"): the whole tree, secrets masked."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     result = subprocess.run([sys.executable, "-m", "ascendctl", "preview", "--stack", stack],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for n in node_names(stack):

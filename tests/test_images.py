@@ -77,8 +77,7 @@ def run_image_check(tmp_path: Path, stack: str, root: Path, image_id: str = "sha
     stub.write_text(STUB)
     stub.chmod(0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "IMAGE_ID": image_id, "IMAGE_ROOT": str(root)}
-    return subprocess.run(["bash", "-s"], input=script.command, capture_output=True, text=True, env=env,
-                          timeout=30)
+    return subprocess.run(["bash", "-s"], input=script.command, capture_output=True, text=True, env=env)
 
 
 @pytest.mark.parametrize("stack,dist,mindie,version", [
@@ -256,7 +255,7 @@ def test_missing_mount_sources_are_one_line_naming_node_and_paths(tmp_path):
     # This machine has no Ascend driver: every runbook source is missing here.
     script = render_node(load_stack("tp16-vllm-mindspore"), 1).scripts.mount_sources
     assert script is not None
-    done = subprocess.run(["bash", "-s"], input=script.command, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["bash", "-s"], input=script.command, capture_output=True, text=True)
     assert done.returncode == 4
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, lines
@@ -341,7 +340,7 @@ def run_image_step(tmp_path: Path, index: int = 0, **container):
     loaded, tar = stack_with_tar(tmp_path, **container)
     script = render_node(loaded, index).scripts.image.command
     env, loaded_file = stub_env(tmp_path, loaded.spec.container.image)
-    done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, env=env)
     return done, tar, loaded_file
 
 
@@ -449,7 +448,7 @@ def run_copy(tmp_path: Path, data: bytes, sha256: str | None, **env_extra: str):
     env = {**env, "SOURCE": str(master_tar), **env_extra}
     # As the program runs it: the script as the command, the SSH key on stdin.
     done = subprocess.run(["bash", "-c", script.command], input="-----BEGIN TEST KEY-----\n", capture_output=True,
-                          text=True, env=env, timeout=60)
+                          text=True, env=env)
     return done, tar, Path(env["STATE"])
 
 

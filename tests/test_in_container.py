@@ -36,7 +36,7 @@ def mindie_edits(node: int = 1) -> list[list]:
 
 
 def run(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
 
 
 # --- the edit list, as a pure function over a config.json ----------------

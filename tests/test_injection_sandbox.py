@@ -114,7 +114,7 @@ def sandbox_run(script: Path, workdir: Path) -> subprocess.CompletedProcess:
         argv = [shutil.which("setpriv") or "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
     env = {"PATH": str(workdir / "empty-path"), "BASH_ENV": str(bash_env), "HOME": str(workdir)}
     # Bounded work: no external command runs, so a script's waits end at once.
-    return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=120,
+    return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
 
 

@@ -156,10 +156,10 @@ def test_the_runbook_s_plain_text_is_three_named_warnings():
 
 @pytest.mark.graph
 def test_preview_and_the_program_name_the_plain_text(tmp_path, monkeypatch):
-    printed = run_cli("preview", "--stack", "tp16-mindie", timeout=900).stdout
+    printed = run_cli("preview", "--stack", "tp16-mindie").stdout
     for switch in SWITCHES:
         assert f"Warning: {NS}engine.{switch}: is false" in printed
-    tls_printed = run_cli("preview", "--stack", str(all_on(tmp_path)), timeout=900).stdout
+    tls_printed = run_cli("preview", "--stack", str(all_on(tmp_path))).stdout
     assert "Warning" not in tls_printed
 
 
@@ -300,10 +300,10 @@ def test_smoke_over_https_checks_the_server_against_the_ca(tmp_path):
     files = _certificates(tmp_path)
     server = HttpsServer(files, requests=2)
     good = subprocess.run(["bash", "-c", _smoke(server.url, cacert=str(files["ca"]))], capture_output=True,
-                          text=True, timeout=120)
+                          text=True)
     # Another CA: curl refuses the server's certificate, the smoke step fails.
     bad = subprocess.run(["bash", "-c", _smoke(server.url, cacert=str(files["other-ca"]))], capture_output=True,
-                         text=True, timeout=120)
+                         text=True)
     server.close()
     assert good.returncode == 0 and '"choices"' in good.stdout, good.stderr
     assert bad.returncode != 0 and "certificate" in bad.stderr.lower(), bad.stderr

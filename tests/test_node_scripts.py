@@ -68,7 +68,7 @@ def test_a_container_script_reaches_the_container_unchanged(rendered, stack, tmp
     # A step's script and its undo (which asks docker nothing more when its exec succeeds).
     for script in (nodes[0].scripts.serve_start, nodes[0].scripts.serve_stop):
         assert script is not None
-        done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True, timeout=30,
+        done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True,
                               env={"PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(record)})
         assert done.returncode == 0, done.stderr
         assert Path(f"{record}.name").read_text() == script.container
@@ -121,7 +121,7 @@ def test_an_undo_in_a_container_that_is_gone_or_going_is_done(rendered, tmp_path
     record = tmp_path / "inspected"
     record.write_text("")
     script = nodes[1].scripts.ray_stop
-    done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True, timeout=60,
+    done = subprocess.run(["bash", "-c", script.command], capture_output=True, text=True,
                           env={"PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(record), "STATES": states})
     assert done.returncode == status, done.stdout + done.stderr
     assert len(record.read_text().split()) == inspected
@@ -152,7 +152,7 @@ def readiness_wait(rendered, tmp_path, pid: int) -> str:
     return text.replace(run_dir, str(tmp_path))
 
 
-def run_without_an_answer(script: str, timeout: float) -> subprocess.CompletedProcess:
+def run_without_an_answer(script: str, timeout: float | None = None) -> subprocess.CompletedProcess:
     # `curl` stands for an endpoint that does not answer yet. The serving API
     # key is in the environment, as the container's secret env puts it there.
     return subprocess.run(["bash", "-s"], input=script.replace("curl ", "false "), capture_output=True, text=True,
@@ -169,7 +169,7 @@ def test_readiness_takes_a_crashed_engine_left_a_zombie_for_dead(rendered, tmp_p
             if not process_alive(crashed.pid):
                 break
             time.sleep(0.01)
-        done = run_without_an_answer(readiness_wait(rendered, tmp_path, crashed.pid), timeout=30)
+        done = run_without_an_answer(readiness_wait(rendered, tmp_path, crashed.pid))
     finally:
         crashed.wait()
     assert done.returncode == 6, done.stderr

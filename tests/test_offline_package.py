@@ -104,7 +104,7 @@ def test_cli_with_another_sdk_prints_one_line(command):
                "m.version = lambda name: '3.100.0' if name == 'pulumi' else real(name); "
                "from ascendctl.cli import main; sys.exit(main(sys.argv[1:]))")
     result = subprocess.run([sys.executable, "-c", pretend, *command, "--stack", "tp16-vllm-mindspore"],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+                            cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 5, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -205,7 +205,7 @@ def test_registration_order_does_not_depend_on_how_fast_the_mocks_answer():
     def preview(delay: str) -> subprocess.CompletedProcess:
         return subprocess.run([*fixed_layout, sys.executable, "-c", answers_after,
                                "preview", "--stack", stack, "--no-inputs"],
-                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                              cwd=PROJECT_ROOT, capture_output=True, text=True,
                               env={**os.environ, "PYTHONHASHSEED": "0", "MOCK_DELAY": delay})
 
     quick, slow = preview("0"), preview("0.01")

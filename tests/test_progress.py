@@ -80,7 +80,7 @@ def test_the_readiness_wait_prints_a_line_per_interval(endpoint, tmp_path):
     script = render_template("serve-ready.sh.j2", purpose="Wait", stack="s", node=None, run_dir=str(run_dir),
                              log_file="engine.log", progress_every_s=0, poll_s=0.1,
                              ready=HttpCheck("GET", url, None, (), 3600, '"data"'))
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"ready": True, "url": url}
     lines = done.stderr.splitlines()
@@ -142,7 +142,7 @@ def test_the_weights_copy_prints_rsyncs_progress(tmp_path):
     script = render_weights_copy(loaded, 1, {"disk_bytes": 3 << 20, "fingerprint": "f" * 64},
                                  progress_every_s=0).text
     assert "--info=progress2" in script and "report_progress 0 " in script
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, input="key\n",
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, input="key\n",
                           env=_stand_ins(tmp_path, master))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"node": "node1", "copied_from": "node0"}
@@ -173,7 +173,7 @@ def test_the_image_tar_copy_prints_rsyncs_progress(tmp_path):
                          image_url="https://images.example/mindie.tar")
     script = render_image_copy(loaded, 1, {"tar_bytes": len(data), "tar_sha256": hashlib.sha256(data).hexdigest()},
                                progress_every_s=0).text
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, input="key\n",
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, input="key\n",
                           env=_no_docker(_stand_ins(tmp_path, master)))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["copied"] is True and tar.read_bytes() == data
@@ -186,7 +186,7 @@ def test_a_failed_copy_still_says_why_in_one_line(tmp_path):
     loaded = _copy_stack(tmp_path, tmp_path / "weights", image_tar=str(tmp_path / "t.tar"),
                          image_url="https://images.example/mindie.tar")
     script = render_image_copy(loaded, 1, {"tar_bytes": 10, "tar_sha256": "0" * 64}).text
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, input="key\n",
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, input="key\n",
                           env=_no_docker(_stand_ins(tmp_path, tmp_path / "empty-master")))
     assert done.returncode == 4, done.stderr
     lines = done.stderr.splitlines()

@@ -96,7 +96,7 @@ def test_the_program_keeps_the_token_secret_and_logs_the_open_ray(tmp_path, monk
     graph = record_stack(loaded, loaded.raw_config)
     containers = [r for r in graph.resources if r.type == "docker:index/container:Container"]
     assert len(containers) == 2 and all(contains_secret(c.inputs["envs"]) for c in containers)
-    printed = run_cli("preview", "--stack", str(path), timeout=900).stdout
+    printed = run_cli("preview", "--stack", str(path)).stdout
     assert CIPHERTEXT not in printed and "ray_version" not in printed
 
     logged: list[str] = []

@@ -23,14 +23,14 @@ def bash_s(stdin: str, kind: str) -> subprocess.CompletedProcess[str]:
     pulumi-command writes it (then EOF)."""
     argv = SCRIPT_ON_STDIN.split()
     if kind == "pipe":
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True)
     ours, theirs = socket.socketpair()
     with ours:
         process = subprocess.Popen(argv, stdin=theirs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         theirs.close()
         ours.sendall(stdin.encode())
         ours.shutdown(socket.SHUT_WR)
-        out, err = process.communicate(timeout=60)
+        out, err = process.communicate()
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 

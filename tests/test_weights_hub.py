@@ -170,7 +170,7 @@ def hub_stack(tmp_path: Path, endpoint: str, model: Path, **source: object):
 
 def run(script: str, tmp_path: Path, stdin: str = "\n") -> subprocess.CompletedProcess:
     # HF_HOME in the test's directory: the client's own cache stays out of ~.
-    return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           input=stdin, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                             "HF_HOME": str(tmp_path / "hf-home")})
 
