@@ -1,0 +1,137 @@
+"""tools/run-tests, the README's test command: the slow tiers and, beside
+them in a session of their own whose scheduling group has the lowest weight,
+the fast tiers under coverage; their output printed after; the coverage
+floors checked last; the status the first failure's. Run with a stand-in
+`python3` first on PATH that records how it was started and answers with a
+status per run."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.pure
+
+STANDIN = """#!/bin/bash
+# $1.. as python3 got them; which run by its -m marker argument.
+case "$*" in
+  *"not (pure or graph)"*) run=slow ;;
+  *"pure or graph"*) run=fast ;;
+  *coverage_floors*) run=floors ;;
+  *) run=other ;;
+esac
+read -r _ _ _ _ _ sid _ < /proc/$$/stat
+nice=$(cut -d' ' -f19 /proc/$$/stat)
+echo "$run sid=$sid self=$$ nice=$nice group=$(sed 's/.* nice //' /proc/self/autogroup) args=$*" >> "$CALLS"
+echo "$run printed this"
+if [ "$run" = fast ]; then sleep 0.3; fi
+exit "$(cat "$STATUS_DIR/$run" 2>/dev/null || echo 0)"
+"""
+
+
+def run_tests(tmp_path, **statuses: int) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(STANDIN)
+    (bin_dir / "python3").chmod(0o755)
+    status_dir = tmp_path / "status"
+    status_dir.mkdir()
+    for run, status in statuses.items():
+        (status_dir / run).write_text(str(status))
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
+           "STATUS_DIR": str(status_dir)}
+    done = subprocess.run(["bash", str(PROJECT_ROOT / "tools" / "run-tests")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    recorded = {line.split()[0]: line for line in calls.read_text().splitlines()}
+    return done, recorded
+
+
+def field(line: str, name: str) -> str:
+    return next(word.split("=", 1)[1] for word in line.split() if word.startswith(name + "="))
+
+
+def test_both_runs_every_test_once_the_fast_ones_on_idle_time(tmp_path):
+    done, calls = run_tests(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(calls) == {"slow", "fast", "floors"}
+    assert '-m not (pure or graph) tests' in calls["slow"] and "--cov" not in calls["slow"]
+    assert '-m pure or graph --cov --cov-report= tests' in calls["fast"]
+    # The fast tiers lead a session of their own (so an autogroup of their own) set to
+    # the lowest weight, and their processes' nice is 19 inside it; the slow tiers run
+    # in this script's session at the nice it was started with.
+    assert field(calls["fast"], "sid") == field(calls["fast"], "self")
+    assert field(calls["fast"], "sid") != field(calls["slow"], "sid")
+    assert field(calls["fast"], "group") == "19" and field(calls["fast"], "nice") == "19"
+    assert field(calls["slow"], "nice") == str(os.getpriority(os.PRIO_PROCESS, 0))
+    # The fast tiers' output comes after the slow tiers', then the floors'.
+    out = done.stdout
+    assert out.index("slow printed this") < out.index("fast printed this") < out.index("floors printed this")
+
+
+@pytest.mark.parametrize("statuses,expected", [
+    ({"slow": 1}, 1),
+    ({"fast": 2}, 2),
+    ({"floors": 1}, 1),
+    ({"slow": 1, "fast": 2, "floors": 1}, 1),
+    ({"fast": 5, "floors": 1}, 5),
+])
+def test_the_status_is_the_first_failures_and_every_run_still_runs(tmp_path, statuses, expected):
+    done, calls = run_tests(tmp_path, **statuses)
+    assert done.returncode == expected, done.stdout + done.stderr
+    assert set(calls) == {"slow", "fast", "floors"}
+    assert "fast printed this" in done.stdout
+
+
+def test_a_ctrl_c_stops_the_fast_tiers_in_their_own_session_too(tmp_path):
+    # A Ctrl-C reaches the terminal's foreground process group: the script and the slow
+    # tiers' pytest. The fast tiers, in a session of their own, are stopped by the
+    # script's exit trap. Here the slow run stands in for the terminal: once the fast
+    # run has started, it sends SIGINT to its own process group.
+    fast_started = tmp_path / "fast-started"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f"""#!/bin/bash
+case "$*" in
+  *"not (pure or graph)"*)
+    until [ -s {fast_started} ]; do sleep 0.05; done
+    read -r _ _ _ _ pgid _ < /proc/$$/stat
+    kill -INT -- -$pgid; exec sleep 600 ;;
+  *"pure or graph"*) echo $$ > {fast_started}.tmp; mv {fast_started}.tmp {fast_started}; exec sleep 600 ;;
+esac
+""")
+    (bin_dir / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    # Its own session, as a terminal's job is, so that the SIGINT reaches nothing else; and
+    # SIGINT at its default, as from a terminal (a pytest-xdist worker ignores it, and a
+    # shell cannot trap a signal ignored when it started).
+    script = subprocess.Popen(["bash", str(PROJECT_ROOT / "tools" / "run-tests")], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        out, err = script.communicate()
+        assert script.returncode == 130, out + err
+        fast = int(fast_started.read_text())
+        # TERM went to the fast run's session before the script exited; the process ends
+        # as soon as it is scheduled (a bounded wait for that, not a clock on work).
+        for _ in range(600):
+            if gone(fast):
+                break
+            subprocess.run(["sleep", "0.05"])
+        assert gone(fast)
+    finally:
+        for pid in [script.pid, *([int(fast_started.read_text())] if fast_started.exists() else [])]:
+            if not gone(pid):
+                os.killpg(pid, 15)
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
