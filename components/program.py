@@ -18,11 +18,12 @@ def stack_file_for(stack: str) -> str:
 
 
 def run() -> None:
-    from components import cycle_check, source_positions
+    from components import cycle_check, linear_wait, source_positions
     from components.common import StackRunError
 
     cycle_check.install()
     source_positions.install()
+    linear_wait.install()
     try:
         _run()
     except StackError as error:

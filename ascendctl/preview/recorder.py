@@ -57,7 +57,7 @@ another order: measured, 1 run in 16 of `preview --stack dp4-ep32-gpustack`
 (before this change, 4 in 16); with PYTHONHASHSEED=0 and ASLR off, none in
 10. The cyclic GC is paused during a run. Before the SDK's own final wait,
 `sdk.run_program` awaits every registration and Output once each
-(`sdk._settle`): the SDK's wait polls all pending Outputs in rounds, which
+(`components/linear_wait.py` `settle`): the SDK's wait polls all pending Outputs in rounds, which
 was half of a 256-node recording; at the first failure it steps aside so
 that the SDK raises what it would have raised.
 """

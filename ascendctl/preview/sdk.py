@@ -37,7 +37,6 @@ version `versions.py` insists on):
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import sys
@@ -66,6 +65,7 @@ _sdk_resource = sys.modules["pulumi.runtime.resource"]
 from ascendctl.preview.graph import CheckRecord, ResourceRecord, engine_urn  # noqa: E402
 from ascendctl.preview.values import Secret  # noqa: E402
 from ascendctl.preview.wire import default_options, from_wire, options_of  # noqa: E402
+from components.linear_wait import settle as _settle  # noqa: E402
 
 if TYPE_CHECKING:
     from google.protobuf import empty_pb2
@@ -364,76 +364,6 @@ async def _export_dependencies(exports: dict[str, Any]) -> dict[str, list[str]]:
         except Exception:  # noqa: BLE001,S112 -- the SDK's wait reports the failure
             continue
     return found
-
-
-async def _settle() -> None:
-    """Wait for every registration and Output the program started, in
-    linear time, before the SDK's own wait (`wait_for_rpcs`) runs.
-
-    The SDK's wait yields to the loop once per registration, and then hands
-    all pending Outputs to `asyncio.wait(..., FIRST_COMPLETED)` again and
-    again until none is left: each round adds and removes a callback on
-    every pending Output. Together that was half of a 256-node recording.
-    Here each is awaited in turn, one callback each.
-
-    At the first failure this lets the registrations under way finish and
-    leaves the rest to the SDK's wait, which then raises the first failure
-    as it would have: the failed registration as the SDK recorded it
-    (`unhandled_exception`), or the failed Output. Failed registrations are
-    taken out of the SDK's list first: its wait re-raises a failed one
-    `from` the recorded exception, which is the same object, so the
-    exception would become its own cause and lose the chain back to the
-    program's own error. (Stopping before those registrations finished left
-    a failing one in the list: 4 runs in 150 raised the SDK's wrapper.) After a success
-    the SDK's wait finds nothing left but the stack's outputs."""
-    rpcs: list[Any] = _settings._get_rpc_manager().rpcs  # asyncio futures
-    outputs = _settings.SETTINGS.outputs
-
-    def failed(task: Any) -> bool:
-        return bool(task.done() and (task.cancelled() or task.exception() is not None))
-
-    async def fails(awaitable: Any) -> bool:
-        # Whether it failed; its error is the SDK's wait's to raise. The
-        # cancellation of this task itself (the recorder's timeout cancels
-        # every task) is passed on: swallowed, the recorder's clean-up would
-        # wait for ever on a task that never ends.
-        try:
-            await awaitable
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            return True
-        except Exception:  # noqa: BLE001 -- the SDK's wait raises it
-            return True
-        return False
-
-    async def stop() -> None:
-        # Registrations still under way finish first (one may be failing from
-        # the same error), then the failed ones leave the SDK's list.
-        while under_way := [rpc for rpc in rpcs if not rpc.done()]:
-            for rpc in under_way:
-                await fails(rpc)
-        rpcs[:] = [rpc for rpc in rpcs if not failed(rpc)]
-
-    while True:
-        while rpcs:
-            if await fails(rpcs.pop()):  # last first, as the SDK's wait takes them
-                await stop()
-                return
-        with _settings.SETTINGS.lock:
-            tracked = list(outputs)
-        # A done Output leaves the set in a callback; a failed one stays there.
-        if any(failed(task) for task in tracked):
-            await stop()
-            return
-        pending = [task for task in tracked if not task.done()]
-        if not pending:
-            return
-        for task in pending:
-            if await fails(task):
-                await stop()
-                return
 
 
 def settings_defaults() -> dict[str, Any]:
