@@ -281,9 +281,11 @@ class RankTable(pulumi.ComponentResource):
         # (`ascendctl/preview/sdk.py`, `_shared`) instead of one per node.
         script = self.content.apply(lambda text: install_script(
             text, purpose="Install the HCCL rank table", stack=args.stack, node=None, path=args.path, mode="640"))
+        # Its undo names no node either, for the same reason: it rides on the
+        # same stdin (`remote_step`), which every node's copy then shares.
+        remove = render_template("remove-file.sh.j2", purpose="Remove the HCCL rank table", stack=args.stack,
+                                 node=None, path=args.path)
         for node in args.nodes:
-            remove = render_template("remove-file.sh.j2", purpose="Remove the HCCL rank table", stack=args.stack,
-                                     node=node.node, path=args.path)
             # The content is the gate's record by value: the gate itself is waited for here.
             self.copies.append(remote_step(
                 f"{node.node.name}-rank-table", connection=node.connection, create=script, delete=remove,

@@ -3,6 +3,7 @@ commands with the options every stateful step needs, digests."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -304,8 +305,11 @@ def after(value: pulumi.Output[Any]) -> pulumi.Resource:
 
 # The command of every remote step: its script comes on stdin (`remote_step`).
 SCRIPT_ON_STDIN = "bash -s"
-# The first line of a step's undo: it reads the stdin it is sent (the script).
-UNDO_READS_STDIN = "cat >/dev/null  # this step's script, sent on stdin to its undo too\n"
+# The command of a step's undo: pulumi-command sends the step's stdin to its
+# `delete` too, and that stdin opens with the undo (`undo_then_script`).
+UNDO_ON_STDIN = "bash -s undo"
+UNDO_OPEN = 'if [ "${1-}" = undo ]; then\ncat >/dev/null\n{\n'
+UNDO_CLOSE = "}; exit\nfi\n"
 # A step that takes data on stdin (a key, a token, a password) gets its script
 # as one `{ ...; }` group, then `exit`, then the data (`script_then_data`).
 GROUP_OPEN = "{\n"
@@ -330,6 +334,29 @@ def script_then_data(script: str, data: str) -> str:
     script is parsed before it runs: it may not rely on parse-time shell
     options it sets itself (`shopt -s extglob`, aliases); none does."""
     return GROUP_OPEN + script + ("" if script.endswith("\n") else "\n") + GROUP_CLOSE + data
+
+
+@functools.lru_cache(maxsize=64)
+def undo_then_script(undo: str, stdin: str) -> str:
+    """One stdin for a step's script (`bash -s`) and for its undo (`bash -s
+    undo`): an `if` on the first argument holding the undo, then the step's
+    stdin as it is without an undo (its script, or `script_then_data`).
+
+    bash parses the whole `if ... fi` before it runs any of it (from a pipe
+    one byte at a time: see `script_then_data`). Run as the script, the test
+    is false and bash goes on to the script; run as the undo, `cat` first
+    reads the rest of stdin (the script and any data: pulumi-command writes
+    all of it, and an undo that exited before the write ended would close the
+    channel under it, x/crypto/ssh's `EOF`, and fail the delete), then the
+    undo runs and `exit` ends bash. So the undo's command is the short `bash
+    -s undo`, and a failing undo reads `running "bash -s undo":` and then its
+    own lines, as a failing step does, not kilobytes of quoted script.
+
+    Cached by value: the steps that run one text on every node (the rank
+    table's copy, its undo naming no node) then share one stdin object, and
+    the offline preview's records keep one copy of it, not one per node
+    (a 1,000-node rank table is megabytes)."""
+    return UNDO_OPEN + undo + ("" if undo.endswith("\n") else "\n") + UNDO_CLOSE + stdin
 
 
 def remote_step(
@@ -372,8 +399,9 @@ def remote_step(
     which is then a secret as a whole; the script also goes, in the clear, as
     the last of the triggers, so that `pulumi preview --diff` still shows
     which of its lines changed. pulumi-command sends the state's stdin to
-    `delete` too (commandController.go `Delete` -> `run`): its undo reads it
-    first (UNDO_READS_STDIN)."""
+    `delete` too (commandController.go `Delete` -> `run`): the undo goes
+    first on that stdin and its command is the short `bash -s undo`
+    (`undo_then_script`)."""
     redo = pulumi.Output.all(create, delete or "").apply(lambda scripts: digest("\n".join(scripts)))
     # pulumi-command fails with `Process exited with status N: running
     # "<the command, Go-quoted>":` and then the output (v1.2.1
@@ -392,17 +420,20 @@ def remote_step(
         script_in = pulumi.Output.secret(pulumi.Output.all(create, stdin).apply(
             lambda parts: script_then_data(parts[0], parts[1] or "")))
         shown = [create]
+    undo_command: str | None = None
     if delete is not None:
         # pulumi-command sends the state's stdin to `delete` too
-        # (commandController.go `Delete` -> `run`); an undo that exits
-        # before the script is written closes the channel under the write
-        # (x/crypto/ssh: io.EOF, the delete fails). It reads it first.
-        delete = pulumi.Output.from_input(delete).apply(lambda text: UNDO_READS_STDIN + text)
+        # (commandController.go `Delete` -> `run`): the undo rides on it, and
+        # the undo's command is as short as the script's. (A secret stdin
+        # stays secret: apply keeps the secretness of what it reads.)
+        script_in = pulumi.Output.all(delete, script_in).apply(
+            lambda parts: undo_then_script(parts[0], parts[1]))
+        undo_command = UNDO_ON_STDIN
     return remote.Command(
         name,
         connection=connection.args,
         create=SCRIPT_ON_STDIN,
-        delete=delete,
+        delete=undo_command,
         triggers=[connection.identity, redo, *(triggers or []), *shown],
         stdin=script_in,
         # The previous output in the environment is sent with SSH setenv,

@@ -16,7 +16,7 @@ from ascendctl.preview.config import scaled_config
 from ascendctl.preview.recorder import record_graph
 from ascendctl.preview.stack import SCRIPTS_NOT_ECHOED, loaded_with_config, record_stack
 from ascendctl.preview.values import UNKNOWN
-from tests.step_script import step_script
+from tests.step_script import step_script, undo_script
 
 pytestmark = pytest.mark.graph
 
@@ -75,8 +75,11 @@ def test_every_nodes_rank_table_copy_shares_one_script_in_the_records():
     base = load_stack("tp16-lmdeploy")
     config = scaled_config(base, 48)
     graph = record_stack(loaded_with_config(base, config), config)
-    scripts = [step_script(r.inputs) for r in graph.resources if r.custom and r.name.endswith("-rank-table")]
-    assert len(scripts) == 48 and len(scripts[0]) > 1024
-    assert all(s is scripts[0] for s in scripts)
-    # The script names no node, so one text serves them all.
-    assert "every node" in scripts[0].splitlines()[1]
+    copies = [r for r in graph.resources if r.custom and r.name.endswith("-rank-table")]
+    # What each copy is sent (its undo, then its script) is one object for all of them.
+    stdins = [r.inputs["stdin"] for r in copies]
+    assert len(stdins) == 48 and len(stdins[0]) > 1024
+    assert all(s is stdins[0] for s in stdins)
+    # The script and its undo name no node, so one text serves them all.
+    assert "every node" in step_script(copies[0].inputs).splitlines()[1]
+    assert "every node" in undo_script(copies[0].inputs).splitlines()[1]

@@ -1,5 +1,6 @@
-"""A remote step's stdin when it takes data (components/common.py `script_then_data`),
-fed to `bash -s` as sshd feeds a command: through a pipe and through a socketpair (the
+"""A remote step's stdin when it takes data (components/common.py `script_then_data`)
+and when it carries the step's undo (`undo_then_script`), fed to `bash -s` (and to the
+undo's `bash -s undo`) as sshd feeds a command: through a pipe and through a socketpair (the
 two kinds of stdin OpenSSH's session gives a command). bash reads the script one byte
 at a time from either, parses the `{ ...; }` group whole, and the script's own reads
 of stdin get exactly the data; data the script does not read never runs."""
@@ -11,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from components.common import SCRIPT_ON_STDIN, script_then_data
+from components.common import SCRIPT_ON_STDIN, UNDO_ON_STDIN, script_then_data, undo_then_script
 
 pytestmark = pytest.mark.graph
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
-def bash_s(stdin: str, kind: str) -> subprocess.CompletedProcess[str]:
-    """`bash -s` with `stdin` on a pipe or a socketpair, written all at once as
-    pulumi-command writes it (then EOF)."""
-    argv = SCRIPT_ON_STDIN.split()
+def bash_s(stdin: str, kind: str, command: str = SCRIPT_ON_STDIN) -> subprocess.CompletedProcess[str]:
+    """`bash -s` (or the undo's `bash -s undo`) with `stdin` on a pipe or a socketpair,
+    written all at once as pulumi-command writes it (then EOF)."""
+    argv = command.split()
     if kind == "pipe":
         return subprocess.run(argv, input=stdin, capture_output=True, text=True)
     ours, theirs = socket.socketpair()
@@ -66,3 +67,39 @@ def test_the_scripts_exit_status_is_the_steps():
                     "pipe")
     assert (failed.returncode, failed.stdout, failed.stderr) == (1, "", "node node1: the fault\n")
     assert bash_s(script_then_data("IFS= read -r x\nexit 7\n", "x\n"), "socketpair").returncode == 7
+
+
+UNDO = ("set -euo pipefail\nrm -f \"$WORK/done\"\necho undone >> \"$WORK/undo.log\"\n"
+        "cat <<'END'\nundo heredoc\nEND\n")
+SCRIPT = "set -euo pipefail\necho made > \"$WORK/done\"\necho script-ran\n"
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socketpair"])
+@pytest.mark.parametrize("data", [None, "S3cret pass\n" + KEY])
+def test_one_stdin_runs_the_script_as_bash_s_and_the_undo_as_bash_s_undo(kind, data, tmp_path: Path):
+    """The step's command runs only its script (and the script still reads exactly its
+    data); the undo's command runs only the undo, after reading the whole stdin (so
+    pulumi-command's write of it never meets a closed channel); data never runs."""
+    script = SCRIPT if data is None else SCRIPT + "IFS= read -r password\necho \"read ${#password}\"\n"
+    rest = script if data is None else script_then_data(script, data + f"touch {tmp_path}/ran-data\n")
+    stdin = undo_then_script(UNDO.replace("$WORK", str(tmp_path)), rest.replace("$WORK", str(tmp_path)))
+
+    made = bash_s(stdin, kind)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == "script-ran\n" + ("" if data is None else "read 11\n")
+    assert (tmp_path / "done").exists() and not (tmp_path / "undo.log").exists()
+
+    undone = bash_s(stdin, kind, UNDO_ON_STDIN)
+    assert (undone.returncode, undone.stdout, undone.stderr) == (0, "undo heredoc\n", "")
+    assert not (tmp_path / "done").exists() and (tmp_path / "undo.log").read_text() == "undone\n"
+    assert not (tmp_path / "ran-data").exists()
+
+
+def test_a_failing_undo_fails_with_its_own_line_and_status():
+    """pulumi-command then reports `Process exited with status 4: running "bash -s undo":`
+    and the undo's own line right after it."""
+    stdin = undo_then_script("set -e\necho 'node node1: cannot stop the engine' >&2\nexit 4\necho never\n",
+                             "echo the-script\n")
+    failed = bash_s(stdin, "socketpair", UNDO_ON_STDIN)
+    assert (failed.returncode, failed.stdout, failed.stderr) == (4, "", "node node1: cannot stop the engine\n")
+    assert bash_s(stdin, "pipe").stdout == "the-script\n"

@@ -275,7 +275,8 @@ def test_a_step_with_data_on_stdin(step_project, tmp_path):
     data (a second line it does not read never runs as a command); `preview --diff` of
     a changed script shows the changed line, the stdin as [secret]; the replacement
     runs the old step's undo, which gets the state's stdin (pulumi-command sends it to
-    `delete` too); a failure reads `running "bash -s":` and then the script's own line;
+    `delete` too); a failure reads `running "bash -s":` and then the script's own line,
+    a failing undo `running "bash -s undo":` and then the undo's own line;
     the data in no printout and not in clear in the state."""
     project = step_project
     undone, ran_data = tmp_path / "undone", tmp_path / "ran-the-data"
@@ -312,7 +313,23 @@ def test_a_step_with_data_on_stdin(step_project, tmp_path):
     assert head in lines, failed
     assert lines[lines.index(head) + 1] == "node node9: the fault, named first", failed
     assert undone.read_text() == "undone\nundone\n"
+
+    # A failing undo reads the same way: its command is `bash -s undo` (the undo rides
+    # on the step's stdin, components/common.py `undo_then_script`), then its own line.
+    fail_undo = tmp_path / "fail-undo"
+    project.set_config("steps", [{"name": "with-data", "data": "token", "create": data_step("version-4"),
+                                  "delete": f'if [ -e {fail_undo} ]; then echo "node node9: the undo fault, '
+                                            f'named first" >&2; exit 4; fi\necho undone >> {undone}\n'}])
+    project.ok("up", "--yes")
+    fail_undo.touch()
+    failed = project.fails("destroy", "--yes")
+    lines = [line.strip() for line in failed.splitlines()]
+    head = 'error: Process exited with status 4: running "bash -s undo":'
+    assert head in lines, failed
+    assert lines[lines.index(head) + 1] == "node node9: the undo fault, named first", failed
+    fail_undo.unlink()
     project.ok("destroy", "--yes")
+    assert undone.read_text() == "undone\nundone\nundone\n"
     assert not ran_data.exists()
 
     for text in project.printed:
