@@ -169,6 +169,16 @@ def test_memory_fit_counts_the_replicas_of_dense_and_expert_weights(parallel, mo
     assert memory.per_stage_required_gb == (required,)
 
 
+def test_expert_parameters_above_the_models_count_make_every_weight_an_expert_weight():
+    # The spec takes expert_parameters_b and parameters_b each on its own; the memory fit caps the
+    # expert share at the whole model: no dense weights, never a negative dense share (found by
+    # mutation testing: a cap of 2 passed every test). 200 GB of BF16 experts, twice (ep 16 of 32).
+    memory = with_config("dp4-ep32-gpustack", parallel={"ep": 16},
+                         model={"parameters_b": 100, "expert_parameters_b": 150}).plan.memory
+    assert memory.weights_gb == 200 and memory.required_gb == 200 * 2
+    assert memory.per_stage_required_gb == (400,)
+
+
 def test_rank_numbers_run_on_across_nodes_whose_npu_count_is_no_power_of_two():
     from ascend_inference.topology import rank_layout
 
