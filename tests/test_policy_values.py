@@ -5,6 +5,7 @@ check, on facts built in memory (the parser's own tests read real tool
 output: test_facts_samples.py, test_profile_network.py)."""
 from __future__ import annotations
 
+import dataclasses
 import typing
 
 import pytest
@@ -127,3 +128,24 @@ def test_under_gateway_ignore_an_unanswered_ping_is_not_even_found():
 def test_a_profile_without_a_fabric_judges_nothing_under_any_policy(policy):
     facts = NodeFacts(node="node0", devices=[DeviceFacts(0)])
     assert check_network(facts, DUO, NetworkPolicies(lldp=policy, netdetect=policy, gateway=policy)) == ([], [])
+
+
+# Found by mutation testing of check_network (tools/mutation.py, docs/testing.md): each test below
+# fails with the mutant it names applied.
+
+@pytest.mark.parametrize("check", ["netdetect", "gateway"])
+def test_an_address_that_is_no_ip_is_judged_like_none(check):
+    # The parser takes `[0-9a-fA-F.:]+` after the label, so a cut-off address comes through as text
+    # (`or` -> `and` in the check let it pass).
+    errors, warnings = check_network(node_facts(**{check: "10.0.0"}), A2, NetworkPolicies())
+    assert [e.fact for e in errors] == [f"device {i} {check}" for i in range(8)] and warnings == []
+    assert str(errors[0]).startswith(f"node node0: device 0 {check}: no ")
+
+
+def test_a_profile_without_the_gateway_check_still_judges_every_devices_lldp_and_netdetect():
+    # The gateway's `continue` -> `break` stopped at the first device.
+    no_gateway = dataclasses.replace(A2, network=dataclasses.replace(A2.network, gateway=False))
+    errors, _ = check_network(node_facts(lldp_ifname=None, netdetect=None, gateway=None), no_gateway,
+                              NetworkPolicies())
+    assert sorted(e.fact for e in errors) == sorted(
+        [f"device {i} lldp" for i in range(8)] + [f"device {i} netdetect" for i in range(8)])

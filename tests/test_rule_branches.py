@@ -4,6 +4,7 @@ with file, key and fix; each good one is rendered as the engine reads it."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -167,6 +168,30 @@ def test_memory_fit_counts_the_replicas_of_dense_and_expert_weights(parallel, mo
     memory = with_config("dp4-ep32-gpustack", parallel=parallel, model=model).plan.memory
     assert memory.weights_gb == 200 and memory.required_gb == required
     assert memory.per_stage_required_gb == (required,)
+
+
+def test_expert_parameters_above_the_models_count_make_every_weight_an_expert_weight():
+    # The spec takes expert_parameters_b and parameters_b each on its own; the memory fit caps the
+    # expert share at the whole model: no dense weights, never a negative dense share (found by
+    # mutation testing: a cap of 2 passed every test). 200 GB of BF16 experts, twice (ep 16 of 32).
+    memory = with_config("dp4-ep32-gpustack", parallel={"ep": 16},
+                         model={"parameters_b": 100, "expert_parameters_b": 150}).plan.memory
+    assert memory.weights_gb == 200 and memory.required_gb == 200 * 2
+    assert memory.per_stage_required_gb == (400,)
+
+
+def test_weights_that_need_exactly_what_a_stage_has_fit_and_a_hair_more_do_not():
+    # A dense model on one stage needs its weights; what the stage has is the NPUs' memory times
+    # the engine's share less the KV headroom, worked out in the memory fit's order so that the
+    # float is the same. Found by mutation testing (`<=` -> `<` passed every test).
+    loaded = load_stack("tp16-mindie")
+    spec = loaded.spec
+    have = (16 * (spec.profile.device_memory_gb * 2**30 / 10**9) * spec.engine_plugin.memory_fraction(spec)
+            * (1 - spec.model.kv_headroom) / spec.parallel.pp)
+    dense = {"experts": 0, "expert_parameters_b": 0}
+    assert with_config("tp16-mindie", model={**dense, "weights_gb": have}).plan.memory.fits
+    problems = refused("tp16-mindie", model={**dense, "weights_gb": math.nextafter(have, math.inf)})
+    assert [key for key, _, _ in problems] == [NS + "model"]
 
 
 def test_rank_numbers_run_on_across_nodes_whose_npu_count_is_no_power_of_two():
