@@ -6,6 +6,7 @@ that survived `tools/mutation.py` on an engine module (docs/testing.md,
 module in their own process."""
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import pytest
 from ascend_inference.engines.lmdeploy import s_dir
 from ascend_inference.engines.mindie import MindieSettings
 from ascend_inference.errors import Problem, StackError
-from ascend_inference.render import render_node
+from ascend_inference.render import render_node, render_stack
 from ascend_inference.stackfile import load_stack
-from tests.conftest import NS, load_stack_doc, write_stack
+from tests import test_golden as golden
+from tests.conftest import NS, STACKS_DIR, load_stack_doc, write_stack
 
 pytestmark = pytest.mark.pure
 
@@ -261,3 +263,45 @@ def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_pa
     assert len(named) == refused, [str(p) for p in problems]
     if refused:
         assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
+
+
+# --- The golden comparisons, rendered in process --------------------------------------
+# tests/test_golden.py holds every stack's rendered files against its runbook's verbatim
+# text, but renders through a `python -m ascendctl render` subprocess, which the mutation
+# run does not select. Each of its comparisons on a committed stack runs here again on the
+# same files rendered in this process, each stack rendered when the comparison first asks
+# for it (so each case runs only the engine code of the stacks it reads).
+
+class RenderedHere(dict):
+    """{stack: DIR}, as the `rendered` fixture, each stack rendered in process on first use."""
+
+    def __init__(self, base: Path):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, stack: str) -> Path:
+        target = self.base / stack
+        render_stack(load_stack(str(STACKS_DIR / f"Pulumi.{stack}.yaml")), target)
+        self[stack] = target
+        return target
+
+
+def golden_cases() -> list:
+    """Each test of test_golden.py that reads the `rendered` fixture, once per parameter set."""
+    cases = []
+    for name, function in sorted(vars(golden).items()):
+        if not name.startswith("test_") or "rendered" not in inspect.signature(function).parameters:
+            continue
+        sets: list[dict] = [{}]
+        for mark in getattr(function, "pytestmark", []):
+            if mark.name == "parametrize":
+                argname, values = mark.args
+                sets = [{**given, argname: value} for given in sets for value in values]
+        cases += [pytest.param(function, given, id=f"{name}[{'-'.join(map(str, given.values()))}]")
+                  for given in sets]
+    return cases
+
+
+@pytest.mark.parametrize(("comparison", "given"), golden_cases())
+def test_golden_comparison_on_files_rendered_in_process(comparison, given, tmp_path):
+    comparison(RenderedHere(tmp_path), **given)
