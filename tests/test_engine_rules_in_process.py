@@ -17,7 +17,7 @@ from ascend_inference.engines.mindie import MindieSettings
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.render import render_node, render_stack
 from ascend_inference.stackfile import load_stack
-from tests import test_golden as golden
+from tests import test_golden, test_render, test_vllm_ascend, test_vllm_ascend_ray
 from tests.conftest import NS, STACKS_DIR, load_stack_doc, write_stack
 
 pytestmark = pytest.mark.pure
@@ -265,12 +265,14 @@ def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_pa
         assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
 
 
-# --- The golden comparisons, rendered in process --------------------------------------
+# --- The rendered-file comparisons, rendered in process -------------------------------
 # tests/test_golden.py holds every stack's rendered files against its runbook's verbatim
-# text, but renders through a `python -m ascendctl render` subprocess, which the mutation
-# run does not select. Each of its comparisons on a committed stack runs here again on the
-# same files rendered in this process, each stack rendered when the comparison first asks
-# for it (so each case runs only the engine code of the stacks it reads).
+# text, test_vllm_ascend.py and test_vllm_ascend_ray.py against vllm-ascend's tutorial,
+# test_render.py against the rules every rendered tree keeps; all read the `rendered`
+# fixture, which renders through a `python -m ascendctl render` subprocess that the
+# mutation run does not select. Each of their comparisons runs here again on the same
+# files rendered in this process, each stack rendered when the comparison first asks for
+# it (so each case runs only the engine code of the stacks it reads).
 
 class RenderedHere(dict):
     """{stack: DIR}, as the `rendered` fixture, each stack rendered in process on first use."""
@@ -286,22 +288,33 @@ class RenderedHere(dict):
         return target
 
 
-def golden_cases() -> list:
-    """Each test of test_golden.py that reads the `rendered` fixture, once per parameter set."""
+# Those that check the CLI's own `render` (its subprocess is the point) are not repeated.
+CLI_RENDER_TESTS = {"test_render_replaces_an_existing_directory_whole", "test_render_is_deterministic"}
+
+
+def rendered_cases() -> list:
+    """Each test of those modules that reads the `rendered` fixture, once per parameter set."""
     cases = []
-    for name, function in sorted(vars(golden).items()):
-        if not name.startswith("test_") or "rendered" not in inspect.signature(function).parameters:
-            continue
-        sets: list[dict] = [{}]
-        for mark in getattr(function, "pytestmark", []):
-            if mark.name == "parametrize":
-                argname, values = mark.args
-                sets = [{**given, argname: value} for given in sets for value in values]
-        cases += [pytest.param(function, given, id=f"{name}[{'-'.join(map(str, given.values()))}]")
-                  for given in sets]
+    for module in (test_golden, test_render, test_vllm_ascend, test_vllm_ascend_ray):
+        for name, function in sorted(vars(module).items()):
+            if (not name.startswith("test_") or name in CLI_RENDER_TESTS
+                    or "rendered" not in inspect.signature(function).parameters):
+                continue
+            sets: list[dict] = [{}]
+            for mark in getattr(function, "pytestmark", []):
+                if mark.name == "parametrize":
+                    argname, values = mark.args
+                    sets = [{**given, argname: value} for given in sets for value in values]
+            label = module.__name__.rsplit(".", 1)[1]
+            cases += [pytest.param(function, given, id=f"{label}.{name}[{'-'.join(map(str, given.values()))}]")
+                      for given in sets]
     return cases
 
 
-@pytest.mark.parametrize(("comparison", "given"), golden_cases())
-def test_golden_comparison_on_files_rendered_in_process(comparison, given, tmp_path):
-    comparison(RenderedHere(tmp_path), **given)
+@pytest.mark.parametrize(("comparison", "given"), rendered_cases())
+def test_rendered_file_comparison_on_files_rendered_in_process(comparison, given, tmp_path):
+    (tmp_path / "rendered").mkdir()
+    if "tmp_path" in inspect.signature(comparison).parameters:
+        given = {**given, "tmp_path": tmp_path / "own"}
+        given["tmp_path"].mkdir()
+    comparison(RenderedHere(tmp_path / "rendered"), **given)
