@@ -36,7 +36,8 @@ def loaded_case(tmp_path: Path, stack: str, *, engine: dict | None = None, drop:
         listed = config[NS + "nodes"]
         config[NS + "nodes"] = listed[:nodes] + [
             {**listed[1], "name": f"node{k}", "host": f"192.0.2.{11 + k}", "hostname": f"case-node-{k}",
-             "device_ips": [f"198.51.100.{16 * k + d + 1}" for d in range(len(listed[1]["device_ips"]))]}
+             "device_ips": [f"198.51.{100 + k // 15}.{16 * (k % 15) + d + 1}"
+                            for d in range(len(listed[1]["device_ips"]))]}
             for k in range(len(listed), nodes)]
     config[NS + "parallel"].update(parallel or {})
     config[NS + "model"].update(model or {})
@@ -156,6 +157,22 @@ def test_mindie_runs_one_tp_group_over_all_npus(parallel, tmp_path):
     assert [p.fix for p in problems] == ["set tp: 16"]
     assert (f"over all 16 NPUs (WORLD_SIZE=16, worldSize 8 per node), but tp is {parallel['tp']}"
             in problems[0].message)
+
+
+def test_mindie_compares_tp_with_the_world_by_value_above_256_npus_too(tmp_path):
+    # 33 nodes x 8 NPUs: refused for the node count only, tp 264 being the world.
+    problems = problems_of(tmp_path, "tp16-mindie", nodes=33, parallel={"tp": 264})
+    assert [p.key for p in problems] == [f"{NS}nodes"]
+
+
+def test_mindies_smoke_request_is_runbook_001s_chat_completion(tmp_path):
+    # Runbook 001 §6.4 (docs/runbooks.md): one user message, max_tokens 512, stream false.
+    loaded = loaded_case(tmp_path, "tp16-mindie")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert check.url == "http://192.0.2.11:1025/v1/chat/completions"
+    assert json.loads(check.body) == {"model": loaded.spec.model.name,
+                                      "messages": [{"role": "user", "content": "介绍下杭州西湖"}],
+                                      "max_tokens": 512, "stream": False}
 
 
 def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
