@@ -6,8 +6,11 @@ that survived `tools/mutation.py` on an engine module (docs/testing.md,
 module in their own process."""
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,17 @@ from ascend_inference.engines.mindie import MindieSettings
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.render import render_node, render_stack
 from ascend_inference.stackfile import load_stack
-from tests import test_golden, test_render, test_vllm_ascend, test_vllm_ascend_ray
+from ascendctl.cli import main as cli_main
+from tests import (
+    test_endpoint_auth,
+    test_golden,
+    test_mindie_tls,
+    test_ray_auth,
+    test_render,
+    test_spec_errors,
+    test_vllm_ascend,
+    test_vllm_ascend_ray,
+)
 from tests.conftest import NS, STACKS_DIR, load_stack_doc, write_stack
 
 pytestmark = pytest.mark.pure
@@ -335,3 +348,69 @@ def test_rendered_file_comparison_on_files_rendered_in_process(comparison, given
         given = {**given, "tmp_path": tmp_path / "own"}
         given["tmp_path"].mkdir()
     comparison(RenderedHere(tmp_path / "rendered"), **given)
+
+
+# --- The CLI's refusals and renders, run in process ----------------------------------
+# test_spec_errors.py (one bad stack per rule), test_vllm_ascend.py, test_vllm_ascend_ray.py,
+# test_mindie_tls.py, test_endpoint_auth.py and test_ray_auth.py run `python -m ascendctl` in
+# a subprocess, which the mutation run does not select. Their tests run here again with the
+# same command line given to the CLI's `main` in this process (what `python -m ascendctl`
+# runs), so an engine rule they hold is held in a selected test too.
+
+def run_cli_here(*args, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """run_cli's result, from `ascendctl.cli.main` in this process (`env`: none of these tests pass one)."""
+    assert env is None, "an environment for the CLI is run_cli's subprocess only"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse's usage error
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(["python3", "-m", "ascendctl", *map(str, args)], code, out.getvalue(),
+                                       err.getvalue())
+
+
+@pytest.mark.parametrize("case", test_spec_errors.CASES, ids=[c.id for c in test_spec_errors.CASES])
+def test_bad_stack_is_refused_clearly_in_process(case, tmp_path):
+    stack, file = test_spec_errors.prepare(case, tmp_path)
+    result = run_cli_here("validate", "--stack", stack, *case.args)
+    test_spec_errors.test_bad_stack_is_refused_clearly({case.id: (file, result)}, case)
+
+
+def runs_the_cli(module, function) -> bool:
+    """Whether `function` calls run_cli, itself or through a function of its module, and not
+    for `preview` (which runs the Pulumi program: the graph tier's, not repeated here)."""
+    if '"preview"' in inspect.getsource(function):
+        return False
+    named = [getattr(module, name, None) for name in function.__code__.co_names]
+    return "run_cli" in function.__code__.co_names or any(
+        inspect.isfunction(f) and f.__module__ == module.__name__ and "run_cli" in f.__code__.co_names for f in named)
+
+
+def cli_cases() -> list:
+    """Each test of those modules that runs the CLI and needs no fixture but tmp_path, once per parameter set."""
+    cases = []
+    for module in (test_vllm_ascend, test_vllm_ascend_ray, test_mindie_tls, test_endpoint_auth, test_ray_auth):
+        for name, function in sorted(vars(module).items()):
+            if not name.startswith("test_") or not callable(function):
+                continue
+            sets: list[dict] = [{}]
+            for mark in getattr(function, "pytestmark", []):
+                if mark.name == "parametrize":
+                    argname, values = mark.args
+                    sets = [{**given, argname: value} for given in sets for value in values]
+            wanted = set(inspect.signature(function).parameters) - set(sets[0])
+            if wanted - {"tmp_path"} or not runs_the_cli(module, function):
+                continue
+            label = module.__name__.rsplit(".", 1)[1]
+            cases += [pytest.param(module, function, given, id=f"{label}.{name}[{'-'.join(map(str, given.values()))}]")
+                      for given in sets]
+    return cases
+
+
+@pytest.mark.parametrize(("module", "test", "given"), cli_cases())
+def test_cli_test_run_in_process(module, test, given, tmp_path, monkeypatch):
+    monkeypatch.setattr(module, "run_cli", run_cli_here)
+    if "tmp_path" in inspect.signature(test).parameters:
+        given = {**given, "tmp_path": tmp_path}
+    test(**given)
