@@ -188,6 +188,12 @@ def test_mindies_smoke_request_is_runbook_001s_chat_completion(tmp_path):
                                       "max_tokens": 512, "stream": False}
 
 
+def test_mindie_mounts_the_rank_tables_own_directory(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-mindie", engine={"rank_table_path": "/data/hm/tables/rt.json"})
+    line = render_node(loaded, 0).container.docker_run_line()
+    assert " -v /data/hm/tables:/data/hm/tables " in line and " -v /data/hm:/data/hm " not in line
+
+
 def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
     settings = MindieSettings(kind="mindie", https_enabled=None, inter_comm_tls_enabled=False,
                               inter_node_tls_enabled=None)
