@@ -420,3 +420,30 @@ def test_cli_test_run_in_process(module, test, given, tmp_path, monkeypatch):
     if "tmp_path" in inspect.signature(test).parameters:
         given = {**given, "tmp_path": tmp_path}
     test(**given)
+
+
+# --- vllm-ascend and vLLM-MindSpore -------------------------------------------------
+
+# The values the committed stacks spell out that are also the settings' defaults: the
+# tutorial's (vllm-ascend 0.23.0.post1 DeepSeek-R1.md §5.2; ray.md's Ray port) and runbook 000's.
+VLLM_ASCEND_TUTORIAL_VALUES = ("data_parallel_rpc_port", "quantization", "seed", "max_num_seqs", "max_model_len",
+                               "max_num_batched_tokens", "gpu_memory_utilization")
+VLLM_MINDSPORE_RUNBOOK_VALUES = ("ray_port", "max_num_seqs", "max_model_len", "max_num_batched_tokens",
+                                 "block_size", "gpu_memory_utilization", "mindformers_model_config")
+
+
+@pytest.mark.parametrize(("stack", "values"), [("dp2-tp8-ep16-vllm-ascend", VLLM_ASCEND_TUTORIAL_VALUES),
+                                               ("tp16-vllm-ascend-ray", ("ray_port",)),
+                                               ("tp16-vllm-mindspore", VLLM_MINDSPORE_RUNBOOK_VALUES)])
+def test_vllm_engines_defaults_are_the_values_their_stacks_spell_out(stack, values, tmp_path):
+    (tmp_path / "spelled").mkdir()
+    (tmp_path / "defaults").mkdir()
+    spelled_out = loaded_case(tmp_path / "spelled", stack)
+    defaults = loaded_case(tmp_path / "defaults", stack, drop=values)
+    assert rendered_text(defaults) == rendered_text(spelled_out)
+
+
+@pytest.mark.parametrize("port", [7999, 8001])
+def test_vllm_mindspore_passes_a_port_below_or_above_vllms_8000(port, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-vllm-mindspore", engine={"port": port})
+    assert f"--port={port}" in loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
