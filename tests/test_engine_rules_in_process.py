@@ -186,6 +186,7 @@ def test_mindies_smoke_request_is_runbook_001s_chat_completion(tmp_path):
     assert json.loads(check.body) == {"model": loaded.spec.model.name,
                                       "messages": [{"role": "user", "content": "介绍下杭州西湖"}],
                                       "max_tokens": 512, "stream": False}
+    assert "介绍下杭州西湖" in check.body  # as the runbook's curl sends it, UTF-8 rather than \u escapes
 
 
 def test_mindie_mounts_the_rank_tables_own_directory(tmp_path):
