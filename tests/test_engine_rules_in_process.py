@@ -448,3 +448,21 @@ def test_vllm_engines_defaults_are_the_values_their_stacks_spell_out(stack, valu
 def test_vllm_mindspore_passes_a_port_below_or_above_vllms_8000(port, tmp_path):
     loaded = loaded_case(tmp_path, "tp16-vllm-mindspore", engine={"port": port})
     assert f"--port={port}" in loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+
+
+@pytest.mark.parametrize("stack", ["dp2-tp8-ep16-vllm-ascend", "tp16-vllm-mindspore"])
+@pytest.mark.parametrize(("share", "refused"), [(1.0, False), (1.01, True), (0.0, True), (-0.5, True)])
+def test_vllm_engines_take_a_memory_share_in_0_to_1(stack, share, refused, tmp_path):
+    problems = problems_of(tmp_path, stack, engine={"gpu_memory_utilization": share})
+    assert [p.key for p in problems] == ([f"{NS}engine.gpu_memory_utilization"] if refused else [])
+
+
+@pytest.mark.parametrize(("engine", "refused"), [
+    ({"max_num_seqs": 256, "max_num_batched_tokens": 256}, False),   # vLLM: at least max_num_seqs
+    ({"max_num_seqs": 256, "max_num_batched_tokens": 255}, True),
+    ({"max_num_seqs": 16, "max_num_batched_tokens": 128}, False),    # at least block_size (128)
+    ({"max_num_seqs": 16, "max_num_batched_tokens": 127}, True),
+])
+def test_vllm_mindspore_batched_tokens_rules_at_their_bounds(engine, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine=engine)
+    assert [p.key for p in problems] == ([f"{NS}engine.max_num_batched_tokens"] if refused else [])
