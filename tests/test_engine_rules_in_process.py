@@ -466,3 +466,10 @@ def test_vllm_engines_take_a_memory_share_in_0_to_1(stack, share, refused, tmp_p
 def test_vllm_mindspore_batched_tokens_rules_at_their_bounds(engine, refused, tmp_path):
     problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine=engine)
     assert [p.key for p in problems] == ([f"{NS}engine.max_num_batched_tokens"] if refused else [])
+
+
+def test_vllm_ascend_names_dp_ranks_that_do_not_divide_over_the_nodes_even_when_a_share_fills_a_node(tmp_path):
+    # 3 nodes, dp 4 x tp 8: dp // nodes x tp is 8 NPUs, but 4 DP ranks do not split over 3 nodes.
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", nodes=3, parallel={"tp": 8, "dp": 4, "ep": 1})
+    assert [p.key for p in problems] == [f"{NS}parallel", f"{NS}parallel.dp"]
+    assert "dp 4 x tp 8 does not put the same whole DP ranks on each of the 3 nodes' 8 NPUs" in problems[1].message
