@@ -473,3 +473,34 @@ def test_vllm_ascend_names_dp_ranks_that_do_not_divide_over_the_nodes_even_when_
     problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", nodes=3, parallel={"tp": 8, "dp": 4, "ep": 1})
     assert [p.key for p in problems] == [f"{NS}parallel", f"{NS}parallel.dp"]
     assert "dp 4 x tp 8 does not put the same whole DP ranks on each of the 3 nodes' 8 NPUs" in problems[1].message
+
+
+def problems_of_container(tmp_path: Path, stack: str, container: dict) -> list[Problem]:
+    doc = load_stack_doc(stack)
+    doc["config"][NS + "container"].update(container)
+    try:
+        load_stack(str(write_stack(tmp_path, "case", doc)))
+    except StackError as error:
+        return error.problems
+    return []
+
+
+@pytest.mark.parametrize("declared", ["0.18.0", "0.24.0"])
+def test_vllm_ascend_refuses_a_release_either_side_of_its_pinned_one(declared, tmp_path):
+    problems = problems_of_container(tmp_path, "dp2-tp8-ep16-vllm-ascend", {"engine_version": declared})
+    assert [p.key for p in problems] == [f"{NS}container.engine_version"]
+    assert f"vllm-ascend {declared} is outside this program's window" in problems[0].message
+
+
+def test_vllm_ascend_quotes_dp_times_tp_as_the_expert_parallel_size(tmp_path):
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"ep": 8})
+    assert [p.key for p in problems] == [f"{NS}parallel.ep"]
+    assert "vLLM spreads experts over all DP x TP = 16 ranks" in problems[0].message
+
+
+def test_vllm_ascend_starts_each_nodes_dp_ranks_after_the_previous_nodes(tmp_path):
+    # The tutorial's DP4 x TP4 on two nodes: two local ranks each, node 1 starting at rank 2.
+    loaded = loaded_case(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"tp": 4, "dp": 4, "ep": 16})
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan, 1)
+    assert argv[argv.index("--data-parallel-size-local") + 1] == "2"
+    assert argv[argv.index("--data-parallel-start-rank") + 1] == "2"
