@@ -504,3 +504,10 @@ def test_vllm_ascend_starts_each_nodes_dp_ranks_after_the_previous_nodes(tmp_pat
     argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan, 1)
     assert argv[argv.index("--data-parallel-size-local") + 1] == "2"
     assert argv[argv.index("--data-parallel-start-rank") + 1] == "2"
+
+
+@pytest.mark.parametrize(("tp", "dp"), [(8, 4), (4, 2)])
+def test_vllm_ascend_names_dp_ranks_that_fill_more_or_less_than_each_node(tp, dp, tmp_path):
+    # Two nodes: dp 4 x tp 8 puts 16 NPUs' ranks on each 8-NPU node, dp 2 x tp 4 only 4.
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"tp": tp, "dp": dp, "ep": 1})
+    assert [p.key for p in problems] == [f"{NS}parallel", f"{NS}parallel.dp"]
