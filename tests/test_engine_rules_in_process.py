@@ -511,3 +511,20 @@ def test_vllm_ascend_names_dp_ranks_that_fill_more_or_less_than_each_node(tp, dp
     # Two nodes: dp 4 x tp 8 puts 16 NPUs' ranks on each 8-NPU node, dp 2 x tp 4 only 4.
     problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"tp": tp, "dp": dp, "ep": 1})
     assert [p.key for p in problems] == [f"{NS}parallel", f"{NS}parallel.dp"]
+
+
+def test_vllm_ascend_refuses_an_expert_parallel_of_2_beside_16_ranks(tmp_path):
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"ep": 2})
+    assert [p.key for p in problems] == [f"{NS}parallel.ep"]
+
+
+def test_vllm_ascend_compares_ep_with_dp_times_tp_by_value_above_256_too(tmp_path):
+    # 33 nodes, dp 33 x tp 8 = ep 264 (a model of 528 experts, so that ep divides them).
+    assert problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", nodes=33, parallel={"tp": 8, "dp": 33, "ep": 264},
+                       model={"experts": 528}) == []
+
+
+def test_vllm_ascend_takes_an_option_value_as_its_own_argument_and_any_non_vllm_variable(tmp_path):
+    # Only `-`-led arguments are option names, only VLLM_* variables are vLLM's to read.
+    assert problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend",
+                       engine={"extra_args": ["--max-num-seqs", "8"], "env": {"HCCL_BUFFSIZE": "300"}}) == []
