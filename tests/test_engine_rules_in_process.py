@@ -528,3 +528,8 @@ def test_vllm_ascend_takes_an_option_value_as_its_own_argument_and_any_non_vllm_
     # Only `-`-led arguments are option names, only VLLM_* variables are vLLM's to read.
     assert problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend",
                        engine={"extra_args": ["--max-num-seqs", "8"], "env": {"HCCL_BUFFSIZE": "300"}}) == []
+
+
+def test_vllm_ascend_refuses_an_empty_served_model_name(tmp_path):
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", engine={"served_model_name": ""})
+    assert [p.key for p in problems] == [f"{NS}engine.served_model_name"]
