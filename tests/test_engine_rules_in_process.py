@@ -533,3 +533,21 @@ def test_vllm_ascend_takes_an_option_value_as_its_own_argument_and_any_non_vllm_
 def test_vllm_ascend_refuses_an_empty_served_model_name(tmp_path):
     problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", engine={"served_model_name": ""})
     assert [p.key for p in problems] == [f"{NS}engine.served_model_name"]
+
+
+def test_vllm_mindspores_smoke_request_is_runbook_000s_completion(tmp_path):
+    # Runbook 000 (docs/runbooks.md): "I am", max_tokens 120, greedy sampling.
+    loaded = loaded_case(tmp_path, "tp16-vllm-mindspore")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert check.url.endswith(":8000/v1/completions")
+    assert json.loads(check.body) == {"model": loaded.spec.model.path, "prompt": "I am", "max_tokens": 120,
+                                      "temperature": 0, "top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}
+
+
+def test_vllm_ascends_smoke_request_is_the_tutorials_completion(tmp_path):
+    # vllm-ascend's DeepSeek-R1 tutorial, §6 "Functional Verification".
+    loaded = loaded_case(tmp_path, "dp2-tp8-ep16-vllm-ascend")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert check.url.endswith(":8000/v1/completions")
+    assert json.loads(check.body) == {"model": "deepseek_r1", "prompt": "The future of AI is",
+                                      "max_completion_tokens": 50, "temperature": 0}
