@@ -513,9 +513,12 @@ def test_vllm_ascend_names_dp_ranks_that_fill_more_or_less_than_each_node(tp, dp
     assert [p.key for p in problems] == [f"{NS}parallel", f"{NS}parallel.dp"]
 
 
-def test_vllm_ascend_refuses_an_expert_parallel_of_2_beside_16_ranks(tmp_path):
-    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"ep": 2})
-    assert [p.key for p in problems] == [f"{NS}parallel.ep"]
+@pytest.mark.parametrize("ep", [2, 32])
+def test_vllm_ascend_refuses_an_expert_parallel_below_or_above_its_16_ranks(ep, tmp_path):
+    # (ep 32 is also beyond the world, which the topology names under the same key)
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"ep": ep})
+    engines = [p for p in problems if p.message.startswith(f"ep {ep}: with --enable-expert-parallel vLLM")]
+    assert [p.key for p in engines] == [f"{NS}parallel.ep"]
 
 
 def test_vllm_ascend_compares_ep_with_dp_times_tp_by_value_above_256_too(tmp_path):
