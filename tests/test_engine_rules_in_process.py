@@ -6,7 +6,11 @@ that survived `tools/mutation.py` on an engine module (docs/testing.md,
 module in their own process."""
 from __future__ import annotations
 
+import contextlib
+import inspect
+import io
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,9 +18,20 @@ import pytest
 from ascend_inference.engines.lmdeploy import s_dir
 from ascend_inference.engines.mindie import MindieSettings
 from ascend_inference.errors import Problem, StackError
-from ascend_inference.render import render_node
+from ascend_inference.render import render_node, render_stack
 from ascend_inference.stackfile import load_stack
-from tests.conftest import NS, load_stack_doc, write_stack
+from ascendctl.cli import main as cli_main
+from tests import (
+    test_endpoint_auth,
+    test_golden,
+    test_mindie_tls,
+    test_ray_auth,
+    test_render,
+    test_spec_errors,
+    test_vllm_ascend,
+    test_vllm_ascend_ray,
+)
+from tests.conftest import NS, STACKS_DIR, load_stack_doc, write_stack
 
 pytestmark = pytest.mark.pure
 
@@ -34,7 +49,8 @@ def loaded_case(tmp_path: Path, stack: str, *, engine: dict | None = None, drop:
         listed = config[NS + "nodes"]
         config[NS + "nodes"] = listed[:nodes] + [
             {**listed[1], "name": f"node{k}", "host": f"192.0.2.{11 + k}", "hostname": f"case-node-{k}",
-             "device_ips": [f"198.51.100.{16 * k + d + 1}" for d in range(len(listed[1]["device_ips"]))]}
+             "device_ips": [f"198.51.{100 + k // 15}.{16 * (k % 15) + d + 1}"
+                            for d in range(len(listed[1]["device_ips"]))]}
             for k in range(len(listed), nodes)]
     config[NS + "parallel"].update(parallel or {})
     config[NS + "model"].update(model or {})
@@ -156,6 +172,29 @@ def test_mindie_runs_one_tp_group_over_all_npus(parallel, tmp_path):
             in problems[0].message)
 
 
+def test_mindie_compares_tp_with_the_world_by_value_above_256_npus_too(tmp_path):
+    # 33 nodes x 8 NPUs: refused for the node count only, tp 264 being the world.
+    problems = problems_of(tmp_path, "tp16-mindie", nodes=33, parallel={"tp": 264})
+    assert [p.key for p in problems] == [f"{NS}nodes"]
+
+
+def test_mindies_smoke_request_is_runbook_001s_chat_completion(tmp_path):
+    # Runbook 001 §6.4 (docs/runbooks.md): one user message, max_tokens 512, stream false.
+    loaded = loaded_case(tmp_path, "tp16-mindie")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert check.url == "http://192.0.2.11:1025/v1/chat/completions"
+    assert json.loads(check.body) == {"model": loaded.spec.model.name,
+                                      "messages": [{"role": "user", "content": "介绍下杭州西湖"}],
+                                      "max_tokens": 512, "stream": False}
+    assert "介绍下杭州西湖" in check.body  # as the runbook's curl sends it, UTF-8 rather than \u escapes
+
+
+def test_mindie_mounts_the_rank_tables_own_directory(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-mindie", engine={"rank_table_path": "/data/hm/tables/rt.json"})
+    line = render_node(loaded, 0).container.docker_run_line()
+    assert " -v /data/hm/tables:/data/hm/tables " in line and " -v /data/hm:/data/hm " not in line
+
+
 def test_mindie_names_only_the_switches_set_false_as_insecure_choices():
     settings = MindieSettings(kind="mindie", https_enabled=None, inter_comm_tls_enabled=False,
                               inter_node_tls_enabled=None)
@@ -261,3 +300,257 @@ def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_pa
     assert len(named) == refused, [str(p) for p in problems]
     if refused:
         assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
+
+
+# --- The rendered-file comparisons, rendered in process -------------------------------
+# tests/test_golden.py holds every stack's rendered files against its runbook's verbatim
+# text, test_vllm_ascend.py and test_vllm_ascend_ray.py against vllm-ascend's tutorial,
+# test_render.py against the rules every rendered tree keeps; all read the `rendered`
+# fixture, which renders through a `python -m ascendctl render` subprocess that the
+# mutation run does not select. Each of their comparisons runs here again on the same
+# files rendered in this process, each stack rendered when the comparison first asks for
+# it (so each case runs only the engine code of the stacks it reads).
+
+class RenderedHere(dict):
+    """{stack: DIR}, as the `rendered` fixture, each stack rendered in process on first use."""
+
+    def __init__(self, base: Path):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, stack: str) -> Path:
+        target = self.base / stack
+        render_stack(load_stack(str(STACKS_DIR / f"Pulumi.{stack}.yaml")), target)
+        self[stack] = target
+        return target
+
+
+# Those that check the CLI's own `render` (its subprocess is the point) are not repeated.
+CLI_RENDER_TESTS = {"test_render_replaces_an_existing_directory_whole", "test_render_is_deterministic"}
+
+
+def rendered_cases() -> list:
+    """Each test of those modules that reads the `rendered` fixture, once per parameter set."""
+    cases = []
+    for module in (test_golden, test_render, test_vllm_ascend, test_vllm_ascend_ray):
+        for name, function in sorted(vars(module).items()):
+            if (not name.startswith("test_") or name in CLI_RENDER_TESTS
+                    or "rendered" not in inspect.signature(function).parameters):
+                continue
+            sets: list[dict] = [{}]
+            for mark in getattr(function, "pytestmark", []):
+                if mark.name == "parametrize":
+                    argname, values = mark.args
+                    sets = [{**given, argname: value} for given in sets for value in values]
+            label = module.__name__.rsplit(".", 1)[1]
+            cases += [pytest.param(function, given, id=f"{label}.{name}[{'-'.join(map(str, given.values()))}]")
+                      for given in sets]
+    return cases
+
+
+@pytest.mark.parametrize(("comparison", "given"), rendered_cases())
+def test_rendered_file_comparison_on_files_rendered_in_process(comparison, given, tmp_path):
+    (tmp_path / "rendered").mkdir()
+    if "tmp_path" in inspect.signature(comparison).parameters:
+        given = {**given, "tmp_path": tmp_path / "own"}
+        given["tmp_path"].mkdir()
+    comparison(RenderedHere(tmp_path / "rendered"), **given)
+
+
+# --- The CLI's refusals and renders, run in process ----------------------------------
+# test_spec_errors.py (one bad stack per rule), test_vllm_ascend.py, test_vllm_ascend_ray.py,
+# test_mindie_tls.py, test_endpoint_auth.py and test_ray_auth.py run `python -m ascendctl` in
+# a subprocess, which the mutation run does not select. Their tests run here again with the
+# same command line given to the CLI's `main` in this process (what `python -m ascendctl`
+# runs), so an engine rule they hold is held in a selected test too.
+
+def run_cli_here(*args, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """run_cli's result, from `ascendctl.cli.main` in this process (`env`: none of these tests pass one)."""
+    assert env is None, "an environment for the CLI is run_cli's subprocess only"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse's usage error
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(["python3", "-m", "ascendctl", *map(str, args)], code, out.getvalue(),
+                                       err.getvalue())
+
+
+@pytest.mark.parametrize("case", test_spec_errors.CASES, ids=[c.id for c in test_spec_errors.CASES])
+def test_bad_stack_is_refused_clearly_in_process(case, tmp_path):
+    stack, file = test_spec_errors.prepare(case, tmp_path)
+    result = run_cli_here("validate", "--stack", stack, *case.args)
+    test_spec_errors.test_bad_stack_is_refused_clearly({case.id: (file, result)}, case)
+
+
+def runs_the_cli(module, function) -> bool:
+    """Whether `function` calls run_cli, itself or through a function of its module, and not
+    for `preview` (which runs the Pulumi program: the graph tier's, not repeated here)."""
+    if '"preview"' in inspect.getsource(function):
+        return False
+    named = [getattr(module, name, None) for name in function.__code__.co_names]
+    return "run_cli" in function.__code__.co_names or any(
+        inspect.isfunction(f) and f.__module__ == module.__name__ and "run_cli" in f.__code__.co_names for f in named)
+
+
+def cli_cases() -> list:
+    """Each test of those modules that runs the CLI and needs no fixture but tmp_path, once per parameter set."""
+    cases = []
+    for module in (test_vllm_ascend, test_vllm_ascend_ray, test_mindie_tls, test_endpoint_auth, test_ray_auth):
+        for name, function in sorted(vars(module).items()):
+            if not name.startswith("test_") or not callable(function):
+                continue
+            sets: list[dict] = [{}]
+            for mark in getattr(function, "pytestmark", []):
+                if mark.name == "parametrize":
+                    argname, values = mark.args
+                    sets = [{**given, argname: value} for given in sets for value in values]
+            wanted = set(inspect.signature(function).parameters) - set(sets[0])
+            if wanted - {"tmp_path"} or not runs_the_cli(module, function):
+                continue
+            label = module.__name__.rsplit(".", 1)[1]
+            cases += [pytest.param(module, function, given, id=f"{label}.{name}[{'-'.join(map(str, given.values()))}]")
+                      for given in sets]
+    return cases
+
+
+@pytest.mark.parametrize(("module", "test", "given"), cli_cases())
+def test_cli_test_run_in_process(module, test, given, tmp_path, monkeypatch):
+    monkeypatch.setattr(module, "run_cli", run_cli_here)
+    if "tmp_path" in inspect.signature(test).parameters:
+        given = {**given, "tmp_path": tmp_path}
+    test(**given)
+
+
+# --- vllm-ascend and vLLM-MindSpore -------------------------------------------------
+
+# The values the committed stacks spell out that are also the settings' defaults: the
+# tutorial's (vllm-ascend 0.23.0.post1 DeepSeek-R1.md §5.2; ray.md's Ray port) and runbook 000's.
+VLLM_ASCEND_TUTORIAL_VALUES = ("data_parallel_rpc_port", "quantization", "seed", "max_num_seqs", "max_model_len",
+                               "max_num_batched_tokens", "gpu_memory_utilization")
+VLLM_MINDSPORE_RUNBOOK_VALUES = ("ray_port", "max_num_seqs", "max_model_len", "max_num_batched_tokens",
+                                 "block_size", "gpu_memory_utilization", "mindformers_model_config")
+
+
+@pytest.mark.parametrize(("stack", "values"), [("dp2-tp8-ep16-vllm-ascend", VLLM_ASCEND_TUTORIAL_VALUES),
+                                               ("tp16-vllm-ascend-ray", ("ray_port",)),
+                                               ("tp16-vllm-mindspore", VLLM_MINDSPORE_RUNBOOK_VALUES)])
+def test_vllm_engines_defaults_are_the_values_their_stacks_spell_out(stack, values, tmp_path):
+    (tmp_path / "spelled").mkdir()
+    (tmp_path / "defaults").mkdir()
+    spelled_out = loaded_case(tmp_path / "spelled", stack)
+    defaults = loaded_case(tmp_path / "defaults", stack, drop=values)
+    assert rendered_text(defaults) == rendered_text(spelled_out)
+
+
+@pytest.mark.parametrize("port", [7999, 8001])
+def test_vllm_mindspore_passes_a_port_below_or_above_vllms_8000(port, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-vllm-mindspore", engine={"port": port})
+    assert f"--port={port}" in loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan)
+
+
+@pytest.mark.parametrize("stack", ["dp2-tp8-ep16-vllm-ascend", "tp16-vllm-mindspore"])
+@pytest.mark.parametrize(("share", "refused"), [(1.0, False), (1.01, True), (0.0, True), (-0.5, True)])
+def test_vllm_engines_take_a_memory_share_in_0_to_1(stack, share, refused, tmp_path):
+    problems = problems_of(tmp_path, stack, engine={"gpu_memory_utilization": share})
+    assert [p.key for p in problems] == ([f"{NS}engine.gpu_memory_utilization"] if refused else [])
+
+
+@pytest.mark.parametrize(("engine", "refused"), [
+    ({"max_num_seqs": 256, "max_num_batched_tokens": 256}, False),   # vLLM: at least max_num_seqs
+    ({"max_num_seqs": 256, "max_num_batched_tokens": 255}, True),
+    ({"max_num_seqs": 16, "max_num_batched_tokens": 128}, False),    # at least block_size (128)
+    ({"max_num_seqs": 16, "max_num_batched_tokens": 127}, True),
+])
+def test_vllm_mindspore_batched_tokens_rules_at_their_bounds(engine, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine=engine)
+    assert [p.key for p in problems] == ([f"{NS}engine.max_num_batched_tokens"] if refused else [])
+
+
+def test_vllm_ascend_names_dp_ranks_that_do_not_divide_over_the_nodes_even_when_a_share_fills_a_node(tmp_path):
+    # 3 nodes, dp 4 x tp 8: dp // nodes x tp is 8 NPUs, but 4 DP ranks do not split over 3 nodes.
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", nodes=3, parallel={"tp": 8, "dp": 4, "ep": 1})
+    assert [p.key for p in problems] == [f"{NS}parallel", f"{NS}parallel.dp"]
+    assert "dp 4 x tp 8 does not put the same whole DP ranks on each of the 3 nodes' 8 NPUs" in problems[1].message
+
+
+def problems_of_container(tmp_path: Path, stack: str, container: dict) -> list[Problem]:
+    doc = load_stack_doc(stack)
+    doc["config"][NS + "container"].update(container)
+    try:
+        load_stack(str(write_stack(tmp_path, "case", doc)))
+    except StackError as error:
+        return error.problems
+    return []
+
+
+@pytest.mark.parametrize("declared", ["0.18.0", "0.24.0"])
+def test_vllm_ascend_refuses_a_release_either_side_of_its_pinned_one(declared, tmp_path):
+    problems = problems_of_container(tmp_path, "dp2-tp8-ep16-vllm-ascend", {"engine_version": declared})
+    assert [p.key for p in problems] == [f"{NS}container.engine_version"]
+    assert f"vllm-ascend {declared} is outside this program's window" in problems[0].message
+
+
+def test_vllm_ascend_quotes_dp_times_tp_as_the_expert_parallel_size(tmp_path):
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"ep": 8})
+    assert [p.key for p in problems] == [f"{NS}parallel.ep"]
+    assert "vLLM spreads experts over all DP x TP = 16 ranks" in problems[0].message
+
+
+def test_vllm_ascend_starts_each_nodes_dp_ranks_after_the_previous_nodes(tmp_path):
+    # The tutorial's DP4 x TP4 on two nodes: two local ranks each, node 1 starting at rank 2.
+    loaded = loaded_case(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"tp": 4, "dp": 4, "ep": 16})
+    argv = loaded.spec.engine_plugin.serve_argv(loaded.spec, loaded.plan, 1)
+    assert argv[argv.index("--data-parallel-size-local") + 1] == "2"
+    assert argv[argv.index("--data-parallel-start-rank") + 1] == "2"
+
+
+@pytest.mark.parametrize(("tp", "dp"), [(8, 4), (4, 2)])
+def test_vllm_ascend_names_dp_ranks_that_fill_more_or_less_than_each_node(tp, dp, tmp_path):
+    # Two nodes: dp 4 x tp 8 puts 16 NPUs' ranks on each 8-NPU node, dp 2 x tp 4 only 4.
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"tp": tp, "dp": dp, "ep": 1})
+    assert [p.key for p in problems] == [f"{NS}parallel", f"{NS}parallel.dp"]
+
+
+@pytest.mark.parametrize("ep", [2, 32])
+def test_vllm_ascend_refuses_an_expert_parallel_below_or_above_its_16_ranks(ep, tmp_path):
+    # (ep 32 is also beyond the world, which the topology names under the same key)
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", parallel={"ep": ep})
+    engines = [p for p in problems if p.message.startswith(f"ep {ep}: with --enable-expert-parallel vLLM")]
+    assert [p.key for p in engines] == [f"{NS}parallel.ep"]
+
+
+def test_vllm_ascend_compares_ep_with_dp_times_tp_by_value_above_256_too(tmp_path):
+    # 33 nodes, dp 33 x tp 8 = ep 264 (a model of 528 experts, so that ep divides them).
+    assert problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", nodes=33, parallel={"tp": 8, "dp": 33, "ep": 264},
+                       model={"experts": 528}) == []
+
+
+def test_vllm_ascend_takes_an_option_value_as_its_own_argument_and_any_non_vllm_variable(tmp_path):
+    # Only `-`-led arguments are option names, only VLLM_* variables are vLLM's to read.
+    assert problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend",
+                       engine={"extra_args": ["--max-num-seqs", "8"], "env": {"HCCL_BUFFSIZE": "300"}}) == []
+
+
+def test_vllm_ascend_refuses_an_empty_served_model_name(tmp_path):
+    problems = problems_of(tmp_path, "dp2-tp8-ep16-vllm-ascend", engine={"served_model_name": ""})
+    assert [p.key for p in problems] == [f"{NS}engine.served_model_name"]
+
+
+def test_vllm_mindspores_smoke_request_is_runbook_000s_completion(tmp_path):
+    # Runbook 000 (docs/runbooks.md): "I am", max_tokens 120, greedy sampling.
+    loaded = loaded_case(tmp_path, "tp16-vllm-mindspore")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert check.url.endswith(":8000/v1/completions")
+    assert json.loads(check.body) == {"model": loaded.spec.model.path, "prompt": "I am", "max_tokens": 120,
+                                      "temperature": 0, "top_p": 1.0, "top_k": 1, "repetition_penalty": 1.0}
+
+
+def test_vllm_ascends_smoke_request_is_the_tutorials_completion(tmp_path):
+    # vllm-ascend's DeepSeek-R1 tutorial, §6 "Functional Verification".
+    loaded = loaded_case(tmp_path, "dp2-tp8-ep16-vllm-ascend")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert check.url.endswith(":8000/v1/completions")
+    assert json.loads(check.body) == {"model": "deepseek_r1", "prompt": "The future of AI is",
+                                      "max_completion_tokens": 50, "temperature": 0}
