@@ -165,21 +165,34 @@ def restore_checkpoint_backup(rollout: PulumiRollout) -> None:
     rollout.ok("stack", "import", "--file", str(restored))
 
 
+def repair_cut_checkpoint(rollout: PulumiRollout, stderr: str) -> None:
+    """docs/recovery.md, "A cut checkpoint": the kill landed while the CLI wrote the
+    checkpoint (a race; seen here), and every command fails until it is repaired."""
+    assert "failed to load checkpoint" in stderr, stderr
+    if drop_empty_checkpoint_metadata(rollout):
+        print("the killed CLI left the checkpoint's metadata empty: removed it")
+        rollout.ok("stack", "export")
+    else:
+        print("the killed CLI left a cut checkpoint: restoring its backup")
+        # `pulumi stack import` takes the stack's lock, and `pulumi cancel` cannot
+        # load the stack to remove the dead CLI's: its lock files go by hand
+        # (pulumi/pulumi pkg/backend/diy/backend.go ImportDeployment -> Lock).
+        for lock in (rollout.workdir / "backend" / ".pulumi" / "locks").rglob("*.json"):
+            lock.unlink()
+        restore_checkpoint_backup(rollout)
+
+
 def recover_from_kill(rollout: PulumiRollout) -> None:
     """docs/recovery.md, "killed": the lock the dead CLI left, a checkpoint it was
-    writing (restored from the backup when cut), its pending operations, then
-    whatever it left on the nodes outside the state."""
-    rollout.ok("cancel", "--yes")
+    writing (repaired when cut: `pulumi cancel` itself cannot load it then), its
+    pending operations, then whatever it left on the nodes outside the state."""
+    cancelled = rollout.run("cancel", "--yes")
+    if cancelled.returncode != 0:
+        repair_cut_checkpoint(rollout, cancelled.stderr)
+        rollout.ok("cancel", "--yes")
     exported = rollout.run("stack", "export")
     if exported.returncode != 0:
-        # The kill landed while the CLI wrote the checkpoint (a race; seen here).
-        assert "failed to load checkpoint" in exported.stderr, exported.stderr
-        if drop_empty_checkpoint_metadata(rollout):
-            print("the killed CLI left the checkpoint's metadata empty: removed it")
-            rollout.ok("stack", "export")
-        else:
-            print("the killed CLI left a cut checkpoint: restoring its backup")
-            restore_checkpoint_backup(rollout)
+        repair_cut_checkpoint(rollout, exported.stderr)
     report = rollout.operation("refresh", "--yes", "--clear-pending-creates")
     assert report.error is None, report.output[-3000:]
     leftovers(rollout, "--remove", state=rollout.ok("stack", "export"))
