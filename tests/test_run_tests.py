@@ -7,8 +7,10 @@ status per run."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +35,17 @@ exit "$(cat "$STATUS_DIR/$run" 2>/dev/null || echo 0)"
 """
 
 
+def script_copy(tmp_path) -> Path:
+    """A copy of the script in a project of its own: it works in its own project's root
+    (`rm -f .coverage .coverage.*` first), and the real one's is the data of the fast
+    tiers running this very test (a run of the original here left CI's coverage without
+    every subprocess's data)."""
+    copy = tmp_path / "project" / "tools" / "run-tests"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "tools" / "run-tests", copy)
+    return copy
+
+
 def run_tests(tmp_path, **statuses: int) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -45,7 +58,7 @@ def run_tests(tmp_path, **statuses: int) -> tuple[subprocess.CompletedProcess, d
     calls = tmp_path / "calls"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
            "STATUS_DIR": str(status_dir)}
-    done = subprocess.run(["bash", str(PROJECT_ROOT / "tools" / "run-tests")], cwd=tmp_path, env=env,
+    done = subprocess.run(["bash", str(script_copy(tmp_path))], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     recorded = {line.split()[0]: line for line in calls.read_text().splitlines()}
     return done, recorded
@@ -111,7 +124,7 @@ esac
     # Its own session, as a terminal's job is, so that the SIGINT reaches nothing else; and
     # SIGINT at its default, as from a terminal (a pytest-xdist worker ignores it, and a
     # shell cannot trap a signal ignored when it started).
-    script = subprocess.Popen(["bash", str(PROJECT_ROOT / "tools" / "run-tests")], cwd=tmp_path, env=env,
+    script = subprocess.Popen(["bash", str(script_copy(tmp_path))], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:

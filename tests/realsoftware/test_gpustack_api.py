@@ -198,11 +198,12 @@ def test_model_resource_create_read_drift_update_diff_delete(gpustack_stack, tmp
     cluster = next(c for c in api.get("/v2/clusters")["items"] if c["is_default"])
     texts: list[str] = []
 
-    # Runbook 002 step 3: no worker registers here; the first missing one is named, in one line.
+    # Runbook 002 step 3: no worker registers here; every missing one is named, in one line.
     missing, progress = provider(gpustack_stack, "create", props={**props, "worker_timeout_s": 3})
     texts += [missing["error"], progress]
-    assert missing["error"] == ("worker node0 has not registered with GPUStack (registered: none); "
-                                "expected it Ready with 8 NPUs (after 3 s)"), missing
+    assert missing["error"] == "; ".join(
+        f"worker node{i} has not registered with GPUStack (registered: none); expected it Ready with 8 NPUs"
+        for i in range(4)) + " (after 3 s)", missing
     assert api.models(name) == []
 
     # Without the worker wait: create, then the instance wait times out on the real states.
