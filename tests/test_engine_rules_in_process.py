@@ -329,6 +329,16 @@ class RenderedHere(dict):
 CLI_RENDER_TESTS = {"test_render_replaces_an_existing_directory_whole", "test_render_is_deterministic"}
 
 
+def parameter_sets(function) -> list[dict]:
+    """The argument sets a test's `parametrize` marks give it (one empty set without any)."""
+    sets: list[dict] = [{}]
+    for mark in getattr(function, "pytestmark", []):
+        if mark.name == "parametrize":
+            argname, values = mark.args
+            sets = [{**given, argname: value} for given in sets for value in values]
+    return sets
+
+
 def rendered_cases() -> list:
     """Each test of those modules that reads the `rendered` fixture, once per parameter set."""
     cases = []
@@ -337,11 +347,7 @@ def rendered_cases() -> list:
             if (not name.startswith("test_") or name in CLI_RENDER_TESTS
                     or "rendered" not in inspect.signature(function).parameters):
                 continue
-            sets: list[dict] = [{}]
-            for mark in getattr(function, "pytestmark", []):
-                if mark.name == "parametrize":
-                    argname, values = mark.args
-                    sets = [{**given, argname: value} for given in sets for value in values]
+            sets = parameter_sets(function)
             label = module.__name__.rsplit(".", 1)[1]
             cases += [pytest.param(function, given, id=f"{label}.{name}[{'-'.join(map(str, given.values()))}]")
                       for given in sets]
@@ -401,11 +407,7 @@ def cli_cases() -> list:
         for name, function in sorted(vars(module).items()):
             if not name.startswith("test_") or not callable(function):
                 continue
-            sets: list[dict] = [{}]
-            for mark in getattr(function, "pytestmark", []):
-                if mark.name == "parametrize":
-                    argname, values = mark.args
-                    sets = [{**given, argname: value} for given in sets for value in values]
+            sets = parameter_sets(function)
             wanted = set(inspect.signature(function).parameters) - set(sets[0])
             if wanted - {"tmp_path"} or not runs_the_cli(module, function):
                 continue
