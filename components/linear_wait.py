@@ -20,11 +20,12 @@ the exact function it was written against.
 from __future__ import annotations
 
 import asyncio
-from importlib import metadata
 from typing import Any
 
 from pulumi.runtime import settings
 from pulumi.runtime import stack as sdk_stack
+
+from components.sdk_functions import replace_sdk_function
 
 # The SDK release whose `wait_for_rpcs` this goes ahead of (requirements.txt pins it).
 WRITTEN_FOR = "3.272.0"
@@ -111,10 +112,4 @@ async def wait_for_rpcs(await_all_outstanding_tasks: bool = True) -> None:
 def install() -> bool:
     """Put `settle` ahead of the SDK's end-of-program wait when the SDK has
     the function it was written against; True when installed."""
-    current = sdk_stack.wait_for_rpcs
-    if current is wait_for_rpcs:
-        return True
-    if current is not _SDK_FUNCTION or metadata.version("pulumi") != WRITTEN_FOR:
-        return False
-    sdk_stack.wait_for_rpcs = wait_for_rpcs  # type: ignore[assignment]
-    return True
+    return replace_sdk_function(sdk_stack, "wait_for_rpcs", wait_for_rpcs, _SDK_FUNCTION, WRITTEN_FOR)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import pathlib
 import sys
-from importlib import metadata
 from types import FrameType
 
 from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime.proto import source_pb2
+
+from components.sdk_functions import replace_sdk_function
 
 # The SDK release whose `_get_stack_trace` this reproduces (requirements.txt pins it).
 WRITTEN_FOR = "3.272.0"
@@ -73,10 +74,4 @@ def stack_trace() -> source_pb2.StackTrace:
 def install() -> bool:
     """Use `stack_trace` for the SDK's `_get_stack_trace` when the SDK has
     the function it was written against; True when installed."""
-    current = sdk_resource._get_stack_trace
-    if current is stack_trace:
-        return True
-    if current is not _SDK_FUNCTION or metadata.version("pulumi") != WRITTEN_FOR:
-        return False
-    sdk_resource._get_stack_trace = stack_trace  # type: ignore[assignment]
-    return True
+    return replace_sdk_function(sdk_resource, "_get_stack_trace", stack_trace, _SDK_FUNCTION, WRITTEN_FOR)
