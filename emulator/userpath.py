@@ -396,8 +396,15 @@ class PulumiRollout:
         return RunningOperation(args, process, log_file, output, time.monotonic())
 
     def finish(self, running: RunningOperation) -> Report:
-        """Wait for a started operation to end and report it."""
-        returncode = running.process.wait()
+        """Wait for a started operation to end and report it. Interrupted (the test's
+        time limit, a Ctrl-C), the CLI is killed, so that it does not go on changing the
+        nodes after its test has ended."""
+        try:
+            returncode = running.process.wait()
+        except BaseException:
+            running.process.kill()
+            running.process.wait()
+            raise
         report = report_from_events(running.events, returncode=returncode, output=running.output.read_text(),
                                     seconds=time.monotonic() - running.started)
         report.checks = self.checks_log.read_text().split()

@@ -6,6 +6,7 @@ sees after a good first `up` and after `destroy`, asserted once for both."""
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 
@@ -39,6 +40,13 @@ def gpustack_rollout(tmp_path_factory, count: int, name: str, *, prefix: str, su
             yield cluster, rollout
         finally:
             try:
+                # For a failed run's log: the model's instances as GPUStack holds them
+                # (state, message, each subordinate's state), whatever became of the run.
+                with contextlib.suppress(Exception):
+                    api = api_of(cluster)
+                    model = api.find_model("DeepSeek-R1")
+                    if model is not None:
+                        print("model instances:", json.dumps(api.instances(model["id"]), indent=1)[-6000:])
                 for node in cluster.nodes:
                     logs = node.exec(["docker", "logs", "--tail", str(log_lines), "gpustack"], timeout=60).stderr
                     print(logs[-100 * log_lines:])

@@ -24,8 +24,11 @@ from tests.emulated.gpustack_program import STACK, api_of, assert_destroyed, ass
 
 pytestmark = pytest.mark.emulated
 
-# Four GPUStack processes start at once on a shared 2-core machine.
-SHAPE = ["engine.worker_ready_timeout_s=900"]
+# Four GPUStack processes start at once on a shared 2-core machine. The model's wait is
+# capped well inside the test's own limit (its instance runs within about 2 minutes
+# here), so that an instance that never runs fails the `up` with the program's own
+# message (the instance's state and its last log lines) instead of a killed test.
+SHAPE = ["engine.worker_ready_timeout_s=900", "engine.ready_timeout_s=600"]
 
 
 @pytest.fixture(scope="module")

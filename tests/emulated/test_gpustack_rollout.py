@@ -39,8 +39,10 @@ pytestmark = pytest.mark.emulated
 
 # Two nodes: the world is 16 NPUs, and W8A8 weights (as the other 2-node stacks) to fit them.
 # Workers register slowly on a loaded 2-core machine: a cap, not a wait (the model resource
-# goes on as soon as every worker is Ready).
-SHAPE = ["model.quantization=w8a8", "parallel.dp=2", "parallel.ep=16", "engine.worker_ready_timeout_s=600"]
+# goes on as soon as every worker is Ready). The model's wait likewise: capped well inside the
+# test's own limit, so an instance that never runs fails the `up` with the program's message.
+SHAPE = ["model.quantization=w8a8", "parallel.dp=2", "parallel.ep=16", "engine.worker_ready_timeout_s=600",
+         "engine.ready_timeout_s=600"]
 # The never-registering worker's test: what the user set as the worker wait. Its server and
 # the server's own worker are Ready before that `up` starts, so the wait has nothing else to
 # wait for, and a worker that cannot reach the server gives the server no sign of itself:
