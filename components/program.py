@@ -18,12 +18,13 @@ def stack_file_for(stack: str) -> str:
 
 
 def run() -> None:
-    from components import cycle_check, linear_wait, source_positions
+    from components import cycle_check, debug_log, linear_wait, source_positions
     from components.common import StackRunError
 
     cycle_check.install()
     source_positions.install()
     linear_wait.install()
+    debug_log.install()
     try:
         _run()
     except StackError as error:
