@@ -1,7 +1,8 @@
 """Real `pulumi preview` at scale, beside the offline preview (root).
 
     python3 benchmarks/preview_scale.py [--sizes 64,256] [--stack tp16-vllm-mindspore]
-        [--parallel 0,64] [--profile] [--json] [--keep] [--prefix ptbench --subnet 238]
+        [--parallel 0,64] [--profile] [--skip-checkpoints] [--json] [--keep]
+        [--prefix ptbench --subnet 238]
 
 For each size: that many sshd-only emulated nodes (benchmarks/sshd_nodes.py
 says exactly what they are; prefix "ptbench" and subnet 238 unless told), the stack widened
@@ -27,7 +28,10 @@ event log); the peak memory of the control host's processes, sampled every
 second (`Sampler`); the load average before and after; and the time per
 doubling of nodes (2.0 is linear). With `--profile` the busiest processes
 of the preview and of the nodes are sampled every second (CPU seconds by
-command).
+command). With `--skip-checkpoints` the real preview runs with
+`PULUMI_SKIP_CHECKPOINTS=true`, as docs/benchmarks.md advises for large
+clusters: the file backend writes nothing in a preview, but pulumi v3.274.1
+serializes its whole in-memory snapshot at every step of one.
 """
 from __future__ import annotations
 
@@ -289,7 +293,8 @@ def phases(event_log: Path) -> dict[str, float]:
 
 
 def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: bool, log, *,
-            prefix: str = PREFIX, subnet: int = SUBNET, grpc_log: bool = False) -> dict:
+            prefix: str = PREFIX, subnet: int = SUBNET, grpc_log: bool = False,
+            skip_checkpoints: bool = False) -> dict:
     cluster = sshd_only_cluster(nodes, work / f"cluster-{nodes}", prefix=prefix, subnet=subnet, log=log)
     try:
         with DockerVersionApi(cluster), neighbour_room(nodes, cluster.hardware.npu_count):
@@ -324,6 +329,8 @@ def measure(stack: str, nodes: int, work: Path, parallels: list[int], profile: b
                 event_log = work / f"events-{nodes}-{label}.jsonl"
                 extra = ["--parallel", str(parallel)] if parallel else []
                 debug = {"PULUMI_DEBUG_COMMANDS": "true"}
+                if skip_checkpoints:
+                    debug["PULUMI_SKIP_CHECKPOINTS"] = "true"
                 if grpc_log:  # every gRPC call of the engine, to see which one failed (large)
                     debug["PULUMI_DEBUG_GRPC"] = str(work / f"grpc-{nodes}-{label}.json")
                 real = timed(["pulumi", "preview", "--non-interactive", *extra, "--event-log", str(event_log)],
@@ -376,6 +383,8 @@ def main() -> int:
     parser.add_argument("--parallel", default="0",
                         help="comma-separated `pulumi preview --parallel` values to time; 0: the CLI's default")
     parser.add_argument("--profile", action="store_true", help="sample the busiest processes of the real preview")
+    parser.add_argument("--skip-checkpoints", action="store_true",
+                        help="run the real preview with PULUMI_SKIP_CHECKPOINTS=true (no snapshot serialized per step)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--grpc-log", action="store_true",
                         help="log the engine's gRPC calls (PULUMI_DEBUG_GRPC) into the work dir (use with --keep)")
@@ -397,7 +406,8 @@ def main() -> int:
     try:
         for n in sizes:
             rows.append(measure(args.stack, n, work, parallels, args.profile, log, prefix=args.prefix,
-                                subnet=args.subnet, grpc_log=args.grpc_log))
+                                subnet=args.subnet, grpc_log=args.grpc_log,
+                                skip_checkpoints=args.skip_checkpoints))
             log(json.dumps(rows[-1]))  # each size's row as soon as it is measured
     except ClusterError as error:  # another cluster on the subnet, a node that did not start
         log(f"preview_scale: {error}")
