@@ -149,3 +149,36 @@ def test_raise_first_raises_nothing_for_no_error_the_error_itself_for_one_all_fo
         raise_first([one, two])
     assert str(raised.value) == "node node0: hostname: is 'a' (fix: fix it)\nnode node1: tls: differs"
     assert (raised.value.node, raised.value.fact) == ("node0", "hostname")
+
+
+def test_a_version_missing_on_the_first_node_only_is_named_once_not_compared():
+    # One version found (on node1), none on node0: node0 is named as unreadable, and node1 is not
+    # "is 24.1.0, node0 has None" (the comparison with the first node needs two versions found).
+    one, other = node_facts(), second_node()
+    one.driver_version, other.driver_version = None, "24.1.0"
+    assert [str(e) for e in check_cluster([one, other])] == [
+        "node node0: driver version: cannot be read (its version file is missing), node1 has 24.1.0 "
+        "(fix: install the same version on every node)"]
+
+
+def test_equal_versions_read_off_each_node_are_compared_by_value():
+    # Parsed versions are distinct string objects with equal text, as two nodes' version files give:
+    # with a third node's version differing, node1 (equal to node0) is not named, node2 is.
+    one, other, third = node_facts(), second_node(), second_node()
+    third.node, third.hostname = "node2", "host2"
+    for d in third.devices:
+        d.ip = f"10.0.2.{d.index}"
+    one.driver_version = "".join(["24.1", ".rc2"])
+    other.driver_version = "".join(["24.1.", "rc2"])
+    third.driver_version = "23.0.7"
+    assert one.driver_version is not other.driver_version
+    assert [str(e) for e in check_cluster([one, other, third])] == [
+        "node node2: driver version: is 23.0.7, node0 has 24.1.rc2 (fix: install the same version on every node)"]
+
+
+def test_nodes_without_fabric_devices_have_no_tls_switches_to_differ():
+    # A profile without a fabric (the 300I Duo) reads no device sections: no switch on any node.
+    one, other = node_facts(), second_node()
+    one.devices, other.devices = [], []
+    assert check_cluster([one, other]) == []
+    assert check_cluster([]) == []
