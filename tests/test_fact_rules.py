@@ -15,6 +15,7 @@ from ascend_inference.facts import (
     check_cluster,
     check_node,
     check_super_pod_facts,
+    parse_preflight,
     raise_first,
     split_sections,
     super_pods_of,
@@ -77,6 +78,13 @@ def test_missing_weights():
                                 "(fix: copy the weights to the same path on every node)"]
     facts.model_present = None  # not looked at: no verdict
     assert errors_of(facts) == []
+
+
+@pytest.mark.parametrize(("printed", "present"), [("present", True), ("absent", False), ("", None)])
+def test_the_model_path_section_is_read_as_present_absent_or_not_looked_at(printed, present):
+    # What the preflight prints for the model path: `echo present` or `echo absent` (preflight.sh.j2).
+    text = f"### hostname\nhost0\n### model-path\n{printed}\n### end\n"
+    assert parse_preflight("node0", text, 0).model_present is present
 
 
 def test_sections_before_the_first_header_are_ignored():
