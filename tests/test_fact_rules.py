@@ -63,6 +63,34 @@ def test_another_hostname():
     assert errors_of(node_facts(), expected_hostname=None) == []
 
 
+def test_a_hostname_that_sorts_after_the_expected_one_is_named_too():
+    assert errors_of(node_facts(), expected_hostname="host") == [
+        "node node0: hostname: is 'host0', the stack expects 'host' "
+        "(fix: run `hostname host` on the node or update nodes[].hostname)"]
+
+
+def test_more_healthy_npus_than_the_stack_needs_is_no_error():
+    facts = node_facts()
+    facts.npus = [{"npu": i, "chip": 0, "name": "910B2", "health": "OK"} for i in range(16)]
+    assert errors_of(facts) == []
+
+
+def test_one_npu_missing_is_named():
+    facts = node_facts()
+    facts.npus = facts.npus[:7]
+    assert [e for e in errors_of(facts) if "npu-smi info" in e] == [
+        "node node0: npu-smi info: 7 healthy NPUs, the stack needs 8 (1 missing) (fix: replace or "
+        "reset the NPU (`npu-smi info -t health -i N`), or fix the hardware profile)"]
+
+
+def test_a_device_ip_found_above_the_declared_one_is_named_too():
+    declared = [f"10.0.0.{10 + i}" for i in range(8)]
+    declared[4] = "10.0.0.1"  # below the found 10.0.0.14
+    assert errors_of(node_facts(), declared_ips=declared) == [
+        "node node0: device 4 ip: is 10.0.0.14, the stack declares 10.0.0.1 "
+        "(fix: fix nodes[].device_ips[4] or the NPU's address)"]
+
+
 @pytest.mark.parametrize(("link", "shown"), [("DOWN", "DOWN"), (None, "unknown")])
 def test_a_link_not_up(link, shown):
     facts = node_facts()
