@@ -91,6 +91,16 @@ def test_a_device_ip_found_above_the_declared_one_is_named_too():
         "(fix: fix nodes[].device_ips[4] or the NPU's address)"]
 
 
+def test_more_chips_per_npu_than_the_profile_has_is_refused():
+    # Two chips under each NPU id (as an A3 lists its dies) on a profile of one chip per NPU.
+    facts = node_facts()
+    facts.npus = [{"npu": i, "chip": c, "name": "910B2", "health": "OK"} for i in range(8) for c in range(2)]
+    odd = ", ".join(f"NPU {i} lists 2" for i in range(8))
+    assert errors_of(facts) == [
+        f"node node0: npu-smi info: {odd} chip(s), hardware.profile atlas-800i-a2 has 1 per NPU (fix: set "
+        "hardware.profile to these servers' model (chips per NPU differ between models), or reseat/replace the card)"]
+
+
 @pytest.mark.parametrize(("link", "shown"), [("DOWN", "DOWN"), (None, "unknown")])
 def test_a_link_not_up(link, shown):
     facts = node_facts()
