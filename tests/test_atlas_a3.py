@@ -195,6 +195,24 @@ def test_an_sdid_that_encodes_a_lower_server_index_is_refused():
         "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
 
 
+def test_an_sdid_that_encodes_a_higher_server_index_is_refused():
+    sdid = (5 << 22) | (0 << 18) | (1 << 16) | 1
+    stdout = preflight_a3("node0", 4, IPS["node0"], spod={1: spod_text(1, 4, sdid=sdid)})
+    assert node_errors(stdout) == [
+        f"node node0: device 1 spod-info: SDID {sdid} encodes server index 5 and device 1, but it is device 1 of a "
+        "server with Server Index 4 (fix: set the server's Server ID (Server Index) the way its documentation "
+        "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
+
+
+def test_a3_second_die_with_another_super_pod_id_is_refused():
+    # The die right after the first is compared too (the others agree with die 0).
+    stdout = preflight_a3("node0", 0, IPS["node0"], spod={1: spod_text(1, 0, super_pod=1)})
+    assert node_errors(stdout) == [
+        "node node0: device 1 spod-info: Super Pod ID is 1, device 0 of the same server has 0 (fix: set the "
+        "server's Server ID (Server Index) the way its documentation says (Redfish or Computing Toolkit), then "
+        "check `npu-smi info -t spod-info -i 0 -c 0`)"]
+
+
 def test_a3_node_with_super_pod_id_and_server_index_above_256_passes():
     # Each die's values are read apart: equal values above 256 are equal ints, not one object (`!=`, not `is not`).
     spod = {d: spod_text(d, 300, super_pod=700) for d in range(4)}

@@ -15,6 +15,7 @@ from ascend_inference.facts import (
     check_cluster,
     check_node,
     check_super_pod_facts,
+    parse_preflight,
     raise_first,
     split_sections,
     super_pods_of,
@@ -62,6 +63,44 @@ def test_another_hostname():
     assert errors_of(node_facts(), expected_hostname=None) == []
 
 
+def test_a_hostname_that_sorts_after_the_expected_one_is_named_too():
+    assert errors_of(node_facts(), expected_hostname="host") == [
+        "node node0: hostname: is 'host0', the stack expects 'host' "
+        "(fix: run `hostname host` on the node or update nodes[].hostname)"]
+
+
+def test_more_healthy_npus_than_the_stack_needs_is_no_error():
+    facts = node_facts()
+    facts.npus = [{"npu": i, "chip": 0, "name": "910B2", "health": "OK"} for i in range(16)]
+    assert errors_of(facts) == []
+
+
+def test_one_npu_missing_is_named():
+    facts = node_facts()
+    facts.npus = facts.npus[:7]
+    assert [e for e in errors_of(facts) if "npu-smi info" in e] == [
+        "node node0: npu-smi info: 7 healthy NPUs, the stack needs 8 (1 missing) (fix: replace or "
+        "reset the NPU (`npu-smi info -t health -i N`), or fix the hardware profile)"]
+
+
+def test_a_device_ip_found_above_the_declared_one_is_named_too():
+    declared = [f"10.0.0.{10 + i}" for i in range(8)]
+    declared[4] = "10.0.0.1"  # below the found 10.0.0.14
+    assert errors_of(node_facts(), declared_ips=declared) == [
+        "node node0: device 4 ip: is 10.0.0.14, the stack declares 10.0.0.1 "
+        "(fix: fix nodes[].device_ips[4] or the NPU's address)"]
+
+
+def test_more_chips_per_npu_than_the_profile_has_is_refused():
+    # Two chips under each NPU id (as an A3 lists its dies) on a profile of one chip per NPU.
+    facts = node_facts()
+    facts.npus = [{"npu": i, "chip": c, "name": "910B2", "health": "OK"} for i in range(8) for c in range(2)]
+    odd = ", ".join(f"NPU {i} lists 2" for i in range(8))
+    assert errors_of(facts) == [
+        f"node node0: npu-smi info: {odd} chip(s), hardware.profile atlas-800i-a2 has 1 per NPU (fix: set "
+        "hardware.profile to these servers' model (chips per NPU differ between models), or reseat/replace the card)"]
+
+
 @pytest.mark.parametrize(("link", "shown"), [("DOWN", "DOWN"), (None, "unknown")])
 def test_a_link_not_up(link, shown):
     facts = node_facts()
@@ -77,6 +116,13 @@ def test_missing_weights():
                                 "(fix: copy the weights to the same path on every node)"]
     facts.model_present = None  # not looked at: no verdict
     assert errors_of(facts) == []
+
+
+@pytest.mark.parametrize(("printed", "present"), [("present", True), ("absent", False), ("", None)])
+def test_the_model_path_section_is_read_as_present_absent_or_not_looked_at(printed, present):
+    # What the preflight prints for the model path: `echo present` or `echo absent` (preflight.sh.j2).
+    text = f"### hostname\nhost0\n### model-path\n{printed}\n### end\n"
+    assert parse_preflight("node0", text, 0).model_present is present
 
 
 def test_sections_before_the_first_header_are_ignored():
@@ -149,3 +195,36 @@ def test_raise_first_raises_nothing_for_no_error_the_error_itself_for_one_all_fo
         raise_first([one, two])
     assert str(raised.value) == "node node0: hostname: is 'a' (fix: fix it)\nnode node1: tls: differs"
     assert (raised.value.node, raised.value.fact) == ("node0", "hostname")
+
+
+def test_a_version_missing_on_the_first_node_only_is_named_once_not_compared():
+    # One version found (on node1), none on node0: node0 is named as unreadable, and node1 is not
+    # "is 24.1.0, node0 has None" (the comparison with the first node needs two versions found).
+    one, other = node_facts(), second_node()
+    one.driver_version, other.driver_version = None, "24.1.0"
+    assert [str(e) for e in check_cluster([one, other])] == [
+        "node node0: driver version: cannot be read (its version file is missing), node1 has 24.1.0 "
+        "(fix: install the same version on every node)"]
+
+
+def test_equal_versions_read_off_each_node_are_compared_by_value():
+    # Parsed versions are distinct string objects with equal text, as two nodes' version files give:
+    # with a third node's version differing, node1 (equal to node0) is not named, node2 is.
+    one, other, third = node_facts(), second_node(), second_node()
+    third.node, third.hostname = "node2", "host2"
+    for d in third.devices:
+        d.ip = f"10.0.2.{d.index}"
+    one.driver_version = "".join(["24.1", ".rc2"])
+    other.driver_version = "".join(["24.1.", "rc2"])
+    third.driver_version = "23.0.7"
+    assert one.driver_version is not other.driver_version
+    assert [str(e) for e in check_cluster([one, other, third])] == [
+        "node node2: driver version: is 23.0.7, node0 has 24.1.rc2 (fix: install the same version on every node)"]
+
+
+def test_nodes_without_fabric_devices_have_no_tls_switches_to_differ():
+    # A profile without a fabric (the 300I Duo) reads no device sections: no switch on any node.
+    one, other = node_facts(), second_node()
+    one.devices, other.devices = [], []
+    assert check_cluster([one, other]) == []
+    assert check_cluster([]) == []

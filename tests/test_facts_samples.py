@@ -283,6 +283,26 @@ def test_npu_smi_rows(name):
     assert rows == NPU_SMI[name]
 
 
+def _blocks_of_310b4(*npu_ids: int) -> str:
+    """The 310B4 sample's NPU block (its chip row has the Bus-Id `NA`) once per NPU id given."""
+    lines = sample("npu-smi-info-310b4-23.0.0-no-hbm.txt").splitlines()
+    head, block, tail = lines[:6], lines[6:9], lines[9:]
+    body = [row.replace("| 0       310B4", f"| {npu}       310B4", 1) for npu in npu_ids for row in block]
+    return "\n".join(head + body + tail)
+
+
+def test_a_chip_row_without_a_bus_id_does_not_end_the_npu_list():
+    # The 310B4's chip row ("| 0  0 | NA |") matches the NPU row's pattern and is passed over:
+    # the NPUs listed after it are still read.
+    rows = [(n["npu"], n["chip"], n["name"], n["health"]) for n in parse_npu_smi_info(_blocks_of_310b4(0, 1, 2))]
+    assert rows == [(0, 0, "310B4", "Alarm"), (1, 0, "310B4", "Alarm"), (2, 0, "310B4", "Alarm")]
+
+
+def test_the_chip_index_counts_only_the_blocks_of_the_same_npu_id():
+    rows = [(n["npu"], n["chip"]) for n in parse_npu_smi_info(_blocks_of_310b4(1, 0, 1))]
+    assert rows == [(1, 0), (0, 0), (1, 1)]
+
+
 # What check_node says about each sample as a node of a stack: the first
 # line, for the profile whose chip it is (or the 800I A2 when none is).
 VERDICT = {
@@ -334,6 +354,13 @@ def test_two_chip_boards_name_the_chip():
 
 def device(section: str, text: str):
     return parse_device(0, {f"device 0 {section}": text})
+
+
+def test_an_unexpected_answer_is_quoted_by_its_first_line():
+    # hccn_tool printing something other than the query's answer: the message quotes its first line.
+    combined = sample("hccn-tool-ip-link-net-health-success.txt")
+    for section in ("lldp", "netdetect", "gateway"):
+        assert device(section, combined).printed == {section: "ipaddr:10.86.1.80"}
 
 
 def test_hccn_tool_samples():

@@ -189,6 +189,19 @@ def test_firmware_and_cann_mismatch_and_missing_file():
     assert check(preflight_output(firmware_version="Version=7.1.0.11.220")) == []
 
 
+def test_a_newer_version_than_the_stack_expects_is_named_too():
+    lines = check(preflight_output(driver_version="Version=25.0.rc1"), driver="24.1.rc3")
+    assert lines == ["node node1: driver version: 25.0.rc1 found, the stack expects 24.1.rc3 "
+                     "(ascend-inference:host.driver) (fix: install it with host.packages.driver, or change "
+                     "host.driver)"]
+
+
+def test_a_version_not_checked_does_not_stop_the_check_of_the_next():
+    lines = check(preflight_output(firmware_version="Version=7.1.0.11.220"), driver=None, firmware="7.5.0.1.129")
+    assert [line.split(" (")[0] for line in lines] == [
+        "node node1: firmware version: 7.1.0.11.220 found, the stack expects 7.5.0.1.129"]
+
+
 def test_docker_missing_and_not_running_are_one_line_each_with_the_fix():
     [missing] = check(preflight_output(docker="missing"))
     assert missing.startswith("node node1: docker: not installed")

@@ -210,3 +210,28 @@ def test_function_annotations_are_skipped_under_postponed_annotations_even_with_
     assert ((5, 10), (5, 13)) in mutation.unevaluated_annotation_spans(no_pydantic)
     assert mutation.unevaluated_annotation_spans(source.replace("from __future__ import annotations\n", "")) == []
     assert mutation.unevaluated_annotation_spans(source + "typing.get_type_hints(check)\n") == []
+
+
+def _dumped(line: int, **result: object) -> list:
+    """One line of `cosmic-ray dump`: the work item and its result."""
+    item = {"mutations": [{"start_pos": [line, 4], "operator_name": "core/ReplaceComparisonOperator_Gt_Lt"}]}
+    return [item, {"diff": f"-line {line}\n+mutant {line}", **result}]
+
+
+def test_a_mutant_whose_run_timed_out_is_counted_apart_not_as_killed() -> None:
+    # cosmic_ray/testing.py run_tests returns (KILLED, "timeout") for a run cut off at its timeout.
+    mutants = [
+        _dumped(1, worker_outcome="normal", test_outcome="killed", output="1 failed"),
+        _dumped(2, worker_outcome="normal", test_outcome="killed", output="timeout"),
+        _dumped(3, worker_outcome="normal", test_outcome="survived", output="5 passed"),
+        _dumped(4, worker_outcome="normal", test_outcome="survived",
+                output="no test executes the changed statement: survives without a run"),
+        _dumped(5, worker_outcome="skipped"),
+        _dumped(6, worker_outcome="exception", test_outcome="incompetent", output="Traceback"),
+        [{"mutations": [{"start_pos": [7, 0], "operator_name": "x"}]}, None],
+    ]
+    killed, survivors, timed_out, unmade = mutation.tally(mutants)
+    assert killed == 1
+    assert [(s["line"], s["unreached"]) for s in survivors] == [(3, False), (4, True)]
+    assert [(t["line"], t["diff"]) for t in timed_out] == [(2, "-line 2\n+mutant 2")]
+    assert unmade == 1

@@ -44,9 +44,11 @@ The work happens in a copy of the committed tree (`git archive HEAD`), never
 in the checkout, so the checkout's files are never mutated. Per module it
 prints the kill rate and every survivor as a diff; the figures and the
 survivors' verdicts are kept in docs/testing.md ("Mutation testing and
-coverage"). Each mutant's test run is bounded by `--timeout` (cosmic-ray
-kills it and counts the mutant as killed when it hangs, the way an infinite
-loop it introduced would be noticed), so the whole run is bounded too.
+coverage"). Each mutant's test run is bounded by `--timeout`, so the whole
+run is bounded too. cosmic-ray kills a run that reaches it and records the
+mutant as killed; this script counts and prints such mutants apart ("timed
+out"), outside the rate: no test failed on them, and on a busy machine a
+slow run times out as readily as a hung one.
 
 `--lines FROM-TO` runs only the mutants that start on those lines of the
 module (the others are counted apart, as outside the lines): a module too
@@ -343,6 +345,34 @@ def run_mutant(map_file: Path) -> int:
     return run.returncode
 
 
+def tally(mutants: list) -> tuple[int, list[dict], list[dict], int]:
+    """cosmic-ray's dump (pairs of work item and result) as killed, survivors, timed out, not made."""
+    survivors = []
+    timed_out = []
+    killed = unmade = 0
+    for item, result in mutants:
+        if result is None or result.get("worker_outcome") == "skipped":
+            continue
+        if result.get("worker_outcome") in ("exception", "no-test"):  # cosmic-ray could not make or run it
+            unmade += 1
+            continue
+        # cosmic-ray records a run cut off at --timeout as killed with the output "timeout"
+        # (cosmic_ray/testing.py run_tests): no test failed, so it is counted apart, not as a kill.
+        if result.get("output") == "timeout":
+            mutation = item["mutations"][0]
+            timed_out.append({"line": mutation["start_pos"][0], "operator": mutation["operator_name"],
+                              "diff": result.get("diff", "")})
+            continue
+        if result.get("test_outcome") == "survived":
+            mutation = item["mutations"][0]
+            survivors.append({"line": mutation["start_pos"][0], "operator": mutation["operator_name"],
+                              "diff": result.get("diff", ""),
+                              "unreached": "survives without a run" in (result.get("output") or "")})
+        else:
+            killed += 1
+    return killed, survivors, timed_out, unmade
+
+
 def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines: range | None = None,
                marker: str = "pure", direct: list[str] | None = None) -> dict:
     name = module.replace("/", "-")
@@ -389,24 +419,10 @@ def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines:
     dump = subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "dump", str(session)], cwd=tree, check=True,
                           capture_output=True, text=True).stdout
     mutants = [json.loads(line) for line in dump.splitlines() if line.strip()]
-    survivors = []
-    killed = unmade = 0
-    for item, result in mutants:
-        if result is None or result.get("worker_outcome") == "skipped":
-            continue
-        if result.get("worker_outcome") in ("exception", "no-test"):  # cosmic-ray could not make or run it
-            unmade += 1
-            continue
-        if result.get("test_outcome") == "survived":
-            mutation = item["mutations"][0]
-            survivors.append({"line": mutation["start_pos"][0], "operator": mutation["operator_name"],
-                              "diff": result.get("diff", ""),
-                              "unreached": "survives without a run" in (result.get("output") or "")})
-        else:
-            killed += 1
+    killed, survivors, timed_out, unmade = tally(mutants)
     return {"module": module, "tests": tests, "generated": len(mutants), "skipped_annotations": skipped,
             "skipped_uncompilable": uncompilable, "outside_lines": outside, "not_made": unmade,
-            "mutants": killed + len(survivors), "killed": killed, "survivors": survivors}
+            "mutants": killed + len(survivors), "killed": killed, "survivors": survivors, "timed_out": timed_out}
 
 
 def main() -> int:
@@ -443,12 +459,16 @@ def main() -> int:
             print(f"{module}: {result['killed']} of {result['mutants']} mutants killed ({rate:.1f}%); "
                   f"{result['skipped_annotations']} of {result['generated']} in annotations skipped, "
                   f"{result['skipped_uncompilable']} that do not compile skipped, "
-                  f"{result['not_made']} cosmic-ray could not make"
+                  f"{result['not_made']} cosmic-ray could not make, "
+                  f"{len(result['timed_out'])} timed out (not counted)"
                   + (f", {result['outside_lines']} outside lines {args.lines.start}-{args.lines.stop - 1}"
                      if args.lines else ""), flush=True)
             for s in result["survivors"]:
                 print(f"  survived: line {s['line']} {s['operator']}"
                       f"{' (no test executes it)' if s['unreached'] else ''}\n" +
+                      "\n".join("    " + line for line in s["diff"].splitlines() if line.startswith(("+", "-"))))
+            for s in result["timed_out"]:
+                print(f"  timed out: line {s['line']} {s['operator']}\n" +
                       "\n".join("    " + line for line in s["diff"].splitlines() if line.startswith(("+", "-"))))
     finally:
         if args.json:
