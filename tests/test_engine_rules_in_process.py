@@ -556,3 +556,17 @@ def test_vllm_ascends_smoke_request_is_the_tutorials_completion(tmp_path):
     assert check.url.endswith(":8000/v1/completions")
     assert json.loads(check.body) == {"model": "deepseek_r1", "prompt": "The future of AI is",
                                       "max_completion_tokens": 50, "temperature": 0}
+
+
+def test_vllm_mindspore_refuses_an_empty_smoke_prompt(tmp_path):
+    problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine={"smoke_prompt": ""})
+    assert [p.key for p in problems] == [f"{NS}engine.smoke_prompt"]
+
+
+@pytest.mark.parametrize(("release", "era"), [("0.4.0", "vllm-mindspore 0.4.0 or later"),
+                                              ("0.3.9", "vllm-mindspore before 0.4.0"),
+                                              (None, "vllm-mindspore before 0.4.0")])
+def test_vllm_mindspores_env_names_change_at_0_4_0_itself(release, era, tmp_path):
+    # The image check compares an image's era with the rendered env's (images.py, check_images).
+    plugin = loaded_case(tmp_path, "tp16-vllm-mindspore").spec.engine_plugin
+    assert plugin.env_era(release) == era
