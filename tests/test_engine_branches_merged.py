@@ -43,8 +43,9 @@ def test_an_unpaired_release_before_0_5_takes_the_older_block_sizes(release):
     assert block_size_choices(release) == VLLM_BLOCK_SIZES
 
 
-@pytest.mark.parametrize("release", ["0.5.0", "0.6.0", "1.0.0"])
+@pytest.mark.parametrize("release", ["0.5", "0.5.0", "0.6.0", "1.0.0"])
 def test_an_unpaired_release_from_0_5_on_takes_block_size_1(release):
+    # "0.5" is (0, 5) itself (images.version_tuple): from 0.5 on, both ends included.
     assert block_size_choices(release) == VLLM_BLOCK_SIZES_FROM_0_9_1
 
 
