@@ -558,9 +558,10 @@ def test_vllm_ascends_smoke_request_is_the_tutorials_completion(tmp_path):
                                       "max_completion_tokens": 50, "temperature": 0}
 
 
-def test_vllm_mindspore_refuses_an_empty_smoke_prompt(tmp_path):
-    problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine={"smoke_prompt": ""})
-    assert [p.key for p in problems] == [f"{NS}engine.smoke_prompt"]
+@pytest.mark.parametrize(("prompt", "refused"), [("", True), ("I", False)])
+def test_vllm_mindspore_refuses_an_empty_smoke_prompt_only(prompt, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine={"smoke_prompt": prompt})
+    assert [p.key for p in problems] == ([f"{NS}engine.smoke_prompt"] if refused else [])
 
 
 @pytest.mark.parametrize(("release", "era"), [("0.4.0", "vllm-mindspore 0.4.0 or later"),
