@@ -576,6 +576,7 @@ def test_vllm_mindspores_env_names_change_at_0_4_0_itself(release, era, tmp_path
 @pytest.mark.parametrize(("engine", "key"), [
     ({"block_size": 100}, "block_size"),                                           # not one of vLLM's choices
     ({"max_num_seqs": 16, "max_num_batched_tokens": 64}, "max_num_batched_tokens"),  # below block_size 128
+    ({"max_num_seqs": 512, "max_num_batched_tokens": 256}, "max_num_batched_tokens"),  # below max_num_seqs
     ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
 ])
 def test_vllm_mindspores_settings_rules_come_before_the_memory_fit(engine, key, tmp_path):
