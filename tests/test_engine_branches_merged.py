@@ -31,6 +31,24 @@ def test_vllm_mindspore_pairing_and_block_sizes():
     assert block_size_choices("0.5.0") == VLLM_BLOCK_SIZES_FROM_0_9_1
 
 
+def test_vllm_mindspore_0_2_runs_on_vllm_0_7_3():
+    # vllm-mindspore's install guide for 0.2 pairs it with vLLM 0.7.3 (the module's table).
+    assert vllm_version("0.2.0") == (0, 7, 3)
+    assert vllm_version("0.1.0") is None and vllm_version("1.2.0") is None
+
+
+@pytest.mark.parametrize("release", ["0.1.0", "0.1.9"])
+def test_an_unpaired_release_before_0_5_takes_the_older_block_sizes(release):
+    # Only releases from 0.5 on are taken to run a vLLM of 0.9.1 or later.
+    assert block_size_choices(release) == VLLM_BLOCK_SIZES
+
+
+@pytest.mark.parametrize("release", ["0.5", "0.5.0", "0.6.0", "1.0.0"])
+def test_an_unpaired_release_from_0_5_on_takes_block_size_1(release):
+    # "0.5" is (0, 5) itself (images.version_tuple): from 0.5 on, both ends included.
+    assert block_size_choices(release) == VLLM_BLOCK_SIZES_FROM_0_9_1
+
+
 def serve_of(stack: str, **engine) -> str:
     loaded = load_stack(stack)
     config = copy.deepcopy(loaded.raw_config)

@@ -556,3 +556,55 @@ def test_vllm_ascends_smoke_request_is_the_tutorials_completion(tmp_path):
     assert check.url.endswith(":8000/v1/completions")
     assert json.loads(check.body) == {"model": "deepseek_r1", "prompt": "The future of AI is",
                                       "max_completion_tokens": 50, "temperature": 0}
+
+
+@pytest.mark.parametrize(("prompt", "refused"), [("", True), ("I", False)])
+def test_vllm_mindspore_refuses_an_empty_smoke_prompt_only(prompt, refused, tmp_path):
+    problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine={"smoke_prompt": prompt})
+    assert [p.key for p in problems] == ([f"{NS}engine.smoke_prompt"] if refused else [])
+
+
+@pytest.mark.parametrize(("release", "era"), [("0.4.0", "vllm-mindspore 0.4.0 or later"),
+                                              ("0.3.9", "vllm-mindspore before 0.4.0"),
+                                              (None, "vllm-mindspore before 0.4.0")])
+def test_vllm_mindspores_env_names_change_at_0_4_0_itself(release, era, tmp_path):
+    # The image check compares an image's era with the rendered env's (images.py, check_images).
+    plugin = loaded_case(tmp_path, "tp16-vllm-mindspore").spec.engine_plugin
+    assert plugin.env_era(release) == era
+
+
+@pytest.mark.parametrize(("engine", "key"), [
+    ({"block_size": 100}, "block_size"),                                           # not one of vLLM's choices
+    ({"max_num_seqs": 16, "max_num_batched_tokens": 64}, "max_num_batched_tokens"),  # below block_size 128
+    ({"max_num_seqs": 512, "max_num_batched_tokens": 256}, "max_num_batched_tokens"),  # below max_num_seqs
+    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+])
+def test_vllm_mindspores_settings_rules_come_before_the_memory_fit(engine, key, tmp_path):
+    # Checked before the plan exists: a model too large for the nodes does not hide them.
+    problems = problems_of(tmp_path, "tp16-vllm-mindspore", engine=engine, model={"parameters_b": 5000})
+    assert [p.key for p in problems] == [f"{NS}engine.{key}"]
+
+
+def test_vllm_mindspore_writes_the_predict_yaml_under_its_own_name_and_mounts_it_read_only(tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-vllm-mindspore", engine={"write_mindformers_yaml": True})
+    node = render_node(loaded, 0)
+    on_host = "/etc/ascend-inference/case/mindformers/predict_deepseek_r1_671b_w8a8.yaml"
+    assert on_host in node.files
+    [mount] = [m for m in node.container.mounts if m.host == on_host]
+    assert (mount.container, mount.read_only) == (
+        "/path/to/research/deepseek3/deepseek_r1_671b/predict_deepseek_r1_671b_w8a8.yaml", True)
+
+
+@pytest.mark.parametrize(("backend", "checked"), [
+    ("MindFormers", True),
+    # vllm-mindspore's other backend before 0.4.0 (`vLLM_MODEL_BACKEND=MindOne`, its
+    # run_vllm_mindone.sh), and the later docs' name for MindFormers (`MINDFORMER_MODELS`,
+    # mindspore-ai/docs vllm_mindspore models_list.md), which a release before 0.4.0 does not
+    # take for it: neither reads the predict yaml. (One sorts above "MindFormers", one below.)
+    ("MindOne", False), ("MINDFORMER_MODELS", False)])
+def test_vllm_mindspore_looks_for_the_predict_yaml_under_the_mindformers_backend_only(backend, checked, tmp_path):
+    loaded = loaded_case(tmp_path, "tp16-vllm-mindspore", engine={"model_backend": backend})
+    script = render_node(loaded, 0).scripts.container_check
+    assert script is not None
+    assert ("python3 - 1 MINDFORMERS_MODEL_CONFIG <<" in script.text) is checked
+    assert ("python3 - 1 <<" in script.text) is not checked
