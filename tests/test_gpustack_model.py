@@ -380,6 +380,15 @@ def test_a_timeout_between_two_polls_ends_the_wait_at_the_first_poll_past_it():
     assert api.asked == 4
 
 
+def test_a_poll_landing_on_the_deadline_is_the_last():
+    # Found by mutation testing: `clock() >= deadline` -> `>` passed, as no test's poll landed
+    # on the deadline itself. 5 s a poll, 10 s allowed: the polls at 0, 5 and 10 s, no fourth.
+    api = ScriptedApi([[instance("pending")]])
+    with pytest.raises(gpustack_api.GpustackError, match="not running after 10 s"):
+        api.wait(timeout_s=10)
+    assert api.asked == 3 and api.now == 10
+
+
 def test_no_instance_in_time_lists_what_was_seen():
     api = ScriptedApi([[instance("pending", "waiting for resources")]])
     with pytest.raises(gpustack_api.GpustackError) as raised:
