@@ -1,5 +1,5 @@
 """Putting a cheaper exact stand-in over an SDK function (`cycle_check`'s
-SDK, `source_positions`, `linear_wait`): only over the very function it was
+SDK, `source_positions`, `linear_wait`, `debug_log`): only over the very function it was
 written against, under the pulumi release it was written for; any other SDK
 keeps its own."""
 

@@ -1,6 +1,6 @@
 """components/debug_log.py: the SDK's debug messages sent with the gRPC call's
-non-blocking form, the calls still under way waited for at exit; installed
-only over the SDK function it was written against. (Under the real engine:
+non-blocking form, the calls still under way waited for at exit. (Where it is
+installed: tests/test_sdk_functions.py; under the real engine:
 tests/realengine/test_debug_log.py.)"""
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from pulumi.runtime.proto import engine_pb2
 from components import debug_log
 
 pytestmark = pytest.mark.graph
-
-SDK = debug_log._SDK_FUNCTION
 
 
 class Call:
@@ -55,25 +53,6 @@ def engine(monkeypatch):
     monkeypatch.setattr(sdk_log, "get_engine", lambda: found)
     monkeypatch.setattr(debug_log, "_under_way", [])
     return found
-
-
-def test_installed_only_over_the_sdk_function_it_was_written_for(monkeypatch):
-    monkeypatch.setattr(sdk_log, "debug", SDK)
-    assert debug_log.install()
-    assert sdk_log.debug is debug_log.debug
-    assert debug_log.install()  # again: already there
-
-    def another_sdk_function(msg, resource=None, stream_id=None, ephemeral=None):
-        raise AssertionError("not called")
-
-    monkeypatch.setattr(sdk_log, "debug", another_sdk_function)
-    assert not debug_log.install()
-    assert sdk_log.debug is another_sdk_function
-
-    monkeypatch.setattr(sdk_log, "debug", SDK)
-    monkeypatch.setattr(debug_log, "WRITTEN_FOR", "3.0.0")
-    assert not debug_log.install()
-    assert sdk_log.debug is SDK
 
 
 def test_a_message_is_the_sdks_request_sent_without_waiting(engine):

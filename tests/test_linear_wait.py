@@ -18,25 +18,6 @@ pytestmark = pytest.mark.graph
 SDK = linear_wait._SDK_FUNCTION
 
 
-def test_installed_only_over_the_sdk_function_it_was_written_for(monkeypatch):
-    monkeypatch.setattr(sdk_stack, "wait_for_rpcs", SDK)
-    assert linear_wait.install()
-    assert sdk_stack.wait_for_rpcs is linear_wait.wait_for_rpcs
-    assert linear_wait.install()  # again: already there
-
-    async def another_sdk_function(await_all_outstanding_tasks=True):
-        raise AssertionError("not called")
-
-    monkeypatch.setattr(sdk_stack, "wait_for_rpcs", another_sdk_function)
-    assert not linear_wait.install()
-    assert sdk_stack.wait_for_rpcs is another_sdk_function
-
-    monkeypatch.setattr(sdk_stack, "wait_for_rpcs", SDK)
-    monkeypatch.setattr(linear_wait, "WRITTEN_FOR", "3.0.0")
-    assert not linear_wait.install()
-    assert sdk_stack.wait_for_rpcs is SDK
-
-
 def run_wait(monkeypatch, wait, outputs_count: int, failing: int | None = None) -> list[int]:
     """Run `wait` over `outputs_count` Outputs (tasks that end in turn, one
     failing when asked) as the SDK tracks them; return the sizes of what the

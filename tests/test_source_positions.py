@@ -82,21 +82,3 @@ def test_a_recorded_stack_sends_the_sdks_traces(monkeypatch):
     graph = record_stack(loaded_with_config(base, config), config)
     assert len(compared) == len(graph.resources) + 1  # and the stack itself
     assert all(compared)
-
-
-def test_installed_only_over_the_sdk_function_it_was_written_for(monkeypatch):
-    monkeypatch.setattr(sdk_resource, "_get_stack_trace", SDK)
-    assert source_positions.install()
-    assert sdk_resource._get_stack_trace is source_positions.stack_trace
-
-    def another_sdk_function():
-        raise AssertionError("not called")
-
-    monkeypatch.setattr(sdk_resource, "_get_stack_trace", another_sdk_function)
-    assert not source_positions.install()
-    assert sdk_resource._get_stack_trace is another_sdk_function
-
-    monkeypatch.setattr(sdk_resource, "_get_stack_trace", SDK)
-    monkeypatch.setattr(source_positions, "WRITTEN_FOR", "3.0.0")
-    assert not source_positions.install()
-    assert sdk_resource._get_stack_trace is SDK

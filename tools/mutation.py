@@ -359,18 +359,25 @@ def tally(mutants: list) -> tuple[int, list[dict], list[dict], int]:
         # cosmic-ray records a run cut off at --timeout as killed with the output "timeout"
         # (cosmic_ray/testing.py run_tests): no test failed, so it is counted apart, not as a kill.
         if result.get("output") == "timeout":
-            mutation = item["mutations"][0]
-            timed_out.append({"line": mutation["start_pos"][0], "operator": mutation["operator_name"],
-                              "diff": result.get("diff", "")})
+            timed_out.append(described(item, result))
             continue
         if result.get("test_outcome") == "survived":
-            mutation = item["mutations"][0]
-            survivors.append({"line": mutation["start_pos"][0], "operator": mutation["operator_name"],
-                              "diff": result.get("diff", ""),
+            survivors.append({**described(item, result),
                               "unreached": "survives without a run" in (result.get("output") or "")})
         else:
             killed += 1
     return killed, survivors, timed_out, unmade
+
+
+def described(item: dict, result: dict) -> dict:
+    """A mutant as it is reported: its line, its operator and its diff."""
+    mutation = item["mutations"][0]
+    return {"line": mutation["start_pos"][0], "operator": mutation["operator_name"], "diff": result.get("diff", "")}
+
+
+def changed_lines(diff: str) -> str:
+    """A mutant's diff as printed under its line: the changed lines only, indented."""
+    return "\n".join("    " + line for line in diff.splitlines() if line.startswith(("+", "-")))
 
 
 def run_module(module: str, tree: Path, tests: list[str], timeout: float, lines: range | None = None,
@@ -465,11 +472,9 @@ def main() -> int:
                      if args.lines else ""), flush=True)
             for s in result["survivors"]:
                 print(f"  survived: line {s['line']} {s['operator']}"
-                      f"{' (no test executes it)' if s['unreached'] else ''}\n" +
-                      "\n".join("    " + line for line in s["diff"].splitlines() if line.startswith(("+", "-"))))
+                      f"{' (no test executes it)' if s['unreached'] else ''}\n" + changed_lines(s["diff"]))
             for s in result["timed_out"]:
-                print(f"  timed out: line {s['line']} {s['operator']}\n" +
-                      "\n".join("    " + line for line in s["diff"].splitlines() if line.startswith(("+", "-"))))
+                print(f"  timed out: line {s['line']} {s['operator']}\n" + changed_lines(s["diff"]))
     finally:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
