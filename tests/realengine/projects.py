@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from emulator import plugins
+from tests.conftest import PROJECT_ROOT
 
 STACK = "test"
 PASSPHRASE = "real-engine-tier"
@@ -76,6 +77,17 @@ class Project:
 
     def outputs(self) -> dict:
         return dict(json.loads(self.ok("stack", "output", "--json", "--show-secrets")))
+
+
+def copy_program_with_sources(work: Path, program: Path, program_venv: Path) -> None:
+    """`program` (its __main__.py and Pulumi.yaml) into `work` beside a copy of this
+    project's `ascend_inference` and `components`, which it imports, and its venv."""
+    work.mkdir(parents=True)
+    for name in ("ascend_inference", "components"):
+        shutil.copytree(PROJECT_ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__main__.py", "Pulumi.yaml"):
+        shutil.copy2(program / name, work / name)
+    (work / "venv").symlink_to(program_venv)
 
 
 def program_copy(tmp_path: Path, program: Path, name: str, toolchain_bin: Path, program_venv: Path,

@@ -5,13 +5,11 @@ messages it gets from the SDK's own function, the program's and the SDK's
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.realengine.conftest import PROJECT_ROOT
-from tests.realengine.projects import STACK, Project, pulumi_env
+from tests.realengine.projects import STACK, Project, copy_program_with_sources, pulumi_env
 
 pytestmark = pytest.mark.realengine
 
@@ -21,12 +19,7 @@ COUNT = 20
 
 def program_copy(tmp_path: Path, toolchain_bin: Path, program_venv: Path) -> Project:
     work = tmp_path / "debug-log-only"
-    work.mkdir(parents=True)
-    for name in ("ascend_inference", "components"):
-        shutil.copytree(PROJECT_ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("__main__.py", "Pulumi.yaml"):
-        shutil.copy2(PROGRAM / name, work / name)
-    (work / "venv").symlink_to(program_venv)
+    copy_program_with_sources(work, PROGRAM, program_venv)
     (tmp_path / "state").mkdir()
     project = Project(work, pulumi_env(tmp_path, toolchain_bin, drop=("PYTEST",)), "debug-log-only")
     project.ok("stack", "select", "--create", STACK)

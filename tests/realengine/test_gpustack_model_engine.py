@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -31,7 +30,8 @@ import pytest
 import yaml
 
 from ascend_inference.stackfile import load_stack
-from tests.realengine.conftest import PROJECT_ROOT, pulumi_env
+from tests.realengine.conftest import pulumi_env
+from tests.realengine.projects import copy_program_with_sources
 from tests.realsoftware.conftest import gpustack_stack  # noqa: F401  (the real server, a session fixture)
 from tests.realsoftware.test_gpustack_api import STACK, Api
 
@@ -64,12 +64,7 @@ class Project:
 
 def program_copy(tmp_path: Path, toolchain_bin: Path, program_venv: Path, netns: list[str]) -> Project:
     work = tmp_path / "gpustack-model-only"
-    work.mkdir()
-    for name in ("ascend_inference", "components"):
-        shutil.copytree(PROJECT_ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("__main__.py", "Pulumi.yaml"):
-        shutil.copy2(PROGRAM / name, work / name)
-    (work / "venv").symlink_to(program_venv)
+    copy_program_with_sources(work, PROGRAM, program_venv)
     (tmp_path / "state").mkdir()
     return Project(work, pulumi_env(tmp_path, toolchain_bin, drop=("PYTEST",)), netns)
 
