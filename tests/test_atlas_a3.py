@@ -184,23 +184,15 @@ def test_a3_sdid_that_names_a_later_die_is_refused():
         f"node node0: device 1 spod-info: SDID {sdid} encodes server index 0 and device 3, but it is device 1")
 
 
-def test_an_sdid_that_encodes_a_lower_server_index_is_refused():
-    # Every die prints Server Index 4; die 1's SDID encodes server index 3 (the lower one: the rule is
-    # "differs", not "is greater").
-    sdid = (3 << 22) | (0 << 18) | (1 << 16) | 1
+@pytest.mark.parametrize("encoded", [3, 5], ids=["lower", "higher"])
+def test_an_sdid_that_encodes_another_server_index_is_refused(encoded):
+    # Every die prints Server Index 4; die 1's SDID encodes server index 3, or 5: the rule is
+    # "differs", not "is greater" or "is less".
+    sdid = (encoded << 22) | (0 << 18) | (1 << 16) | 1
     stdout = preflight_a3("node0", 4, IPS["node0"], spod={1: spod_text(1, 4, sdid=sdid)})
     assert node_errors(stdout) == [
-        f"node node0: device 1 spod-info: SDID {sdid} encodes server index 3 and device 1, but it is device 1 of a "
-        "server with Server Index 4 (fix: set the server's Server ID (Server Index) the way its documentation "
-        "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
-
-
-def test_an_sdid_that_encodes_a_higher_server_index_is_refused():
-    sdid = (5 << 22) | (0 << 18) | (1 << 16) | 1
-    stdout = preflight_a3("node0", 4, IPS["node0"], spod={1: spod_text(1, 4, sdid=sdid)})
-    assert node_errors(stdout) == [
-        f"node node0: device 1 spod-info: SDID {sdid} encodes server index 5 and device 1, but it is device 1 of a "
-        "server with Server Index 4 (fix: set the server's Server ID (Server Index) the way its documentation "
+        f"node node0: device 1 spod-info: SDID {sdid} encodes server index {encoded} and device 1, but it is device 1 "
+        "of a server with Server Index 4 (fix: set the server's Server ID (Server Index) the way its documentation "
         "says (Redfish or Computing Toolkit), then check `npu-smi info -t spod-info -i 0 -c 0`)"]
 
 

@@ -149,10 +149,15 @@ def test_no_subnet_without_a_valid_address_and_netmask(ip, netmask):
 
 
 def second_node(**device_changes) -> NodeFacts:
+    return numbered_node(1, **device_changes)
+
+
+def numbered_node(number: int, **device_changes) -> NodeFacts:
+    """node_facts() as node N: its own name, hostname and device IPs."""
     other = node_facts(**device_changes)
-    other.node, other.hostname = "node1", "host1"
+    other.node, other.hostname = f"node{number}", f"host{number}"
     for d in other.devices:
-        d.ip = f"10.0.1.{d.index}"
+        d.ip = f"10.0.{number}.{d.index}"
     return other
 
 
@@ -165,10 +170,7 @@ def test_two_nodes_with_one_hostname():
 
 
 def test_versions_differ_and_one_is_unreadable():
-    one, other, third = node_facts(), second_node(), second_node()
-    third.node, third.hostname = "node2", "host2"
-    for d in third.devices:
-        d.ip = f"10.0.2.{d.index}"
+    one, other, third = node_facts(), second_node(), numbered_node(2)
     one.driver_version, other.driver_version, third.driver_version = "24.1.0", "23.0.7", None
     errors = [str(e) for e in check_cluster([one, other, third])]
     assert errors == [
@@ -210,10 +212,7 @@ def test_a_version_missing_on_the_first_node_only_is_named_once_not_compared():
 def test_equal_versions_read_off_each_node_are_compared_by_value():
     # Parsed versions are distinct string objects with equal text, as two nodes' version files give:
     # with a third node's version differing, node1 (equal to node0) is not named, node2 is.
-    one, other, third = node_facts(), second_node(), second_node()
-    third.node, third.hostname = "node2", "host2"
-    for d in third.devices:
-        d.ip = f"10.0.2.{d.index}"
+    one, other, third = node_facts(), second_node(), numbered_node(2)
     one.driver_version = "".join(["24.1", ".rc2"])
     other.driver_version = "".join(["24.1.", "rc2"])
     third.driver_version = "23.0.7"
