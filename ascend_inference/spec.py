@@ -268,6 +268,17 @@ class Model(StrictModel):
     # MindIE's weights step runs `chmod -R 750` on it and copies fill it as root.
     _check_path = field_validator("path")(lambda v: owned_path(v, what="weights directory"))
 
+    @model_validator(mode="after")
+    def _experts_within_the_model(self) -> Model:
+        # The experts are a share of the model: more is a typo (6540 for 654)
+        # that would size the memory fit from a model that does not exist.
+        if self.expert_parameters_b > self.parameters_b:
+            raise invalid(f"expert_parameters_b {self.expert_parameters_b:g} is more than parameters_b "
+                          f"{self.parameters_b:g}; the routed experts are a share of the model's parameters",
+                          "set expert_parameters_b to the experts' share (654 of 671 for DeepSeek-R1), "
+                          "or 0 for a dense model")
+        return self
+
 
 class Container(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]

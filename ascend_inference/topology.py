@@ -194,7 +194,8 @@ def plan_for(spec: ClusterSpec, file: str) -> Plan:
 def memory_fit(spec: ClusterSpec, world: int, moe_tp: int, split: tuple[int, ...]) -> MemoryFit:
     p = spec.parallel
     weights = weights_gb(spec)
-    expert_share = min(1.0, spec.model.expert_parameters_b / spec.model.parameters_b) if spec.model.experts else 0.0
+    # At most 1: the spec refuses more expert parameters than parameters.
+    expert_share = spec.model.expert_parameters_b / spec.model.parameters_b if spec.model.experts else 0.0
     dense, experts = weights * (1 - expert_share), weights * expert_share
     # Per pipeline stage: dense weights are replicated in every DP group;
     # expert weights are replicated (tp*dp)/(ep*moe_tp) times (once with EP

@@ -170,12 +170,15 @@ def test_memory_fit_counts_the_replicas_of_dense_and_expert_weights(parallel, mo
     assert memory.per_stage_required_gb == (required,)
 
 
-def test_expert_parameters_above_the_models_count_make_every_weight_an_expert_weight():
-    # The spec takes expert_parameters_b and parameters_b each on its own; the memory fit caps the
-    # expert share at the whole model: no dense weights, never a negative dense share (found by
-    # mutation testing: a cap of 2 passed every test). 200 GB of BF16 experts, twice (ep 16 of 32).
+def test_expert_parameters_above_the_models_count_are_refused():
+    # Once taken and capped at the whole model by the memory fit; a typo (6540 for 654) sized the
+    # fit from a model that does not exist. Equal is a model of experts only, which fits.
+    problems = refused("dp4-ep32-gpustack", model={"parameters_b": 100, "expert_parameters_b": 150})
+    assert [(key, words) for key, words, _ in problems] == [
+        (NS + "model", "expert_parameters_b 150 is more than parameters_b 100; the routed experts are a share "
+                       "of the model's parameters")]
     memory = with_config("dp4-ep32-gpustack", parallel={"ep": 16},
-                         model={"parameters_b": 100, "expert_parameters_b": 150}).plan.memory
+                         model={"parameters_b": 100, "expert_parameters_b": 100}).plan.memory
     assert memory.weights_gb == 200 and memory.required_gb == 200 * 2
     assert memory.per_stage_required_gb == (400,)
 

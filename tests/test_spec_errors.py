@@ -183,6 +183,9 @@ CASES = [
     Case("empty-model-path", NS + "model.path", ("empty",), mutate=set_in("model", "path", "")),
     Case("relative-model-path", NS + "model.path", ("models/DeepSeek-R1", "absolute"),
          mutate=set_in("model", "path", "models/DeepSeek-R1")),
+    Case("more-expert-parameters-than-parameters", NS + "model",
+         ("expert_parameters_b 6540 is more than parameters_b 671", "654 of 671 for DeepSeek-R1"),
+         mutate=set_in("model", "expert_parameters_b", 6540)),
     Case("relative-image-tar", NS + "container.image_tar", ("absolute",),
          mutate=set_in("container", "image_tar", "images/mindie.tar")),
     # --- secrets -------------------------------------------------------------
