@@ -527,10 +527,10 @@ def check_cluster(all_facts: list[NodeFacts]) -> list[NodeFactError]:
 
 def raise_first(errors: list[NodeFactError]) -> None:
     """One clear message: all problems, one per line, under the first's type."""
+    if len(errors) == 1:
+        raise errors[0]
     if errors:
-        if len(errors) == 1:
-            raise errors[0]
-        first = errors[0]
-        combined = NodeFactError(first.node, first.fact, str(first).split(": ", 2)[-1])
+        # The first's node and fact (what callers match on), every problem's text.
+        combined = NodeFactError(errors[0].node, errors[0].fact, "")
         combined.args = ("\n".join(str(e) for e in errors),)
         raise combined

@@ -196,6 +196,7 @@ def test_raise_first_raises_nothing_for_no_error_the_error_itself_for_one_all_fo
     with pytest.raises(NodeFactError) as raised:
         raise_first([one, two])
     assert str(raised.value) == "node node0: hostname: is 'a' (fix: fix it)\nnode node1: tls: differs"
+    assert (raised.value.node, raised.value.fact) == ("node0", "hostname")  # what callers match on
     assert (raised.value.node, raised.value.fact) == ("node0", "hostname")
 
 
