@@ -273,3 +273,16 @@ def test_dp_ranks_that_do_not_split_evenly_over_the_nodes_are_refused(tmp_path):
 def test_gpu_memory_utilization_out_of_range_is_refused(tmp_path):
     line = _refused(tmp_path, "mem", _engine(gpu_memory_utilization=1.5))
     assert "engine.gpu_memory_utilization" in line and "(0, 1]" in line
+
+
+@pytest.mark.parametrize("stack", [TWO, FOUR, "tp16-vllm-ascend-ray"])
+def test_readiness_and_the_smoke_request_ask_the_master_that_serves_the_api(rendered, stack):
+    """The tutorial's Node 0 serves the API (the others are `--headless`; in the Ray form
+    only the head runs `vllm serve`), so both checks ask node0's address. Found by mutation
+    testing: `spec.nodes[0]` -> `[1]` or `[-1]` in the endpoint passed every test."""
+    nodes = stack_nodes(stack)
+    port = load_stack_doc(stack)["config"]["ascend-inference:engine"].get("port", 8000)
+    for script, path in (("serve-ready.sh", "/v1/models"), ("smoke.sh", "/v1/completions")):
+        text = (rendered[stack] / nodes[0]["name"] / "scripts" / script).read_text()
+        assert f" http://{node_ip(nodes[0])}:{port}{path}" in text, text
+        assert not [n for n in nodes[1:] if f"http://{node_ip(n)}:" in text], text

@@ -171,3 +171,18 @@ def test_an_ep_other_than_tp_is_refused_in_the_ray_form(tmp_path):
 def test_ray_port_on_the_api_port_is_refused(tmp_path):
     line = _refused(tmp_path, "ray-port", lambda c: c["ascend-inference:engine"].update(ray_port=8000))
     assert "engine.ray_port" in line and "engine.port" in line
+
+
+@pytest.mark.parametrize("ep, flag", [(1, None), (2, True)])
+def test_expert_parallel_over_two_tp_ranks_is_asked_for_and_without_it_it_is_not(tmp_path, ep, flag):
+    """TP2 x PP8 over the two nodes (Ray form): vLLM's EP is DP x TP = 2, the smallest that is
+    expert parallel at all. Found by mutation testing: `plan.ep > 1` -> `> 2` passed every test
+    (every stack's EP was 1 or 16 and up)."""
+    doc = load_stack_doc(RAY)
+    doc["config"]["ascend-inference:parallel"].update(tp=2, pp=8, ep=ep)
+    out = tmp_path / "out"
+    result = run_cli("render", "--stack", write_stack(tmp_path, f"tp2pp8ep{ep}", doc), "--out", out)
+    assert result.returncode == 0, result.stderr
+    flags = parse_serve(rendered_serve_command(out, "node0"), ("vllm", "serve"))
+    assert (flags["--tensor-parallel-size"], flags["--pipeline-parallel-size"]) == ("2", "8")
+    assert flags.get("--enable-expert-parallel") is flag
