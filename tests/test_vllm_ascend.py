@@ -286,3 +286,22 @@ def test_readiness_and_the_smoke_request_ask_the_master_that_serves_the_api(rend
         text = (rendered[stack] / nodes[0]["name"] / "scripts" / script).read_text()
         assert f" http://{node_ip(nodes[0])}:{port}{path}" in text, text
         assert not [n for n in nodes[1:] if f"http://{node_ip(n)}:" in text], text
+
+
+def test_only_a_boolean_option_has_a_no_form(tmp_path):
+    """argparse's BooleanOptionalAction makes `--no-X` for a boolean option only; vLLM 0.23.0 has no
+    `--no-max-model-len` (a value option). Found by mutation testing: `kind == "bool"` -> `>=` or
+    `is not` (a `--no-` form for every option) passed every test."""
+    line = _refused(tmp_path, "no-value", _engine(extra_args=["--no-enable-prefix-caching", "--no-max-model-len"]))
+    assert "engine.extra_args[1]" in line and "--no-max-model-len is not a `vllm serve` option" in line
+
+
+def test_a_one_character_served_model_name_is_taken(tmp_path):
+    """Any name but the empty one (test_engine_rules_in_process refuses ""). Found by mutation
+    testing: `min_length=1` -> 2 passed every test."""
+    doc = load_stack_doc(TWO)
+    doc["config"]["ascend-inference:engine"]["served_model_name"] = "r"
+    out = tmp_path / "out"
+    result = run_cli("render", "--stack", write_stack(tmp_path, "one-char", doc), "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert parse_serve(rendered_serve_command(out, "node0"), ("vllm", "serve"))["--served-model-name"] == "r"
