@@ -247,6 +247,10 @@ class ScriptedApi(gpustack_api.GpustackApi):
 
         def sleep(seconds: float) -> None:
             self.now += seconds
+            # A wait still polling long after its deadline would never end: fail at once rather
+            # than hang until the test's limit (found by mutation testing: `clock() >= deadline`
+            # -> `==` loops for ever when no poll lands on the deadline itself).
+            assert self.now <= timeout_s + 100 * poll_s, f"the wait went on past its {timeout_s} s"
 
         gpustack_api.wait_instance_running(self, 7, "DeepSeek-R1", timeout_s, lines.append, poll_s=poll_s,
                                            clock=lambda: self.now, sleep=sleep)
@@ -410,6 +414,9 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
+        # Every wait tested here gives up within an hour: one still sleeping after a day of fake
+        # time would never end (a broken deadline test); fail at once rather than hang.
+        assert self.now <= 86_400, "the wait went on for a day of fake time"
 
 
 class WorkersApi(gpustack_api.GpustackApi):
