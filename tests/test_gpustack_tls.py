@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ascend_inference import gpustack_api
 from ascend_inference.gpustack_api import GpustackApi, GpustackError, GpustackUnreachable
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
@@ -117,6 +118,22 @@ def test_the_api_client_logs_in_over_https_with_the_stack_s_ca(tmp_path):
     server = HttpsServer(files, 1)
     try:
         api = GpustackApi(server.url, "admin", "pw", ca_pem=files["ca"].read_text(), timeout_s=30)
+    finally:
+        server.close()
+    assert api.server == server.url
+
+
+@pytest.mark.pure
+def test_the_model_resource_s_session_checks_the_server_with_its_ca_pem_input(tmp_path):
+    """The provider's create, read, update and delete log in through `_session`, from the
+    resource's inputs: its `ca_pem` is the CA the server is checked against. Found by mutation
+    testing: `props.get("ca_pem") or None` -> `and None` (the system's trust store instead,
+    which refuses this server) passed every test."""
+    files = _certificates(tmp_path)
+    server = HttpsServer(files, 1)
+    try:
+        props = {"server_url": server.url, "password": "pw", "ca_pem": files["ca"].read_text()}
+        api = gpustack_api._session(props)
     finally:
         server.close()
     assert api.server == server.url
