@@ -585,6 +585,12 @@ def test_the_login_wait_asks_again_until_its_own_deadline_on_any_clock(monkeypat
     with pytest.raises(gpustack_api.GpustackError, match=r"did not answer the login: refused \(after 10 s\)$"):
         gpustack_api._session({"server_url": "http://192.0.2.11", "password": "x"}, wait_s=10, poll_s=2)
     assert tries == [1000, 1002, 1004, 1006, 1008, 1010]
+    # A deadline between two tries ends the wait at the first try past it. Found by mutation
+    # testing: `time.monotonic() >= deadline` -> `==` or `is` asked for ever (timed out).
+    tries.clear()
+    with pytest.raises(gpustack_api.GpustackError, match=r"did not answer the login: refused \(after 9 s\)$"):
+        gpustack_api._session({"server_url": "http://192.0.2.11", "password": "x"}, wait_s=9, poll_s=2)
+    assert tries == [1010, 1012, 1014, 1016, 1018, 1020]
 
 
 def test_the_waiting_line_is_due_at_30_s_not_before():
