@@ -449,14 +449,16 @@ def test_an_instance_in_error_read_from_the_server_fails_the_wait_at_once(server
     assert "last error: HCCL init failed" in str(raised.value)
 
 
-def test_create_does_not_take_over_a_model_whose_name_only_contains_the_stacks(server):
+@pytest.mark.parametrize("other", ["AWQ-DeepSeek-R1", "DeepSeek-R1-Distill-Qwen-7B"])
+def test_create_does_not_take_over_a_model_whose_name_only_contains_the_stacks(server, other):
     # Found by mutation testing: find_model's `name == wanted` -> `<=` passed: GPUStack's
-    # search matches a part of the name, and no test's other model sorted before the stack's.
+    # search matches a part of the name, and no test's other model sorted before the stack's;
+    # then `>=`, as none sorted after it either.
     fake, url = server
     fake.workers = [ready_worker()]
-    fake.models[3] = {"id": 3, "name": "AWQ-DeepSeek-R1", "replicas": 1}
+    fake.models[3] = {"id": 3, "name": other, "replicas": 1}
     model_id, _ = gpustack_api.create_model(props(url), lambda line: None)
-    assert model_id == "7" and fake.models[3] == {"id": 3, "name": "AWQ-DeepSeek-R1", "replicas": 1}
+    assert model_id == "7" and fake.models[3] == {"id": 3, "name": other, "replicas": 1}
 
 
 def test_read_gives_what_the_server_has_and_none_when_the_model_is_gone(server):

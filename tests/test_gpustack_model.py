@@ -451,7 +451,9 @@ def test_the_workers_wait_gives_up_with_the_first_problem(monkeypatch):
     with pytest.raises(gpustack_api.GpustackError) as raised:
         api.wait_workers(1, EXPECTED[:2], 10, lambda line: None)
     assert str(raised.value) == "worker node1 reports 6 NPUs; expected 8 (after 10 s)"
-    assert clock.now >= 10
+    # 2 s polls at 0 to 10 s: the one landing on the deadline is the last (found by mutation
+    # testing: `>= deadline` -> `>` passed, one poll more).
+    assert (clock.now, api.asked) == (10, 6)
 
 
 def test_the_workers_wait_prints_the_first_of_several_problems(monkeypatch):
@@ -546,7 +548,8 @@ def test_a_delete_not_done_in_time_names_what_is_left(monkeypatch, poll, left):
     with pytest.raises(gpustack_api.GpustackError) as raised:
         DeleteApi([poll]).delete_model(7, 30, lambda line: None)
     assert str(raised.value) == f"GPUStack model 7 still there 30 s after its delete: {left}"
-    assert clock.now >= 30
+    # The poll landing on the deadline is the last (found by mutation testing: `>=` -> `>`).
+    assert clock.now == 30
 
 
 def test_a_delete_timeout_between_two_polls_ends_the_wait_at_the_first_poll_past_it(monkeypatch):
