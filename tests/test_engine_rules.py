@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ascend_inference.engines.base import VersionWindow
 from ascend_inference.errors import Problem, StackError
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
@@ -203,3 +204,17 @@ def test_another_engines_setting_is_named_as_such_not_matched_to_a_look_alike(tm
 def test_a_misspelling_still_gets_its_suggestion(tmp_path):
     problem = one(problems_of(tmp_path, "tp16-mindie", engine={"max_batch_sise": 100}))
     assert problem.fix == "did you mean 'max_batch_size'?"
+
+
+@pytest.mark.parametrize("low, below, said", [
+    ((0, 8, 0), (0, 15, 0), "0.8.0 to 0.14.x"),                        # the usual form: the last line before
+    ((0, 8, 0), (0, 15), "0.8.0 to 0.14.x"),
+    ((0, 8, 0), (0, 15, 1), "0.8.0 up to (not including) 0.15.1"),      # a patch release: no "x" line
+    ((0, 9, 0), (1, 0, 0), "0.9.0 up to (not including) 1.0.0"),        # minor 0: no line "1.-1.x"
+    ((2, 0), None, "2.0 or later"),
+    (None, (2, 0), "before 2.0"),
+])
+def test_a_version_window_is_described_in_release_lines_only_where_that_is_exact(low, below, said):
+    # Found by mutation testing: the "x" form's `and` -> `or` passed every test (each window
+    # ended on a minor release above 0).
+    assert VersionWindow("a feature", low, below, "why").describe() == said
