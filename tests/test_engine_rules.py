@@ -211,10 +211,14 @@ def test_a_misspelling_still_gets_its_suggestion(tmp_path):
     ((0, 8, 0), (0, 15), "0.8.0 to 0.14.x"),
     ((0, 8, 0), (0, 15, 1), "0.8.0 up to (not including) 0.15.1"),      # a patch release: no "x" line
     ((0, 9, 0), (1, 0, 0), "0.9.0 up to (not including) 1.0.0"),        # minor 0: no line "1.-1.x"
+    ((2, 0), (2, 4), "2.0 to 2.3.x"),                                   # an even minor: 4 - 1, not 4 ^ 1
+    ((2, 0), (2, 1), "2.0 to 2.0.x"),                                   # minor 1, the smallest with a line before
+    ((1,), (2,), "1 up to (not including) 2"),                          # a bare major: no minor to count down
     ((2, 0), None, "2.0 or later"),
     (None, (2, 0), "before 2.0"),
 ])
 def test_a_version_window_is_described_in_release_lines_only_where_that_is_exact(low, below, said):
-    # Found by mutation testing: the "x" form's `and` -> `or` passed every test (each window
-    # ended on a minor release above 0).
+    # Found by mutation testing: the "x" form's `and` -> `or`, `minor > 0` -> `> 1`, `>= 0`,
+    # `minor - 1` -> `^ 1`, the padding `(0, 0)` -> `(1, 0)` and more passed every test (each
+    # window ended on an odd minor release of three numbers).
     assert VersionWindow("a feature", low, below, "why").describe() == said
