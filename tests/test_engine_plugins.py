@@ -18,7 +18,7 @@ import pytest
 
 from ascend_inference import engines
 from ascend_inference.engines import ENGINES
-from ascend_inference.engines.base import ClusterStyle, EnginePlugin, RankTableOptions
+from ascend_inference.engines.base import ClusterStyle, EnginePlugin, RankTableOptions, apply_env_overrides
 from ascend_inference.render import check_rank_table, declared_device_ips, plan_document, rank_table, render_node
 from ascend_inference.spec import EngineSettings
 from ascend_inference.stackfile import load_stack
@@ -169,3 +169,14 @@ def test_render_follows_the_hooks_not_the_kind(stacks, monkeypatch):
     changed = {"weights", "serve-start", "smoke"}
     assert ([s for s in after[0].scripts.present() if s.name not in changed]
             == [s for s in before[0].scripts.present() if s.name not in changed])
+
+
+def test_engine_env_overrides_replace_in_place_add_at_the_end_and_null_drops():
+    """`engine.env`: a variable the engine sets is replaced where it stands (once), a new one is
+    added at the end, null drops one the engine sets and adds nothing for one it does not.
+    Found by mutation testing: the added ones' `and` -> `or` (a replaced variable written twice,
+    a null one added) passed every test."""
+    variables = [("HCCL_IF_IP", "10.0.0.1"), ("OMP_NUM_THREADS", "1"), ("HCCL_BUFFSIZE", "200")]
+    overrides = {"OMP_NUM_THREADS": "4", "HCCL_BUFFSIZE": None, "HCCL_CONNECT_TIMEOUT": "7200", "UNSET_ONE": None}
+    assert apply_env_overrides(variables, overrides) == [
+        ("HCCL_IF_IP", "10.0.0.1"), ("OMP_NUM_THREADS", "4"), ("HCCL_CONNECT_TIMEOUT", "7200")]
