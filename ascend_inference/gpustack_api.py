@@ -210,6 +210,13 @@ class GpustackApi:
             wanted = f"cluster named {name!r}" if name else "default cluster"
             raise GpustackError(f"GPUStack at {self.server} has no {wanted} to deploy into (clusters: {have}); "
                                 "a 2.x server makes its default cluster when started with --enable-worker or --token")
+        if len(chosen) > 1:
+            # Names are not unique, and a server keeps one default cluster per organization
+            # (gpustack/schemas/clusters.py, uix_clusters_default_per_org): never pick one blindly.
+            which = ", ".join(f"{c.get('name')} (id {c.get('id')})" for c in chosen)
+            wanted = f"clusters named {name!r}" if name else "default clusters"
+            raise GpustackError(f"GPUStack at {self.server} has {len(chosen)} {wanted} ({which}); the model could "
+                                "go to either: leave one (GPUStack's Clusters page) before deploying")
         return int(chosen[0]["id"])
 
     def workers(self, cluster_id: int) -> list[dict[str, Any]]:

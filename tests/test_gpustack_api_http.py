@@ -314,6 +314,24 @@ def test_no_cluster_to_deploy_into_is_one_line(server, clusters, name, missing, 
                                  "server makes its default cluster when started with --enable-worker or --token")
 
 
+@pytest.mark.parametrize("clusters, name, wanted, which", [
+    # One default cluster per organization (gpustack/schemas/clusters.py): an admin sees each.
+    ([{"id": 1, "name": "a", "is_default": True}, {"id": 2, "name": "b", "is_default": True}], None,
+     "2 default clusters", "a (id 1), b (id 2)"),
+    ([{"id": 3, "name": "x"}, {"id": 4, "name": "y", "is_default": True}, {"id": 5, "name": "x"}], "x",
+     "2 clusters named 'x'", "x (id 3), x (id 5)"),
+])
+def test_two_clusters_that_fit_are_refused_not_one_picked(server, clusters, name, wanted, which):
+    # Found by mutation testing: `chosen[0]` -> `chosen[-1]` passed every test, as no test had
+    # two clusters that fit: the model went to whichever the server listed first.
+    fake, url = server
+    fake.clusters = clusters
+    with pytest.raises(GpustackError) as raised:
+        GpustackApi(url, "admin", PASSWORD).cluster_id(name)
+    assert str(raised.value) == (f"GPUStack at {url} has {wanted} ({which}); the model could go to either: "
+                                 "leave one (GPUStack's Clusters page) before deploying")
+
+
 def test_create_deploys_into_the_default_cluster_and_waits_for_the_instance(server):
     fake, url = server
     fake.workers = [ready_worker()]
