@@ -47,6 +47,12 @@ class FakeGpustack:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.error_body: dict[str, tuple[int, bytes]] = {}  # path -> (status, body) to answer once
         self.hang_up: set[str] = set()  # paths whose request is read and the connection closed, no answer
+        # Answers a path gets before it is refused with 429 (a test that knows how often a wait may
+        # ask), and a cap on all of a test's requests: a loop that never ends (a wait past its
+        # deadline, a paged list asking for the same page) fails the test at once instead of
+        # hanging it (found by mutation testing: such mutants ran until the script's timeout).
+        self.answers_left: dict[str, int] = {}
+        self.max_requests = 1000
         self.next_id = 7
 
     def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
@@ -54,6 +60,12 @@ class FakeGpustack:
         url = urllib.parse.urlsplit(target)
         query = dict(urllib.parse.parse_qsl(url.query))
         path = url.path
+        if len(self.requests) > self.max_requests:
+            return self.error(429, f"more than {self.max_requests} requests: a loop that never ends")
+        if path in self.answers_left:
+            if self.answers_left[path] == 0:
+                return self.error(429, f"{path} asked more often than the test allows")
+            self.answers_left[path] -= 1
         if target in self.error_body:
             status, text = self.error_body.pop(target)
             return status, {}, text
@@ -517,6 +529,9 @@ def test_a_field_the_server_does_not_store_keeps_the_requested_value():
 def test_the_workers_wait_lasts_the_resources_worker_timeout(server):
     fake, url = server
     fake.workers = [{**ready_worker(), "state": "not_ready"}]
+    # Asked at 0 s, then after one 2 s poll, past the deadline: the last (a wait that missed
+    # its deadline would ask a third time and get a 429).
+    fake.answers_left["/v2/workers"] = 2
     with pytest.raises(GpustackError) as raised:
         gpustack_api.create_model(props(url, worker_timeout_s=0.2), lambda line: None)
     assert str(raised.value) == "worker node0 is not_ready; expected ready (after 0.2 s)"
