@@ -456,6 +456,21 @@ def test_the_workers_wait_gives_up_with_the_first_problem(monkeypatch):
     assert (clock.now, api.asked) == (10, 6)
 
 
+def test_the_workers_wait_prints_a_new_problem_whichever_way_it_sorts(monkeypatch):
+    # A registered worker that drops out: "is not_ready" then "has not registered", a line that
+    # sorts before the one shown. Found by mutation testing: `problems != shown` -> `>` passed.
+    monkeypatch.setattr(gpustack_api, "time", FakeClock())
+    api = WorkersApi([[worker("node0", 8), worker("node1", 8, "not_ready")], [worker("node0", 8)],
+                      [worker("node0", 8), worker("node1", 8)]])
+    lines: list[str] = []
+    api.wait_workers(1, EXPECTED[:2], 60, lines.append)
+    assert lines == [
+        "waiting for GPUStack workers: worker node1 is not_ready; expected ready",
+        "waiting for GPUStack workers: worker node1 has not registered with GPUStack (registered: node0); "
+        "expected it Ready with 8 NPUs",
+        "GPUStack workers ready: node0, node1"]
+
+
 def test_the_workers_wait_prints_the_first_of_several_problems(monkeypatch):
     # Found by mutation testing: the waiting line's `problems[0]` -> `problems[-1]` passed.
     monkeypatch.setattr(gpustack_api, "time", FakeClock())
