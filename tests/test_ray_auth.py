@@ -32,8 +32,11 @@ def stack_with(tmp_path, stack: str, label: str, ray_version: str | None, *, tok
 
 @pytest.mark.pure
 @pytest.mark.parametrize("stack", RAY_STACKS)
-def test_a_ray_with_token_auth_gets_it_on_every_node(tmp_path, stack):
-    loaded = load_stack(str(stack_with(tmp_path, stack, "token", "2.52.0")))
+@pytest.mark.parametrize("version", ["2.52.0", "2.53.0"])
+def test_a_ray_with_token_auth_gets_it_on_every_node(tmp_path, stack, version):
+    # The first release with token auth and a later one (found by mutation testing: the
+    # version rule's `>=` -> `==` passed, as every test gave 2.52.0 itself).
+    loaded = load_stack(str(stack_with(tmp_path, stack, "token", version)))
     assert "rayAuthToken" in loaded.spec.secret_keys()
     for index in range(len(loaded.spec.nodes)):
         node = render_node(loaded, index)
