@@ -14,11 +14,22 @@ import textwrap
 import typing
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from ascend_inference import engines
 from ascend_inference.engines import ENGINES
-from ascend_inference.engines.base import ClusterStyle, EnginePlugin, RankTableOptions, apply_env_overrides
+from ascend_inference.engines.base import (
+    CONFIG_KEY,
+    ClusterStyle,
+    Count,
+    EnginePlugin,
+    Port,
+    RankTableOptions,
+    Seconds,
+    apply_env_overrides,
+    config_key_for,
+)
 from ascend_inference.render import check_rank_table, declared_device_ips, plan_document, rank_table, render_node
 from ascend_inference.spec import EngineSettings
 from ascend_inference.stackfile import load_stack
@@ -180,3 +191,25 @@ def test_engine_env_overrides_replace_in_place_add_at_the_end_and_null_drops():
     overrides = {"OMP_NUM_THREADS": "4", "HCCL_BUFFSIZE": None, "HCCL_CONNECT_TIMEOUT": "7200", "UNSET_ONE": None}
     assert apply_env_overrides(variables, overrides) == [
         ("HCCL_IF_IP", "10.0.0.1"), ("OMP_NUM_THREADS", "4"), ("HCCL_CONNECT_TIMEOUT", "7200")]
+
+
+@pytest.mark.parametrize("name, key", [("HF_TOKEN", "hfToken"), ("hf-token", "hfToken"),
+                                       ("_2FA_TOKEN", "env2faToken"), ("__", "secret")])
+def test_the_suggested_secret_key_is_a_config_key_named_after_the_variable(name, key):
+    """The key a credential's fix suggests (`secret_env: {HF_TOKEN: hfToken}`). Found by mutation
+    testing: the digit-first case's `"env" + ...` -> `%`, `^` passed every test (no test gave a
+    variable whose first word starts with a digit); its suggestion was `env2fatoken` then, the
+    words' capitals lost."""
+    assert config_key_for(name) == key and CONFIG_KEY.match(key)
+
+
+@pytest.mark.parametrize("kind, top", [(Count, 2**31 - 1), (Seconds, 7 * 24 * 3600), (Port, 65535)])
+def test_the_settings_number_types_take_their_top_and_refuse_one_more(kind, top):
+    """A count fits the engines' 32-bit ints; a wait is at most a week; a port at most 65535.
+    Found by mutation testing: `2**31 - 1` -> `2**31 / 1`, `| 1` and `7 * 24 * 3600` -> `7 * 24 **
+    3600` passed every test (no test gave a value at a bound)."""
+    adapter = pydantic.TypeAdapter(kind)
+    assert adapter.validate_python(top) == top and adapter.validate_python(1) == 1
+    for refused in (top + 1, 0):
+        with pytest.raises(pydantic.ValidationError):
+            adapter.validate_python(refused)

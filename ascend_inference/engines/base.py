@@ -70,7 +70,8 @@ def config_key_for(env_name: str) -> str:
     """A suggested secret config key for an env variable: `HF_TOKEN` -> `hfToken`."""
     words = [w for w in re.split(r"[^A-Za-z0-9]+", env_name) if w] or ["secret"]
     key = words[0].lower() + "".join(w.capitalize() for w in words[1:])
-    return key if key[0].isalpha() else "env" + key.capitalize()
+    # A config key starts with a letter: `_2FA_TOKEN` -> `env2faToken`.
+    return key if key[0].isalpha() else "env" + key[0].upper() + key[1:]
 
 
 def _bad_env_name(file: str, key: str, name: str) -> Problem:
