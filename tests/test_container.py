@@ -66,3 +66,16 @@ def test_secret_args_stay_a_variable_in_the_rendered_line():
                          command=("--token", "$GPUSTACK_TOKEN"), secret_args={"$GPUSTACK_TOKEN": "GPUSTACK_TOKEN"})
     assert spec.docker_run_line().endswith('--token "$GPUSTACK_TOKEN"')
     assert spec.docker_run_argv(reveal={"GPUSTACK_TOKEN": "s3cret"})[-1] == "s3cret"
+
+
+@pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-mindie", "dp2-tp8-ep16-vllm-ascend"])
+def test_the_stack_directory_is_mounted_read_only_and_only_its_run_directory_writable(stack):
+    """The container reads the env file and engine files the program installed, never changes
+    them; it writes the serving process's pid and log under run/. Found by mutation testing:
+    the stack directory's `read_only=True` -> `False` passed every test."""
+    loaded = load_stack(stack)
+    directory = f"{loaded.spec.paths.remote_dir}/{loaded.name}"
+    mounts = render_node(loaded, 0).container.mounts
+    assert Mount(directory, directory, read_only=True) in mounts
+    assert Mount(f"{directory}/run", f"{directory}/run", read_only=False) in mounts
+    assert Mount(directory, directory, read_only=False) not in mounts

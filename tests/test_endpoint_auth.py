@@ -101,6 +101,19 @@ def test_the_ssh_key_cannot_be_the_api_key(tmp_path):
     assert f"{NS}engine.api_key_secret: names the SSH private key's secret" in result.stderr
 
 
+@pytest.mark.pure
+@pytest.mark.parametrize("insecure, refused", [(False, True), (True, False)])
+def test_an_api_key_secret_that_is_no_config_key_is_refused_unless_no_key_is_used(tmp_path, insecure, refused):
+    # With insecure_no_api_key the key is never read, so its name is not checked. Found by
+    # mutation testing: the rule's `not self.insecure_no_api_key` -> `not not` passed every test.
+    path = stack_with(tmp_path, "tp16-vllm-mindspore", f"badkey{insecure}", api_key_secret="serving-key",
+                      insecure_no_api_key=insecure)
+    result = run_cli("validate", "--stack", str(path))
+    named = f"{NS}engine.api_key_secret: is not a config key name" in result.stderr
+    assert named is refused and (result.returncode == 3) is refused, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # ---------------------------------------------------------------- graph
 
 @pytest.mark.graph
