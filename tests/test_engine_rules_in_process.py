@@ -302,6 +302,53 @@ def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_pa
         assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
 
 
+# --- GPUStack ----------------------------------------------------------------------
+# Found by mutation testing: the stack file (dp4-ep32-gpustack) sets every key these
+# defaults are for, so no test read a default.
+
+def test_gpustack_without_server_enable_worker_runs_the_servers_built_in_worker(tmp_path):
+    # Found by mutation testing: `server_enable_worker: bool = True` -> `False` passed every test.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", drop=("server_enable_worker",))
+    assert render_node(loaded, 0).container.command == ("--enable-worker", "--worker-name", "node0")
+    assert [w["name"] for w in loaded.spec.engine_plugin.expected_workers(loaded.spec)] == [
+        "node0", "node1", "node2", "node3"]
+
+
+def test_gpustack_without_npu_memory_fraction_asks_mindie_for_runbook_002s_095(tmp_path):
+    # Found by mutation testing: `npu_memory_fraction: float = 0.95` -> `1.95` passed every test.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", drop=("npu_memory_fraction",))
+    assert "--npu-memory-fraction=0.95" in loaded.spec.engine_plugin.backend_parameters(loaded.spec, loaded.plan)
+
+
+@pytest.mark.parametrize(("fraction", "refused"), [(1.0, False), (1.01, True), (0.0, True)])
+def test_gpustacks_npu_memory_fraction_takes_1_and_nothing_above_or_at_0(fraction, refused, tmp_path):
+    # Found by mutation testing: `0 < npu_memory_fraction <= 1` -> `< 1` passed every test.
+    problems = problems_of(tmp_path, "dp4-ep32-gpustack", engine={"npu_memory_fraction": fraction})
+    assert [(p.key, p.message) for p in problems] == (
+        [(f"{NS}engine.npu_memory_fraction", f"{fraction} is not in (0, 1]")] if refused else [])
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(1, False), (2, True)])
+def test_gpustack_on_300i_duo_servers_is_refused_across_nodes_only(nodes, refused, tmp_path):
+    # Found by mutation testing: `len(spec.nodes) > 1` -> `> 0` passed every test (the one
+    # fast test of the rule has four nodes).
+    doc = load_stack_doc("dp4-ep32-gpustack")
+    config = doc["config"]
+    config[NS + "hardware"]["profile"] = "atlas-300i-duo"
+    # A 300I Duo has no RoCE fabric: no device IPs.
+    config[NS + "nodes"] = [{k: v for k, v in n.items() if k != "device_ips"} for n in config[NS + "nodes"][:nodes]]
+    config[NS + "parallel"].update({"tp": 8, "dp": nodes, "ep": 8 * nodes})
+    try:
+        load_stack(str(write_stack(tmp_path, "case", doc)))
+        problems: list[Problem] = []
+    except StackError as error:
+        problems = error.problems
+    named = [p for p in problems if p.key == f"{NS}hardware.profile"]
+    assert len(named) == refused, [str(p) for p in problems]
+    if refused:
+        assert "GPUStack's distributed MindIE backend does not run on atlas-300i-duo" in named[0].message
+
+
 # --- The rendered-file comparisons, rendered in process -------------------------------
 # tests/test_golden.py holds every stack's rendered files against its runbook's verbatim
 # text, test_vllm_ascend.py and test_vllm_ascend_ray.py against vllm-ascend's tutorial,
