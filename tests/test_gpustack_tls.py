@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ascend_inference import gpustack_api
+from ascend_inference.errors import StackError
 from ascend_inference.gpustack_api import GpustackApi, GpustackError, GpustackUnreachable
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
@@ -197,6 +198,18 @@ def test_plain_http_is_a_named_warning_and_https_is_not():
     assert "registration token" in plain.stdout
 
 
+@pytest.mark.pure
+def test_plain_http_is_the_one_insecure_choice_named_in_process():
+    # Found by mutation testing: `https_enabled is False` -> `is True` and `>= False` passed
+    # every test: the warnings were read only through a `python -m ascendctl` subprocess.
+    assert [w for w in load_stack(STACK).spec.insecure_warnings() if "https_enabled" in w] == [
+        f"warning: {NS}engine.https_enabled: is false: GPUStack's API on the cluster network is plain HTTP "
+        "(runbook 002's http://<server>): the admin login and its password, the session cookie, the workers' "
+        "registration token and every model request and reply travel in clear on port 80 "
+        "(see docs/security.md#endpoints)"]
+    assert [w for w in https_loaded().spec.insecure_warnings() if "https_enabled" in w] == []
+
+
 @pytest.mark.graph
 def test_preview_names_plain_http(tmp_path):
     printed = run_cli("preview", "--stack", STACK).stdout
@@ -250,3 +263,41 @@ def test_bad_https_setting_is_one_line(tmp_path, case):
     assert str(path) in line and expected in line, line
     if case == "control_ca missing":
         assert "does not exist" in line and "(fix: name the PEM file of the CA" in line, line
+
+
+def _problems(path: Path) -> list[str]:
+    try:
+        load_stack(str(path))
+    except StackError as error:
+        return [str(p) for p in error.problems]
+    return []
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("port", "refused"), [(8443, True), (442, True), (443, False)])
+def test_a_tls_port_other_than_443_without_https_is_refused_in_process(tmp_path, port, refused):
+    # Found by mutation testing: `tls_port != DEFAULT_TLS_PORT` -> `<` and `>` passed every
+    # test: only the CLI's subprocess (a port above 443) checked the rule.
+    problems = _problems(gpustack_stack(tmp_path, "port", tls_port=port))
+    named = [p for p in problems if f"{NS}engine.tls_port: is set, but https_enabled is not true" in p]
+    assert (len(named), len(problems)) == ((1, 1) if refused else (0, 0)), problems
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("size", "refused"), [(2**20, False), (2**20 + 1, True)])
+def test_a_control_ca_bundle_of_1_mib_is_read_and_a_byte_more_is_refused(tmp_path, size, refused):
+    # Found by mutation testing: `MAX_CA_BYTES = 2**20` -> `2**19`, `2**21`, `2<<20`, `3**20`
+    # passed every test. 1 MiB is GPUStack's own cap on the CA bundle a worker downloads.
+    pem = CONTROL_CA.read_text()
+    (tmp_path / "big-ca.pem").write_text(pem + "\n" * (size - len(pem)))
+    assert (tmp_path / "big-ca.pem").stat().st_size == size
+    path = gpustack_stack(tmp_path, "big", https_enabled=True, tls={**TLS, "control_ca": "big-ca.pem"})
+    problems = _problems(path)
+    if refused:
+        [line] = problems
+        assert f"{NS}engine.tls.control_ca: cannot be read as a PEM file" in line, line
+        assert "more than the 1,048,576 bytes allowed" in line, line
+    else:
+        assert problems == []
+        loaded = load_stack(str(path))
+        assert loaded.spec.engine_plugin.control_ca_pem(loaded.spec, str(path)) == pem + "\n" * (size - len(pem))
