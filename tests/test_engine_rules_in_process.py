@@ -320,9 +320,17 @@ def test_gpustack_without_npu_memory_fraction_asks_mindie_for_runbook_002s_095(t
     assert "--npu-memory-fraction=0.95" in loaded.spec.engine_plugin.backend_parameters(loaded.spec, loaded.plan)
 
 
-@pytest.mark.parametrize(("fraction", "refused"), [(1.0, False), (1.01, True), (0.0, True)])
+def test_gpustack_without_ascend_runtime_lists_the_npu_devices_as_runbook_002(tmp_path):
+    # Found by mutation testing: `ascend_runtime: bool = False` -> `True` passed every test.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", drop=("ascend_runtime",))
+    server = render_node(loaded, 0).container
+    assert server.runtime is None
+    assert {f"/dev/davinci{d}" for d in range(8)} <= set(server.devices)
+
+
+@pytest.mark.parametrize(("fraction", "refused"), [(1.0, False), (1.01, True), (0.0, True), (-0.5, True)])
 def test_gpustacks_npu_memory_fraction_takes_1_and_nothing_above_or_at_0(fraction, refused, tmp_path):
-    # Found by mutation testing: `0 < npu_memory_fraction <= 1` -> `< 1` passed every test.
+    # Found by mutation testing: `0 < npu_memory_fraction <= 1` -> `< 1` and `0 !=` passed every test.
     problems = problems_of(tmp_path, "dp4-ep32-gpustack", engine={"npu_memory_fraction": fraction})
     assert [(p.key, p.message) for p in problems] == (
         [(f"{NS}engine.npu_memory_fraction", f"{fraction} is not in (0, 1]")] if refused else [])

@@ -155,6 +155,17 @@ def test_the_image_line_is_read_from_the_tag_only_not_from_the_registry_and_path
     assert image_line("registry.local:5000/mirror/gpustack-npu") is None
 
 
+DIGEST = "@sha256:" + "0123456789abcdef" * 4
+
+
+def test_the_image_line_of_a_tag_pinned_by_digest_is_the_tags():
+    # Found by mutation testing: `image.split("@", 1)[0]` -> `split("@", 0)` passed every test,
+    # as no image tested had a digest (the tag is then read from the digest's hex).
+    assert image_line("gpustack/gpustack:v0.7.1" + DIGEST) == "0.x"
+    assert image_line("gpustack/gpustack:v2.3.0" + DIGEST) == "2.x"
+    assert image_line("gpustack/gpustack" + DIGEST) is None
+
+
 @pytest.mark.parametrize("image", ["gpustack/gpustack:v3.0.0", "gpustack/gpustack:20.1"])
 def test_a_later_major_version_is_not_read_as_the_2x_line(image):
     # Found by mutation testing: `version.group(1) == "2"` -> `>= "2"` passed every test,

@@ -301,3 +301,14 @@ def test_a_control_ca_bundle_of_1_mib_is_read_and_a_byte_more_is_refused(tmp_pat
         assert problems == []
         loaded = load_stack(str(path))
         assert loaded.spec.engine_plugin.control_ca_pem(loaded.spec, str(path)) == pem + "\n" * (size - len(pem))
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("https", [True, False])
+def test_the_tls_port_is_a_host_port_only_with_https(tmp_path, https):
+    # Found by mutation testing: host_ports' `if self.https_enabled` -> `if not` passed every
+    # test: the CLI's subprocess alone checked the TLS port against the HTTP port.
+    engine = dict(https_enabled=True, tls=TLS) if https else dict(https_enabled=False)
+    problems = _problems(gpustack_stack(tmp_path, "ports", port=443, **engine))
+    assert problems == ([f"{tmp_path / 'Pulumi.ports.yaml'}: {NS}engine.tls_port: port 443 is also engine.port "
+                         "on every node (fix: give each port of the stack its own number)"] if https else [])
