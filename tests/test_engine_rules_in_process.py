@@ -320,6 +320,14 @@ def test_gpustack_without_npu_memory_fraction_asks_mindie_for_runbook_002s_095(t
     assert "--npu-memory-fraction=0.95" in loaded.spec.engine_plugin.backend_parameters(loaded.spec, loaded.plan)
 
 
+def test_gpustack_without_replicas_deploys_one():
+    # Found by mutation testing: `replicas: Count = 1` -> `0` passed every test (pydantic
+    # does not check a default against `ge=1`; the model resource waits for no instance of 0).
+    assert "replicas" not in load_stack_doc("dp4-ep32-gpustack")["config"][NS + "engine"]
+    loaded = load_stack("dp4-ep32-gpustack")
+    assert loaded.spec.engine_plugin.deployment_request(loaded.spec, loaded.plan)["replicas"] == 1
+
+
 def test_gpustack_without_ascend_runtime_lists_the_npu_devices_as_runbook_002(tmp_path):
     # Found by mutation testing: `ascend_runtime: bool = False` -> `True` passed every test.
     loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", drop=("ascend_runtime",))
