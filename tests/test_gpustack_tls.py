@@ -276,8 +276,9 @@ def _problems(path: Path) -> list[str]:
 @pytest.mark.pure
 @pytest.mark.parametrize(("port", "refused"), [(8443, True), (442, True), (443, False)])
 def test_a_tls_port_other_than_443_without_https_is_refused_in_process(tmp_path, port, refused):
-    # Found by mutation testing: `tls_port != DEFAULT_TLS_PORT` -> `<` and `>` passed every
-    # test: only the CLI's subprocess (a port above 443) checked the rule.
+    # Found by mutation testing: `tls_port != DEFAULT_TLS_PORT` -> `<`, `>` and `is not` (a 443
+    # read from the stack file is another object than the constant), and `DEFAULT_TLS_PORT =
+    # 443` -> 442, 444, passed every test: only the CLI's subprocess (8443) checked the rule.
     problems = _problems(gpustack_stack(tmp_path, "port", tls_port=port))
     named = [p for p in problems if f"{NS}engine.tls_port: is set, but https_enabled is not true" in p]
     assert (len(named), len(problems)) == ((1, 1) if refused else (0, 0)), problems
