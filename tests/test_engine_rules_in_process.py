@@ -365,6 +365,56 @@ def test_gpustack_on_300i_duo_servers_is_refused_across_nodes_only(nodes, refuse
         assert "GPUStack's distributed MindIE backend does not run on atlas-300i-duo" in named[0].message
 
 
+def test_gpustack_on_another_port_tells_the_server_and_the_workers(tmp_path):
+    # Found by mutation testing: the server's `--port` only `if s.port != 80` -> `< 80` passed
+    # every test: no test rendered a GPUStack server off runbook 002's port 80 in process.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", engine={"port": 8080})
+    server, worker = render_node(loaded, 0).container, render_node(loaded, 1).container
+    assert server.command[:2] == ("--port", "8080")
+    assert worker.command[:2] == ("--server-url", "http://192.0.2.11:8080")
+
+
+def test_gpustacks_containers_run_detached_without_a_terminal(tmp_path):
+    # Found by mutation testing: `interactive=False` -> `True` passed every test.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack")
+    for index in (0, 1):
+        container = render_node(loaded, index).container
+        assert container.interactive is False
+        assert "-it" not in container.docker_run_argv()
+
+
+def test_gpustacks_smoke_request_is_the_one_docs_runbooks_md_names(tmp_path):
+    # Found by mutation testing: `"max_tokens": 64` -> 65 passed every test. docs/runbooks.md,
+    # runbook 002 step 6: `POST /v1/completions`, `"prompt": "I am"`, `max_tokens 64`.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert (check.method, check.url) == ("POST", "http://192.0.2.11/v1/completions")
+    assert json.loads(check.body) == {"model": "DeepSeek-R1", "prompt": "I am", "max_tokens": 64, "temperature": 0}
+
+
+def visible_devices_problems(tmp_path, **changes) -> list[str]:
+    return [p.message for p in problems_of(tmp_path, "dp4-ep32-gpustack", **changes)
+            if p.key == f"{NS}engine.visible_devices"]
+
+
+def test_gpustack_refuses_an_npu_listed_twice_in_visible_devices(tmp_path):
+    # Found by mutation testing: `bad or not visible or len(set(visible)) != len(visible)` ->
+    # `... not visible and len(set(...)) ...` passed every test (nine devices, one twice).
+    assert visible_devices_problems(tmp_path, engine={"visible_devices": [0, 1, 2, 3, 4, 5, 6, 7, 7]}) == [
+        "[0, 1, 2, 3, 4, 5, 6, 7, 7] is not a list of distinct NPU indices of atlas-800t-a2"]
+
+
+def test_gpustacks_visible_devices_rule_counts_pipeline_stages_and_names_only_a_shortfall(tmp_path):
+    # Found by mutation testing: `world = tp * dp * pp` -> `tp * dp // pp` and `have < world`
+    # -> `have != world` passed every test. A pp of 2 is refused for GPUStack on its own
+    # (topology.py), but the NPUs it needs are still counted; a tp x dp below the nodes' NPUs
+    # is refused by the parallel rule alone, with no line on visible_devices.
+    assert visible_devices_problems(tmp_path, engine={"visible_devices": [0, 1, 2, 3]},
+                                    parallel={"tp": 4, "dp": 4, "pp": 2, "ep": 16}) == [
+        "the deployment needs 32 NPUs but GPUStack's workers see 16"]
+    assert visible_devices_problems(tmp_path, parallel={"tp": 8, "dp": 2, "ep": 16}) == []
+
+
 # --- The rendered-file comparisons, rendered in process -------------------------------
 # tests/test_golden.py holds every stack's rendered files against its runbook's verbatim
 # text, test_vllm_ascend.py and test_vllm_ascend_ray.py against vllm-ascend's tutorial,
