@@ -317,14 +317,16 @@ def test_the_tls_port_is_a_host_port_only_with_https(tmp_path, https):
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize("case", sorted(BAD) + ["control_ca not ASCII"])
+@pytest.mark.parametrize("case", sorted(BAD) + ["control_ca not ASCII", "control_ca under a file"])
 def test_bad_https_setting_is_one_problem_in_process(tmp_path, case):
-    # Found by mutation testing: `if s.https_enabled and s.tls is not None` -> `is None`, `or`,
-    # the control CA's `except (..., UnicodeDecodeError)` and an empty text's `else 0` -> `else
-    # 1` passed every test: `test_bad_https_setting_is_one_line` runs them through the CLI's
-    # subprocess, which the mutation run does not select.
+    # Found by mutation testing: `if s.https_enabled and s.tls is not None` -> `is None`, the
+    # control CA's `except (NotARegularFile, OSError, UnicodeDecodeError)` without `OSError` or
+    # `UnicodeDecodeError`, and an empty text's `else 0` -> `else 1` passed every test:
+    # `test_bad_https_setting_is_one_line` runs them through the CLI's subprocess, which the
+    # mutation run does not select, and no case raised an OSError other than a missing file.
+    extra = {"control_ca not ASCII": "latin1.pem", "control_ca under a file": "empty.pem/ca.pem"}
     engine, drop, expected = BAD[case] if case in BAD else (
-        dict(https_enabled=True, tls={**TLS, "control_ca": "latin1.pem"}), (), "cannot be read as a PEM file")
+        dict(https_enabled=True, tls={**TLS, "control_ca": extra[case]}), (), "cannot be read as a PEM file")
     (tmp_path / "not-a-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     (tmp_path / "empty.pem").write_text("\n")
     (tmp_path / "latin1.pem").write_bytes(CONTROL_CA.read_bytes() + "# Zertifikat für\n".encode("latin-1"))
@@ -333,10 +335,10 @@ def test_bad_https_setting_is_one_problem_in_process(tmp_path, case):
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize(("port", "flag"), [(443, ()), (8443, ("--tls-port", "8443"))])
+@pytest.mark.parametrize(("port", "flag"), [(443, ()), (8443, ("--tls-port", "8443")), (442, ("--tls-port", "442"))])
 def test_the_server_is_told_its_tls_port_only_off_gpustacks_443(tmp_path, port, flag):
-    # Found by mutation testing: `tls_port != DEFAULT_TLS_PORT` -> `is not` passed every test
-    # (a 443 read from the stack file is another object than the constant).
+    # Found by mutation testing: `tls_port != DEFAULT_TLS_PORT` -> `is not` (a 443 read from the
+    # stack file is another object than the constant) and `>` passed every test.
     loaded = load_stack(str(gpustack_stack(tmp_path, "tls-port", https_enabled=True, tls=TLS, tls_port=port)))
     command = render_node(loaded, 0).container.command
     assert command[command.index("--ssl-ca-certfile") + 2:][:len(flag)] == flag
