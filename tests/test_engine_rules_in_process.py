@@ -392,6 +392,17 @@ def test_gpustacks_smoke_request_is_the_one_docs_runbooks_md_names(tmp_path):
     assert json.loads(check.body) == {"model": "DeepSeek-R1", "prompt": "I am", "max_tokens": 64, "temperature": 0}
 
 
+def test_gpustacks_model_deployment_file_is_the_text_docs_formats_md_shows():
+    # Found by mutation testing: the file's `json.dumps(..., indent=2)` -> `indent=1`, `3`
+    # passed every test (test_golden.py compares the parsed request, not its text).
+    # docs/formats.md "5c. The create request" shows the file of this stack.
+    formats = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text(encoding="utf-8")
+    section = formats[formats.index("### 5c. The create request"):]
+    shown = section[section.index("```json\n") + len("```json\n"):section.index("```\n", section.index("```json"))]
+    files = render_node(load_stack("dp4-ep32-gpustack"), 0).files
+    assert files["/etc/ascend-inference/dp4-ep32-gpustack/gpustack/model-deployment.json"] == shown
+
+
 def visible_devices_problems(tmp_path, **changes) -> list[str]:
     return [p.message for p in problems_of(tmp_path, "dp4-ep32-gpustack", **changes)
             if p.key == f"{NS}engine.visible_devices"]
