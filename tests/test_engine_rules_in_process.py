@@ -374,13 +374,16 @@ def test_gpustack_on_another_port_tells_the_server_and_the_workers(tmp_path):
     assert worker.command[:2] == ("--server-url", "http://192.0.2.11:8080")
 
 
-def test_gpustacks_containers_run_detached_without_a_terminal(tmp_path):
-    # Found by mutation testing: `interactive=False` -> `True` passed every test.
+def test_gpustacks_containers_run_detached_without_a_terminal_nor_the_stack_directory(tmp_path):
+    # Found by mutation testing: `interactive=False` -> `True` and `stack_dir=False` -> `True`
+    # passed every test. GPUStack's containers run no scripts of ours and read no env file.
     loaded = loaded_case(tmp_path, "dp4-ep32-gpustack")
     for index in (0, 1):
         container = render_node(loaded, index).container
         assert container.interactive is False
         assert "-it" not in container.docker_run_argv()
+        assert not [m.host for m in container.mounts if m.host.startswith("/etc/ascend-inference/")
+                    or m.host.startswith("/var/run/ascend-inference/")], container.mounts
 
 
 def test_gpustacks_smoke_request_is_the_one_docs_runbooks_md_names(tmp_path):
@@ -408,11 +411,13 @@ def visible_devices_problems(tmp_path, **changes) -> list[str]:
             if p.key == f"{NS}engine.visible_devices"]
 
 
-def test_gpustack_refuses_an_npu_listed_twice_in_visible_devices(tmp_path):
+@pytest.mark.parametrize("devices", [[0, 1, 2, 3, 4, 5, 6, 7, 7], [-1, 0, 1, 2, 3, 4, 5, 6]])
+def test_gpustack_refuses_an_npu_listed_twice_or_below_0_in_visible_devices(tmp_path, devices):
     # Found by mutation testing: `bad or not visible or len(set(visible)) != len(visible)` ->
-    # `... not visible and len(set(...)) ...` passed every test (nine devices, one twice).
-    assert visible_devices_problems(tmp_path, engine={"visible_devices": [0, 1, 2, 3, 4, 5, 6, 7, 7]}) == [
-        "[0, 1, 2, 3, 4, 5, 6, 7, 7] is not a list of distinct NPU indices of atlas-800t-a2"]
+    # `... not visible and len(set(...)) ...` (nine devices, one twice) and `0 <= d` -> `-1 <=
+    # d` passed every test.
+    assert visible_devices_problems(tmp_path, engine={"visible_devices": devices}) == [
+        f"{devices} is not a list of distinct NPU indices of atlas-800t-a2"]
 
 
 def test_gpustacks_visible_devices_rule_counts_pipeline_stages_and_names_only_a_shortfall(tmp_path):
