@@ -365,13 +365,15 @@ def test_gpustack_on_300i_duo_servers_is_refused_across_nodes_only(nodes, refuse
         assert "GPUStack's distributed MindIE backend does not run on atlas-300i-duo" in named[0].message
 
 
-def test_gpustack_on_another_port_tells_the_server_and_the_workers(tmp_path):
-    # Found by mutation testing: the server's `--port` only `if s.port != 80` -> `< 80` passed
-    # every test: no test rendered a GPUStack server off runbook 002's port 80 in process.
-    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", engine={"port": 8080})
+@pytest.mark.parametrize("port", [8080, 79])
+def test_gpustack_on_another_port_tells_the_server_and_the_workers(tmp_path, port):
+    # Found by mutation testing: the server's `--port` only `if s.port != 80` -> `< 80`, `> 80`,
+    # and the URL's `port == 80` -> `<= 80`, passed every test: no test rendered a GPUStack
+    # server off runbook 002's port 80 in process.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", engine={"port": port})
     server, worker = render_node(loaded, 0).container, render_node(loaded, 1).container
-    assert server.command[:2] == ("--port", "8080")
-    assert worker.command[:2] == ("--server-url", "http://192.0.2.11:8080")
+    assert server.command[:2] == ("--port", str(port))
+    assert worker.command[:2] == ("--server-url", f"http://192.0.2.11:{port}")
 
 
 def test_gpustacks_containers_run_detached_without_a_terminal_nor_the_stack_directory(tmp_path):
@@ -406,16 +408,36 @@ def test_gpustacks_model_deployment_file_is_the_text_docs_formats_md_shows():
     assert files["/etc/ascend-inference/dp4-ep32-gpustack/gpustack/model-deployment.json"] == shown
 
 
+@pytest.mark.parametrize("image", ["gpustack/gpustack:latest", "gpustack/gpustack",
+                                   "gpustack/gpustack@sha256:" + "0123456789abcdef" * 4])
+def test_gpustack_takes_an_image_whose_tag_names_no_line(tmp_path, image):
+    # Found by mutation testing: `image_line(...) == "0.x"` -> `<= "0.x"` passed every test
+    # (it fails on the None of a tag that names no line).
+    doc = load_stack_doc("dp4-ep32-gpustack")
+    doc["config"][NS + "container"]["image"] = image
+    assert load_stack(str(write_stack(tmp_path, "case", doc))).spec.container.image == image
+
+
+@pytest.mark.parametrize("dp", [2, 3])
+def test_gpustack_without_the_servers_worker_names_it_only_when_the_workers_have_too_few_npus(tmp_path, dp):
+    # Found by mutation testing: `have < world and not server_enable_worker` -> `!=`, `<=`,
+    # `is not` passed every test. tp 8 x dp 2 or 3 on four 8-NPU nodes is refused by the
+    # parallel rule; the three workers' 24 NPUs are enough for it, so no line names the server.
+    problems = problems_of(tmp_path, "dp4-ep32-gpustack", engine={"server_enable_worker": False},
+                           parallel={"tp": 8, "dp": dp, "ep": 8 * dp})
+    assert problems and not [p for p in problems if p.key == f"{NS}engine.server_enable_worker"], problems
+
+
 def visible_devices_problems(tmp_path, **changes) -> list[str]:
     return [p.message for p in problems_of(tmp_path, "dp4-ep32-gpustack", **changes)
             if p.key == f"{NS}engine.visible_devices"]
 
 
-@pytest.mark.parametrize("devices", [[0, 1, 2, 3, 4, 5, 6, 7, 7], [-1, 0, 1, 2, 3, 4, 5, 6]])
+@pytest.mark.parametrize("devices", [[0, 1, 2, 3, 4, 5, 6, 7, 7], [-1, 0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8]])
 def test_gpustack_refuses_an_npu_listed_twice_or_below_0_in_visible_devices(tmp_path, devices):
     # Found by mutation testing: `bad or not visible or len(set(visible)) != len(visible)` ->
-    # `... not visible and len(set(...)) ...` (nine devices, one twice) and `0 <= d` -> `-1 <=
-    # d` passed every test.
+    # `... not visible and len(set(...)) ...` (nine devices, one twice), `0 <= d` -> `-1 <= d`
+    # and `d < devices` -> `<=` passed every test.
     assert visible_devices_problems(tmp_path, engine={"visible_devices": devices}) == [
         f"{devices} is not a list of distinct NPU indices of atlas-800t-a2"]
 

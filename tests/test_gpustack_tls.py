@@ -343,3 +343,6 @@ def test_the_server_is_told_its_tls_port_only_off_gpustacks_443(tmp_path, port, 
     command = render_node(loaded, 0).container.command
     assert command[command.index("--ssl-ca-certfile") + 2:][:len(flag)] == flag
     assert ("--tls-port" in command) is bool(flag)
+    # and the workers' URL names the port only then (`tls_port == DEFAULT_TLS_PORT` -> `<=`, `is`).
+    assert render_node(loaded, 1).container.command[:2] == (
+        "--server-url", f"https://{MASTER}" + (f":{port}" if flag else ""))
