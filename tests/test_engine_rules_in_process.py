@@ -302,6 +302,157 @@ def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_pa
         assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
 
 
+# --- GPUStack ----------------------------------------------------------------------
+# Found by mutation testing: the stack file (dp4-ep32-gpustack) sets every key these
+# defaults are for, so no test read a default.
+
+def test_gpustack_without_server_enable_worker_runs_the_servers_built_in_worker(tmp_path):
+    # Found by mutation testing: `server_enable_worker: bool = True` -> `False` passed every test.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", drop=("server_enable_worker",))
+    assert render_node(loaded, 0).container.command == ("--enable-worker", "--worker-name", "node0")
+    assert [w["name"] for w in loaded.spec.engine_plugin.expected_workers(loaded.spec)] == [
+        "node0", "node1", "node2", "node3"]
+
+
+def test_gpustack_without_npu_memory_fraction_asks_mindie_for_runbook_002s_095(tmp_path):
+    # Found by mutation testing: `npu_memory_fraction: float = 0.95` -> `1.95` passed every test.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", drop=("npu_memory_fraction",))
+    assert "--npu-memory-fraction=0.95" in loaded.spec.engine_plugin.backend_parameters(loaded.spec, loaded.plan)
+
+
+def test_gpustack_without_replicas_deploys_one():
+    # Found by mutation testing: `replicas: Count = 1` -> `0` passed every test (pydantic
+    # does not check a default against `ge=1`; the model resource waits for no instance of 0).
+    assert "replicas" not in load_stack_doc("dp4-ep32-gpustack")["config"][NS + "engine"]
+    loaded = load_stack("dp4-ep32-gpustack")
+    assert loaded.spec.engine_plugin.deployment_request(loaded.spec, loaded.plan)["replicas"] == 1
+
+
+def test_gpustack_without_ascend_runtime_lists_the_npu_devices_as_runbook_002(tmp_path):
+    # Found by mutation testing: `ascend_runtime: bool = False` -> `True` passed every test.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", drop=("ascend_runtime",))
+    server = render_node(loaded, 0).container
+    assert server.runtime is None
+    assert {f"/dev/davinci{d}" for d in range(8)} <= set(server.devices)
+
+
+@pytest.mark.parametrize(("fraction", "refused"), [(1.0, False), (1.01, True), (0.0, True), (-0.5, True)])
+def test_gpustacks_npu_memory_fraction_takes_1_and_nothing_above_or_at_0(fraction, refused, tmp_path):
+    # Found by mutation testing: `0 < npu_memory_fraction <= 1` -> `< 1` and `0 !=` passed every test.
+    problems = problems_of(tmp_path, "dp4-ep32-gpustack", engine={"npu_memory_fraction": fraction})
+    assert [(p.key, p.message) for p in problems] == (
+        [(f"{NS}engine.npu_memory_fraction", f"{fraction} is not in (0, 1]")] if refused else [])
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(1, False), (2, True)])
+def test_gpustack_on_300i_duo_servers_is_refused_across_nodes_only(nodes, refused, tmp_path):
+    # Found by mutation testing: `len(spec.nodes) > 1` -> `> 0` passed every test (the one
+    # fast test of the rule has four nodes).
+    doc = load_stack_doc("dp4-ep32-gpustack")
+    config = doc["config"]
+    config[NS + "hardware"]["profile"] = "atlas-300i-duo"
+    # A 300I Duo has no RoCE fabric: no device IPs.
+    config[NS + "nodes"] = [{k: v for k, v in n.items() if k != "device_ips"} for n in config[NS + "nodes"][:nodes]]
+    config[NS + "parallel"].update({"tp": 8, "dp": nodes, "ep": 8 * nodes})
+    try:
+        load_stack(str(write_stack(tmp_path, "case", doc)))
+        problems: list[Problem] = []
+    except StackError as error:
+        problems = error.problems
+    named = [p for p in problems if p.key == f"{NS}hardware.profile"]
+    assert len(named) == refused, [str(p) for p in problems]
+    if refused:
+        assert "GPUStack's distributed MindIE backend does not run on atlas-300i-duo" in named[0].message
+
+
+@pytest.mark.parametrize("port", [8080, 79])
+def test_gpustack_on_another_port_tells_the_server_and_the_workers(tmp_path, port):
+    # Found by mutation testing: the server's `--port` only `if s.port != 80` -> `< 80`, `> 80`,
+    # and the URL's `port == 80` -> `<= 80`, passed every test: no test rendered a GPUStack
+    # server off runbook 002's port 80 in process.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack", engine={"port": port})
+    server, worker = render_node(loaded, 0).container, render_node(loaded, 1).container
+    assert server.command[:2] == ("--port", str(port))
+    assert worker.command[:2] == ("--server-url", f"http://192.0.2.11:{port}")
+
+
+def test_gpustacks_containers_run_detached_without_a_terminal_nor_the_stack_directory(tmp_path):
+    # Found by mutation testing: `interactive=False` -> `True` and `stack_dir=False` -> `True`
+    # passed every test. GPUStack's containers run no scripts of ours and read no env file.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack")
+    for index in (0, 1):
+        container = render_node(loaded, index).container
+        assert container.interactive is False
+        assert "-it" not in container.docker_run_argv()
+        assert not [m.host for m in container.mounts if m.host.startswith("/etc/ascend-inference/")
+                    or m.host.startswith("/var/run/ascend-inference/")], container.mounts
+
+
+def test_gpustacks_smoke_request_is_the_one_docs_runbooks_md_names(tmp_path):
+    # Found by mutation testing: `"max_tokens": 64` -> 65 passed every test. docs/runbooks.md,
+    # runbook 002 step 6: `POST /v1/completions`, `"prompt": "I am"`, `max_tokens 64`.
+    loaded = loaded_case(tmp_path, "dp4-ep32-gpustack")
+    check = loaded.spec.engine_plugin.smoke_request(loaded.spec)
+    assert (check.method, check.url) == ("POST", "http://192.0.2.11/v1/completions")
+    assert json.loads(check.body) == {"model": "DeepSeek-R1", "prompt": "I am", "max_tokens": 64, "temperature": 0}
+
+
+def test_gpustacks_model_deployment_file_is_the_text_docs_formats_md_shows():
+    # Found by mutation testing: the file's `json.dumps(..., indent=2)` -> `indent=1`, `3`
+    # passed every test (test_golden.py compares the parsed request, not its text).
+    # docs/formats.md "5c. The create request" shows the file of this stack.
+    formats = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text(encoding="utf-8")
+    section = formats[formats.index("### 5c. The create request"):]
+    shown = section[section.index("```json\n") + len("```json\n"):section.index("```\n", section.index("```json"))]
+    files = render_node(load_stack("dp4-ep32-gpustack"), 0).files
+    assert files["/etc/ascend-inference/dp4-ep32-gpustack/gpustack/model-deployment.json"] == shown
+
+
+@pytest.mark.parametrize("image", ["gpustack/gpustack:latest", "gpustack/gpustack",
+                                   "gpustack/gpustack@sha256:" + "0123456789abcdef" * 4])
+def test_gpustack_takes_an_image_whose_tag_names_no_line(tmp_path, image):
+    # Found by mutation testing: `image_line(...) == "0.x"` -> `<= "0.x"` passed every test
+    # (it fails on the None of a tag that names no line).
+    doc = load_stack_doc("dp4-ep32-gpustack")
+    doc["config"][NS + "container"]["image"] = image
+    assert load_stack(str(write_stack(tmp_path, "case", doc))).spec.container.image == image
+
+
+@pytest.mark.parametrize("dp", [2, 3])
+def test_gpustack_without_the_servers_worker_names_it_only_when_the_workers_have_too_few_npus(tmp_path, dp):
+    # Found by mutation testing: `have < world and not server_enable_worker` -> `!=`, `<=`,
+    # `is not` passed every test. tp 8 x dp 2 or 3 on four 8-NPU nodes is refused by the
+    # parallel rule; the three workers' 24 NPUs are enough for it, so no line names the server.
+    problems = problems_of(tmp_path, "dp4-ep32-gpustack", engine={"server_enable_worker": False},
+                           parallel={"tp": 8, "dp": dp, "ep": 8 * dp})
+    assert problems and not [p for p in problems if p.key == f"{NS}engine.server_enable_worker"], problems
+
+
+def visible_devices_problems(tmp_path, **changes) -> list[str]:
+    return [p.message for p in problems_of(tmp_path, "dp4-ep32-gpustack", **changes)
+            if p.key == f"{NS}engine.visible_devices"]
+
+
+@pytest.mark.parametrize("devices", [[0, 1, 2, 3, 4, 5, 6, 7, 7], [-1, 0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8]])
+def test_gpustack_refuses_an_npu_listed_twice_or_below_0_in_visible_devices(tmp_path, devices):
+    # Found by mutation testing: `bad or not visible or len(set(visible)) != len(visible)` ->
+    # `... not visible and len(set(...)) ...` (nine devices, one twice), `0 <= d` -> `-1 <= d`
+    # and `d < devices` -> `<=` passed every test.
+    assert visible_devices_problems(tmp_path, engine={"visible_devices": devices}) == [
+        f"{devices} is not a list of distinct NPU indices of atlas-800t-a2"]
+
+
+def test_gpustacks_visible_devices_rule_counts_pipeline_stages_and_names_only_a_shortfall(tmp_path):
+    # Found by mutation testing: `world = tp * dp * pp` -> `tp * dp // pp` and `have < world`
+    # -> `have != world` passed every test. A pp of 2 is refused for GPUStack on its own
+    # (topology.py), but the NPUs it needs are still counted; a tp x dp below the nodes' NPUs
+    # is refused by the parallel rule alone, with no line on visible_devices.
+    assert visible_devices_problems(tmp_path, engine={"visible_devices": [0, 1, 2, 3]},
+                                    parallel={"tp": 4, "dp": 4, "pp": 2, "ep": 16}) == [
+        "the deployment needs 32 NPUs but GPUStack's workers see 16"]
+    assert visible_devices_problems(tmp_path, parallel={"tp": 8, "dp": 2, "ep": 16}) == []
+
+
 # --- The rendered-file comparisons, rendered in process -------------------------------
 # tests/test_golden.py holds every stack's rendered files against its runbook's verbatim
 # text, test_vllm_ascend.py and test_vllm_ascend_ray.py against vllm-ascend's tutorial,

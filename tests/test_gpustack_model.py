@@ -141,6 +141,38 @@ def test_image_line(image, line):
     assert image_line(image) == line
 
 
+def test_the_image_line_of_an_image_named_without_a_repository_path():
+    # Found by mutation testing: the last path part's `rsplit("/", 1)[-1]` -> `[+1]` passed
+    # every test, as every image tested had a "/" (a name without one has no part [1]).
+    assert image_line("gpustack:v0.7.1") == "0.x"
+    assert image_line("gpustack:v2.3.0") == "2.x"
+
+
+def test_the_image_line_is_read_from_the_tag_only_not_from_the_registry_and_path():
+    # Found by mutation testing: `ref.rsplit("/", 1)[-1]` -> `rsplit("/", 0)` passed every
+    # test: an untagged image behind a registry port then reads "5000/..." as its tag.
+    assert image_line("registry.local:5000/ascend-npu-mirror/gpustack") is None
+    assert image_line("registry.local:5000/mirror/gpustack-npu") is None
+
+
+DIGEST = "@sha256:" + "0123456789abcdef" * 4
+
+
+def test_the_image_line_of_a_tag_pinned_by_digest_is_the_tags():
+    # Found by mutation testing: `image.split("@", 1)[0]` -> `split("@", 0)` passed every test,
+    # as no image tested had a digest (the tag is then read from the digest's hex).
+    assert image_line("gpustack/gpustack:v0.7.1" + DIGEST) == "0.x"
+    assert image_line("gpustack/gpustack:v2.3.0" + DIGEST) == "2.x"
+    assert image_line("gpustack/gpustack" + DIGEST) is None
+
+
+@pytest.mark.parametrize("image", ["gpustack/gpustack:v3.0.0", "gpustack/gpustack:20.1"])
+def test_a_later_major_version_is_not_read_as_the_2x_line(image):
+    # Found by mutation testing: `version.group(1) == "2"` -> `>= "2"` passed every test,
+    # which would take a 3.x (or "20" > "2") image for the 2.x API the program speaks.
+    assert image_line(image) != "2.x"
+
+
 def container(**engine):
     loaded = load_stack(STACK)
     config = copy.deepcopy(loaded.raw_config)

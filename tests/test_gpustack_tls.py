@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ascend_inference import gpustack_api
+from ascend_inference.errors import StackError
 from ascend_inference.gpustack_api import GpustackApi, GpustackError, GpustackUnreachable
 from ascend_inference.render import render_node
 from ascend_inference.stackfile import load_stack
@@ -197,6 +198,18 @@ def test_plain_http_is_a_named_warning_and_https_is_not():
     assert "registration token" in plain.stdout
 
 
+@pytest.mark.pure
+def test_plain_http_is_the_one_insecure_choice_named_in_process():
+    # Found by mutation testing: `https_enabled is False` -> `is True` and `>= False` passed
+    # every test: the warnings were read only through a `python -m ascendctl` subprocess.
+    assert [w for w in load_stack(STACK).spec.insecure_warnings() if "https_enabled" in w] == [
+        f"warning: {NS}engine.https_enabled: is false: GPUStack's API on the cluster network is plain HTTP "
+        "(runbook 002's http://<server>): the admin login and its password, the session cookie, the workers' "
+        "registration token and every model request and reply travel in clear on port 80 "
+        "(see docs/security.md#endpoints)"]
+    assert [w for w in https_loaded().spec.insecure_warnings() if "https_enabled" in w] == []
+
+
 @pytest.mark.graph
 def test_preview_names_plain_http(tmp_path):
     printed = run_cli("preview", "--stack", STACK).stdout
@@ -250,3 +263,89 @@ def test_bad_https_setting_is_one_line(tmp_path, case):
     assert str(path) in line and expected in line, line
     if case == "control_ca missing":
         assert "does not exist" in line and "(fix: name the PEM file of the CA" in line, line
+
+
+def _problems(path: Path) -> list[str]:
+    try:
+        load_stack(str(path))
+    except StackError as error:
+        return [str(p) for p in error.problems]
+    return []
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("port", "refused"), [(8443, True), (442, True), (443, False)])
+def test_a_tls_port_other_than_443_without_https_is_refused_in_process(tmp_path, port, refused):
+    # Found by mutation testing: `tls_port != DEFAULT_TLS_PORT` -> `<`, `>` and `is not` (a 443
+    # read from the stack file is another object than the constant), and `DEFAULT_TLS_PORT =
+    # 443` -> 442, 444, passed every test: only the CLI's subprocess (8443) checked the rule.
+    problems = _problems(gpustack_stack(tmp_path, "port", tls_port=port))
+    named = [p for p in problems if f"{NS}engine.tls_port: is set, but https_enabled is not true" in p]
+    assert (len(named), len(problems)) == ((1, 1) if refused else (0, 0)), problems
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("size", "refused"), [(2**20, False), (2**20 + 1, True)])
+def test_a_control_ca_bundle_of_1_mib_is_read_and_a_byte_more_is_refused(tmp_path, size, refused):
+    # Found by mutation testing: `MAX_CA_BYTES = 2**20` -> `2**19`, `2**21`, `2<<20`, `3**20`
+    # passed every test. 1 MiB is GPUStack's own cap on the CA bundle a worker downloads.
+    pem = CONTROL_CA.read_text()
+    (tmp_path / "big-ca.pem").write_text(pem + "\n" * (size - len(pem)))
+    assert (tmp_path / "big-ca.pem").stat().st_size == size
+    path = gpustack_stack(tmp_path, "big", https_enabled=True, tls={**TLS, "control_ca": "big-ca.pem"})
+    problems = _problems(path)
+    if refused:
+        [line] = problems
+        assert f"{NS}engine.tls.control_ca: cannot be read as a PEM file" in line, line
+        assert "more than the 1,048,576 bytes allowed" in line, line
+    else:
+        assert problems == []
+        loaded = load_stack(str(path))
+        assert loaded.spec.engine_plugin.control_ca_pem(loaded.spec, str(path)) == pem + "\n" * (size - len(pem))
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("https", [True, False])
+def test_the_tls_port_is_a_host_port_only_with_https(tmp_path, https):
+    # Found by mutation testing: host_ports' `if self.https_enabled` -> `if not` passed every
+    # test: the CLI's subprocess alone checked the TLS port against the HTTP port.
+    engine = dict(https_enabled=True, tls=TLS) if https else dict(https_enabled=False)
+    problems = _problems(gpustack_stack(tmp_path, "ports", port=443, **engine))
+    assert problems == ([f"{tmp_path / 'Pulumi.ports.yaml'}: {NS}engine.tls_port: port 443 is also engine.port "
+                         "on every node (fix: give each port of the stack its own number)"] if https else [])
+
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("case", sorted(BAD) + ["control_ca not ASCII", "control_ca under a file"])
+def test_bad_https_setting_is_one_problem_in_process(tmp_path, case):
+    # Found by mutation testing: `if s.https_enabled and s.tls is not None` -> `is None`, the
+    # control CA's `except (NotARegularFile, OSError, UnicodeDecodeError)` without `OSError` or
+    # `UnicodeDecodeError`, and an empty text's `else 0` -> `else 1` passed every test:
+    # `test_bad_https_setting_is_one_line` runs them through the CLI's subprocess, which the
+    # mutation run does not select, and no case raised an OSError other than a missing file.
+    extra = {"control_ca not ASCII": "latin1.pem", "control_ca under a file": "empty.pem/ca.pem"}
+    engine, drop, expected = BAD[case] if case in BAD else (
+        dict(https_enabled=True, tls={**TLS, "control_ca": extra[case]}), (), "cannot be read as a PEM file")
+    (tmp_path / "not-a-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    (tmp_path / "empty.pem").write_text("\n")
+    (tmp_path / "latin1.pem").write_bytes(CONTROL_CA.read_bytes() + "# Zertifikat für\n".encode("latin-1"))
+    [line] = _problems(gpustack_stack(tmp_path, "bad", drop=drop, **engine))
+    assert expected in line, line
+    if case == "control_ca missing":
+        # `except FileNotFoundError` -> another exception passed too: it is an OSError, read next.
+        assert "does not exist" in line and "cannot be read" not in line, line
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("port", "flag"), [(443, ()), (8443, ("--tls-port", "8443")), (442, ("--tls-port", "442"))])
+def test_the_server_is_told_its_tls_port_only_off_gpustacks_443(tmp_path, port, flag):
+    # Found by mutation testing: `tls_port != DEFAULT_TLS_PORT` -> `is not` (a 443 read from the
+    # stack file is another object than the constant) and `>` passed every test.
+    loaded = load_stack(str(gpustack_stack(tmp_path, "tls-port", https_enabled=True, tls=TLS, tls_port=port)))
+    command = render_node(loaded, 0).container.command
+    assert command[command.index("--ssl-ca-certfile") + 2:][:len(flag)] == flag
+    assert ("--tls-port" in command) is bool(flag)
+    # and the workers' URL names the port only then (`tls_port == DEFAULT_TLS_PORT` -> `<=`, `is`).
+    assert render_node(loaded, 1).container.command[:2] == (
+        "--server-url", f"https://{MASTER}" + (f":{port}" if flag else ""))
