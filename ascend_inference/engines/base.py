@@ -277,10 +277,6 @@ class NodeContext:
         return self.index == 0
 
     @property
-    def master(self) -> Node:
-        return self.spec.nodes[0]
-
-    @property
     def remote_dir(self) -> str:
         return f"{self.spec.paths.remote_dir}/{self.stack}"
 
