@@ -318,6 +318,15 @@ def test_gpustack_server_args_reach_only_the_server_container(tmp_path):
     assert "--disable-update-check" not in docker_line(out, "node1")
 
 
+@pytest.mark.parametrize("stack", ["tp16-vllm-mindspore", "tp16-mindie", "dp2-tp8-ep16-vllm-ascend"])
+def test_the_smoke_request_says_its_body_is_json(rendered, stack):
+    """curl's -d alone sends application/x-www-form-urlencoded, which the engines' OpenAI
+    servers do not read as JSON. Found by mutation testing: the headers' loop emptied
+    (`for name, value in []`) passed every test."""
+    script = (rendered[stack] / "node0" / "scripts" / "smoke.sh").read_text()
+    assert "-H 'Content-Type: application/json' -d " in script, script
+
+
 def test_smoke_request_is_the_runbooks_and_always_valid_json(rendered, tmp_path):
     """Runbook 000 asks "I am", runbook 003 "Mindspore is"; the body is JSON
     even when the model path holds a quote."""
