@@ -282,22 +282,27 @@ def test_single_node_lmdeploy_may_leave_eager_mode(tmp_path):
                        engine={"eager_mode": False}) == []
 
 
-@pytest.mark.parametrize(("nodes", "refused"), [(2, True), (1, False)])
-def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_path):
-    doc = load_stack_doc("tp16-mindie")
+def profile_problems_on_300i_duo(tmp_path, stack: str, nodes: int, parallel: dict) -> list[Problem]:
+    """The `hardware.profile` problems of `stack` on `nodes` 300I Duo servers: a 300I Duo has no
+    RoCE fabric, so no device IPs and no HCCL TLS switch."""
+    doc = load_stack_doc(stack)
     config = doc["config"]
     config[NS + "hardware"]["profile"] = "atlas-300i-duo"
-    # A 300I Duo has no RoCE fabric: no device IPs, no HCCL TLS switch.
     config[NS + "nodes"] = [{k: v for k, v in n.items() if k != "device_ips"} for n in config[NS + "nodes"][:nodes]]
-    config[NS + "network"] = {k: v for k, v in config[NS + "network"].items() if k not in ("fix_tls", "hccl_tls")}
-    config[NS + "parallel"]["tp"] = 8 * nodes
+    if NS + "network" in config:
+        config[NS + "network"] = {k: v for k, v in config[NS + "network"].items() if k not in ("fix_tls", "hccl_tls")}
+    config[NS + "parallel"].update(parallel)
     try:
         load_stack(str(write_stack(tmp_path, "case", doc)))
-        problems: list[Problem] = []
+        return []
     except StackError as error:
-        problems = error.problems
-    named = [p for p in problems if p.key == f"{NS}hardware.profile"]
-    assert len(named) == refused, [str(p) for p in problems]
+        return [p for p in error.problems if p.key == f"{NS}hardware.profile"]
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(2, True), (1, False)])
+def test_mindie_multi_node_is_refused_on_300i_duo_servers(nodes, refused, tmp_path):
+    named = profile_problems_on_300i_duo(tmp_path, "tp16-mindie", nodes, {"tp": 8 * nodes})
+    assert len(named) == refused, [str(p) for p in named]
     if refused:
         assert "MindIE multi-node service does not run on atlas-300i-duo" in named[0].message
 
@@ -348,19 +353,8 @@ def test_gpustacks_npu_memory_fraction_takes_1_and_nothing_above_or_at_0(fractio
 def test_gpustack_on_300i_duo_servers_is_refused_across_nodes_only(nodes, refused, tmp_path):
     # Found by mutation testing: `len(spec.nodes) > 1` -> `> 0` passed every test (the one
     # fast test of the rule has four nodes).
-    doc = load_stack_doc("dp4-ep32-gpustack")
-    config = doc["config"]
-    config[NS + "hardware"]["profile"] = "atlas-300i-duo"
-    # A 300I Duo has no RoCE fabric: no device IPs.
-    config[NS + "nodes"] = [{k: v for k, v in n.items() if k != "device_ips"} for n in config[NS + "nodes"][:nodes]]
-    config[NS + "parallel"].update({"tp": 8, "dp": nodes, "ep": 8 * nodes})
-    try:
-        load_stack(str(write_stack(tmp_path, "case", doc)))
-        problems: list[Problem] = []
-    except StackError as error:
-        problems = error.problems
-    named = [p for p in problems if p.key == f"{NS}hardware.profile"]
-    assert len(named) == refused, [str(p) for p in problems]
+    named = profile_problems_on_300i_duo(tmp_path, "dp4-ep32-gpustack", nodes, {"tp": 8, "dp": nodes, "ep": 8 * nodes})
+    assert len(named) == refused, [str(p) for p in named]
     if refused:
         assert "GPUStack's distributed MindIE backend does not run on atlas-300i-duo" in named[0].message
 

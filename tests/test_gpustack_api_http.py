@@ -312,18 +312,24 @@ def test_the_cluster_is_the_named_or_the_default_or_the_only_one(server, cluster
     assert GpustackApi(url, "admin", PASSWORD).cluster_id(name) == chosen
 
 
+def cluster_refusal(server, clusters: list[dict], name: str | None) -> tuple[str, str]:
+    """(the server's URL, the message `cluster_id` refuses `clusters` with)."""
+    fake, url = server
+    fake.clusters = clusters
+    with pytest.raises(GpustackError) as raised:
+        GpustackApi(url, "admin", PASSWORD).cluster_id(name)
+    return url, str(raised.value)
+
+
 @pytest.mark.parametrize("clusters, name, missing, have", [
     ([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], None, "default cluster", "a, b"),
     ([], None, "default cluster", "none"),
     ([{"id": 1, "name": "a", "is_default": True}], "b", "cluster named 'b'", "a"),
 ])
 def test_no_cluster_to_deploy_into_is_one_line(server, clusters, name, missing, have):
-    fake, url = server
-    fake.clusters = clusters
-    with pytest.raises(GpustackError) as raised:
-        GpustackApi(url, "admin", PASSWORD).cluster_id(name)
-    assert str(raised.value) == (f"GPUStack at {url} has no {missing} to deploy into (clusters: {have}); a 2.x "
-                                 "server makes its default cluster when started with --enable-worker or --token")
+    url, message = cluster_refusal(server, clusters, name)
+    assert message == (f"GPUStack at {url} has no {missing} to deploy into (clusters: {have}); a 2.x "
+                       "server makes its default cluster when started with --enable-worker or --token")
 
 
 @pytest.mark.parametrize("clusters, name, wanted, which", [
@@ -336,12 +342,9 @@ def test_no_cluster_to_deploy_into_is_one_line(server, clusters, name, missing, 
 def test_two_clusters_that_fit_are_refused_not_one_picked(server, clusters, name, wanted, which):
     # Found by mutation testing: `chosen[0]` -> `chosen[-1]` passed every test, as no test had
     # two clusters that fit: the model went to whichever the server listed first.
-    fake, url = server
-    fake.clusters = clusters
-    with pytest.raises(GpustackError) as raised:
-        GpustackApi(url, "admin", PASSWORD).cluster_id(name)
-    assert str(raised.value) == (f"GPUStack at {url} has {wanted} ({which}); the model could go to either: "
-                                 "leave one (GPUStack's Clusters page) before deploying")
+    url, message = cluster_refusal(server, clusters, name)
+    assert message == (f"GPUStack at {url} has {wanted} ({which}); the model could go to either: "
+                       "leave one (GPUStack's Clusters page) before deploying")
 
 
 def test_create_deploys_into_the_default_cluster_and_waits_for_the_instance(server):
