@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shlex
 import subprocess
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ from ascendctl.preview.stack import record_stack
 from ascendctl.preview.values import contains_secret
 from tests.conftest import NS, load_stack_doc, pin_host_keys, run_cli, write_stack
 from tests.readiness import run_readiness
+from tests.test_vllm_ascend import standin_engine
 
 CIPHERTEXT = "v1:c2VydmluZy1rZXk=:bm90LXJlYWxseS1lbmNyeXB0ZWQ="
 KEY = "sk-serving-key-never-in-argv-0123456789"
@@ -58,7 +60,7 @@ def test_the_key_reaches_the_engine_as_a_secret_env(tmp_path, stack):
     serve = master.scripts.serve_start.command if master.scripts.serve_start else ""
     if stack == "tp16-lmdeploy":
         # LMDeploy reads no env variable: its flag, from the container's env.
-        assert f'--api-keys "${variable}"' in serve
+        assert f'--api-keys="${variable}"' in serve
     else:
         assert "--api-key" not in serve
     engine = loaded.spec.engine_plugin
@@ -112,6 +114,22 @@ def test_an_api_key_secret_that_is_no_config_key_is_refused_unless_no_key_is_use
     named = f"{NS}engine.api_key_secret: is not a config key name" in result.stderr
     assert named is refused and (result.returncode == 3) is refused, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.pure
+def test_lmdeploy_takes_a_key_that_starts_with_a_dash(tmp_path):
+    """`token_urlsafe` keys start with "-" one time in 64; argparse reads `--api-keys -Kx9...` as
+    an unknown option and LMDeploy exits at once (an emulated rollout failed so). The rendered
+    `--api-keys="$VAR"` hands the key over whole. Checked with the emulator's LMDeploy parser,
+    built from LMDeploy's own options (emulator/standins/lmdeploy_flags.json)."""
+    parser = standin_engine().lmdeploy_parser("lmdeploy serve api_server")
+    loaded = load_stack(str(stack_with(tmp_path, "tp16-lmdeploy", "dash")))
+    command = loaded.spec.engine_plugin.serve(loaded.spec, loaded.plan, loaded.name).command
+    argv = shlex.split(command.replace("$ASCEND_INFERENCE_API_KEY", "-Kx9_dashed-key"))
+    assert argv[:3] == ["lmdeploy", "serve", "api_server"] and argv[-1] == "--api-keys=-Kx9_dashed-key"
+    assert parser.parse_args(argv[3:]).api_keys == ["-Kx9_dashed-key"]
+    with pytest.raises(SystemExit):  # the form rendered before
+        parser.parse_args([*argv[3:-1], "--api-keys", "-Kx9_dashed-key"])
 
 
 # ---------------------------------------------------------------- graph

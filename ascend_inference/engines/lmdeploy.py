@@ -212,8 +212,10 @@ class Lmdeploy(EnginePlugin):
             # ArgumentHelper.api_keys: nargs='*', no env variable, no file), so
             # the key is in the serving process's argv on the master (`ps` there
             # shows it). The script holds only the variable's name; the
-            # container's secret env holds the value.
-            command += f' --api-keys "${API_KEY_ENV}"'
+            # container's secret env holds the value. `=` joins key and flag: a key
+            # that starts with "-" (1 in 64 of `token_urlsafe`'s) would otherwise be
+            # read by argparse as an option, and LMDeploy would stop at once.
+            command += f' --api-keys="${API_KEY_ENV}"'
         return ServePlan(command, where="head", log_file=settings_of(spec, LmdeploySettings).log_file)
 
     def endpoint(self, spec: ClusterSpec) -> str:
