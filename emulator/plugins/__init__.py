@@ -19,10 +19,15 @@ tests run on the real plugins where those are installed.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # The variable the plugins require (set by `environment()` alone).
 GUARD_VARIABLE = "ASCEND_INFERENCE_STANDIN_PLUGINS"
+# The Python the plugins run under (the tests' own, which has grpc and paramiko),
+# named by `environment()`: the first python3 on PATH is the program's venv when a
+# run has it active, as the README's user path does.
+PYTHON_VARIABLE = "ASCEND_INFERENCE_STANDIN_PYTHON"
 # Set to 1 to run the same tests on the real plugins (`pulumi plugin install ...`).
 REAL_PLUGINS_VARIABLE = "ASCEND_INFERENCE_REAL_PLUGINS"
 BIN_DIR = Path(__file__).resolve().parent / "bin"
@@ -34,13 +39,15 @@ def use_real_plugins() -> bool:
 
 def environment(base_path: str | None = None) -> dict[str, str]:
     """The environment additions a test fixture applies to a `pulumi` run:
-    the stand-ins' directory first on PATH and the guard variable. With
+    the stand-ins' directory first on PATH, the guard variable and the Python
+    they run under (this one). With
     ASCEND_INFERENCE_REAL_PLUGINS=1, nothing: the real plugins (installed in
     PULUMI_HOME or on PATH) are used instead."""
     if use_real_plugins():
         return {}
     path = base_path if base_path is not None else os.environ.get("PATH", "")
-    return {"PATH": f"{BIN_DIR}:{path}" if path else str(BIN_DIR), GUARD_VARIABLE: "1"}
+    return {"PATH": f"{BIN_DIR}:{path}" if path else str(BIN_DIR), GUARD_VARIABLE: "1",
+            PYTHON_VARIABLE: sys.executable}
 
 
 def load_protocol_modules_only() -> None:
@@ -51,7 +58,6 @@ def load_protocol_modules_only() -> None:
     per operation, so one docker plugin per node at every preview and up. Never
     in a process that also uses the SDK (a test): it would see these empty packages."""
     import importlib.util
-    import sys
     import types
 
     if "pulumi" in sys.modules:

@@ -24,6 +24,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,4 +353,5 @@ def test_guard_refuses_without_the_variable(plugin):
     if plugins.use_real_plugins():
         assert added == {}
     else:
-        assert added == {"PATH": f"{plugins.BIN_DIR}:/usr/bin", plugins.GUARD_VARIABLE: "1"}
+        assert added == {"PATH": f"{plugins.BIN_DIR}:/usr/bin", plugins.GUARD_VARIABLE: "1",
+                         plugins.PYTHON_VARIABLE: sys.executable}
