@@ -135,6 +135,7 @@ def test_a_worker_with_more_npus_than_expected_is_ready():
     ("gpustack/gpustack:latest-npu", "0.x"), ("gpustack/gpustack:v0.7.1-npu", "0.x"),
     ("gpustack/gpustack:0.6.2", "0.x"), ("gpustack/gpustack:v0.7.1", "0.x"),
     ("gpustack/gpustack:v2.3.0", "2.x"), ("registry.local:5000/gpustack/gpustack:v2.3.0", "2.x"),
+    ("gpustack/gpustack:v1.0.0", "0.x"), ("gpustack/gpustack:v3.0.0", "3.x"), ("gpustack/gpustack:12.1", "12.x"),
     ("gpustack/gpustack", None), ("gpustack/gpustack:latest", None), ("registry.local:5000/gpustack", None),
 ])
 def test_image_line(image, line):

@@ -219,6 +219,10 @@ CASES = [
          mutate=set_in("container", "image", "gpustack/gpustack:latest-npu")),
     Case("gpustack-0x-version-tag", NS + "container.image", ("v0.7.1", "gpustack/gpustack:v2.3.0"),
          base="dp4-ep32-gpustack", mutate=set_in("container", "image", "gpustack/gpustack:v0.7.1")),
+    # A later major line is named as such (it was called "a GPUStack 0.x image").
+    Case("gpustack-3x-version-tag", NS + "container.image",
+         ("v3.0.0 is a GPUStack 3.x image", "later line", "gpustack/gpustack:v2.3.0"),
+         base="dp4-ep32-gpustack", mutate=set_in("container", "image", "gpustack/gpustack:v3.0.0")),
     Case("gpustack-server-without-npus-too-small", NS + "engine.server_enable_worker",
          ("needs 32 NPUs", "have 24", "master's NPUs", "server_enable_worker: true"), base="dp4-ep32-gpustack",
          mutate=set_in("engine", "server_enable_worker", False)),

@@ -99,8 +99,9 @@ CONTAINER_DOCKER_SOCKET = "/var/run/docker.sock"
 
 def image_line(image: str) -> str | None:
     """The GPUStack line an image tag names: "0.x" for the `-npu` tags and
-    v0/v1 versions (both before the 2.x API), "2.x" for a 2.x version, None
-    when the tag says nothing (latest, a digest, a private build)."""
+    v0/v1 versions (both before the 2.x API), "2.x" for a 2.x version, "N.x"
+    for a later major version N, None when the tag says nothing (latest, a
+    digest, a private build)."""
     ref = image.split("@", 1)[0]
     tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else ""
     if tag.endswith("-npu") or "-npu-" in tag:
@@ -108,7 +109,8 @@ def image_line(image: str) -> str | None:
     version = re.match(r"v?(\d+)\.", tag)
     if version is None:
         return None
-    return "2.x" if version.group(1) == "2" else "0.x"
+    major = int(version.group(1))
+    return "0.x" if major < 2 else f"{major}.x"
 
 
 # A CA bundle is a few certificates; 1 MB is GPUStack's own cap on the bundle
@@ -263,11 +265,18 @@ class Gpustack(EnginePlugin):
     def _line_problems(self, spec: ClusterSpec, s: GpustackSettings, file: str) -> list[Problem]:
         """The stack must be one GPUStack line end to end: the 2.x API, image and flags."""
         problems: list[Problem] = []
-        if image_line(spec.container.image) == "0.x":
+        line = image_line(spec.container.image)
+        if line == "0.x":
             problems.append(Problem(
                 file, "ascend-inference:container.image",
                 f"{spec.container.image} is a GPUStack 0.x image (its API is /v1 and its backend ascend-mindie), "
                 "but the program deploys through GPUStack 2.x's API (/v2/clusters, /v2/models)",
+                f"use {SUPPORTED_IMAGE}, the 2.x release the program is tested against"))
+        elif line not in (None, "2.x"):
+            problems.append(Problem(
+                file, "ascend-inference:container.image",
+                f"{spec.container.image} is a GPUStack {line} image, a later line than the program knows: it "
+                "deploys through GPUStack 2.x's API (/v2/clusters, /v2/models) and its workers' 2.x internals",
                 f"use {SUPPORTED_IMAGE}, the 2.x release the program is tested against"))
         if not s.docker_socket.startswith("/"):
             problems.append(Problem(file, "ascend-inference:engine.docker_socket",
