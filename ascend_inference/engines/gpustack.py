@@ -485,9 +485,10 @@ def control_ca_problems(file: str, path: str) -> list[Problem]:
     except (NotARegularFile, OSError, UnicodeDecodeError) as error:
         return [Problem(file, key, f"cannot be read as a PEM file: {masked(str(error))}", fix)]
     try:
-        # An empty text loads without error and trusts nothing.
+        # An empty text loads without error and trusts nothing. (The ValueError that
+        # load_verify_locations raises for non-ASCII cadata cannot come: pem is ASCII.)
         loaded = ssl.create_default_context(cadata=pem).cert_store_stats()["x509"] if pem.strip() else 0
-    except (ssl.SSLError, ValueError):
+    except ssl.SSLError:
         loaded = 0
     if not loaded:
         return [Problem(file, key, f"{masked(str(where))} holds no PEM certificate", fix)]
