@@ -266,17 +266,14 @@ class Gpustack(EnginePlugin):
         """The stack must be one GPUStack line end to end: the 2.x API, image and flags."""
         problems: list[Problem] = []
         line = image_line(spec.container.image)
-        if line == "0.x":
+        if line not in (None, "2.x"):
+            why = (" (its API is /v1 and its backend ascend-mindie), but the program deploys through GPUStack "
+                   "2.x's API (/v2/clusters, /v2/models)" if line == "0.x" else
+                   ", a later line than the program knows: it deploys through GPUStack 2.x's API "
+                   "(/v2/clusters, /v2/models) and its workers' 2.x internals")
             problems.append(Problem(
                 file, "ascend-inference:container.image",
-                f"{spec.container.image} is a GPUStack 0.x image (its API is /v1 and its backend ascend-mindie), "
-                "but the program deploys through GPUStack 2.x's API (/v2/clusters, /v2/models)",
-                f"use {SUPPORTED_IMAGE}, the 2.x release the program is tested against"))
-        elif line not in (None, "2.x"):
-            problems.append(Problem(
-                file, "ascend-inference:container.image",
-                f"{spec.container.image} is a GPUStack {line} image, a later line than the program knows: it "
-                "deploys through GPUStack 2.x's API (/v2/clusters, /v2/models) and its workers' 2.x internals",
+                f"{spec.container.image} is a GPUStack {line} image{why}",
                 f"use {SUPPORTED_IMAGE}, the 2.x release the program is tested against"))
         if not s.docker_socket.startswith("/"):
             problems.append(Problem(file, "ascend-inference:engine.docker_socket",
